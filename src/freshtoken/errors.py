@@ -1,0 +1,98 @@
+"""Every error freshtoken raises, under one base class.
+
+::
+
+    AuthError
+    ├── SessionExpired          refresh is impossible: tokens cleared, the user must log in again
+    ├── RefreshFailed           transient failure (network, 5xx, 429, bad body): tokens kept
+    ├── InsecureTransportError  a token would have crossed plain HTTP to a non-loopback host
+    ├── StoreError              a token store cannot be read or written (names the store)
+    │   └── LockTimeout         the cross-process refresh lock was not acquired in time
+    └── ReplayError             a request that got a 401 has a body that cannot be re-sent
+
+Messages carry the token endpoint's error code and description, a status and a store's name,
+never a token.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "InsecureTransportError",
+    "LockTimeout",
+    "RefreshFailed",
+    "ReplayError",
+    "SessionExpired",
+    "StoreError",
+]
+
+
+class AuthError(Exception):
+    """Base class of every freshtoken error."""
+
+
+class SessionExpired(AuthError):
+    """The session cannot be refreshed any more: log in again.
+
+    ``error`` and ``description`` are the token endpoint's RFC 6749 section 5.2 ``error`` and
+    ``error_description`` when the server gave them (``invalid_grant``, ``invalid_client``...),
+    or freshtoken's own code (``no_tokens``, ``no_refresh_token``) when no server was asked.
+    """
+
+    def __init__(
+        self, error: str, description: str | None = None, *, status: int | None = None
+    ) -> None:
+        self.error = error
+        self.description = description
+        self.status = status
+        super().__init__(_describe("session expired, log in again", error, description, status))
+
+
+class RefreshFailed(AuthError):
+    """A refresh failed for a reason that may go away: the stored tokens were kept.
+
+    ``retry_after`` is the server's Retry-After in seconds, when it sent one. ``answer_lost``
+    says the request may have reached the server (a read timeout or a dropped connection), so
+    the server may already have rotated the refresh token.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        description: str | None = None,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        answer_lost: bool = False,
+    ) -> None:
+        self.error = error
+        self.description = description
+        self.status = status
+        self.retry_after = retry_after
+        self.answer_lost = answer_lost
+        super().__init__(_describe("token refresh failed", error, description, status))
+
+
+class InsecureTransportError(AuthError):
+    """A token would have been sent over plain HTTP to a host that is not loopback."""
+
+
+class StoreError(AuthError):
+    """A token store cannot be read or written; the message names the store and the fix."""
+
+
+class LockTimeout(StoreError):
+    """The cross-process refresh lock was not acquired within the configured timeout."""
+
+
+class ReplayError(AuthError):
+    """A request answered 401 cannot be retried because its body was a one-shot stream."""
+
+
+def _describe(summary: str, error: str, description: str | None, status: int | None) -> str:
+    text = f"{summary}: {error}"
+    if description:
+        text += f" ({description})"
+    if status is not None:
+        text += f" [HTTP {status}]"
+    return text
