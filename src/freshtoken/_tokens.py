@@ -1,0 +1,198 @@
+"""TokenSet: one token endpoint answer, parsed, validated and timed.
+
+Expiry follows the sent-time rule: ``expires_at`` is the moment the token request was *sent*
+plus ``expires_in``, because the client's clock and the server's may disagree and the request
+may have spent a while in flight. Without ``expires_in`` the JWT ``exp`` claim is read (not
+verified: the client is not the token's audience) and corrected for the skew between the
+server's ``Date`` header and the client's clock. Without either, expiry is unknown and only a
+401 triggers a refresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import jwt
+
+__all__ = ["TokenSet", "TokenResponseError"]
+
+
+class TokenResponseError(ValueError):
+    """A token response that is not a usable RFC 6749 section 5.1 answer (says why, no token)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
+class TokenSet:
+    """An access token and what comes with it. Immutable; its repr shows no secret.
+
+    ``obtained_at`` is when the request that produced it was sent (epoch seconds),
+    ``expires_at`` when the access token stops working, and ``refresh_at`` a server's hint of
+    when to refresh (``refresh_in``), all on the client's clock.
+    """
+
+    access_token: str
+    token_type: str = "Bearer"
+    refresh_token: str | None = None
+    expires_at: float | None = None
+    obtained_at: float | None = None
+    refresh_at: float | None = None
+    scope: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.access_token, str) or not self.access_token:
+            raise TokenResponseError("access_token must be a non-empty string")
+        if any(ch in self.access_token for ch in "\r\n\x00 "):
+            raise TokenResponseError("access_token contains characters a header cannot carry")
+
+    @property
+    def lifetime(self) -> float | None:
+        """Seconds between obtaining the token and its expiry, when both are known."""
+        if self.expires_at is None or self.obtained_at is None:
+            return None
+        return max(0.0, self.expires_at - self.obtained_at)
+
+    def expires_in(self, now: float) -> float | None:
+        return None if self.expires_at is None else self.expires_at - now
+
+    def is_expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    @property
+    def authorization(self) -> str:
+        """The Authorization header value. RFC 6750 says "Bearer" whatever case the server used."""
+        kind = "Bearer" if self.token_type.lower() == "bearer" else self.token_type
+        return f"{kind} {self.access_token}"
+
+    @classmethod
+    def from_response(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        sent_at: float | None = None,
+        date_header: str | None = None,
+        previous: TokenSet | None = None,
+    ) -> TokenSet:
+        """Parse a token endpoint's JSON answer.
+
+        ``sent_at`` is when the request was sent (defaults to now: the answer just arrived);
+        ``previous`` supplies the refresh token when the answer carries none (RFC 6749
+        section 6: the server may keep the old one valid).
+        """
+        if not isinstance(data, Mapping):
+            raise TokenResponseError("token response is not a JSON object")
+        access = data.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise TokenResponseError("token response has no access_token string")
+        token_type = data.get("token_type", "Bearer")
+        if not isinstance(token_type, str) or not token_type:
+            raise TokenResponseError("token_type must be a non-empty string")
+        refresh = data.get("refresh_token")
+        if refresh is not None and (not isinstance(refresh, str) or not refresh):
+            raise TokenResponseError("refresh_token must be a non-empty string")
+        if refresh is None and previous is not None:
+            refresh = previous.refresh_token
+        scope = data.get("scope")
+        if scope is not None and not isinstance(scope, str):
+            raise TokenResponseError("scope must be a space-separated string")
+        if scope is None and previous is not None:
+            scope = previous.scope  # RFC 6749 section 5.1: omitted means unchanged
+        expires_in = _seconds(data, "expires_in")
+        refresh_in = _seconds(data, "refresh_in")
+        if sent_at is None:
+            sent_at = time.time()  # just received: the best estimate left, leeway covers the gap
+
+        expires_at: float | None = None
+        if expires_in is not None:
+            expires_at = sent_at + expires_in
+        else:
+            exp = _jwt_claims(access).get("exp")
+            if isinstance(exp, (int, float)) and not isinstance(exp, bool) and math.isfinite(exp):
+                expires_at = float(exp) - _skew(date_header, sent_at)
+        refresh_at = None if refresh_in is None else sent_at + refresh_in
+        return cls(
+            access_token=access,
+            token_type=token_type,
+            refresh_token=refresh,
+            expires_at=expires_at,
+            obtained_at=sent_at,
+            refresh_at=refresh_at,
+            scope=scope,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, secrets included: for stores, never for logs."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TokenSet:
+        """Inverse of :meth:`to_dict`; raises TokenResponseError on anything unexpected."""
+        if not isinstance(data, Mapping):
+            raise TokenResponseError("stored token set is not an object")
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise TokenResponseError(f"unknown token set fields: {sorted(unknown)}")
+        for name in ("token_type", "refresh_token", "scope"):
+            value = data.get(name)
+            if value is not None and not isinstance(value, str):
+                raise TokenResponseError(f"{name} must be a string")
+        for name in ("expires_at", "obtained_at", "refresh_at"):
+            value = data.get(name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
+                raise TokenResponseError(f"{name} must be a finite number")
+        return cls(**dict(data))
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenSet(token_type={self.token_type!r}, expires_at={self.expires_at!r}, "
+            f"scope={self.scope!r}, has_refresh_token={self.refresh_token is not None})"
+        )
+
+    __str__ = __repr__
+
+
+def _seconds(data: Mapping[str, Any], name: str) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):  # some servers send "3600"
+        try:
+            value = float(value)
+        except ValueError:
+            raise TokenResponseError(f"{name} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TokenResponseError(f"{name} is not a number")
+    if value < 0:
+        raise TokenResponseError(f"{name} is negative")
+    return float(value)
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    """The unverified claims of a JWT, or {} for an opaque token."""
+    if token.count(".") != 2:
+        return {}
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _skew(date_header: str | None, local_now: float | None) -> float:
+    """Server clock minus client clock, from the response Date header (0 when unknown)."""
+    if not date_header or local_now is None:
+        return 0.0
+    try:
+        server_now = parsedate_to_datetime(date_header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0.0
+    return server_now - local_now

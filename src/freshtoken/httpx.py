@@ -1,0 +1,105 @@
+"""httpx integration: ``httpx.Client(auth=TokenAuth(manager))``, sync and async alike.
+
+One flow serves both clients, as httpx's own auth classes do; the sync and async entry points
+differ only in how they ask the manager (which blocks in one and awaits in the other).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator, Iterable
+
+import httpx
+
+from ._manager import TokenManager
+from ._policy import allowed_origins, check_transport, origin_of
+from ._tokens import TokenSet
+from .errors import ReplayError
+
+__all__ = ["TokenAuth"]
+
+
+class TokenAuth(httpx.Auth):
+    """Attach the manager's access token; on a rejection refresh once and retry once.
+
+    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to; requests
+    elsewhere are sent without it. Cross-origin redirects never carry it (httpx drops the
+    Authorization header itself). Plain HTTP is refused except to loopback, unless
+    ``allow_insecure_http``.
+
+    A request whose body is a one-shot stream (a generator) is sent once: if it is rejected
+    the manager still refreshes, so the next request succeeds, and :class:`ReplayError` says
+    the body could not be sent again. Bytes, str, JSON, forms and files are replayed.
+    """
+
+    def __init__(
+        self,
+        manager: TokenManager,
+        *,
+        origins: Iterable[str] | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        self.manager = manager
+        self.origins = allowed_origins(origins)
+        self.allow_insecure_http = allow_insecure_http
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        if not self._applies(request):
+            yield request
+            return
+        tokens = self.manager.get_tokens()
+        response = yield _authorize(request, tokens)
+        if not self.manager.wants_refresh(
+            response.status_code, response.headers.get("WWW-Authenticate")
+        ):
+            return
+        replacement = self.manager.handle_rejection(tokens)
+        _ensure_replayable(request, response)
+        yield _authorize(request, replacement)
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if not self._applies(request):
+            yield request
+            return
+        tokens = await self.manager.aget_tokens()
+        response = yield _authorize(request, tokens)
+        if not self.manager.wants_refresh(
+            response.status_code, response.headers.get("WWW-Authenticate")
+        ):
+            return
+        replacement = await self.manager.ahandle_rejection(tokens)
+        _ensure_replayable(request, response)
+        yield _authorize(request, replacement)
+
+    def _applies(self, request: httpx.Request) -> bool:
+        origin = origin_of(str(request.url))
+        if self.origins is not None and origin not in self.origins:
+            return False
+        check_transport(origin, allow_insecure_http=self.allow_insecure_http, what="a token")
+        return True
+
+    def __repr__(self) -> str:
+        origins = None if self.origins is None else sorted(map(str, self.origins))
+        return f"TokenAuth({self.manager!r}, origins={origins!r})"
+
+
+def _authorize(request: httpx.Request, tokens: TokenSet) -> httpx.Request:
+    request.headers["Authorization"] = tokens.authorization
+    return request
+
+
+def _ensure_replayable(request: httpx.Request, response: httpx.Response) -> None:
+    # httpx keeps bytes, JSON, forms and multipart as re-iterable streams; only a caller's
+    # iterator is one-shot, and buffering it behind the caller's back could exhaust memory.
+    if isinstance(request.stream, httpx.ByteStream) or _is_multipart(request.stream):
+        return
+    raise ReplayError(
+        f"{request.method} {request.url.copy_with(query=None)} was rejected with "
+        f"{response.status_code} and its body is a one-shot stream, so it was not retried; "
+        "the token has been refreshed: send the request again"
+    )
+
+
+def _is_multipart(stream: object) -> bool:
+    return type(stream).__name__ == "MultipartStream"

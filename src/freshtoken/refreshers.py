@@ -1,0 +1,460 @@
+"""Refreshers turn the current tokens into new ones.
+
+* :class:`OAuth2Refresher`: the ``refresh_token`` grant of RFC 6749 section 6.
+* :class:`JSONRefresher`: in-house ``POST /auth/refresh`` APIs that take and give JSON.
+* :class:`ClientCredentials`: re-acquires with the ``client_credentials`` grant (no refresh
+  token exists; a new access token is simply asked for).
+* :class:`FunctionRefresher`: any function of yours, plain or async.
+
+The HTTP refreshers build an ``httpx.Request`` and read an ``httpx.Response`` without doing
+I/O themselves (``build_request``, ``parse_response``); ``refresh`` and ``arefresh`` only send.
+Token endpoint calls go through their own client with no auth attached, so they never pass
+through :class:`freshtoken.httpx.TokenAuth` (no recursion) and carry nothing from the request
+that triggered them. Redirects are not followed: credentials stay with the configured URL.
+
+Also here: :func:`password_login`, :func:`client_credentials_login` and :func:`json_login`, to
+obtain the first tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import quote
+
+import httpx
+
+from ._clock import Clock, system_clock
+from ._policy import check_transport, interpret_token_response, origin_of, parse_retry_after
+from ._tokens import TokenResponseError, TokenSet
+from .errors import RefreshFailed, SessionExpired
+
+__all__ = [
+    "ClientAuthMethod",
+    "ClientCredentials",
+    "FunctionRefresher",
+    "HTTPRefresher",
+    "JSONRefresher",
+    "OAuth2Refresher",
+    "Refresher",
+    "client_credentials_login",
+    "json_login",
+    "password_login",
+]
+
+ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+DEFAULT_TIMEOUT = httpx.Timeout(10.0)
+
+
+@runtime_checkable
+class Refresher(Protocol):
+    """What a :class:`~freshtoken.TokenManager` needs from a refresher.
+
+    ``can_acquire`` says it can get tokens with no refresh token (client credentials).
+    ``refresh`` raises :class:`~freshtoken.SessionExpired` when the session is over and
+    :class:`~freshtoken.RefreshFailed` when trying again later may work. ``clock`` is the
+    manager's clock, for timing the answer.
+    """
+
+    @property
+    def can_acquire(self) -> bool: ...
+
+    def refresh(self, current: TokenSet | None, clock: Clock) -> TokenSet: ...
+
+    async def arefresh(self, current: TokenSet | None, clock: Clock) -> TokenSet: ...
+
+
+class HTTPRefresher:
+    """Shared sending logic: subclasses say what to send and how to read the answer."""
+
+    can_acquire = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        verify: bool | str = True,
+        allow_insecure_http: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self._origin = origin_of(url)
+        self.allow_insecure_http = allow_insecure_http
+        self.timeout = timeout
+        self.verify = verify
+        self.headers = dict(headers or {})
+        self._client: httpx.Client | None = None
+
+    def build_request(self, current: TokenSet | None) -> httpx.Request:
+        raise NotImplementedError
+
+    def parse_response(
+        self, response: httpx.Response, *, sent_at: float, current: TokenSet | None
+    ) -> TokenSet:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), sent_at)
+        document = interpret_token_response(
+            response.status_code, response.content, retry_after=retry_after
+        )
+        try:
+            return TokenSet.from_response(
+                self.translate(document),
+                sent_at=sent_at,
+                date_header=response.headers.get("Date"),
+                previous=current,
+            )
+        except TokenResponseError as error:
+            raise RefreshFailed(
+                "malformed_response", str(error), status=response.status_code
+            ) from None
+
+    def translate(self, document: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Map the endpoint's field names onto RFC 6749's; identity by default."""
+        return document
+
+    def refresh(self, current: TokenSet | None, clock: Clock) -> TokenSet:
+        request = self._checked_request(current)
+        if self._client is None:
+            # Shared across threads (httpx.Client is thread-safe) for connection reuse.
+            self._client = httpx.Client(timeout=self.timeout, verify=self.verify)
+        sent_at = clock()
+        try:
+            response = self._client.send(request)
+        except httpx.TransportError as error:
+            raise _transport_failure(error) from None
+        return self.parse_response(response, sent_at=sent_at, current=current)
+
+    async def arefresh(self, current: TokenSet | None, clock: Clock) -> TokenSet:
+        request = self._checked_request(current)
+        # A client per refresh: async clients belong to one event loop, and refreshes are rare.
+        async with httpx.AsyncClient(timeout=self.timeout, verify=self.verify) as client:
+            sent_at = clock()
+            try:
+                response = await client.send(request)
+            except httpx.TransportError as error:
+                raise _transport_failure(error) from None
+        return self.parse_response(response, sent_at=sent_at, current=current)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _checked_request(self, current: TokenSet | None) -> httpx.Request:
+        check_transport(
+            self._origin, allow_insecure_http=self.allow_insecure_http, what="a refresh token"
+        )
+        return self.build_request(current)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+class OAuth2Refresher(HTTPRefresher):
+    """The RFC 6749 ``refresh_token`` grant.
+
+    ``auth_method`` defaults to ``client_secret_basic`` with a secret and ``none`` (public
+    client, ``client_id`` in the form) without. ``scope`` asks for a narrower scope;
+    ``extra_params`` are added to the form (``audience``, ``resource``...).
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        auth_method: ClientAuthMethod | None = None,
+        scope: str | None = None,
+        extra_params: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        verify: bool | str = True,
+        allow_insecure_http: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            token_url,
+            timeout=timeout,
+            verify=verify,
+            allow_insecure_http=allow_insecure_http,
+            headers=headers,
+        )
+        self.client = _ClientAuth(client_id, client_secret, auth_method)
+        self.scope = scope
+        self.extra_params = dict(extra_params or {})
+
+    def build_request(self, current: TokenSet | None) -> httpx.Request:
+        if current is None or current.refresh_token is None:
+            raise SessionExpired("no_refresh_token", "no refresh token is stored: log in again")
+        form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
+        if self.scope:
+            form["scope"] = self.scope
+        return self.client.request(self.url, {**self.extra_params, **form}, self.headers)
+
+    def __repr__(self) -> str:
+        return f"OAuth2Refresher({self.url!r}, client_id={self.client.client_id!r})"
+
+
+class ClientCredentials(HTTPRefresher):
+    """Re-acquires a token with the ``client_credentials`` grant whenever one is needed."""
+
+    can_acquire = True
+
+    def __init__(
+        self,
+        token_url: str,
+        *,
+        client_id: str,
+        client_secret: str,
+        auth_method: ClientAuthMethod | None = None,
+        scope: str | None = None,
+        extra_params: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        verify: bool | str = True,
+        allow_insecure_http: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            token_url,
+            timeout=timeout,
+            verify=verify,
+            allow_insecure_http=allow_insecure_http,
+            headers=headers,
+        )
+        self.client = _ClientAuth(client_id, client_secret, auth_method)
+        self.scope = scope
+        self.extra_params = dict(extra_params or {})
+
+    def build_request(self, current: TokenSet | None) -> httpx.Request:
+        form = {"grant_type": "client_credentials"}
+        if self.scope:
+            form["scope"] = self.scope
+        return self.client.request(self.url, {**self.extra_params, **form}, self.headers)
+
+    def __repr__(self) -> str:
+        return f"ClientCredentials({self.url!r}, client_id={self.client.client_id!r})"
+
+
+class JSONRefresher(HTTPRefresher):
+    """In-house refresh endpoints: ``POST url`` with ``{"refresh_token": ...}``.
+
+    Field names are configurable both ways; ``expires_in`` may also be missing (the JWT's
+    ``exp`` is then used).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        request_field: str = "refresh_token",
+        access_token_field: str = "access_token",
+        refresh_token_field: str = "refresh_token",
+        expires_in_field: str = "expires_in",
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        verify: bool | str = True,
+        allow_insecure_http: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            url,
+            timeout=timeout,
+            verify=verify,
+            allow_insecure_http=allow_insecure_http,
+            headers=headers,
+        )
+        self.request_field = request_field
+        self.fields = {
+            access_token_field: "access_token",
+            refresh_token_field: "refresh_token",
+            expires_in_field: "expires_in",
+        }
+        self.extra_body = dict(extra_body or {})
+
+    def build_request(self, current: TokenSet | None) -> httpx.Request:
+        if current is None or current.refresh_token is None:
+            raise SessionExpired("no_refresh_token", "no refresh token is stored: log in again")
+        body = {**self.extra_body, self.request_field: current.refresh_token}
+        return httpx.Request(
+            "POST", self.url, json=body, headers={"Accept": "application/json", **self.headers}
+        )
+
+    def translate(self, document: Mapping[str, Any]) -> Mapping[str, Any]:
+        renamed = {self.fields.get(name, name): value for name, value in document.items()}
+        # In-house APIs often nest the answer: {"data": {...}} or {"tokens": {...}}.
+        if "access_token" not in renamed:
+            for wrapper in ("data", "tokens", "token"):
+                inner = document.get(wrapper)
+                if isinstance(inner, Mapping):
+                    return self.translate(inner)
+        return renamed
+
+
+class FunctionRefresher:
+    """Wraps ``function(current) -> TokenSet | dict`` (plain or async) as a refresher.
+
+    A dict is read as a token response. The function signals the end of the session by
+    raising :class:`~freshtoken.SessionExpired` and a passing failure with
+    :class:`~freshtoken.RefreshFailed`; anything else it raises counts as a failure that keeps
+    the tokens and is not retried.
+    """
+
+    def __init__(
+        self,
+        function: Callable[[TokenSet | None], TokenSet | Mapping[str, Any]]
+        | Callable[[TokenSet | None], Awaitable[TokenSet | Mapping[str, Any]]],
+        *,
+        can_acquire: bool = False,
+    ) -> None:
+        self.function = function
+        self._can_acquire = can_acquire
+
+    @property
+    def can_acquire(self) -> bool:
+        return self._can_acquire
+
+    def refresh(self, current: TokenSet | None, clock: Clock = system_clock) -> TokenSet:
+        sent_at = clock()
+        result = self.function(current)
+        if inspect.isawaitable(result):
+            raise TypeError(
+                "this refresher's function is async: use it from async code (aget_tokens)"
+            )
+        return self._tokens(result, sent_at, current)
+
+    async def arefresh(self, current: TokenSet | None, clock: Clock = system_clock) -> TokenSet:
+        sent_at = clock()
+        result = self.function(current)
+        if inspect.isawaitable(result):
+            result = await result
+        return self._tokens(result, sent_at, current)
+
+    @staticmethod
+    def _tokens(result: object, sent_at: float, current: TokenSet | None) -> TokenSet:
+        if isinstance(result, TokenSet):
+            return result
+        if isinstance(result, Mapping):
+            return TokenSet.from_response(result, sent_at=sent_at, previous=current)
+        raise TypeError(f"a refresher function must return a TokenSet or a dict, not {result!r}")
+
+    def __repr__(self) -> str:
+        return f"FunctionRefresher({getattr(self.function, '__name__', self.function)!r})"
+
+
+class _ClientAuth:
+    """RFC 6749 section 2.3.1 client authentication."""
+
+    __slots__ = ("client_id", "client_secret", "method")
+
+    def __init__(
+        self, client_id: str, client_secret: str | None, method: ClientAuthMethod | None
+    ) -> None:
+        if method is None:
+            method = "client_secret_basic" if client_secret else "none"
+        if method != "none" and not client_secret:
+            raise ValueError(f"{method} needs a client_secret")
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.method: ClientAuthMethod = method
+
+    def request(
+        self, url: str, form: Mapping[str, str], headers: Mapping[str, str]
+    ) -> httpx.Request:
+        form = dict(form)
+        sent_headers = {"Accept": "application/json", **headers}
+        if self.method == "client_secret_basic":
+            assert self.client_secret is not None
+            # RFC 6749 2.3.1: form-encode id and secret before base64.
+            pair = f"{quote(self.client_id, safe='')}:{quote(self.client_secret, safe='')}"
+            sent_headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        else:
+            form["client_id"] = self.client_id
+            if self.method == "client_secret_post":
+                assert self.client_secret is not None
+                form["client_secret"] = self.client_secret
+        return httpx.Request("POST", url, data=form, headers=sent_headers)
+
+
+def _transport_failure(error: httpx.TransportError) -> RefreshFailed:
+    # Connect errors never reached the server; anything later may have been processed there.
+    lost = not isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    return RefreshFailed(
+        "network_error", f"{type(error).__name__} talking to the token endpoint", answer_lost=lost
+    )
+
+
+def password_login(
+    token_url: str,
+    *,
+    username: str,
+    password: str,
+    client_id: str,
+    client_secret: str | None = None,
+    auth_method: ClientAuthMethod | None = None,
+    scope: str | None = None,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
+) -> TokenSet:
+    """First tokens through the resource owner password grant (RFC 6749 section 4.3)."""
+    form = {"grant_type": "password", "username": username, "password": password}
+    if scope:
+        form["scope"] = scope
+    return _login(
+        token_url,
+        _ClientAuth(client_id, client_secret, auth_method).request(token_url, form, {}),
+        allow_insecure_http,
+        clock,
+    )
+
+
+def client_credentials_login(
+    token_url: str,
+    *,
+    client_id: str,
+    client_secret: str,
+    auth_method: ClientAuthMethod | None = None,
+    scope: str | None = None,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
+) -> TokenSet:
+    """A token through the client credentials grant (RFC 6749 section 4.4)."""
+    refresher = ClientCredentials(
+        token_url,
+        client_id=client_id,
+        client_secret=client_secret,
+        auth_method=auth_method,
+        scope=scope,
+        allow_insecure_http=allow_insecure_http,
+    )
+    try:
+        return refresher.refresh(None, clock)
+    finally:
+        refresher.close()
+
+
+def json_login(
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
+) -> TokenSet:
+    """First tokens from an in-house JSON login endpoint (``POST url`` with ``body``)."""
+    request = httpx.Request("POST", url, json=dict(body), headers={"Accept": "application/json"})
+    return _login(url, request, allow_insecure_http, clock)
+
+
+def _login(
+    url: str, request: httpx.Request, allow_insecure_http: bool, clock: Clock
+) -> TokenSet:
+    check_transport(origin_of(url), allow_insecure_http=allow_insecure_http, what="credentials")
+    parser = HTTPRefresher(url, allow_insecure_http=allow_insecure_http)
+    with httpx.Client(timeout=DEFAULT_TIMEOUT) as client:
+        sent_at = clock()
+        try:
+            response = client.send(request)
+        except httpx.TransportError as error:
+            raise _transport_failure(error) from None
+    return parser.parse_response(response, sent_at=sent_at, current=None)
