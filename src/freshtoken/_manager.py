@@ -24,6 +24,7 @@ EXPIRED everyone waits, and the leader retries with backoff before giving up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -100,10 +101,9 @@ class _Flight:
         self.result, self.error = result, error
         self.done.set()
         for wake in self._wakers:
-            try:
+            # RuntimeError: that waiter's event loop has closed, nobody is left to wake there.
+            with contextlib.suppress(RuntimeError):
                 wake()
-            except RuntimeError:
-                pass  # that waiter's event loop has closed: nobody is left to wake there
         self._wakers.clear()
 
     def outcome(self) -> TokenSet:
@@ -570,7 +570,7 @@ def _run_steps(manager: TokenManager, steps: _Steps) -> tuple[StoredTokens, bool
                 value = manager.refresher.refresh(effect.current, manager.clock)
             else:
                 time.sleep(effect.seconds)
-        except Exception as raised:  # handed to the steps, which decide
+        except Exception as raised:  # noqa: BLE001 - handed to the steps, which decide
             error = raised
 
 
@@ -597,7 +597,7 @@ async def _arun_steps(manager: TokenManager, steps: _Steps) -> tuple[StoredToken
                 value = await manager.refresher.arefresh(effect.current, manager.clock)
             else:
                 await anyio.sleep(effect.seconds)
-        except Exception as raised:  # handed to the steps, which decide
+        except Exception as raised:  # noqa: BLE001 - handed to the steps, which decide
             error = raised
 
 

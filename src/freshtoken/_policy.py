@@ -168,7 +168,9 @@ def interpret_token_response(
         document = None
     if 200 <= status < 300:
         if not isinstance(document, dict):
-            raise RefreshFailed("malformed_response", "token endpoint did not answer JSON", status=status)
+            raise RefreshFailed(
+                "malformed_response", "token endpoint did not answer JSON", status=status
+            )
         return document
     error, description = _oauth_error(document)
     if error in PERMANENT_ERRORS or (status == 401 and error is None):

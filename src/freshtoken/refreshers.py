@@ -446,9 +446,7 @@ def json_login(
     return _login(url, request, allow_insecure_http, clock)
 
 
-def _login(
-    url: str, request: httpx.Request, allow_insecure_http: bool, clock: Clock
-) -> TokenSet:
+def _login(url: str, request: httpx.Request, allow_insecure_http: bool, clock: Clock) -> TokenSet:
     check_transport(origin_of(url), allow_insecure_http=allow_insecure_http, what="credentials")
     parser = HTTPRefresher(url, allow_insecure_http=allow_insecure_http)
     with httpx.Client(timeout=DEFAULT_TIMEOUT) as client:

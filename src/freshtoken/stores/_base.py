@@ -166,4 +166,6 @@ class MemoryStore(TokenStore):
         yield
 
     def __repr__(self) -> str:
-        return f"MemoryStore(generation={None if self._stored is None else self._stored.generation})"
+        return (
+            f"MemoryStore(generation={None if self._stored is None else self._stored.generation})"
+        )
