@@ -1,3 +1,13 @@
 """Shared test configuration. Fixture modules are plugins so that each stays one page."""
 
+from __future__ import annotations
+
+import pytest
+
 pytest_plugins: list[str] = []
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Async tests run on asyncio and on trio."""
+    return str(request.param)
