@@ -125,6 +125,7 @@ class _Credential:
         self.failures = 0
         self.retry_not_before = 0.0
         self.last_failure: RefreshFailed | None = None
+        self.gave_up = False  # the last failure ended a flight that used all its attempts
         self.expirations = 0
 
     def invalidate(self) -> None:
@@ -159,6 +160,7 @@ class _Lead:
     flight: _Flight
     needs_refresh: Callable[[TokenSet], bool]
     fallback: TokenSet | None  # still-valid tokens to hand out if this refresh fails transiently
+    delay: float = 0.0  # the backoff left from an earlier failure, waited before the first try
 
 
 _Plan: TypeAlias = _Use | _Wait | _Lead
@@ -308,12 +310,19 @@ class TokenManager:
     # -- sync shell ---------------------------------------------------------------------------
 
     def _obtain(self, rejected: TokenSet | None) -> TokenSet:
-        plan = self._plan(rejected)
-        if isinstance(plan, _Use):
-            return plan.tokens
-        if isinstance(plan, _Wait):
+        while True:
+            plan = self._plan(rejected)
+            if isinstance(plan, _Use):
+                return plan.tokens
+            if isinstance(plan, _Lead):
+                return self._lead(plan)
             plan.flight.done.wait()
-            return self._observe(plan.flight.outcome)
+            tokens = self._observe(plan.flight.outcome)
+            if not _still_rejected(tokens, rejected):
+                return tokens
+            # That flight had another purpose and kept the rejected token: decide again.
+
+    def _lead(self, plan: _Lead) -> TokenSet:
         try:
             with self.store.lock(self.lock_timeout):
                 stored, refreshed = _run_steps(self, self._refresh_steps(plan))
@@ -342,16 +351,22 @@ class TokenManager:
     # -- async shell --------------------------------------------------------------------------
 
     async def _aobtain(self, rejected: TokenSet | None) -> TokenSet:
-        plan = self._plan(rejected)
-        if isinstance(plan, _Use):
-            return plan.tokens
-        if isinstance(plan, _Wait):
+        while True:
+            plan = self._plan(rejected)
+            if isinstance(plan, _Use):
+                return plan.tokens
+            if isinstance(plan, _Lead):
+                return await self._alead(plan)
             await _wait_async(plan.flight, self._credential.mutex)
             try:
-                return plan.flight.outcome()
+                tokens = plan.flight.outcome()
             except SessionExpired as error:
                 await self._aafter_failure(error)
                 raise
+            if not _still_rejected(tokens, rejected):
+                return tokens
+
+    async def _alead(self, plan: _Lead) -> TokenSet:
         try:
             # Shielded: once a refresh request may have gone out, its answer must be saved even
             # if the caller is cancelled, or a rotated refresh token would be lost.
@@ -414,16 +429,23 @@ class TokenManager:
 
             if credential.flight is not None:
                 return _Wait(credential.flight)
+            delay = 0.0
             if now < credential.retry_not_before and credential.last_failure is not None:
-                raise _copy_error(credential.last_failure)  # throttled: do not hammer the server
+                delay = credential.retry_not_before - now
+                if credential.gave_up or delay > self.retry.maximum:
+                    # The last flight used up its attempts: fail fast until the backoff ends,
+                    # rather than send every request's refresh to a failing server.
+                    raise _copy_error(credential.last_failure)
             flight = credential.flight = _Flight()
-            return _Lead(flight, needs_refresh, fallback)
+            return _Lead(flight, needs_refresh, fallback, delay)
 
     def _refresh_steps(self, plan: _Lead) -> _Steps:
         """Under the store lock: re-read, adopt another process's refresh, or refresh and save.
 
         Returns the stored tokens and whether this call refreshed them.
         """
+        if plan.delay > 0:
+            yield _Sleep(plan.delay)
         stored: StoredTokens | None = yield _Load()
         if stored is not None and not plan.needs_refresh(stored.tokens):
             self.stats.add("adopted")
@@ -492,6 +514,7 @@ class TokenManager:
             elif isinstance(error, RefreshFailed):
                 credential.failures += 1
                 credential.last_failure = error
+                credential.gave_up = plan.fallback is None
                 credential.retry_not_before = now + self.retry.delay(credential.failures, error)
                 self.stats.add("refresh_failures")
                 if plan.fallback is not None and not plan.fallback.is_expired(now):
@@ -627,6 +650,10 @@ async def _wait_async(flight: _Flight, mutex: threading.Lock) -> None:
         waiting = flight.add_waker(wake_asyncio)
     if waiting:
         await event.wait()
+
+
+def _still_rejected(tokens: TokenSet, rejected: TokenSet | None) -> bool:
+    return rejected is not None and tokens.access_token == rejected.access_token
 
 
 def _copy_error(error: BaseException) -> BaseException:

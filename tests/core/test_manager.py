@@ -534,3 +534,39 @@ def test_explicit_refresh_and_clear(manager: TokenManager, endpoint: Endpoint) -
     assert manager.store.load() is None
     with pytest.raises(SessionExpired):
         manager.get_tokens()
+
+
+def test_after_a_failed_stale_refresh_expired_callers_wait_out_the_backoff_instead_of_failing(
+    manager: TokenManager, endpoint: Endpoint, clock: ManualClock
+) -> None:
+    """A failure while the token still worked must not turn into errors once it expires."""
+    endpoint.failures = [RefreshFailed("slow_down", status=429, retry_after=0.01)]
+    clock.advance(50)
+    assert manager.get_tokens().access_token == "a0"  # one failed attempt, old token kept
+    clock.advance(11)  # expired while the backoff is still running
+    assert manager.get_tokens().access_token == "a2"
+    assert endpoint.calls == 2
+
+
+def test_a_rejection_waiting_on_a_flight_that_kept_the_token_refreshes_after_it(
+    endpoint: Endpoint, clock: ManualClock
+) -> None:
+    """A proactive flight may adopt the very token the API just rejected; decide again."""
+    store = MemoryStore(endpoint.initial_tokens())
+    manager = make_manager(endpoint, clock, store)
+    rejected = manager.get_tokens()
+    clock.advance(50)  # stale: the next get_tokens leads a proactive flight
+    endpoint.gate = threading.Event()
+    leader = threading.Thread(target=manager.get_tokens)
+    leader.start()
+    assert endpoint.entered.wait(10)
+    results: list[str] = []
+    waiter = threading.Thread(
+        target=lambda: results.append(manager.handle_rejection(rejected).access_token)
+    )
+    waiter.start()
+    endpoint.gate.set()
+    leader.join(10)
+    waiter.join(10)
+    assert results == ["a1"]
+    assert endpoint.calls == 1
