@@ -548,10 +548,10 @@ def test_after_a_failed_stale_refresh_expired_callers_wait_out_the_backoff_inste
     assert endpoint.calls == 2
 
 
-def test_a_rejection_waiting_on_a_flight_that_kept_the_token_refreshes_after_it(
+def test_a_rejection_during_a_proactive_refresh_joins_it(
     endpoint: Endpoint, clock: ManualClock
 ) -> None:
-    """A proactive flight may adopt the very token the API just rejected; decide again."""
+    """A 401 that arrives while a proactive refresh is in flight waits for it: one refresh."""
     store = MemoryStore(endpoint.initial_tokens())
     manager = make_manager(endpoint, clock, store)
     rejected = manager.get_tokens()

@@ -7,10 +7,14 @@ from ._base import (
     StoredTokens,
     TokenStore,
 )
+from .file import FileStore
+from .keyring import KeyringStore
 
 __all__ = [
     "BlockingTokenStore",
+    "FileStore",
     "GenerationConflict",
+    "KeyringStore",
     "MemoryStore",
     "StoredTokens",
     "TokenStore",
