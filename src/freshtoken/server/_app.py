@@ -1,0 +1,644 @@
+"""The HTTP face of ServerState: a Starlette app that parses, asks the state, and answers.
+
+Every answer to bad input is a 4xx with a JSON body; nothing a client sends may cause a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import json
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._clock import Clock, system_clock
+from ._config import Client, ServerConfig, TokenFault
+from ._state import (
+    BearerError,
+    Issued,
+    OAuthError,
+    Principal,
+    ServerState,
+    format_scope,
+    parse_scope,
+)
+
+__all__ = ["TRANSPORT_KEY", "build_app", "create_app"]
+
+# Where freshtoken's uvicorn protocol leaves the connection's transport in scope["state"], so
+# that the drop_connection fault can close the socket without answering.
+TRANSPORT_KEY = "freshtoken.transport"
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_FORM = "application/x-www-form-urlencoded"
+_MAX_FORM_FIELDS = 64
+_TRUNCATED_TOKEN_RESPONSE = b'{"access_token": "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9.eyJz'
+_PROXY_ERROR_PAGE = (
+    "<html><head><title>502 Bad Gateway</title></head>"
+    "<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+)
+
+Handler = Callable[[Request, Principal | None], Awaitable[Response]]
+
+
+class _JSON(JSONResponse):
+    # ASCII output: a lone surrogate echoed back from a client's JSON cannot break encoding.
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+class _BadRequest(Exception):
+    """Input refused before it reaches the state; answered as JSON in the endpoint's style."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}")
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+class _DropConnection(Response):
+    """Closes the socket without a byte of answer, as a crashed proxy would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transport = scope.get("state", {}).get(TRANSPORT_KEY)
+        if transport is None:
+            raise RuntimeError(
+                "drop_connection needs the uvicorn protocol of ReferenceServer or `serve`"
+            )
+        transport.close()
+        # Wait for uvicorn to notice: it then neither answers 500 nor logs an error.
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
+def _error(status: int, error: str, description: str, **headers: str) -> Response:
+    if status == 413:
+        headers["Connection"] = "close"  # the rest of the body is still on its way; drop it
+    return _JSON({"error": error, "error_description": description}, status, headers or None)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _BadRequest(413, "request_too_large", f"bodies are limited to {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _BadRequest(413, "request_too_large", f"bodies are limited to {limit} bytes")
+    return bytes(body)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def _parse_form(request: Request, body: bytes) -> dict[str, str]:
+    if _media_type(request) != _FORM:
+        raise _BadRequest(400, "invalid_request", f"the body must be {_FORM}")
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=_MAX_FORM_FIELDS,
+        )
+    except ValueError as exc:  # UnicodeDecodeError is one, and so is too many fields
+        raise _BadRequest(400, "invalid_request", "the body is not a UTF-8 form") from exc
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if not value:
+            continue  # RFC 6749 section 3.1: "sent without a value ... treated as omitted"
+        if name in form:
+            # RFC 6749 section 3.2: parameters "MUST NOT be included more than once".
+            raise _BadRequest(400, "invalid_request", f"parameter {name!r} is repeated")
+        form[name] = value
+    return form
+
+
+def _parse_json_object(
+    request: Request, body: bytes, too_large: _BadRequest | None = None
+) -> dict[str, Any]:
+    if too_large is not None:
+        raise too_large
+    media_type = _media_type(request)
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise _BadRequest(415, "unsupported_media_type", "the body must be application/json")
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise _BadRequest(400, "invalid_request", "the body is not UTF-8 JSON") from exc
+    if not isinstance(value, dict):
+        raise _BadRequest(400, "invalid_request", "the body must be a JSON object")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _string_field(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise _BadRequest(400, "invalid_request", f"{name!r} must be a non-empty string")
+    return value
+
+
+def _scope_field(data: dict[str, Any]) -> frozenset[str] | None:
+    return None if data.get("scope") is None else parse_scope(_string_field(data, "scope"))
+
+
+def _required(form: dict[str, str], name: str) -> str:
+    value = form.get(name)
+    if value is None:
+        raise _BadRequest(400, "invalid_request", f"missing parameter {name!r}")
+    return value
+
+
+def _seconds(value: float) -> int | float:
+    """Whole seconds as an int (what most clients expect); sub-second TTLs stay floats."""
+    rounded = round(max(float(value), 0.0), 3)
+    return int(rounded) if rounded.is_integer() else rounded
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _ServerDate:
+    """Stamps every answer with the *server's* clock, so that clients can measure the skew."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+        self._cached: tuple[int, bytes] = (-1, b"")
+
+    def _date(self) -> bytes:
+        second = math.floor(self.state.now())
+        if self._cached[0] != second:
+            self._cached = (second, email.utils.formatdate(second, usegmt=True).encode())
+        return self._cached[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_date(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"date", self._date())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_date)
+
+
+class _Endpoints:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.realm = state.config.realm
+        self.max_body = state.config.max_body
+
+    # -- discovery -----------------------------------------------------------------------
+
+    async def metadata(self, request: Request) -> Response:
+        issuer = self.state.issuer
+        return _JSON(
+            {
+                "issuer": issuer,
+                "token_endpoint": f"{issuer}/oauth/token",
+                "revocation_endpoint": f"{issuer}/oauth/revoke",
+                "jwks_uri": f"{issuer}/.well-known/jwks.json",
+                "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_basic",
+                    "client_secret_post",
+                    "none",
+                ],
+                "revocation_endpoint_auth_methods_supported": [
+                    "client_secret_basic",
+                    "client_secret_post",
+                    "none",
+                ],
+                "response_types_supported": [],
+                "scopes_supported": sorted({s for u in self.state.config.users for s in u.scopes}),
+            }
+        )
+
+    async def jwks(self, request: Request) -> Response:
+        return _JSON(self.state.key.jwks())
+
+    # -- token endpoints -----------------------------------------------------------------
+
+    async def _injected_failure(self) -> Response | None:
+        latency = self.state.latency
+        if latency:
+            await asyncio.sleep(latency)
+        fault = self.state.take_token_fault()
+        return None if fault is None else self._failure(fault)
+
+    @staticmethod
+    def _failure(fault: TokenFault) -> Response:
+        retry_after = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+        match fault.kind:
+            case "status_500":
+                return _error(500, "server_error", "injected failure")
+            case "status_503":
+                return _error(503, "temporarily_unavailable", "injected failure", **retry_after)
+            case "status_429":
+                retry_after.setdefault("Retry-After", "1")
+                return _error(429, "slow_down", "injected failure", **retry_after)
+            case "malformed_json":
+                return Response(_TRUNCATED_TOKEN_RESPONSE, 200, _NO_STORE, "application/json")
+            case "html_502":
+                return HTMLResponse(_PROXY_ERROR_PAGE, 502)
+            case "drop_connection":
+                return _DropConnection()
+
+    def _token_response(self, issued: Issued, *, oauth: bool) -> Response:
+        body: dict[str, Any] = {"access_token": issued.access_token}
+        if oauth:
+            body["token_type"] = "Bearer"
+        body["expires_in"] = _seconds(issued.expires_in)
+        if issued.refresh_token is not None:
+            body["refresh_token"] = issued.refresh_token
+        if oauth:
+            body["scope"] = format_scope(issued.scope)
+        refresh_in = self.state.config.refresh_in
+        if refresh_in is not None:
+            body["refresh_in"] = _seconds(refresh_in)
+        return _JSON(body, 200, _NO_STORE)
+
+    def _oauth_error(self, status: int, error: str, description: str, basic: bool) -> Response:
+        self.state.count_token_error(error)
+        headers = dict(_NO_STORE)
+        if error == "invalid_client" and basic:
+            headers["WWW-Authenticate"] = f"Basic realm={_quoted(self.realm)}"
+        return _error(status, error, description, **headers)
+
+    def _authenticate_client(self, request: Request, form: dict[str, str]) -> Client:
+        """HTTP Basic (RFC 6749 section 2.3.1), or client_id and client_secret in the form."""
+        headers = request.headers.getlist("authorization")
+        if len(headers) > 1:
+            raise _BadRequest(400, "invalid_request", "repeated Authorization header")
+        if not headers:
+            client_id = form.get("client_id")
+            if client_id is None:
+                raise OAuthError("invalid_client", "no client authentication", 401)
+            return self.state.authenticate_client(client_id, form.get("client_secret"))
+        scheme, _, credentials = headers[0].strip().partition(" ")
+        if scheme.lower() != "basic":
+            raise OAuthError("invalid_client", "only Basic client authentication", 401)
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise OAuthError("invalid_client", "malformed Basic credentials", 401) from exc
+        client_id, colon, secret = decoded.partition(":")
+        if not colon:
+            raise OAuthError("invalid_client", "malformed Basic credentials", 401)
+        client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+        if "client_secret" in form:
+            raise _BadRequest(400, "invalid_request", "more than one client authentication")
+        if form.get("client_id", client_id) != client_id:
+            raise _BadRequest(400, "invalid_request", "client_id differs from Basic credentials")
+        return self.state.authenticate_client(client_id, secret)
+
+    def _grant(self, request: Request, form: dict[str, str]) -> Issued:
+        grant = _required(form, "grant_type")
+        client = self._authenticate_client(request, form)
+        scope = parse_scope(form.get("scope"))
+        if grant == "password":
+            username, password = _required(form, "username"), _required(form, "password")
+            return self.state.password_grant(client, username, password, scope)
+        if grant == "refresh_token":
+            refresh_token = _required(form, "refresh_token")
+            return self.state.refresh_grant(client, refresh_token, scope)
+        if grant == "client_credentials":
+            return self.state.client_credentials_grant(client, scope)
+        raise OAuthError("unsupported_grant_type", "password, refresh_token or client_credentials")
+
+    async def token(self, request: Request) -> Response:
+        # The client "attempted to authenticate via the Authorization header" (RFC 6749 5.2).
+        basic = "authorization" in request.headers
+        try:
+            form = _parse_form(request, await _read_body(request, self.max_body))
+        except _BadRequest as problem:
+            self.state.count_token_request("other")
+            failure = await self._injected_failure()
+            return failure or self._oauth_error(
+                problem.status, problem.error, problem.description, basic
+            )
+        self.state.count_token_request(form.get("grant_type", "other"))
+        failure = await self._injected_failure()
+        if failure is not None:
+            return failure
+        try:
+            issued = self._grant(request, form)
+        except (_BadRequest, OAuthError) as refused:
+            return self._oauth_error(refused.status, refused.error, refused.description, basic)
+        return self._token_response(issued, oauth=True)
+
+    async def revoke(self, request: Request) -> Response:
+        basic = "authorization" in request.headers
+        try:
+            form = _parse_form(request, await _read_body(request, self.max_body))
+            client = self._authenticate_client(request, form)
+            self.state.revoke_token(client, _required(form, "token"))
+        except (_BadRequest, OAuthError) as refused:
+            return self._oauth_error(refused.status, refused.error, refused.description, basic)
+        return Response(b"", 200, _NO_STORE)
+
+    async def _json_grant(
+        self, request: Request, grant: str, issue: Callable[[dict[str, Any]], Issued]
+    ) -> Response:
+        too_large: _BadRequest | None = None
+        try:
+            body = await _read_body(request, self.max_body)
+        except _BadRequest as problem:
+            body, too_large = b"", problem
+        self.state.count_token_request(grant)
+        failure = await self._injected_failure()
+        if failure is not None:
+            return failure
+        try:
+            issued = issue(_parse_json_object(request, body, too_large))
+        except (_BadRequest, OAuthError) as refused:
+            self.state.count_token_error(refused.error)
+            error, status = refused.error, refused.status
+            if isinstance(refused, OAuthError) and error in ("invalid_grant", "invalid_client"):
+                status = 401
+                if grant == "password" and error == "invalid_grant":
+                    error = "invalid_credentials"
+            return _error(status, error, refused.description, **_NO_STORE)
+        return self._token_response(issued, oauth=False)
+
+    def _json_client(self) -> Client:
+        client_id = self.state.config.json_client_id
+        client = self.state.config.client(client_id)
+        if client is None:
+            raise OAuthError("invalid_client", f"json_client_id {client_id!r} is not configured")
+        return client
+
+    async def login(self, request: Request) -> Response:
+        def issue(data: dict[str, Any]) -> Issued:
+            username = _string_field(data, "username")
+            password = _string_field(data, "password")
+            scope = _scope_field(data)
+            return self.state.password_grant(self._json_client(), username, password, scope)
+
+        return await self._json_grant(request, "password", issue)
+
+    async def refresh(self, request: Request) -> Response:
+        def issue(data: dict[str, Any]) -> Issued:
+            refresh_token = _string_field(data, "refresh_token")
+            scope = _scope_field(data)
+            issued = self.state.refresh_grant(self._json_client(), refresh_token, scope)
+            # In-house APIs always answer with a refresh token: without rotation, the same.
+            return issued if issued.refresh_token else replace(issued, refresh_token=refresh_token)
+
+        return await self._json_grant(request, "refresh_token", issue)
+
+    # -- the protected API (RFC 6750) ----------------------------------------------------
+
+    def _challenge(self, error: BearerError) -> Response:
+        params = [f"realm={_quoted(self.realm)}"]
+        if error.error is not None:
+            params.append(f"error={_quoted(error.error)}")
+            params.append(f"error_description={_quoted(error.description)}")
+        if error.scope is not None:
+            params.append(f"scope={_quoted(error.scope)}")
+        headers = {"WWW-Authenticate": "Bearer " + ", ".join(params)}
+        return _error(error.status, error.error or "unauthorized", error.description, **headers)
+
+    def _principal(self, request: Request, scope: str | None, optional: bool) -> Principal | None:
+        headers = request.headers.getlist("authorization")
+        if not headers and optional:
+            return None
+        if len(headers) > 1:
+            raise BearerError(400, "invalid_request", "repeated Authorization header")
+        scheme, _, token = headers[0].strip().partition(" ") if headers else ("", "", "")
+        if scheme.lower() != "bearer" and optional:
+            return None  # the echo reports other credentials (has_authorization) unjudged
+        if scheme.lower() != "bearer":
+            # RFC 6750 section 3.1: no bearer credentials at all, so no error code.
+            self.state.count("unauthorized_401")
+            raise BearerError(401, None, "a bearer access token is required")
+        return self.state.authenticate(token.strip(), scope)
+
+    def protected(
+        self, handler: Handler, scope: str | None = None, optional: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                principal = self._principal(request, scope, optional)
+                response = await handler(request, principal)
+            except BearerError as refused:
+                return self._challenge(refused)
+            except _BadRequest as problem:
+                return _error(problem.status, problem.error, problem.description)
+            if principal is not None and response.status_code < 400:
+                self.state.count("api_ok")
+            return response
+
+        return endpoint
+
+    async def me(self, request: Request, principal: Principal | None) -> Response:
+        assert principal is not None
+        return _JSON(
+            {
+                "sub": principal.subject,
+                "username": principal.username,
+                "client_id": principal.client_id,
+                "scope": format_scope(principal.scope),
+                "expires_at": principal.expires_at,
+            }
+        )
+
+    async def list_items(self, request: Request, principal: Principal | None) -> Response:
+        return _JSON({"items": self.state.items()})
+
+    async def create_item(self, request: Request, principal: Principal | None) -> Response:
+        assert principal is not None
+        data = _parse_json_object(request, await _read_body(request, self.max_body))
+        return _JSON(self.state.add_item(principal.subject, data), 201)
+
+    async def get_item(self, request: Request, principal: Principal | None) -> Response:
+        raw_id = request.path_params["item_id"]
+        item = self.state.item(int(raw_id)) if raw_id.isascii() and raw_id.isdigit() else None
+        if item is None:
+            return _error(404, "not_found", "no such item")
+        return _JSON(item)
+
+    async def admin_area(self, request: Request, principal: Principal | None) -> Response:
+        assert principal is not None
+        return _JSON({"ok": True, "sub": principal.subject})
+
+    async def echo(self, request: Request, principal: Principal | None) -> Response:
+        body = await _read_body(request, self.max_body)
+        headers: dict[str, str] = {}
+        for name, value in request.headers.items():
+            if name != "authorization":
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        return _JSON(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "query": request.url.query,
+                "headers": headers,
+                "has_authorization": "authorization" in request.headers,
+                "body": body.decode("utf-8", errors="replace"),
+                "body_length": len(body),
+                "sub": principal.subject if principal else None,
+            }
+        )
+
+    async def redirect(self, request: Request) -> Response:
+        targets = request.query_params.getlist("to")
+        status = request.query_params.get("status", "302")
+        if len(targets) != 1:
+            return _error(400, "invalid_request", "give exactly one 'to' URL")
+        target = targets[0]
+        parts = urlsplit(target) if target.isascii() and target.isprintable() else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            return _error(400, "invalid_request", "'to' must be an absolute http(s) URL")
+        if status not in ("301", "302", "303", "307", "308"):
+            return _error(400, "invalid_request", "status must be 301, 302, 303, 307 or 308")
+        return RedirectResponse(target, int(status))
+
+    # -- administration ------------------------------------------------------------------
+
+    async def stats(self, request: Request) -> Response:
+        return _JSON(self.state.stats())
+
+    async def reset_stats(self, request: Request) -> Response:
+        self.state.reset_stats()
+        return _JSON(self.state.stats())
+
+    async def get_faults(self, request: Request) -> Response:
+        return _JSON(self.state.faults())
+
+    async def post_faults(self, request: Request) -> Response:
+        """Arm faults. Body: any of ``{"kind", "count", "retry_after"}``, ``"latency"``,
+        ``"fail_api"``, ``"expire_access_tokens": true``, ``"revoke_user"``, ``"clear": true``.
+        """
+        try:
+            data = _parse_json_object(request, await _read_body(request, self.max_body))
+            answer = self._apply_faults(data)
+        except _BadRequest as problem:
+            return _error(problem.status, problem.error, problem.description)
+        return _JSON({**answer, "faults": self.state.faults()})
+
+    def _apply_faults(self, data: dict[str, Any]) -> dict[str, Any]:
+        known = {"kind", "count", "retry_after", "latency", "fail_api"}
+        known |= {"expire_access_tokens", "revoke_user", "clear"}
+        if unknown := set(data) - known:
+            raise _BadRequest(400, "invalid_request", f"unknown keys {sorted(unknown)}")
+
+        def number(name: str, kind: type) -> Any:
+            value = data.get(name)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(
+                value, (int, float) if kind is float else int
+            ):
+                raise _BadRequest(400, "invalid_request", f"{name!r} must be a number")
+            return value
+
+        answer: dict[str, Any] = {}
+        try:
+            if data.get("clear") is True:
+                self.state.clear_faults()
+            if (latency := number("latency", float)) is not None:
+                self.state.set_latency(float(latency))
+            if (calls := number("fail_api", int)) is not None:
+                self.state.fail_api(calls)
+            if "kind" in data:
+                kind = data["kind"]
+                count = number("count", int)
+                retry_after = number("retry_after", int)
+                if not isinstance(kind, str):
+                    raise _BadRequest(400, "invalid_request", "'kind' must be a string")
+                TokenFault(kind, 1 if count is None else count, retry_after)  # type: ignore[arg-type]
+                self.state.inject(kind, 1 if count is None else count, retry_after=retry_after)  # type: ignore[arg-type]
+            if data.get("expire_access_tokens") is True:
+                self.state.expire_access_tokens()
+            if (user := data.get("revoke_user")) is not None:
+                if not isinstance(user, str):
+                    raise _BadRequest(400, "invalid_request", "'revoke_user' must be a string")
+                answer["revoked_families"] = self.state.revoke_user(user)
+        except ValueError as exc:
+            raise _BadRequest(400, "invalid_request", str(exc)) from exc
+        return answer
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    names = {404: "not_found", 405: "method_not_allowed"}
+    error = names.get(exc.status_code, "invalid_request")
+    return _error(exc.status_code, error, str(exc.detail), **(exc.headers or {}))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _error(500, "server_error", "the server failed; this is a bug in freshtoken")
+
+
+def build_app(state: ServerState) -> Starlette:
+    """The app over an existing state (ReferenceServer keeps the state to drive it)."""
+    e = _Endpoints(state)
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    routes = [
+        Route("/.well-known/oauth-authorization-server", e.metadata, methods=["GET"]),
+        Route("/.well-known/jwks.json", e.jwks, methods=["GET"]),
+        Route("/oauth/token", e.token, methods=["POST"]),
+        Route("/oauth/revoke", e.revoke, methods=["POST"]),
+        Route("/auth/login", e.login, methods=["POST"]),
+        Route("/auth/refresh", e.refresh, methods=["POST"]),
+        Route("/api/me", e.protected(e.me), methods=["GET"]),
+        Route("/api/items", e.protected(e.list_items, "read"), methods=["GET"]),
+        Route("/api/items", e.protected(e.create_item, "write"), methods=["POST"]),
+        Route("/api/items/{item_id}", e.protected(e.get_item, "read"), methods=["GET"]),
+        Route("/api/admin", e.protected(e.admin_area, "admin"), methods=["GET"]),
+        Route("/api/echo", e.protected(e.echo, optional=True), methods=methods),
+        Route("/api/redirect", e.redirect, methods=["GET"]),
+    ]
+    if state.config.admin:
+        routes += [
+            Route("/admin/stats", e.stats, methods=["GET"]),
+            Route("/admin/stats/reset", e.reset_stats, methods=["POST"]),
+            Route("/admin/faults", e.get_faults, methods=["GET"]),
+            Route("/admin/faults", e.post_faults, methods=["POST"]),
+        ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(_ServerDate, state=state)],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+    app.state.freshtoken = state
+    return app
+
+
+def create_app(
+    config: ServerConfig | None = None,
+    *,
+    clock: Clock = system_clock,
+    issuer: str = "http://testserver",
+) -> Starlette:
+    """A reference server app; ``issuer`` must be the URL clients reach it at."""
+    return build_app(ServerState(config or ServerConfig(), clock=clock, issuer=issuer))

@@ -1,0 +1,233 @@
+"""``freshtoken serve``: run the reference server in the foreground until Ctrl-C.
+
+Every flag also reads an environment variable, ``FRESHTOKEN_SERVER_<FLAG>`` (``--access-ttl``
+is ``FRESHTOKEN_SERVER_ACCESS_TTL``; switches take 1/0, true/false, yes/no, on/off); a flag on
+the command line wins. Importing this module needs no extra; running it needs ``server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._config import ServerConfig
+
+__all__ = ["configure_parser", "run"]
+
+_ENV_PREFIX = "FRESHTOKEN_SERVER_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_DEFAULTS = ServerConfig()
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, not {port}")
+    return port
+
+
+def _seconds(*, positive: bool = False, signed: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+        if positive and value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+        if not signed and value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+        return value
+
+    parse.__name__ = "seconds"  # argparse names the type in its error messages
+    return parse
+
+
+def _switch(text: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected one of 1/0, true/false, yes/no, on/off: {text!r}")
+
+
+class _Switch(argparse.Action):
+    """``--name`` / ``--no-name``; unlike BooleanOptionalAction, a string default (from the
+    environment) goes through ``type``, so a bad environment value is an argparse error."""
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        default: Any = None,
+        help: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        names = list(option_strings)
+        names += [f"--no-{o[2:]}" for o in option_strings if o.startswith("--")]
+        super().__init__(names, dest, nargs=0, default=default, type=_switch, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, not (option_string or "").startswith("--no-"))
+
+
+def _env(name: str, default: Any) -> Any:
+    """The environment's raw text if set (argparse then converts it with the flag's type)."""
+    return os.environ.get(_ENV_PREFIX + name, default)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` flags to ``parser`` (the lead's CLI owns the parser itself)."""
+    d = _DEFAULTS
+
+    def env_help(text: str, name: str) -> str:
+        return f"{text} (default: %(default)s; env {_ENV_PREFIX}{name})"
+
+    parser.add_argument(
+        "--host", default=_env("HOST", "127.0.0.1"), help=env_help("address to bind", "HOST")
+    )
+    parser.add_argument(
+        "--port", type=_port, default=_env("PORT", 8400), help=env_help("port, 0 for any", "PORT")
+    )
+    parser.add_argument(
+        "--access-ttl",
+        type=_seconds(positive=True),
+        default=_env("ACCESS_TTL", d.access_ttl),
+        help=env_help("access token lifetime, seconds", "ACCESS_TTL"),
+    )
+    parser.add_argument(
+        "--refresh-ttl",
+        type=_seconds(positive=True),
+        default=_env("REFRESH_TTL", d.refresh_ttl),
+        help=env_help("absolute session lifetime from login, seconds", "REFRESH_TTL"),
+    )
+    parser.add_argument(
+        "--refresh-idle-ttl",
+        type=_seconds(),
+        default=_env("REFRESH_IDLE_TTL", d.refresh_idle_ttl),
+        help=env_help("session idle timeout, seconds; 0 turns it off", "REFRESH_IDLE_TTL"),
+    )
+    parser.add_argument(
+        "--rotation",
+        action=_Switch,
+        default=_env("ROTATION", d.rotation),
+        help=env_help("issue a new refresh token on each refresh", "ROTATION"),
+    )
+    parser.add_argument(
+        "--reuse-detection",
+        action=_Switch,
+        default=_env("REUSE_DETECTION", d.reuse_detection),
+        help=env_help("a reused rotated refresh token revokes its session", "REUSE_DETECTION"),
+    )
+    parser.add_argument(
+        "--reuse-grace",
+        type=_seconds(),
+        default=_env("REUSE_GRACE", d.reuse_grace),
+        help=env_help("seconds a rotated refresh token is still accepted", "REUSE_GRACE"),
+    )
+    parser.add_argument(
+        "--clock-offset",
+        type=_seconds(signed=True),
+        default=_env("CLOCK_OFFSET", d.clock_offset),
+        help=env_help("server clock minus real clock, seconds (simulated skew)", "CLOCK_OFFSET"),
+    )
+    parser.add_argument(
+        "--refresh-in",
+        type=_seconds(),
+        default=_env("REFRESH_IN", None),
+        help=env_help("add a refresh_in hint to token responses, seconds", "REFRESH_IN"),
+    )
+    parser.add_argument(
+        "--admin",
+        action=_Switch,
+        default=_env("ADMIN", d.admin),
+        help=env_help("serve /admin/stats and /admin/faults", "ADMIN"),
+    )
+
+
+def config_from(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        access_ttl=args.access_ttl,
+        refresh_ttl=args.refresh_ttl,
+        refresh_idle_ttl=args.refresh_idle_ttl or None,
+        rotation=args.rotation,
+        reuse_detection=args.reuse_detection,
+        reuse_grace=args.reuse_grace,
+        clock_offset=args.clock_offset,
+        refresh_in=args.refresh_in,
+        admin=args.admin,
+    )
+
+
+def _banner(url: str, config: ServerConfig) -> str:
+    lines = [
+        f"freshtoken reference server on {url}",
+        f"  metadata      {url}/.well-known/oauth-authorization-server",
+        f"  token         {url}/oauth/token",
+        f"  revoke        {url}/oauth/revoke",
+        f"  jwks          {url}/.well-known/jwks.json",
+        f"  json login    {url}/auth/login  (refresh: {url}/auth/refresh)",
+        f"  api           {url}/api/me, /api/items, /api/admin, /api/echo",
+    ]
+    if config.admin:
+        lines.append(f"  admin         {url}/admin/stats, {url}/admin/faults")
+    lines += [
+        "demo credentials",
+        "  confidential client  demo / demo-secret",
+        "  public client        demo-public",
+        "  users                demo / demo, alice / alice (scopes: read write)",
+        "                       admin / admin (scopes: read write admin)",
+        f"access {config.access_ttl:g}s, session {config.refresh_ttl:g}s"
+        f" (idle {config.refresh_idle_ttl or 0:g}s), rotation {'on' if config.rotation else 'off'},"
+        f" reuse detection {'on' if config.reuse_detection else 'off'},"
+        f" grace {config.reuse_grace:g}s, clock offset {config.clock_offset:+g}s",
+        "Ctrl-C stops the server.",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; 0 on a clean stop, 1 if the port cannot be bound."""
+    try:
+        from ._runner import base_url, bind_socket, build_uvicorn_server
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "?").partition(".")[0]
+        print(
+            f"freshtoken serve needs {missing!r}: pip install 'freshtoken[server]'",
+            file=sys.stderr,
+        )
+        return 1
+
+    config = config_from(args)
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as exc:
+        print(f"freshtoken serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    url = base_url(sock)
+    server = build_uvicorn_server(config, url)
+    print(_banner(url, config), flush=True)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn re-raises the SIGINT it handled once it has shut down cleanly.
+        pass
+    finally:
+        sock.close()
+    print("freshtoken serve: stopped", flush=True)
+    return 0

@@ -1,0 +1,323 @@
+"""Serving the app with uvicorn: in a background thread (ReferenceServer) or in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from types import TracebackType
+from typing import Any
+
+import httpx
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .._clock import Clock, ManualClock, system_clock
+from ._app import TRANSPORT_KEY, build_app
+from ._config import FaultKind, ServerConfig
+from ._state import ServerState
+
+__all__ = [
+    "ReferenceServer",
+    "base_url",
+    "bind_socket",
+    "build_uvicorn_server",
+    "uvicorn_config",
+]
+
+_START_TIMEOUT = 10.0
+
+
+class _H11WithTransport(H11Protocol):
+    """uvicorn's h11 protocol, handing each request its transport (for drop_connection)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.app_state = {**self.app_state, TRANSPORT_KEY: transport}
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+    async def main_loop(self) -> None:
+        # uvicorn looks at should_exit every 0.1 s; test suites start and stop a server per
+        # test, so look ten times as often (on_tick's once-a-second chores then run 10/s).
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864_000
+            await asyncio.sleep(0.01)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket bound now, so that the port (and the issuer URL) is known."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on accepted sockets
+    # whose proto says TCP, and without it every answer stalls 40 ms on delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def base_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def uvicorn_config(app: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        http=_H11WithTransport,
+        ws="none",
+        server_header=False,
+        date_header=False,  # the app sends the date of the server's own (maybe skewed) clock
+    )
+
+
+def build_uvicorn_server(config: ServerConfig, url: str) -> uvicorn.Server:
+    """A foreground server (for ``serve``) on the system clock; it handles SIGINT itself."""
+    state = ServerState(config, clock=system_clock, issuer=url)
+    return uvicorn.Server(uvicorn_config(build_app(state)))
+
+
+class ReferenceServer:
+    """A reference OAuth2 server on a free loopback port, served from a background thread.
+
+    ``clock`` is the client-side clock; the server reads ``clock() + config.clock_offset``.
+    Use a :class:`~freshtoken.ManualClock` to make :meth:`advance` work, and share it with
+    the client under test. Helpers such as :meth:`login` go over real HTTP; the fault and
+    counter helpers act directly on the server's state (they need no ``admin`` routes).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        clock: Clock = system_clock,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.clock = clock
+        self._initial_config = config or ServerConfig()
+        self._host = host
+        self._port = port
+        self._state: ServerState | None = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._http: httpx.Client | None = None
+        self.url = ""
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> ReferenceServer:
+        """Returns once the server accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("the server is already started")
+        sock = bind_socket(self._host, self._port)
+        self.url = base_url(sock)
+        self._state = ServerState(self._initial_config, clock=self.clock, issuer=self.url)
+        self._server = _Server(uvicorn_config(build_app(self._state)))
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name=f"freshtoken-server-{self.url}",
+            daemon=True,
+        )
+        self._thread.start()
+        while not self._server.ready.wait(0.05):
+            if not self._thread.is_alive():
+                sock.close()
+                raise RuntimeError(f"the reference server at {self.url} failed to start")
+        if not self._server.started:
+            self.stop()
+            raise RuntimeError(f"the reference server at {self.url} failed to start")
+        # Plain HTTP to loopback: verify=False only skips loading CA certificates (~50 ms).
+        self._http = httpx.Client(base_url=self.url, timeout=10.0, verify=False)
+        return self
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10.0)
+            if self._thread.is_alive():
+                raise RuntimeError(f"the reference server at {self.url} did not stop")
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> ReferenceServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- where it is ---------------------------------------------------------------------
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/oauth/token"
+
+    @property
+    def revoke_url(self) -> str:
+        return f"{self.url}/oauth/revoke"
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.url}/.well-known/jwks.json"
+
+    @property
+    def metadata_url(self) -> str:
+        return f"{self.url}/.well-known/oauth-authorization-server"
+
+    @property
+    def login_url(self) -> str:
+        return f"{self.url}/auth/login"
+
+    @property
+    def refresh_url(self) -> str:
+        return f"{self.url}/auth/refresh"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    @property
+    def state(self) -> ServerState:
+        if self._state is None:
+            raise RuntimeError("the server is not started")
+        return self._state
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.state.config
+
+    # -- tokens over HTTP ----------------------------------------------------------------
+
+    def _post_token(self, form: dict[str, str]) -> dict[str, Any]:
+        if self._http is None:
+            raise RuntimeError("the server is not started")
+        response = self._http.post("/oauth/token", data=form)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def login(
+        self,
+        username: str = "demo",
+        password: str = "demo",
+        *,
+        client_id: str = "demo",
+        client_secret: str | None = "demo-secret",
+        scope: str | None = None,
+    ) -> dict[str, Any]:
+        """A password grant (client_secret_post; a public client passes ``client_secret=None``).
+
+        Returns the token response; raises ``httpx.HTTPStatusError`` on an error answer.
+        """
+        form = {"grant_type": "password", "username": username, "password": password}
+        form["client_id"] = client_id
+        if client_secret is not None:
+            form["client_secret"] = client_secret
+        if scope is not None:
+            form["scope"] = scope
+        return self._post_token(form)
+
+    def refresh(
+        self,
+        refresh_token: str,
+        *,
+        client_id: str = "demo",
+        client_secret: str | None = "demo-secret",
+        scope: str | None = None,
+    ) -> dict[str, Any]:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        form["client_id"] = client_id
+        if client_secret is not None:
+            form["client_secret"] = client_secret
+        if scope is not None:
+            form["scope"] = scope
+        return self._post_token(form)
+
+    def client_credentials(
+        self,
+        client_id: str = "demo",
+        client_secret: str = "demo-secret",
+        *,
+        scope: str | None = None,
+    ) -> dict[str, Any]:
+        form = {"grant_type": "client_credentials", "client_id": client_id}
+        form["client_secret"] = client_secret
+        if scope is not None:
+            form["scope"] = scope
+        return self._post_token(form)
+
+    # -- faults, counters, time ----------------------------------------------------------
+
+    def inject(self, kind: FaultKind, count: int = 1, *, retry_after: int | None = None) -> None:
+        """The next ``count`` token requests fail as ``kind`` (queued after earlier faults)."""
+        self.state.inject(kind, count, retry_after=retry_after)
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every token endpoint answer by ``seconds`` of real time."""
+        self.state.set_latency(seconds)
+
+    def fail_api(self, calls: int) -> None:
+        """The next ``calls`` protected API calls answer 401 invalid_token."""
+        self.state.fail_api(calls)
+
+    def clear_faults(self) -> None:
+        self.state.clear_faults()
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far is expired from now on."""
+        self.state.expire_access_tokens()
+
+    def revoke(self, user: str) -> int:
+        """Revoke every session of ``user``; returns how many were alive."""
+        return self.state.revoke_user(user)
+
+    def stats(self) -> dict[str, Any]:
+        return self.state.stats()
+
+    def reset_stats(self) -> None:
+        self.state.reset_stats()
+
+    def configure(self, **changes: Any) -> ServerConfig:
+        """Change the token lifecycle at run time, e.g. ``configure(reuse_grace=2)``."""
+        return self.state.configure(**changes)
+
+    def now(self) -> float:
+        """The server's time: ``clock() + clock_offset``."""
+        return self.state.now()
+
+    def advance(self, seconds: float) -> float:
+        """Move the shared ManualClock forward; returns the new (client-side) time."""
+        if not isinstance(self.clock, ManualClock):
+            raise TypeError("advance() needs a server made with clock=ManualClock()")
+        return self.clock.advance(seconds)
+
+    def __repr__(self) -> str:
+        running = "running" if self._thread is not None else "stopped"
+        return f"ReferenceServer({self.url or 'unbound'}, {running})"
