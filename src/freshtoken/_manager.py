@@ -40,7 +40,7 @@ import sniffio
 from ._clock import Clock, system_clock
 from ._policy import Freshness, RefreshPolicy, RetryPolicy, wants_refresh
 from ._tokens import TokenSet
-from .errors import AuthError, RefreshFailed, SessionExpired
+from .errors import AuthError, RefreshFailed, SessionExpired, StoreError
 from .refreshers import Refresher
 from .stores._base import GenerationConflict, MemoryStore, StoredTokens, TokenStore
 
@@ -124,7 +124,7 @@ class _Credential:
         self.flight: _Flight | None = None
         self.failures = 0
         self.retry_not_before = 0.0
-        self.last_failure: RefreshFailed | None = None
+        self.last_failure: AuthError | None = None
         self.gave_up = False  # the last failure ended a flight that used all its attempts
         self.expirations = 0
 
@@ -253,8 +253,14 @@ class TokenManager:
         tokens = self._fresh_cached()
         if tokens is not None:
             return tokens
-        if self._credential.needs_load or self._credential.tokens is None:
-            self._adopt_loaded(self._credential.version, self.store.load())
+        credential = self._credential
+        if credential.needs_load or credential.tokens is None:
+            version = credential.version
+            try:
+                stored = self.store.load()
+            except StoreError as error:
+                return self._cached_despite_store(error)
+            self._adopt_loaded(version, stored)
         return self._obtain(None)
 
     async def aget_tokens(self) -> TokenSet:
@@ -262,8 +268,14 @@ class TokenManager:
         tokens = self._fresh_cached()
         if tokens is not None:
             return tokens
-        if self._credential.needs_load or self._credential.tokens is None:
-            self._adopt_loaded(self._credential.version, await self.store.aload())
+        credential = self._credential
+        if credential.needs_load or credential.tokens is None:
+            version = credential.version
+            try:
+                stored = await self.store.aload()
+            except StoreError as error:
+                return self._cached_despite_store(error)
+            self._adopt_loaded(version, stored)
         return await self._aobtain(None)
 
     def handle_rejection(self, rejected: TokenSet) -> TokenSet:
@@ -492,6 +504,14 @@ class TokenManager:
         logger.info("tokens refreshed; new access token expires in %s s", _expires_in(tokens))
         return saved, True
 
+    def _cached_despite_store(self, error: StoreError) -> TokenSet:
+        """The store failed on a re-read: go on with the cached token while it still works."""
+        cached = self._credential.tokens
+        if cached is None or cached.is_expired(self.clock()):
+            raise error
+        logger.warning("token store unreachable; using the cached access token meanwhile")
+        return cached
+
     # -- landing outcomes (short critical sections) -------------------------------------------
 
     def _land(
@@ -511,11 +531,14 @@ class TokenManager:
                 credential.tokens = None
                 credential.expirations += 1
                 self.stats.add("session_expirations")
-            elif isinstance(error, RefreshFailed):
+            elif isinstance(error, (RefreshFailed, StoreError)):
+                # A store that cannot be reached (Redis down) is as passing as a token endpoint
+                # that cannot: keep the tokens, back off, use the old token while it works.
                 credential.failures += 1
                 credential.last_failure = error
                 credential.gave_up = plan.fallback is None
-                credential.retry_not_before = now + self.retry.delay(credential.failures, error)
+                hint = error if isinstance(error, RefreshFailed) else None
+                credential.retry_not_before = now + self.retry.delay(credential.failures, hint)
                 self.stats.add("refresh_failures")
                 if plan.fallback is not None and not plan.fallback.is_expired(now):
                     fallback = plan.fallback
