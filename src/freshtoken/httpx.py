@@ -48,7 +48,7 @@ class TokenAuth(httpx.Auth):
             return
         tokens = self.manager.get_tokens()
         response = yield _authorize(request, tokens)
-        if not self.manager.wants_refresh(
+        if not _answers_our_token(response, tokens) or not self.manager.wants_refresh(
             response.status_code, response.headers.get("WWW-Authenticate")
         ):
             return
@@ -64,7 +64,7 @@ class TokenAuth(httpx.Auth):
             return
         tokens = await self.manager.aget_tokens()
         response = yield _authorize(request, tokens)
-        if not self.manager.wants_refresh(
+        if not _answers_our_token(response, tokens) or not self.manager.wants_refresh(
             response.status_code, response.headers.get("WWW-Authenticate")
         ):
             return
@@ -87,6 +87,12 @@ class TokenAuth(httpx.Auth):
 def _authorize(request: httpx.Request, tokens: TokenSet) -> httpx.Request:
     request.headers["Authorization"] = tokens.authorization
     return request
+
+
+def _answers_our_token(response: httpx.Response, tokens: TokenSet) -> bool:
+    # httpx follows redirects inside the auth flow; a 401 from another origin, reached
+    # without our token, says nothing about it.
+    return response.request.headers.get("Authorization") == tokens.authorization
 
 
 def _ensure_replayable(request: httpx.Request, response: httpx.Response) -> None:

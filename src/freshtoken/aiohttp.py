@@ -1,0 +1,140 @@
+"""aiohttp integration: ``aiohttp.ClientSession(middlewares=(TokenMiddleware(manager),))``.
+
+A client middleware (aiohttp 3.12 or newer). aiohttp runs the middlewares once per request it
+sends, redirects included: the session follows a redirect by building a new request and
+passing it through the middlewares again. So the middleware itself makes sure a redirect to
+another origin goes out without the token (see :class:`TokenMiddleware`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterable
+
+try:
+    from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
+    from yarl import URL
+except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.modules patched
+    raise ModuleNotFoundError(
+        "freshtoken.aiohttp needs the aiohttp library: pip install 'freshtoken[aiohttp]'",
+        name=error.name,
+    ) from error
+
+from ._manager import TokenManager
+from ._policy import Origin, allowed_origins, check_transport
+from .errors import ReplayError
+
+__all__ = ["TokenAuth", "TokenMiddleware"]
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# The origin the last response seen in this task redirects to, when it is another origin.
+# The session follows a redirect in the same task, right after the middleware returned: the
+# next request through the middleware in this context is that redirect's target.
+_cross_origin_redirect: contextvars.ContextVar[Origin | None] = contextvars.ContextVar(
+    "freshtoken_aiohttp_cross_origin_redirect", default=None
+)
+
+
+class TokenMiddleware:
+    """Attach the manager's access token; on a rejection refresh once and retry once.
+
+    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to; requests
+    elsewhere are sent without it. A redirect to another origin never carries it, whatever
+    ``origins`` says: aiohttp strips the Authorization header it copies to the redirected
+    request, and this middleware does not add it back. Plain HTTP is refused except to
+    loopback, unless ``allow_insecure_http``.
+
+    The retry re-sends the same ``ClientRequest``: bytes, str, JSON, forms and seekable files
+    are replayed by aiohttp. A payload that aiohttp marks as consumed (an async generator, an
+    unseekable stream) is sent once: if it is rejected the manager still refreshes, so the
+    next request succeeds, and :class:`~freshtoken.ReplayError` says the body could not be
+    re-sent.
+    """
+
+    __slots__ = ("allow_insecure_http", "manager", "origins")
+
+    def __init__(
+        self,
+        manager: TokenManager,
+        *,
+        origins: Iterable[str] | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        self.manager = manager
+        self.origins = allowed_origins(origins)
+        self.allow_insecure_http = allow_insecure_http
+
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        redirected_to = _cross_origin_redirect.get()
+        if redirected_to is not None:
+            _cross_origin_redirect.set(None)
+        origin = _origin(request.url)
+        if origin == redirected_to or not self._applies(origin):
+            response = await handler(request)
+            _note_redirect(response, origin)
+            return response
+        manager = self.manager
+        tokens = await manager.aget_tokens()
+        request.headers[hdrs.AUTHORIZATION] = tokens.authorization
+        response = await handler(request)
+        if manager.wants_refresh(response.status, response.headers.get(hdrs.WWW_AUTHENTICATE)):
+            response.release()
+            replacement = await manager.ahandle_rejection(tokens)
+            _ensure_replayable(request, response.status)
+            request.headers[hdrs.AUTHORIZATION] = replacement.authorization
+            response = await handler(request)
+        _note_redirect(response, origin)
+        return response
+
+    def _applies(self, origin: Origin) -> bool:
+        if self.origins is not None and origin not in self.origins:
+            return False
+        check_transport(origin, allow_insecure_http=self.allow_insecure_http, what="a token")
+        return True
+
+    def __repr__(self) -> str:
+        origins = None if self.origins is None else sorted(map(str, self.origins))
+        return f"TokenMiddleware({self.manager!r}, origins={origins!r})"
+
+
+TokenAuth = TokenMiddleware
+"""The same class under the name the other integrations use."""
+
+
+def _origin(url: URL) -> Origin:
+    scheme = url.scheme.lower()
+    host = url.host
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise ValueError(f"not an absolute http(s) URL (scheme {scheme!r})")
+    return Origin(scheme, host.lower(), url.port or _DEFAULT_PORTS[scheme])
+
+
+def _note_redirect(response: ClientResponse, origin: Origin) -> None:
+    if response.status not in _REDIRECTS:
+        return
+    location = response.headers.get(hdrs.LOCATION) or response.headers.get(hdrs.URI)
+    if not location:
+        return
+    try:
+        target = _origin(response.url.join(URL(location)))
+    except ValueError:
+        # Not an http(s) URL: aiohttp refuses to follow it, so there is nothing to guard.
+        return
+    if target != origin:
+        _cross_origin_redirect.set(target)
+
+
+def _ensure_replayable(request: ClientRequest, status: int) -> None:
+    body = request.body
+    if isinstance(body, bytes) or not body.consumed:
+        return
+    # An async iterator or an unseekable stream was consumed by the first attempt; buffering
+    # it behind the caller's back could exhaust memory.
+    raise ReplayError(
+        f"{request.method} {request.url.with_user(None).with_query(None).with_fragment(None)} "
+        "was rejected "
+        f"with {status} and its body is a one-shot stream, so it was not retried; the token "
+        "has been refreshed: send the request again"
+    )

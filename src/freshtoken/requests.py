@@ -1,0 +1,176 @@
+"""requests integration: ``session.auth = TokenAuth(manager)``.
+
+The auth attaches the token when requests prepares a request and registers a response hook
+for that one request. On a rejection the hook refreshes (single flight, through the manager)
+and re-sends the request once on the same connection adapter, the way requests' own
+``HTTPDigestAuth`` answers a challenge. Everything a retry needs (the tokens sent, the body's
+start position) lives in that per-request hook, never on the auth object, so one
+``requests.Session`` can be shared between threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+try:
+    import requests
+    from requests.auth import AuthBase
+except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.modules patched
+    raise ModuleNotFoundError(
+        "freshtoken.requests needs the requests library: pip install 'freshtoken[requests]'",
+        name=error.name,
+    ) from error
+
+from ._manager import TokenManager
+from ._policy import allowed_origins, check_transport, origin_of
+from ._tokens import TokenSet
+from .errors import ReplayError
+
+__all__ = ["TokenAuth"]
+
+
+class TokenAuth(AuthBase):
+    """Attach the manager's access token; on a rejection refresh once and retry once.
+
+    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to; requests
+    elsewhere are sent without it. Cross-origin redirects never carry it: requests strips the
+    Authorization header itself and this auth is not applied again to the redirected request.
+    Plain HTTP is refused except to loopback, unless ``allow_insecure_http``.
+
+    Bodies of bytes, str, forms, JSON and multipart are replayed; a seekable file is rewound
+    to where it was when the request was prepared. A body that cannot be sent again (a
+    generator, an unseekable stream) is sent once: if it is rejected the manager still
+    refreshes, so the next request succeeds, and :class:`~freshtoken.ReplayError` says the
+    body could not be re-sent.
+
+    The token is read when requests prepares the request, so a request prepared long before
+    it is sent may carry a token that has expired meanwhile: the 401 retry covers that.
+    """
+
+    def __init__(
+        self,
+        manager: TokenManager,
+        *,
+        origins: Iterable[str] | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        self.manager = manager
+        self.origins = allowed_origins(origins)
+        self.allow_insecure_http = allow_insecure_http
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if request.url is None or not self._applies(request.url):
+            return request
+        tokens = self.manager.get_tokens()
+        request.headers["Authorization"] = tokens.authorization
+        # Appended directly: register_hook is the same append, untyped in requests' annotations.
+        request.hooks["response"].append(_RejectionHook(self, tokens, _position(request.body)))
+        return request
+
+    def _applies(self, url: str) -> bool:
+        origin = origin_of(url)
+        if self.origins is not None and origin not in self.origins:
+            return False
+        check_transport(origin, allow_insecure_http=self.allow_insecure_http, what="a token")
+        return True
+
+    def __repr__(self) -> str:
+        origins = None if self.origins is None else sorted(map(str, self.origins))
+        return f"TokenAuth({self.manager!r}, origins={origins!r})"
+
+
+class _RejectionHook:
+    """The response hook of one request: what was sent, and whether it was retried already.
+
+    requests shares a request's hooks with the requests of its redirects, so this one object
+    sees every hop; one auth retry in all, as with httpx.
+    """
+
+    __slots__ = ("_auth", "_position", "_retried", "_tokens")
+
+    def __init__(self, auth: TokenAuth, tokens: TokenSet, position: int | None) -> None:
+        self._auth = auth
+        self._tokens = tokens
+        self._position = position
+        self._retried = False
+
+    def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        manager = self._auth.manager
+        if self._retried or not manager.wants_refresh(
+            response.status_code, response.headers.get("WWW-Authenticate")
+        ):
+            return response
+        request = response.request
+        sent = request.headers.get("Authorization")
+        if sent != self._tokens.authorization or request.url is None:
+            return response  # a redirect hop that requests stripped, or the caller's own header
+        if not self._auth._applies(request.url):
+            return response
+        self._retried = True
+        # Read and release the rejected response so that the retry can reuse its connection.
+        _ = response.content
+        response.close()
+        replacement = manager.handle_rejection(self._tokens)
+        _rewind(request, self._position, response.status_code)
+        self._tokens = replacement
+        # Redirects of the retried response are copied from the original request: give it the
+        # new token too, or they would present the rejected one.
+        request.headers["Authorization"] = replacement.authorization
+        retry = request.copy()
+        retry.headers["Authorization"] = replacement.authorization
+        retried = response.connection.send(retry, **kwargs)
+        retried.history.append(response)
+        retried.request = retry
+        return retried
+
+    def __repr__(self) -> str:
+        return f"_RejectionHook(retried={self._retried})"
+
+
+def _position(body: object) -> int | None:
+    """Where a file-like body starts, so that a retry can rewind it; None if it cannot."""
+    if body is None or isinstance(body, (bytes, str)) or not hasattr(body, "read"):
+        return None
+    tell = getattr(body, "tell", None)
+    if tell is None:
+        return None
+    try:
+        position = tell()
+    except OSError:
+        return None  # a pipe or socket: not seekable
+    return position if isinstance(position, int) else None
+
+
+def _rewind(request: requests.PreparedRequest, position: int | None, status: int) -> None:
+    body: object = request.body
+    if body is None or isinstance(body, (bytes, bytearray, str)):
+        return
+    if hasattr(body, "read") and position is not None and _seek(body, position):
+        return
+    # A generator or an unseekable stream was consumed by the first attempt; buffering it
+    # behind the caller's back could exhaust memory.
+    raise ReplayError(
+        f"{request.method} {_without_query(request.url)} was rejected with {status} and its "
+        "body is a one-shot stream, so it was not retried; the token has been refreshed: send "
+        "the request again"
+    )
+
+
+def _seek(body: Any, position: int) -> bool:
+    try:
+        body.seek(position)
+    except OSError:
+        return False  # the caller raises ReplayError: the body cannot be sent again
+    return True
+
+
+def _without_query(url: str | None) -> str:
+    if url is None:
+        return "<no url>"
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -1,0 +1,50 @@
+"""Single flight: many concurrent requests on an expired or rejected token, one refresh."""
+
+from __future__ import annotations
+
+from .conftest import Env
+from .drivers import SYNC_STORM_THREADS, Outcome
+
+ASYNC_STORM_TASKS = 200
+
+
+def _storm_size(env: Env) -> int:
+    return SYNC_STORM_THREADS if env.kind in ("httpx-sync", "requests") else ASYNC_STORM_TASKS
+
+
+def _statuses(outcomes: list[Outcome]) -> list[int | str]:
+    return [
+        repr(outcome) if isinstance(outcome, BaseException) else outcome[0] for outcome in outcomes
+    ]
+
+
+def test_storm_on_an_expired_token_refreshes_once(env: Env) -> None:
+    """N concurrent requests on an expired token: one refresh at the server, all succeed."""
+    n = _storm_size(env)
+    env.server.advance(301)
+    outcomes = env.driver().storm(env.url("/api/me"), n)
+    assert _statuses(outcomes) == [200] * n
+    assert env.stats()["refreshes"] == 1
+    assert env.stats()["unauthorized_401"] == 0
+    assert env.manager.stats.snapshot()["refreshes"] == 1
+
+
+def test_storm_of_401s_refreshes_once(env: Env) -> None:
+    """A storm on a token the server revoked early: one refresh, each request retried once."""
+    n = _storm_size(env)
+    env.server.expire_access_tokens()
+    outcomes = env.driver().storm(env.url("/api/me"), n)
+    assert _statuses(outcomes) == [200] * n
+    assert env.stats()["refreshes"] == 1
+    assert env.stats()["unauthorized_401"] == n
+    assert env.manager.stats.snapshot()["retries"] == n
+
+
+def test_storm_inside_the_refresh_window_does_not_wait(env: Env) -> None:
+    """While the old token still works, one caller refreshes and the others carry on."""
+    n = _storm_size(env)
+    env.server.advance(290)
+    outcomes = env.driver().storm(env.url("/api/me"), n)
+    assert _statuses(outcomes) == [200] * n
+    assert env.stats()["refreshes"] == 1
+    assert env.stats()["unauthorized_401"] == 0

@@ -1,0 +1,83 @@
+"""Where the token goes: only to allowed origins, never across a redirect to another origin,
+never over plain HTTP to a host that is not loopback."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+
+import freshtoken
+
+from .conftest import Env
+
+
+def _redirect(env: Env, target: str) -> str:
+    return env.url(f"/api/redirect?to={quote(target, safe='')}")
+
+
+def test_token_is_attached_without_an_allow_list(env: Env) -> None:
+    """With no ``origins`` every request of the client carries the token."""
+    status, body = env.driver().get(env.url("/api/echo"))
+    assert status == 200
+    assert body["has_authorization"] is True
+    assert body["sub"] == "demo"
+
+
+def test_token_goes_only_to_allowed_origins(env: Env, other_origin: str) -> None:
+    """With ``origins`` a request to any other origin goes out without the token."""
+    client = env.driver(origins=[env.server.url])
+    assert client.get(env.url("/api/echo"))[1]["has_authorization"] is True
+    status, body = client.get(f"{other_origin}/echo")
+    assert status == 200
+    assert body["has_authorization"] is False
+
+
+def test_allow_list_ignores_default_port_spelling(env: Env, other_origin: str) -> None:
+    """Origins compare scheme, host and port: the same host on another port is elsewhere."""
+    host_only = env.server.url.rsplit(":", 1)[0]  # http://127.0.0.1, i.e. port 80
+    client = env.driver(origins=[host_only])
+    assert client.get(env.url("/api/echo"))[1]["has_authorization"] is False
+
+
+def test_same_origin_redirect_keeps_the_token(env: Env) -> None:
+    """A redirect within the origin still authenticates (sanity check of the next test)."""
+    status, body = env.driver().get(_redirect(env, env.url("/api/echo")))
+    assert status == 200
+    assert body["has_authorization"] is True
+
+
+@pytest.mark.parametrize("allow_list", [False, True], ids=["any-origin", "both-allowed"])
+def test_redirect_to_another_origin_never_carries_the_token(
+    env: Env, other_origin: str, allow_list: bool
+) -> None:
+    """Even when both origins are allowed, a cross-origin redirect drops the token."""
+    origins = [env.server.url, other_origin] if allow_list else None
+    status, body = env.driver(origins=origins).get(_redirect(env, f"{other_origin}/echo"))
+    assert status == 200
+    assert body["path"] == "/echo"
+    assert body["has_authorization"] is False
+
+
+def test_401_from_a_redirect_target_elsewhere_is_not_ours(env: Env, other_origin: str) -> None:
+    """Another origin's 401 after a redirect is answered as is: no refresh, no retry."""
+    status, body = env.driver().get(_redirect(env, f"{other_origin}/401"))
+    assert status == 401
+    assert body["has_authorization"] is False
+    assert env.stats()["refreshes"] == 0
+    assert env.manager.stats.snapshot()["retries"] == 0
+
+
+def test_plain_http_to_a_remote_host_is_refused(env: Env) -> None:
+    """The token is not sent over plain HTTP except to loopback, unless explicitly allowed."""
+    client = env.driver()
+    with pytest.raises(freshtoken.InsecureTransportError) as caught:
+        client.get("http://api.example.invalid/me")
+    assert "allow_insecure_http" in str(caught.value)
+
+
+def test_a_redirect_leaves_no_trace_on_later_requests(env: Env, other_origin: str) -> None:
+    """After a cross-origin redirect, a direct request there follows the allow-list as usual."""
+    client = env.driver()
+    assert client.get(_redirect(env, f"{other_origin}/echo"))[1]["has_authorization"] is False
+    assert client.get(f"{other_origin}/echo")[1]["has_authorization"] is True
