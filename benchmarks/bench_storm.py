@@ -1,0 +1,136 @@
+"""Storms on an expired token: how many refreshes, and what the slowest caller pays.
+
+    python benchmarks/bench_storm.py [--tasks 1000] [--threads 64] [--rounds 3]
+
+For each round: log in, mark the token expired on the client's side, then let 1,000 asyncio
+tasks (one httpx.AsyncClient) or 64 threads (one httpx.Client) request ``/api/me`` at once.
+Prints the refreshes the server saw (must be 1 per storm) and the slowest request's latency,
+next to the same storm sent with a static Authorization header (no refresh, no freshtoken)
+and one bare refresh round trip, all in the same run: what the storm costs beyond the
+client's own queueing should be about one refresh. The server is in its own process
+(``benchmarks/_support.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import threading
+import time
+from typing import Any
+
+import httpx
+from _support import login, server_process, stats
+
+import freshtoken
+from freshtoken.httpx import TokenAuth
+
+
+def expired_manager(url: str) -> freshtoken.TokenManager:
+    manager = freshtoken.TokenManager(
+        freshtoken.OAuth2Refresher(
+            url + "/oauth/token", client_id="demo", client_secret="demo-secret"
+        )
+    )
+    tokens = freshtoken.TokenSet.from_response(login(url))
+    manager.set_tokens(
+        freshtoken.TokenSet(
+            tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_at=time.time() - 1,
+            obtained_at=time.time() - 301,
+        )
+    )
+    return manager
+
+
+def bare_refresh_seconds(url: str) -> float:
+    refresher = freshtoken.OAuth2Refresher(
+        url + "/oauth/token", client_id="demo", client_secret="demo-secret"
+    )
+    current = freshtoken.TokenSet.from_response(login(url))
+    start = time.perf_counter()
+    refresher.refresh(current, freshtoken.system_clock)
+    elapsed = time.perf_counter() - start
+    refresher.close()
+    return elapsed
+
+
+async def async_storm(url: str, tasks: int, static: bool) -> tuple[int, float]:
+    manager = expired_manager(url)
+    before = stats(url)["refreshes"]
+    limits = httpx.Limits(max_connections=100)
+    options = _static(manager) if static else {"auth": TokenAuth(manager)}
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0, **options) as client:
+
+        async def one() -> float:
+            start = time.perf_counter()
+            response = await client.get("/api/me")
+            response.raise_for_status()
+            return time.perf_counter() - start
+
+        latencies = await asyncio.gather(*(one() for _ in range(tasks)))
+    return stats(url)["refreshes"] - before, max(latencies)
+
+
+def thread_storm(url: str, threads: int, static: bool) -> tuple[int, float]:
+    manager = expired_manager(url)
+    before = stats(url)["refreshes"]
+    latencies: list[float] = []
+    barrier = threading.Barrier(threads)
+    options = _static(manager) if static else {"auth": TokenAuth(manager)}
+    limits = httpx.Limits(max_connections=threads)
+    with httpx.Client(base_url=url, limits=limits, timeout=60.0, **options) as client:
+
+        def one() -> None:
+            barrier.wait()
+            start = time.perf_counter()
+            client.get("/api/me").raise_for_status()
+            latencies.append(time.perf_counter() - start)
+
+        workers = [threading.Thread(target=one) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    return stats(url)["refreshes"] - before, max(latencies)
+
+
+def _static(manager: freshtoken.TokenManager) -> dict[str, Any]:
+    """The baseline: the token the storm would get, as a plain header (refreshed first)."""
+    return {"headers": {"Authorization": manager.refresh().authorization}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with server_process() as url:
+        bare = statistics.median(bare_refresh_seconds(url) for _ in range(5))
+        print(f"one bare refresh round trip (median of 5): {bare * 1000:.1f} ms")
+        print(
+            f"{'storm':<22}{'refreshes':>10}{'slowest ms':>12}{'static ms':>11}"
+            f"{'extra/refresh':>15}"
+        )
+        for _ in range(args.rounds):
+            for name, storm in (
+                (
+                    f"{args.tasks} asyncio tasks",
+                    lambda s: asyncio.run(async_storm(url, args.tasks, s)),
+                ),
+                (f"{args.threads} threads", lambda s: thread_storm(url, args.threads, s)),
+            ):
+                _, baseline = storm(True)
+                refreshes, slowest = storm(False)
+                extra = (slowest - baseline) / bare
+                print(
+                    f"{name:<22}{refreshes:>10}{slowest * 1000:>12.1f}{baseline * 1000:>11.1f}"
+                    f"{extra:>15.1f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
