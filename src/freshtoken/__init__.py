@@ -27,7 +27,15 @@ from .refreshers import (
     json_login,
     password_login,
 )
-from .stores import GenerationConflict, MemoryStore, StoredTokens, TokenStore
+from .stores import (
+    FileStore,
+    GenerationConflict,
+    KeyringStore,
+    MemoryStore,
+    RedisStore,
+    StoredTokens,
+    TokenStore,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -35,17 +43,20 @@ __all__ = [
     "AuthError",
     "ClientCredentials",
     "Clock",
+    "FileStore",
     "Freshness",
     "FunctionRefresher",
     "GenerationConflict",
     "InsecureTransportError",
     "JSONRefresher",
+    "KeyringStore",
     "LockTimeout",
     "ManagerStats",
     "ManualClock",
     "MemoryStore",
     "OAuth2Refresher",
     "RefreshFailed",
+    "RedisStore",
     "RefreshPolicy",
     "Refresher",
     "ReplayError",

@@ -9,6 +9,7 @@ from ._base import (
 )
 from .file import FileStore
 from .keyring import KeyringStore
+from .redis import RedisStore
 
 __all__ = [
     "BlockingTokenStore",
@@ -16,6 +17,7 @@ __all__ = [
     "GenerationConflict",
     "KeyringStore",
     "MemoryStore",
+    "RedisStore",
     "StoredTokens",
     "TokenStore",
 ]

@@ -1,0 +1,244 @@
+"""File-system plumbing shared by the durable stores: private directories, owner-only files
+written atomically, and a lock that is exclusive between processes and between threads.
+
+Rules the stores rely on:
+
+* A file is replaced, never rewritten in place: a temporary file in the same directory is
+  written, fsynced and renamed over the old one, then the directory is fsynced. A reader sees
+  the old document or the new one, never a torn one, whatever moment a writer dies at.
+* Temporary files are only created by a writer holding the write lock, so any that exist when
+  the lock is taken were left by a writer that died: they are removed then.
+* Locks are OS file locks (``flock`` through filelock): a process that dies releases them.
+  Inside a process a plain ``threading.Lock`` is taken first, so that threads queue in memory
+  rather than on the file, and so that the lock may be released by another thread than the one
+  that took it (the async side enters and leaves locks from worker threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import filelock
+
+from ..errors import LockTimeout, StoreError
+
+__all__ = [
+    "ProcessLock",
+    "config_dir",
+    "ensure_private_dir",
+    "process_lock",
+    "read_private_file",
+    "remove_stale_temporaries",
+    "write_atomically",
+]
+
+_POSIX = os.name == "posix"
+_TEMP_SUFFIX = ".tmp"
+
+
+def config_dir() -> Path:
+    """``$XDG_CONFIG_HOME/freshtoken``, or ``~/.config/freshtoken``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "freshtoken"
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/freshtoken``, or ``~/.cache/freshtoken`` (lock files live here)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "freshtoken"
+
+
+def ensure_private_dir(directory: Path) -> None:
+    """Create ``directory`` and any missing parents, each readable by its owner only.
+
+    Existing directories are left as they are: they may be shared ones the user chose.
+    """
+    if directory.is_dir():
+        return
+    missing = []
+    current = directory
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for component in reversed(missing):
+        try:
+            component.mkdir(mode=0o700)
+            if _POSIX:
+                os.chmod(component, 0o700)  # mkdir's mode is filtered by the umask
+        except FileExistsError:
+            continue  # another process made it meanwhile
+        except OSError as error:
+            raise StoreError(f"cannot create directory {component}: {error.strerror}") from None
+
+
+def check_private(path: Path, status: os.stat_result) -> None:
+    """Refuse a file that another user owns or that others may read or write."""
+    if not _POSIX:
+        return  # Windows: ACLs, not mode bits; the user profile directory is private
+    if not stat.S_ISREG(status.st_mode):
+        raise StoreError(f"token store {path} is not a regular file")
+    if status.st_uid != os.geteuid():
+        raise StoreError(
+            f"token store {path} belongs to another user (uid {status.st_uid}); refusing to read it"
+        )
+    if status.st_mode & 0o077:
+        raise StoreError(
+            f"token store {path} is accessible to other users "
+            f"(mode {stat.S_IMODE(status.st_mode):04o}); fix it with: chmod 600 {path}"
+        )
+
+
+def read_private_file(path: Path) -> bytes | None:
+    """The file's bytes, or None if it does not exist; refuses files others can access."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise StoreError(f"cannot open token store {path}: {error.strerror}") from None
+    try:
+        check_private(path, os.fstat(fd))  # the file we opened, not whatever the path is now
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as error:
+        raise StoreError(f"cannot read token store {path}: {error.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: temp file (0600), fsync, rename, fsync the directory."""
+    directory = path.parent
+    ensure_private_dir(directory)
+    fd, temporary = tempfile.mkstemp(
+        dir=directory, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX
+    )  # mkstemp creates the file 0600
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise StoreError(f"cannot write token store {path}: {error.strerror}") from None
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temp files a killed writer left behind. Call only while holding the write lock."""
+    prefix = f".{path.name}."
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(path.parent):
+            if entry.name.startswith(prefix) and entry.name.endswith(_TEMP_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _fsync_directory(directory: Path) -> None:
+    if not _POSIX:
+        return  # Windows cannot open a directory; its rename is already journaled
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        raise StoreError(f"cannot fsync directory {directory}: {error.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+class ProcessLock:
+    """An exclusive lock between the processes (a file lock) and the threads of this one.
+
+    Not reentrant. It may be released by another thread than the one that acquired it. Use
+    :func:`process_lock` to get the single instance for a path in this process.
+    """
+
+    # Polling starts fast so that a hand-off between processes costs about a millisecond,
+    # and backs off so that many waiters do not spin.
+    _FIRST_POLL = 0.0005
+    _MAX_POLL = 0.005
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._threads = threading.Lock()
+        # No soft fallback: a soft lock outlives a killed holder, and that must never happen.
+        self._file = filelock.FileLock(path, mode=0o600, thread_local=False, fallback_to_soft=False)
+
+    @contextlib.contextmanager
+    def hold(self, timeout: float, purpose: str) -> Iterator[None]:
+        deadline = time.monotonic() + timeout
+        if not self._threads.acquire(timeout=max(timeout, 0.0)):
+            raise self._timeout(timeout, purpose)
+        try:
+            self._acquire_file(deadline, timeout, purpose)
+        except BaseException:
+            self._threads.release()
+            raise
+        try:
+            yield
+        finally:
+            try:
+                self._file.release()
+            finally:
+                self._threads.release()
+
+    def _acquire_file(self, deadline: float, timeout: float, purpose: str) -> None:
+        ensure_private_dir(self.path.parent)
+        poll = self._FIRST_POLL
+        while True:
+            try:
+                self._file.acquire(blocking=False)
+                return
+            except filelock.Timeout:
+                pass
+            except OSError as error:
+                raise StoreError(f"cannot lock {self.path}: {error.strerror}") from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout(timeout, purpose)
+            # A poll, not synchronisation: flock has no wait-with-timeout.
+            time.sleep(min(poll, remaining))
+            poll = min(poll * 2, self._MAX_POLL)
+
+    def _timeout(self, timeout: float, purpose: str) -> LockTimeout:
+        return LockTimeout(
+            f"timed out after {timeout:g} s waiting for the {purpose} lock {self.path}: "
+            "another process holds it (a process that dies releases it)"
+        )
+
+    def __repr__(self) -> str:
+        return f"ProcessLock({str(self.path)!r})"
+
+
+_locks: weakref.WeakValueDictionary[str, ProcessLock] = weakref.WeakValueDictionary()
+_locks_mutex = threading.Lock()
+
+
+def process_lock(path: Path) -> ProcessLock:
+    """The one :class:`ProcessLock` of ``path`` in this process."""
+    key = os.path.normcase(os.path.realpath(path))
+    with _locks_mutex:
+        lock = _locks.get(key)
+        if lock is None:
+            lock = _locks[key] = ProcessLock(Path(key))
+        return lock

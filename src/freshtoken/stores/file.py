@@ -1,0 +1,476 @@
+"""FileStore: tokens in a JSON file that several processes share, safely.
+
+The document (one file may hold several named profiles)::
+
+    {
+      "format": "freshtoken/1",
+      "serial": 42,                     # grows on every save of any profile
+      "profiles": {
+        "default": {
+          "generation": 42,             # the serial of this profile's last token save
+          "updated_at": 1712345678.9,   # when its tokens were last saved (the last refresh)
+          "meta": {...},                # non-secret settings: token_url, client_id...
+          "summary": {...} | null,      # non-secret facts about the tokens: expiry, scope
+          "secrets": {"tokens": {...} | null, "client_secret": "..."}
+            or "sealed": {...}          # the same object, encrypted (AES-256-GCM)
+        }
+      }
+    }
+
+Generations come from the file-wide serial, so a profile removed and logged into again never
+reuses a generation a slow process may still hold.
+
+Two kinds of lock file sit beside the store (or at ``lock_path``): ``<base>.lock`` orders
+writers of the file and is held only for a read-modify-write; ``<base>.<profile>.lock`` is
+the profile's refresh lock (:meth:`FileStore.lock`), held across a whole refresh. A refresh of
+one profile therefore never blocks the others, and a save made under the refresh lock takes
+the write lock inside it, always in that order, so they cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Hashable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeGuard
+
+from .._tokens import TokenResponseError, TokenSet
+from ..errors import StoreError
+from ._base import BlockingTokenStore, GenerationConflict, StoredTokens
+from ._files import config_dir, process_lock, read_private_file, write_atomically
+from ._files import remove_stale_temporaries as _remove_stale_temporaries
+from ._sealing import ENV_KEY, Sealer, resolve_key
+
+__all__ = ["FORMAT", "FileStore", "Profile", "ProfileInfo", "default_path"]
+
+FORMAT = "freshtoken/1"
+ENV_STORE = "FRESHTOKEN_STORE"
+_FORMAT_RE = re.compile(r"freshtoken/(\d+)")
+_PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_WRITE_LOCK_TIMEOUT = 30.0
+
+
+def default_path() -> Path:
+    """``$FRESHTOKEN_STORE``, else ``$XDG_CONFIG_HOME/freshtoken/tokens.json`` (~/.config)."""
+    configured = os.environ.get(ENV_STORE)
+    return Path(configured).expanduser() if configured else config_dir() / "tokens.json"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    """What may be shown about a profile without its secrets (or its encryption key)."""
+
+    name: str
+    meta: Mapping[str, Any]
+    has_tokens: bool
+    encrypted: bool
+    updated_at: float | None
+    expires_at: float | None
+    obtained_at: float | None
+    scope: str | None
+    has_refresh_token: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
+class Profile:
+    """A profile with its secrets opened. Its repr names no secret."""
+
+    name: str
+    meta: Mapping[str, Any]
+    tokens: TokenSet | None
+    generation: int
+    client_secret: str | None
+
+    def __repr__(self) -> str:
+        return (
+            f"Profile({self.name!r}, meta={dict(self.meta)!r}, tokens={self.tokens!r}, "
+            f"generation={self.generation}, has_client_secret={self.client_secret is not None})"
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Secrets:
+    tokens: TokenSet | None
+    client_secret: str | None
+
+
+class FileStore(BlockingTokenStore):
+    """One profile of a JSON token file, shared safely between threads and processes.
+
+    The file is created owner-only (0600, in a 0700 directory created if missing), replaced
+    atomically on every save, and refused if others may read or write it. With an
+    ``encryption_key`` (or ``$FRESHTOKEN_ENCRYPTION_KEY``) the secrets are sealed with
+    AES-256-GCM: a 32-byte key (bytes or url-safe base64) is used as is, any other string is a
+    passphrase stretched with scrypt. Without a ``path``, the file is ``$FRESHTOKEN_STORE`` or
+    ``~/.config/freshtoken/tokens.json``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        profile: str = "default",
+        encryption_key: bytes | str | None = None,
+        lock_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if not _PROFILE_RE.fullmatch(profile):
+            raise ValueError(
+                f"invalid profile name {profile!r}: 1-64 letters, digits and _.@- "
+                "starting with a letter or digit"
+            )
+        given = Path(path).expanduser() if path is not None else default_path()
+        self.path = Path(os.path.realpath(given))
+        self.profile = profile
+        key = resolve_key(encryption_key)
+        self._sealer = None if key is None else Sealer(key)
+        lock_base = self.path if lock_path is None else Path(lock_path).expanduser().absolute()
+        self.write_lock_path = Path(f"{lock_base}.lock")
+        self.lock_path = Path(f"{lock_base}.{profile}.lock")
+        self._write_lock = process_lock(self.write_lock_path)
+        self._refresh_lock = process_lock(self.lock_path)
+        self._key = ("file", str(self.path), profile)
+        # The last bytes parsed and what they held: a re-read of an unchanged file (the common
+        # case under the lock) costs one read and one comparison, no parse and no decryption.
+        self._parsed: tuple[bytes, dict[str, Any]] | None = None
+        self._secrets_cache: tuple[str, _Secrets] | None = None
+        self._mutex = threading.Lock()
+
+    @property
+    def key(self) -> Hashable:
+        return self._key
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store seals the secrets it writes."""
+        return self._sealer is not None
+
+    def __repr__(self) -> str:
+        return (
+            f"FileStore({str(self.path)!r}, profile={self.profile!r}, encrypted={self.encrypted})"
+        )
+
+    # -- the TokenStore protocol --------------------------------------------------------------
+
+    def load(self) -> StoredTokens | None:
+        document = self._read()
+        record = self._record(document)
+        if record is None:
+            return None
+        secrets = self._open(record)
+        if secrets.tokens is None:
+            return None
+        return StoredTokens(secrets.tokens, record["generation"])
+
+    def save(self, tokens: TokenSet, *, expected_generation: int | None) -> StoredTokens:
+        with self._writing() as document:
+            record = self._record(document)
+            secrets = _Secrets(None, None) if record is None else self._open(record)
+            current = 0 if record is None or secrets.tokens is None else record["generation"]
+            if expected_generation is not None and current != expected_generation:
+                raise GenerationConflict(
+                    f"token store {self.path}, profile {self.profile!r}: the tokens changed "
+                    f"since they were read (generation {current}, expected {expected_generation})"
+                )
+            meta = {} if record is None else record["meta"]
+            generation = self._put(document, record, meta, _Secrets(tokens, secrets.client_secret))
+        return StoredTokens(tokens, generation)
+
+    def clear(self) -> None:
+        """Forget the tokens; the profile's settings and client secret stay (see remove)."""
+        with self._writing() as document:
+            record = self._record(document)
+            if record is None:
+                raise _Unchanged
+            secrets = self._open(record)
+            if secrets.tokens is None:
+                raise _Unchanged
+            self._put(document, record, record["meta"], _Secrets(None, secrets.client_secret))
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float) -> Iterator[None]:
+        with self._refresh_lock.hold(timeout, f"refresh ({self.profile!r})"):
+            yield
+
+    # -- profiles (what the CLI needs beyond the protocol) ------------------------------------
+
+    def profiles(self) -> dict[str, ProfileInfo]:
+        """Every profile in the file, described without opening any secret."""
+        document = self._read()
+        return {name: _info(name, record) for name, record in sorted(document["profiles"].items())}
+
+    def load_profile(self) -> Profile | None:
+        """This profile with its secrets, or None if the file has no such profile."""
+        document = self._read()
+        record = self._record(document)
+        if record is None:
+            return None
+        secrets = self._open(record)
+        generation = record["generation"] if secrets.tokens is not None else 0
+        return Profile(
+            self.profile, dict(record["meta"]), secrets.tokens, generation, secrets.client_secret
+        )
+
+    def save_profile(
+        self,
+        tokens: TokenSet,
+        *,
+        meta: Mapping[str, Any],
+        client_secret: str | None = None,
+    ) -> StoredTokens:
+        """Create or replace this profile (a login): tokens, settings and client secret.
+
+        ``meta`` must hold no secret: it is stored in clear even when the store encrypts.
+        ``client_secret`` is kept with the tokens, under the same protection.
+        """
+        meta = dict(meta)
+        try:
+            json.dumps(meta)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"profile meta must be JSON-ready: {error}") from None
+        with self._writing() as document:
+            record = self._record(document)
+            generation = self._put(document, record, meta, _Secrets(tokens, client_secret))
+        return StoredTokens(tokens, generation)
+
+    def remove_profile(self) -> bool:
+        """Delete this profile, secrets and settings; False if there was none."""
+        removed = False
+        with self._writing() as document:
+            removed = document["profiles"].pop(self.profile, None) is not None
+            if not removed:
+                raise _Unchanged
+        return removed
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _read(self) -> dict[str, Any]:
+        data = read_private_file(self.path)
+        if data is None:
+            return _empty_document()
+        parsed = self._parsed
+        if parsed is not None and parsed[0] == data:
+            return parsed[1]
+        document = _parse(self.path, data)
+        self._parsed = (data, document)
+        return document
+
+    def _record(self, document: Mapping[str, Any]) -> dict[str, Any] | None:
+        record: dict[str, Any] | None = document["profiles"].get(self.profile)
+        return record
+
+    def _open(self, record: Mapping[str, Any]) -> _Secrets:
+        where = f"token store {self.path}, profile {self.profile!r}"
+        if "sealed" in record:
+            fingerprint = json.dumps(record["sealed"], sort_keys=True)
+            cached = self._secrets_cache
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            if self._sealer is None:
+                raise StoreError(f"{where} is encrypted: pass encryption_key= or set ${ENV_KEY}")
+            plaintext = self._sealer.open(record["sealed"], context=self._context, where=where)
+            try:
+                inner = json.loads(plaintext)
+            except ValueError:
+                raise StoreError(f"{where}: the decrypted record is not JSON") from None
+            secrets = _parse_secrets(inner, where)
+            self._secrets_cache = (fingerprint, secrets)
+            return secrets
+        return _parse_secrets(record["secrets"], where)
+
+    @property
+    def _context(self) -> str:
+        return f"{FORMAT} profile={self.profile}"
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[dict[str, Any]]:
+        """Read-modify-write under the write lock; the body edits the document it is given.
+
+        Raising :class:`_Unchanged` in the body leaves the file as it was.
+        """
+        with self._write_lock.hold(_WRITE_LOCK_TIMEOUT, "write"):
+            _remove_stale_temporaries(self.path)
+            document = _copy(self._read())
+            try:
+                yield document
+            except _Unchanged:
+                return
+            data = _dump(document)
+            write_atomically(self.path, data)
+            self._parsed = (data, document)
+
+    def _put(
+        self,
+        document: dict[str, Any],
+        record: Mapping[str, Any] | None,
+        meta: Mapping[str, Any],
+        secrets: _Secrets,
+    ) -> int:
+        serial = document["serial"] + 1
+        document["serial"] = serial
+        generation = serial if secrets.tokens is not None else 0
+        plain: dict[str, Any] = {
+            "tokens": None if secrets.tokens is None else secrets.tokens.to_dict()
+        }
+        if secrets.client_secret is not None:
+            plain["client_secret"] = secrets.client_secret
+        entry: dict[str, Any] = {
+            "generation": generation,
+            "updated_at": time.time() if secrets.tokens is not None else _updated_at(record),
+            "meta": dict(meta),
+            "summary": None if secrets.tokens is None else _summary(secrets.tokens),
+        }
+        if self._sealer is not None:
+            salt = Sealer.salt_of(record.get("sealed")) if record is not None else None
+            entry["sealed"] = self._sealer.seal(
+                json.dumps(plain).encode(), context=self._context, salt=salt
+            )
+        else:
+            entry["secrets"] = plain
+        document["profiles"][self.profile] = entry
+        return generation
+
+
+class _Unchanged(Exception):
+    """Raised inside FileStore._writing to leave the file untouched."""
+
+
+def _empty_document() -> dict[str, Any]:
+    return {"format": FORMAT, "serial": 0, "profiles": {}}
+
+
+def _copy(document: Mapping[str, Any]) -> dict[str, Any]:
+    # Records are replaced whole, never edited in place, so a shallow copy of the profile map
+    # keeps the cached document untouched.
+    return {**document, "profiles": dict(document["profiles"])}
+
+
+def _dump(document: Mapping[str, Any]) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _summary(tokens: TokenSet) -> dict[str, Any]:
+    return {
+        "token_type": tokens.token_type,
+        "expires_at": tokens.expires_at,
+        "obtained_at": tokens.obtained_at,
+        "scope": tokens.scope,
+        "has_refresh_token": tokens.refresh_token is not None,
+    }
+
+
+def _updated_at(record: Mapping[str, Any] | None) -> float | None:
+    if record is None:
+        return None
+    value = record.get("updated_at")
+    return float(value) if _is_number(value) else None
+
+
+def _number_or_none(value: object) -> float | None:
+    return float(value) if _is_number(value) else None
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _info(name: str, record: Mapping[str, Any]) -> ProfileInfo:
+    summary = record.get("summary") or {}
+    return ProfileInfo(
+        name=name,
+        meta=dict(record["meta"]),
+        has_tokens=record["generation"] > 0,
+        encrypted="sealed" in record,
+        updated_at=_updated_at(record),
+        expires_at=_number_or_none(summary.get("expires_at")),
+        obtained_at=_number_or_none(summary.get("obtained_at")),
+        scope=summary.get("scope") if isinstance(summary.get("scope"), str) else None,
+        has_refresh_token=bool(summary.get("has_refresh_token")),
+    )
+
+
+def _parse(path: Path, data: bytes) -> dict[str, Any]:
+    """The document in ``data``, checked; a StoreError naming ``path`` says what is wrong."""
+    if not data.strip():
+        raise StoreError(
+            f"token store {path} is empty (truncated?); move it aside and log in again"
+        )
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise StoreError(
+            f"token store {path} is not valid JSON (corrupt or truncated); "
+            "move it aside and log in again"
+        ) from None
+    if not isinstance(document, dict) or "format" not in document:
+        raise StoreError(f"{path} is not a freshtoken token store (no 'format' field)")
+    format_ = document["format"]
+    match = _FORMAT_RE.fullmatch(format_) if isinstance(format_, str) else None
+    if match is None:
+        raise StoreError(f"{path} is not a freshtoken token store (format {format_!r})")
+    if int(match.group(1)) > 1:
+        raise StoreError(
+            f"token store {path} has format {format_}, newer than this freshtoken understands "
+            f"({FORMAT}): upgrade freshtoken"
+        )
+    if int(match.group(1)) < 1:
+        raise StoreError(f"token store {path} has unknown format {format_!r}")
+    serial = document.get("serial")
+    profiles = document.get("profiles")
+    if not (_is_int(serial) and serial >= 0) or not isinstance(profiles, dict):
+        raise StoreError(f"token store {path} is corrupt: bad 'serial' or 'profiles'")
+    for name, record in profiles.items():
+        problem = _record_problem(record, serial)
+        if problem is not None:
+            raise StoreError(f"token store {path} is corrupt: profile {name!r} {problem}")
+        if "secrets" in record:  # sealed ones are checked when opened, with the key
+            _parse_secrets(record["secrets"], f"token store {path}, profile {name!r}")
+    return document
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _record_problem(record: object, serial: int) -> str | None:
+    if not isinstance(record, dict):
+        return "is not an object"
+    generation = record.get("generation")
+    if not (_is_int(generation) and 0 <= generation <= serial):
+        return "has a bad generation"
+    if not isinstance(record.get("meta"), dict):
+        return "has no meta object"
+    summary = record.get("summary")
+    if summary is not None and not isinstance(summary, dict):
+        return "has a bad summary"
+    sealed, plain = record.get("sealed"), record.get("secrets")
+    if (sealed is None) == (plain is None):
+        return "needs exactly one of 'secrets' and 'sealed'"
+    if sealed is not None and not isinstance(sealed, dict):
+        return "has a bad sealed record"
+    if plain is not None and not isinstance(plain, dict):
+        return "has a bad secrets record"
+    return None
+
+
+def _parse_secrets(value: object, where: str) -> _Secrets:
+    if not isinstance(value, dict):
+        raise StoreError(f"{where} is corrupt: the secrets are not an object")
+    tokens_data = value.get("tokens")
+    client_secret = value.get("client_secret")
+    if client_secret is not None and not isinstance(client_secret, str):
+        raise StoreError(f"{where} is corrupt: client_secret is not a string")
+    tokens = None
+    if tokens_data is not None:
+        try:
+            tokens = TokenSet.from_dict(tokens_data)
+        except (TokenResponseError, TypeError) as error:
+            raise StoreError(f"{where} is corrupt: {error}") from None
+    return _Secrets(tokens, client_secret)
