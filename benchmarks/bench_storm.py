@@ -18,6 +18,7 @@ import asyncio
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -115,14 +116,19 @@ def main() -> None:
             f"{'storm':<22}{'refreshes':>10}{'slowest ms':>12}{'static ms':>11}"
             f"{'extra/refresh':>15}"
         )
+
+        def tasks(static: bool) -> tuple[int, float]:
+            return asyncio.run(async_storm(url, args.tasks, static))
+
+        def threads(static: bool) -> tuple[int, float]:
+            return thread_storm(url, args.threads, static)
+
+        storms: list[tuple[str, Callable[[bool], tuple[int, float]]]] = [
+            (f"{args.tasks} asyncio tasks", tasks),
+            (f"{args.threads} threads", threads),
+        ]
         for _ in range(args.rounds):
-            for name, storm in (
-                (
-                    f"{args.tasks} asyncio tasks",
-                    lambda s: asyncio.run(async_storm(url, args.tasks, s)),
-                ),
-                (f"{args.threads} threads", lambda s: thread_storm(url, args.threads, s)),
-            ):
+            for name, storm in storms:
                 _, baseline = storm(True)
                 refreshes, slowest = storm(False)
                 extra = (slowest - baseline) / bare

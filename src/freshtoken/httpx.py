@@ -92,7 +92,8 @@ def _authorize(request: httpx.Request, tokens: TokenSet) -> httpx.Request:
 def _answers_our_token(response: httpx.Response, tokens: TokenSet) -> bool:
     # httpx follows redirects inside the auth flow; a 401 from another origin, reached
     # without our token, says nothing about it.
-    return response.request.headers.get("Authorization") == tokens.authorization
+    sent: str | None = response.request.headers.get("Authorization")
+    return sent == tokens.authorization
 
 
 def _ensure_replayable(request: httpx.Request, response: httpx.Response) -> None:
