@@ -27,7 +27,7 @@ import redis.retry
 
 import redis
 
-__all__ = ["RedisServer", "find_redis_server", "redis_server"]
+__all__ = ["RedisServer", "find_redis_server", "redis_server", "shared_redis_server"]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
@@ -186,9 +186,7 @@ class RedisServer:
         return f"RedisServer(port={self.port}, running={self.running})"
 
 
-@pytest.fixture
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A fresh redis-server on a free loopback port, stopped after the test."""
+def _started_server(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
     binary = find_redis_server()
     if binary is None or not Path(binary).exists():
         message = (
@@ -208,6 +206,26 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
                 raise
             server.port = _free_port()  # someone took the port between probe and bind
             server.url = f"redis://127.0.0.1:{server.port}/0"
+    return server
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A fresh redis-server on a free loopback port, stopped after the test."""
+    server = _started_server(tmp_path_factory)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def shared_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the whole session, for tests that only need distinct keys.
+
+    Tests that stop, kill or count commands on their server use ``redis_server`` instead.
+    """
+    server = _started_server(tmp_path_factory)
     try:
         yield server
     finally:

@@ -72,7 +72,7 @@ def oauth_server_factory() -> Iterator[ServerFactory]:
 
     yield factory
     for server in reversed(started):
-        server.stop()
+        server.stop(wait=False)
 
 
 @pytest.fixture

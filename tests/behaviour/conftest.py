@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,9 +23,34 @@ from .drivers import KINDS, Driver, make_driver
 
 StoreFactory = Callable[[pytest.FixtureRequest], freshtoken.TokenStore]
 
+
+def _file_store(request: pytest.FixtureRequest) -> freshtoken.TokenStore:
+    return freshtoken.FileStore(request.getfixturevalue("tmp_path") / "tokens.json")
+
+
+def _redis_store(request: pytest.FixtureRequest) -> freshtoken.TokenStore:
+    server = request.getfixturevalue("shared_redis_server")
+    return freshtoken.RedisStore(server.url, key=f"freshtoken:{uuid.uuid4().hex}")
+
+
 STORES: dict[str, StoreFactory] = {
     "memory": lambda request: freshtoken.MemoryStore(),
+    "file": _file_store,
+    "redis": _redis_store,
 }
+
+# Every behaviour runs on MemoryStore; those marked ``every_store`` (where the store takes
+# part: storms, rotation, expiry, fallback) also run on the durable ones. Running all of them
+# on every store would triple the suite's time and prove nothing more.
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store" not in metafunc.fixturenames:
+        return
+    every = metafunc.definition.get_closest_marker("every_store") is not None
+    names = sorted(STORES) if every else ["memory"]
+    metafunc.parametrize("store", names, indirect=True)
+
 
 FAST_RETRY = freshtoken.RetryPolicy(attempts=3, initial=0.01, maximum=0.05)
 
@@ -34,7 +60,7 @@ def client_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=sorted(STORES))
+@pytest.fixture
 def store(request: pytest.FixtureRequest) -> Iterator[freshtoken.TokenStore]:
     made = STORES[request.param](request)
     yield made

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from .conftest import Env
 from .drivers import SYNC_STORM_THREADS, Outcome
 
 ASYNC_STORM_TASKS = 200
+
+pytestmark = pytest.mark.every_store
 
 
 def _storm_size(env: Env) -> int:

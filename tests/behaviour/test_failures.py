@@ -12,6 +12,8 @@ from .drivers import Outcome
 
 TRANSIENT: list[FaultKind] = ["status_503", "status_429", "malformed_json", "drop_connection"]
 
+pytestmark = pytest.mark.every_store
+
 
 def _errors(outcomes: list[Outcome]) -> list[BaseException]:
     return [outcome for outcome in outcomes if isinstance(outcome, BaseException)]

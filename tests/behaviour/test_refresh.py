@@ -21,6 +21,7 @@ def test_fresh_token_is_used_as_is(env: Env) -> None:
     assert env.stats()["api_ok"] == 3
 
 
+@pytest.mark.every_store
 def test_proactive_refresh_inside_the_window(env: Env) -> None:
     """In the refresh window the token is refreshed before sending: no 401 is ever served."""
     client = env.driver()
@@ -36,6 +37,7 @@ def test_proactive_refresh_inside_the_window(env: Env) -> None:
     assert env.stats()["refreshes"] == 1
 
 
+@pytest.mark.every_store
 def test_expired_token_is_refreshed_before_sending(env: Env) -> None:
     """Past expiry the caller waits for the refresh; the server never sees the dead token."""
     env.server.advance(ACCESS_TTL + 1)
@@ -44,6 +46,7 @@ def test_expired_token_is_refreshed_before_sending(env: Env) -> None:
     assert env.stats()["unauthorized_401"] == 0
 
 
+@pytest.mark.every_store
 def test_401_refreshes_and_retries_once(env: Env) -> None:
     """One 401: one refresh, one retry, the caller sees success."""
     env.server.fail_api(1)

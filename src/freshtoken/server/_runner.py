@@ -150,12 +150,18 @@ class ReferenceServer:
         self._http = httpx.Client(base_url=self.url, timeout=10.0, verify=False)
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop serving. ``wait=False`` returns at once and lets uvicorn finish its ~0.1 s
+        shutdown in the background (test suites stop a server per test)."""
         if self._http is not None:
             self._http.close()
             self._http = None
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
+            if not wait:
+                self._server = None
+                self._thread = None
+                return
             self._thread.join(timeout=10.0)
             if self._thread.is_alive():
                 raise RuntimeError(f"the reference server at {self.url} did not stop")
