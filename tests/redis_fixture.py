@@ -22,10 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import redis.backoff
 import redis.retry
-
-import redis
 
 __all__ = ["RedisServer", "find_redis_server", "redis_server", "shared_redis_server"]
 
