@@ -16,9 +16,9 @@ import tempfile
 import time
 
 import httpx
+import redis
 
 import freshtoken
-import redis
 from freshtoken.httpx import TokenAuth
 from freshtoken.server import ReferenceServer, ServerConfig
 from freshtoken.stores.redis import RedisStore

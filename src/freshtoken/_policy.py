@@ -210,6 +210,10 @@ class Origin:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def default_port(scheme: str) -> int:
+    return _DEFAULT_PORTS.get(scheme, 0)
+
+
 def origin_of(url: str) -> Origin:
     """The RFC 6454 origin of an absolute http(s) URL, with the default port made explicit."""
     parts = urlsplit(url)
@@ -237,5 +241,34 @@ def check_transport(origin: Origin, *, allow_insecure_http: bool, what: str) -> 
         )
 
 
-def allowed_origins(origins: Iterable[str] | None) -> frozenset[Origin] | None:
-    return None if origins is None else frozenset(origin_of(url) for url in origins)
+class Destinations:
+    """Where an integration may send the token: the ``origins`` allow-list (None: anywhere),
+    and never plain HTTP off loopback unless ``allow_insecure_http``.
+
+    Verdicts are remembered per origin: integrations ask on every request.
+    """
+
+    __slots__ = ("_verdicts", "allow_insecure_http", "origins")
+
+    def __init__(self, origins: Iterable[str] | None, *, allow_insecure_http: bool) -> None:
+        self.origins = None if origins is None else frozenset(origin_of(url) for url in origins)
+        self.allow_insecure_http = allow_insecure_http
+        self._verdicts: dict[Origin, bool] = {}
+
+    def allow(self, origin: Origin) -> bool:
+        """True if the token goes to ``origin``; raises InsecureTransportError if it must not
+        but would (plain HTTP to a remote host the caller allowed)."""
+        verdict = self._verdicts.get(origin)
+        if verdict is None:
+            verdict = self.origins is None or origin in self.origins
+            if verdict:
+                check_transport(
+                    origin, allow_insecure_http=self.allow_insecure_http, what="a token"
+                )
+            if len(self._verdicts) >= 1024:  # bounded: a crawler may visit many origins
+                self._verdicts.clear()
+            self._verdicts[origin] = verdict
+        return verdict
+
+    def __repr__(self) -> str:
+        return repr(None if self.origins is None else sorted(map(str, self.origins)))

@@ -21,7 +21,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
     ) from error
 
 from ._manager import TokenManager
-from ._policy import Origin, allowed_origins, check_transport
+from ._policy import Destinations, Origin
 from .errors import ReplayError
 
 __all__ = ["TokenAuth", "TokenMiddleware"]
@@ -53,7 +53,7 @@ class TokenMiddleware:
     re-sent.
     """
 
-    __slots__ = ("allow_insecure_http", "manager", "origins")
+    __slots__ = ("destinations", "manager")
 
     def __init__(
         self,
@@ -63,15 +63,14 @@ class TokenMiddleware:
         allow_insecure_http: bool = False,
     ) -> None:
         self.manager = manager
-        self.origins = allowed_origins(origins)
-        self.allow_insecure_http = allow_insecure_http
+        self.destinations = Destinations(origins, allow_insecure_http=allow_insecure_http)
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         redirected_to = _cross_origin_redirect.get()
         if redirected_to is not None:
             _cross_origin_redirect.set(None)
         origin = _origin(request.url)
-        if origin == redirected_to or not self._applies(origin):
+        if origin == redirected_to or not self.destinations.allow(origin):
             response = await handler(request)
             _note_redirect(response, origin)
             return response
@@ -88,15 +87,8 @@ class TokenMiddleware:
         _note_redirect(response, origin)
         return response
 
-    def _applies(self, origin: Origin) -> bool:
-        if self.origins is not None and origin not in self.origins:
-            return False
-        check_transport(origin, allow_insecure_http=self.allow_insecure_http, what="a token")
-        return True
-
     def __repr__(self) -> str:
-        origins = None if self.origins is None else sorted(map(str, self.origins))
-        return f"TokenMiddleware({self.manager!r}, origins={origins!r})"
+        return f"TokenMiddleware({self.manager!r}, origins={self.destinations!r})"
 
 
 TokenAuth = TokenMiddleware

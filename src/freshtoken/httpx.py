@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Generator, Iterable
 import httpx
 
 from ._manager import TokenManager
-from ._policy import allowed_origins, check_transport, origin_of
+from ._policy import Destinations, Origin, default_port
 from ._tokens import TokenSet
 from .errors import ReplayError
 
@@ -39,8 +39,7 @@ class TokenAuth(httpx.Auth):
         allow_insecure_http: bool = False,
     ) -> None:
         self.manager = manager
-        self.origins = allowed_origins(origins)
-        self.allow_insecure_http = allow_insecure_http
+        self.destinations = Destinations(origins, allow_insecure_http=allow_insecure_http)
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         if not self._applies(request):
@@ -73,15 +72,13 @@ class TokenAuth(httpx.Auth):
         yield _authorize(request, replacement)
 
     def _applies(self, request: httpx.Request) -> bool:
-        origin = origin_of(str(request.url))
-        if self.origins is not None and origin not in self.origins:
-            return False
-        check_transport(origin, allow_insecure_http=self.allow_insecure_http, what="a token")
-        return True
+        url = request.url
+        return self.destinations.allow(
+            Origin(url.scheme, url.host, url.port or default_port(url.scheme))
+        )
 
     def __repr__(self) -> str:
-        origins = None if self.origins is None else sorted(map(str, self.origins))
-        return f"TokenAuth({self.manager!r}, origins={origins!r})"
+        return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
 
 
 def _authorize(request: httpx.Request, tokens: TokenSet) -> httpx.Request:

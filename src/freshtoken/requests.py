@@ -24,7 +24,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
     ) from error
 
 from ._manager import TokenManager
-from ._policy import allowed_origins, check_transport, origin_of
+from ._policy import Destinations, origin_of
 from ._tokens import TokenSet
 from .errors import ReplayError
 
@@ -57,8 +57,7 @@ class TokenAuth(AuthBase):
         allow_insecure_http: bool = False,
     ) -> None:
         self.manager = manager
-        self.origins = allowed_origins(origins)
-        self.allow_insecure_http = allow_insecure_http
+        self.destinations = Destinations(origins, allow_insecure_http=allow_insecure_http)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if request.url is None or not self._applies(request.url):
@@ -70,15 +69,10 @@ class TokenAuth(AuthBase):
         return request
 
     def _applies(self, url: str) -> bool:
-        origin = origin_of(url)
-        if self.origins is not None and origin not in self.origins:
-            return False
-        check_transport(origin, allow_insecure_http=self.allow_insecure_http, what="a token")
-        return True
+        return self.destinations.allow(origin_of(url))
 
     def __repr__(self) -> str:
-        origins = None if self.origins is None else sorted(map(str, self.origins))
-        return f"TokenAuth({self.manager!r}, origins={origins!r})"
+        return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
 
 
 class _RejectionHook:

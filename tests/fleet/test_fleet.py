@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 from _fleet import Fleet, failures, total
+from redis_fixture import RedisServer
 
 from freshtoken import TokenSet, system_clock
 from freshtoken.server import ReferenceServer
 from freshtoken.stores.redis import RedisStore
 from freshtoken.testing import ServerFactory
-from redis_fixture import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from redis_fixture import RedisServer
 
 from freshtoken import (
     FunctionRefresher,
@@ -22,7 +23,6 @@ from freshtoken import (
     TokenSet,
 )
 from freshtoken.stores.redis import RedisStore
-from redis_fixture import RedisServer
 
 pytestmark = pytest.mark.redis
 

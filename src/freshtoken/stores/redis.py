@@ -47,10 +47,9 @@ from ..errors import LockTimeout, StoreError
 from ._base import GenerationConflict, StoredTokens, TokenStore
 
 if TYPE_CHECKING:
+    import redis
     import redis.asyncio
     import redis.lock
-
-    import redis
 
 __all__ = ["RedisStore"]
 
@@ -90,13 +89,12 @@ _WATCH_BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection att
 
 def _import_redis() -> Any:
     try:
+        import redis
         import redis.asyncio
         import redis.backoff
         import redis.exceptions
         import redis.lock
         import redis.retry
-
-        import redis
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             "RedisStore needs redis-py: pip install 'freshtoken[redis]'", name=exc.name
