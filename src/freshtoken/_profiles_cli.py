@@ -25,11 +25,11 @@ from ._policy import check_transport, origin_of
 from ._tokens import TokenSet
 from .errors import AuthError, RefreshFailed, SessionExpired, StoreError
 from .refreshers import (
+    ClientAuth,
     ClientAuthMethod,
     ClientCredentials,
     OAuth2Refresher,
     Refresher,
-    _ClientAuth,
     client_credentials_login,
     password_login,
 )
@@ -408,7 +408,7 @@ def _revoke(store: FileStore, meta: Mapping[str, Any], secret: str | None, token
         return "the profile names no server: tokens deleted here only"
     insecure = meta.get("allow_insecure_http") is True
     method = meta.get("auth_method")
-    client = _ClientAuth(client_id, secret, method if method in AUTH_METHODS else None)
+    client = ClientAuth(client_id, secret, method if method in AUTH_METHODS else None)
     with httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
         endpoint = _revocation_endpoint(http, token_url, insecure)
         if endpoint is None:

@@ -32,6 +32,7 @@ from ._tokens import TokenResponseError, TokenSet
 from .errors import RefreshFailed, SessionExpired
 
 __all__ = [
+    "ClientAuth",
     "ClientAuthMethod",
     "ClientCredentials",
     "FunctionRefresher",
@@ -181,7 +182,7 @@ class OAuth2Refresher(HTTPRefresher):
             allow_insecure_http=allow_insecure_http,
             headers=headers,
         )
-        self.client = _ClientAuth(client_id, client_secret, auth_method)
+        self.client = ClientAuth(client_id, client_secret, auth_method)
         self.scope = scope
         self.extra_params = dict(extra_params or {})
 
@@ -223,7 +224,7 @@ class ClientCredentials(HTTPRefresher):
             allow_insecure_http=allow_insecure_http,
             headers=headers,
         )
-        self.client = _ClientAuth(client_id, client_secret, auth_method)
+        self.client = ClientAuth(client_id, client_secret, auth_method)
         self.scope = scope
         self.extra_params = dict(extra_params or {})
 
@@ -343,8 +344,9 @@ class FunctionRefresher:
         return f"FunctionRefresher({getattr(self.function, '__name__', self.function)!r})"
 
 
-class _ClientAuth:
-    """RFC 6749 section 2.3.1 client authentication."""
+class ClientAuth:
+    """RFC 6749 section 2.3.1 client authentication for requests to a token, revocation or
+    introspection endpoint: ``request(url, form, headers)`` builds the authenticated POST."""
 
     __slots__ = ("client_id", "client_secret", "method")
 
@@ -403,7 +405,7 @@ def password_login(
         form["scope"] = scope
     return _login(
         token_url,
-        _ClientAuth(client_id, client_secret, auth_method).request(token_url, form, {}),
+        ClientAuth(client_id, client_secret, auth_method).request(token_url, form, {}),
         allow_insecure_http,
         clock,
     )
