@@ -1,0 +1,74 @@
+"""The public surface is deliberate: these names are documented entry points."""
+
+from __future__ import annotations
+
+import importlib
+
+import freshtoken
+
+PUBLIC = {
+    "AuthError",
+    "ClientCredentials",
+    "Clock",
+    "FileStore",
+    "Freshness",
+    "FunctionRefresher",
+    "GenerationConflict",
+    "InsecureTransportError",
+    "JSONRefresher",
+    "KeyringStore",
+    "LockTimeout",
+    "ManagerStats",
+    "ManualClock",
+    "MemoryStore",
+    "OAuth2Refresher",
+    "RedisStore",
+    "RefreshFailed",
+    "RefreshPolicy",
+    "Refresher",
+    "ReplayError",
+    "RetryPolicy",
+    "SessionExpired",
+    "StoreError",
+    "StoredTokens",
+    "TokenManager",
+    "TokenResponseError",
+    "TokenSet",
+    "TokenStore",
+    "client_credentials_login",
+    "json_login",
+    "password_login",
+    "system_clock",
+}
+
+
+def test_the_package_exports_exactly_the_documented_names() -> None:
+    assert set(freshtoken.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(freshtoken, name) is not None
+
+
+def test_errors_share_one_base() -> None:
+    for name in ("SessionExpired", "RefreshFailed", "StoreError", "LockTimeout", "ReplayError"):
+        assert issubclass(getattr(freshtoken, name), freshtoken.AuthError)
+    assert issubclass(freshtoken.LockTimeout, freshtoken.StoreError)
+
+
+def test_every_module_declares_its_public_names() -> None:
+    for module in (
+        "freshtoken.httpx",
+        "freshtoken.requests",
+        "freshtoken.aiohttp",
+        "freshtoken.refreshers",
+        "freshtoken.errors",
+        "freshtoken.stores",
+        "freshtoken.stores.file",
+        "freshtoken.stores.keyring",
+        "freshtoken.stores.redis",
+        "freshtoken.server",
+        "freshtoken.testing",
+    ):
+        names = importlib.import_module(module).__all__
+        assert names, module
+        for name in names:
+            assert hasattr(importlib.import_module(module), name), (module, name)
