@@ -153,13 +153,8 @@ class HTTPRefresher:
         return f"{type(self).__name__}({self.url!r})"
 
 
-class OAuth2Refresher(HTTPRefresher):
-    """The RFC 6749 ``refresh_token`` grant.
-
-    ``auth_method`` defaults to ``client_secret_basic`` with a secret and ``none`` (public
-    client, ``client_id`` in the form) without. ``scope`` asks for a narrower scope;
-    ``extra_params`` are added to the form (``audience``, ``resource``...).
-    """
+class _GrantRefresher(HTTPRefresher):
+    """A token endpoint grant made by an authenticated OAuth2 client (RFC 6749 section 2.3)."""
 
     def __init__(
         self,
@@ -182,60 +177,45 @@ class OAuth2Refresher(HTTPRefresher):
             allow_insecure_http=allow_insecure_http,
             headers=headers,
         )
+        if self.can_acquire and not client_secret:
+            raise ValueError("the client_credentials grant needs a client_secret")
         self.client = ClientAuth(client_id, client_secret, auth_method)
         self.scope = scope
         self.extra_params = dict(extra_params or {})
+
+    def _grant(self, form: dict[str, str]) -> httpx.Request:
+        if self.scope:
+            form["scope"] = self.scope
+        return self.client.request(self.url, {**self.extra_params, **form}, self.headers)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r}, client_id={self.client.client_id!r})"
+
+
+class OAuth2Refresher(_GrantRefresher):
+    """The RFC 6749 ``refresh_token`` grant.
+
+    ``auth_method`` defaults to ``client_secret_basic`` with a secret and ``none`` (public
+    client, ``client_id`` in the form) without. ``scope`` asks for a narrower scope;
+    ``extra_params`` are added to the form (``audience``, ``resource``...).
+    """
 
     def build_request(self, current: TokenSet | None) -> httpx.Request:
         if current is None or current.refresh_token is None:
             raise SessionExpired("no_refresh_token", "no refresh token is stored: log in again")
-        form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
-        if self.scope:
-            form["scope"] = self.scope
-        return self.client.request(self.url, {**self.extra_params, **form}, self.headers)
-
-    def __repr__(self) -> str:
-        return f"OAuth2Refresher({self.url!r}, client_id={self.client.client_id!r})"
+        return self._grant({"grant_type": "refresh_token", "refresh_token": current.refresh_token})
 
 
-class ClientCredentials(HTTPRefresher):
-    """Re-acquires a token with the ``client_credentials`` grant whenever one is needed."""
+class ClientCredentials(_GrantRefresher):
+    """Re-acquires a token with the ``client_credentials`` grant whenever one is needed.
+
+    Takes the same arguments as :class:`OAuth2Refresher`; a ``client_secret`` is required.
+    """
 
     can_acquire = True
 
-    def __init__(
-        self,
-        token_url: str,
-        *,
-        client_id: str,
-        client_secret: str,
-        auth_method: ClientAuthMethod | None = None,
-        scope: str | None = None,
-        extra_params: Mapping[str, str] | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        verify: bool | str = True,
-        allow_insecure_http: bool = False,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            token_url,
-            timeout=timeout,
-            verify=verify,
-            allow_insecure_http=allow_insecure_http,
-            headers=headers,
-        )
-        self.client = ClientAuth(client_id, client_secret, auth_method)
-        self.scope = scope
-        self.extra_params = dict(extra_params or {})
-
     def build_request(self, current: TokenSet | None) -> httpx.Request:
-        form = {"grant_type": "client_credentials"}
-        if self.scope:
-            form["scope"] = self.scope
-        return self.client.request(self.url, {**self.extra_params, **form}, self.headers)
-
-    def __repr__(self) -> str:
-        return f"ClientCredentials({self.url!r}, client_id={self.client.client_id!r})"
+        return self._grant({"grant_type": "client_credentials"})
 
 
 class JSONRefresher(HTTPRefresher):
