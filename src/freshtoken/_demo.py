@@ -27,6 +27,7 @@ from rich.live import Live
 from rich.logging import RichHandler
 from rich.table import Table
 
+from ._arguments import seconds, whole_number
 from ._manager import TokenManager
 from ._policy import RetryPolicy
 from .httpx import TokenAuth
@@ -37,11 +38,17 @@ __all__ = ["DemoResult", "configure_parser", "run", "run_demo"]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=_positive, default=15.0, help="seconds (15)")
-    parser.add_argument("--concurrency", type=_count, default=40, help="clients (40)")
-    parser.add_argument("--ttl", type=_positive, default=4.0, help="access token TTL (4 s)")
     parser.add_argument(
-        "--pause", type=_non_negative, default=0.2, help="each client's pause between requests"
+        "--duration", type=seconds(positive=True), default=15.0, help="seconds (15)"
+    )
+    parser.add_argument(
+        "--concurrency", type=whole_number(1, 1000), default=40, help="clients (40)"
+    )
+    parser.add_argument(
+        "--ttl", type=seconds(positive=True), default=4.0, help="access token TTL (4 s)"
+    )
+    parser.add_argument(
+        "--pause", type=seconds(), default=0.2, help="each client's pause between requests"
     )
     parser.add_argument("--no-faults", action="store_true", help="skip the injected failures")
 
@@ -253,33 +260,3 @@ def _progress(
         str(result.failed),
     )
     return table
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError("must be a positive number")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError("must be a number >= 0")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError("must be between 1 and 1000")
-    return value

@@ -8,12 +8,12 @@ the command line wins. Importing this module needs no extra; running it needs ``
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from .._arguments import seconds
 from ._config import ServerConfig
 
 __all__ = ["configure_parser", "run"]
@@ -32,24 +32,6 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0..65535, not {port}")
     return port
-
-
-def _seconds(*, positive: bool = False, signed: bool = False) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-        if positive and value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-        if not signed and value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
-        return value
-
-    parse.__name__ = "seconds"  # argparse names the type in its error messages
-    return parse
 
 
 def _switch(text: str) -> bool:
@@ -106,19 +88,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--access-ttl",
-        type=_seconds(positive=True),
+        type=seconds(positive=True),
         default=_env("ACCESS_TTL", d.access_ttl),
         help=env_help("access token lifetime, seconds", "ACCESS_TTL"),
     )
     parser.add_argument(
         "--refresh-ttl",
-        type=_seconds(positive=True),
+        type=seconds(positive=True),
         default=_env("REFRESH_TTL", d.refresh_ttl),
         help=env_help("absolute session lifetime from login, seconds", "REFRESH_TTL"),
     )
     parser.add_argument(
         "--refresh-idle-ttl",
-        type=_seconds(),
+        type=seconds(),
         default=_env("REFRESH_IDLE_TTL", d.refresh_idle_ttl),
         help=env_help("session idle timeout, seconds; 0 turns it off", "REFRESH_IDLE_TTL"),
     )
@@ -136,19 +118,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--reuse-grace",
-        type=_seconds(),
+        type=seconds(),
         default=_env("REUSE_GRACE", d.reuse_grace),
         help=env_help("seconds a rotated refresh token is still accepted", "REUSE_GRACE"),
     )
     parser.add_argument(
         "--clock-offset",
-        type=_seconds(signed=True),
+        type=seconds(signed=True),
         default=_env("CLOCK_OFFSET", d.clock_offset),
         help=env_help("server clock minus real clock, seconds (simulated skew)", "CLOCK_OFFSET"),
     )
     parser.add_argument(
         "--refresh-in",
-        type=_seconds(),
+        type=seconds(),
         default=_env("REFRESH_IN", None),
         help=env_help("add a refresh_in hint to token responses, seconds", "REFRESH_IN"),
     )
