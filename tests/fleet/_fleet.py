@@ -10,6 +10,9 @@ from typing import Any
 
 from redis_fixture import RedisServer
 
+from freshtoken import TokenSet
+from freshtoken.stores.redis import RedisStore
+
 WORKER = Path(__file__).with_name("fleet_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,6 +74,15 @@ class Fleet:
             if process.poll() is None:
                 process.kill()
             process.communicate()
+
+
+def seed(redis_server: RedisServer, key: str, tokens: TokenSet) -> None:
+    """Store ``tokens`` under ``key`` before the fleet starts."""
+    store = RedisStore(redis_server.url, key)
+    try:
+        store.save(tokens, expected_generation=None)
+    finally:
+        store.close()
 
 
 def total(reports: list[dict[str, Any]], status: str) -> int:

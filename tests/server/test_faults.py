@@ -180,3 +180,70 @@ def test_faults_armed_at_start_up(oauth_server_factory: ServerFactory, http: htt
     server = oauth_server_factory(faults=Faults(token_failures=(TokenFault("status_503", 1),)))
     assert http.post(server.token_url, data=LOGIN).status_code == 503
     assert http.post(server.token_url, data=LOGIN).status_code == 200
+
+
+def test_drop_after_processing_rotates_then_loses_the_answer(
+    oauth_server_factory: ServerFactory, http: httpx.Client
+) -> None:
+    """The refresh is processed (rotated, counted), then the socket closes unanswered."""
+    server = oauth_server_factory(reuse_grace=5)
+    tokens = server.login()
+    server.inject("drop_after_processing")
+    form = {**LOGIN, "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.post(server.token_url, data=form)
+    stats = server.stats()
+    assert stats["rotations"] == 1
+    assert stats["refreshes"] == 1
+    assert stats["faults_served"] == 1
+    # The answer that was lost: within the grace period the same refresh token replays it.
+    replayed = http.post(server.token_url, data=form)
+    assert replayed.status_code == 200
+    assert replayed.json()["refresh_token"] != tokens["refresh_token"]
+    assert server.stats()["grace_replays"] == 1
+    assert server.stats()["rotations"] == 1
+
+
+def test_drop_after_processing_without_grace_makes_the_retry_a_reuse(
+    oauth_server: ReferenceServer, http: httpx.Client
+) -> None:
+    """Without a grace period the server already retired the token: presenting it again is
+    a reuse, and reuse detection revokes the session. That is the server's policy."""
+    tokens = oauth_server.login()
+    oauth_server.inject("drop_after_processing")
+    form = {**LOGIN, "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.post(oauth_server.token_url, data=form)
+    retried = http.post(oauth_server.token_url, data=form)
+    assert retried.status_code == 400
+    assert retried.json()["error"] == "invalid_grant"
+    stats = oauth_server.stats()
+    assert stats["reuse_detections"] == 1
+    assert stats["family_revocations"] == 1
+
+
+def test_drop_after_processing_applies_to_logins_and_errors(
+    oauth_server: ReferenceServer, http: httpx.Client
+) -> None:
+    """A login is processed (a session starts) and a refused grant is counted: both answers
+    are lost all the same; the JSON endpoints behave alike."""
+    oauth_server.inject("drop_after_processing", count=3)
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.post(oauth_server.token_url, data=LOGIN)
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.post(oauth_server.token_url, data={**LOGIN, "password": "wrong"})
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.post(oauth_server.login_url, json={"username": "demo", "password": "demo"})
+    stats = oauth_server.stats()
+    assert stats["logins"] == 2
+    assert stats["invalid_grant"] == 1
+    assert stats["faults_served"] == 3
+    assert http.post(oauth_server.token_url, data=LOGIN).status_code == 200
+
+
+def test_drop_after_processing_over_http(oauth_server: ReferenceServer, http: httpx.Client) -> None:
+    answer = http.post(f"{oauth_server.url}/admin/faults", json={"kind": "drop_after_processing"})
+    assert answer.json()["faults"]["token_failures"] == {"drop_after_processing": 1}
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.post(oauth_server.token_url, data=LOGIN)
+    assert oauth_server.stats()["logins"] == 1

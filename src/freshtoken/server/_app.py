@@ -39,7 +39,7 @@ from ._state import (
 __all__ = ["TRANSPORT_KEY", "build_app", "create_app"]
 
 # Where freshtoken's uvicorn protocol leaves the connection's transport in scope["state"], so
-# that the drop_connection fault can close the socket without answering.
+# that the drop_connection and drop_after_processing faults can close the socket unanswered.
 TRANSPORT_KEY = "freshtoken.transport"
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -80,7 +80,7 @@ class _DropConnection(Response):
         transport = scope.get("state", {}).get(TRANSPORT_KEY)
         if transport is None:
             raise RuntimeError(
-                "drop_connection needs the uvicorn protocol of ReferenceServer or `serve`"
+                "dropping a connection needs the uvicorn protocol of ReferenceServer or `serve`"
             )
         transport.close()
         # Wait for uvicorn to notice: it then neither answers 500 nor logs an error.
@@ -247,12 +247,23 @@ class _Endpoints:
 
     # -- token endpoints -----------------------------------------------------------------
 
-    async def _injected_failure(self) -> Response | None:
+    async def _injected_fault(self) -> TokenFault | None:
+        """Wait out the injected latency, then take the next queued fault, if any."""
         latency = self.state.latency
         if latency:
             await asyncio.sleep(latency)
-        fault = self.state.take_token_fault()
+        return self.state.take_token_fault()
+
+    async def _injected_failure(self) -> Response | None:
+        """A fault's answer to a request that will not be processed."""
+        fault = await self._injected_fault()
         return None if fault is None else self._failure(fault)
+
+    @staticmethod
+    def _answer(fault: TokenFault | None, response: Response) -> Response:
+        """The answer to a processed request: ``response``, or none under a fault that
+        processes first (the only kind that lets a request through)."""
+        return response if fault is None else _DropConnection()
 
     @staticmethod
     def _failure(fault: TokenFault) -> Response:
@@ -269,7 +280,8 @@ class _Endpoints:
                 return Response(_TRUNCATED_TOKEN_RESPONSE, 200, _NO_STORE, "application/json")
             case "html_502":
                 return HTMLResponse(_PROXY_ERROR_PAGE, 502)
-            case "drop_connection":
+            case "drop_connection" | "drop_after_processing":
+                # drop_after_processing lands here only when there is nothing to process.
                 return _DropConnection()
 
     def _token_response(self, issued: Issued, *, oauth: bool) -> Response:
@@ -346,14 +358,15 @@ class _Endpoints:
                 problem.status, problem.error, problem.description, basic
             )
         self.state.count_token_request(form.get("grant_type", "other"))
-        failure = await self._injected_failure()
-        if failure is not None:
-            return failure
+        fault = await self._injected_fault()
+        if fault is not None and fault.kind != "drop_after_processing":
+            return self._failure(fault)
         try:
             issued = self._grant(request, form)
         except (_BadRequest, OAuthError) as refused:
-            return self._oauth_error(refused.status, refused.error, refused.description, basic)
-        return self._token_response(issued, oauth=True)
+            error = self._oauth_error(refused.status, refused.error, refused.description, basic)
+            return self._answer(fault, error)
+        return self._answer(fault, self._token_response(issued, oauth=True))
 
     async def revoke(self, request: Request) -> Response:
         basic = "authorization" in request.headers
@@ -374,9 +387,9 @@ class _Endpoints:
         except _BadRequest as problem:
             body, too_large = b"", problem
         self.state.count_token_request(grant)
-        failure = await self._injected_failure()
-        if failure is not None:
-            return failure
+        fault = await self._injected_fault()
+        if fault is not None and fault.kind != "drop_after_processing":
+            return self._failure(fault)
         try:
             issued = issue(_parse_json_object(request, body, too_large))
         except (_BadRequest, OAuthError) as refused:
@@ -386,8 +399,8 @@ class _Endpoints:
                 status = 401
                 if grant == "password" and error == "invalid_grant":
                     error = "invalid_credentials"
-            return _error(status, error, refused.description, **_NO_STORE)
-        return self._token_response(issued, oauth=False)
+            return self._answer(fault, _error(status, error, refused.description, **_NO_STORE))
+        return self._answer(fault, self._token_response(issued, oauth=False))
 
     def _json_client(self) -> Client:
         client_id = self.state.config.json_client_id

@@ -30,7 +30,10 @@ FaultKind = Literal[
     "status_429",  # 429 {"error": "slow_down"} with Retry-After: retry_after (default 1)
     "malformed_json",  # 200, application/json, a body cut off mid-object
     "html_502",  # 502 text/html, the page a proxy shows
-    "drop_connection",  # the socket is closed without any answer
+    "drop_connection",  # the socket is closed without any answer (nothing was processed)
+    # The request is processed (a refresh rotates, a login starts a session, the counters
+    # count it), then the socket is closed without an answer: the client's answer is lost.
+    "drop_after_processing",
 ]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 
