@@ -537,8 +537,13 @@ class TokenManager:
                 credential.failures += 1
                 credential.last_failure = error
                 credential.gave_up = plan.fallback is None
-                hint = error if isinstance(error, RefreshFailed) else None
-                credential.retry_not_before = now + self.retry.delay(credential.failures, hint)
+                if isinstance(error, RefreshFailed):
+                    delay = self.retry.delay(credential.failures, error)
+                else:
+                    # Backing off from a store protects nobody, and it would keep failing
+                    # callers for seconds after Redis came back: retry it soon.
+                    delay = min(self.retry.delay(credential.failures), _STORE_RETRY_CAP)
+                credential.retry_not_before = now + delay
                 self.stats.add("refresh_failures")
                 if plan.fallback is not None and not plan.fallback.is_expired(now):
                     fallback = plan.fallback
@@ -588,6 +593,8 @@ class TokenManager:
             self._notified_expirations = expirations
             return True
 
+
+_STORE_RETRY_CAP = 1.0  # seconds
 
 # Stands for "no tokens" where an explicit refresh needs a rejected token to compare with.
 _NO_TOKENS = TokenSet(access_token="-")

@@ -40,8 +40,11 @@ def test_storm_of_401s_refreshes_once(env: Env) -> None:
     outcomes = env.driver().storm(env.url("/api/me"), n)
     assert _statuses(outcomes) == [200] * n
     assert env.stats()["refreshes"] == 1
-    assert env.stats()["unauthorized_401"] == n
-    assert env.manager.stats.snapshot()["retries"] == n
+    # Each 401 was retried exactly once. A straggler that starts after the refresh landed
+    # sends the new token and is never rejected, so the count may fall short of n.
+    rejected = env.stats()["unauthorized_401"]
+    assert 1 <= rejected <= n
+    assert env.manager.stats.snapshot()["retries"] == rejected
 
 
 def test_storm_inside_the_refresh_window_does_not_wait(env: Env) -> None:

@@ -23,6 +23,8 @@ from freshtoken import (
     RefreshFailed,
     RetryPolicy,
     SessionExpired,
+    StoredTokens,
+    StoreError,
     TokenManager,
     TokenSet,
 )
@@ -569,4 +571,33 @@ def test_a_rejection_during_a_proactive_refresh_joins_it(
     leader.join(10)
     waiter.join(10)
     assert results == ["a1"]
+    assert endpoint.calls == 1
+
+
+class FlakyStore(MemoryStore):
+    """A memory store that can be switched off, as a Redis that went away."""
+
+    down = False
+
+    def load(self) -> StoredTokens | None:
+        if self.down:
+            raise StoreError("store unreachable")
+        return super().load()
+
+
+def test_an_unreachable_store_keeps_valid_tokens_and_is_retried_soon_after(
+    endpoint: Endpoint, clock: ManualClock
+) -> None:
+    store = FlakyStore(endpoint.initial_tokens())
+    manager = make_manager(endpoint, clock, store)
+    assert manager.get_tokens().access_token == "a0"  # cached from now on
+    store.down = True
+    clock.advance(50)  # refresh due, token still valid: keep it
+    assert manager.get_tokens().access_token == "a0"
+    clock.advance(11)  # expired: nothing valid to hand out
+    with pytest.raises(StoreError):
+        manager.get_tokens()
+    store.down = False
+    clock.advance(1.01)  # store backoff is capped at a second, not the refresh backoff
+    assert manager.get_tokens().access_token == "a1"
     assert endpoint.calls == 1
