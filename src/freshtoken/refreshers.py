@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import inspect
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import quote
@@ -77,7 +78,7 @@ class HTTPRefresher:
         url: str,
         *,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -88,6 +89,19 @@ class HTTPRefresher:
         self.verify = verify
         self.headers = dict(headers or {})
         self._client: httpx.Client | None = None
+        self._ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        # Built once: loading the CA bundle costs ~25-100 ms, more than a refresh round trip.
+        if self._ssl_context is None:
+            if isinstance(self.verify, ssl.SSLContext):
+                self._ssl_context = self.verify
+            elif isinstance(self.verify, str):
+                self._ssl_context = ssl.create_default_context(cafile=self.verify)
+            else:
+                self._ssl_context = httpx.create_ssl_context(verify=self.verify)
+        return self._ssl_context
 
     def build_request(self, current: TokenSet | None) -> httpx.Request:
         raise NotImplementedError
@@ -119,7 +133,7 @@ class HTTPRefresher:
         request = self._checked_request(current)
         if self._client is None:
             # Shared across threads (httpx.Client is thread-safe) for connection reuse.
-            self._client = httpx.Client(timeout=self.timeout, verify=self.verify)
+            self._client = httpx.Client(timeout=self.timeout, verify=self.ssl_context)
         sent_at = clock()
         try:
             response = self._client.send(request)
@@ -130,7 +144,7 @@ class HTTPRefresher:
     async def arefresh(self, current: TokenSet | None, clock: Clock) -> TokenSet:
         request = self._checked_request(current)
         # A client per refresh: async clients belong to one event loop, and refreshes are rare.
-        async with httpx.AsyncClient(timeout=self.timeout, verify=self.verify) as client:
+        async with httpx.AsyncClient(timeout=self.timeout, verify=self.ssl_context) as client:
             sent_at = clock()
             try:
                 response = await client.send(request)
@@ -166,7 +180,7 @@ class _GrantRefresher(HTTPRefresher):
         scope: str | None = None,
         extra_params: Mapping[str, str] | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -235,7 +249,7 @@ class JSONRefresher(HTTPRefresher):
         expires_in_field: str = "expires_in",
         extra_body: Mapping[str, Any] | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
     ) -> None:
