@@ -158,9 +158,13 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 def interpret_token_response(
-    status: int, body: bytes, *, retry_after: float | None = None
+    status: int, body: bytes, *, retry_after: float | None = None, secrets: Iterable[str] = ()
 ) -> Mapping[str, Any]:
-    """The JSON object of a successful token response, or the error it amounts to."""
+    """The JSON object of a successful token response, or the error it amounts to.
+
+    ``secrets`` (the refresh token sent, a password) are cut out of the server's error
+    description: a careless or hostile server may echo them, and errors get logged.
+    """
     document: Any = None
     try:
         document = json.loads(body) if body else None
@@ -172,7 +176,7 @@ def interpret_token_response(
                 "malformed_response", "token endpoint did not answer JSON", status=status
             )
         return document
-    error, description = _oauth_error(document)
+    error, description = _oauth_error(document, secrets)
     if error in PERMANENT_ERRORS or (status == 401 and error is None):
         raise SessionExpired(error or "unauthorized", description, status=status)
     raise RefreshFailed(
@@ -183,18 +187,28 @@ def interpret_token_response(
     )
 
 
-def _oauth_error(document: Any) -> tuple[str | None, str | None]:
+def _oauth_error(document: Any, secrets: Iterable[str]) -> tuple[str | None, str | None]:
     if not isinstance(document, dict):
         return None, None
     error = document.get("error")
     description = document.get("error_description")
-    if not isinstance(error, str) or not error:
+    if not isinstance(error, str) or not error or len(error) > 100:
         error = None
+    else:
+        error = _redact(error, secrets)
     if not isinstance(description, str):
         description = None
-    elif len(description) > 200:
-        description = description[:200] + "..."
+    else:
+        description = _redact(description, secrets)
+        if len(description) > 200:
+            description = description[:200] + "..."
     return error, description
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    # Real secrets are long; a short one (a test's "a") would match inside ordinary words.
+    quoted = sorted({re.escape(s) for s in secrets if len(s) >= 6}, key=len, reverse=True)
+    return re.sub("|".join(quoted), "[redacted]", text) if quoted else text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -107,11 +107,21 @@ class HTTPRefresher:
         raise NotImplementedError
 
     def parse_response(
-        self, response: httpx.Response, *, sent_at: float, current: TokenSet | None
+        self,
+        response: httpx.Response,
+        *,
+        sent_at: float,
+        current: TokenSet | None,
+        sent_secrets: tuple[str, ...] = (),
     ) -> TokenSet:
+        """Read a token endpoint's answer; ``sent_secrets`` (a password...) are cut out of
+        any error text, as are the current tokens and the client's own secret."""
         retry_after = parse_retry_after(response.headers.get("Retry-After"), sent_at)
+        secrets = sent_secrets + self.secrets()
+        if current is not None:
+            secrets += (current.refresh_token or "", current.access_token)
         document = interpret_token_response(
-            response.status_code, response.content, retry_after=retry_after
+            response.status_code, response.content, retry_after=retry_after, secrets=secrets
         )
         try:
             return TokenSet.from_response(
@@ -128,6 +138,10 @@ class HTTPRefresher:
     def translate(self, document: Mapping[str, Any]) -> Mapping[str, Any]:
         """Map the endpoint's field names onto RFC 6749's; identity by default."""
         return document
+
+    def secrets(self) -> tuple[str, ...]:
+        """This refresher's own credentials, never to be repeated in an error."""
+        return ()
 
     def refresh(self, current: TokenSet | None, clock: Clock) -> TokenSet:
         request = self._checked_request(current)
@@ -196,6 +210,9 @@ class _GrantRefresher(HTTPRefresher):
         self.client = ClientAuth(client_id, client_secret, auth_method)
         self.scope = scope
         self.extra_params = dict(extra_params or {})
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.client.client_secret,) if self.client.client_secret else ()
 
     def _grant(self, form: dict[str, str]) -> httpx.Request:
         if self.scope:
@@ -402,6 +419,7 @@ def password_login(
         ClientAuth(client_id, client_secret, auth_method).request(token_url, form, {}),
         allow_insecure_http,
         clock,
+        (password, client_secret or ""),
     )
 
 
@@ -439,10 +457,17 @@ def json_login(
 ) -> TokenSet:
     """First tokens from an in-house JSON login endpoint (``POST url`` with ``body``)."""
     request = httpx.Request("POST", url, json=dict(body), headers={"Accept": "application/json"})
-    return _login(url, request, allow_insecure_http, clock)
+    secrets = tuple(value for value in body.values() if isinstance(value, str) and len(value) > 3)
+    return _login(url, request, allow_insecure_http, clock, secrets)
 
 
-def _login(url: str, request: httpx.Request, allow_insecure_http: bool, clock: Clock) -> TokenSet:
+def _login(
+    url: str,
+    request: httpx.Request,
+    allow_insecure_http: bool,
+    clock: Clock,
+    secrets: tuple[str, ...],
+) -> TokenSet:
     check_transport(origin_of(url), allow_insecure_http=allow_insecure_http, what="credentials")
     parser = HTTPRefresher(url, allow_insecure_http=allow_insecure_http)
     with httpx.Client(timeout=DEFAULT_TIMEOUT) as client:
@@ -451,4 +476,4 @@ def _login(url: str, request: httpx.Request, allow_insecure_http: bool, clock: C
             response = client.send(request)
         except httpx.TransportError as error:
             raise _transport_failure(error) from None
-    return parser.parse_response(response, sent_at=sent_at, current=None)
+    return parser.parse_response(response, sent_at=sent_at, current=None, sent_secrets=secrets)

@@ -281,3 +281,29 @@ def test_token_endpoint_redirects_are_not_followed(oauth_server: ReferenceServer
         redirect.sock.close()
     assert caught.value.status == 307
     assert oauth_server.stats()["token_requests_by_grant"]["refresh_token"] == 0
+
+
+def test_a_server_echoing_secrets_in_its_error_never_gets_them_into_ours() -> None:
+    """A hostile or careless server may quote the refresh token or the client secret."""
+    echo = json.dumps(
+        {
+            "error": "invalid_grant",
+            "error_description": "refresh token r-secret-1 rejected for client secret c-secret-2",
+        }
+    ).encode()
+    endpoint = RecordingTokenEndpoint(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        + f"Content-Length: {len(echo)}\r\n\r\n".encode()
+        + echo
+    )
+    try:
+        refresher = OAuth2Refresher(endpoint.url, client_id="app", client_secret="c-secret-2")
+        with pytest.raises(SessionExpired) as caught:
+            refresher.refresh(TokenSet("access-1", refresh_token="r-secret-1"), ManualClock())
+    finally:
+        endpoint.sock.close()
+    text = f"{caught.value} {caught.value!r} {caught.value.description}"
+    assert "r-secret-1" not in text
+    assert "c-secret-2" not in text
+    assert "[redacted]" in text
+    assert caught.value.error == "invalid_grant"
