@@ -176,7 +176,7 @@ def interpret_token_response(
                 "malformed_response", "token endpoint did not answer JSON", status=status
             )
         return document
-    error, description = _oauth_error(document, secrets)
+    error, description = _oauth_error(document, tuple(secrets))
     if error in PERMANENT_ERRORS or (status == 401 and error is None):
         raise SessionExpired(error or "unauthorized", description, status=status)
     raise RefreshFailed(
@@ -187,7 +187,7 @@ def interpret_token_response(
     )
 
 
-def _oauth_error(document: Any, secrets: Iterable[str]) -> tuple[str | None, str | None]:
+def _oauth_error(document: Any, secrets: tuple[str, ...]) -> tuple[str | None, str | None]:
     if not isinstance(document, dict):
         return None, None
     error = document.get("error")
