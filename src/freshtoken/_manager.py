@@ -40,7 +40,7 @@ import sniffio
 from ._clock import Clock, system_clock
 from ._policy import Freshness, RefreshPolicy, RetryPolicy, wants_refresh
 from ._tokens import TokenSet
-from .errors import AuthError, RefreshFailed, SessionExpired, StoreError
+from .errors import AuthError, LockTimeout, RefreshFailed, SessionExpired, StoreError
 from .refreshers import Refresher
 from .stores._base import GenerationConflict, MemoryStore, StoredTokens, TokenStore
 
@@ -327,18 +327,27 @@ class TokenManager:
             if isinstance(plan, _Use):
                 return plan.tokens
             if isinstance(plan, _Lead):
-                return self._lead(plan)
+                led = self._lead(plan)
+                if led is not None:
+                    return led
+                continue
             plan.flight.done.wait()
-            tokens = self._observe(plan.flight.outcome)
+            try:
+                tokens = self._observe(plan.flight.outcome)
+            except _DecideAgain:
+                continue
             if not _still_rejected(tokens, rejected):
                 return tokens
             # That flight had another purpose and kept the rejected token: decide again.
 
-    def _lead(self, plan: _Lead) -> TokenSet:
+    def _lead(self, plan: _Lead) -> TokenSet | None:
+        """Refresh under the store's lock; None means another process holds it: decide again."""
         try:
-            with self.store.lock(self.lock_timeout):
+            with self.store.lock(self._lock_wait(plan)):
                 stored, refreshed = _run_steps(self, self._refresh_steps(plan))
         except BaseException as error:
+            if _lock_busy(plan, error):
+                return self._land_busy(plan)
             fallback = self._land(plan, None, error)
             self._after_failure_sync(error)
             if fallback is not None:
@@ -368,24 +377,31 @@ class TokenManager:
             if isinstance(plan, _Use):
                 return plan.tokens
             if isinstance(plan, _Lead):
-                return await self._alead(plan)
+                led = await self._alead(plan)
+                if led is not None:
+                    return led
+                continue
             await _wait_async(plan.flight, self._credential.mutex)
             try:
                 tokens = plan.flight.outcome()
+            except _DecideAgain:
+                continue
             except SessionExpired as error:
                 await self._aafter_failure(error)
                 raise
             if not _still_rejected(tokens, rejected):
                 return tokens
 
-    async def _alead(self, plan: _Lead) -> TokenSet:
+    async def _alead(self, plan: _Lead) -> TokenSet | None:
         try:
             # Shielded: once a refresh request may have gone out, its answer must be saved even
             # if the caller is cancelled, or a rotated refresh token would be lost.
             with anyio.CancelScope(shield=True):
-                async with self.store.alock(self.lock_timeout):
+                async with self.store.alock(self._lock_wait(plan)):
                     stored, refreshed = await _arun_steps(self, self._refresh_steps(plan))
         except BaseException as error:
+            if _lock_busy(plan, error):
+                return self._land_busy(plan)
             fallback = self._land(plan, None, error)
             await self._aafter_failure(error)
             if fallback is not None:
@@ -553,6 +569,23 @@ class TokenManager:
             plan.flight.land(None if stored is None else stored.tokens, error)
         return fallback
 
+    def _lock_wait(self, plan: _Lead) -> float:
+        # While the old token still works, another process's refresh is no reason to wait:
+        # try the lock once, and if it is taken carry on (as threads do with a flight).
+        return 0.0 if plan.fallback is not None else self.lock_timeout
+
+    def _land_busy(self, plan: _Lead) -> TokenSet | None:
+        """Another process is refreshing: keep the old token if it still works, look again
+        shortly (its save usually reaches us first, through the store's watch)."""
+        credential = self._credential
+        with credential.mutex:
+            now = self.clock()
+            credential.retry_not_before = max(credential.retry_not_before, now + _BUSY_RECHECK)
+            credential.flight = None
+            usable = plan.fallback if plan.fallback and not plan.fallback.is_expired(now) else None
+            plan.flight.land(usable, None if usable is not None else _DecideAgain())
+        return usable
+
     def _adopt_loaded(self, version: int, stored: StoredTokens | None) -> None:
         credential = self._credential
         with credential.mutex:
@@ -595,6 +628,16 @@ class TokenManager:
 
 
 _STORE_RETRY_CAP = 1.0  # seconds
+_BUSY_RECHECK = 0.1  # seconds before trying another process's busy refresh lock again
+
+
+class _DecideAgain(Exception):
+    """The flight ended without an outcome for its waiters: they plan again."""
+
+
+def _lock_busy(plan: _Lead, error: BaseException) -> bool:
+    return plan.fallback is not None and isinstance(error, LockTimeout)
+
 
 # Stands for "no tokens" where an explicit refresh needs a rejected token to compare with.
 _NO_TOKENS = TokenSet(access_token="-")
@@ -689,6 +732,8 @@ def _still_rejected(tokens: TokenSet, rejected: TokenSet | None) -> bool:
 def _copy_error(error: BaseException) -> BaseException:
     """A fresh instance for each caller: re-raising one instance from many threads would
     tangle their tracebacks and grow them without bound."""
+    if isinstance(error, _DecideAgain):
+        return _DecideAgain()
     if isinstance(error, AuthError):
         copy = error.__class__.__new__(error.__class__)
         copy.__dict__.update(error.__dict__)

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
+import filelock
 import pytest
 
 from freshtoken import (
+    FileStore,
     FunctionRefresher,
+    LockTimeout,
     ManualClock,
     MemoryStore,
     RefreshFailed,
@@ -27,6 +31,7 @@ from freshtoken import (
     StoreError,
     TokenManager,
     TokenSet,
+    TokenStore,
 )
 
 FAST_RETRY = RetryPolicy(attempts=3, initial=0.001, maximum=0.005)
@@ -84,7 +89,7 @@ def endpoint(clock: ManualClock) -> Endpoint:
 
 
 def make_manager(
-    endpoint: Endpoint, clock: ManualClock, store: MemoryStore | None = None, **options: Any
+    endpoint: Endpoint, clock: ManualClock, store: TokenStore | None = None, **options: Any
 ) -> TokenManager:
     options.setdefault("retry", FAST_RETRY)
     manager = TokenManager(FunctionRefresher(endpoint), store, clock=clock, **options)
@@ -599,5 +604,25 @@ def test_an_unreachable_store_keeps_valid_tokens_and_is_retried_soon_after(
         manager.get_tokens()
     store.down = False
     clock.advance(1.01)  # store backoff is capped at a second, not the refresh backoff
+    assert manager.get_tokens().access_token == "a1"
+    assert endpoint.calls == 1
+
+
+def test_while_another_process_refreshes_a_still_valid_token_is_used_without_waiting(
+    endpoint: Endpoint, clock: ManualClock, tmp_path: Path
+) -> None:
+    """Cross-process stale-while-revalidate: a busy refresh lock is tried once, not waited on."""
+    store = FileStore(tmp_path / "tokens.json")
+    manager = make_manager(endpoint, clock, store, lock_timeout=0.2)
+    manager.set_tokens(endpoint.initial_tokens())
+    other_process = filelock.FileLock(tmp_path / "tokens.json.default.lock")
+    with other_process:  # a separate open file: flock treats it as another holder
+        clock.advance(50)  # stale, still valid
+        assert manager.get_tokens().access_token == "a0"
+        assert endpoint.calls == 0
+        clock.advance(11)  # expired: now it must wait for the lock, and times out
+        with pytest.raises(LockTimeout):
+            manager.get_tokens()
+    clock.advance(1.01)  # past the short backoff after a store failure
     assert manager.get_tokens().access_token == "a1"
     assert endpoint.calls == 1
