@@ -21,13 +21,12 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
     ) from error
 
 from ._manager import TokenManager
-from ._policy import Destinations, Origin
+from ._policy import Destinations, Origin, default_port
 from .errors import ReplayError
 
 __all__ = ["TokenAuth", "TokenMiddleware"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # The origin the last response seen in this task redirects to, when it is another origin.
 # The session follows a redirect in the same task, right after the middleware returned: the
@@ -98,9 +97,9 @@ TokenAuth = TokenMiddleware
 def _origin(url: URL) -> Origin:
     scheme = url.scheme.lower()
     host = url.host
-    if scheme not in _DEFAULT_PORTS or not host:
+    if not default_port(scheme) or not host:
         raise ValueError(f"not an absolute http(s) URL (scheme {scheme!r})")
-    return Origin(scheme, host.lower(), url.port or _DEFAULT_PORTS[scheme])
+    return Origin(scheme, host.lower(), url.port or default_port(scheme))
 
 
 def _note_redirect(response: ClientResponse, origin: Origin) -> None:
