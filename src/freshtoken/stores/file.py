@@ -36,7 +36,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Hashable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -109,6 +110,10 @@ class FileStore(BlockingTokenStore):
     AES-256-GCM: a 32-byte key (bytes or url-safe base64) is used as is, any other string is a
     passphrase stretched with scrypt. Without a ``path``, the file is ``$FRESHTOKEN_STORE`` or
     ``~/.config/freshtoken/tokens.json``.
+
+    Managers on this store learn of another process's save within ``watch_interval`` seconds
+    (one ``stat`` per interval, in a background thread; ``None`` turns it off, and they then
+    re-read only when a refresh falls due or after a 401).
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class FileStore(BlockingTokenStore):
         profile: str = "default",
         encryption_key: bytes | str | None = None,
         lock_path: str | os.PathLike[str] | None = None,
+        watch_interval: float | None = 1.0,
     ) -> None:
         if not _PROFILE_RE.fullmatch(profile):
             raise ValueError(
@@ -140,6 +146,10 @@ class FileStore(BlockingTokenStore):
         self._parsed: tuple[bytes, dict[str, Any]] | None = None
         self._secrets_cache: tuple[str, _Secrets] | None = None
         self._mutex = threading.Lock()
+        if watch_interval is not None and not watch_interval > 0:
+            raise ValueError("watch_interval must be a positive number of seconds, or None")
+        self.watch_interval = watch_interval
+        self._unwatch = threading.Event()
 
     @property
     def key(self) -> Hashable:
@@ -156,6 +166,19 @@ class FileStore(BlockingTokenStore):
         )
 
     # -- the TokenStore protocol --------------------------------------------------------------
+
+    def watch(self, on_change: Callable[[], None]) -> None:
+        if self.watch_interval is None:
+            return
+        threading.Thread(
+            target=_watch_file,
+            args=(weakref.ref(self), self.path, self.watch_interval, on_change, self._unwatch),
+            name=f"freshtoken-watch-{self.path.name}",
+            daemon=True,
+        ).start()
+
+    def close(self) -> None:
+        self._unwatch.set()
 
     def load(self) -> StoredTokens | None:
         document = self._read()
@@ -336,6 +359,31 @@ class FileStore(BlockingTokenStore):
             entry["secrets"] = plain
         document["profiles"][self.profile] = entry
         return generation
+
+
+def _watch_file(
+    store: weakref.ref[FileStore],
+    path: Path,
+    interval: float,
+    on_change: Callable[[], None],
+    stop: threading.Event,
+) -> None:
+    """Call ``on_change`` whenever the file is replaced (every save renames a new file in),
+    until the store is closed or gone."""
+    last = _identity(path)
+    while not stop.wait(interval) and store() is not None:
+        current = _identity(path)
+        if current != last:
+            last = current
+            on_change()
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # missing or unreadable: the next load says why
+    return (status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 class _Unchanged(Exception):
