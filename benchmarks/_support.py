@@ -27,8 +27,10 @@ def server_process(*flags: str) -> Iterator[str]:
             raise SystemExit(f"the reference server did not start: {first_line!r}")
         yield first_line.split(" on ")[1].strip()
     finally:
-        process.terminate()
+        process.terminate()  # the server stops cleanly on SIGTERM
         process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def stats(url: str) -> dict[str, Any]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,20 +26,12 @@ import aiohttp
 import anyio.from_thread
 import httpx
 import requests
+from _support import server_process
 
 import freshtoken
 import freshtoken.aiohttp
 import freshtoken.httpx
 import freshtoken.requests
-
-SERVER = """
-import sys
-from freshtoken.server import ReferenceServer, ServerConfig
-server = ReferenceServer(ServerConfig(access_ttl=86_400.0)).start()
-print(server.url, flush=True)
-sys.stdin.read()  # until the benchmark closes our stdin
-server.stop()
-"""
 
 TARGET = 0.95
 
@@ -70,18 +60,6 @@ class Totals:
 
     def rps(self) -> float:
         return self.requests / self.seconds
-
-
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    url = process.stdout.readline().strip()
-    if not url.startswith("http"):
-        process.kill()
-        raise SystemExit("the reference server did not start")
-    return process, url
 
 
 def make_manager(url: str) -> freshtoken.TokenManager:
@@ -241,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="async workers")
     args = parser.parse_args(argv)
     plan = Plan(args.batch, args.batches, args.concurrency)
-    process, url = start_server()
-    try:
+    with server_process("--access-ttl", "86400") as url:
         manager = make_manager(url)
         rows = [
             bench_httpx_sync(url, manager, plan),
@@ -251,10 +228,6 @@ def main(argv: list[str] | None = None) -> int:
             bench_aiohttp(url, manager, plan),
         ]
         refreshes = manager.stats.snapshot()["refreshes"]
-    finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        process.wait(timeout=30)
     total = plan.batch * plan.batches
     print(
         f"GET /api/me, {total} requests per side in {plan.batches} alternating batches; "

@@ -12,35 +12,12 @@ from __future__ import annotations
 
 import argparse
 import socket
-import subprocess
-import sys
 import threading
 import time
 from urllib.parse import urlsplit
 
 import httpx
-
-SERVE = """
-import argparse, sys
-from freshtoken.server._command import configure_parser, run
-parser = argparse.ArgumentParser()
-configure_parser(parser)
-sys.exit(run(parser.parse_args(sys.argv[1:])))
-"""
-
-
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVE, "--port=0", "--access-ttl=3600"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    first_line = process.stdout.readline()
-    if " on " not in first_line:
-        process.kill()
-        raise SystemExit(f"the server did not start: {first_line!r}")
-    return process, first_line.split(" on ")[1].strip()
+from _support import server_process
 
 
 def httpx_worker(url: str, token: str, deadline: float, counts: list[int], slot: int) -> None:
@@ -102,8 +79,7 @@ def main() -> None:
     parser.add_argument("--client", choices=["httpx", "socket", "both"], default="both")
     args = parser.parse_args()
 
-    process, url = start_server()
-    try:
+    with server_process("--access-ttl", "3600") as url:
         login = httpx.post(f"{url}/auth/login", json={"username": "demo", "password": "demo"})
         token = login.json()["access_token"]
         measure(url, token, "socket", 1, 0.5)  # warm up: caches, connections
@@ -114,11 +90,6 @@ def main() -> None:
                 f"GET /api/me, {client} client, {args.connections} keep-alive connections,"
                 f" {args.seconds:g} s: {rate:,.0f} requests/s"
             )
-    finally:
-        process.send_signal(2)  # SIGINT: the server stops cleanly
-        process.wait(timeout=15)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 if __name__ == "__main__":
