@@ -221,9 +221,17 @@ class ReferenceServer:
 
     # -- tokens over HTTP ----------------------------------------------------------------
 
-    def _post_token(self, form: dict[str, str]) -> dict[str, Any]:
+    def _post_token(
+        self, form: dict[str, str], client_id: str, client_secret: str | None, scope: str | None
+    ) -> dict[str, Any]:
+        """POST a grant with client_secret_post authentication (none for a public client)."""
         if self._http is None:
             raise RuntimeError("the server is not started")
+        form["client_id"] = client_id
+        if client_secret is not None:
+            form["client_secret"] = client_secret
+        if scope is not None:
+            form["scope"] = scope
         response = self._http.post("/oauth/token", data=form)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
@@ -243,12 +251,7 @@ class ReferenceServer:
         Returns the token response; raises ``httpx.HTTPStatusError`` on an error answer.
         """
         form = {"grant_type": "password", "username": username, "password": password}
-        form["client_id"] = client_id
-        if client_secret is not None:
-            form["client_secret"] = client_secret
-        if scope is not None:
-            form["scope"] = scope
-        return self._post_token(form)
+        return self._post_token(form, client_id, client_secret, scope)
 
     def refresh(
         self,
@@ -259,12 +262,7 @@ class ReferenceServer:
         scope: str | None = None,
     ) -> dict[str, Any]:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        form["client_id"] = client_id
-        if client_secret is not None:
-            form["client_secret"] = client_secret
-        if scope is not None:
-            form["scope"] = scope
-        return self._post_token(form)
+        return self._post_token(form, client_id, client_secret, scope)
 
     def client_credentials(
         self,
@@ -273,11 +271,9 @@ class ReferenceServer:
         *,
         scope: str | None = None,
     ) -> dict[str, Any]:
-        form = {"grant_type": "client_credentials", "client_id": client_id}
-        form["client_secret"] = client_secret
-        if scope is not None:
-            form["scope"] = scope
-        return self._post_token(form)
+        return self._post_token(
+            {"grant_type": "client_credentials"}, client_id, client_secret, scope
+        )
 
     # -- faults, counters, time ----------------------------------------------------------
 
