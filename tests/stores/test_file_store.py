@@ -1,4 +1,7 @@
-"""FileStore on its own: format, permissions, corruption, encryption, profiles, atomicity."""
+"""FileStore on its own: format, permissions, corruption, encryption, profiles, atomicity.
+
+The TokenStore contract (fences, generations, lock exclusivity, async twins) is proven for
+every store in test_store_contract.py; this file holds what only FileStore does."""
 
 from __future__ import annotations
 
@@ -54,46 +57,13 @@ def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- the protocol ------------------------------------------------------------------------------
 
 
-def test_empty_store_loads_none(path: Path) -> None:
+def test_reading_creates_no_file(path: Path) -> None:
     """A store whose file does not exist yet is empty, and reading it creates nothing."""
     store = FileStore(path)
     assert store.load() is None
-    assert not path.exists()
-
-
-def test_save_then_load_round_trips_and_generations_grow(path: Path) -> None:
-    """Each save returns a larger generation; load gives back the tokens and that generation."""
-    store = FileStore(path)
-    first = store.save(tokens(1), expected_generation=0)
-    second = store.save(tokens(2), expected_generation=first.generation)
-    assert second.generation > first.generation > 0
-    loaded = FileStore(path).load()
-    assert loaded is not None
-    assert loaded.generation == second.generation
-    assert loaded.tokens == tokens(2)
-
-
-def test_fenced_save_refuses_a_moved_generation(path: Path) -> None:
-    """A save expecting an old generation raises GenerationConflict and writes nothing."""
-    store = FileStore(path)
-    first = store.save(tokens(1), expected_generation=0)
-    store.save(tokens(2), expected_generation=first.generation)
-    before = path.read_bytes()
-    with pytest.raises(GenerationConflict):
-        store.save(tokens(3), expected_generation=first.generation)
-    with pytest.raises(GenerationConflict):
-        store.save(tokens(3), expected_generation=0)
-    assert path.read_bytes() == before
-
-
-def test_unconditional_save_replaces_whatever_is_there(path: Path) -> None:
-    """expected_generation=None (a login) writes whatever the generation is."""
-    store = FileStore(path)
-    store.save(tokens(1), expected_generation=0)
-    saved = store.save(tokens(5), expected_generation=None)
-    loaded = store.load()
-    assert loaded is not None
-    assert loaded == saved
+    assert store.profiles() == {}
+    assert store.load_profile() is None
+    assert not path.parent.exists()
 
 
 def test_clear_forgets_tokens_and_keeps_settings(path: Path) -> None:
@@ -494,31 +464,6 @@ def test_a_lock_released_by_the_holder_is_taken_at_once(
     lock_holder.stdin.close()
     with FileStore(path).lock(10):
         pass
-
-
-def test_threads_of_one_process_take_turns(path: Path) -> None:
-    """The lock is exclusive between threads too (flock alone would not be, per process)."""
-    store = FileStore(path)
-    inside = 0
-    most = 0
-    guard = threading.Lock()
-
-    def enter() -> None:
-        nonlocal inside, most
-        for _ in range(50):
-            with store.lock(10):
-                with guard:
-                    inside += 1
-                    most = max(most, inside)
-                with guard:
-                    inside -= 1
-
-    threads = [threading.Thread(target=enter) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert most == 1
 
 
 @pytest.mark.anyio
