@@ -175,8 +175,42 @@ def test_refuses_a_symlink_swapped_in_for_the_file(path: Path, tmp_path: Path) -
     elsewhere = tmp_path / "elsewhere.json"
     os.replace(path, elsewhere)
     path.symlink_to(elsewhere)
-    with pytest.raises(StoreError, match=str(path)):
+    with pytest.raises(StoreError, match="is a symbolic link") as caught:
         store.load()
+    assert str(path) in str(caught.value)
+
+
+@posix_only
+@pytest.mark.parametrize("kind", ["to-another-token-file", "dangling"])
+def test_a_token_file_that_is_a_symlink_is_refused(path: Path, tmp_path: Path, kind: str) -> None:
+    """tokens.json as a symlink (to another file, or to nothing) is refused by every read and
+    write, which never write through the link nor replace it."""
+    path.parent.mkdir(parents=True)
+    target = tmp_path / "elsewhere.json"
+    if kind == "to-another-token-file":
+        FileStore(target).save(tokens(1), expected_generation=0)
+    path.symlink_to(target)
+    before = target.read_bytes() if target.exists() else None
+    store = FileStore(path)
+    assert store.path == path  # not resolved when constructed
+    for attempt in (
+        store.load,
+        store.profiles,
+        store.load_profile,
+        lambda: store.save(tokens(2), expected_generation=None),
+        lambda: store.save_profile(tokens(2), meta={}),
+        store.clear,
+        store.remove_profile,
+    ):
+        with pytest.raises(StoreError, match="is a symbolic link") as caught:
+            attempt()
+        assert str(path) in str(caught.value)
+        assert "SECRET" not in str(caught.value)
+    assert os.readlink(path) == str(target)
+    assert (target.read_bytes() if target.exists() else None) == before
+    manager = TokenManager(FunctionRefresher(lambda current: tokens(9)), store)
+    with pytest.raises(StoreError, match="is a symbolic link"):
+        manager.set_tokens(tokens(3))
 
 
 # -- damage -----------------------------------------------------------------------------------
@@ -311,6 +345,46 @@ def test_a_sealed_record_moved_to_another_profile_does_not_open(path: Path) -> N
     path.write_text(json.dumps(document))
     with pytest.raises(StoreError, match="wrong encryption key, or the record was altered"):
         FileStore(path, profile="evil", encryption_key=RAW_KEY).load()
+
+
+def test_a_keyless_store_never_rewrites_an_encrypted_profile_in_plaintext(path: Path) -> None:
+    """Without the key, save_profile, save and clear over an encrypted profile are refused
+    with an error that says how to keep or drop the encryption; the file is untouched."""
+    FileStore(path, encryption_key=RAW_KEY).save_profile(
+        tokens(1), meta={"client_id": "demo"}, client_secret="client-SECRET"
+    )
+    before = path.read_bytes()
+    keyless = FileStore(path)
+    with pytest.raises(StoreError, match="is encrypted, and this store has no key") as caught:
+        keyless.save_profile(tokens(2), meta={"client_id": "demo"})
+    message = str(caught.value)
+    assert str(path) in message
+    assert "encryption_key=" in message
+    assert "$FRESHTOKEN_ENCRYPTION_KEY" in message
+    assert "drop_encryption=True" in message
+    for attempt in (lambda: keyless.save(tokens(2), expected_generation=None), keyless.clear):
+        with pytest.raises(StoreError, match="is encrypted, and this store has no key"):
+            attempt()
+    assert path.read_bytes() == before
+    assert FileStore(path).profiles()["default"].encrypted
+
+
+def test_dropping_the_encryption_must_be_asked_for(path: Path) -> None:
+    """save_profile(..., drop_encryption=True) replaces the encrypted profile with a plain one,
+    keeping nothing of the sealed record."""
+    FileStore(path, encryption_key=RAW_KEY).save_profile(
+        tokens(1), meta={}, client_secret="old-client-SECRET"
+    )
+    FileStore(path).save_profile(
+        tokens(2), meta={"client_id": "demo"}, client_secret="new", drop_encryption=True
+    )
+    document = json.loads(path.read_bytes())
+    assert "sealed" not in document["profiles"]["default"]
+    profile = FileStore(path).load_profile()
+    assert profile is not None
+    assert profile.tokens == tokens(2)
+    assert profile.client_secret == "new"
+    assert not FileStore(path).profiles()["default"].encrypted
 
 
 def test_a_plain_profile_is_sealed_on_the_next_save_with_a_key(path: Path) -> None:
