@@ -251,6 +251,40 @@ def test_the_watcher_survives_a_redis_restart(
     assert changes.acquire(timeout=10)
 
 
+def test_the_watcher_survives_garbage_in_the_hash_and_on_the_channel(
+    store: RedisStore,
+    other: RedisStore,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A generation that is not a number (read when the watcher subscribes, and again when it
+    resubscribes after a restart) and garbage messages on the channel neither stop the
+    watcher nor notify it; the changes that follow still reach it."""
+    caplog.set_level(logging.DEBUG, logger="freshtoken")
+    raw = redis_server.client()
+    raw.hset(store.redis_key, "generation", "garbage")
+    changes = threading.Semaphore(0)
+    store.watch(changes.release)
+    channel = f"{store.redis_key}:changed"
+    for garbage in [b"garbage", b"\xff\xfe\x00", "²³ x".encode(), b"9" * 5000, b"", b" x"]:
+        raw.publish(channel, garbage)
+    raw.publish(channel, b"17 another-origin")  # what another store publishes
+    assert changes.acquire(timeout=5), "the watcher died on the garbage before it"
+    assert not changes.acquire(timeout=0.3), "garbage must not notify"
+    redis_server.stop()  # the hash, garbage included, survives the restart
+    redis_server.start()
+    deadline = time.monotonic() + 10
+    while caplog.text.count("the stored generation is not a number") < 2:  # resubscribed
+        assert time.monotonic() < deadline, "the watcher did not read the hash again"
+        time.sleep(0.01)  # polling an observable condition with a deadline
+    while changes.acquire(blocking=False):
+        pass  # the resync may rightly report that the generation changed
+    raw.delete(store.redis_key)
+    other.save(tokens(2), expected_generation=None)
+    assert changes.acquire(timeout=10), "the watcher died on the garbage read after a restart"
+    assert "SECRET" not in caplog.text
+
+
 def test_close_stops_the_watcher_thread(redis_server: RedisServer) -> None:
     """No watcher or renewal thread outlives close()."""
     before = {t.name for t in threading.enumerate()}

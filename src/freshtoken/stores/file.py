@@ -57,7 +57,7 @@ from ._documents import corrupt, parse_json, token_set, too_deep
 from ._files import canonical_path, config_dir, process_lock, read_private_file, write_atomically
 from ._files import remove_stale_temporaries as _remove_stale_temporaries
 from ._forks import renew_after_fork
-from ._sealing import ENV_KEY, Sealer, resolve_key
+from ._sealing import ENV_KEY, Sealer, resolve_key, shape_problem
 
 __all__ = ["FORMAT", "FileStore", "Profile", "ProfileInfo", "default_path"]
 
@@ -67,6 +67,7 @@ _FORMAT_RE = re.compile(r"freshtoken/([0-9]{1,9})")  # bounded: int() of 5000 di
 _PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 _WRITE_LOCK_TIMEOUT = 30.0
 _FIX = "move it aside and log in again"
+_FOREIGN = "give FileStore another path, or move the file aside"
 
 
 def default_path() -> Path:
@@ -517,11 +518,13 @@ def _parse(path: Path, data: bytes) -> dict[str, Any]:
         raise StoreError(f"{where} is empty (truncated?); {_FIX}")
     document = parse_json(data, where, _FIX)
     if not isinstance(document, dict) or "format" not in document:
-        raise StoreError(f"{path} is not a freshtoken token store (no 'format' field)")
+        raise StoreError(f"{path} is not a freshtoken token store (no 'format' field); {_FOREIGN}")
     format_ = document["format"]
     match = _FORMAT_RE.fullmatch(format_) if isinstance(format_, str) else None
     if match is None:
-        raise StoreError(f"{path} is not a freshtoken token store (its format is not freshtoken's)")
+        raise StoreError(
+            f"{path} is not a freshtoken token store (its format is not freshtoken's); {_FOREIGN}"
+        )
     if int(match.group(1)) > 1:
         raise StoreError(
             f"{where} has format {format_}, newer than this freshtoken understands "
@@ -567,7 +570,7 @@ def _record_problem(record: object, serial: int) -> str | None:
     sealed, plain = record.get("sealed"), record.get("secrets")
     if (sealed is None) == (plain is None):
         return "needs exactly one of 'secrets' and 'sealed'"
-    if sealed is not None and not isinstance(sealed, dict):
+    if sealed is not None and (not isinstance(sealed, dict) or shape_problem(sealed)):
         return "has a bad sealed record"
     if plain is not None and not isinstance(plain, dict):
         return "has a bad secrets record"

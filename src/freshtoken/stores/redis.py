@@ -66,10 +66,11 @@ logger = logging.getLogger("freshtoken")
 T = TypeVar("T")
 
 _SAVE = """
-local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or ARGV[5])
-if generation == nil then
-  return redis.error_reply('the stored generation is not a number')
+local stored = redis.call('HGET', KEYS[1], 'generation')
+if stored and (#stored > 14 or not string.match(stored, '^[0-9]+$')) then
+  return redis.error_reply('the stored generation is not one freshtoken wrote')
 end
+local generation = tonumber(stored or ARGV[5])
 local present = redis.call('HEXISTS', KEYS[1], 'tokens') == 1
 if ARGV[1] ~= '' then
   local expected = tonumber(ARGV[1])
@@ -93,7 +94,9 @@ redis.call('PUBLISH', ARGV[1], generation .. ' ' .. ARGV[2])
 return generation
 """
 
-_GENERATION_RE = re.compile(rb"[0-9]{1,18}")  # what the scripts write; int64 holds 18 digits
+# What the scripts write: at most 14 digits, which Lua's doubles and their "%.14g" formatting
+# keep exact (generations start below 2**40, some 1.1e12).
+_GENERATION_RE = re.compile(rb"[0-9]{1,14}")
 _MAX_LOCK_POLL = 0.25
 _WATCH_POLL = 0.2  # how long the watcher blocks on the socket before it checks for close()
 _WATCH_BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
