@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from freshtoken import FunctionRefresher, StoreError, TokenManager, TokenSet
+from freshtoken import FunctionRefresher, SessionExpired, StoreError, TokenManager, TokenSet
 from freshtoken.errors import LockTimeout
 from freshtoken.stores import FileStore, GenerationConflict
 
@@ -577,6 +577,107 @@ async def test_async_manager_on_a_file_store_refreshes_once(path: Path) -> None:
     stored = FileStore(path).load()
     assert stored is not None
     assert stored.tokens == tokens(2)
+
+
+# -- lock files -------------------------------------------------------------------------------
+
+
+def refresh_lock_files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.glob(f"{path.name}.*.lock"))
+
+
+def test_lookups_create_no_lock_file(path: Path) -> None:
+    """Reading profiles, and managers asking for the tokens of profiles that have none, leave
+    no refresh lock file behind."""
+    FileStore(path).save_profile(tokens(1), meta={})
+    for name in ["a", "b", "c"]:
+        store = FileStore(path, profile=name)
+        assert store.load() is None
+        assert store.load_profile() is None
+        assert "default" in store.profiles()
+        with pytest.raises(SessionExpired):
+            TokenManager(FunctionRefresher(lambda current: tokens(9)), store).get_tokens()
+    assert refresh_lock_files(path) == []
+
+
+def test_a_lock_taken_for_a_profile_that_does_not_exist_leaves_no_lock_file(path: Path) -> None:
+    """The lock of a profile the file does not hold (a logout of an unknown profile) removes
+    its lock file as it is let go."""
+    FileStore(path).save_profile(tokens(1), meta={})
+    ghost = FileStore(path, profile="ghost")
+    with ghost.lock(1):
+        assert ghost.lock_path.exists()
+    assert refresh_lock_files(path) == []
+
+
+def test_removing_a_profile_removes_its_lock_file(path: Path) -> None:
+    """remove_profile() deletes the profile's refresh lock file, and no other."""
+    work, home = FileStore(path, profile="work"), FileStore(path, profile="home")
+    for store in (work, home):
+        store.save_profile(tokens(1), meta={})
+        with store.lock(1):
+            pass
+    assert refresh_lock_files(path) == ["tokens.json.home.lock", "tokens.json.work.lock"]
+    assert work.remove_profile()
+    assert refresh_lock_files(path) == ["tokens.json.home.lock"]
+    with home.lock(1):  # the other profile's lock works as before
+        pass
+
+
+def test_a_profile_removed_under_its_own_lock_loses_the_lock_file_when_let_go(path: Path) -> None:
+    """freshtoken logout removes the profile while holding its lock: the lock file stays while
+    the lock is held, and goes when it is let go."""
+    store = FileStore(path)
+    store.save_profile(tokens(1), meta={})
+    with store.lock(1):
+        assert store.remove_profile()
+        assert store.lock_path.exists()
+    assert not store.lock_path.exists()
+
+
+def test_a_lock_held_by_another_process_is_removed_by_that_process(
+    path: Path, lock_holder: subprocess.Popen[str]
+) -> None:
+    """remove_profile() while another process holds the lock leaves the lock file to it; it
+    removes the file as it lets go."""
+    store = FileStore(path)
+    assert store.remove_profile()
+    assert store.lock_path.exists()
+    assert lock_holder.stdin is not None
+    lock_holder.stdin.close()
+    assert lock_holder.wait(10) == 0
+    assert not store.lock_path.exists()
+
+
+@posix_only
+def test_a_taker_that_locked_a_removed_lock_file_starts_again(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the holder removes the lock file between a taker's open and its flock (simulated by
+    removing it at that moment), the taker does not keep the lock of the removed file: it
+    locks the file that is at the path."""
+    import fcntl
+
+    store = FileStore(path)
+    real_flock = fcntl.flock
+    removed: list[bool] = []
+
+    def flock_just_after_a_removal(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_EX and not removed:
+            os.unlink(store.lock_path)  # what a holder does as it lets go
+            removed.append(True)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_just_after_a_removal)
+    with store.lock(5):
+        monkeypatch.undo()
+        assert removed
+        other = os.open(store.lock_path, os.O_RDWR)  # the file now at the path is held
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
 
 
 # -- no secret leaks --------------------------------------------------------------------------
