@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from file_operations import every_operation
 
 from freshtoken import FunctionRefresher, SessionExpired, StoreError, TokenManager, TokenSet
 from freshtoken.errors import LockTimeout
@@ -193,15 +194,7 @@ def test_a_token_file_that_is_a_symlink_is_refused(path: Path, tmp_path: Path, k
     before = target.read_bytes() if target.exists() else None
     store = FileStore(path)
     assert store.path == path  # not resolved when constructed
-    for attempt in (
-        store.load,
-        store.profiles,
-        store.load_profile,
-        lambda: store.save(tokens(2), expected_generation=None),
-        lambda: store.save_profile(tokens(2), meta={}),
-        store.clear,
-        store.remove_profile,
-    ):
+    for attempt in every_operation(store, tokens(2)):
         with pytest.raises(StoreError, match="is a symbolic link") as caught:
             attempt()
         assert str(path) in str(caught.value)

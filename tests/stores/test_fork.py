@@ -70,6 +70,18 @@ def watch_in_child(store: TokenStore, pipe: Connection) -> None:
     pipe.send("saved")
 
 
+def save_for_a_watching_child(store: TokenStore) -> Callable[[], int]:
+    """Fork a child that watches ``store``; save, check the child heard it, let it save in
+    turn; return the child's join."""
+    pipe, join = in_child(lambda pipe: watch_in_child(store, pipe))
+    assert receive(pipe) == "watching"
+    store.save(tokens(2), expected_generation=None)
+    assert receive(pipe) == "changed"
+    pipe.send("your turn")
+    assert receive(pipe) == "saved"
+    return join
+
+
 @pytest.fixture
 def redis_store(redis_server: RedisServer) -> Iterator[RedisStore]:
     store = RedisStore(redis_server.url, "freshtoken:fork")
@@ -86,12 +98,7 @@ def test_a_forked_childs_redis_watcher_hears_the_parent_and_the_parent_hears_the
     same store object (the child has an origin of its own)."""
     heard_by_parent = threading.Semaphore(0)
     redis_store.watch(heard_by_parent.release)
-    pipe, join = in_child(lambda pipe: watch_in_child(redis_store, pipe))
-    assert receive(pipe) == "watching"
-    redis_store.save(tokens(2), expected_generation=None)
-    assert receive(pipe) == "changed"
-    pipe.send("your turn")
-    assert receive(pipe) == "saved"
+    join = save_for_a_watching_child(redis_store)
     assert heard_by_parent.acquire(timeout=TIMEOUT), "the parent did not hear the child's save"
     assert join() == 0
 
@@ -103,12 +110,7 @@ def test_a_forked_childs_file_watcher_hears_the_parent(tmp_path: Path) -> None:
     store.save(tokens(1), expected_generation=None)
     store.watch(lambda: None)
     try:
-        pipe, join = in_child(lambda pipe: watch_in_child(store, pipe))
-        assert receive(pipe) == "watching"
-        store.save(tokens(2), expected_generation=None)
-        assert receive(pipe) == "changed"
-        pipe.send("your turn")
-        assert receive(pipe) == "saved"
+        join = save_for_a_watching_child(store)
         assert join() == 0
         loaded = store.load()
         assert loaded is not None

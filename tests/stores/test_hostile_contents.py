@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import keyring
 import pytest
-from file_keyring import FileKeyring
+from file_keyring import FileKeyring, file_keyring_selected
+from file_operations import every_operation
 from redis_fixture import RedisServer
 
 from freshtoken import FunctionRefresher, StoreError, TokenManager, TokenSet
@@ -174,19 +174,7 @@ def test_a_hostile_token_file_is_a_store_error_and_stays_as_it_was(
     before = path.read_bytes()
     store = FileStore(path, watch_interval=None)
     manager = TokenManager(FunctionRefresher(never), FileStore(path, watch_interval=None))
-    check_refused(
-        [
-            store.load,
-            store.profiles,
-            store.load_profile,
-            lambda: store.save(new_tokens(1), expected_generation=None),
-            lambda: store.save_profile(new_tokens(2), meta={}),
-            store.clear,
-            store.remove_profile,
-            manager.get_tokens,
-        ],
-        str(path),
-    )
+    check_refused([*every_operation(store, new_tokens(1)), manager.get_tokens], str(path))
     assert path.read_bytes() == before
 
 
@@ -244,11 +232,9 @@ KEYRING_ENTRIES: dict[str, str] = {
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[FileKeyring]:
-    previous = keyring.get_keyring()
-    chosen = FileKeyring(tmp_path / "keychain.json")
-    keyring.set_keyring(chosen)
-    yield chosen
-    keyring.set_keyring(previous)
+    """A file-backed keyring (this machine has no OS keychain), selected for the test."""
+    with file_keyring_selected(tmp_path / "keychain.json") as chosen:
+        yield chosen
 
 
 @pytest.mark.parametrize("kind", sorted(KEYRING_ENTRIES))

@@ -20,7 +20,7 @@ from pathlib import Path
 import keyring
 import keyring.errors
 import pytest
-from file_keyring import FileKeyring
+from file_keyring import FileKeyring, file_keyring_selected
 from keyring.backend import KeyringBackend
 
 from freshtoken import FunctionRefresher, StoreError, TokenManager, TokenSet
@@ -44,11 +44,9 @@ def tokens(n: int = 1, *, expires_at: float = 4_000_000_000.0) -> TokenSet:
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[FileKeyring]:
-    previous = keyring.get_keyring()
-    chosen = FileKeyring(tmp_path / "keychain.json")
-    keyring.set_keyring(chosen)
-    yield chosen
-    keyring.set_keyring(previous)
+    """A file-backed keyring (this machine has no OS keychain), selected for the test."""
+    with file_keyring_selected(tmp_path / "keychain.json") as chosen:
+        yield chosen
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ particular to one store (formats, permissions, leases, pub/sub) is tested in its
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -20,9 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
-import keyring
 import pytest
-from file_keyring import FileKeyring
+from file_keyring import file_keyring_selected
 
 from freshtoken import FunctionRefresher, LockTimeout, TokenManager, TokenSet
 from freshtoken.stores import (
@@ -73,7 +73,7 @@ def backing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backing]
         opened.append(store)
         return store
 
-    previous_keyring = keyring.get_keyring()
+    selection = contextlib.ExitStack()
     if kind == "memory":
         memory = MemoryStore()
         made = Backing(kind, memory, lambda: memory, None)
@@ -85,8 +85,7 @@ def backing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backing]
 
         made = Backing(kind, open_file(), open_file, path.unlink)
     elif kind == "keyring":
-        backend = FileKeyring(tmp_path / "keychain.json")
-        keyring.set_keyring(backend)
+        backend = selection.enter_context(file_keyring_selected(tmp_path / "keychain.json"))
         lock_path = tmp_path / "locks" / "refresh.lock"
 
         def open_keyring() -> TokenStore:
@@ -114,7 +113,7 @@ def backing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backing]
     finally:
         for store in opened:
             store.close()
-        keyring.set_keyring(previous_keyring)
+        selection.close()
 
 
 # -- load, save, fences -----------------------------------------------------------------------
