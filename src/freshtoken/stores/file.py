@@ -158,7 +158,6 @@ class FileStore(BlockingTokenStore):
         # case under the lock) costs one read and one comparison, no parse and no decryption.
         self._parsed: tuple[bytes, dict[str, Any]] | None = None
         self._secrets_cache: tuple[str, _Secrets] | None = None
-        self._mutex = threading.Lock()
         if watch_interval is not None and not watch_interval > 0:
             raise ValueError("watch_interval must be a positive number of seconds, or None")
         self.watch_interval = watch_interval
@@ -195,12 +194,12 @@ class FileStore(BlockingTokenStore):
         self._unwatch.set()
 
     def _after_fork_in_child(self) -> None:
-        # The watcher threads are not in the child, and another thread may have held these.
+        # The watcher threads are not in the child; the event they waited on may have been
+        # mid-update in one of them. watch() in the child starts new ones on a fresh event.
         closed = self._unwatch.is_set()
         self._unwatch = threading.Event()
         if closed:
             self._unwatch.set()
-        self._mutex = threading.Lock()
 
     def load(self) -> StoredTokens | None:
         document = self._read()
