@@ -11,11 +11,14 @@ accident.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import keyring
 from keyring.backend import KeyringBackend
 from keyring.compat import properties
 from keyring.errors import PasswordDeleteError
@@ -66,3 +69,15 @@ class FileKeyring(KeyringBackend):
         if entries.pop(self._key(service, username), None) is None:
             raise PasswordDeleteError("no such entry")
         self._write(entries)
+
+
+@contextlib.contextmanager
+def file_keyring_selected(path: Path) -> Iterator[FileKeyring]:
+    """Select a FileKeyring on ``path`` as this process's keyring; restore the previous one."""
+    previous = keyring.get_keyring()
+    chosen = FileKeyring(path)
+    keyring.set_keyring(chosen)
+    try:
+        yield chosen
+    finally:
+        keyring.set_keyring(previous)

@@ -13,19 +13,23 @@ Modes (STORE is a FileStore path or keyring:SERVICE:USERNAME:LOCK_PATH):
   steady STORE TOKEN_URL API_URL THREADS SECONDS
                                  threads call the API for SECONDS of wall time
   churn STORE TOKEN_URL          refresh and save in a loop until killed (the crash proof)
+  exclusive STORE MARKER SECONDS take the refresh lock over and over while the profile (and
+                                 with it the lock file) is removed and created again; count
+                                 the times MARKER showed another process inside
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
 
 import httpx
 
-from freshtoken import OAuth2Refresher, RetryPolicy, TokenManager
+from freshtoken import OAuth2Refresher, RetryPolicy, TokenManager, TokenSet
 from freshtoken.httpx import TokenAuth
 from freshtoken.stores import FileStore, KeyringStore, TokenStore
 
@@ -174,6 +178,29 @@ def churn(spec: str, token_url: str) -> None:
         print("refreshed", flush=True)
 
 
+def exclusive(spec: str, marker: str, seconds: float) -> None:
+    store = FileStore(spec, watch_interval=None)
+    login = TokenSet("access", refresh_token="refresh")
+    _barrier()
+    entries = overlaps = removals = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with store.lock(30):
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:
+                overlaps += 1  # another process is inside: its marker is not ours to remove
+                continue
+            os.close(fd)
+            entries += 1
+            if entries % 3 == 0:
+                removals += store.remove_profile()  # the lock file goes as this process lets go
+            os.unlink(marker)
+        if store.load_profile() is None:
+            store.save_profile(login, meta={})
+    print(json.dumps({"entries": entries, "overlaps": overlaps, "removals": removals}), flush=True)
+
+
 def main(argv: list[str]) -> None:
     mode, *args = argv
     if mode == "hold-lock":
@@ -186,6 +213,8 @@ def main(argv: list[str]) -> None:
         steady(args[0], args[1], args[2], int(args[3]), float(args[4]))
     elif mode == "churn":
         churn(args[0], args[1])
+    elif mode == "exclusive":
+        exclusive(args[0], args[1], float(args[2]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

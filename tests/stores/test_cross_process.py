@@ -89,6 +89,25 @@ def login_expired(server: ReferenceServer, store: FileStore) -> None:
 
 
 @pytest.mark.slow
+def test_lock_files_removed_under_contention_never_let_two_processes_in(tmp_path: Path) -> None:
+    """4 processes take one profile's refresh lock over and over for 1.5 s while the profile
+    is removed and created again, its lock file removed by whoever holds it as they let go:
+    never are two processes inside at once.
+
+    The race that removal opens (a taker locking the removed file) is microseconds wide and
+    this run rarely hits it; test_file_store.py's simulated-race test proves the check that
+    closes it. This one proves exclusion holds while lock files come and go."""
+    path = tmp_path / "tokens.json"
+    FileStore(path).save_profile(TokenSet("access", refresh_token="refresh"), meta={})
+    marker = tmp_path / "inside"
+    reports = run_together([["exclusive", str(path), str(marker), "1.5"]] * 4)
+    print(f"\nlock file removal under contention: {reports}")
+    assert sum(report["overlaps"] for report in reports) == 0
+    assert sum(report["removals"] for report in reports) >= 10
+    assert all(report["entries"] > 0 for report in reports)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["storm", "astorm"], ids=["threads", "asyncio-tasks"])
 def test_storm_of_processes_refreshes_once(
     oauth_server: ReferenceServer, tmp_path: Path, mode: str

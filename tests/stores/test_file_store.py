@@ -1,4 +1,7 @@
-"""FileStore on its own: format, permissions, corruption, encryption, profiles, atomicity."""
+"""FileStore on its own: format, permissions, corruption, encryption, profiles, atomicity.
+
+The TokenStore contract (fences, generations, lock exclusivity, async twins) is proven for
+every store in test_store_contract.py; this file holds what only FileStore does."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from file_operations import every_operation
 
-from freshtoken import FunctionRefresher, StoreError, TokenManager, TokenSet
+from freshtoken import FunctionRefresher, SessionExpired, StoreError, TokenManager, TokenSet
 from freshtoken.errors import LockTimeout
 from freshtoken.stores import FileStore, GenerationConflict
 
@@ -54,46 +58,13 @@ def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- the protocol ------------------------------------------------------------------------------
 
 
-def test_empty_store_loads_none(path: Path) -> None:
+def test_reading_creates_no_file(path: Path) -> None:
     """A store whose file does not exist yet is empty, and reading it creates nothing."""
     store = FileStore(path)
     assert store.load() is None
-    assert not path.exists()
-
-
-def test_save_then_load_round_trips_and_generations_grow(path: Path) -> None:
-    """Each save returns a larger generation; load gives back the tokens and that generation."""
-    store = FileStore(path)
-    first = store.save(tokens(1), expected_generation=0)
-    second = store.save(tokens(2), expected_generation=first.generation)
-    assert second.generation > first.generation > 0
-    loaded = FileStore(path).load()
-    assert loaded is not None
-    assert loaded.generation == second.generation
-    assert loaded.tokens == tokens(2)
-
-
-def test_fenced_save_refuses_a_moved_generation(path: Path) -> None:
-    """A save expecting an old generation raises GenerationConflict and writes nothing."""
-    store = FileStore(path)
-    first = store.save(tokens(1), expected_generation=0)
-    store.save(tokens(2), expected_generation=first.generation)
-    before = path.read_bytes()
-    with pytest.raises(GenerationConflict):
-        store.save(tokens(3), expected_generation=first.generation)
-    with pytest.raises(GenerationConflict):
-        store.save(tokens(3), expected_generation=0)
-    assert path.read_bytes() == before
-
-
-def test_unconditional_save_replaces_whatever_is_there(path: Path) -> None:
-    """expected_generation=None (a login) writes whatever the generation is."""
-    store = FileStore(path)
-    store.save(tokens(1), expected_generation=0)
-    saved = store.save(tokens(5), expected_generation=None)
-    loaded = store.load()
-    assert loaded is not None
-    assert loaded == saved
+    assert store.profiles() == {}
+    assert store.load_profile() is None
+    assert not path.parent.exists()
 
 
 def test_clear_forgets_tokens_and_keeps_settings(path: Path) -> None:
@@ -205,8 +176,34 @@ def test_refuses_a_symlink_swapped_in_for_the_file(path: Path, tmp_path: Path) -
     elsewhere = tmp_path / "elsewhere.json"
     os.replace(path, elsewhere)
     path.symlink_to(elsewhere)
-    with pytest.raises(StoreError, match=str(path)):
+    with pytest.raises(StoreError, match="is a symbolic link") as caught:
         store.load()
+    assert str(path) in str(caught.value)
+
+
+@posix_only
+@pytest.mark.parametrize("kind", ["to-another-token-file", "dangling"])
+def test_a_token_file_that_is_a_symlink_is_refused(path: Path, tmp_path: Path, kind: str) -> None:
+    """tokens.json as a symlink (to another file, or to nothing) is refused by every read and
+    write, which never write through the link nor replace it."""
+    path.parent.mkdir(parents=True)
+    target = tmp_path / "elsewhere.json"
+    if kind == "to-another-token-file":
+        FileStore(target).save(tokens(1), expected_generation=0)
+    path.symlink_to(target)
+    before = target.read_bytes() if target.exists() else None
+    store = FileStore(path)
+    assert store.path == path  # not resolved when constructed
+    for attempt in every_operation(store, tokens(2)):
+        with pytest.raises(StoreError, match="is a symbolic link") as caught:
+            attempt()
+        assert str(path) in str(caught.value)
+        assert "SECRET" not in str(caught.value)
+    assert os.readlink(path) == str(target)
+    assert (target.read_bytes() if target.exists() else None) == before
+    manager = TokenManager(FunctionRefresher(lambda current: tokens(9)), store)
+    with pytest.raises(StoreError, match="is a symbolic link"):
+        manager.set_tokens(tokens(3))
 
 
 # -- damage -----------------------------------------------------------------------------------
@@ -341,6 +338,46 @@ def test_a_sealed_record_moved_to_another_profile_does_not_open(path: Path) -> N
     path.write_text(json.dumps(document))
     with pytest.raises(StoreError, match="wrong encryption key, or the record was altered"):
         FileStore(path, profile="evil", encryption_key=RAW_KEY).load()
+
+
+def test_a_keyless_store_never_rewrites_an_encrypted_profile_in_plaintext(path: Path) -> None:
+    """Without the key, save_profile, save and clear over an encrypted profile are refused
+    with an error that says how to keep or drop the encryption; the file is untouched."""
+    FileStore(path, encryption_key=RAW_KEY).save_profile(
+        tokens(1), meta={"client_id": "demo"}, client_secret="client-SECRET"
+    )
+    before = path.read_bytes()
+    keyless = FileStore(path)
+    with pytest.raises(StoreError, match="is encrypted, and this store has no key") as caught:
+        keyless.save_profile(tokens(2), meta={"client_id": "demo"})
+    message = str(caught.value)
+    assert str(path) in message
+    assert "encryption_key=" in message
+    assert "$FRESHTOKEN_ENCRYPTION_KEY" in message
+    assert "drop_encryption=True" in message
+    for attempt in (lambda: keyless.save(tokens(2), expected_generation=None), keyless.clear):
+        with pytest.raises(StoreError, match="is encrypted, and this store has no key"):
+            attempt()
+    assert path.read_bytes() == before
+    assert FileStore(path).profiles()["default"].encrypted
+
+
+def test_dropping_the_encryption_must_be_asked_for(path: Path) -> None:
+    """save_profile(..., drop_encryption=True) replaces the encrypted profile with a plain one,
+    keeping nothing of the sealed record."""
+    FileStore(path, encryption_key=RAW_KEY).save_profile(
+        tokens(1), meta={}, client_secret="old-client-SECRET"
+    )
+    FileStore(path).save_profile(
+        tokens(2), meta={"client_id": "demo"}, client_secret="new", drop_encryption=True
+    )
+    document = json.loads(path.read_bytes())
+    assert "sealed" not in document["profiles"]["default"]
+    profile = FileStore(path).load_profile()
+    assert profile is not None
+    assert profile.tokens == tokens(2)
+    assert profile.client_secret == "new"
+    assert not FileStore(path).profiles()["default"].encrypted
 
 
 def test_a_plain_profile_is_sealed_on_the_next_save_with_a_key(path: Path) -> None:
@@ -496,31 +533,6 @@ def test_a_lock_released_by_the_holder_is_taken_at_once(
         pass
 
 
-def test_threads_of_one_process_take_turns(path: Path) -> None:
-    """The lock is exclusive between threads too (flock alone would not be, per process)."""
-    store = FileStore(path)
-    inside = 0
-    most = 0
-    guard = threading.Lock()
-
-    def enter() -> None:
-        nonlocal inside, most
-        for _ in range(50):
-            with store.lock(10):
-                with guard:
-                    inside += 1
-                    most = max(most, inside)
-                with guard:
-                    inside -= 1
-
-    threads = [threading.Thread(target=enter) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert most == 1
-
-
 @pytest.mark.anyio
 async def test_async_lock_can_leave_from_another_worker_thread(path: Path) -> None:
     """alock enters and exits in worker threads that may differ: that must not break it."""
@@ -558,6 +570,107 @@ async def test_async_manager_on_a_file_store_refreshes_once(path: Path) -> None:
     stored = FileStore(path).load()
     assert stored is not None
     assert stored.tokens == tokens(2)
+
+
+# -- lock files -------------------------------------------------------------------------------
+
+
+def refresh_lock_files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.glob(f"{path.name}.*.lock"))
+
+
+def test_lookups_create_no_lock_file(path: Path) -> None:
+    """Reading profiles, and managers asking for the tokens of profiles that have none, leave
+    no refresh lock file behind."""
+    FileStore(path).save_profile(tokens(1), meta={})
+    for name in ["a", "b", "c"]:
+        store = FileStore(path, profile=name)
+        assert store.load() is None
+        assert store.load_profile() is None
+        assert "default" in store.profiles()
+        with pytest.raises(SessionExpired):
+            TokenManager(FunctionRefresher(lambda current: tokens(9)), store).get_tokens()
+    assert refresh_lock_files(path) == []
+
+
+def test_a_lock_taken_for_a_profile_that_does_not_exist_leaves_no_lock_file(path: Path) -> None:
+    """The lock of a profile the file does not hold (a logout of an unknown profile) removes
+    its lock file as it is let go."""
+    FileStore(path).save_profile(tokens(1), meta={})
+    ghost = FileStore(path, profile="ghost")
+    with ghost.lock(1):
+        assert ghost.lock_path.exists()
+    assert refresh_lock_files(path) == []
+
+
+def test_removing_a_profile_removes_its_lock_file(path: Path) -> None:
+    """remove_profile() deletes the profile's refresh lock file, and no other."""
+    work, home = FileStore(path, profile="work"), FileStore(path, profile="home")
+    for store in (work, home):
+        store.save_profile(tokens(1), meta={})
+        with store.lock(1):
+            pass
+    assert refresh_lock_files(path) == ["tokens.json.home.lock", "tokens.json.work.lock"]
+    assert work.remove_profile()
+    assert refresh_lock_files(path) == ["tokens.json.home.lock"]
+    with home.lock(1):  # the other profile's lock works as before
+        pass
+
+
+def test_a_profile_removed_under_its_own_lock_loses_the_lock_file_when_let_go(path: Path) -> None:
+    """freshtoken logout removes the profile while holding its lock: the lock file stays while
+    the lock is held, and goes when it is let go."""
+    store = FileStore(path)
+    store.save_profile(tokens(1), meta={})
+    with store.lock(1):
+        assert store.remove_profile()
+        assert store.lock_path.exists()
+    assert not store.lock_path.exists()
+
+
+def test_a_lock_held_by_another_process_is_removed_by_that_process(
+    path: Path, lock_holder: subprocess.Popen[str]
+) -> None:
+    """remove_profile() while another process holds the lock leaves the lock file to it; it
+    removes the file as it lets go."""
+    store = FileStore(path)
+    assert store.remove_profile()
+    assert store.lock_path.exists()
+    assert lock_holder.stdin is not None
+    lock_holder.stdin.close()
+    assert lock_holder.wait(10) == 0
+    assert not store.lock_path.exists()
+
+
+@posix_only
+def test_a_taker_that_locked_a_removed_lock_file_starts_again(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the holder removes the lock file between a taker's open and its flock (simulated by
+    removing it at that moment), the taker does not keep the lock of the removed file: it
+    locks the file that is at the path."""
+    import fcntl
+
+    store = FileStore(path)
+    real_flock = fcntl.flock
+    removed: list[bool] = []
+
+    def flock_just_after_a_removal(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_EX and not removed:
+            os.unlink(store.lock_path)  # what a holder does as it lets go
+            removed.append(True)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_just_after_a_removal)
+    with store.lock(5):
+        monkeypatch.undo()
+        assert removed
+        other = os.open(store.lock_path, os.O_RDWR)  # the file now at the path is held
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
 
 
 # -- no secret leaks --------------------------------------------------------------------------

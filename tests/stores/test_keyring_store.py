@@ -1,5 +1,8 @@
 """KeyringStore: the OS secret store, with lock files for cross-process single flight.
 
+The TokenStore contract is proven for every store in test_store_contract.py; this file holds
+what only KeyringStore does.
+
 The OS keychain is replaced by ``file_keyring.FileKeyring`` (a test-only backend keeping
 entries in a file): this machine has no keychain service, and keyrings.alt is not installed.
 """
@@ -17,13 +20,13 @@ from pathlib import Path
 import keyring
 import keyring.errors
 import pytest
-from file_keyring import FileKeyring
+from file_keyring import FileKeyring, file_keyring_selected
 from keyring.backend import KeyringBackend
 
 from freshtoken import FunctionRefresher, StoreError, TokenManager, TokenSet
 from freshtoken.errors import LockTimeout
 from freshtoken.server import ReferenceServer
-from freshtoken.stores import GenerationConflict, KeyringStore
+from freshtoken.stores import KeyringStore
 
 HERE = Path(__file__).parent
 WORKER = HERE / "store_worker.py"
@@ -41,11 +44,9 @@ def tokens(n: int = 1, *, expires_at: float = 4_000_000_000.0) -> TokenSet:
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[FileKeyring]:
-    previous = keyring.get_keyring()
-    chosen = FileKeyring(tmp_path / "keychain.json")
-    keyring.set_keyring(chosen)
-    yield chosen
-    keyring.set_keyring(previous)
+    """A file-backed keyring (this machine has no OS keychain), selected for the test."""
+    with file_keyring_selected(tmp_path / "keychain.json") as chosen:
+        yield chosen
 
 
 @pytest.fixture
@@ -53,45 +54,41 @@ def store(backend: FileKeyring, tmp_path: Path) -> KeyringStore:
     return KeyringStore(SERVICE, USER, lock_path=tmp_path / "locks" / "refresh.lock")
 
 
-def test_round_trip_and_generations(store: KeyringStore, backend: FileKeyring) -> None:
-    """Tokens go into one keychain entry with a generation that grows on every save."""
-    assert store.load() is None
+def test_one_entry_holds_the_tokens_and_their_generation(
+    store: KeyringStore, backend: FileKeyring
+) -> None:
+    """Tokens go into one keychain entry, a JSON document that carries the generation."""
     first = store.save(tokens(1), expected_generation=0)
     second = store.save(tokens(2), expected_generation=first.generation)
-    assert second.generation == first.generation + 1
     entry = json.loads(backend.get_password(SERVICE, USER) or "")
     assert entry["format"] == "freshtoken/1"
     assert entry["generation"] == second.generation
     other = KeyringStore(SERVICE, USER, lock_path=store.lock_path)
-    assert other.load() == second
     assert other.key == store.key == ("keyring", SERVICE, USER)
 
 
-def test_fenced_save_refuses_a_moved_generation(store: KeyringStore, backend: FileKeyring) -> None:
-    """A save expecting an older generation writes nothing."""
-    first = store.save(tokens(1), expected_generation=0)
-    store.save(tokens(2), expected_generation=first.generation)
-    before = backend.get_password(SERVICE, USER)
-    with pytest.raises(GenerationConflict):
-        store.save(tokens(3), expected_generation=first.generation)
-    assert backend.get_password(SERVICE, USER) == before
-
-
-def test_clear_deletes_the_entry_and_is_idempotent(
+def test_clear_leaves_a_tombstone_without_secrets(
     store: KeyringStore, backend: FileKeyring
 ) -> None:
-    """clear() removes the secret from the keychain; clearing twice is fine."""
-    store.save(tokens(), expected_generation=0)
+    """clear() replaces the secret with an entry that keeps only the generation counter."""
+    saved = store.save(tokens(), expected_generation=0)
     store.clear()
-    assert backend.get_password(SERVICE, USER) is None
+    left = backend.get_password(SERVICE, USER) or ""
+    assert "SECRET" not in left
+    assert json.loads(left) == {
+        "format": "freshtoken/1",
+        "generation": saved.generation + 1,
+        "tokens": None,
+    }
     store.clear()
+    assert backend.get_password(SERVICE, USER) == left
     assert store.load() is None
 
 
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ("hunter2", "not freshtoken's JSON"),
+        ("hunter2", "not valid JSON"),
         ('{"tokens": {}}', "not a freshtoken entry"),
         ('{"format": "freshtoken/9", "generation": 1}', "newer than this freshtoken"),
         ('{"format": "freshtoken/1", "generation": 0, "tokens": {}}', "bad generation"),

@@ -8,10 +8,18 @@ Rules the stores rely on:
   the old document or the new one, never a torn one, whatever moment a writer dies at.
 * Temporary files are only created by a writer holding the write lock, so any that exist when
   the lock is taken were left by a writer that died: they are removed then.
-* Locks are OS file locks (``flock`` through filelock): a process that dies releases them.
-  Inside a process a plain ``threading.Lock`` is taken first, so that threads queue in memory
-  rather than on the file, and so that the lock may be released by another thread than the one
-  that took it (the async side enters and leaves locks from worker threads).
+* Locks are OS file locks (``flock``; filelock where there is no ``flock``): a process that
+  dies releases them. Inside a process a plain ``threading.Lock`` is taken first, so that
+  threads queue in memory rather than on the file, and so that the lock may be released by
+  another thread than the one that took it (the async side enters and leaves locks from worker
+  threads).
+* A lock file may be removed, but only by a process holding its lock, just before it lets go
+  (:meth:`ProcessLock.remove_file`). Every taker checks, once its ``flock`` succeeded, that the
+  path still names the file it locked, and starts again if not: otherwise a waiter that opened
+  the file before the removal would lock the removed file while the next process locks a new
+  one, and both would hold "the" lock.
+* Token files are never reached through a symbolic link: a link where the file should be is
+  refused, on reading and on writing, and never written through or replaced.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -29,9 +38,14 @@ from pathlib import Path
 import filelock
 
 from ..errors import LockTimeout, StoreError
+from ._forks import renew_after_fork
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = [
     "ProcessLock",
+    "canonical_path",
     "config_dir",
     "ensure_private_dir",
     "process_lock",
@@ -42,6 +56,15 @@ __all__ = [
 
 _POSIX = os.name == "posix"
 _TEMP_SUFFIX = ".tmp"
+_OPEN_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def canonical_path(path: Path) -> Path:
+    """``path`` with its directory's symbolic links resolved, and not its last component's:
+    one name for a file reached through linked directories, without following a link that
+    stands where the file should be."""
+    absolute = Path(os.path.abspath(path))
+    return Path(os.path.normcase(os.path.join(os.path.realpath(absolute.parent), absolute.name)))
 
 
 def config_dir() -> Path:
@@ -97,13 +120,17 @@ def check_private(path: Path, status: os.stat_result) -> None:
 
 
 def read_private_file(path: Path) -> bytes | None:
-    """The file's bytes, or None if it does not exist; refuses files others can access."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    """The file's bytes, or None if it does not exist; refuses files others can access, and
+    symbolic links."""
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, os.O_RDONLY | _OPEN_NOFOLLOW)
     except FileNotFoundError:
+        if os.path.islink(path):  # a dangling link, where O_NOFOLLOW does not exist
+            raise _symlink_refused(path) from None
         return None
     except OSError as error:
+        if os.path.islink(path):  # O_NOFOLLOW's ELOOP (EMLINK on FreeBSD)
+            raise _symlink_refused(path) from None
         raise StoreError(f"cannot open token store {path}: {error.strerror}") from None
     try:
         check_private(path, os.fstat(fd))  # the file we opened, not whatever the path is now
@@ -117,10 +144,23 @@ def read_private_file(path: Path) -> bytes | None:
         os.close(fd)
 
 
+def _symlink_refused(path: Path) -> StoreError:
+    try:
+        target = f" to {os.readlink(path)}"
+    except OSError:
+        target = ""
+    return StoreError(
+        f"token store {path} is a symbolic link{target}; freshtoken does not follow links to "
+        "token files: give it the real file's path, or replace the link with the file"
+    )
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp file (0600), fsync, rename, fsync the directory."""
     directory = path.parent
     ensure_private_dir(directory)
+    if os.path.islink(path):  # os.replace would replace the link itself
+        raise _symlink_refused(path)
     fd, temporary = tempfile.mkstemp(
         dir=directory, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX
     )  # mkstemp creates the file 0600
@@ -170,7 +210,9 @@ class ProcessLock:
     """An exclusive lock between the processes (a file lock) and the threads of this one.
 
     Not reentrant. It may be released by another thread than the one that acquired it. Use
-    :func:`process_lock` to get the single instance for a path in this process.
+    :func:`process_lock` to get the single instance for a path in this process. A fork made
+    inside a critical section, by the thread holding the lock, is not supported: parent and
+    child would both be inside it.
     """
 
     # Polling starts fast so that a hand-off between processes costs about a millisecond,
@@ -181,8 +223,14 @@ class ProcessLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._threads = threading.Lock()
-        # No soft fallback: a soft lock outlives a killed holder, and that must never happen.
-        self._file = filelock.FileLock(path, mode=0o600, thread_local=False, fallback_to_soft=False)
+        self._fd: int | None = None  # with flock: the descriptor that holds it
+        self._fallback = (
+            None
+            if _POSIX
+            # No soft fallback: a soft lock outlives a killed holder, and that must never happen.
+            else filelock.FileLock(path, mode=0o600, thread_local=False, fallback_to_soft=False)
+        )
+        renew_after_fork(self)
 
     @contextlib.contextmanager
     def hold(self, timeout: float, purpose: str) -> Iterator[None]:
@@ -198,19 +246,26 @@ class ProcessLock:
             yield
         finally:
             try:
-                self._file.release()
+                self._release_file()
             finally:
                 self._threads.release()
+
+    def remove_file(self) -> None:
+        """Delete the lock file. Call only while holding the lock, as the last thing before
+        letting go (see the module docstring for why that is safe); elsewhere than POSIX, the
+        file stays."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
     def _acquire_file(self, deadline: float, timeout: float, purpose: str) -> None:
         ensure_private_dir(self.path.parent)
         poll = self._FIRST_POLL
         while True:
             try:
-                self._file.acquire(blocking=False)
-                return
-            except filelock.Timeout:
-                pass
+                if self._try_acquire_file():
+                    return
             except OSError as error:
                 raise StoreError(f"cannot lock {self.path}: {error.strerror}") from None
             remaining = deadline - time.monotonic()
@@ -219,6 +274,57 @@ class ProcessLock:
             # A poll, not synchronisation: flock has no wait-with-timeout.
             time.sleep(min(poll, remaining))
             poll = min(poll * 2, self._MAX_POLL)
+
+    def _try_acquire_file(self) -> bool:
+        if self._fallback is not None:
+            try:
+                self._fallback.acquire(blocking=False)
+            except filelock.Timeout:
+                return False
+            return True
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _OPEN_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._names(fd):
+                self._fd = fd
+                return True
+            os.close(fd)  # its holder removed it before letting go: lock the new one
+
+    def _names(self, fd: int) -> bool:
+        """Whether the lock file's path still names the file ``fd`` has open."""
+        try:
+            return os.path.samestat(os.fstat(fd), os.lstat(self.path))
+        except FileNotFoundError:
+            return False
+
+    def _release_file(self) -> None:
+        if self._fallback is not None:
+            self._fallback.release()
+            return
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                # Unlock explicitly: a copy of the descriptor that a fork leaked must not keep
+                # the lock alive.
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def _after_fork_in_child(self) -> None:
+        # The thread that held the lock is not in the child. Close the inherited copy of its
+        # descriptor without unlocking: the lock belongs to the parent's holder, and stays
+        # with it.
+        self._threads = threading.Lock()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _timeout(self, timeout: float, purpose: str) -> LockTimeout:
         return LockTimeout(
@@ -230,15 +336,24 @@ class ProcessLock:
         return f"ProcessLock({str(self.path)!r})"
 
 
-_locks: weakref.WeakValueDictionary[str, ProcessLock] = weakref.WeakValueDictionary()
+_locks: weakref.WeakValueDictionary[Path, ProcessLock] = weakref.WeakValueDictionary()
 _locks_mutex = threading.Lock()
 
 
 def process_lock(path: Path) -> ProcessLock:
     """The one :class:`ProcessLock` of ``path`` in this process."""
-    key = os.path.normcase(os.path.realpath(path))
+    key = canonical_path(path)
     with _locks_mutex:
         lock = _locks.get(key)
         if lock is None:
-            lock = _locks[key] = ProcessLock(Path(key))
+            lock = _locks[key] = ProcessLock(key)
         return lock
+
+
+def _renew_locks_mutex() -> None:
+    global _locks_mutex
+    _locks_mutex = threading.Lock()  # a thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_mutex)

@@ -18,7 +18,7 @@ from typing import Any, TypeGuard
 
 from ..errors import StoreError
 
-__all__ = ["ENV_KEY", "Sealer", "resolve_key"]
+__all__ = ["ENV_KEY", "Sealer", "resolve_key", "shape_problem"]
 
 ENV_KEY = "FRESHTOKEN_ENCRYPTION_KEY"
 ALGORITHM = "A256GCM"
@@ -57,6 +57,36 @@ def _small_int(value: object, limit: int) -> TypeGuard[int]:
 
 class _Malformed(Exception):
     """A sealed record that is not what freshtoken writes (says what, no secret)."""
+
+
+def shape_problem(sealed: Mapping[str, Any]) -> str | None:
+    """What is wrong with a sealed record, as far as can be seen without the key; None if
+    nothing. Lets a store refuse a malformed record when it reads the file, key or no key."""
+    if sealed.get("alg") != ALGORITHM:
+        return "unknown algorithm"
+    kdf = sealed.get("kdf")
+    if kdf != "raw":
+        problem = _scrypt_problem(kdf)
+        if problem is not None:
+            return problem
+        assert isinstance(kdf, Mapping)
+        if not isinstance(kdf.get("salt"), str):
+            return "salt is not a string"
+    for name in ("nonce", "ciphertext"):
+        if not isinstance(sealed.get(name), str):
+            return f"{name} is not a string"
+    return None
+
+
+def _scrypt_problem(kdf: object) -> str | None:
+    if not isinstance(kdf, Mapping) or kdf.get("name") != "scrypt":
+        return "unknown key derivation"
+    n, r, p = (kdf.get(name) for name in ("n", "r", "p"))
+    if not (_small_int(n, 2**20) and _small_int(r, 16) and _small_int(p, 4)):
+        return "scrypt parameters outside what freshtoken writes"
+    if n < 2 or n & (n - 1):
+        return "scrypt n is not a power of two"
+    return None
 
 
 def _unb64(value: object, what: str) -> bytes:
@@ -122,7 +152,7 @@ class Sealer:
 
     def _parts(self, sealed: Mapping[str, Any]) -> tuple[bytes | None, bytes, bytes]:
         if sealed.get("alg") != ALGORITHM:
-            raise _Malformed(f"unknown algorithm {sealed.get('alg')!r}")
+            raise _Malformed("unknown algorithm")
         key = self._key_for(sealed.get("kdf"))
         return (
             key,
@@ -145,13 +175,11 @@ class Sealer:
     def _key_for(self, kdf: object) -> bytes | None:
         if kdf == "raw":
             return self._raw
-        if not isinstance(kdf, Mapping) or kdf.get("name") != "scrypt":
-            raise _Malformed(f"unknown key derivation {kdf!r}")
-        n, r, p = (kdf.get(name) for name in ("n", "r", "p"))
-        if not (_small_int(n, 2**20) and _small_int(r, 16) and _small_int(p, 4)):
-            raise _Malformed("scrypt parameters outside what freshtoken writes")
-        if n < 2 or n & (n - 1):
-            raise _Malformed("scrypt n is not a power of two")
+        problem = _scrypt_problem(kdf)
+        if problem is not None:
+            raise _Malformed(problem)
+        assert isinstance(kdf, Mapping)
+        n, r, p = kdf["n"], kdf["r"], kdf["p"]
         return self._derive(_unb64(kdf.get("salt"), "salt"), n, r, p)
 
     def _derive(self, salt: bytes, n: int, r: int, p: int) -> bytes:

@@ -17,14 +17,22 @@ The document (one file may hold several named profiles)::
       }
     }
 
-Generations come from the file-wide serial, so a profile removed and logged into again never
-reuses a generation a slow process may still hold.
+Generations come from the file-wide serial, which every save and every clear moves forward,
+so a profile cleared, or removed and logged into again, never reuses a generation a slow
+process may still hold. A new file's serial starts at a random point (see
+:mod:`freshtoken.stores._base`): a file deleted and created again does not repeat them either.
 
 Two kinds of lock file sit beside the store (or at ``lock_path``): ``<base>.lock`` orders
 writers of the file and is held only for a read-modify-write; ``<base>.<profile>.lock`` is
 the profile's refresh lock (:meth:`FileStore.lock`), held across a whole refresh. A refresh of
 one profile therefore never blocks the others, and a save made under the refresh lock takes
-the write lock inside it, always in that order, so they cannot deadlock.
+the write lock inside it, always in that order, so they cannot deadlock. Reading never creates
+a lock file, and a profile's refresh lock file is removed when the profile is: by
+:meth:`FileStore.remove_profile` if it can take the lock at once, else by whoever holds it,
+when they let go.
+
+``path`` is used as given: a symbolic link where the file should be is refused (linked
+directories above it are fine).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import threading
@@ -41,20 +50,24 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from .._tokens import TokenResponseError, TokenSet
-from ..errors import StoreError
-from ._base import BlockingTokenStore, GenerationConflict, StoredTokens
-from ._files import config_dir, process_lock, read_private_file, write_atomically
+from .._tokens import TokenSet
+from ..errors import LockTimeout, StoreError
+from ._base import BlockingTokenStore, GenerationConflict, StoredTokens, starting_generation
+from ._documents import corrupt, parse_json, token_set, too_deep
+from ._files import canonical_path, config_dir, process_lock, read_private_file, write_atomically
 from ._files import remove_stale_temporaries as _remove_stale_temporaries
-from ._sealing import ENV_KEY, Sealer, resolve_key
+from ._forks import renew_after_fork
+from ._sealing import ENV_KEY, Sealer, resolve_key, shape_problem
 
 __all__ = ["FORMAT", "FileStore", "Profile", "ProfileInfo", "default_path"]
 
 FORMAT = "freshtoken/1"
 ENV_STORE = "FRESHTOKEN_STORE"
-_FORMAT_RE = re.compile(r"freshtoken/(\d+)")
+_FORMAT_RE = re.compile(r"freshtoken/([0-9]{1,9})")  # bounded: int() of 5000 digits raises
 _PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 _WRITE_LOCK_TIMEOUT = 30.0
+_FIX = "move it aside and log in again"
+_FOREIGN = "give FileStore another path, or move the file aside"
 
 
 def default_path() -> Path:
@@ -131,7 +144,7 @@ class FileStore(BlockingTokenStore):
                 "starting with a letter or digit"
             )
         given = Path(path).expanduser() if path is not None else default_path()
-        self.path = Path(os.path.realpath(given))
+        self.path = Path(os.path.abspath(given))  # not resolved: a link here is refused
         self.profile = profile
         key = resolve_key(encryption_key)
         self._sealer = None if key is None else Sealer(key)
@@ -140,16 +153,16 @@ class FileStore(BlockingTokenStore):
         self.lock_path = Path(f"{lock_base}.{profile}.lock")
         self._write_lock = process_lock(self.write_lock_path)
         self._refresh_lock = process_lock(self.lock_path)
-        self._key = ("file", str(self.path), profile)
+        self._key = ("file", str(canonical_path(self.path)), profile)
         # The last bytes parsed and what they held: a re-read of an unchanged file (the common
         # case under the lock) costs one read and one comparison, no parse and no decryption.
         self._parsed: tuple[bytes, dict[str, Any]] | None = None
         self._secrets_cache: tuple[str, _Secrets] | None = None
-        self._mutex = threading.Lock()
         if watch_interval is not None and not watch_interval > 0:
             raise ValueError("watch_interval must be a positive number of seconds, or None")
         self.watch_interval = watch_interval
         self._unwatch = threading.Event()
+        renew_after_fork(self)
 
     @property
     def key(self) -> Hashable:
@@ -179,6 +192,14 @@ class FileStore(BlockingTokenStore):
 
     def close(self) -> None:
         self._unwatch.set()
+
+    def _after_fork_in_child(self) -> None:
+        # The watcher threads are not in the child; the event they waited on may have been
+        # mid-update in one of them. watch() in the child starts new ones on a fresh event.
+        closed = self._unwatch.is_set()
+        self._unwatch = threading.Event()
+        if closed:
+            self._unwatch.set()
 
     def load(self) -> StoredTokens | None:
         document = self._read()
@@ -218,7 +239,20 @@ class FileStore(BlockingTokenStore):
     @contextlib.contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
         with self._refresh_lock.hold(timeout, f"refresh ({self.profile!r})"):
-            yield
+            try:
+                yield
+            finally:
+                if self._profile_gone():
+                    self._refresh_lock.remove_file()
+
+    def _profile_gone(self) -> bool:
+        """Whether the file certainly has no such profile (its lock file may then go)."""
+        try:
+            return self._record(self._read()) is None
+        except StoreError:
+            # Unreadable: whether the profile exists is unknown, so its lock file stays. The
+            # error itself reaches whoever reads the store next.
+            return False
 
     # -- profiles (what the CLI needs beyond the protocol) ------------------------------------
 
@@ -245,29 +279,52 @@ class FileStore(BlockingTokenStore):
         *,
         meta: Mapping[str, Any],
         client_secret: str | None = None,
+        drop_encryption: bool = False,
     ) -> StoredTokens:
         """Create or replace this profile (a login): tokens, settings and client secret.
 
         ``meta`` must hold no secret: it is stored in clear even when the store encrypts.
-        ``client_secret`` is kept with the tokens, under the same protection.
+        ``client_secret`` is kept with the tokens, under the same protection. Replacing an
+        encrypted profile through a store without a key raises :class:`StoreError` rather than
+        write its secrets in plaintext, unless ``drop_encryption=True`` says that is wanted.
         """
         meta = dict(meta)
+        if too_deep(meta):
+            raise ValueError("profile meta nests too deeply to be stored")
         try:
             json.dumps(meta)
         except (TypeError, ValueError) as error:
             raise ValueError(f"profile meta must be JSON-ready: {error}") from None
         with self._writing() as document:
             record = self._record(document)
+            if record is not None and "sealed" in record and self._sealer is None:
+                if not drop_encryption:
+                    raise StoreError(
+                        f"{self._where} is encrypted, and this store has no key: saving would "
+                        f"write its secrets in plaintext. Pass encryption_key= or set ${ENV_KEY}"
+                        " to keep it encrypted, or drop_encryption=True to store it unencrypted"
+                    )
+                record = None  # not resealed: nothing of the sealed record is kept
             generation = self._put(document, record, meta, _Secrets(tokens, client_secret))
         return StoredTokens(tokens, generation)
 
     def remove_profile(self) -> bool:
-        """Delete this profile, secrets and settings; False if there was none."""
+        """Delete this profile, secrets and settings, and its refresh lock file; False if
+        there was none.
+
+        The lock file goes now if the lock is free; if anyone holds it, in this process or
+        another, it goes when they let go.
+        """
         removed = False
         with self._writing() as document:
             removed = document["profiles"].pop(self.profile, None) is not None
             if not removed:
                 raise _Unchanged
+        with (
+            contextlib.suppress(LockTimeout),  # held: its holder removes it (see lock)
+            self._refresh_lock.hold(0, f"refresh ({self.profile!r})"),
+        ):
+            self._refresh_lock.remove_file()
         return removed
 
     # -- reading ------------------------------------------------------------------------------
@@ -287,20 +344,24 @@ class FileStore(BlockingTokenStore):
         record: dict[str, Any] | None = document["profiles"].get(self.profile)
         return record
 
+    @property
+    def _where(self) -> str:
+        return f"token store {self.path}, profile {self.profile!r}"
+
     def _open(self, record: Mapping[str, Any]) -> _Secrets:
-        where = f"token store {self.path}, profile {self.profile!r}"
+        where = self._where
         if "sealed" in record:
-            fingerprint = json.dumps(record["sealed"], sort_keys=True)
+            fingerprint = json.dumps(record["sealed"], sort_keys=True)  # at most MAX_DEPTH deep
             cached = self._secrets_cache
             if cached is not None and cached[0] == fingerprint:
                 return cached[1]
             if self._sealer is None:
-                raise StoreError(f"{where} is encrypted: pass encryption_key= or set ${ENV_KEY}")
+                raise StoreError(
+                    f"{where} is encrypted, and this store has no key to read or write it: "
+                    f"pass encryption_key= or set ${ENV_KEY}"
+                )
             plaintext = self._sealer.open(record["sealed"], context=self._context, where=where)
-            try:
-                inner = json.loads(plaintext)
-            except ValueError:
-                raise StoreError(f"{where}: the decrypted record is not JSON") from None
+            inner = parse_json(plaintext, f"{where} (decrypted)", _FIX)
             secrets = _parse_secrets(inner, where)
             self._secrets_cache = (fingerprint, secrets)
             return secrets
@@ -391,7 +452,7 @@ class _Unchanged(Exception):
 
 
 def _empty_document() -> dict[str, Any]:
-    return {"format": FORMAT, "serial": 0, "profiles": {}}
+    return {"format": FORMAT, "serial": starting_generation(), "profiles": {}}
 
 
 def _copy(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -417,8 +478,7 @@ def _summary(tokens: TokenSet) -> dict[str, Any]:
 def _updated_at(record: Mapping[str, Any] | None) -> float | None:
     if record is None:
         return None
-    value = record.get("updated_at")
-    return float(value) if _is_number(value) else None
+    return _number_or_none(record.get("updated_at"))
 
 
 def _number_or_none(value: object) -> float | None:
@@ -426,7 +486,13 @@ def _number_or_none(value: object) -> float | None:
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite number that a float can hold (an integer of 400 digits is not)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _info(name: str, record: Mapping[str, Any]) -> ProfileInfo:
@@ -446,40 +512,39 @@ def _info(name: str, record: Mapping[str, Any]) -> ProfileInfo:
 
 def _parse(path: Path, data: bytes) -> dict[str, Any]:
     """The document in ``data``, checked; a StoreError naming ``path`` says what is wrong."""
+    where = f"token store {path}"
     if not data.strip():
-        raise StoreError(
-            f"token store {path} is empty (truncated?); move it aside and log in again"
-        )
-    try:
-        document = json.loads(data)
-    except ValueError:
-        raise StoreError(
-            f"token store {path} is not valid JSON (corrupt or truncated); "
-            "move it aside and log in again"
-        ) from None
+        raise StoreError(f"{where} is empty (truncated?); {_FIX}")
+    document = parse_json(data, where, _FIX)
     if not isinstance(document, dict) or "format" not in document:
-        raise StoreError(f"{path} is not a freshtoken token store (no 'format' field)")
+        raise StoreError(f"{path} is not a freshtoken token store (no 'format' field); {_FOREIGN}")
     format_ = document["format"]
     match = _FORMAT_RE.fullmatch(format_) if isinstance(format_, str) else None
     if match is None:
-        raise StoreError(f"{path} is not a freshtoken token store (format {format_!r})")
+        raise StoreError(
+            f"{path} is not a freshtoken token store (its format is not freshtoken's); {_FOREIGN}"
+        )
     if int(match.group(1)) > 1:
         raise StoreError(
-            f"token store {path} has format {format_}, newer than this freshtoken understands "
+            f"{where} has format {format_}, newer than this freshtoken understands "
             f"({FORMAT}): upgrade freshtoken"
         )
     if int(match.group(1)) < 1:
-        raise StoreError(f"token store {path} has unknown format {format_!r}")
+        raise StoreError(f"{where} has unknown format {format_!r}")
+    if too_deep(document):
+        raise corrupt(where, "its JSON is nested too deeply", _FIX)
     serial = document.get("serial")
     profiles = document.get("profiles")
     if not (_is_int(serial) and serial >= 0) or not isinstance(profiles, dict):
-        raise StoreError(f"token store {path} is corrupt: bad 'serial' or 'profiles'")
+        raise corrupt(where, "bad 'serial' or 'profiles'", _FIX)
     for name, record in profiles.items():
+        if not _PROFILE_RE.fullmatch(name):
+            raise corrupt(where, "a profile has an invalid name", _FIX)
         problem = _record_problem(record, serial)
         if problem is not None:
-            raise StoreError(f"token store {path} is corrupt: profile {name!r} {problem}")
+            raise corrupt(where, f"profile {name!r} {problem}", _FIX)
         if "secrets" in record:  # sealed ones are checked when opened, with the key
-            _parse_secrets(record["secrets"], f"token store {path}, profile {name!r}")
+            _parse_secrets(record["secrets"], f"{where}, profile {name!r}")
     return document
 
 
@@ -495,30 +560,42 @@ def _record_problem(record: object, serial: int) -> str | None:
         return "has a bad generation"
     if not isinstance(record.get("meta"), dict):
         return "has no meta object"
+    updated_at = record.get("updated_at")
+    if updated_at is not None and not _is_number(updated_at):
+        return "has a bad updated_at"
     summary = record.get("summary")
-    if summary is not None and not isinstance(summary, dict):
+    if summary is not None and _summary_problem(summary):
         return "has a bad summary"
     sealed, plain = record.get("sealed"), record.get("secrets")
     if (sealed is None) == (plain is None):
         return "needs exactly one of 'secrets' and 'sealed'"
-    if sealed is not None and not isinstance(sealed, dict):
+    if sealed is not None and (not isinstance(sealed, dict) or shape_problem(sealed)):
         return "has a bad sealed record"
     if plain is not None and not isinstance(plain, dict):
         return "has a bad secrets record"
     return None
 
 
+def _summary_problem(summary: object) -> bool:
+    if not isinstance(summary, dict):
+        return True
+    for name in ("expires_at", "obtained_at"):
+        value = summary.get(name)
+        if value is not None and not _is_number(value):
+            return True
+    for name in ("scope", "token_type"):
+        value = summary.get(name)
+        if value is not None and not isinstance(value, str):
+            return True
+    return not isinstance(summary.get("has_refresh_token", False), bool)
+
+
 def _parse_secrets(value: object, where: str) -> _Secrets:
     if not isinstance(value, dict):
-        raise StoreError(f"{where} is corrupt: the secrets are not an object")
+        raise corrupt(where, "the secrets are not an object", _FIX)
     tokens_data = value.get("tokens")
     client_secret = value.get("client_secret")
     if client_secret is not None and not isinstance(client_secret, str):
-        raise StoreError(f"{where} is corrupt: client_secret is not a string")
-    tokens = None
-    if tokens_data is not None:
-        try:
-            tokens = TokenSet.from_dict(tokens_data)
-        except (TokenResponseError, TypeError) as error:
-            raise StoreError(f"{where} is corrupt: {error}") from None
+        raise corrupt(where, "client_secret is not a string", _FIX)
+    tokens = None if tokens_data is None else token_set(tokens_data, where, _FIX)
     return _Secrets(tokens, client_secret)

@@ -8,11 +8,18 @@ The OS secret store has no compare-and-swap and no lock, so two lock files stand
 (in ``$XDG_CACHE_HOME/freshtoken/locks`` unless ``lock_path`` says otherwise): the refresh lock
 (:meth:`KeyringStore.lock`) and a write lock taken for each read-check-write of a save. The
 generation is a counter inside the entry, so a fenced save works as with any other store.
+
+:meth:`KeyringStore.clear` keeps that counter: it replaces the entry with a tombstone that
+holds no secret, ``{"format": "freshtoken/1", "generation": 8, "tokens": null}``, rather than
+deleting it, so that the next login's generation is larger than any read before the logout.
+An entry deleted by other means (``keyring del SERVICE USERNAME``) loses the counter; the next
+save then starts at a random generation (see :mod:`freshtoken.stores._base`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,17 +29,24 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .._tokens import TokenResponseError, TokenSet
+from .._tokens import TokenSet
 from ..errors import StoreError
-from ._base import BlockingTokenStore, GenerationConflict, StoredTokens
+from ._base import BlockingTokenStore, GenerationConflict, StoredTokens, starting_generation
+from ._documents import corrupt, parse_json, token_set
 from ._files import cache_dir, process_lock
 
 __all__ = ["KeyringStore"]
 
 FORMAT = "freshtoken/1"
-_FORMAT_RE = re.compile(r"freshtoken/(\d+)")
+_FORMAT_RE = re.compile(r"freshtoken/([0-9]{1,9})")  # bounded: int() of 5000 digits raises
 _WRITE_LOCK_TIMEOUT = 30.0
 _INSTALL = "KeyringStore needs keyring: pip install 'freshtoken[keyring]'"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Entry:
+    generation: int  # the last one given out, by a save or a clear
+    stored: StoredTokens | None  # None: a tombstone left by clear()
 
 
 def _keyring() -> ModuleType:
@@ -64,7 +78,7 @@ class KeyringStore(BlockingTokenStore):
         self.lock_path = Path(lock_path).expanduser().absolute()
         self._refresh_lock = process_lock(self.lock_path)
         self._write_lock = process_lock(Path(f"{self.lock_path}.write"))
-        self._parsed: tuple[str, StoredTokens | None] | None = None
+        self._parsed: tuple[str, _Entry] | None = None
 
     @property
     def key(self) -> Hashable:
@@ -77,38 +91,38 @@ class KeyringStore(BlockingTokenStore):
     def _where(self) -> str:
         return f"keyring entry {self.service!r}/{self.username!r}"
 
+    @property
+    def _fix(self) -> str:
+        return (
+            f"remove it (keyring del {self.service} {self.username}) and log in again, "
+            "or give freshtoken another service or username"
+        )
+
     def load(self) -> StoredTokens | None:
-        return self._decode(self._get())
+        entry = self._decode(self._get())
+        return None if entry is None else entry.stored
 
     def save(self, tokens: TokenSet, *, expected_generation: int | None) -> StoredTokens:
         with self._write_lock.hold(_WRITE_LOCK_TIMEOUT, "keyring write"):
-            stored = self._decode(self._get())
-            current = 0 if stored is None else stored.generation
+            entry = self._decode(self._get())
+            current = 0 if entry is None or entry.stored is None else entry.generation
             if expected_generation is not None and current != expected_generation:
                 raise GenerationConflict(
                     f"{self._where}: the tokens changed since they were read "
                     f"(generation {current}, expected {expected_generation})"
                 )
-            # An entry cleared with delete loses its counter; the fenced save that follows a
-            # clear starts at 0 again, which is what "expected empty" means.
-            saved = StoredTokens(tokens, current + 1)
-            text = json.dumps(
-                {"format": FORMAT, "generation": saved.generation, "tokens": tokens.to_dict()}
-            )
-            self._set(text)
-            self._parsed = (text, saved)
+            last = starting_generation() if entry is None else entry.generation
+            saved = StoredTokens(tokens, last + 1)
+            self._put(_Entry(saved.generation, saved), tokens.to_dict())
         return saved
 
     def clear(self) -> None:
+        """Replace the tokens with a tombstone that keeps only the generation (no secret)."""
         with self._write_lock.hold(_WRITE_LOCK_TIMEOUT, "keyring write"):
-            errors = self._keyring.errors
-            try:
-                self._keyring.delete_password(self.service, self.username)
-            except errors.PasswordDeleteError:
+            entry = self._decode(self._get())
+            if entry is None or entry.stored is None:
                 return  # nothing stored: already clear
-            except Exception as error:  # noqa: BLE001 - any backend failure, reported as ours
-                raise self._failure("delete", error) from None
-            self._parsed = None
+            self._put(_Entry(entry.generation + 1, None), None)
 
     @contextlib.contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
@@ -124,6 +138,11 @@ class KeyringStore(BlockingTokenStore):
             raise self._failure("read", error) from None
         return value
 
+    def _put(self, entry: _Entry, tokens: dict[str, Any] | None) -> None:
+        text = json.dumps({"format": FORMAT, "generation": entry.generation, "tokens": tokens})
+        self._set(text)
+        self._parsed = (text, entry)
+
     def _set(self, text: str) -> None:
         try:
             self._keyring.set_password(self.service, self.username, text)
@@ -137,29 +156,26 @@ class KeyringStore(BlockingTokenStore):
             f"cannot {action} {self._where}: the keyring backend raised {type(error).__name__}"
         )
 
-    def _decode(self, text: str | None) -> StoredTokens | None:
+    def _decode(self, text: str | None) -> _Entry | None:
         if text is None:
             return None
         parsed = self._parsed
         if parsed is not None and parsed[0] == text:
             return parsed[1]
-        stored = _parse(text, self._where)
-        self._parsed = (text, stored)
-        return stored
+        entry = _parse(text, self._where, self._fix)
+        self._parsed = (text, entry)
+        return entry
 
 
-def _parse(text: str, where: str) -> StoredTokens:
-    try:
-        document: Any = json.loads(text)
-    except ValueError:
-        raise StoreError(
-            f"{where} is not freshtoken's JSON (corrupt, or written by another program)"
-        ) from None
+def _parse(text: str, where: str, fix: str) -> _Entry:
+    document = parse_json(text, where, fix)
     if not isinstance(document, dict) or not isinstance(document.get("format"), str):
-        raise StoreError(f"{where} is not a freshtoken entry (no 'format' field)")
+        raise StoreError(f"{where} is not a freshtoken entry (no 'format' field); {fix}")
     match = _FORMAT_RE.fullmatch(document["format"])
     if match is None or int(match.group(1)) < 1:
-        raise StoreError(f"{where} is not a freshtoken entry (format {document['format']!r})")
+        raise StoreError(
+            f"{where} is not a freshtoken entry (its format is not freshtoken's); {fix}"
+        )
     if int(match.group(1)) > 1:
         raise StoreError(
             f"{where} has format {document['format']}, newer than this freshtoken understands "
@@ -167,12 +183,10 @@ def _parse(text: str, where: str) -> StoredTokens:
         )
     generation = document.get("generation")
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 1:
-        raise StoreError(f"{where} is corrupt: bad generation")
-    tokens_data = document.get("tokens")
-    if not isinstance(tokens_data, dict):
-        raise StoreError(f"{where} is corrupt: no token set")
-    try:
-        tokens = TokenSet.from_dict(tokens_data)
-    except (TokenResponseError, TypeError) as error:
-        raise StoreError(f"{where} is corrupt: {error}") from None
-    return StoredTokens(tokens, generation)
+        raise corrupt(where, "bad generation", fix)
+    if "tokens" not in document:
+        raise corrupt(where, "no token set", fix)
+    if document["tokens"] is None:
+        return _Entry(generation, None)
+    tokens = token_set(document["tokens"], where, fix)
+    return _Entry(generation, StoredTokens(tokens, generation))

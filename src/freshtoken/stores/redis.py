@@ -9,7 +9,9 @@ What lives in Redis, for a store whose ``key`` is ``K``::
 Rules:
 
 * ``generation`` only grows. A save adds one, a clear adds one and removes the tokens; so a
-  generation read before a logout can never match again after it.
+  generation read before a logout can never match again after it. A hash that is gone (a key
+  deleted, or lost with a Redis that restarted without persistence) starts again at a random
+  generation, not at 1 (see :mod:`freshtoken.stores._base`).
 * A fenced save is one Lua script (atomic on the server): with ``expected_generation=0`` it
   writes only if no tokens are stored, with ``N`` only if tokens of generation ``N`` are
   stored, with ``None`` always. It publishes the new generation in the same script.
@@ -18,7 +20,10 @@ Rules:
   (or stalls past its lease) loses it, another process takes over, and the fenced save turns
   the stale holder's late write into :class:`~freshtoken.GenerationConflict`.
 * :meth:`RedisStore.watch` listens on ``K:changed`` from a daemon thread that reconnects
-  with backoff, so managers drop their cached tokens when another process saves.
+  with backoff, so managers drop their cached tokens when another process saves. Garbage in
+  the hash or on the channel is logged and ignored; it does not stop the thread. In the child
+  of a ``fork()`` the parent's thread is gone: ``watch()`` there starts a new one, and the
+  child's saves carry an origin of their own.
 * Redis unreachable: every operation raises :class:`~freshtoken.StoreError` naming
   ``host:port`` (never the URL, which may hold a password); redis-py reconnects on its own.
 
@@ -32,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -42,9 +48,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio.to_thread
 import sniffio
 
-from .._tokens import TokenResponseError, TokenSet
+from .._tokens import TokenSet
 from ..errors import LockTimeout, StoreError
-from ._base import GenerationConflict, StoredTokens, TokenStore
+from ._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
+from ._documents import parse_json, token_set
+from ._forks import renew_after_fork
 
 if TYPE_CHECKING:
     import redis
@@ -58,7 +66,11 @@ logger = logging.getLogger("freshtoken")
 T = TypeVar("T")
 
 _SAVE = """
-local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
+local stored = redis.call('HGET', KEYS[1], 'generation')
+if stored and (#stored > 14 or not string.match(stored, '^[0-9]+$')) then
+  return redis.error_reply('the stored generation is not one freshtoken wrote')
+end
+local generation = tonumber(stored or ARGV[5])
 local present = redis.call('HEXISTS', KEYS[1], 'tokens') == 1
 if ARGV[1] ~= '' then
   local expected = tonumber(ARGV[1])
@@ -82,6 +94,9 @@ redis.call('PUBLISH', ARGV[1], generation .. ' ' .. ARGV[2])
 return generation
 """
 
+# What the scripts write: at most 14 digits, which Lua's doubles and their "%.14g" formatting
+# keep exact (generations start below 2**40, some 1.1e12).
+_GENERATION_RE = re.compile(rb"[0-9]{1,14}")
 _MAX_LOCK_POLL = 0.25
 _WATCH_POLL = 0.2  # how long the watcher blocks on the socket before it checks for close()
 _WATCH_BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
@@ -168,6 +183,7 @@ class RedisStore(TokenStore):
         self._db = self._sync.connection_pool.connection_kwargs.get("db", 0)
         self._watcher: _Watcher | None = None
         self._closed = False
+        renew_after_fork(self)
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -353,6 +369,15 @@ class RedisStore(TokenStore):
         if self._owns_sync:
             self._sync.close()
 
+    def _after_fork_in_child(self) -> None:
+        # The watcher's thread is not in the child (watch() starts another), the parent's
+        # event loops and their clients are not the child's, and the child is a process of its
+        # own: its saves must reach the parent's watcher, and the parent's reach the child's.
+        self._mutex = threading.Lock()
+        self._watcher = None
+        self._async_clients = weakref.WeakKeyDictionary()
+        self._origin = uuid.uuid4().hex
+
     async def aclose(self) -> None:
         """:meth:`close`, and close this event loop's redis.asyncio client properly first."""
         if sniffio.current_async_library() == "asyncio" and self._url is not None:
@@ -385,7 +410,7 @@ class RedisStore(TokenStore):
             raise ValueError("expected_generation must be >= 0 or None")
         expected = "" if expected_generation is None else str(int(expected_generation))
         payload = json.dumps(tokens.to_dict(), separators=(",", ":"))
-        return [expected, payload, self._channel, self._origin]
+        return [expected, payload, self._channel, self._origin, str(starting_generation())]
 
     def _saved(self, tokens: TokenSet, result: Any) -> StoredTokens:
         written, generation = int(result[0]), int(result[1])
@@ -398,16 +423,12 @@ class RedisStore(TokenStore):
     def _parse(self, generation: Any, raw: Any) -> StoredTokens | None:
         if raw is None:
             return None
-        try:
-            tokens = TokenSet.from_dict(json.loads(raw))
-            number = int(generation)
-        except (ValueError, TypeError, TokenResponseError) as error:
-            # json.JSONDecodeError is a ValueError; its message quotes no stored content.
-            raise StoreError(
-                f"{self!r}: the stored tokens are unreadable ({type(error).__name__}); "
-                "clear the store and log in again"
-            ) from None
-        return StoredTokens(tokens, number)
+        where = f"{self!r}: the stored tokens are unreadable:"
+        fix = "clear the store and log in again"
+        number = _generation_of(generation)
+        if number is None:
+            raise StoreError(f"{where} the generation is not a number; {fix}")
+        return StoredTokens(token_set(parse_json(raw, where, fix), where, fix), number)
 
     def _pauses(self) -> Iterator[float]:
         """Waits between attempts at a held lock: ``lock_poll``, growing by half each time up
@@ -511,6 +532,7 @@ class _Watcher:
         self._subscribed = threading.Event()
         self._reconnected = threading.Event()
         self._generation: int | None = None  # the last one seen, to spot changes missed offline
+        self._synced = False  # whether _generation was read once (None may mean unreadable)
         self._thread = threading.Thread(
             target=self._run, name=f"freshtoken-watch-{self._redis_key}", daemon=True
         )
@@ -574,17 +596,29 @@ class _Watcher:
     def _resync(self) -> None:
         """After (re)subscribing: tell the callbacks if a change slipped by unheard."""
         raw = self._client.hget(self._redis_key, "generation")
-        generation = 0 if raw is None else int(raw)
+        generation = 0 if raw is None else _generation_of(raw)
+        if generation is None:
+            logger.warning(
+                "%s: the stored generation is not a number (the hash was written by something "
+                "else than freshtoken?); loading the tokens will fail until they are saved again",
+                self._label,
+            )
         previous, self._generation = self._generation, generation
-        if previous is not None and previous != generation:
+        if self._synced and previous != generation:
             self._notify()
+        self._synced = True
 
-    def _on_message(self, data: Any) -> None:
-        text = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
-        generation, _, origin = text.partition(" ")
-        if generation.isdigit():
-            self._generation = int(generation)
-        if origin != self._origin:
+    def _on_message(self, data: object) -> None:
+        raw = data if isinstance(data, bytes) else str(data).encode("utf-8", "replace")
+        number, _, origin = raw.partition(b" ")
+        generation = _generation_of(number)
+        if generation is None:
+            # Not what a store publishes: someone else writes on the channel. Ignored, so that
+            # it cannot make every manager re-read the store.
+            logger.debug("%s: ignored a message that is not a change notification", self._label)
+            return
+        self._generation = generation
+        if origin != self._origin.encode():
             self._notify()
 
     def _notify(self) -> None:
@@ -595,6 +629,16 @@ class _Watcher:
                 callback()
             except Exception:
                 logger.exception("%s: a change callback raised", self._label)
+
+
+def _generation_of(raw: object) -> int | None:
+    """The generation in a hash field or message (bytes, or str under decode_responses);
+    None if it is not one freshtoken wrote."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "replace")
+    if not isinstance(raw, bytes) or _GENERATION_RE.fullmatch(raw) is None:
+        return None
+    return int(raw)
 
 
 def _describe_connection(client: redis.Redis) -> str:
