@@ -9,8 +9,10 @@ Rules (the manager and every integration follow them; nothing else decides):
   tokens are not refreshed on every request). A token of unknown expiry is always FRESH: only a
   401 can tell.
 * Rejection. A response asks for a refresh when its status is in the configured set (401) and
-  its RFC 6750 challenge has no error code or ``invalid_token``. ``insufficient_scope`` and
-  every other code are answers for the caller, not for us.
+  its Bearer challenges (RFC 6750 section 3, every ``WWW-Authenticate`` line) name no error
+  code but ``invalid_token``. ``insufficient_scope`` and every other code are answers for the
+  caller, not for us; other schemes' challenges (DPoP, Basic) do not count. A 401 with no
+  Bearer challenge at all asks for a refresh.
 * Token endpoint answers. 2xx with a JSON object is a token response. The OAuth2 error codes in
   ``PERMANENT_ERRORS`` and a bare 401 end the session. Everything else (5xx, 429, 408, other
   4xx, malformed bodies, network errors) is transient: back off, keep the tokens.
@@ -33,6 +35,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._challenges import HeaderValues, parse_challenges
 from ._tokens import TokenSet
 from .errors import InsecureTransportError, RefreshFailed, SessionExpired
 
@@ -128,19 +131,21 @@ class RetryPolicy:
         return delay
 
 
-_CHALLENGE_ERROR = re.compile(r'\berror\s*=\s*"?([A-Za-z0-9_.\-]+)"?')
-
-
 def wants_refresh(
-    status: int, www_authenticate: str | None, statuses: Iterable[int] = (401,)
+    status: int, www_authenticate: HeaderValues, statuses: Iterable[int] = (401,)
 ) -> bool:
-    """Does this API response say the access token was rejected (RFC 6750 section 3.1)?"""
+    """Does this API response say the access token was rejected (RFC 6750 section 3.1)?
+
+    ``www_authenticate`` is the header's value, or the list of its lines when it was repeated.
+    """
     if status not in statuses:
         return False
-    if not www_authenticate:
-        return True
-    match = _CHALLENGE_ERROR.search(www_authenticate)
-    return match is None or match.group(1) == "invalid_token"
+    errors = {
+        challenge.param("error")
+        for challenge in parse_challenges(www_authenticate)
+        if challenge.scheme == "bearer"
+    }
+    return errors <= {None, "invalid_token"}
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

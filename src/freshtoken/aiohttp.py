@@ -77,7 +77,9 @@ class TokenMiddleware:
         tokens = await manager.aget_tokens()
         request.headers[hdrs.AUTHORIZATION] = tokens.authorization
         response = await handler(request)
-        if manager.wants_refresh(response.status, response.headers.get(hdrs.WWW_AUTHENTICATE)):
+        if manager.wants_refresh(
+            response.status, response.headers.getall(hdrs.WWW_AUTHENTICATE, [])
+        ):
             response.release()
             replacement = await manager.ahandle_rejection(tokens)
             _ensure_replayable(request, response.status)
