@@ -303,10 +303,14 @@ def test_a_retry_after_of_unicode_digits_is_ignored() -> None:
 
 # -- a property: whatever the body, only our errors --------------------------------------------
 
+huge_integers = st.integers(min_value=10**300, max_value=10**400) | st.integers(
+    min_value=-(10**400), max_value=-(10**300)
+)
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(10**500), max_value=10**500)
+    | st.integers()
+    | huge_integers
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=20),
     lambda inner: (
@@ -316,11 +320,10 @@ json_values = st.recursive(
 )
 field = st.one_of(json_values, st.text(max_size=30))
 documents = st.fixed_dictionaries(
-    {},
+    {"access_token": st.just(NEW_ACCESS) | field},  # mostly valid, so later fields are read
     optional={
         name: field
         for name in (
-            "access_token",
             "token_type",
             "refresh_token",
             "expires_in",
@@ -334,10 +337,7 @@ documents = st.fixed_dictionaries(
 
 
 def encode(document: Any) -> bytes:
-    try:
-        return json.dumps(document).encode()
-    except ValueError:  # an integer past CPython's str() limit: hand-write it
-        return b"{}"
+    return json.dumps(document).encode()  # NaN and Infinity included, as servers send them
 
 
 @settings(max_examples=300, deadline=None)

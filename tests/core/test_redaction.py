@@ -20,6 +20,7 @@ from freshtoken import (
     ClientCredentials,
     ManualClock,
     OAuth2Refresher,
+    RefreshFailed,
     SessionExpired,
     TokenSet,
     client_credentials_login,
@@ -130,13 +131,17 @@ def test_an_error_code_that_quotes_a_secret_is_cut_out_too() -> None:
     def quoting(request: Received) -> Answer:
         return json_answer({"error": f"bad-{request.body.decode()}"}, 400)
 
-    error = error_from(
-        lambda url: ClientCredentials(url, client_id="app", client_secret="hunt5").refresh(
-            None, ManualClock()
-        ),
-        quoting,
-    )
+    def acquire(url: str) -> object:
+        refresher = ClientCredentials(
+            url, client_id="app", client_secret="hunt5", auth_method="client_secret_post"
+        )
+        return refresher.refresh(None, ManualClock())
+
+    error = error_from(acquire, quoting)
     assert_hidden(error, "hunt5")
+    assert isinstance(error, RefreshFailed)
+    assert error.error.startswith("bad-")
+    assert "[redacted]" in error.error
 
 
 secret_texts = st.text(min_size=1, max_size=12)
