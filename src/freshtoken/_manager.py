@@ -37,6 +37,7 @@ from typing import Any, TypeAlias
 import anyio
 import sniffio
 
+from ._challenges import HeaderValues
 from ._clock import Clock, system_clock
 from ._policy import Freshness, RefreshPolicy, RetryPolicy, wants_refresh
 from ._tokens import TokenSet
@@ -244,8 +245,9 @@ class TokenManager:
 
     # -- the questions integrations ask -------------------------------------------------------
 
-    def wants_refresh(self, status: int, www_authenticate: str | None) -> bool:
-        """Does an API response with this status and challenge mean the token was rejected?"""
+    def wants_refresh(self, status: int, www_authenticate: HeaderValues) -> bool:
+        """Does an API response with this status and challenges (every WWW-Authenticate line)
+        mean the token was rejected?"""
         return wants_refresh(status, www_authenticate, self.refresh_statuses)
 
     def get_tokens(self) -> TokenSet:

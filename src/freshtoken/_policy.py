@@ -9,11 +9,17 @@ Rules (the manager and every integration follow them; nothing else decides):
   tokens are not refreshed on every request). A token of unknown expiry is always FRESH: only a
   401 can tell.
 * Rejection. A response asks for a refresh when its status is in the configured set (401) and
-  its RFC 6750 challenge has no error code or ``invalid_token``. ``insufficient_scope`` and
-  every other code are answers for the caller, not for us.
-* Token endpoint answers. 2xx with a JSON object is a token response. The OAuth2 error codes in
-  ``PERMANENT_ERRORS`` and a bare 401 end the session. Everything else (5xx, 429, 408, other
-  4xx, malformed bodies, network errors) is transient: back off, keep the tokens.
+  its Bearer challenges (RFC 6750 section 3, every ``WWW-Authenticate`` line) name no error
+  code but ``invalid_token``. ``insufficient_scope`` and every other code are answers for the
+  caller, not for us; other schemes' challenges (DPoP, Basic) do not count. A 401 with no
+  Bearer challenge at all asks for a refresh.
+* Token endpoint answers. 2xx with a JSON object is a token response, unless the object has an
+  ``error`` (GitHub-style endpoints answer errors with 200): that is judged as the same error
+  with a 400. The OAuth2 error codes in ``PERMANENT_ERRORS`` and a bare 401 end the session.
+  Everything else (5xx, 429, 408, other 4xx, malformed bodies, network errors) is transient:
+  back off, keep the tokens. Whatever a body holds (no JSON, deep nesting, huge numbers, other
+  encodings), reading it raises nothing but these errors. Every form of every secret that was
+  sent is cut out of the server's error text before it goes into one of ours.
 * Backoff. Exponential with jitter, capped, never shorter than the server's Retry-After. A
   refresh whose answer was lost is retried at once: the server may have rotated the refresh
   token, and servers with a reuse grace interval accept the same one again for a short while.
@@ -31,8 +37,9 @@ import re
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
+from ._challenges import HeaderValues, parse_challenges
 from ._tokens import TokenSet
 from .errors import InsecureTransportError, RefreshFailed, SessionExpired
 
@@ -44,8 +51,10 @@ __all__ = [
     "RetryPolicy",
     "check_transport",
     "interpret_token_response",
+    "oauth_error",
     "origin_of",
     "parse_retry_after",
+    "read_json",
     "wants_refresh",
 ]
 
@@ -128,19 +137,21 @@ class RetryPolicy:
         return delay
 
 
-_CHALLENGE_ERROR = re.compile(r'\berror\s*=\s*"?([A-Za-z0-9_.\-]+)"?')
-
-
 def wants_refresh(
-    status: int, www_authenticate: str | None, statuses: Iterable[int] = (401,)
+    status: int, www_authenticate: HeaderValues, statuses: Iterable[int] = (401,)
 ) -> bool:
-    """Does this API response say the access token was rejected (RFC 6750 section 3.1)?"""
+    """Does this API response say the access token was rejected (RFC 6750 section 3.1)?
+
+    ``www_authenticate`` is the header's value, or the list of its lines when it was repeated.
+    """
     if status not in statuses:
         return False
-    if not www_authenticate:
-        return True
-    match = _CHALLENGE_ERROR.search(www_authenticate)
-    return match is None or match.group(1) == "invalid_token"
+    errors = {
+        challenge.param("error")
+        for challenge in parse_challenges(www_authenticate)
+        if challenge.scheme == "bearer"
+    }
+    return errors <= {None, "invalid_token"}
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -148,7 +159,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit, not to float
         return float(value)
     try:
         when = parsedate_to_datetime(value).timestamp()
@@ -165,50 +176,157 @@ def interpret_token_response(
     ``secrets`` (the refresh token sent, a password) are cut out of the server's error
     description: a careless or hostile server may echo them, and errors get logged.
     """
-    document: Any = None
-    try:
-        document = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
-        document = None
-    if 200 <= status < 300:
-        if not isinstance(document, dict):
-            raise RefreshFailed(
-                "malformed_response", "token endpoint did not answer JSON", status=status
-            )
-        return document
-    error, description = _oauth_error(document, tuple(secrets))
-    if error in PERMANENT_ERRORS or (status == 401 and error is None):
-        raise SessionExpired(error or "unauthorized", description, status=status)
+    secrets = tuple(secrets)
+    success = 200 <= status < 300
+    document, problem = read_json(body)
+    if success and problem is not None:
+        raise RefreshFailed(
+            "malformed_response", f"the token endpoint's answer {problem}", status=status
+        )
+    if success and not isinstance(document, dict):
+        raise RefreshFailed(
+            "malformed_response",
+            f"the token endpoint answered a JSON {_json_kind(document)}, not an object",
+            status=status,
+        )
+    if success and not document.get("error"):
+        answer: dict[str, Any] = document
+        return answer
+    judged = 400 if success else status  # an error is the same error whatever the status
+    code = _error_code(document)
+    shown_code, description = _oauth_error(document, secrets)
+    if code in PERMANENT_ERRORS or (judged == 401 and code is None):
+        raise SessionExpired(shown_code or "unauthorized", description, status=status)
     raise RefreshFailed(
-        error or ("server_error" if status >= 500 else "http_error"),
+        shown_code or ("server_error" if judged >= 500 else "http_error"),
         description,
         status=status,
         retry_after=retry_after,
     )
 
 
+LARGEST_ANSWER = 1 << 20
+"""Bytes: a token answer is a few kilobytes; more is a broken or hostile server."""
+
+_MOST_DIGITS = 100  # in a JSON integer: lifetimes have a handful, nothing legitimate has 100
+
+
+class _TooManyDigits(ValueError):
+    pass
+
+
+def _json_integer(digits: str) -> int:
+    if len(digits.lstrip("-")) > _MOST_DIGITS:
+        raise _TooManyDigits
+    return int(digits)
+
+
+def read_json(body: bytes) -> tuple[Any, str | None]:
+    """The JSON document in ``body``, or None and what is wrong with it (quoting none of it)."""
+    if not body:
+        return None, "is empty"
+    if len(body) > LARGEST_ANSWER:
+        return None, f"is {len(body)} bytes long, more than any token answer"
+    try:
+        return json.loads(body, parse_int=_json_integer), None
+    except RecursionError:
+        return None, "is JSON nested too deeply to read"
+    except UnicodeDecodeError:
+        return None, "is not UTF-8 text"
+    except _TooManyDigits:
+        return None, f"holds an integer of more than {_MOST_DIGITS} digits"
+    except json.JSONDecodeError as error:
+        return None, f"is not JSON ({error.msg} at character {error.pos})"
+    except ValueError:
+        return None, "is not JSON"
+
+
+def _json_kind(document: Any) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if document is None else kinds.get(type(document), type(document).__name__)
+
+
+# RFC 6749 5.2 and 4.1.2.1, RFC 6750 3.1, RFC 7009 2.2.1, RFC 8628 3.5, RFC 9449 7.1: codes
+# that are shown as they are; any other code is server text like a description.
+_KNOWN_CODES = PERMANENT_ERRORS | {
+    "invalid_request",
+    "invalid_scope",
+    "access_denied",
+    "unsupported_response_type",
+    "server_error",
+    "temporarily_unavailable",
+    "invalid_token",
+    "insufficient_scope",
+    "unsupported_token_type",
+    "authorization_pending",
+    "slow_down",
+    "expired_token",
+    "invalid_dpop_proof",
+    "use_dpop_nonce",
+}
+_LONGEST_CODE = 100
+_LONGEST_DESCRIPTION = 200
+_WITHHELD = "[withheld: it quotes something freshtoken sent]"
+
+
+def _error_code(document: Any) -> str | None:
+    error = document.get("error") if isinstance(document, dict) else None
+    if not isinstance(error, str) or not error or len(error) > _LONGEST_CODE:
+        return None
+    return error
+
+
+def oauth_error(body: bytes, secrets: Iterable[str]) -> tuple[str | None, str | None]:
+    """The error code and description of an RFC 6749 section 5.2 error answer, fit to show
+    (secrets cut out, bounded, printable), or None for what it lacks."""
+    return _oauth_error(read_json(body)[0], tuple(secrets))
+
+
 def _oauth_error(document: Any, secrets: tuple[str, ...]) -> tuple[str | None, str | None]:
-    if not isinstance(document, dict):
-        return None, None
-    error = document.get("error")
-    description = document.get("error_description")
-    if not isinstance(error, str) or not error or len(error) > 100:
-        error = None
-    else:
-        error = _redact(error, secrets)
+    code = _error_code(document)
+    if code is not None and code not in _KNOWN_CODES:
+        code = _redact(_printable(code), secrets) or "[redacted]"
+    description = document.get("error_description") if isinstance(document, dict) else None
     if not isinstance(description, str):
-        description = None
-    else:
-        description = _redact(description, secrets)
-        if len(description) > 200:
-            description = description[:200] + "..."
-    return error, description
+        return code, None
+    description = _redact(_printable(description), secrets)
+    if description is None:
+        description = _WITHHELD
+    if len(description) > _LONGEST_DESCRIPTION:
+        description = description[:_LONGEST_DESCRIPTION] + "..."
+    return code, description
 
 
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    # Real secrets are long; a short one (a test's "a") would match inside ordinary words.
-    quoted = sorted({re.escape(s) for s in secrets if len(s) >= 6}, key=len, reverse=True)
-    return re.sub("|".join(quoted), "[redacted]", text) if quoted else text
+_SHORTEST_CUT = 4  # a shorter secret ("a") would cut through ordinary words: withhold instead
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str | None:
+    """``text`` with every form a server may echo of every secret replaced by [redacted]: as
+    sent, URL-encoded (as in a form body), JSON-escaped, and as ``_printable`` shows it. None
+    when a secret too short to cut out cleanly occurs in it: the caller withholds the text."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            escaped = (
+                secret,
+                quote(secret, safe=""),
+                quote_plus(secret),
+                json.dumps(secret)[1:-1],
+                json.dumps(secret, ensure_ascii=False)[1:-1],
+            )
+            forms.update(escaped)
+            forms.update(_printable(form) for form in escaped)
+    if any(form in text for form in forms if len(form) < _SHORTEST_CUT):
+        return None
+    if not forms:
+        return text
+    longest_first = sorted(forms, key=len, reverse=True)  # a form may hold another
+    return re.sub("|".join(map(re.escape, longest_first)), "[redacted]", text)
+
+
+def _printable(text: str) -> str:
+    # Server text ends up on terminals and in logs: no escape sequences, no line breaks.
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ._policy import check_transport, origin_of
+from ._policy import check_transport, oauth_error, origin_of, read_json
 from ._tokens import TokenSet
 from .errors import AuthError, RefreshFailed, SessionExpired, StoreError
 from .refreshers import (
@@ -428,9 +428,13 @@ def _revoke(store: FileStore, meta: Mapping[str, Any], secret: str | None, token
                 "the profile was kept: retry, or pass --no-revoke"
             ) from None
     if response.status_code != 200:
+        code, description = oauth_error(response.content, (form["token"], *client.secrets()))
+        said = f" {code}" if code else ""
+        if description:
+            said += f" ({description})"
         raise _Failure(
-            f"the server refused the revocation: HTTP {response.status_code}"
-            f"{_oauth_error(response)}; the profile was kept: retry, or pass --no-revoke"
+            f"the server refused the revocation: HTTP {response.status_code}{said}; "
+            "the profile was kept: retry, or pass --no-revoke"
         )
     return f"{what} revoked at {endpoint}"
 
@@ -454,10 +458,7 @@ def _revocation_endpoint(http: httpx.Client, token_url: str, insecure: bool) -> 
             ) from None
         if response.status_code != 200:
             continue
-        try:
-            metadata = response.json()
-        except ValueError:
-            continue
+        metadata = read_json(response.content)[0]
         if not isinstance(metadata, dict) or metadata.get("token_endpoint") != token_url:
             continue
         endpoint = metadata.get("revocation_endpoint")
@@ -476,13 +477,3 @@ def _metadata_urls(token_url: str) -> list[str]:
         urls.append(f"{base}{issuer_path}/.well-known/openid-configuration")
     urls.append(f"{base}/.well-known/openid-configuration")
     return urls[:8]
-
-
-def _oauth_error(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
-        return ""
-    return f" {body['error']}"

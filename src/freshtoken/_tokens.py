@@ -6,24 +6,45 @@ may have spent a while in flight. Without ``expires_in`` the JWT ``exp`` claim i
 verified: the client is not the token's audience) and corrected for the skew between the
 server's ``Date`` header and the client's clock. Without either, expiry is unknown and only a
 401 triggers a refresh.
+
+Validation happens once, when a TokenSet is made (from an answer, from a store or by hand):
+tokens are RFC 6749 VSCHAR (printable ASCII; no space in an access token, which goes in a
+header), times are finite numbers, and nothing in an answer, however hostile, escapes as
+anything but :class:`TokenResponseError`, whose message quotes no token.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import jwt
 
+from ._challenges import is_token
+
 __all__ = ["TokenSet", "TokenResponseError"]
+
+_ACCESS_TOKEN = re.compile(r"[\x21-\x7e]+")  # RFC 6749 A.12 VSCHAR, less the space
+_REFRESH_TOKEN = re.compile(r"[\x20-\x7e]+")  # RFC 6749 A.17 VSCHAR
+_LONGEST_LIFETIME = 1e10  # seconds, about 300 years: more is no lifetime a server means
+_TIME_FIELDS = ("expires_at", "obtained_at", "refresh_at")
 
 
 class TokenResponseError(ValueError):
-    """A token response that is not a usable RFC 6749 section 5.1 answer (says why, no token)."""
+    """A token response that is not a usable RFC 6749 section 5.1 answer (says why, no token).
+
+    ``error`` is the code a refresher reports it under: ``malformed_response``, or
+    ``unsupported_token_type`` for a token freshtoken cannot send.
+    """
+
+    def __init__(self, message: str, *, error: str = "malformed_response") -> None:
+        super().__init__(message)
+        self.error = error
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -44,10 +65,17 @@ class TokenSet:
     scope: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.access_token, str) or not self.access_token:
-            raise TokenResponseError("access_token must be a non-empty string")
-        if any(ch in self.access_token for ch in "\r\n\x00 "):
-            raise TokenResponseError("access_token contains characters a header cannot carry")
+        _check_token("access_token", self.access_token, _ACCESS_TOKEN)
+        if self.refresh_token is not None:
+            _check_token("refresh_token", self.refresh_token, _REFRESH_TOKEN)
+        if not isinstance(self.token_type, str) or not is_token(self.token_type):
+            raise TokenResponseError("token_type must be the name of an HTTP auth scheme")
+        if self.scope is not None and not isinstance(self.scope, str):
+            raise TokenResponseError("scope must be a space-separated string")
+        for name in _TIME_FIELDS:
+            value = getattr(self, name)
+            if value is not None and _finite(value) is None:
+                raise TokenResponseError(f"{name} must be a finite number")
 
     @property
     def lifetime(self) -> float | None:
@@ -76,21 +104,22 @@ class TokenSet:
         sent_at: float | None = None,
         date_header: str | None = None,
         previous: TokenSet | None = None,
+        token_types: Collection[str] = ("Bearer",),
     ) -> TokenSet:
         """Parse a token endpoint's JSON answer.
 
         ``sent_at`` is when the request was sent (defaults to now: the answer just arrived);
         ``previous`` supplies the refresh token when the answer carries none (RFC 6749
-        section 6: the server may keep the old one valid).
+        section 6: the server may keep the old one valid). ``token_types`` are the types the
+        caller can send, compared without case; any other is an error with the code
+        ``unsupported_token_type``, so that a ``mac`` token never goes out as a Bearer one.
         """
         if not isinstance(data, Mapping):
             raise TokenResponseError("token response is not a JSON object")
         access = data.get("access_token")
         if not isinstance(access, str) or not access:
             raise TokenResponseError("token response has no access_token string")
-        token_type = data.get("token_type", "Bearer")
-        if not isinstance(token_type, str) or not token_type:
-            raise TokenResponseError("token_type must be a non-empty string")
+        token_type = _token_type(data.get("token_type"), token_types)
         refresh = data.get("refresh_token")
         if refresh is not None and (not isinstance(refresh, str) or not refresh):
             raise TokenResponseError("refresh_token must be a non-empty string")
@@ -110,9 +139,9 @@ class TokenSet:
         if expires_in is not None:
             expires_at = sent_at + expires_in
         else:
-            exp = _jwt_claims(access).get("exp")
-            if isinstance(exp, (int, float)) and not isinstance(exp, bool) and math.isfinite(exp):
-                expires_at = float(exp) - _skew(date_header, sent_at)
+            exp = _finite(_jwt_claims(access).get("exp"))
+            if exp is not None:
+                expires_at = exp - _skew(date_header, sent_at)
         refresh_at = None if refresh_in is None else sent_at + refresh_in
         return cls(
             access_token=access,
@@ -137,19 +166,9 @@ class TokenSet:
         unknown = set(data) - names
         if unknown:
             raise TokenResponseError(f"unknown token set fields: {sorted(unknown)}")
-        for name in ("token_type", "refresh_token", "scope"):
-            value = data.get(name)
-            if value is not None and not isinstance(value, str):
-                raise TokenResponseError(f"{name} must be a string")
-        for name in ("expires_at", "obtained_at", "refresh_at"):
-            value = data.get(name)
-            if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-            ):
-                raise TokenResponseError(f"{name} must be a finite number")
-        return cls(**dict(data))
+        if "access_token" not in data:
+            raise TokenResponseError("stored token set has no access_token")
+        return cls(**dict(data))  # __post_init__ checks every field
 
     def __repr__(self) -> str:
         return (
@@ -158,6 +177,49 @@ class TokenSet:
         )
 
     __str__ = __repr__
+
+
+def _check_token(name: str, value: object, allowed: re.Pattern[str]) -> None:
+    if not isinstance(value, str) or not value:
+        raise TokenResponseError(f"{name} must be a non-empty string")
+    if allowed.fullmatch(value) is None:
+        # Say what kind of character, never which: the token is a secret.
+        bad = next(ch for ch in value if allowed.fullmatch(ch) is None)
+        kind = "a space" if bad == " " else "a non-ASCII character"
+        if bad < " " or bad == "\x7f":
+            kind = "a control character"
+        raise TokenResponseError(
+            f"{name} holds {kind}: RFC 6749 allows printable ASCII only"
+            + (", and no space in an access token" if bad == " " else "")
+        )
+
+
+def _token_type(value: object, accepted: Collection[str]) -> str:
+    """The accepted spelling of the answer's ``token_type`` (missing means Bearer)."""
+    if value is None:
+        value = "Bearer"
+    if not isinstance(value, str) or not value:
+        raise TokenResponseError("token_type must be a non-empty string")
+    spellings = {name.lower(): name for name in accepted}
+    if value.lower() not in spellings:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise TokenResponseError(
+            f"the token endpoint issued a {shown!r} token, but freshtoken sends "
+            f"{' or '.join(accepted)} tokens only: the server must issue those to this client",
+            error="unsupported_token_type",
+        )
+    return spellings[value.lower()]
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float, or None (bools, strings, inf, nan, huge integers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _seconds(data: Mapping[str, Any], name: str) -> float | None:
@@ -169,11 +231,16 @@ def _seconds(data: Mapping[str, Any], name: str) -> float | None:
             value = float(value)
         except ValueError:
             raise TokenResponseError(f"{name} is not a number") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TokenResponseError(f"{name} is not a number")
-    if value < 0:
+    seconds = _finite(value)
+    if seconds is None:
+        raise TokenResponseError(f"{name} is not a finite number")
+    if seconds < 0:
         raise TokenResponseError(f"{name} is negative")
-    return float(value)
+    if seconds > _LONGEST_LIFETIME:
+        raise TokenResponseError(f"{name} is implausibly large (more than 300 years)")
+    return seconds
 
 
 def _jwt_claims(token: str) -> dict[str, Any]:

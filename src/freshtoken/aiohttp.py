@@ -9,6 +9,7 @@ another origin goes out without the token (see :class:`TokenMiddleware`).
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 from collections.abc import Iterable
 
 try:
@@ -28,10 +29,29 @@ __all__ = ["TokenAuth", "TokenMiddleware"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-# The origin the last response seen in this task redirects to, when it is another origin.
-# The session follows a redirect in the same task, right after the middleware returned: the
-# next request through the middleware in this context is that redirect's target.
-_cross_origin_redirect: contextvars.ContextVar[Origin | None] = contextvars.ContextVar(
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Redirect:
+    """A ``session.request()`` call that was redirected to another origin.
+
+    aiohttp makes one timer per call (its total timeout spans every redirect hop) and hands it
+    to the ClientRequest of each hop: a request with that timer is a later hop of the call, and
+    none of them carries the token. Any other request, in this task or not, is not a hop.
+    (Should aiohttp drop the timer, every request would look like a hop: tokens would be lost,
+    never leaked, and the redirect tests would say so.)
+    """
+
+    call: object
+
+    def continues(self, request: ClientRequest) -> bool:
+        return _call_of(request) is self.call
+
+
+# The cross-origin redirect last seen in this task. The session follows a redirect in the same
+# task, right after the middleware returned, so the next request through the middleware in
+# this context is either a hop of that call (the mark stays for the hops after it, and for a
+# hop aiohttp re-sends on a fresh connection) or something else (the mark is dropped).
+_cross_origin_redirect: contextvars.ContextVar[_Redirect | None] = contextvars.ContextVar(
     "freshtoken_aiohttp_cross_origin_redirect", default=None
 )
 
@@ -40,10 +60,10 @@ class TokenMiddleware:
     """Attach the manager's access token; on a rejection refresh once and retry once.
 
     ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to; requests
-    elsewhere are sent without it. A redirect to another origin never carries it, whatever
-    ``origins`` says: aiohttp strips the Authorization header it copies to the redirected
-    request, and this middleware does not add it back. Plain HTTP is refused except to
-    loopback, unless ``allow_insecure_http``.
+    elsewhere are sent without it. A redirect to another origin, and every hop after it, never
+    carries it, whatever ``origins`` says: aiohttp strips the Authorization header it copies to
+    the redirected request, and this middleware does not add it back. Plain HTTP is refused
+    except to loopback, unless ``allow_insecure_http``.
 
     The retry re-sends the same ``ClientRequest``: bytes, str, JSON, forms and seekable files
     are replayed by aiohttp. A payload that aiohttp marks as consumed (an async generator, an
@@ -65,25 +85,28 @@ class TokenMiddleware:
         self.destinations = Destinations(origins, allow_insecure_http=allow_insecure_http)
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        redirected_to = _cross_origin_redirect.get()
-        if redirected_to is not None:
+        redirect = _cross_origin_redirect.get()
+        if redirect is not None and not redirect.continues(request):
             _cross_origin_redirect.set(None)
+            redirect = None
         origin = _origin(request.url)
-        if origin == redirected_to or not self.destinations.allow(origin):
+        if redirect is not None or not self.destinations.allow(origin):
             response = await handler(request)
-            _note_redirect(response, origin)
+            _note_redirect(request, response, origin)
             return response
         manager = self.manager
         tokens = await manager.aget_tokens()
         request.headers[hdrs.AUTHORIZATION] = tokens.authorization
         response = await handler(request)
-        if manager.wants_refresh(response.status, response.headers.get(hdrs.WWW_AUTHENTICATE)):
+        if manager.wants_refresh(
+            response.status, response.headers.getall(hdrs.WWW_AUTHENTICATE, [])
+        ):
             response.release()
             replacement = await manager.ahandle_rejection(tokens)
             _ensure_replayable(request, response.status)
             request.headers[hdrs.AUTHORIZATION] = replacement.authorization
             response = await handler(request)
-        _note_redirect(response, origin)
+        _note_redirect(request, response, origin)
         return response
 
     def __repr__(self) -> str:
@@ -102,7 +125,11 @@ def _origin(url: URL) -> Origin:
     return Origin(scheme, host.lower(), url.port or default_port(scheme))
 
 
-def _note_redirect(response: ClientResponse, origin: Origin) -> None:
+def _call_of(request: ClientRequest) -> object:
+    return getattr(request, "_timer", None)
+
+
+def _note_redirect(request: ClientRequest, response: ClientResponse, origin: Origin) -> None:
     if response.status not in _REDIRECTS:
         return
     location = response.headers.get(hdrs.LOCATION) or response.headers.get(hdrs.URI)
@@ -114,7 +141,7 @@ def _note_redirect(response: ClientResponse, origin: Origin) -> None:
         # Not an http(s) URL: aiohttp refuses to follow it, so there is nothing to guard.
         return
     if target != origin:
-        _cross_origin_redirect.set(target)
+        _cross_origin_redirect.set(_Redirect(_call_of(request)))
 
 
 def _ensure_replayable(request: ClientRequest, status: int) -> None:

@@ -48,7 +48,7 @@ class TokenAuth(httpx.Auth):
         tokens = self.manager.get_tokens()
         response = yield _authorize(request, tokens)
         if not _answers_our_token(response, tokens) or not self.manager.wants_refresh(
-            response.status_code, response.headers.get("WWW-Authenticate")
+            response.status_code, response.headers.get_list("WWW-Authenticate")
         ):
             return
         replacement = self.manager.handle_rejection(tokens)
@@ -64,7 +64,7 @@ class TokenAuth(httpx.Auth):
         tokens = await self.manager.aget_tokens()
         response = yield _authorize(request, tokens)
         if not _answers_our_token(response, tokens) or not self.manager.wants_refresh(
-            response.status_code, response.headers.get("WWW-Authenticate")
+            response.status_code, response.headers.get_list("WWW-Authenticate")
         ):
             return
         replacement = await self.manager.ahandle_rejection(tokens)

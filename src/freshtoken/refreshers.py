@@ -48,6 +48,7 @@ __all__ = [
 
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 DEFAULT_TIMEOUT = httpx.Timeout(10.0)
+_MOST_WRAPPERS = 4
 
 
 @runtime_checkable
@@ -115,7 +116,8 @@ class HTTPRefresher:
         sent_secrets: tuple[str, ...] = (),
     ) -> TokenSet:
         """Read a token endpoint's answer; ``sent_secrets`` (a password...) are cut out of
-        any error text, as are the current tokens and the client's own secret."""
+        any error text, as are the current tokens and the client's own secret. Whatever the
+        answer holds, this raises SessionExpired or RefreshFailed, nothing else."""
         retry_after = parse_retry_after(response.headers.get("Retry-After"), sent_at)
         secrets = sent_secrets + self.secrets()
         if current is not None:
@@ -131,9 +133,7 @@ class HTTPRefresher:
                 previous=current,
             )
         except TokenResponseError as error:
-            raise RefreshFailed(
-                "malformed_response", str(error), status=response.status_code
-            ) from None
+            raise RefreshFailed(error.error, str(error), status=response.status_code) from None
 
     def translate(self, document: Mapping[str, Any]) -> Mapping[str, Any]:
         """Map the endpoint's field names onto RFC 6749's; identity by default."""
@@ -212,7 +212,7 @@ class _GrantRefresher(HTTPRefresher):
         self.extra_params = dict(extra_params or {})
 
     def secrets(self) -> tuple[str, ...]:
-        return (self.client.client_secret,) if self.client.client_secret else ()
+        return self.client.secrets()
 
     def _grant(self, form: dict[str, str]) -> httpx.Request:
         if self.scope:
@@ -293,14 +293,20 @@ class JSONRefresher(HTTPRefresher):
             "POST", self.url, json=body, headers={"Accept": "application/json", **self.headers}
         )
 
+    def secrets(self) -> tuple[str, ...]:
+        # The extra fields may hold an API key; which of them are secret is unknown.
+        return tuple(value for value in self.extra_body.values() if isinstance(value, str))
+
     def translate(self, document: Mapping[str, Any]) -> Mapping[str, Any]:
-        renamed = {self.fields.get(name, name): value for name, value in document.items()}
-        # In-house APIs often nest the answer: {"data": {...}} or {"tokens": {...}}.
-        if "access_token" not in renamed:
-            for wrapper in ("data", "tokens", "token"):
-                inner = document.get(wrapper)
-                if isinstance(inner, Mapping):
-                    return self.translate(inner)
+        # In-house APIs often nest the answer: {"data": {...}} or {"tokens": {...}}, a level
+        # or two deep; a hostile answer may nest a thousand, so unwrapping is a bounded loop.
+        for _ in range(_MOST_WRAPPERS):
+            renamed = {self.fields.get(name, name): value for name, value in document.items()}
+            wrapped = (document.get(wrapper) for wrapper in ("data", "tokens", "token"))
+            inner = next((value for value in wrapped if isinstance(value, Mapping)), None)
+            if "access_token" in renamed or inner is None:
+                break
+            document = inner
         return renamed
 
 
@@ -378,16 +384,26 @@ class ClientAuth:
         form = dict(form)
         sent_headers = {"Accept": "application/json", **headers}
         if self.method == "client_secret_basic":
-            assert self.client_secret is not None
-            # RFC 6749 2.3.1: form-encode id and secret before base64.
-            pair = f"{quote(self.client_id, safe='')}:{quote(self.client_secret, safe='')}"
-            sent_headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+            sent_headers["Authorization"] = "Basic " + self._basic_credentials()
         else:
             form["client_id"] = self.client_id
             if self.method == "client_secret_post":
                 assert self.client_secret is not None
                 form["client_secret"] = self.client_secret
         return httpx.Request("POST", url, data=form, headers=sent_headers)
+
+    def secrets(self) -> tuple[str, ...]:
+        """What this authentication sends that no error text may repeat: the secret, and the
+        Basic credentials that encode it."""
+        if not self.client_secret:
+            return ()
+        return (self.client_secret, self._basic_credentials())
+
+    def _basic_credentials(self) -> str:
+        assert self.client_secret is not None
+        # RFC 6749 2.3.1: form-encode id and secret before base64.
+        pair = f"{quote(self.client_id, safe='')}:{quote(self.client_secret, safe='')}"
+        return base64.b64encode(pair.encode()).decode()
 
 
 def _transport_failure(error: httpx.TransportError) -> RefreshFailed:
@@ -414,12 +430,13 @@ def password_login(
     form = {"grant_type": "password", "username": username, "password": password}
     if scope:
         form["scope"] = scope
+    client = ClientAuth(client_id, client_secret, auth_method)
     return _login(
         token_url,
-        ClientAuth(client_id, client_secret, auth_method).request(token_url, form, {}),
+        client.request(token_url, form, {}),
         allow_insecure_http,
         clock,
-        (password, client_secret or ""),
+        (password, *client.secrets()),
     )
 
 
@@ -457,7 +474,8 @@ def json_login(
 ) -> TokenSet:
     """First tokens from an in-house JSON login endpoint (``POST url`` with ``body``)."""
     request = httpx.Request("POST", url, json=dict(body), headers={"Accept": "application/json"})
-    secrets = tuple(value for value in body.values() if isinstance(value, str) and len(value) > 3)
+    # Which fields are secret is unknown: none of the body's strings may come back in an error.
+    secrets = tuple(value for value in body.values() if isinstance(value, str))
     return _login(url, request, allow_insecure_http, clock, secrets)
 
 

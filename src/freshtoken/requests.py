@@ -93,7 +93,7 @@ class _RejectionHook:
     def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         manager = self._auth.manager
         if self._retried or not manager.wants_refresh(
-            response.status_code, response.headers.get("WWW-Authenticate")
+            response.status_code, _challenge_lines(response)
         ):
             return response
         request = response.request
@@ -121,6 +121,17 @@ class _RejectionHook:
 
     def __repr__(self) -> str:
         return f"_RejectionHook(retried={self._retried})"
+
+
+def _challenge_lines(response: requests.Response) -> list[str] | str | None:
+    """Every WWW-Authenticate line. ``response.headers`` joins repeated lines with ", ", so a
+    broken line would swallow the next; urllib3's own headers keep them apart."""
+    getlist = getattr(getattr(response.raw, "headers", None), "getlist", None)
+    if callable(getlist):
+        lines = getlist("WWW-Authenticate")
+        if isinstance(lines, list):
+            return lines
+    return response.headers.get("WWW-Authenticate")  # another adapter's raw response
 
 
 def _position(body: object) -> int | None:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -91,3 +92,21 @@ def test_requests_insecure_allowed_explicitly(env: Env) -> None:
         requests.Request(
             "GET", "http://api.example.invalid/me", auth=TokenAuth(env.manager)
         ).prepare()
+
+
+def test_aiohttp_unfollowed_redirect_leaves_the_next_request_alone(
+    env: Env, other_origin: str
+) -> None:
+    """A cross-origin redirect fetched with allow_redirects=False does not strip the token
+    from the task's next request to that (allowed) origin."""
+
+    async def main() -> tuple[int, bool]:
+        middleware = TokenMiddleware(env.manager, origins=[env.server.url, other_origin])
+        redirect = env.url("/api/redirect?to=" + quote(f"{other_origin}/echo", safe=""))
+        async with aiohttp.ClientSession(middlewares=(middleware,)) as client:
+            async with client.get(redirect, allow_redirects=False) as response:
+                status = response.status
+            async with client.get(f"{other_origin}/echo") as response:
+                return status, json.loads(await response.read())["has_authorization"]
+
+    assert asyncio.run(main()) == (302, True)
