@@ -1,16 +1,22 @@
-"""Clocks: a wall clock in epoch seconds, and a manual one for tests.
+"""Clocks: the wall clock for expiry, a monotonic one for waiting, and a manual pair for tests.
 
-Everything that reasons about expiry (the manager, the policy, the reference server) takes a
-``Clock`` so that tests can move time forward instead of sleeping.
+Token expiry is a wall-clock matter (the server's ``expires_in`` is counted from when the
+request was sent, in epoch seconds). Everything that waits (backoff, throttles, deadlines,
+the refresh floor) runs on a monotonic clock, so that a wall clock stepped back an hour does
+not keep a failure throttled for an hour. A ``Clock`` is called for the wall time; when it
+also has a ``monotonic()`` method that one is used for waiting, else ``time.monotonic``.
+Tests share a :class:`ManualClock` with the reference server and move both faces at once
+(``advance``), or step the wall face alone (``jump``) as an NTP correction would.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "system_clock"]
+__all__ = ["Clock", "ManualClock", "monotonic_of", "system_clock"]
 
 
 class Clock(Protocol):
@@ -19,26 +25,48 @@ class Clock(Protocol):
         ...
 
 
-def system_clock() -> float:
-    return time.time()
+system_clock: Clock = time.time
+"""The system's wall clock (``time.time``); waiting uses ``time.monotonic`` beside it."""
+
+
+def monotonic_of(clock: Clock) -> Callable[[], float]:
+    """The monotonic face of ``clock``: its ``monotonic`` method, else ``time.monotonic``."""
+    face = getattr(clock, "monotonic", None)
+    return face if callable(face) else time.monotonic
 
 
 class ManualClock:
-    """A clock that moves only when told to; safe to share between threads and servers."""
+    """A clock that moves only when told to; safe to share between threads and servers.
 
-    __slots__ = ("_lock", "_now")
+    ``advance`` moves wall and monotonic time together; ``jump`` steps the wall clock alone,
+    either way, as when the system clock is corrected.
+    """
+
+    __slots__ = ("_lock", "_monotonic", "_now")
 
     def __init__(self, start: float | None = None) -> None:
         self._lock = threading.Lock()
         self._now = time.time() if start is None else start
+        self._monotonic = 0.0
 
     def __call__(self) -> float:
         with self._lock:
             return self._now
 
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._monotonic
+
     def advance(self, seconds: float) -> float:
         if seconds < 0:
-            raise ValueError("a clock only moves forward")
+            raise ValueError("time only moves forward: use jump() to step the wall clock back")
+        with self._lock:
+            self._now += seconds
+            self._monotonic += seconds
+            return self._now
+
+    def jump(self, seconds: float) -> float:
+        """Step the wall clock by ``seconds`` (negative: back); monotonic time stays."""
         with self._lock:
             self._now += seconds
             return self._now

@@ -1,49 +1,67 @@
-"""TokenManager: hands out fresh tokens and runs each refresh once, whoever asks.
+"""TokenManager: hands out fresh tokens; each refresh runs once, on its own, whoever asks.
 
-How a refresh is single-flighted:
+How the pieces fit:
 
-1. Every manager whose store has the same ``key`` shares one ``_Credential``: the cached
-   tokens, the refresh in flight, the failure throttle. Two managers, or a new client per
-   request, on one store therefore refresh once.
-2. Deciding what to do (use the cached token, wait for the flight, lead a new one, give up) is
-   ``_plan``, done under a short thread lock that is never held across I/O.
-3. The leader takes the store's cross-process lock, re-reads the store and refreshes only if
-   nobody else did meanwhile (``_refresh_steps``). Those steps are a generator of effects that
-   ``_run_steps`` performs with blocking calls and ``_arun_steps`` with awaits, so the sync and
-   async paths cannot drift apart.
-4. The leader lands the outcome and wakes every waiter: threads through a ``threading.Event``,
-   asyncio and trio tasks through their own loop's thread-safe callback, so waiting never
-   blocks an event loop and works across several loops at once.
-
-While a token is STALE (refresh due, still valid) one caller refreshes and the others carry on
-with the old token; a STALE refresh makes one attempt, and on a transient failure everyone
-keeps the old token until the throttle lets the next attempt through. Once the token has
-EXPIRED everyone waits, and the leader retries with backoff before giving up.
+* ``_credential`` decides. Every manager whose store has the same ``key`` shares one
+  credential state; asking it is a short critical section that never spans I/O.
+* A refresh (or a re-read of the store) is a *flight* that runs in a thread of its own
+  (``_steps`` says what it does). No caller's cancellation reaches it: not asyncio's
+  (``wait_for``, ``task.cancel()``, a closing loop), not trio's or anyio's cancel scopes, not
+  a thread that stops waiting. So a request that went out is always read to the end and its
+  answer saved, and a rotated refresh token is never lost. The thread is not a daemon: an
+  interpreter that exits waits for a refresh in flight (each attempt has a deadline).
+  Callers only wait, each for as long as it likes: threads with ``timeout=``, tasks with
+  their own cancel scope or ``asyncio.timeout``.
+* A thread rather than a task because it is the one thing every caller can wait on (threads,
+  asyncio and trio tasks on any number of loops) and that no event loop's shutdown cancels;
+  refreshes are rare, so its cost is paid rarely. Async refresh functions and async hooks run
+  on a private event loop in that thread.
+* Hooks run in the flight's thread once its outcome is recorded and before its waiters wake:
+  ``on_refresh`` of the manager whose caller started the flight, ``on_session_expired`` of
+  every manager of the credential, once per expiry.
+* While a token is FRESH, asking costs one attribute read and one clock call (no lock).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import inspect
 import logging
+import os
 import threading
-import time
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeAlias
 
-import anyio
-import sniffio
-
 from ._challenges import HeaderValues
-from ._clock import Clock, system_clock
-from ._policy import Freshness, RefreshPolicy, RetryPolicy, wants_refresh
+from ._clock import Clock, monotonic_of, system_clock
+from ._credential import (
+    FRESH,
+    Adopted,
+    CredentialState,
+    Demand,
+    Expired,
+    Fail,
+    Failed,
+    Force,
+    Job,
+    Outcome,
+    Pass,
+    Refreshed,
+    Replace,
+    Rules,
+    Use,
+    Wait,
+    satisfied_by,
+)
+from ._flight import Flight
+from ._policy import RefreshPolicy, RetryPolicy, wants_refresh
+from ._steps import flight_steps, run_steps
 from ._tokens import TokenSet
-from .errors import AuthError, LockTimeout, RefreshFailed, SessionExpired, StoreError
+from .errors import RefreshFailed
 from .refreshers import Refresher
-from .stores._base import GenerationConflict, MemoryStore, StoredTokens, TokenStore
+from .stores._base import MemoryStore, TokenStore
 
 __all__ = ["ManagerStats", "TokenManager"]
 
@@ -60,6 +78,7 @@ class ManagerStats:
     refresh_attempts: int = 0
     refresh_failures: int = 0
     retries: int = 0
+    passed_rejections: int = 0
     adopted: int = 0
     session_expirations: int = 0
     _lock: threading.Lock = dataclasses.field(
@@ -79,58 +98,19 @@ class ManagerStats:
             }
 
 
-class _Flight:
-    """One refresh in progress and the callers waiting for it."""
-
-    __slots__ = ("_wakers", "done", "error", "result")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.result: TokenSet | None = None
-        self.error: BaseException | None = None
-        self._wakers: list[Callable[[], None]] = []
-
-    def add_waker(self, wake: Callable[[], None]) -> bool:
-        """Register ``wake``; False if the flight already landed. Call under the mutex."""
-        if self.done.is_set():
-            return False
-        self._wakers.append(wake)
-        return True
-
-    def land(self, result: TokenSet | None, error: BaseException | None) -> None:
-        """Record the outcome and wake everyone. Call under the mutex."""
-        self.result, self.error = result, error
-        self.done.set()
-        for wake in self._wakers:
-            # RuntimeError: that waiter's event loop has closed, nobody is left to wake there.
-            with contextlib.suppress(RuntimeError):
-                wake()
-        self._wakers.clear()
-
-    def outcome(self) -> TokenSet:
-        if self.error is not None:
-            raise _copy_error(self.error)
-        assert self.result is not None
-        return self.result
-
-
 class _Credential:
-    """Process-wide state of one credential, shared by every manager on the same store key."""
+    """A credential's state with the mutex that guards it and the managers that share it."""
+
+    __slots__ = ("__weakref__", "managers", "mutex", "state")
 
     def __init__(self) -> None:
         self.mutex = threading.Lock()
-        self.tokens: TokenSet | None = None
-        self.version = 0  # bumped on every change, so a slow reload cannot undo a newer landing
-        self.needs_load = True
-        self.flight: _Flight | None = None
-        self.failures = 0
-        self.retry_not_before = 0.0
-        self.last_failure: AuthError | None = None
-        self.gave_up = False  # the last failure ended a flight that used all its attempts
-        self.expirations = 0
+        self.state = CredentialState()
+        self.managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
 
     def invalidate(self) -> None:
-        self.needs_load = True
+        with self.mutex:
+            self.state.invalidate()
 
 
 _credentials: weakref.WeakValueDictionary[Hashable, _Credential] = weakref.WeakValueDictionary()
@@ -146,56 +126,18 @@ def _credential_for(store: TokenStore) -> _Credential:
         return credential
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Use:
-    tokens: TokenSet
+def _after_fork_in_child() -> None:
+    # Locks held by other threads at fork time stay held forever in the child, and flights'
+    # threads did not come along: start every credential afresh (the view stays as fallback).
+    global _credentials_mutex
+    _credentials_mutex = threading.Lock()
+    for credential in list(_credentials.values()):
+        credential.mutex = threading.Lock()
+        credential.state.after_fork()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Wait:
-    flight: _Flight
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Lead:
-    flight: _Flight
-    needs_refresh: Callable[[TokenSet], bool]
-    fallback: TokenSet | None  # still-valid tokens to hand out if this refresh fails transiently
-    delay: float = 0.0  # the backoff left from an earlier failure, waited before the first try
-
-
-_Plan: TypeAlias = _Use | _Wait | _Lead
-
-
-# The effects a refresh is made of; _run_steps and _arun_steps perform them.
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Load:
-    pass
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Save:
-    tokens: TokenSet
-    expected_generation: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Clear:
-    pass
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Refresh:
-    current: TokenSet | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Sleep:
-    seconds: float
-
-
-_Effect: TypeAlias = _Load | _Save | _Clear | _Refresh | _Sleep
-_Steps: TypeAlias = Generator[_Effect, Any, "tuple[StoredTokens, bool]"]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class TokenManager:
@@ -203,11 +145,13 @@ class TokenManager:
 
     ``refresher`` turns the current tokens into new ones (see :mod:`freshtoken.refreshers`);
     ``store`` keeps them (default: a new :class:`MemoryStore`). A refresh is due ``leeway``
-    seconds before expiry at most and ``window_fraction`` of the token's lifetime at most.
-    ``retry`` bounds the attempts while callers wait on an expired token. ``lock_timeout``
-    bounds the wait for another process's refresh. ``refresh_statuses`` are the API statuses
-    that mean "token rejected". Hooks may be plain or async functions: ``on_refresh(tokens)``
-    after each refresh this manager ran, ``on_session_expired(error)`` once per expiry.
+    seconds before expiry at most and ``window_fraction`` of the token's lifetime at most, and
+    one credential refreshes at most once per ``min_interval`` seconds. ``retry`` bounds the
+    attempts while callers wait on an expired token and each attempt's duration.
+    ``lock_timeout`` bounds the wait for another process's refresh. ``refresh_statuses`` are
+    the API statuses that mean "token rejected". Hooks may be plain or async functions:
+    ``on_refresh(tokens)`` after each refresh this manager started, ``on_session_expired(error)``
+    once per expiry; both run in freshtoken's refresh thread, so keep them short.
     """
 
     def __init__(
@@ -217,6 +161,7 @@ class TokenManager:
         *,
         leeway: float = 30.0,
         window_fraction: float = 0.25,
+        min_interval: float = 1.0,
         retry: RetryPolicy | None = None,
         lock_timeout: float = 30.0,
         refresh_statuses: frozenset[int] = frozenset({401}),
@@ -224,24 +169,31 @@ class TokenManager:
         on_session_expired: Hook | None = None,
         clock: Clock = system_clock,
     ) -> None:
+        if not lock_timeout > 0:
+            raise ValueError("lock_timeout must be positive")
         self.refresher = refresher
         self.store: TokenStore = MemoryStore() if store is None else store
-        self.policy = RefreshPolicy(leeway=leeway, window_fraction=window_fraction)
+        self.policy = RefreshPolicy(
+            leeway=leeway, window_fraction=window_fraction, min_interval=min_interval
+        )
         self.retry = RetryPolicy() if retry is None else retry
-        if lock_timeout <= 0:
-            raise ValueError("lock_timeout must be positive")
         self.lock_timeout = lock_timeout
         self.refresh_statuses = frozenset(refresh_statuses)
         self.on_refresh = on_refresh
         self.on_session_expired = on_session_expired
         self.clock = clock
+        self._monotonic = monotonic_of(clock)
         self.stats = ManagerStats()
         self._credential = _credential_for(self.store)
-        self._notified_expirations = 0
-        self._notify_mutex = threading.Lock()
+        self._credential.managers.add(self)
+        self._state = self._credential.state
 
     def __repr__(self) -> str:
         return f"TokenManager(refresher={self.refresher!r}, store={self.store!r})"
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(self.policy, self.retry, self.refresher.can_acquire, self.lock_timeout)
 
     # -- the questions integrations ask -------------------------------------------------------
 
@@ -250,523 +202,213 @@ class TokenManager:
         mean the token was rejected?"""
         return wants_refresh(status, www_authenticate, self.refresh_statuses)
 
-    def get_tokens(self) -> TokenSet:
-        """Tokens to send now, refreshing first if a refresh is due (blocking)."""
-        tokens = self._fresh_cached()
-        if tokens is not None:
-            return tokens
-        credential = self._credential
-        if credential.needs_load or credential.tokens is None:
-            version = credential.version
-            try:
-                stored = self.store.load()
-            except StoreError as error:
-                return self._cached_despite_store(error)
-            self._adopt_loaded(version, stored)
-        return self._obtain(None)
+    def cached_tokens(self) -> TokenSet | None:
+        """The tokens, if they are known and fresh: no lock, no I/O, no waiting."""
+        fast = self._state.fast
+        if fast is not None and self.clock() < fast.due_at:
+            return fast.tokens
+        return None
+
+    def get_tokens(self, *, timeout: float | None = None) -> TokenSet:
+        """Tokens to send now. Blocks only when they have expired (or are not known yet), for
+        at most ``timeout`` seconds (then :class:`RefreshFailed`; the refresh goes on)."""
+        fast = self._state.fast
+        if fast is not None and self.clock() < fast.due_at:
+            return fast.tokens
+        tokens = self._obtain(FRESH, timeout)
+        assert tokens is not None
+        return tokens
 
     async def aget_tokens(self) -> TokenSet:
-        """Tokens to send now, refreshing first if a refresh is due (never blocks the loop)."""
-        tokens = self._fresh_cached()
-        if tokens is not None:
-            return tokens
-        credential = self._credential
-        if credential.needs_load or credential.tokens is None:
-            version = credential.version
-            try:
-                stored = await self.store.aload()
-            except StoreError as error:
-                return self._cached_despite_store(error)
-            self._adopt_loaded(version, stored)
-        return await self._aobtain(None)
+        """Tokens to send now, never blocking the event loop; cancel it whenever you like."""
+        fast = self._state.fast
+        if fast is not None and self.clock() < fast.due_at:
+            return fast.tokens
+        tokens = await self._aobtain(FRESH)
+        assert tokens is not None
+        return tokens
 
-    def handle_rejection(self, rejected: TokenSet) -> TokenSet:
-        """The API rejected ``rejected``: tokens to retry with (refreshed once if needed).
+    def handle_rejection(
+        self, rejected: TokenSet, *, timeout: float | None = None
+    ) -> TokenSet | None:
+        """The API rejected ``rejected``: tokens to retry with, or None to give the rejection
+        to the caller (fresh tokens are being rejected too: see the rejection backoff).
 
         If another caller already replaced ``rejected``, its successor comes back at once.
         """
         self.stats.add("retries")
-        return self._obtain(rejected)
+        return self._counted(self._obtain(Replace(rejected), timeout))
 
-    async def ahandle_rejection(self, rejected: TokenSet) -> TokenSet:
+    async def ahandle_rejection(self, rejected: TokenSet) -> TokenSet | None:
         self.stats.add("retries")
-        return await self._aobtain(rejected)
+        return self._counted(await self._aobtain(Replace(rejected)))
 
     # -- explicit control ---------------------------------------------------------------------
 
     def set_tokens(self, tokens: TokenSet) -> None:
         """Store tokens obtained elsewhere (a login), replacing whatever was stored."""
-        self._adopt_saved(self.store.save(tokens, expected_generation=None))
+        self.store.save(tokens, expected_generation=None)
+        self._adopt(tokens)
 
     async def aset_tokens(self, tokens: TokenSet) -> None:
-        self._adopt_saved(await self.store.asave(tokens, expected_generation=None))
+        await self.store.asave(tokens, expected_generation=None)
+        self._adopt(tokens)
 
     def clear(self) -> None:
         """Forget the tokens here and in the store (a logout)."""
         self.store.clear()
-        self._forget()
+        self._adopt(None)
 
     async def aclear(self) -> None:
         await self.store.aclear()
-        self._forget()
+        self._adopt(None)
 
-    def refresh(self) -> TokenSet:
+    def refresh(self, *, timeout: float | None = None) -> TokenSet:
         """Refresh now, whatever the expiry says (single-flighted like any other refresh)."""
-        return self._obtain(self._current_or_load())
+        tokens = self._obtain(self._forced(), timeout)
+        assert tokens is not None
+        return tokens
 
     async def arefresh(self) -> TokenSet:
-        current = self._credential.tokens
-        if current is None:
-            self._adopt_loaded(self._credential.version, await self.store.aload())
-            current = self._credential.tokens
-        return await self._aobtain(current or _NO_TOKENS)
+        tokens = await self._aobtain(self._forced())
+        assert tokens is not None
+        return tokens
 
-    # -- sync shell ---------------------------------------------------------------------------
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no refresh of this credential is in flight (a background refresh of a
+        STALE token, say); False if one still is after ``timeout`` seconds."""
+        with self._credential.mutex:
+            flight = self._state.flight
+        return flight is None or flight.wait(timeout)
 
-    def _obtain(self, rejected: TokenSet | None) -> TokenSet:
+    # -- the two shells: decide, start, wait --------------------------------------------------
+
+    def _obtain(self, demand: Demand, timeout: float | None) -> TokenSet | None:
         while True:
-            plan = self._plan(rejected)
-            if isinstance(plan, _Use):
-                return plan.tokens
-            if isinstance(plan, _Lead):
-                led = self._lead(plan)
-                if led is not None:
-                    return led
-                continue
-            plan.flight.done.wait()
-            try:
-                tokens = self._observe(plan.flight.outcome)
-            except _DecideAgain:
-                continue
-            if not _still_rejected(tokens, rejected):
-                return tokens
-            # That flight had another purpose and kept the rejected token: decide again.
-
-    def _lead(self, plan: _Lead) -> TokenSet | None:
-        """Refresh under the store's lock; None means another process holds it: decide again."""
-        try:
-            with self.store.lock(self._lock_wait(plan)):
-                stored, refreshed = _run_steps(self, self._refresh_steps(plan))
-        except BaseException as error:
-            if _lock_busy(plan, error):
-                return self._land_busy(plan)
-            fallback = self._land(plan, None, error)
-            self._after_failure_sync(error)
-            if fallback is not None:
-                return fallback
-            raise
-        self._land(plan, stored, None)
-        if refreshed:
-            _call_hook_sync(self.on_refresh, stored.tokens)
-        return stored.tokens
-
-    def _after_failure_sync(self, error: BaseException) -> None:
-        if isinstance(error, SessionExpired) and self._claim_expiry_notice():
-            _call_hook_sync(self.on_session_expired, error)
-
-    def _observe(self, outcome: Callable[[], TokenSet]) -> TokenSet:
-        try:
-            return outcome()
-        except SessionExpired as error:
-            self._after_failure_sync(error)
-            raise
-
-    # -- async shell --------------------------------------------------------------------------
-
-    async def _aobtain(self, rejected: TokenSet | None) -> TokenSet:
-        while True:
-            plan = self._plan(rejected)
-            if isinstance(plan, _Use):
-                return plan.tokens
-            if isinstance(plan, _Lead):
-                led = await self._alead(plan)
-                if led is not None:
-                    return led
-                continue
-            await _wait_async(plan.flight, self._credential.mutex)
-            try:
-                tokens = plan.flight.outcome()
-            except _DecideAgain:
-                continue
-            except SessionExpired as error:
-                await self._aafter_failure(error)
-                raise
-            if not _still_rejected(tokens, rejected):
+            decision = self._decide(demand)
+            if isinstance(decision, Use):
+                return decision.tokens
+            if isinstance(decision, Fail):
+                raise decision.error
+            if isinstance(decision, Pass):
+                return None
+            if not decision.flight.wait(timeout):
+                raise _gave_up_waiting(decision.flight, timeout)
+            tokens = decision.flight.outcome()
+            if tokens is not None and satisfied_by(demand, tokens):
                 return tokens
 
-    async def _alead(self, plan: _Lead) -> TokenSet | None:
-        try:
-            # Shielded: once a refresh request may have gone out, its answer must be saved even
-            # if the caller is cancelled, or a rotated refresh token would be lost.
-            with anyio.CancelScope(shield=True):
-                async with self.store.alock(self._lock_wait(plan)):
-                    stored, refreshed = await _arun_steps(self, self._refresh_steps(plan))
-        except BaseException as error:
-            if _lock_busy(plan, error):
-                return self._land_busy(plan)
-            fallback = self._land(plan, None, error)
-            await self._aafter_failure(error)
-            if fallback is not None:
-                return fallback
-            raise
-        self._land(plan, stored, None)
-        if refreshed:
-            await _call_hook_async(self.on_refresh, stored.tokens)
-        return stored.tokens
+    async def _aobtain(self, demand: Demand) -> TokenSet | None:
+        while True:
+            decision = self._decide(demand)
+            if isinstance(decision, Use):
+                return decision.tokens
+            if isinstance(decision, Fail):
+                raise decision.error
+            if isinstance(decision, Pass):
+                return None
+            if not await decision.flight.wait_async():
+                raise _gave_up_waiting(decision.flight, None)
+            tokens = decision.flight.outcome()
+            if tokens is not None and satisfied_by(demand, tokens):
+                return tokens
 
-    async def _aafter_failure(self, error: BaseException) -> None:
-        if isinstance(error, SessionExpired) and self._claim_expiry_notice():
-            await _call_hook_async(self.on_session_expired, error)
-
-    # -- the decisions (no I/O) ---------------------------------------------------------------
-
-    def _fresh_cached(self) -> TokenSet | None:
-        credential = self._credential
-        tokens = credential.tokens
-        if tokens is None or credential.needs_load:
-            return None
-        if self.policy.freshness(tokens, self.clock()) is Freshness.FRESH:
-            return tokens
-        return None
-
-    def _plan(self, rejected: TokenSet | None) -> _Plan:
+    def _decide(self, demand: Demand) -> Use | Wait | Fail | Pass:
         credential = self._credential
         with credential.mutex:
-            now = self.clock()
-            tokens = credential.tokens
-            fallback: TokenSet | None = None
-            if tokens is None and not self.refresher.can_acquire:
-                raise SessionExpired("no_tokens", "no tokens are stored: log in first")
-            if rejected is not None:
-                if tokens is not None and tokens.access_token != rejected.access_token:
-                    return _Use(tokens)  # a 401 for an older token: retry with the current one
-                rejected_access = rejected.access_token
+            decision = credential.state.decide(demand, self.rules, self.clock(), self._monotonic())
+        if isinstance(decision, (Use, Wait)) and decision.start is not None:
+            self._launch(decision.start)
+        return decision
 
-                def needs_refresh(stored: TokenSet) -> bool:
-                    return stored.access_token == rejected_access
+    def _forced(self) -> Force:
+        view = self._state.view
+        return Force(None if view is None else view.tokens)
 
-            else:
-                state = None if tokens is None else self.policy.freshness(tokens, now)
-                if tokens is not None and state is Freshness.FRESH:
-                    return _Use(tokens)
-                if tokens is not None and state is Freshness.STALE:
-                    if credential.flight is not None or now < credential.retry_not_before:
-                        return _Use(tokens)
-                    fallback = tokens
+    def _counted(self, tokens: TokenSet | None) -> TokenSet | None:
+        if tokens is None:
+            self.stats.add("passed_rejections")
+        return tokens
 
-                def needs_refresh(stored: TokenSet) -> bool:
-                    return self.policy.freshness(stored, self.clock()) is not Freshness.FRESH
+    def _adopt(self, tokens: TokenSet | None) -> None:
+        credential = self._credential
+        with credential.mutex:
+            credential.state.set_tokens(tokens, self.rules)
 
-            if credential.flight is not None:
-                return _Wait(credential.flight)
-            delay = 0.0
-            if now < credential.retry_not_before and credential.last_failure is not None:
-                delay = credential.retry_not_before - now
-                if credential.gave_up or delay > self.retry.maximum:
-                    # The last flight used up its attempts: fail fast until the backoff ends,
-                    # rather than send every request's refresh to a failing server.
-                    raise _copy_error(credential.last_failure)
-            flight = credential.flight = _Flight()
-            return _Lead(flight, needs_refresh, fallback, delay)
+    # -- the flight ---------------------------------------------------------------------------
 
-    def _refresh_steps(self, plan: _Lead) -> _Steps:
-        """Under the store lock: re-read, adopt another process's refresh, or refresh and save.
+    def _launch(self, job: Job) -> None:
+        thread = threading.Thread(target=self._fly, args=(job,), name="freshtoken-refresh")
+        try:
+            thread.start()
+        except RuntimeError as error:  # "can't start new thread": the interpreter is exiting
+            self._finish(job, Failed(RefreshFailed("no_thread", str(error)), gave_up=False))
 
-        Returns the stored tokens and whether this call refreshed them.
-        """
-        if plan.delay > 0:
-            yield _Sleep(plan.delay)
-        stored: StoredTokens | None = yield _Load()
-        if stored is not None and not plan.needs_refresh(stored.tokens):
+    def _fly(self, job: Job) -> None:
+        try:
+            outcome = run_steps(
+                flight_steps(job, self.rules, self.clock),
+                self.store,
+                self.refresher,
+                self.clock,
+                on_attempt=lambda: self.stats.add("refresh_attempts"),
+            )
+        except Exception as error:
+            logger.exception("freshtoken: a refresh flight failed unexpectedly")
+            outcome = Failed(RefreshFailed("internal_error", type(error).__name__), gave_up=False)
+        self._finish(job, outcome)
+
+    def _finish(self, job: Job, outcome: Outcome) -> None:
+        """Record the outcome, run the hooks, then wake the waiters (whatever fails)."""
+        credential = self._credential
+        result: TokenSet | None = None
+        error: BaseException | None = RefreshFailed("internal_error", "the refresh did not land")
+        try:
+            with credential.mutex:
+                result, error = credential.state.land(job, outcome, self.rules, self._monotonic())
+                managers = list(credential.managers)
+            self._report(outcome)
+            if isinstance(outcome, Refreshed):
+                _run_hook(self.on_refresh, outcome.stored.tokens)
+            elif isinstance(outcome, Expired):
+                for manager in managers:
+                    manager.stats.add("session_expirations")
+                    _run_hook(manager.on_session_expired, outcome.error)
+        finally:
+            job.flight.land(result, error)
+
+    def _report(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Refreshed):
+            self.stats.add("refreshes")
+            lifetime = outcome.stored.tokens.lifetime
+            logger.info(
+                "tokens refreshed; new access token expires in %s s",
+                "unknown" if lifetime is None else f"{lifetime:.0f}",
+            )
+        elif isinstance(outcome, Adopted):
             self.stats.add("adopted")
-            return stored, False
-        current = None if stored is None else stored.tokens
-        if not self.refresher.can_acquire and (current is None or current.refresh_token is None):
-            yield _Clear()
-            code = "no_tokens" if current is None else "no_refresh_token"
-            raise SessionExpired(code, "no refresh token is stored: log in again")
-        generation = 0 if stored is None else stored.generation
-        failures = 0
-        while True:
-            self.stats.add("refresh_attempts")
-            try:
-                tokens: TokenSet = yield _Refresh(current)
-            except SessionExpired as error:
-                logger.warning("session expired: %s", error)
-                yield _Clear()
-                raise
-            except RefreshFailed as error:
-                failures += 1
-                logger.warning("refresh attempt %d failed: %s", failures, error)
-                if failures >= self.retry.attempts or plan.fallback is not None:
-                    raise
-                yield _Sleep(self.retry.delay(failures, error))
-                continue
-            except AuthError:
-                raise
-            except Exception as error:
-                # A refresher bug or an unexpected library error: keep the tokens, say what broke.
-                raise RefreshFailed(
-                    "refresher_error", f"{type(error).__name__} raised by the refresher"
-                ) from error
-            break
-        try:
-            saved: StoredTokens = yield _Save(tokens, generation)
-        except GenerationConflict:
-            # Our lock lapsed and someone saved newer tokens: theirs win, ours are dropped.
-            newer: StoredTokens | None = yield _Load()
-            if newer is None:
-                raise
-            return newer, False
-        self.stats.add("refreshes")
-        logger.info("tokens refreshed; new access token expires in %s s", _expires_in(tokens))
-        return saved, True
-
-    def _cached_despite_store(self, error: StoreError) -> TokenSet:
-        """The store failed on a re-read: go on with the cached token while it still works."""
-        cached = self._credential.tokens
-        if cached is None or cached.is_expired(self.clock()):
-            raise error
-        logger.warning("token store unreachable; using the cached access token meanwhile")
-        return cached
-
-    # -- landing outcomes (short critical sections) -------------------------------------------
-
-    def _land(
-        self, plan: _Lead, stored: StoredTokens | None, error: BaseException | None
-    ) -> TokenSet | None:
-        """Record a flight's outcome; on a transient failure return the fallback, if any."""
-        credential = self._credential
-        fallback = None
-        with credential.mutex:
-            now = self.clock()
-            if stored is not None:
-                credential.tokens = stored.tokens
-                credential.failures = 0
-                credential.retry_not_before = 0.0
-                credential.last_failure = None
-            elif isinstance(error, SessionExpired):
-                credential.tokens = None
-                credential.expirations += 1
-                self.stats.add("session_expirations")
-            elif isinstance(error, (RefreshFailed, StoreError)):
-                # A store that cannot be reached (Redis down) is as passing as a token endpoint
-                # that cannot: keep the tokens, back off, use the old token while it works.
-                credential.failures += 1
-                credential.last_failure = error
-                credential.gave_up = plan.fallback is None
-                if isinstance(error, RefreshFailed):
-                    delay = self.retry.delay(credential.failures, error)
-                else:
-                    # Backing off from a store protects nobody, and it would keep failing
-                    # callers for seconds after Redis came back: retry it soon.
-                    delay = min(self.retry.delay(credential.failures), _STORE_RETRY_CAP)
-                credential.retry_not_before = now + delay
-                self.stats.add("refresh_failures")
-                if plan.fallback is not None and not plan.fallback.is_expired(now):
-                    fallback = plan.fallback
-            credential.version += 1
-            credential.needs_load = False if stored is not None else credential.needs_load
-            credential.flight = None
-            plan.flight.land(None if stored is None else stored.tokens, error)
-        return fallback
-
-    def _lock_wait(self, plan: _Lead) -> float:
-        # While the old token still works, another process's refresh is no reason to wait:
-        # try the lock once, and if it is taken carry on (as threads do with a flight).
-        return 0.0 if plan.fallback is not None else self.lock_timeout
-
-    def _land_busy(self, plan: _Lead) -> TokenSet | None:
-        """Another process is refreshing: keep the old token if it still works, look again
-        shortly (its save usually reaches us first, through the store's watch)."""
-        credential = self._credential
-        with credential.mutex:
-            now = self.clock()
-            credential.retry_not_before = max(credential.retry_not_before, now + _BUSY_RECHECK)
-            credential.flight = None
-            usable = plan.fallback if plan.fallback and not plan.fallback.is_expired(now) else None
-            plan.flight.land(usable, None if usable is not None else _DecideAgain())
-        return usable
-
-    def _adopt_loaded(self, version: int, stored: StoredTokens | None) -> None:
-        credential = self._credential
-        with credential.mutex:
-            if credential.version != version:
-                return  # something newer landed while we were reading
-            credential.tokens = None if stored is None else stored.tokens
-            credential.version += 1
-            credential.needs_load = False
-
-    def _adopt_saved(self, stored: StoredTokens) -> None:
-        credential = self._credential
-        with credential.mutex:
-            credential.tokens = stored.tokens
-            credential.failures = 0
-            credential.retry_not_before = 0.0
-            credential.last_failure = None
-            credential.version += 1
-            credential.needs_load = False
-
-    def _forget(self) -> None:
-        credential = self._credential
-        with credential.mutex:
-            credential.tokens = None
-            credential.version += 1
-            credential.needs_load = False
-
-    def _current_or_load(self) -> TokenSet:
-        if self._credential.tokens is None:
-            self._adopt_loaded(self._credential.version, self.store.load())
-        return self._credential.tokens or _NO_TOKENS
-
-    def _claim_expiry_notice(self) -> bool:
-        """True once per session expiry per manager: the caller then runs the hook."""
-        with self._notify_mutex:
-            expirations = self._credential.expirations
-            if expirations <= self._notified_expirations:
-                return False
-            self._notified_expirations = expirations
-            return True
+        elif isinstance(outcome, Failed):
+            self.stats.add("refresh_failures")
+            logger.warning("refresh failed: %s", outcome.error)
+        elif isinstance(outcome, Expired):
+            logger.warning("session expired: %s", outcome.error)
 
 
-_STORE_RETRY_CAP = 1.0  # seconds
-_BUSY_RECHECK = 0.1  # seconds before trying another process's busy refresh lock again
+def _gave_up_waiting(flight: Flight, timeout: float | None) -> RefreshFailed:
+    if timeout is not None and flight.remaining() > 0:
+        what = f"gave up waiting for the refresh after {timeout:g} s"
+    else:
+        what = f"the refresh did not finish within {flight.bound:g} s"
+    return RefreshFailed("refresh_timeout", f"{what}; it goes on in the background")
 
 
-class _DecideAgain(Exception):
-    """The flight ended without an outcome for its waiters: they plan again."""
-
-
-def _lock_busy(plan: _Lead, error: BaseException) -> bool:
-    return plan.fallback is not None and isinstance(error, LockTimeout)
-
-
-# Stands for "no tokens" where an explicit refresh needs a rejected token to compare with.
-_NO_TOKENS = TokenSet(access_token="-")
-
-
-def _run_steps(manager: TokenManager, steps: _Steps) -> tuple[StoredTokens, bool]:
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = steps.throw(error) if error is not None else steps.send(value)
-        except StopIteration as stop:
-            result: tuple[StoredTokens, bool] = stop.value
-            return result
-        value, error = None, None
-        try:
-            if isinstance(effect, _Load):
-                value = manager.store.load()
-            elif isinstance(effect, _Save):
-                value = manager.store.save(
-                    effect.tokens, expected_generation=effect.expected_generation
-                )
-            elif isinstance(effect, _Clear):
-                manager.store.clear()
-            elif isinstance(effect, _Refresh):
-                value = manager.refresher.refresh(effect.current, manager.clock)
-            else:
-                time.sleep(effect.seconds)
-        except Exception as raised:  # noqa: BLE001 - handed to the steps, which decide
-            error = raised
-
-
-async def _arun_steps(manager: TokenManager, steps: _Steps) -> tuple[StoredTokens, bool]:
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = steps.throw(error) if error is not None else steps.send(value)
-        except StopIteration as stop:
-            result: tuple[StoredTokens, bool] = stop.value
-            return result
-        value, error = None, None
-        try:
-            if isinstance(effect, _Load):
-                value = await manager.store.aload()
-            elif isinstance(effect, _Save):
-                value = await manager.store.asave(
-                    effect.tokens, expected_generation=effect.expected_generation
-                )
-            elif isinstance(effect, _Clear):
-                await manager.store.aclear()
-            elif isinstance(effect, _Refresh):
-                value = await manager.refresher.arefresh(effect.current, manager.clock)
-            else:
-                await anyio.sleep(effect.seconds)
-        except Exception as raised:  # noqa: BLE001 - handed to the steps, which decide
-            error = raised
-
-
-async def _wait_async(flight: _Flight, mutex: threading.Lock) -> None:
-    """Wait for ``flight`` without blocking this event loop, whichever thread lands it."""
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        trio_event = trio.Event()
-        token = trio.lowlevel.current_trio_token()
-
-        def wake_trio() -> None:
-            token.run_sync_soon(trio_event.set)
-
-        with mutex:
-            waiting = flight.add_waker(wake_trio)
-        if waiting:
-            await trio_event.wait()
-        return
-    loop = asyncio.get_running_loop()
-    event = asyncio.Event()
-
-    def wake_asyncio() -> None:
-        loop.call_soon_threadsafe(event.set)
-
-    with mutex:
-        waiting = flight.add_waker(wake_asyncio)
-    if waiting:
-        await event.wait()
-
-
-def _still_rejected(tokens: TokenSet, rejected: TokenSet | None) -> bool:
-    return rejected is not None and tokens.access_token == rejected.access_token
-
-
-def _copy_error(error: BaseException) -> BaseException:
-    """A fresh instance for each caller: re-raising one instance from many threads would
-    tangle their tracebacks and grow them without bound."""
-    if isinstance(error, _DecideAgain):
-        return _DecideAgain()
-    if isinstance(error, AuthError):
-        copy = error.__class__.__new__(error.__class__)
-        copy.__dict__.update(error.__dict__)
-        copy.args = error.args
-        copy.__cause__ = error.__cause__
-        return copy
-    return RefreshFailed("refresh_error", f"the refresh failed with {type(error).__name__}")
-
-
-def _expires_in(tokens: TokenSet) -> str:
-    return "unknown" if tokens.lifetime is None else f"{tokens.lifetime:.0f}"
-
-
-def _call_hook_sync(hook: Hook | None, argument: object) -> None:
+def _run_hook(hook: Hook | None, argument: object) -> None:
     if hook is None:
         return
     try:
         result = hook(argument)
         if inspect.isawaitable(result):
-            asyncio.run(_await(result))
-    except Exception:
-        logger.exception("freshtoken hook %r raised", getattr(hook, "__name__", hook))
-
-
-async def _call_hook_async(hook: Hook | None, argument: object) -> None:
-    if hook is None:
-        return
-    try:
-        result = hook(argument)
-        if inspect.isawaitable(result):
-            await result
+            asyncio.run(_await(result))  # the flight's thread has no loop: a private one
     except Exception:
         logger.exception("freshtoken hook %r raised", getattr(hook, "__name__", hook))
 

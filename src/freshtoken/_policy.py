@@ -7,7 +7,10 @@ Rules (the manager and every integration follow them; nothing else decides):
   server's ``refresh_in`` hint when given, else ``window`` seconds before expiry, where the
   window is the smaller of ``leeway`` and ``window_fraction`` of the lifetime (so short-lived
   tokens are not refreshed on every request). A token of unknown expiry is always FRESH: only a
-  401 can tell.
+  401 can tell. ``RefreshPolicy.schedule`` computes the two instants once per token set.
+* Floor. One credential refreshes at most once per ``min_interval`` seconds (monotonic), so
+  that ``expires_in: 0``, ``refresh_in: 0`` or a server whose fresh tokens an API rejects
+  cannot turn every request into a token request (see ``_credential``).
 * Rejection. A response asks for a refresh when its status is in the configured set (401) and
   its Bearer challenges (RFC 6750 section 3, every ``WWW-Authenticate`` line) name no error
   code but ``invalid_token``. ``insufficient_scope`` and every other code are answers for the
@@ -20,9 +23,11 @@ Rules (the manager and every integration follow them; nothing else decides):
   back off, keep the tokens. Whatever a body holds (no JSON, deep nesting, huge numbers, other
   encodings), reading it raises nothing but these errors. Every form of every secret that was
   sent is cut out of the server's error text before it goes into one of ours.
-* Backoff. Exponential with jitter, capped, never shorter than the server's Retry-After. A
-  refresh whose answer was lost is retried at once: the server may have rotated the refresh
-  token, and servers with a reuse grace interval accept the same one again for a short while.
+* Backoff. Exponential with jitter, capped, never shorter than the server's Retry-After; a
+  Retry-After beyond the cap is not slept through: the attempt fails at once and the
+  credential is not retried before it. A refresh whose answer was lost is retried at once:
+  the server may have rotated the refresh token, and servers with a reuse grace interval accept
+  the same one again for a short while. Each attempt has an overall deadline (``timeout``).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ __all__ = [
     "RefreshPolicy",
     "RetryPolicy",
     "check_transport",
+    "freshness_at",
     "interpret_token_response",
     "oauth_error",
     "origin_of",
@@ -72,16 +78,19 @@ class Freshness(enum.Enum):
 @dataclasses.dataclass(frozen=True, slots=True)
 class RefreshPolicy:
     """When to refresh: ``leeway`` seconds before expiry at most, ``window_fraction`` of the
-    token's lifetime at most."""
+    token's lifetime at most, and never more often than once per ``min_interval`` seconds."""
 
     leeway: float = 30.0
     window_fraction: float = 0.25
+    min_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.leeway) and self.leeway >= 0):
             raise ValueError("leeway must be a finite number of seconds >= 0")
         if not 0 <= self.window_fraction < 1:
             raise ValueError("window_fraction must be in [0, 1)")
+        if not (math.isfinite(self.min_interval) and self.min_interval >= 0):
+            raise ValueError("min_interval must be a finite number of seconds >= 0")
 
     def refresh_due_at(self, tokens: TokenSet) -> float | None:
         if tokens.expires_at is None:
@@ -95,38 +104,59 @@ class RefreshPolicy:
             due = min(due, tokens.refresh_at)
         return due
 
-    def freshness(self, tokens: TokenSet, now: float) -> Freshness:
-        if tokens.expires_at is not None and now >= tokens.expires_at:
-            return Freshness.EXPIRED
+    def schedule(self, tokens: TokenSet) -> tuple[float, float]:
+        """``(due_at, expires_at)`` on the wall clock, ``inf`` where unknown."""
         due = self.refresh_due_at(tokens)
-        if due is not None and now >= due:
-            return Freshness.STALE
-        return Freshness.FRESH
+        expires = math.inf if tokens.expires_at is None else tokens.expires_at
+        return (math.inf if due is None else min(due, expires)), expires
+
+    def freshness(self, tokens: TokenSet, now: float) -> Freshness:
+        due_at, expires_at = self.schedule(tokens)
+        return freshness_at(due_at, expires_at, now)
+
+
+def freshness_at(due_at: float, expires_at: float, now: float) -> Freshness:
+    """The one place that turns a token's schedule and the time into its freshness."""
+    if now >= expires_at:
+        return Freshness.EXPIRED
+    if now >= due_at:
+        return Freshness.STALE
+    return Freshness.FRESH
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How hard to try a failing refresh: ``attempts`` in all while callers wait, with delays
-    ``initial * multiplier**n`` capped at ``maximum`` and spread by ``jitter`` (0..1)."""
+    ``initial * multiplier**n`` capped at ``maximum`` and spread by ``jitter`` (0..1). Each
+    attempt must end within ``timeout`` seconds, however slowly the server answers."""
 
     attempts: int = 3
     initial: float = 0.5
     multiplier: float = 2.0
     maximum: float = 10.0
     jitter: float = 0.5
+    timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("attempts must be at least 1")
         if not (0 <= self.initial <= self.maximum and self.multiplier >= 1):
             raise ValueError("need 0 <= initial <= maximum and multiplier >= 1")
+        if not math.isfinite(self.maximum):
+            raise ValueError("maximum must be a finite number of seconds")
         if not 0 <= self.jitter <= 1:
             raise ValueError("jitter must be in [0, 1]")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError("timeout must be a finite number of seconds > 0")
 
     def delay(
         self, failures: int, error: RefreshFailed | None = None, rng: random.Random | None = None
     ) -> float:
-        """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
+        """Seconds to wait after the ``failures``-th consecutive failure (1-based).
+
+        Never shorter than the server's Retry-After, which may exceed ``maximum``: the caller
+        decides whether to wait that long (see :meth:`honours`).
+        """
         if error is not None and error.answer_lost and failures == 1:
             return 0.0
         base = min(self.maximum, self.initial * self.multiplier ** max(0, failures - 1))
@@ -135,6 +165,14 @@ class RetryPolicy:
         if error is not None and error.retry_after is not None:
             delay = max(delay, error.retry_after)
         return delay
+
+    def honours(self, delay: float) -> bool:
+        """Whether a flight may sleep ``delay`` seconds before its next attempt."""
+        return delay <= self.maximum
+
+    def bound(self) -> float:
+        """An upper bound on one refresh flight's attempts, backoff included (seconds)."""
+        return self.attempts * self.timeout + (self.attempts - 1) * self.maximum
 
 
 def wants_refresh(
@@ -385,13 +423,20 @@ class Destinations:
     def __init__(self, origins: Iterable[str] | None, *, allow_insecure_http: bool) -> None:
         self.origins = None if origins is None else frozenset(origin_of(url) for url in origins)
         self.allow_insecure_http = allow_insecure_http
-        self._verdicts: dict[Origin, bool] = {}
+        self._verdicts: dict[tuple[str, str, int | None], bool] = {}
 
     def allow(self, origin: Origin) -> bool:
         """True if the token goes to ``origin``; raises InsecureTransportError if it must not
         but would (plain HTTP to a remote host the caller allowed)."""
-        verdict = self._verdicts.get(origin)
+        return self.allows(origin.scheme, origin.host, origin.port)
+
+    def allows(self, scheme: str, host: str, port: int | None) -> bool:
+        """:meth:`allow` for the parts of a URL (``port`` None: the scheme's default)."""
+        key = (scheme, host, port)
+        verdict = self._verdicts.get(key)
         if verdict is None:
+            scheme = scheme.lower()
+            origin = Origin(scheme, host.lower(), port or default_port(scheme))
             verdict = self.origins is None or origin in self.origins
             if verdict:
                 check_transport(
@@ -399,7 +444,7 @@ class Destinations:
                 )
             if len(self._verdicts) >= 1024:  # bounded: a crawler may visit many origins
                 self._verdicts.clear()
-            self._verdicts[origin] = verdict
+            self._verdicts[key] = verdict
         return verdict
 
     def __repr__(self) -> str:

@@ -95,17 +95,18 @@ class TokenMiddleware:
             _note_redirect(request, response, origin)
             return response
         manager = self.manager
-        tokens = await manager.aget_tokens()
+        tokens = manager.cached_tokens() or await manager.aget_tokens()
         request.headers[hdrs.AUTHORIZATION] = tokens.authorization
         response = await handler(request)
-        if manager.wants_refresh(
+        if response.status in manager.refresh_statuses and manager.wants_refresh(
             response.status, response.headers.getall(hdrs.WWW_AUTHENTICATE, [])
         ):
-            response.release()
             replacement = await manager.ahandle_rejection(tokens)
-            _ensure_replayable(request, response.status)
-            request.headers[hdrs.AUTHORIZATION] = replacement.authorization
-            response = await handler(request)
+            if replacement is not None:
+                response.release()
+                _ensure_replayable(request, response.status)
+                request.headers[hdrs.AUTHORIZATION] = replacement.authorization
+                response = await handler(request)
         _note_redirect(request, response, origin)
         return response
 

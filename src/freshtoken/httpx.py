@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Generator, Iterable
 import httpx
 
 from ._manager import TokenManager
-from ._policy import Destinations, Origin, default_port
+from ._policy import Destinations
 from ._tokens import TokenSet
 from .errors import ReplayError
 
@@ -45,13 +45,14 @@ class TokenAuth(httpx.Auth):
         if not self._applies(request):
             yield request
             return
-        tokens = self.manager.get_tokens()
+        manager = self.manager
+        tokens = manager.get_tokens()
         response = yield _authorize(request, tokens)
-        if not _answers_our_token(response, tokens) or not self.manager.wants_refresh(
-            response.status_code, response.headers.get_list("WWW-Authenticate")
-        ):
+        if not self._rejected(response, tokens):
             return
-        replacement = self.manager.handle_rejection(tokens)
+        replacement = manager.handle_rejection(tokens)
+        if replacement is None:
+            return  # fresh tokens are rejected too: the 401 is the caller's answer
         _ensure_replayable(request, response)
         yield _authorize(request, replacement)
 
@@ -61,20 +62,28 @@ class TokenAuth(httpx.Auth):
         if not self._applies(request):
             yield request
             return
-        tokens = await self.manager.aget_tokens()
+        manager = self.manager
+        tokens = manager.cached_tokens() or await manager.aget_tokens()
         response = yield _authorize(request, tokens)
-        if not _answers_our_token(response, tokens) or not self.manager.wants_refresh(
-            response.status_code, response.headers.get_list("WWW-Authenticate")
-        ):
+        if not self._rejected(response, tokens):
             return
-        replacement = await self.manager.ahandle_rejection(tokens)
+        replacement = await manager.ahandle_rejection(tokens)
+        if replacement is None:
+            return  # fresh tokens are rejected too: the 401 is the caller's answer
         _ensure_replayable(request, response)
         yield _authorize(request, replacement)
 
     def _applies(self, request: httpx.Request) -> bool:
         url = request.url
-        return self.destinations.allow(
-            Origin(url.scheme, url.host, url.port or default_port(url.scheme))
+        return self.destinations.allows(url.scheme, url.host, url.port)
+
+    def _rejected(self, response: httpx.Response, tokens: TokenSet) -> bool:
+        return (
+            response.status_code in self.manager.refresh_statuses
+            and _answers_our_token(response, tokens)
+            and self.manager.wants_refresh(
+                response.status_code, response.headers.get_list("WWW-Authenticate")
+            )
         )
 
     def __repr__(self) -> str:

@@ -18,13 +18,18 @@ obtain the first tokens.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
+import math
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, Protocol, runtime_checkable
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
+import anyio
 import httpx
 
 from ._clock import Clock, system_clock
@@ -46,6 +51,7 @@ __all__ = [
     "password_login",
 ]
 
+T = TypeVar("T")
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 DEFAULT_TIMEOUT = httpx.Timeout(10.0)
 _MOST_WRAPPERS = 4
@@ -58,15 +64,17 @@ class Refresher(Protocol):
     ``can_acquire`` says it can get tokens with no refresh token (client credentials).
     ``refresh`` raises :class:`~freshtoken.SessionExpired` when the session is over and
     :class:`~freshtoken.RefreshFailed` when trying again later may work. ``clock`` is the
-    manager's clock, for timing the answer.
+    manager's clock, for timing the answer; ``deadline`` (a ``time.monotonic()`` instant) is
+    when the attempt must have ended. The manager calls ``refresh`` from its own refresh
+    thread, never from an event loop.
     """
 
     @property
     def can_acquire(self) -> bool: ...
 
-    def refresh(self, current: TokenSet | None, clock: Clock) -> TokenSet: ...
-
-    async def arefresh(self, current: TokenSet | None, clock: Clock) -> TokenSet: ...
+    def refresh(
+        self, current: TokenSet | None, clock: Clock, *, deadline: float | None = None
+    ) -> TokenSet: ...
 
 
 class HTTPRefresher:
@@ -89,7 +97,6 @@ class HTTPRefresher:
         self.timeout = timeout
         self.verify = verify
         self.headers = dict(headers or {})
-        self._client: httpx.Client | None = None
         self._ssl_context: ssl.SSLContext | None = None
 
     @property
@@ -143,33 +150,30 @@ class HTTPRefresher:
         """This refresher's own credentials, never to be repeated in an error."""
         return ()
 
-    def refresh(self, current: TokenSet | None, clock: Clock) -> TokenSet:
-        request = self._checked_request(current)
-        if self._client is None:
-            # Shared across threads (httpx.Client is thread-safe) for connection reuse.
-            self._client = httpx.Client(timeout=self.timeout, verify=self.ssl_context)
-        sent_at = clock()
-        try:
-            response = self._client.send(request)
-        except httpx.TransportError as error:
-            raise _transport_failure(error) from None
-        return self.parse_response(response, sent_at=sent_at, current=current)
+    def refresh(
+        self,
+        current: TokenSet | None,
+        clock: Clock = system_clock,
+        *,
+        deadline: float | None = None,
+    ) -> TokenSet:
+        """One attempt, ended by ``deadline`` (monotonic) whatever the server does."""
+        return run_blocking(self.arefresh(current, clock, deadline=deadline))
 
-    async def arefresh(self, current: TokenSet | None, clock: Clock) -> TokenSet:
+    async def arefresh(
+        self,
+        current: TokenSet | None,
+        clock: Clock = system_clock,
+        *,
+        deadline: float | None = None,
+    ) -> TokenSet:
         request = self._checked_request(current)
-        # A client per refresh: async clients belong to one event loop, and refreshes are rare.
-        async with httpx.AsyncClient(timeout=self.timeout, verify=self.ssl_context) as client:
-            sent_at = clock()
-            try:
-                response = await client.send(request)
-            except httpx.TransportError as error:
-                raise _transport_failure(error) from None
+        sent_at = clock()
+        response = await exchange(request, self.timeout, self.ssl_context, deadline)
         return self.parse_response(response, sent_at=sent_at, current=current)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Nothing to release: each attempt uses a client of its own (kept for symmetry)."""
 
     def _checked_request(self, current: TokenSet | None) -> httpx.Request:
         check_transport(
@@ -333,16 +337,27 @@ class FunctionRefresher:
     def can_acquire(self) -> bool:
         return self._can_acquire
 
-    def refresh(self, current: TokenSet | None, clock: Clock = system_clock) -> TokenSet:
+    def refresh(
+        self,
+        current: TokenSet | None,
+        clock: Clock = system_clock,
+        *,
+        deadline: float | None = None,
+    ) -> TokenSet:
+        """Call the function; an async one runs on a private event loop of this thread."""
         sent_at = clock()
         result = self.function(current)
         if inspect.isawaitable(result):
-            raise TypeError(
-                "this refresher's function is async: use it from async code (aget_tokens)"
-            )
+            result = run_blocking(_awaited(result))
         return self._tokens(result, sent_at, current)
 
-    async def arefresh(self, current: TokenSet | None, clock: Clock = system_clock) -> TokenSet:
+    async def arefresh(
+        self,
+        current: TokenSet | None,
+        clock: Clock = system_clock,
+        *,
+        deadline: float | None = None,
+    ) -> TokenSet:
         sent_at = clock()
         result = self.function(current)
         if inspect.isawaitable(result):
@@ -406,12 +421,108 @@ class ClientAuth:
         return base64.b64encode(pair.encode()).decode()
 
 
+MAX_ANSWER_BYTES = 1 << 20  # a token answer is a few KiB; more is a broken or hostile server
+
+
+async def exchange(
+    request: httpx.Request,
+    timeout: httpx.Timeout | float,
+    verify: ssl.SSLContext,
+    deadline: float | None,
+) -> httpx.Response:
+    """Send ``request`` and read the answer (at most ``MAX_ANSWER_BYTES``) by ``deadline``.
+
+    httpx's timeouts bound each read, not the whole: a server that drips a byte at a time
+    would hold an attempt for hours. Here the whole exchange (connect, headers, body) is
+    cancelled at the deadline. Redirects are not followed: credentials stay with the URL.
+    Every failure is a :class:`RefreshFailed` that says whether the answer may be lost.
+    """
+    budget = math.inf if deadline is None else deadline - time.monotonic()
+    try:
+        with anyio.fail_after(max(budget, 0.0) if math.isfinite(budget) else None):
+            async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
+                response = await client.send(request, stream=True)
+                try:
+                    body = await _read_capped(response)
+                finally:
+                    await response.aclose()
+    except TimeoutError:
+        raise RefreshFailed(
+            "timeout",
+            f"no complete answer from the token endpoint within {budget:.3g} s",
+            answer_lost=True,
+        ) from None
+    except httpx.TransportError as error:
+        raise _transport_failure(error) from None
+    except httpx.DecodingError:
+        raise RefreshFailed(
+            "malformed_response",
+            "the token endpoint's answer could not be decoded (corrupt compression)",
+            status=response.status_code,
+            answer_lost=True,
+        ) from None
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in _BODY_FRAMING
+    ]
+    return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+
+
+_BODY_FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise RefreshFailed(
+                "malformed_response",
+                f"the token endpoint's answer exceeds {MAX_ANSWER_BYTES} bytes",
+                status=response.status_code,
+                answer_lost=True,
+            )
+    return bytes(body)
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion from synchronous code, on a private event loop.
+
+    From a thread that already runs an event loop (a sync call made inside async code), the
+    private loop runs in a helper thread: blocking that loop is what a sync call does anyway.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(asyncio.run(coroutine))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(error)
+
+    helper = threading.Thread(target=run, name="freshtoken-blocking")
+    helper.start()
+    helper.join()
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
 def _transport_failure(error: httpx.TransportError) -> RefreshFailed:
     # Connect errors never reached the server; anything later may have been processed there.
     lost = not isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
     return RefreshFailed(
         "network_error", f"{type(error).__name__} talking to the token endpoint", answer_lost=lost
     )
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
 
 
 def password_login(

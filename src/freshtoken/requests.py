@@ -24,7 +24,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
     ) from error
 
 from ._manager import TokenManager
-from ._policy import Destinations, origin_of
+from ._policy import Destinations
 from ._tokens import TokenSet
 from .errors import ReplayError
 
@@ -69,7 +69,8 @@ class TokenAuth(AuthBase):
         return request
 
     def _applies(self, url: str) -> bool:
-        return self.destinations.allow(origin_of(url))
+        parts = urlsplit(url)
+        return self.destinations.allows(parts.scheme, parts.hostname or "", parts.port)
 
     def __repr__(self) -> str:
         return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
@@ -92,8 +93,10 @@ class _RejectionHook:
 
     def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         manager = self._auth.manager
-        if self._retried or not manager.wants_refresh(
-            response.status_code, _challenge_lines(response)
+        if (
+            self._retried
+            or response.status_code not in manager.refresh_statuses
+            or not manager.wants_refresh(response.status_code, _challenge_lines(response))
         ):
             return response
         request = response.request
@@ -103,10 +106,12 @@ class _RejectionHook:
         if not self._auth._applies(request.url):
             return response
         self._retried = True
+        replacement = manager.handle_rejection(self._tokens)
+        if replacement is None:
+            return response  # fresh tokens are rejected too: the 401 is the caller's answer
         # Read and release the rejected response so that the retry can reuse its connection.
         _ = response.content
         response.close()
-        replacement = manager.handle_rejection(self._tokens)
         _rewind(request, self._position, response.status_code)
         self._tokens = replacement
         # Redirects of the retried response are copied from the original request: give it the

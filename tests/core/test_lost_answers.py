@@ -109,16 +109,19 @@ async def test_expired_token_recovers_through_the_grace_replay_async(
 def test_stale_token_is_served_meanwhile_and_the_next_call_recovers(
     oauth_server_factory: ServerFactory,
 ) -> None:
-    """Refresh due but the token still valid: the one attempt loses its answer, the caller
-    gets the old (still valid) token, and the very next call retries without a backoff and
-    recovers through the grace replay."""
+    """Refresh due but the token still valid: the one background attempt loses its answer,
+    callers keep the old (still valid) token, and the very next call starts a retry without a
+    backoff that recovers through the grace replay."""
     server = oauth_server_factory(reuse_grace=5)
     manager = logged_in(server)
     before = manager.get_tokens()
     server.advance(290)  # 10 s left of 300: inside the refresh window, still valid
     server.inject("drop_after_processing")
     assert manager.get_tokens().access_token == before.access_token
+    assert manager.wait_idle(10)  # the attempt runs in the background
     assert manager.stats.snapshot()["refresh_failures"] == 1
+    assert manager.get_tokens().access_token == before.access_token  # starts the retry
+    assert manager.wait_idle(10)
     after = manager.get_tokens()
     assert_recovered_by_grace_replay(server, manager, before, after)
 

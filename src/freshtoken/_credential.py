@@ -1,0 +1,461 @@
+"""One credential's state and the rules that move it: decisions and transitions, no I/O.
+
+Every manager whose store has the same ``key`` shares one :class:`CredentialState` (in this
+process). Callers present a *demand*; :meth:`CredentialState.decide` answers what to do at
+once; a flight (the refresh, run in its own thread by the manager) ends with an *outcome*
+that :meth:`CredentialState.land` records. Both run under the credential's mutex, never
+across I/O, and take the time as arguments, so tests step them by hand.
+
+Demands::
+
+    FRESH          tokens to send now
+    Replace(t)     the API rejected t: tokens to retry with
+    Force(t)       refresh now, unless the tokens are no longer t (an explicit refresh())
+
+Decisions::
+
+    Use(tokens)    send these                        (may also start a background flight)
+    Wait(flight)   wait for that flight's outcome    (may also start it)
+    Fail(error)    raise this (a fresh copy per caller)
+    Pass           hand the rejection back to the caller: no refresh, no retry
+
+The rules, in order (``now`` is the wall clock, for expiry; everything that waits is monotonic):
+
+1. The view. The state holds the tokens last read or saved, with their schedule (when a refresh
+   falls due, when they expire). When another process changes the store the view becomes
+   *unknown* but is kept as a fallback: a fallback that is still FRESH is used while one
+   background flight re-reads the store.
+2. FRESH tokens are used. So are STALE or even EXPIRED ones within ``min_interval`` of the last
+   refresh (the floor: a server answering ``expires_in: 0`` or ``refresh_in: 0`` gets one
+   refresh per ``min_interval``, not one per request).
+3. STALE tokens are used, and one background flight refreshes them (one attempt; the store's
+   lock tried once): no request waits while its token still works. During a failure backoff or
+   while another process holds the lock, no new background flight starts.
+4. EXPIRED or missing tokens make callers wait for a flight (started if none runs), which
+   retries with backoff. After a failure the next flight starts only once the backoff has run
+   out; callers arriving earlier wait the rest of it, or, when the last flight already used all
+   its attempts or the server asked for more than ``RetryPolicy.maximum``, fail at once with a
+   copy of the last error.
+5. No tokens and a refresher that cannot acquire: ``SessionExpired("no_tokens")``, no I/O.
+   After a permanent failure a refresher that can acquire (client credentials) is not asked
+   again before a backoff has passed: meanwhile callers get the same error.
+6. A rejection of a token that is no longer the current one is answered with the current one
+   (no refresh). A rejection of the current token joins the flight in progress or starts one.
+   If the tokens a rejection-driven refresh produced are rejected too, the next
+   rejection-driven refresh waits ``min_interval * 2**(n-1)`` (n in a row, capped), and
+   rejections in between are passed back to the caller: an API that rejects every token gets a
+   handful of refreshes, not one per request. A quiet spell twice that long resets n.
+7. A forced refresh ignores the floor and the backoffs, and is single-flighted like the rest.
+8. A landing never overwrites tokens saved or cleared by the application after the flight
+   began (``set_tokens``/``clear`` bump ``version``): its waiters decide again instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TypeAlias
+
+from ._flight import Flight, copy_error
+from ._policy import Freshness, RefreshPolicy, RetryPolicy, freshness_at
+from ._tokens import TokenSet
+from .errors import AuthError, RefreshFailed, SessionExpired, StoreError
+from .stores._base import StoredTokens
+
+__all__ = [
+    "FRESH",
+    "Adopted",
+    "Busy",
+    "Cleared",
+    "CredentialState",
+    "Decision",
+    "Demand",
+    "Expired",
+    "Fail",
+    "Failed",
+    "Force",
+    "Fresh",
+    "Job",
+    "Loaded",
+    "Outcome",
+    "Pass",
+    "Refreshed",
+    "Replace",
+    "Rules",
+    "Use",
+    "View",
+    "Wait",
+]
+
+BUSY_RECHECK = 0.1  # seconds before a background flight tries another process's lock again
+STORE_RETRY_CAP = 1.0  # a store outage is retried soon: backing off protects no server
+REJECTION_BACKOFF_CAP = 300.0
+_FLIGHT_MARGIN = 5.0  # seconds waiters allow a flight beyond its computed bound
+
+
+# -- demands ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fresh:
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Replace:
+    rejected: TokenSet
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Force:
+    seen: TokenSet | None
+
+
+FRESH = Fresh()
+Demand: TypeAlias = Fresh | Replace | Force
+
+
+def satisfied_by(demand: Demand, tokens: TokenSet) -> bool:
+    """Whether ``tokens`` answer ``demand`` (freshness aside, which needs a clock)."""
+    if isinstance(demand, Replace):
+        return tokens.access_token != demand.rejected.access_token
+    if isinstance(demand, Force):
+        return demand.seen is None or tokens.access_token != demand.seen.access_token
+    return True
+
+
+# -- what a flight is asked to do, and how it can end ----------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job:
+    """The work of one flight. ``background``: nobody waits for it (one attempt, the lock tried
+    once). ``reload_only``: just re-read the store. ``delay``: backoff left to sleep first."""
+
+    flight: Flight
+    demand: Demand
+    version: int
+    background: bool = False
+    reload_only: bool = False
+    delay: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Loaded:
+    stored: StoredTokens | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Adopted:
+    """Another process (or an earlier flight) already saved tokens that answer the demand."""
+
+    stored: StoredTokens
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refreshed:
+    stored: StoredTokens
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Busy:
+    """A background flight found another process holding the refresh lock."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failed:
+    """A transient failure (token endpoint or store); ``gave_up``: no further attempt soon."""
+
+    error: AuthError
+    gave_up: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Expired:
+    """The session ended: the store was cleared."""
+
+    error: SessionExpired
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cleared:
+    """The application cleared the store while the flight ran; its tokens were dropped."""
+
+
+Outcome: TypeAlias = Loaded | Adopted | Refreshed | Busy | Failed | Expired | Cleared
+
+
+# -- decisions --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Use:
+    tokens: TokenSet
+    start: Job | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Wait:
+    flight: Flight
+    start: Job | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fail:
+    error: BaseException
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pass:
+    pass
+
+
+Decision: TypeAlias = Use | Wait | Fail | Pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rules:
+    """What one manager brings to a decision: its policies and its refresher's ability."""
+
+    refresh: RefreshPolicy
+    retry: RetryPolicy
+    can_acquire: bool
+    lock_timeout: float
+
+    def flight_bound(self, delay: float) -> float:
+        return delay + self.lock_timeout + self.retry.bound() + _FLIGHT_MARGIN
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class View:
+    """Tokens with their schedule on the wall clock (``inf`` where unknown)."""
+
+    tokens: TokenSet
+    due_at: float
+    expires_at: float
+
+    @classmethod
+    def of(cls, tokens: TokenSet, policy: RefreshPolicy) -> View:
+        due_at, expires_at = policy.schedule(tokens)
+        return cls(tokens, due_at, expires_at)
+
+    def freshness(self, now: float) -> Freshness:
+        return freshness_at(self.due_at, self.expires_at, now)
+
+
+_NO_TOKENS = "no tokens are stored: log in first"
+
+
+class CredentialState:
+    """The state of one credential. Call every method under the credential's mutex.
+
+    ``fast`` is the view when it is known, else None: the lock-free hot path reads it alone
+    (one attribute read of an immutable value) and falls back to :meth:`decide`.
+    """
+
+    def __init__(self) -> None:
+        self.view: View | None = None
+        self.known = False
+        self.fast: View | None = None
+        self.version = 0
+        self.flight: Flight | None = None
+        # failure backoff (transient failures)
+        self.failures = 0
+        self.last_failure: AuthError | None = None
+        self.not_before = -math.inf
+        self.gave_up = False
+        self.busy_until = -math.inf
+        # permanent failure
+        self.expirations = 0
+        self.expired: SessionExpired | None = None
+        self.expired_until = -math.inf
+        # refresh floor and rejection backoff
+        self.floor_until = -math.inf
+        self.rejections = 0
+        self.last_rejection_refresh = -math.inf
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def decide(self, demand: Demand, rules: Rules, now: float, mono: float) -> Decision:
+        if isinstance(demand, Replace):
+            return self._decide_replace(demand, rules, now, mono)
+        if isinstance(demand, Force):
+            return self._decide_force(demand, rules, mono)
+        return self._decide_fresh(rules, now, mono)
+
+    def _decide_fresh(self, rules: Rules, now: float, mono: float) -> Decision:
+        view = self.view
+        if view is None:
+            if self.known:
+                return self._no_tokens(FRESH, rules, mono)
+            if self.flight is not None:
+                return Wait(self.flight)
+            return self._wait_for_new(FRESH, rules, mono)
+        freshness = view.freshness(now)
+        if freshness is not Freshness.FRESH and mono < self.floor_until:
+            freshness = Freshness.FRESH  # rule 2: the floor
+        if not self.known:
+            if self.flight is not None:
+                return Use(view.tokens) if freshness is Freshness.FRESH else Wait(self.flight)
+            if freshness is Freshness.FRESH:
+                return Use(view.tokens, self._start(FRESH, rules, background=True, reload=True))
+        if freshness is Freshness.FRESH:
+            return Use(view.tokens)
+        if freshness is Freshness.STALE:
+            if self.flight is not None or mono < self.not_before or mono < self.busy_until:
+                return Use(view.tokens)
+            return Use(view.tokens, self._start(FRESH, rules, background=True))
+        if self.flight is not None:
+            return Wait(self.flight)
+        return self._wait_for_new(FRESH, rules, mono)
+
+    def _decide_replace(self, demand: Replace, rules: Rules, now: float, mono: float) -> Decision:
+        view = self.view
+        if view is not None and satisfied_by(demand, view.tokens):
+            return Use(view.tokens)  # a rejection of an older token: retry with the current one
+        if self.flight is not None:
+            return Wait(self.flight)
+        if view is None:
+            return self._decide_fresh(rules, now, mono)
+        if self.rejections:
+            backoff = self._rejection_backoff(rules)
+            if mono >= self.last_rejection_refresh + 2 * backoff:
+                self.rejections = 0  # a quiet spell: the tokens worked for a while
+            elif mono < self.last_rejection_refresh + backoff:
+                return Pass()
+        return self._wait_for_new(demand, rules, mono)
+
+    def _decide_force(self, demand: Force, rules: Rules, mono: float) -> Decision:
+        if self.flight is not None:
+            return Wait(self.flight)
+        if self.known and self.view is None and not rules.can_acquire:
+            return Fail(SessionExpired("no_tokens", _NO_TOKENS))
+        return Wait(*self._started(demand, rules, delay=0.0))
+
+    def _no_tokens(self, demand: Demand, rules: Rules, mono: float) -> Decision:
+        if not rules.can_acquire:
+            return Fail(SessionExpired("no_tokens", _NO_TOKENS))
+        if self.expired is not None and mono < self.expired_until:
+            return Fail(copy_error(self.expired))  # rule 5: no token request per API call
+        if self.flight is not None:
+            return Wait(self.flight)
+        return self._wait_for_new(demand, rules, mono)
+
+    def _wait_for_new(self, demand: Demand, rules: Rules, mono: float) -> Decision:
+        """Rule 4: a flight callers wait for, unless the last failure says to fail at once."""
+        delay = 0.0
+        if self.last_failure is not None and mono < self.not_before:
+            delay = self.not_before - mono
+            if self.gave_up or not rules.retry.honours(delay):
+                return Fail(copy_error(self.last_failure))
+        return Wait(*self._started(demand, rules, delay=delay))
+
+    def _started(self, demand: Demand, rules: Rules, *, delay: float) -> tuple[Flight, Job]:
+        job = self._start(demand, rules, delay=delay)
+        return job.flight, job
+
+    def _start(
+        self,
+        demand: Demand,
+        rules: Rules,
+        *,
+        background: bool = False,
+        reload: bool = False,
+        delay: float = 0.0,
+    ) -> Job:
+        flight = self.flight = Flight(rules.flight_bound(delay))
+        return Job(flight, demand, self.version, background, reload, delay)
+
+    def _rejection_backoff(self, rules: Rules) -> float:
+        steps = min(self.rejections - 1, 30)
+        return min(REJECTION_BACKOFF_CAP, rules.refresh.min_interval * 2.0**steps)
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def land(
+        self, job: Job, outcome: Outcome, rules: Rules, mono: float
+    ) -> tuple[TokenSet | None, BaseException | None]:
+        """Record a flight's outcome; returns what its waiters get (None, None: decide again)."""
+        if self.flight is job.flight:
+            self.flight = None
+        fenced = job.version != self.version
+        if isinstance(outcome, (Loaded, Adopted, Refreshed)):
+            if fenced:
+                return None, None
+            stored = outcome.stored
+            self._see(None if stored is None else stored.tokens, rules)
+            if isinstance(outcome, Loaded):
+                return None, None
+            self._succeeded(mono, rules)
+            if isinstance(outcome, Refreshed) and isinstance(job.demand, Replace):
+                self.rejections += 1
+                self.last_rejection_refresh = mono
+            return outcome.stored.tokens, None
+        if isinstance(outcome, Busy):
+            self.busy_until = mono + BUSY_RECHECK
+            return None, None
+        if isinstance(outcome, Failed):
+            self._failed(outcome, rules, mono)
+            return None, outcome.error
+        if isinstance(outcome, Expired):
+            self.expirations += 1
+            self.expired = outcome.error
+            self.expired_until = mono + rules.retry.delay(self.expirations)
+            if fenced:
+                return None, None
+            self._see(None, rules)
+            return None, outcome.error
+        if fenced:
+            return None, None
+        self._see(None, rules)
+        return None, SessionExpired("no_tokens", "the tokens were cleared during a refresh")
+
+    def set_tokens(self, tokens: TokenSet | None, rules: Rules) -> None:
+        """The application saved (a login) or cleared (a logout) the tokens itself."""
+        self._see(tokens, rules)
+        self.failures, self.last_failure, self.gave_up = 0, None, False
+        self.not_before = self.busy_until = -math.inf
+        self.expired, self.expired_until = None, -math.inf
+        self.rejections = 0
+
+    def invalidate(self) -> None:
+        """Another process changed the store: re-read it before trusting the view again."""
+        self.known = False
+        self.fast = None
+
+    def after_fork(self) -> None:
+        """In a child process: the flight's thread did not come along."""
+        self.flight = None
+        self.invalidate()
+
+    def _see(self, tokens: TokenSet | None, rules: Rules) -> None:
+        self.view = None if tokens is None else View.of(tokens, rules.refresh)
+        self.known = True
+        self.fast = self.view
+        self.version += 1
+
+    def _succeeded(self, mono: float, rules: Rules) -> None:
+        self.failures, self.last_failure, self.gave_up = 0, None, False
+        self.not_before = -math.inf
+        self.expired, self.expired_until = None, -math.inf
+        self.floor_until = mono + rules.refresh.min_interval
+
+    def _failed(self, outcome: Failed, rules: Rules, mono: float) -> None:
+        error = outcome.error
+        self.failures += 1
+        self.last_failure = error
+        self.gave_up = outcome.gave_up
+        if isinstance(error, StoreError):
+            delay = min(rules.retry.delay(self.failures), STORE_RETRY_CAP)
+        elif isinstance(error, RefreshFailed):
+            delay = rules.retry.delay(self.failures, error)
+        else:
+            delay = rules.retry.delay(self.failures)
+        self.not_before = mono + delay
+
+    def __repr__(self) -> str:
+        tokens = None if self.view is None else self.view.tokens
+        return (
+            f"CredentialState(tokens={tokens!r}, known={self.known}, "
+            f"flight={self.flight!r}, failures={self.failures})"
+        )
