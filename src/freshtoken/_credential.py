@@ -41,10 +41,11 @@ The rules, in order (``now`` is the wall clock, for expiry; everything that wait
    again before a backoff has passed: meanwhile callers get the same error.
 6. A rejection of a token that is no longer the current one is answered with the current one
    (no refresh). A rejection of the current token joins the flight in progress or starts one.
-   If the tokens a rejection-driven refresh produced are rejected too, the next
-   rejection-driven refresh waits ``min_interval * 2**(n-1)`` (n in a row, capped), and
-   rejections in between are passed back to the caller: an API that rejects every token gets a
-   handful of refreshes, not one per request. A quiet spell twice that long resets n.
+   A FRESH token rejected is suspect (a token near its expiry racing the clock is not): if the
+   tokens a suspect rejection's refresh produced are rejected while FRESH too, the next such
+   refresh waits ``min_interval * 2**(n-1)`` (n in a row, capped), and suspect rejections in
+   between are passed back to the caller: an API that rejects every token gets a handful of
+   refreshes, not one per request. A quiet spell twice that long resets n.
 7. A forced refresh ignores the floor and the backoffs, and is single-flighted like the rest.
 8. A landing never overwrites tokens saved or cleared by the application after the flight
    began (``set_tokens``/``clear`` bump ``version``): its waiters decide again instead.
@@ -138,6 +139,7 @@ class Job:
     background: bool = False
     reload_only: bool = False
     delay: float = 0.0
+    suspect: bool = False  # answers the rejection of a token that was FRESH (rule 6)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -317,13 +319,14 @@ class CredentialState:
             return Wait(self.flight)
         if view is None:
             return self._decide_fresh(rules, now, mono)
-        if self.rejections:
+        suspect = view.freshness(now) is Freshness.FRESH
+        if self.rejections and suspect:
             backoff = self._rejection_backoff(rules)
             if mono >= self.last_rejection_refresh + 2 * backoff:
                 self.rejections = 0  # a quiet spell: the tokens worked for a while
             elif mono < self.last_rejection_refresh + backoff:
                 return Pass()
-        return self._wait_for_new(demand, rules, mono)
+        return self._wait_for_new(demand, rules, mono, suspect=suspect)
 
     def _decide_force(self, demand: Force, rules: Rules, mono: float) -> Decision:
         if self.flight is not None:
@@ -341,17 +344,21 @@ class CredentialState:
             return Wait(self.flight)
         return self._wait_for_new(demand, rules, mono)
 
-    def _wait_for_new(self, demand: Demand, rules: Rules, mono: float) -> Decision:
+    def _wait_for_new(
+        self, demand: Demand, rules: Rules, mono: float, *, suspect: bool = False
+    ) -> Decision:
         """Rule 4: a flight callers wait for, unless the last failure says to fail at once."""
         delay = 0.0
         if self.last_failure is not None and mono < self.not_before:
             delay = self.not_before - mono
             if self.gave_up or not rules.retry.honours(delay):
                 return Fail(copy_error(self.last_failure))
-        return Wait(*self._started(demand, rules, delay=delay))
+        return Wait(*self._started(demand, rules, delay=delay, suspect=suspect))
 
-    def _started(self, demand: Demand, rules: Rules, *, delay: float) -> tuple[Flight, Job]:
-        job = self._start(demand, rules, delay=delay)
+    def _started(
+        self, demand: Demand, rules: Rules, *, delay: float, suspect: bool = False
+    ) -> tuple[Flight, Job]:
+        job = self._start(demand, rules, delay=delay, suspect=suspect)
         return job.flight, job
 
     def _start(
@@ -362,9 +369,10 @@ class CredentialState:
         background: bool = False,
         reload: bool = False,
         delay: float = 0.0,
+        suspect: bool = False,
     ) -> Job:
         flight = self.flight = Flight(rules.flight_bound(delay))
-        return Job(flight, demand, self.version, background, reload, delay)
+        return Job(flight, demand, self.version, background, reload, delay, suspect)
 
     def _rejection_backoff(self, rules: Rules) -> float:
         steps = min(self.rejections - 1, 30)
@@ -387,7 +395,7 @@ class CredentialState:
             if isinstance(outcome, Loaded):
                 return None, None
             self._succeeded(mono, rules)
-            if isinstance(outcome, Refreshed) and isinstance(job.demand, Replace):
+            if isinstance(outcome, Refreshed) and job.suspect:
                 self.rejections += 1
                 self.last_rejection_refresh = mono
             return outcome.stored.tokens, None

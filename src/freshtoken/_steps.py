@@ -148,7 +148,7 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
             return Cleared() if newer is None else Adopted(newer)
         return Refreshed(saved)
     except StoreError as error:
-        return Failed(error, gave_up=False)
+        return Failed(error, gave_up=not job.background)
 
 
 def _settled(job: Job, stored: StoredTokens | None, rules: Rules, clock: Clock) -> Outcome | None:

@@ -33,7 +33,13 @@ import anyio
 import httpx
 
 from ._clock import Clock, system_clock
-from ._policy import check_transport, interpret_token_response, origin_of, parse_retry_after
+from ._policy import (
+    LARGEST_ANSWER,
+    check_transport,
+    interpret_token_response,
+    origin_of,
+    parse_retry_after,
+)
 from ._tokens import TokenResponseError, TokenSet
 from .errors import RefreshFailed, SessionExpired
 
@@ -129,9 +135,16 @@ class HTTPRefresher:
         secrets = sent_secrets + self.secrets()
         if current is not None:
             secrets += (current.refresh_token or "", current.access_token)
-        document = interpret_token_response(
-            response.status_code, response.content, retry_after=retry_after, secrets=secrets
-        )
+        # A 2xx the server sent may carry a rotated refresh token we cannot read: call the
+        # answer lost, so that the retry comes at once (a reuse grace period may save it).
+        success = 200 <= response.status_code < 300
+        try:
+            document = interpret_token_response(
+                response.status_code, response.content, retry_after=retry_after, secrets=secrets
+            )
+        except RefreshFailed as error:
+            error.answer_lost = success and error.error == "malformed_response"
+            raise
         try:
             return TokenSet.from_response(
                 self.translate(document),
@@ -140,7 +153,9 @@ class HTTPRefresher:
                 previous=current,
             )
         except TokenResponseError as error:
-            raise RefreshFailed(error.error, str(error), status=response.status_code) from None
+            raise RefreshFailed(
+                error.error, str(error), status=response.status_code, answer_lost=success
+            ) from None
 
     def translate(self, document: Mapping[str, Any]) -> Mapping[str, Any]:
         """Map the endpoint's field names onto RFC 6749's; identity by default."""
@@ -421,16 +436,13 @@ class ClientAuth:
         return base64.b64encode(pair.encode()).decode()
 
 
-MAX_ANSWER_BYTES = 1 << 20  # a token answer is a few KiB; more is a broken or hostile server
-
-
 async def exchange(
     request: httpx.Request,
     timeout: httpx.Timeout | float,
     verify: ssl.SSLContext,
     deadline: float | None,
 ) -> httpx.Response:
-    """Send ``request`` and read the answer (at most ``MAX_ANSWER_BYTES``) by ``deadline``.
+    """Send ``request`` and read the answer (at most ``LARGEST_ANSWER``) by ``deadline``.
 
     httpx's timeouts bound each read, not the whole: a server that drips a byte at a time
     would hold an attempt for hours. Here the whole exchange (connect, headers, body) is
@@ -462,24 +474,24 @@ async def exchange(
             answer_lost=True,
         ) from None
     headers = [
-        (name, value)
-        for name, value in response.headers.multi_items()
-        if name.lower() not in _BODY_FRAMING
+        (name, value) for name, value in response.headers.raw if name.lower() not in _BODY_FRAMING
     ]
     return httpx.Response(response.status_code, headers=headers, content=body, request=request)
 
 
-_BODY_FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+# The body is handed on decoded and whole: the headers that described its transfer go.
+_BODY_FRAMING = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk
-        if len(body) > MAX_ANSWER_BYTES:
+        if len(body) > LARGEST_ANSWER:
             raise RefreshFailed(
                 "malformed_response",
-                f"the token endpoint's answer exceeds {MAX_ANSWER_BYTES} bytes",
+                f"the token endpoint's answer is over {LARGEST_ANSWER} bytes long, more than "
+                "any token answer",
                 status=response.status_code,
                 answer_lost=True,
             )

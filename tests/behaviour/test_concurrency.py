@@ -48,10 +48,12 @@ def test_storm_of_401s_refreshes_once(env: Env) -> None:
 
 
 def test_storm_inside_the_refresh_window_does_not_wait(env: Env) -> None:
-    """While the old token still works, one caller refreshes and the others carry on."""
+    """While the old token still works, one background refresh runs and every caller, the
+    first included, carries on with the old token."""
     n = _storm_size(env)
     env.server.advance(290)
     outcomes = env.driver().storm(env.url("/api/me"), n)
     assert _statuses(outcomes) == [200] * n
+    assert env.manager.wait_idle(10)
     assert env.stats()["refreshes"] == 1
     assert env.stats()["unauthorized_401"] == 0

@@ -87,5 +87,6 @@ def test_failures_while_the_old_token_works_keep_it_in_use(env: Env) -> None:
     env.server.advance(290)
     client = env.driver()
     assert client.get(env.url("/api/me"))[0] == 200
+    assert env.manager.wait_idle(10)
     assert env.stats()["refreshes"] == 0
     assert env.manager.stats.snapshot()["refresh_failures"] >= 1

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import filelock
 import pytest
 
@@ -101,6 +102,10 @@ def make_manager(
 @pytest.fixture
 def manager(endpoint: Endpoint, clock: ManualClock) -> TokenManager:
     return make_manager(endpoint, clock)
+
+
+def access(tokens: TokenSet | None) -> str | None:
+    return None if tokens is None else tokens.access_token
 
 
 def run_threads(count: int, target: Callable[[], object]) -> list[object]:
@@ -241,18 +246,19 @@ def test_managers_on_one_store_share_the_flight_and_the_cache(
     assert endpoint.calls == 1
 
 
-def test_while_the_token_is_still_valid_only_the_leader_waits_for_the_refresh(
+def test_while_the_token_is_still_valid_nobody_waits_for_the_refresh(
     manager: TokenManager, endpoint: Endpoint, clock: ManualClock
 ) -> None:
+    """STALE: the refresh runs in the background; every caller, the first included, goes on
+    with the old token at once."""
     clock.advance(50)  # inside the refresh window (due at 45 s), not expired (60 s)
     endpoint.gate = threading.Event()
-    leader = threading.Thread(target=manager.get_tokens)
-    leader.start()
+    assert manager.get_tokens().access_token == "a0"  # started the refresh, did not wait
     assert endpoint.entered.wait(10)
-    # The refresh is in flight and blocked; other callers go on with the old token.
+    # The refresh is in flight and blocked; callers go on with the old token.
     assert [manager.get_tokens().access_token for _ in range(5)] == ["a0"] * 5
     endpoint.gate.set()
-    leader.join(10)
+    assert manager.wait_idle(10)
     assert manager.get_tokens().access_token == "a1"
     assert endpoint.calls == 1
 
@@ -299,9 +305,9 @@ def test_a_rejected_token_is_refreshed_once_and_a_stale_rejection_is_not(
     manager: TokenManager, endpoint: Endpoint
 ) -> None:
     old = manager.get_tokens()
-    assert manager.handle_rejection(old).access_token == "a1"
+    assert access(manager.handle_rejection(old)) == "a1"
     # A second 401 for the same old token (another request in flight): no new refresh.
-    assert manager.handle_rejection(old).access_token == "a1"
+    assert access(manager.handle_rejection(old)) == "a1"
     assert endpoint.calls == 1
     assert manager.stats.snapshot()["retries"] == 2
 
@@ -310,7 +316,7 @@ def test_rejections_from_many_threads_cause_one_refresh(
     manager: TokenManager, endpoint: Endpoint
 ) -> None:
     old = manager.get_tokens()
-    results = run_threads(64, lambda: manager.handle_rejection(old).access_token)
+    results = run_threads(64, lambda: access(manager.handle_rejection(old)))
     assert results == ["a1"] * 64
     assert endpoint.calls == 1
 
@@ -492,30 +498,24 @@ def test_an_unexpected_refresher_error_keeps_tokens_and_is_not_retried(
 
 @pytest.mark.anyio
 async def test_a_cancelled_leader_still_saves_the_refreshed_tokens(
-    endpoint: Endpoint, clock: ManualClock
+    manager: TokenManager, endpoint: Endpoint, clock: ManualClock
 ) -> None:
-    """Cancelling the caller must not lose a rotated refresh token the server already issued."""
-    release = anyio.Event()
-    entered = anyio.Event()
-
-    async def slow(current: TokenSet | None) -> dict[str, Any]:
-        entered.set()
-        await release.wait()
-        return endpoint(current)
-
-    manager = TokenManager(FunctionRefresher(slow), clock=clock, retry=FAST_RETRY)
-    await manager.aset_tokens(endpoint.initial_tokens())
+    """Cancelling the caller that started a refresh must not lose the rotated refresh token
+    the server already issued: the flight is not the caller's to cancel."""
+    endpoint.gate = threading.Event()
     clock.advance(61)
     async with anyio.create_task_group() as group:
         group.start_soon(manager.aget_tokens)
-        await entered.wait()
+        assert await anyio.to_thread.run_sync(endpoint.entered.wait, 10)
         group.cancel_scope.cancel()
-        release.set()
+    endpoint.gate.set()
+    assert await anyio.to_thread.run_sync(manager.wait_idle, 10)
     stored = manager.store.load()
     assert stored is not None
     assert stored.tokens.access_token == "a1"
     assert (await manager.aget_tokens()).access_token == "a1"
     assert endpoint.calls == 1
+    assert endpoint.reused == []
 
 
 def test_no_tokens_means_session_expired_without_a_request(
@@ -562,18 +562,16 @@ def test_a_rejection_during_a_proactive_refresh_joins_it(
     store = MemoryStore(endpoint.initial_tokens())
     manager = make_manager(endpoint, clock, store)
     rejected = manager.get_tokens()
-    clock.advance(50)  # stale: the next get_tokens leads a proactive flight
+    clock.advance(50)  # stale: the next get_tokens starts a proactive flight
     endpoint.gate = threading.Event()
-    leader = threading.Thread(target=manager.get_tokens)
-    leader.start()
+    assert manager.get_tokens().access_token == "a0"
     assert endpoint.entered.wait(10)
-    results: list[str] = []
+    results: list[str | None] = []
     waiter = threading.Thread(
-        target=lambda: results.append(manager.handle_rejection(rejected).access_token)
+        target=lambda: results.append(access(manager.handle_rejection(rejected)))
     )
     waiter.start()
     endpoint.gate.set()
-    leader.join(10)
     waiter.join(10)
     assert results == ["a1"]
     assert endpoint.calls == 1

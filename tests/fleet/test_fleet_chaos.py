@@ -205,6 +205,7 @@ def test_redis_down_cached_token_serves_then_a_clear_error_then_recovery(
             # still-valid token is used meanwhile, and the token endpoint is never called.
             server.advance(290)
             assert client.get("/api/me").status_code == 200
+            assert manager.wait_idle(10)
             assert manager.stats.snapshot()["refresh_failures"] >= 1
             assert server.stats()["token_requests_by_grant"]["refresh_token"] == 0
 
