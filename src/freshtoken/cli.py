@@ -53,6 +53,12 @@ SUBCOMMANDS = {
         "run",
         "run a command with a fresh access token in its environment",
     ),
+    "git-credential": (
+        "freshtoken._git_credential",
+        "configure_parser",
+        "run",
+        "a git credential helper serving OAuth tokens to mapped hosts",
+    ),
 }
 
 EXTRA_FOR_MODULE = {
