@@ -59,6 +59,12 @@ SUBCOMMANDS = {
         "run",
         "a git credential helper serving OAuth tokens to mapped hosts",
     ),
+    "agent": (
+        "freshtoken.agent._command",
+        "configure_parser",
+        "run",
+        "a local token agent on a unix socket: run | start | status | stop",
+    ),
 }
 
 EXTRA_FOR_MODULE = {
