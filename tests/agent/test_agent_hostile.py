@@ -3,6 +3,7 @@ connection, or die mid-request. The agent refuses or drops that client and serve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -30,11 +31,13 @@ def _request(socket_path: Path) -> str:
         conn.connect(str(socket_path))
     except OSError as error:
         return type(error).__name__
-    conn.sendall(b"GET /v1/token HTTP/1.1\r\nhost: agent\r\n\r\n")
+    with contextlib.suppress(BrokenPipeError):  # refused before it wrote: read the 403 anyway
+        conn.sendall(b"GET /v1/token HTTP/1.1\r\nhost: agent\r\n\r\n")
     data = b""
-    while chunk := conn.recv(65536):
-        data += chunk
-    return data.decode("latin-1")
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := conn.recv(65536):
+            data += chunk
+    return data.decode("latin-1") or "nothing"
 
 
 def as_nobody(socket_path: Path) -> str:
@@ -147,7 +150,7 @@ def answer_or_reset(running_agent: RunningAgent) -> bytes:
     """The answer to a token request; b"" when the agent closed (or reset) unanswered."""
     try:
         return running_agent.exchange(TOKEN_REQUEST)
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):
         return b""
 
 

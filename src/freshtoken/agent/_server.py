@@ -174,6 +174,7 @@ class Agent:
         self._profile_locks: dict[str, asyncio.Lock] = {}
         self._retired: list[Refresher] = []  # replaced while they may still be refreshing
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._busy: set[asyncio.Task[Any]] = set()  # handlers with a request under way
         self._fetches: set[asyncio.Task[TokenSet]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -223,6 +224,8 @@ class Agent:
                 loop.call_soon_threadsafe(stopping.set)
 
     async def _drain(self) -> None:
+        for task in self._handlers - self._busy:
+            task.cancel()  # idle keep-alive connections: nothing to finish
         handlers = set(self._handlers)
         if handlers:
             _, pending = await asyncio.wait(handlers, timeout=_SHUTDOWN_GRACE)
@@ -252,7 +255,7 @@ class Agent:
         assert self.idle_exit is not None
         while True:
             quiet = self._loop.time() - self._last_activity
-            if quiet >= self.idle_exit and not self._handlers and not self._fetches:
+            if quiet >= self.idle_exit and not self._busy and not self._fetches:
                 logger.info("no request for %.0f s: stopping", quiet)
                 self.stop()
                 return
@@ -278,6 +281,9 @@ class Agent:
                 await self._refuse(writer)
                 return
             await self._exchange(reader, writer)
+        except asyncio.CancelledError:
+            # Only shutdown cancels a handler; ending here keeps asyncio from logging it.
+            return
         except (ConnectionError, TimeoutError, asyncio.TimeoutError):
             self.counters.disconnects += 1  # the client left or stopped reading: its loss
         except OSError as error:
@@ -320,9 +326,15 @@ class Agent:
                 return
             self.counters.requests += 1
             assert self._loop is not None
+            task = asyncio.current_task()
+            assert task is not None
+            self._busy.add(task)
             self._last_activity = self._loop.time()
-            reply = await self._route(*request)
-            await self._send(connection, writer, reply, close=self._stopping.is_set())
+            try:
+                reply = await self._route(*request)
+                await self._send(connection, writer, reply, close=self._stopping.is_set())
+            finally:
+                self._busy.discard(task)
             self._last_activity = self._loop.time()
             if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                 return
