@@ -165,7 +165,8 @@ def test_env_lines_survive_a_real_shell_whatever_the_token_holds(
     hostile: str, tmp_path: Path
 ) -> None:
     """env: `sh` sourcing the lines gets the exact bytes back and runs nothing."""
-    tokens = TokenSet(access_token="x" + hostile.replace(" ", ""), scope=hostile)
+    visible = "".join(ch for ch in hostile if "!" <= ch <= "~")  # what a token may hold
+    tokens = TokenSet(access_token="x" + visible, scope=hostile)
     script = tmp_path / "tokens.sh"
     script.write_text(render("env", tokens, now=0.0))
     probe = (
