@@ -250,40 +250,39 @@ def _wait_until_serving(socket_file: Path, pid: int | None, timeout: float = 15.
 # -- talking to a running agent -------------------------------------------------------------
 
 
-def agent_status(socket_file: Path, *, timeout: float = 5.0) -> dict[str, Any] | None:
-    """The running agent's ``/v1/status``, or None when nothing listens there."""
+def _ask(
+    socket_file: Path, method: str, path: str, *, expect: int, timeout: float
+) -> dict[str, Any] | None:
+    """The JSON answer of the agent on ``socket_file``; None when nothing listens there."""
     try:
         with agent_client(socket_file, timeout) as client:
-            response = client.get("/v1/status")
+            response = client.request(method, path)
     except httpx.ConnectError:
         return None
     except httpx.TransportError as error:
         raise AgentStartError(
             f"the agent on {socket_file} did not answer ({type(error).__name__})"
         ) from None
-    if response.status_code != 200:
+    if response.status_code != expect:
         raise AgentStartError(
-            f"the agent on {socket_file} refused the status request (HTTP {response.status_code})"
+            f"the agent on {socket_file} refused {method} {path} (HTTP {response.status_code})"
         )
     document: dict[str, Any] = response.json()
     return document
 
 
+def agent_status(socket_file: Path, *, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The running agent's ``/v1/status``, or None when nothing listens there."""
+    return _ask(socket_file, "GET", "/v1/status", expect=200, timeout=timeout)
+
+
 def stop_agent(socket_file: Path, *, timeout: float = _STOP_TIMEOUT) -> int | None:
     """Stop the agent on ``socket_file`` and wait until it has exited; its pid, or None if
     none was running."""
-    try:
-        with agent_client(socket_file, 5.0) as client:
-            response = client.post("/v1/stop")
-    except httpx.ConnectError:
+    answer = _ask(socket_file, "POST", "/v1/stop", expect=202, timeout=5.0)
+    if answer is None:
         return None
-    except httpx.TransportError as error:
-        raise AgentStartError(
-            f"the agent on {socket_file} did not answer ({type(error).__name__})"
-        ) from None
-    if response.status_code != 202:
-        raise AgentStartError(f"the agent refused to stop (HTTP {response.status_code})")
-    pid = response.json().get("pid")
+    pid = answer.get("pid")
     deadline = time.monotonic() + timeout
     while lock_holder(socket_file) is not None:  # released when the process is gone
         if time.monotonic() > deadline:
