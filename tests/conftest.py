@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins: list[str] = ["tests.redis_fixture"]
+pytest_plugins: list[str] = [
+    "tests.redis_fixture",
+    "tests.profile_fixture",
+    "tests.agent_fixture",
+]
 
 
 @pytest.fixture(params=["asyncio", "trio"])

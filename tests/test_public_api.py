@@ -7,6 +7,7 @@ import importlib
 import freshtoken
 
 PUBLIC = {
+    "AgentRefresher",
     "AuthError",
     "ClientCredentials",
     "Clock",
@@ -59,6 +60,7 @@ def test_every_module_declares_its_public_names() -> None:
         "freshtoken.httpx",
         "freshtoken.requests",
         "freshtoken.aiohttp",
+        "freshtoken.agent",
         "freshtoken.refreshers",
         "freshtoken.errors",
         "freshtoken.stores",

@@ -8,6 +8,7 @@ from ._clock import Clock, ManualClock, system_clock
 from ._manager import ManagerStats, TokenManager
 from ._policy import Freshness, RefreshPolicy, RetryPolicy
 from ._tokens import TokenResponseError, TokenSet
+from .agent import AgentRefresher
 from .errors import (
     AuthError,
     InsecureTransportError,
@@ -40,6 +41,7 @@ from .stores import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AgentRefresher",
     "AuthError",
     "ClientCredentials",
     "Clock",

@@ -16,11 +16,12 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from ._formats import FORMATS, render
 from ._policy import check_transport, oauth_error, origin_of, read_json
 from ._tokens import TokenSet
 from .errors import AuthError, RefreshFailed, SessionExpired, StoreError
@@ -34,6 +35,9 @@ from .refreshers import (
     password_login,
 )
 from .stores.file import ENV_STORE, FileStore, ProfileInfo
+
+if TYPE_CHECKING:
+    from ._manager import TokenManager
 
 __all__ = [
     "configure_login",
@@ -105,6 +109,13 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_token(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="plain",
+        help="plain: the token; header: 'Authorization: Bearer ...'; json: token, expiry, "
+        "scope; env: shell export lines; k8s-exec: a kubectl ExecCredential",
+    )
     _add_store_arguments(parser)
 
 
@@ -226,9 +237,27 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _token(args: argparse.Namespace) -> int:
+    store = _store(args)
+    manager = open_profile(store)
+    try:
+        tokens = profile_tokens(manager, store)
+    finally:
+        close_refresher(manager.refresher)
+    text = render(
+        args.format,
+        tokens,
+        now=time.time(),
+        refresh_due_at=manager.policy.refresh_due_at(tokens),
+        exec_info=os.environ.get("KUBERNETES_EXEC_INFO"),
+    )
+    sys.stdout.write(text)
+    return 0
+
+
+def open_profile(store: FileStore) -> TokenManager:
+    """A manager over ``store``'s profile and the refresher its settings describe."""
     from ._manager import TokenManager
 
-    store = _store(args)
     profile = store.load_profile()
     if profile is None:
         raise _Failure(f"no profile {store.profile!r} in {store.path}: run `freshtoken login`")
@@ -238,21 +267,25 @@ def _token(args: argparse.Namespace) -> int:
             f"profile {store.profile!r} has no tokens (the session ended): "
             "run `freshtoken login` again"
         )
-    manager = TokenManager(refresher, store, lock_timeout=LOCK_TIMEOUT)
+    return TokenManager(refresher, store, lock_timeout=LOCK_TIMEOUT)
+
+
+def profile_tokens(manager: TokenManager, store: FileStore) -> TokenSet:
+    """Fresh tokens from ``manager``, its failures said the way the commands say them."""
     try:
-        tokens = manager.get_tokens()
+        return manager.get_tokens()
     except SessionExpired as error:
         raise _Failure(
             f"profile {store.profile!r}: {error}; run `freshtoken login` again"
         ) from None
     except RefreshFailed as error:
         raise _Failure(f"profile {store.profile!r}: {error}") from None
-    finally:
-        close = getattr(refresher, "close", None)
-        if close is not None:
-            close()
-    sys.stdout.write(tokens.access_token + "\n")
-    return 0
+
+
+def close_refresher(refresher: Refresher) -> None:
+    close = getattr(refresher, "close", None)
+    if close is not None:
+        close()
 
 
 def _refresher(store: FileStore, meta: Mapping[str, Any], secret: str | None) -> Refresher:

@@ -1,4 +1,4 @@
-"""The ``freshtoken`` command: serve | demo | login | token | status | logout.
+"""The ``freshtoken`` command: login, token, exec, git-credential, agent, status, logout, serve...
 
 Each subcommand lives beside what it drives, as a pair of functions: one adds its arguments to
 an ``argparse`` parser, one runs it and returns the exit code. This module only dispatches, and
@@ -46,6 +46,24 @@ SUBCOMMANDS = {
         "configure_logout",
         "run_logout",
         "revoke the refresh token at the server and remove the profile",
+    ),
+    "exec": (
+        "freshtoken._exec",
+        "configure_parser",
+        "run",
+        "run a command with a fresh access token in its environment",
+    ),
+    "git-credential": (
+        "freshtoken._git_credential",
+        "configure_parser",
+        "run",
+        "a git credential helper serving OAuth tokens to mapped hosts",
+    ),
+    "agent": (
+        "freshtoken.agent._command",
+        "configure_parser",
+        "run",
+        "a local token agent on a unix socket: run | start | status | stop",
     ),
 }
 

@@ -1,0 +1,298 @@
+"""``freshtoken git-credential get | store | erase``: a git credential helper.
+
+Set up once (``~/.gitconfig``)::
+
+    [credential]
+        helper = freshtoken        # runs git-credential-freshtoken, installed with freshtoken
+
+and say which hosts get which profile's token in ``~/.config/freshtoken/git-credential.ini``
+(``$FRESHTOKEN_GIT_CONFIG`` or ``--config`` elsewhere)::
+
+    [https://git.example.com]
+    profile = work                 # required: the freshtoken profile whose token is sent
+    username = oauth2              # what git sends as the user name (default: oauth2)
+
+    [https://git.example.com/team-b/]
+    profile = team-b               # a path prefix; needs `git config credential.useHttpPath true`
+
+A token goes only to a host named here, whatever helper line sends git our way: git asks
+every helper about every host, and an unmapped host gets no answer (git asks the next
+helper). The longest matching URL wins. Plain ``http://`` is accepted for loopback hosts only.
+
+``get`` answers ``username``, ``password`` (the access token, refreshed first when due) and
+``password_expiry_utc`` (Git 2.41+: when a refresh falls due, so that a storage helper such
+as credential-cache never hands out a stale token). With ``bearer = true`` in the mapping and
+a Git that announces ``capability[]=authtype`` (2.46+), it answers ``authtype=Bearer`` and
+``credential`` instead, so the token travels as ``Authorization: Bearer``. An
+``oauth_refresh_token`` git may pass in is ignored and never echoed: freshtoken keeps the
+refresh token. ``store`` keeps nothing (the profile is the store). ``erase`` means the host
+rejected the token git was given: if it is still the profile's current one, it is refreshed,
+once, so the next git command gets a working token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+import hmac
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ._policy import check_transport, default_port, origin_of
+from ._profiles_cli import (
+    _Failure,
+    _guarded,
+    close_refresher,
+    open_profile,
+    profile_tokens,
+)
+from .errors import AuthError, InsecureTransportError
+from .stores._files import config_dir
+from .stores.file import ENV_STORE, FileStore
+
+__all__ = [
+    "HostMapping",
+    "configure_parser",
+    "load_mappings",
+    "main",
+    "match",
+    "parse_attributes",
+    "run",
+]
+
+ENV_CONFIG = "FRESHTOKEN_GIT_CONFIG"
+DEFAULT_USERNAME = "oauth2"
+MAX_INPUT = 64 * 1024  # git sends a few hundred bytes; anything far larger is not git
+_KEYS = frozenset({"profile", "username", "bearer", "store"})
+
+
+@dataclasses.dataclass(frozen=True)
+class HostMapping:
+    """One ``[URL]`` section: which profile's token goes to that scheme, host and path."""
+
+    url: str
+    scheme: str
+    host: str  # lower case, with ":port" unless it is the scheme's default
+    path: tuple[str, ...]  # path segments, () for the whole host
+    profile: str
+    username: str = DEFAULT_USERNAME
+    bearer: bool = False
+    store: str | None = None
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("get", "store", "erase"), help="what git asks")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help=f"host to profile mapping (default: ${ENV_CONFIG} or "
+        "~/.config/freshtoken/git-credential.ini)",
+    )
+    parser.add_argument(
+        "--store",
+        metavar="PATH",
+        default=None,
+        help=f"token file (default: ${ENV_STORE} or ~/.config/freshtoken/tokens.json)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    return _guarded(_helper, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``git-credential-freshtoken ACTION``: what git runs for ``helper = freshtoken``."""
+    from .cli import main as cli_main
+
+    return cli_main(["git-credential", *(sys.argv[1:] if argv is None else argv)])
+
+
+def _helper(args: argparse.Namespace) -> int:
+    attributes = parse_attributes(sys.stdin.buffer.read(MAX_INPUT + 1))
+    if args.action == "store":
+        return 0  # the profile is the store; a password typed at git's prompt is not kept
+    config = Path(args.config or os.environ.get(ENV_CONFIG) or config_dir() / "git-credential.ini")
+    mapping = match(load_mappings(config), attributes)
+    if mapping is None:
+        return 0  # not ours: git asks the next helper
+    store = FileStore(mapping.store or args.store, profile=mapping.profile)
+    if args.action == "erase":
+        return _erase(store, attributes)
+    manager = open_profile(store)
+    try:
+        tokens = profile_tokens(manager, store)
+    finally:
+        close_refresher(manager.refresher)
+    due = manager.policy.refresh_due_at(tokens)
+    expiry = due if due is not None else tokens.expires_at
+    lines = []
+    if mapping.bearer and "authtype" in attributes.get("capability[]", []):
+        lines += ["capability[]=authtype", "authtype=Bearer", f"credential={tokens.access_token}"]
+    else:
+        username = _single(attributes, "username") or mapping.username
+        lines += [f"username={username}", f"password={tokens.access_token}"]
+    if expiry is not None:
+        lines.append(f"password_expiry_utc={max(int(expiry), int(time.time()))}")
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    return 0
+
+
+def _erase(store: FileStore, attributes: Mapping[str, list[str]]) -> int:
+    """The host rejected ``password``: refresh if it is still the profile's token."""
+    rejected = _single(attributes, "password") or _single(attributes, "credential")
+    if rejected is None:
+        return 0
+    stored = store.load()
+    if stored is None or not hmac.compare_digest(
+        stored.tokens.access_token.encode(), rejected.encode()
+    ):
+        return 0  # not our token, or already replaced: nothing to do
+    manager = open_profile(store)
+    try:
+        current = manager.get_tokens()  # loads the profile (and refreshes if due anyway)
+        if current.access_token == stored.tokens.access_token:
+            manager.handle_rejection(current)
+    except AuthError as error:
+        raise _Failure(
+            f"git rejected profile {store.profile!r}'s token and the refresh failed: {error}"
+        ) from None
+    finally:
+        close_refresher(manager.refresher)
+    return 0
+
+
+# -- the protocol ---------------------------------------------------------------------------
+
+
+def parse_attributes(data: bytes) -> dict[str, list[str]]:
+    """``key=value`` lines up to a blank line or the end; ``key[]`` keys may repeat.
+
+    Raises ValueError for input that is not git's credential format.
+    """
+    if len(data) > MAX_INPUT:
+        raise ValueError(f"git-credential: more than {MAX_INPUT} bytes of input; not from git")
+    if b"\0" in data:
+        raise ValueError("git-credential: the input holds a NUL byte; not from git")
+    attributes: dict[str, list[str]] = {}
+    for raw in data.decode("utf-8", "surrogateescape").split("\n"):
+        line = raw.removesuffix("\r")
+        if not line:
+            break
+        key, sep, value = line.partition("=")
+        if not sep or not key:
+            raise ValueError(
+                "git-credential: a line without key=value; input must be git's "
+                "credential format (see `git help credential`)"
+            )
+        if key.endswith("[]"):
+            if value:
+                attributes.setdefault(key, []).append(value)
+            else:
+                attributes[key] = []  # an empty value clears the list
+        else:
+            attributes[key] = [value]
+    url = _single(attributes, "url")
+    if url is not None:  # git itself splits url=; a script may not have
+        parts = urlsplit(url)
+        attributes.setdefault("protocol", [parts.scheme])
+        attributes.setdefault("host", [parts.netloc.rpartition("@")[2]])
+        attributes.setdefault("path", [parts.path.lstrip("/")])
+    return attributes
+
+
+def _single(attributes: Mapping[str, list[str]], key: str) -> str | None:
+    values = attributes.get(key)
+    return values[-1] if values else None
+
+
+def load_mappings(path: Path) -> list[HostMapping]:
+    """The ``[URL]`` sections of ``path``; none when it does not exist."""
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=("#", ";"), default_section="\0defaults"
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        with open(path, encoding="utf-8") as file:
+            parser.read_file(file)
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as error:
+        raise _Failure(f"cannot read {path}: {error}") from None
+    except configparser.Error as error:
+        raise _Failure(f"{path} is not valid: {' '.join(str(error).split())}") from None
+    return [_section(path, name, parser[name]) for name in parser.sections()]
+
+
+def _section(path: Path, name: str, section: Mapping[str, str]) -> HostMapping:
+    where = f"{path} [{name}]"
+    unknown = set(section) - _KEYS
+    if unknown:
+        raise _Failure(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    parts = urlsplit(name)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Failure(f"{where}: a section names a URL such as [https://git.example.com]")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise _Failure(f"{where}: the URL may hold a scheme, a host, a port and a path only")
+    try:
+        check_transport(origin_of(name), allow_insecure_http=False, what="a git token")
+    except InsecureTransportError as error:
+        raise _Failure(f"{where}: {error}") from None
+    profile = section.get("profile", "").strip()
+    if not profile:
+        raise _Failure(f"{where}: `profile = NAME` is required")
+    username = section.get("username", DEFAULT_USERNAME).strip()
+    if not username or "\n" in username:
+        raise _Failure(f"{where}: username must be one non-empty line")
+    bearer_text = section.get("bearer", "false").strip().lower()
+    if bearer_text not in ("true", "false", "yes", "no", "1", "0"):
+        raise _Failure(f"{where}: bearer is true or false")
+    store = section.get("store")
+    return HostMapping(
+        url=name,
+        scheme=parts.scheme,
+        host=_host(parts.scheme, parts.netloc),
+        path=_segments(parts.path),
+        profile=profile,
+        username=username,
+        bearer=bearer_text in ("true", "yes", "1"),
+        store=None if store is None else os.path.expanduser(store.strip()),
+    )
+
+
+def match(
+    mappings: Sequence[HostMapping], attributes: Mapping[str, list[str]]
+) -> HostMapping | None:
+    """The mapping for git's protocol, host and path: the longest path prefix wins."""
+    protocol = _single(attributes, "protocol")
+    host = _single(attributes, "host")
+    if protocol not in ("http", "https") or not host:
+        return None
+    host = _host(protocol, host)
+    path = _segments(_single(attributes, "path") or "")
+    best: HostMapping | None = None
+    for mapping in mappings:
+        if mapping.scheme != protocol or mapping.host != host:
+            continue
+        if path[: len(mapping.path)] != mapping.path:
+            continue
+        if best is None or len(mapping.path) > len(best.path):
+            best = mapping
+    return best
+
+
+def _host(scheme: str, netloc: str) -> str:
+    host = netloc.rpartition("@")[2].lower()
+    name, sep, port = host.rpartition(":")
+    if sep and "]" not in port and port == str(default_port(scheme)):
+        return name
+    return host
+
+
+def _segments(path: str) -> tuple[str, ...]:
+    return tuple(segment for segment in path.split("/") if segment)
