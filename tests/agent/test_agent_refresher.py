@@ -60,8 +60,11 @@ def test_a_rejected_token_is_refreshed_at_the_agent_once(
     assert two.get_tokens().access_token == old.access_token
     logged_in.server.advance(2)
     new = one.handle_rejection(old)
+    assert new is not None
     assert new.access_token != old.access_token
-    assert two.handle_rejection(two.get_tokens()).access_token == new.access_token
+    again = two.handle_rejection(two.get_tokens())
+    assert again is not None
+    assert again.access_token == new.access_token
     assert logged_in.server.stats()["refreshes"] == 1
 
 

@@ -619,7 +619,8 @@ class Agent:
             and self._may_force(manager, tokens)
         ):
             self.counters.forced_refreshes += 1
-            tokens = await manager.ahandle_rejection(tokens)
+            # None: the manager is backing off rejections of fresh tokens; keep this one.
+            tokens = await manager.ahandle_rejection(tokens) or tokens
         return tokens
 
     def _may_force(self, manager: TokenManager, tokens: TokenSet) -> bool:
