@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from profile_fixture import LoggedIn
+from tools import require
 
 from freshtoken import AgentRefresher
 from freshtoken.agent._runtime import lock_holder
@@ -122,13 +122,11 @@ def test_an_unsafe_directory_is_refused(logged_in: LoggedIn, agent_dir: Path) ->
     assert f"chmod 700 {open_dir}" in result.stderr
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate is missing"
-)
 def test_systemd_socket_activation(logged_in: LoggedIn, agent_dir: Path) -> None:
     """systemd-socket-activate holds the socket and starts `agent --systemd` on the first
     connection; the agent serves it and exits after --idle-exit, leaving the socket to
     systemd."""
+    require("systemd-socket-activate", "systemd")
     socket_path = agent_dir / "agent.sock"
     activator = subprocess.Popen(
         [

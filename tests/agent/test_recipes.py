@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from agent_fixture import RunningAgent
 from profile_fixture import LoggedIn
+from tools import require
 
 RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes"
 
@@ -22,11 +21,11 @@ def code_block(recipe: str, language: str) -> str:
     return match.group(1)
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_the_node_recipe_gets_a_token_from_the_agent(
     running_agent: RunningAgent, logged_in: LoggedIn, tmp_path: Path
 ) -> None:
     """node.md's program, run by node, reads the profile's token, expiry and scope."""
+    require("node", "nodejs")
     program = tmp_path / "agent-token.mjs"
     program.write_text(code_block("node.md", "js"))
     result = subprocess.run(
@@ -44,9 +43,9 @@ def test_the_node_recipe_gets_a_token_from_the_agent(
     assert answer["header_ok"] is True
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_over_the_unix_socket(running_agent: RunningAgent, logged_in: LoggedIn) -> None:
     """curl --unix-socket, as in curl.md, gets the access token."""
+    require("curl")
     result = subprocess.run(
         [
             "curl", "-s", "--unix-socket", str(running_agent.socket_path),

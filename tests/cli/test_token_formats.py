@@ -10,7 +10,6 @@ import http.server
 import ipaddress
 import json
 import re
-import shutil
 import ssl
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from profile_fixture import LoggedIn
+from tools import require
 
 from freshtoken import TokenSet
 from freshtoken._formats import render
@@ -351,12 +351,12 @@ def kubeconfig(path: Path, proxy: TLSProxy, store: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kubectl_authenticates_through_freshtoken_and_a_second_call_needs_no_refresh(
     logged_in: LoggedIn, api_server: TLSProxy, tmp_path: Path
 ) -> None:
     """Real kubectl runs `freshtoken token --format k8s-exec` and sends the token; the
     second kubectl run gets the same token from the store with no network call."""
+    require("kubectl")
     config = kubeconfig(tmp_path / "kubeconfig", api_server, logged_in.store)
     command = ["kubectl", "--kubeconfig", str(config), "get", "--raw", "/api/me"]
     env = {**logged_in.env, "HOME": str(tmp_path)}
@@ -375,11 +375,11 @@ def test_kubectl_authenticates_through_freshtoken_and_a_second_call_needs_no_ref
     assert logged_in.server.stats()["token_requests"] == 0
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kubectl_gets_a_refreshed_token_when_the_stored_one_expired(
     logged_in: LoggedIn, api_server: TLSProxy, tmp_path: Path
 ) -> None:
     """An expired profile: kubectl's call refreshes once and authenticates with the new token."""
+    require("kubectl")
     logged_in.expire()
     config = kubeconfig(tmp_path / "kubeconfig", api_server, logged_in.store)
     result = subprocess.run(

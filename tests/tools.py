@@ -1,0 +1,28 @@
+"""Programs some tests drive for real (kubectl, git, chromium...): found, or a clear verdict.
+
+Where a program is missing, a developer's run skips the test and says which package brings it;
+CI sets ``FRESHTOKEN_REQUIRE_TOOLS=1``, which turns that skip into a failure, so a missing
+install step cannot hide behind a green run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+__all__ = ["require"]
+
+ENV_REQUIRE = "FRESHTOKEN_REQUIRE_TOOLS"
+
+
+def require(program: str, package: str | None = None) -> str:
+    """The path of ``program``; skips (or, under FRESHTOKEN_REQUIRE_TOOLS=1, fails) if absent."""
+    path = shutil.which(program)
+    if path is not None:
+        return path
+    reason = f"{program} is not installed (Debian package: {package or program})"
+    if os.environ.get(ENV_REQUIRE) == "1":
+        pytest.fail(f"{reason}, and {ENV_REQUIRE}=1 says every tool must be there")
+    pytest.skip(reason)
