@@ -411,6 +411,9 @@ def check_transport(origin: Origin, *, allow_insecure_http: bool, what: str) -> 
         )
 
 
+_SCHEME_AND_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+
+
 class Destinations:
     """Where an integration may send the token: the ``origins`` allow-list (None: anywhere),
     and never plain HTTP off loopback unless ``allow_insecure_http``.
@@ -418,12 +421,27 @@ class Destinations:
     Verdicts are remembered per origin: integrations ask on every request.
     """
 
-    __slots__ = ("_verdicts", "allow_insecure_http", "origins")
+    __slots__ = ("_by_prefix", "_verdicts", "allow_insecure_http", "origins")
 
     def __init__(self, origins: Iterable[str] | None, *, allow_insecure_http: bool) -> None:
         self.origins = None if origins is None else frozenset(origin_of(url) for url in origins)
         self.allow_insecure_http = allow_insecure_http
         self._verdicts: dict[tuple[str, str, int | None], bool] = {}
+        self._by_prefix: dict[str, bool] = {}
+
+    def allows_url(self, url: str) -> bool:
+        """:meth:`allow` for an absolute URL given as text; remembered per ``scheme://authority``
+        prefix, so that a repeated origin costs a match and a lookup, not a URL parse."""
+        match = _SCHEME_AND_AUTHORITY.match(url)
+        prefix = url if match is None else match.group()
+        verdict = self._by_prefix.get(prefix)
+        if verdict is None:
+            parts = urlsplit(url)
+            verdict = self.allows(parts.scheme, parts.hostname or "", parts.port)
+            if len(self._by_prefix) >= 1024:
+                self._by_prefix.clear()
+            self._by_prefix[prefix] = verdict
+        return verdict
 
     def allow(self, origin: Origin) -> bool:
         """True if the token goes to ``origin``; raises InsecureTransportError if it must not

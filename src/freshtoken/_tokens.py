@@ -63,6 +63,9 @@ class TokenSet:
     obtained_at: float | None = None
     refresh_at: float | None = None
     scope: str | None = None
+    authorization: str = dataclasses.field(init=False, repr=False, compare=False)
+    """The Authorization header value, made once: every request sends it. RFC 6750 says
+    "Bearer" whatever case the server used."""
 
     def __post_init__(self) -> None:
         _check_token("access_token", self.access_token, _ACCESS_TOKEN)
@@ -76,6 +79,8 @@ class TokenSet:
             value = getattr(self, name)
             if value is not None and _finite(value) is None:
                 raise TokenResponseError(f"{name} must be a finite number")
+        kind = "Bearer" if self.token_type.lower() == "bearer" else self.token_type
+        object.__setattr__(self, "authorization", f"{kind} {self.access_token}")
 
     @property
     def lifetime(self) -> float | None:
@@ -89,12 +94,6 @@ class TokenSet:
 
     def is_expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
-
-    @property
-    def authorization(self) -> str:
-        """The Authorization header value. RFC 6750 says "Bearer" whatever case the server used."""
-        kind = "Bearer" if self.token_type.lower() == "bearer" else self.token_type
-        return f"{kind} {self.access_token}"
 
     @classmethod
     def from_response(
@@ -155,15 +154,14 @@ class TokenSet:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, secrets included: for stores, never for logs."""
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in _STORED_FIELDS}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TokenSet:
         """Inverse of :meth:`to_dict`; raises TokenResponseError on anything unexpected."""
         if not isinstance(data, Mapping):
             raise TokenResponseError("stored token set is not an object")
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(data) - names
+        unknown = set(data) - set(_STORED_FIELDS)
         if unknown:
             raise TokenResponseError(f"unknown token set fields: {sorted(unknown)}")
         if "access_token" not in data:
@@ -177,6 +175,9 @@ class TokenSet:
         )
 
     __str__ = __repr__
+
+
+_STORED_FIELDS = tuple(field.name for field in dataclasses.fields(TokenSet) if field.init)
 
 
 def _check_token(name: str, value: object, allowed: re.Pattern[str]) -> None:

@@ -69,8 +69,7 @@ class TokenAuth(AuthBase):
         return request
 
     def _applies(self, url: str) -> bool:
-        parts = urlsplit(url)
-        return self.destinations.allows(parts.scheme, parts.hostname or "", parts.port)
+        return self.destinations.allows_url(url)
 
     def __repr__(self) -> str:
         return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
