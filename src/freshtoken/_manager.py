@@ -101,12 +101,13 @@ class ManagerStats:
 class _Credential:
     """A credential's state with the mutex that guards it and the managers that share it."""
 
-    __slots__ = ("__weakref__", "managers", "mutex", "state")
+    __slots__ = ("__weakref__", "managers", "mutex", "rewatch", "state")
 
     def __init__(self) -> None:
         self.mutex = threading.Lock()
         self.state = CredentialState()
         self.managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
+        self.rewatch = False  # in a forked child: the store's watcher thread did not come along
 
     def invalidate(self) -> None:
         with self.mutex:
@@ -134,6 +135,7 @@ def _after_fork_in_child() -> None:
     for credential in list(_credentials.values()):
         credential.mutex = threading.Lock()
         credential.state.after_fork()
+        credential.rewatch = True
 
 
 if hasattr(os, "register_at_fork"):
@@ -315,6 +317,9 @@ class TokenManager:
 
     def _decide(self, demand: Demand) -> Use | Wait | Fail | Pass:
         credential = self._credential
+        if credential.rewatch:
+            credential.rewatch = False
+            self.store.watch(credential.invalidate)
         with credential.mutex:
             decision = credential.state.decide(demand, self.rules, self.clock(), self._monotonic())
         if isinstance(decision, (Use, Wait)) and decision.start is not None:
