@@ -262,7 +262,7 @@ class ReferenceServer:
             form["client_secret"] = client_secret
         if scope is not None:
             form["scope"] = scope
-        response = self._http.post("/oauth/token", data=form)
+        response = self._http.post(self.token_url, data=form)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body

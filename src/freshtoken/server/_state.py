@@ -472,7 +472,7 @@ class ServerState:
 
     def client_credentials_grant(self, client: Client, scope: frozenset[str] | None) -> Issued:
         self._require_grant(client, "client_credentials")
-        if client.secret is None:
+        if client.is_public:
             raise OAuthError("unauthorized_client", "a public client has no credentials")
         granted = self._narrow(client.scopes, scope)
         with self._lock:
