@@ -44,7 +44,6 @@ def answer_of(location: str) -> dict[str, str]:
 def sign_in(server: ReferenceServer, url: str, **browser: Any) -> dict[str, str]:
     with httpx.Client(verify=False) as http:
         location = Browser(**browser).sign_in(http, url)
-    assert location.startswith(REDIRECT.split("?")[0]) or location.startswith("http://")
     return answer_of(location)
 
 
