@@ -46,6 +46,7 @@ from urllib.parse import urlencode, urlsplit
 
 import jwt
 
+from .._authorization import pkce_challenge
 from .._clock import Clock, system_clock
 from ._config import (
     DEVICE_CODE_GRANT,
@@ -309,11 +310,6 @@ def redirect_uri_allowed(client: Client, uri: str) -> bool:
     if parts.query:
         portless += f"?{parts.query}"
     return portless in client.redirect_uris
-
-
-def pkce_s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _add_query(uri: str, params: Mapping[str, str | None]) -> str:
@@ -674,7 +670,7 @@ class ServerState:
                     raise self._invalid_grant("code_verifier sent, but no code_challenge was")
             elif code_verifier is None or not _PKCE_VERIFIER.fullmatch(code_verifier):
                 raise self._invalid_grant("a valid code_verifier is required (PKCE)")
-            elif not secrets.compare_digest(pkce_s256(code_verifier), record.code_challenge):
+            elif not secrets.compare_digest(pkce_challenge(code_verifier), record.code_challenge):
                 raise self._invalid_grant("code_verifier does not match the code_challenge")
             family = self._new_family(record.username, client.client_id, record.scope, now)
             family.auth_time = record.auth_time
