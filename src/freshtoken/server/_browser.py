@@ -8,6 +8,7 @@ its own, and understands exactly the HTML forms the reference server serves.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
@@ -85,21 +86,30 @@ class Browser:
     """``open_browser`` for :func:`freshtoken.browser_login` that signs in as ``username``
     (or presses Deny), then visits the page the server redirects to, as a browser would.
 
-    Blocking: browser logins call ``open_browser`` in a worker thread. ``visited`` holds the
-    last page of each call (the loopback listener's answer); a page that is not what a person
-    expects raises :class:`BrowserError`.
+    Blocking: browser logins call ``open_browser`` in a worker thread, and may return before
+    it does (the listener answers, then the login goes on). ``visited`` holds the last page
+    of each call (the loopback listener's answer) once :meth:`wait` says the call finished; a
+    page that is not what a person expects raises :class:`BrowserError`.
     """
 
     username: str = "demo"
     password: str = "demo"
     approve: bool = True
     visited: list[httpx.Response] = dataclasses.field(default_factory=list)
+    _finished: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
 
     def __call__(self, url: str) -> bool:
-        with httpx.Client(timeout=_TIMEOUT, verify=False) as http:
-            location = self.sign_in(http, url)
-            self.visited.append(http.get(location))
+        try:
+            with httpx.Client(timeout=_TIMEOUT, verify=False) as http:
+                location = self.sign_in(http, url)
+                self.visited.append(http.get(location))
+        finally:
+            self._finished.set()
         return True
+
+    def wait(self, timeout: float = _TIMEOUT) -> bool:
+        """Whether a call finished (within ``timeout`` seconds)."""
+        return self._finished.wait(timeout)
 
     def sign_in(self, http: httpx.Client, url: str) -> str:
         """The URL the server sends the browser to after the login form (not visited)."""
