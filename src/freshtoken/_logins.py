@@ -6,7 +6,9 @@ Every OAuth login takes an issuer (discovered, cached) or its :class:`ServerMeta
 password and client-credentials logins also take a bare ``token_url`` for servers without
 discovery. Client authentication is chosen from the metadata unless ``auth_method`` says
 (see :mod:`freshtoken._client_auth`). A refresher made with ``from_issuer`` logs in with the
-client settings it already has (:class:`LoginMethods`).
+client settings it already has (:class:`LoginMethods`). The ``*_with`` functions are the
+same logins for a caller that already has the metadata and a :class:`ClientAuth` (the CLI,
+a refresher, a backend-for-frontend).
 """
 
 from __future__ import annotations
@@ -41,15 +43,24 @@ __all__ = [
     "DevicePrompt",
     "LoginMethods",
     "abrowser_login",
+    "abrowser_with",
     "aclient_credentials_login",
+    "aclient_credentials_with",
     "adevice_login",
+    "adevice_with",
     "ajson_login",
     "apassword_login",
+    "apassword_with",
     "browser_login",
+    "browser_with",
     "client_credentials_login",
+    "client_credentials_with",
+    "client_for",
     "device_login",
+    "device_with",
     "json_login",
     "password_login",
+    "password_with",
     "print_prompt",
 ]
 
@@ -154,7 +165,7 @@ def browser_login(
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
-    return _browser(
+    return browser_with(
         metadata,
         client,
         scope=scope,
@@ -163,7 +174,7 @@ def browser_login(
         redirect_uri=redirect_uri,
         params=authorization_params,
         verify=verify,
-        insecure=allow_insecure_http,
+        allow_insecure_http=allow_insecure_http,
         clock=clock,
     )
 
@@ -191,7 +202,7 @@ async def abrowser_login(
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
-    return await _abrowser(
+    return await abrowser_with(
         metadata,
         client,
         scope=scope,
@@ -200,24 +211,25 @@ async def abrowser_login(
         redirect_uri=redirect_uri,
         params=authorization_params,
         verify=verify,
-        insecure=allow_insecure_http,
+        allow_insecure_http=allow_insecure_http,
         clock=clock,
     )
 
 
-def _browser(
+def browser_with(
     metadata: ServerMetadata,
     client: ClientAuth,
     *,
-    scope: str | None,
-    open_browser: OpenBrowser,
-    timeout: float,
-    redirect_uri: str,
-    params: Mapping[str, str] | None,
-    verify: Verify,
-    insecure: bool,
-    clock: Clock,
+    scope: str | None = None,
+    open_browser: OpenBrowser = webbrowser.open,
+    timeout: float = BROWSER_TIMEOUT,
+    redirect_uri: str = DEFAULT_REDIRECT_URI,
+    params: Mapping[str, str] | None = None,
+    verify: Verify = True,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
 ) -> TokenSet:
+    """browser_login with a ready client authentication."""
     with LoopbackListener(redirect_uri) as listener:
         request = AuthorizationRequest.start(
             metadata,
@@ -227,22 +239,25 @@ def _browser(
             params=params,
         )
         code = listener.wait_for_code(request, open_browser=open_browser, timeout=timeout)
-    return request.exchange(code, client, verify=verify, allow_insecure_http=insecure, clock=clock)
+    return request.exchange(
+        code, client, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock
+    )
 
 
-async def _abrowser(
+async def abrowser_with(
     metadata: ServerMetadata,
     client: ClientAuth,
     *,
-    scope: str | None,
-    open_browser: OpenBrowser,
-    timeout: float,
-    redirect_uri: str,
-    params: Mapping[str, str] | None,
-    verify: Verify,
-    insecure: bool,
-    clock: Clock,
+    scope: str | None = None,
+    open_browser: OpenBrowser = webbrowser.open,
+    timeout: float = BROWSER_TIMEOUT,
+    redirect_uri: str = DEFAULT_REDIRECT_URI,
+    params: Mapping[str, str] | None = None,
+    verify: Verify = True,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
 ) -> TokenSet:
+    """abrowser_login with a ready client authentication."""
     async with AsyncLoopbackListener(redirect_uri) as listener:
         request = AuthorizationRequest.start(
             metadata,
@@ -253,7 +268,7 @@ async def _abrowser(
         )
         code = await listener.wait_for_code(request, open_browser=open_browser, timeout=timeout)
     return await request.aexchange(
-        code, client, verify=verify, allow_insecure_http=insecure, clock=clock
+        code, client, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock
     )
 
 
@@ -453,13 +468,13 @@ def device_login(
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
-    return _device(
+    return device_with(
         metadata,
         client,
         scope=scope,
         on_prompt=on_prompt,
         verify=verify,
-        insecure=allow_insecure_http,
+        allow_insecure_http=allow_insecure_http,
         clock=clock,
         sleep=sleep,
     )
@@ -484,32 +499,33 @@ async def adevice_login(
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
-    return await _adevice(
+    return await adevice_with(
         metadata,
         client,
         scope=scope,
         on_prompt=on_prompt,
         verify=verify,
-        insecure=allow_insecure_http,
+        allow_insecure_http=allow_insecure_http,
         clock=clock,
         sleep=sleep,
     )
 
 
-def _device(
+def device_with(
     metadata: ServerMetadata,
     client: ClientAuth,
     *,
-    scope: str | None,
-    on_prompt: Callable[[DevicePrompt], object],
-    verify: Verify,
-    insecure: bool,
-    clock: Clock,
-    sleep: Callable[[float], object],
+    scope: str | None = None,
+    on_prompt: Callable[[DevicePrompt], object] = print_prompt,
+    verify: Verify = True,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> TokenSet:
+    """device_login with a ready client authentication."""
     flow = DeviceAuthorization(metadata, client, scope)
     request = flow.start_request()
-    check_login_transport(str(request.url), allow_insecure_http=insecure)
+    check_login_transport(str(request.url), allow_insecure_http=allow_insecure_http)
     sent_at = clock()
     on_prompt(flow.prompt_from(send(request, verify=verify), now=sent_at))
     while True:
@@ -528,20 +544,21 @@ def _device(
             return tokens
 
 
-async def _adevice(
+async def adevice_with(
     metadata: ServerMetadata,
     client: ClientAuth,
     *,
-    scope: str | None,
-    on_prompt: Callable[[DevicePrompt], object],
-    verify: Verify,
-    insecure: bool,
-    clock: Clock,
-    sleep: Callable[[float], Awaitable[object]],
+    scope: str | None = None,
+    on_prompt: Callable[[DevicePrompt], object] = print_prompt,
+    verify: Verify = True,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
+    sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
 ) -> TokenSet:
+    """adevice_login with a ready client authentication."""
     flow = DeviceAuthorization(metadata, client, scope)
     request = flow.start_request()
-    check_login_transport(str(request.url), allow_insecure_http=insecure)
+    check_login_transport(str(request.url), allow_insecure_http=allow_insecure_http)
     sent_at = clock()
     shown = on_prompt(flow.prompt_from(await asend(request, verify=verify), now=sent_at))
     if inspect.isawaitable(shown):
@@ -609,6 +626,94 @@ def _client_credentials_request(
     return client.request(token_url, form, {})
 
 
+def password_with(
+    metadata: ServerMetadata | None,
+    token_url: str,
+    client: ClientAuth,
+    *,
+    username: str,
+    password: str,
+    scope: str | None = None,
+    verify: Verify = True,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
+) -> TokenSet:
+    """password_login with a ready client authentication."""
+    _require_grant(metadata, "password", "password")
+    return request_tokens(
+        _password_request(token_url, client, username, password, scope),
+        clock=clock,
+        secrets=(password, *client.secrets()),
+        verify=verify,
+        allow_insecure_http=allow_insecure_http,
+    )
+
+
+async def apassword_with(
+    metadata: ServerMetadata | None,
+    token_url: str,
+    client: ClientAuth,
+    *,
+    username: str,
+    password: str,
+    scope: str | None = None,
+    verify: Verify = True,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
+) -> TokenSet:
+    """apassword_login with a ready client authentication."""
+    _require_grant(metadata, "password", "password")
+    return await arequest_tokens(
+        _password_request(token_url, client, username, password, scope),
+        clock=clock,
+        secrets=(password, *client.secrets()),
+        verify=verify,
+        allow_insecure_http=allow_insecure_http,
+    )
+
+
+def client_credentials_with(
+    metadata: ServerMetadata | None,
+    token_url: str,
+    client: ClientAuth,
+    *,
+    scope: str | None = None,
+    verify: Verify = True,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
+) -> TokenSet:
+    """client_credentials_login with a ready client authentication."""
+    _require_grant(metadata, "client_credentials", "client credentials")
+    return request_tokens(
+        _client_credentials_request(token_url, client, scope),
+        clock=clock,
+        secrets=client.secrets(),
+        verify=verify,
+        allow_insecure_http=allow_insecure_http,
+    )
+
+
+async def aclient_credentials_with(
+    metadata: ServerMetadata | None,
+    token_url: str,
+    client: ClientAuth,
+    *,
+    scope: str | None = None,
+    verify: Verify = True,
+    allow_insecure_http: bool = False,
+    clock: Clock = system_clock,
+) -> TokenSet:
+    """aclient_credentials_login with a ready client authentication."""
+    _require_grant(metadata, "client_credentials", "client credentials")
+    return await arequest_tokens(
+        _client_credentials_request(token_url, client, scope),
+        clock=clock,
+        secrets=client.secrets(),
+        verify=verify,
+        allow_insecure_http=allow_insecure_http,
+    )
+
+
 def password_login(
     token_url: str | None = None,
     *,
@@ -628,16 +733,19 @@ def password_login(
     ``token_url`` or at the ``issuer``'s token endpoint. A wrong password is
     ``LoginFailed("invalid_grant")``. OAuth 2.1 drops this grant: prefer :func:`browser_login`."""
     url, metadata = _endpoint(token_url, issuer, verify, allow_insecure_http)
-    _require_grant(metadata, "password", "password")
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
-    return request_tokens(
-        _password_request(url, client, username, password, scope),
-        clock=clock,
-        secrets=(password, *client.secrets()),
+    return password_with(
+        metadata,
+        url,
+        client,
+        username=username,
+        password=password,
+        scope=scope,
         verify=verify,
         allow_insecure_http=allow_insecure_http,
+        clock=clock,
     )
 
 
@@ -658,16 +766,19 @@ async def apassword_login(
 ) -> TokenSet:
     """:func:`password_login` for async code."""
     url, metadata = await _aendpoint(token_url, issuer, verify, allow_insecure_http)
-    _require_grant(metadata, "password", "password")
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
-    return await arequest_tokens(
-        _password_request(url, client, username, password, scope),
-        clock=clock,
-        secrets=(password, *client.secrets()),
+    return await apassword_with(
+        metadata,
+        url,
+        client,
+        username=username,
+        password=password,
+        scope=scope,
         verify=verify,
         allow_insecure_http=allow_insecure_http,
+        clock=clock,
     )
 
 
@@ -687,16 +798,17 @@ def client_credentials_login(
     """A token through the client credentials grant (RFC 6749 section 4.4), authenticated
     with a secret or a private key (private_key_jwt)."""
     url, metadata = _endpoint(token_url, issuer, verify, allow_insecure_http)
-    _require_grant(metadata, "client_credentials", "client credentials")
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
-    return request_tokens(
-        _client_credentials_request(url, client, scope),
-        clock=clock,
-        secrets=client.secrets(),
+    return client_credentials_with(
+        metadata,
+        url,
+        client,
+        scope=scope,
         verify=verify,
         allow_insecure_http=allow_insecure_http,
+        clock=clock,
     )
 
 
@@ -715,16 +827,17 @@ async def aclient_credentials_login(
 ) -> TokenSet:
     """:func:`client_credentials_login` for async code."""
     url, metadata = await _aendpoint(token_url, issuer, verify, allow_insecure_http)
-    _require_grant(metadata, "client_credentials", "client credentials")
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
-    return await arequest_tokens(
-        _client_credentials_request(url, client, scope),
-        clock=clock,
-        secrets=client.secrets(),
+    return await aclient_credentials_with(
+        metadata,
+        url,
+        client,
+        scope=scope,
         verify=verify,
         allow_insecure_http=allow_insecure_http,
+        clock=clock,
     )
 
 
@@ -810,7 +923,7 @@ class LoginMethods:
     ) -> TokenSet:
         """:func:`freshtoken.browser_login` as this refresher's client."""
         _check_timeout(timeout)
-        return _browser(
+        return browser_with(
             self._login_metadata("browser"),
             self.client,
             scope=scope or self.scope,
@@ -819,7 +932,7 @@ class LoginMethods:
             redirect_uri=redirect_uri,
             params=authorization_params,
             verify=self.verify,
-            insecure=self.allow_insecure_http,
+            allow_insecure_http=self.allow_insecure_http,
             clock=clock,
         )
 
@@ -835,7 +948,7 @@ class LoginMethods:
     ) -> TokenSet:
         """:func:`freshtoken.abrowser_login` as this refresher's client."""
         _check_timeout(timeout)
-        return await _abrowser(
+        return await abrowser_with(
             self._login_metadata("browser"),
             self.client,
             scope=scope or self.scope,
@@ -844,7 +957,7 @@ class LoginMethods:
             redirect_uri=redirect_uri,
             params=authorization_params,
             verify=self.verify,
-            insecure=self.allow_insecure_http,
+            allow_insecure_http=self.allow_insecure_http,
             clock=clock,
         )
 
@@ -857,13 +970,13 @@ class LoginMethods:
         sleep: Callable[[float], object] = time.sleep,
     ) -> TokenSet:
         """:func:`freshtoken.device_login` as this refresher's client."""
-        return _device(
+        return device_with(
             self._login_metadata("device"),
             self.client,
             scope=scope or self.scope,
             on_prompt=on_prompt,
             verify=self.verify,
-            insecure=self.allow_insecure_http,
+            allow_insecure_http=self.allow_insecure_http,
             clock=clock,
             sleep=sleep,
         )
@@ -877,13 +990,13 @@ class LoginMethods:
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
     ) -> TokenSet:
         """:func:`freshtoken.adevice_login` as this refresher's client."""
-        return await _adevice(
+        return await adevice_with(
             self._login_metadata("device"),
             self.client,
             scope=scope or self.scope,
             on_prompt=on_prompt,
             verify=self.verify,
-            insecure=self.allow_insecure_http,
+            allow_insecure_http=self.allow_insecure_http,
             clock=clock,
             sleep=sleep,
         )
@@ -892,24 +1005,30 @@ class LoginMethods:
         self, *, username: str, password: str, scope: str | None = None, clock: Clock = system_clock
     ) -> TokenSet:
         """:func:`freshtoken.password_login` at this refresher's token endpoint."""
-        _require_grant(self.metadata, "password", "password")
-        return request_tokens(
-            _password_request(self.url, self.client, username, password, scope or self.scope),
-            clock=clock,
-            secrets=(password, *self.client.secrets()),
+        return password_with(
+            self.metadata,
+            self.url,
+            self.client,
+            username=username,
+            password=password,
+            scope=scope or self.scope,
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
+            clock=clock,
         )
 
     async def apassword_login(
         self, *, username: str, password: str, scope: str | None = None, clock: Clock = system_clock
     ) -> TokenSet:
         """:func:`freshtoken.apassword_login` at this refresher's token endpoint."""
-        _require_grant(self.metadata, "password", "password")
-        return await arequest_tokens(
-            _password_request(self.url, self.client, username, password, scope or self.scope),
-            clock=clock,
-            secrets=(password, *self.client.secrets()),
+        return await apassword_with(
+            self.metadata,
+            self.url,
+            self.client,
+            username=username,
+            password=password,
+            scope=scope or self.scope,
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
+            clock=clock,
         )
