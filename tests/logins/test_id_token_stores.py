@@ -9,7 +9,7 @@ from pathlib import Path
 import keyring
 import pytest
 from keyring.backend import KeyringBackend
-from tests.redis_fixture import RedisServer
+from redis_fixture import RedisServer
 
 import freshtoken
 from freshtoken import TokenSet
