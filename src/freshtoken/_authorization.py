@@ -29,9 +29,9 @@ import httpx
 from ._client_auth import ClientAuth
 from ._clock import Clock, system_clock
 from ._discovery import ServerMetadata
-from ._http import Verify
+from ._http import Flow, Verify, adrive, drive
 from ._id_tokens import check_id_token_claims
-from ._token_endpoint import arequest_tokens, request_tokens, tokens_from
+from ._token_endpoint import token_flow, tokens_from
 from ._tokens import TokenResponseError, TokenSet
 from .errors import LoginFailed
 
@@ -214,6 +214,23 @@ class AuthorizationRequest:
         )
         return tokens
 
+    def exchange_flow(
+        self,
+        code: str,
+        client: ClientAuth,
+        *,
+        allow_insecure_http: bool = False,
+        clock: Clock = system_clock,
+    ) -> Flow[TokenSet]:
+        """The code exchange as a sans-I/O flow (see :mod:`freshtoken._http`)."""
+        tokens = yield from token_flow(
+            self.token_request(code, client),
+            clock=clock,
+            secrets=(code, self.code_verifier, *client.secrets()),
+            allow_insecure_http=allow_insecure_http,
+        )
+        return self.checked(tokens, now=tokens.obtained_at or clock())
+
     def exchange(
         self,
         code: str,
@@ -224,15 +241,10 @@ class AuthorizationRequest:
         clock: Clock = system_clock,
     ) -> TokenSet:
         """Redeem ``code`` at the token endpoint."""
-        sent_at = clock()
-        tokens = request_tokens(
-            self.token_request(code, client),
-            clock=lambda: sent_at,
-            secrets=(code, self.code_verifier, *client.secrets()),
-            verify=verify,
-            allow_insecure_http=allow_insecure_http,
+        flow = self.exchange_flow(
+            code, client, allow_insecure_http=allow_insecure_http, clock=clock
         )
-        return self.checked(tokens, now=sent_at)
+        return drive(flow, verify=verify)
 
     async def aexchange(
         self,
@@ -244,15 +256,10 @@ class AuthorizationRequest:
         clock: Clock = system_clock,
     ) -> TokenSet:
         """:meth:`exchange` for async code."""
-        sent_at = clock()
-        tokens = await arequest_tokens(
-            self.token_request(code, client),
-            clock=lambda: sent_at,
-            secrets=(code, self.code_verifier, *client.secrets()),
-            verify=verify,
-            allow_insecure_http=allow_insecure_http,
+        flow = self.exchange_flow(
+            code, client, allow_insecure_http=allow_insecure_http, clock=clock
         )
-        return self.checked(tokens, now=sent_at)
+        return await adrive(flow, verify=verify)
 
     # -- keeping it between requests -----------------------------------------------------------
 

@@ -23,13 +23,13 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from ._http import Verify, asend, send
+from ._http import Flow, Verify, adrive, drive
 from ._policy import check_transport, origin_of
 from .errors import InsecureTransportError, LoginFailed
 
@@ -165,15 +165,7 @@ def discover(
     key = _cache_key(issuer, verify, allow_insecure_http)
     if cache and (cached := _CACHE.get(key)) is not None:
         return cached
-    flow = _discovery(issuer, allow_insecure_http)
-    request = next(flow)
-    while True:
-        response = send(request, verify=verify)
-        try:
-            request = flow.send(response)
-        except StopIteration as done:
-            metadata: ServerMetadata = done.value
-            break
+    metadata = drive(_discovery(issuer, allow_insecure_http), verify=verify)
     if cache:
         _CACHE.put(key, metadata)
     return metadata
@@ -190,23 +182,13 @@ async def adiscover(
     key = _cache_key(issuer, verify, allow_insecure_http)
     if cache and (cached := _CACHE.get(key)) is not None:
         return cached
-    flow = _discovery(issuer, allow_insecure_http)
-    request = next(flow)
-    while True:
-        response = await asend(request, verify=verify)
-        try:
-            request = flow.send(response)
-        except StopIteration as done:
-            metadata: ServerMetadata = done.value
-            break
+    metadata = await adrive(_discovery(issuer, allow_insecure_http), verify=verify)
     if cache:
         _CACHE.put(key, metadata)
     return metadata
 
 
-def _discovery(
-    issuer: str, allow_insecure_http: bool
-) -> Generator[httpx.Request, httpx.Response, ServerMetadata]:
+def _discovery(issuer: str, allow_insecure_http: bool) -> Flow[ServerMetadata]:
     """Yields the requests to send; returns the first valid metadata of ``issuer``."""
     _check_issuer(issuer, allow_insecure_http)
     problems: list[str] = []

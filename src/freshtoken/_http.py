@@ -1,20 +1,55 @@
 """Sending the few requests of a login (discovery, JWKS, token endpoint), sync and async.
 
-Each request goes through a client of its own, follows no redirect (credentials stay with the
-URL they were meant for), and turns a transport failure into one readable
-:class:`~freshtoken.LoginFailed`: ``cannot reach https://host/path: connection refused``.
+The logins are written once, as sans-I/O *flows*: generators that yield an ``httpx.Request``
+to send (and receive its response) or a :class:`Pause` to wait out (and receive ``None``),
+and return their result. :func:`drive` and :func:`adrive` are their only I/O, as httpx's
+``auth_flow`` is driven by its sync and async clients. A transport failure is thrown into the
+flow as :class:`~freshtoken.LoginFailed` (``cannot reach https://host/path: connection
+refused``), so that a flow may decide to try again.
+
+Each request goes through a client of its own and follows no redirect: credentials stay with
+the URL they were meant for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ssl
+import time
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeVar
 
+import anyio
 import httpx
 
 from .errors import LoginFailed
 
-__all__ = ["DEFAULT_TIMEOUT", "Verify", "asend", "send", "ssl_context", "unreachable"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Flow",
+    "Pause",
+    "Verify",
+    "adrive",
+    "asend",
+    "drive",
+    "send",
+    "ssl_context",
+    "unreachable",
+]
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pause:
+    """A flow's request to wait ``seconds`` before its next step."""
+
+    seconds: float
+
+
+# The send type is Any: a flow that never pauses types what it receives as a Response.
+Flow = Generator["httpx.Request | Pause", Any, T]
 
 Verify = bool | str | ssl.SSLContext
 DEFAULT_TIMEOUT = httpx.Timeout(10.0)
@@ -61,6 +96,53 @@ async def asend(
             return await client.send(request)
         except httpx.TransportError as error:
             raise unreachable(str(request.url), error) from None
+
+
+def drive(
+    flow: Flow[T], *, verify: Verify = True, sleep: Callable[[float], object] = time.sleep
+) -> T:
+    """Run ``flow`` with blocking I/O."""
+    try:
+        step = next(flow)
+        while True:
+            try:
+                if isinstance(step, Pause):
+                    sleep(step.seconds)
+                    reply: httpx.Response | None = None
+                else:
+                    reply = send(step, verify=verify)
+            except LoginFailed as failure:
+                step = flow.throw(failure)
+                continue
+            step = flow.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def adrive(
+    flow: Flow[T],
+    *,
+    verify: Verify = True,
+    sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+) -> T:
+    """Run ``flow`` in async code (asyncio or trio)."""
+    try:
+        step = next(flow)
+        while True:
+            try:
+                if isinstance(step, Pause):
+                    await sleep(step.seconds)
+                    reply: httpx.Response | None = None
+                else:
+                    reply = await asend(step, verify=verify)
+            except LoginFailed as failure:
+                step = flow.throw(failure)
+                continue
+            step = flow.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
 
 
 def _without_query(url: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -20,7 +20,7 @@ import jwt
 
 from ._clock import Clock, system_clock
 from ._discovery import ServerMetadata, adiscover, discover
-from ._http import Verify, asend, send
+from ._http import Flow, Verify, adrive, drive
 from .errors import LoginFailed
 
 __all__ = ["averify_id_token", "check_id_token_claims", "verify_id_token"]
@@ -107,13 +107,7 @@ def verify_id_token(
         clock=clock,
         verify=verify,
     )
-    try:
-        request = next(flow)
-        while True:
-            request = flow.send(send(request, verify=verify))
-    except StopIteration as done:
-        claims: dict[str, Any] = done.value
-        return claims
+    return drive(flow, verify=verify)
 
 
 async def averify_id_token(
@@ -144,13 +138,7 @@ async def averify_id_token(
         clock=clock,
         verify=verify,
     )
-    try:
-        request = next(flow)
-        while True:
-            request = flow.send(await asend(request, verify=verify))
-    except StopIteration as done:
-        claims: dict[str, Any] = done.value
-        return claims
+    return await adrive(flow, verify=verify)
 
 
 def _verification(
@@ -163,7 +151,7 @@ def _verification(
     algorithms: Sequence[str] | None,
     clock: Clock,
     verify: Verify,
-) -> Generator[httpx.Request, httpx.Response, dict[str, Any]]:
+) -> Flow[dict[str, Any]]:
     """Yields the JWKS requests to send (none when the cache has the key); returns claims."""
     if not isinstance(id_token, str) or id_token.count(".") != 2:
         raise _invalid("not a JWT")

@@ -30,10 +30,10 @@ from ._authorization import AuthorizationRequest, default_scope
 from ._client_auth import ClientAuth, ClientAuthMethod, PrivateKey, choose_method
 from ._clock import Clock, system_clock
 from ._discovery import ServerMetadata, adiscover, discover
-from ._http import Verify, asend, send
+from ._http import Flow, Pause, Verify, adrive, drive
 from ._id_tokens import check_id_token_claims
 from ._loopback import AsyncLoopbackListener, LoopbackListener, OpenBrowser
-from ._token_endpoint import arequest_tokens, check_login_transport, request_tokens, tokens_from
+from ._token_endpoint import check_login_transport, token_flow, tokens_from
 from ._tokens import TokenResponseError, TokenSet
 from .errors import LoginFailed
 
@@ -403,6 +403,31 @@ class DeviceAuthorization:
         tokens_from(response, sent_at=sent_at, secrets=self._secrets())  # raises the error
         raise LoginFailed("invalid_response", f"HTTP {response.status_code}")
 
+    def prompt_flow(self, *, clock: Clock, allow_insecure_http: bool = False) -> Flow[DevicePrompt]:
+        """Ask for the codes; returns what to show the user."""
+        request = self.start_request()
+        check_login_transport(str(request.url), allow_insecure_http=allow_insecure_http)
+        sent_at = clock()
+        response: httpx.Response = yield request
+        return self.prompt_from(response, now=sent_at)
+
+    def poll_flow(self, *, clock: Clock) -> Flow[TokenSet]:
+        """Poll until the user answers or the code expires (after :meth:`prompt_flow`)."""
+        while True:
+            if (expired := self.expired(clock())) is not None:
+                raise expired
+            yield Pause(self.interval)
+            sent_at = clock()
+            try:
+                response: httpx.Response = yield self.poll_request()
+            except LoginFailed as failure:
+                if failure.error == "network_error" and self.transient_failure():
+                    continue
+                raise
+            tokens = self.outcome(response, sent_at=sent_at)
+            if tokens is not None:
+                return tokens
+
     def transient_failure(self) -> bool:
         """Count a failure that may pass (network, 5xx); True while polling should go on."""
         self._failures += 1
@@ -524,24 +549,9 @@ def device_with(
 ) -> TokenSet:
     """device_login with a ready client authentication."""
     flow = DeviceAuthorization(metadata, client, scope)
-    request = flow.start_request()
-    check_login_transport(str(request.url), allow_insecure_http=allow_insecure_http)
-    sent_at = clock()
-    on_prompt(flow.prompt_from(send(request, verify=verify), now=sent_at))
-    while True:
-        if (expired := flow.expired(clock())) is not None:
-            raise expired
-        sleep(flow.interval)
-        sent_at = clock()
-        try:
-            response = send(flow.poll_request(), verify=verify)
-        except LoginFailed as failure:
-            if failure.error == "network_error" and flow.transient_failure():
-                continue
-            raise
-        tokens = flow.outcome(response, sent_at=sent_at)
-        if tokens is not None:
-            return tokens
+    prompt = flow.prompt_flow(clock=clock, allow_insecure_http=allow_insecure_http)
+    on_prompt(drive(prompt, verify=verify))
+    return drive(flow.poll_flow(clock=clock), verify=verify, sleep=sleep)
 
 
 async def adevice_with(
@@ -557,26 +567,11 @@ async def adevice_with(
 ) -> TokenSet:
     """adevice_login with a ready client authentication."""
     flow = DeviceAuthorization(metadata, client, scope)
-    request = flow.start_request()
-    check_login_transport(str(request.url), allow_insecure_http=allow_insecure_http)
-    sent_at = clock()
-    shown = on_prompt(flow.prompt_from(await asend(request, verify=verify), now=sent_at))
+    prompt = flow.prompt_flow(clock=clock, allow_insecure_http=allow_insecure_http)
+    shown = on_prompt(await adrive(prompt, verify=verify))
     if inspect.isawaitable(shown):
         await shown
-    while True:
-        if (expired := flow.expired(clock())) is not None:
-            raise expired
-        await sleep(flow.interval)
-        sent_at = clock()
-        try:
-            response = await asend(flow.poll_request(), verify=verify)
-        except LoginFailed as failure:
-            if failure.error == "network_error" and flow.transient_failure():
-                continue
-            raise
-        tokens = flow.outcome(response, sent_at=sent_at)
-        if tokens is not None:
-            return tokens
+    return await adrive(flow.poll_flow(clock=clock), verify=verify, sleep=sleep)
 
 
 # -- password, client credentials, JSON ---------------------------------------------------------
@@ -626,6 +621,46 @@ def _client_credentials_request(
     return client.request(token_url, form, {})
 
 
+def _password_flow(  # noqa: PLR0917 - private, called twice
+    metadata: ServerMetadata | None,
+    token_url: str,
+    client: ClientAuth,
+    username: str,
+    password: str,
+    scope: str | None,
+    clock: Clock,
+    allow_insecure_http: bool,
+) -> Flow[TokenSet]:
+    _require_grant(metadata, "password", "password")
+    return (
+        yield from token_flow(
+            _password_request(token_url, client, username, password, scope),
+            clock=clock,
+            secrets=(password, *client.secrets()),
+            allow_insecure_http=allow_insecure_http,
+        )
+    )
+
+
+def _client_credentials_flow(  # noqa: PLR0917 - private, called twice
+    metadata: ServerMetadata | None,
+    token_url: str,
+    client: ClientAuth,
+    scope: str | None,
+    clock: Clock,
+    allow_insecure_http: bool,
+) -> Flow[TokenSet]:
+    _require_grant(metadata, "client_credentials", "client credentials")
+    return (
+        yield from token_flow(
+            _client_credentials_request(token_url, client, scope),
+            clock=clock,
+            secrets=client.secrets(),
+            allow_insecure_http=allow_insecure_http,
+        )
+    )
+
+
 def password_with(
     metadata: ServerMetadata | None,
     token_url: str,
@@ -639,14 +674,10 @@ def password_with(
     clock: Clock = system_clock,
 ) -> TokenSet:
     """password_login with a ready client authentication."""
-    _require_grant(metadata, "password", "password")
-    return request_tokens(
-        _password_request(token_url, client, username, password, scope),
-        clock=clock,
-        secrets=(password, *client.secrets()),
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
+    flow = _password_flow(
+        metadata, token_url, client, username, password, scope, clock, allow_insecure_http
     )
+    return drive(flow, verify=verify)
 
 
 async def apassword_with(
@@ -662,14 +693,10 @@ async def apassword_with(
     clock: Clock = system_clock,
 ) -> TokenSet:
     """apassword_login with a ready client authentication."""
-    _require_grant(metadata, "password", "password")
-    return await arequest_tokens(
-        _password_request(token_url, client, username, password, scope),
-        clock=clock,
-        secrets=(password, *client.secrets()),
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
+    flow = _password_flow(
+        metadata, token_url, client, username, password, scope, clock, allow_insecure_http
     )
+    return await adrive(flow, verify=verify)
 
 
 def client_credentials_with(
@@ -683,14 +710,8 @@ def client_credentials_with(
     clock: Clock = system_clock,
 ) -> TokenSet:
     """client_credentials_login with a ready client authentication."""
-    _require_grant(metadata, "client_credentials", "client credentials")
-    return request_tokens(
-        _client_credentials_request(token_url, client, scope),
-        clock=clock,
-        secrets=client.secrets(),
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
-    )
+    flow = _client_credentials_flow(metadata, token_url, client, scope, clock, allow_insecure_http)
+    return drive(flow, verify=verify)
 
 
 async def aclient_credentials_with(
@@ -704,14 +725,8 @@ async def aclient_credentials_with(
     clock: Clock = system_clock,
 ) -> TokenSet:
     """aclient_credentials_login with a ready client authentication."""
-    _require_grant(metadata, "client_credentials", "client credentials")
-    return await arequest_tokens(
-        _client_credentials_request(token_url, client, scope),
-        clock=clock,
-        secrets=client.secrets(),
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
-    )
+    flow = _client_credentials_flow(metadata, token_url, client, scope, clock, allow_insecure_http)
+    return await adrive(flow, verify=verify)
 
 
 def password_login(
@@ -858,13 +873,10 @@ def json_login(
 ) -> TokenSet:
     """First tokens from an in-house JSON login endpoint (``POST url`` with ``body``)."""
     request, secrets = _json_request(url, body)
-    return request_tokens(
-        request,
-        clock=clock,
-        secrets=secrets,
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
+    flow = token_flow(
+        request, clock=clock, secrets=secrets, allow_insecure_http=allow_insecure_http
     )
+    return drive(flow, verify=verify)
 
 
 async def ajson_login(
@@ -877,13 +889,10 @@ async def ajson_login(
 ) -> TokenSet:
     """:func:`json_login` for async code."""
     request, secrets = _json_request(url, body)
-    return await arequest_tokens(
-        request,
-        clock=clock,
-        secrets=secrets,
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
+    flow = token_flow(
+        request, clock=clock, secrets=secrets, allow_insecure_http=allow_insecure_http
     )
+    return await adrive(flow, verify=verify)
 
 
 # -- a refresher's own logins -------------------------------------------------------------------

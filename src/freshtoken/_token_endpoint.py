@@ -10,12 +10,12 @@ from __future__ import annotations
 import httpx
 
 from ._clock import Clock
-from ._http import Verify, asend, send
+from ._http import Flow
 from ._policy import check_transport, origin_of
 from ._tokens import TokenSet
 from .errors import LoginFailed, RefreshFailed, SessionExpired
 
-__all__ = ["arequest_tokens", "check_login_transport", "request_tokens", "tokens_from"]
+__all__ = ["check_login_transport", "token_flow", "tokens_from"]
 
 
 def check_login_transport(url: str, *, allow_insecure_http: bool) -> None:
@@ -40,29 +40,15 @@ def tokens_from(
         raise LoginFailed(error.error, error.description, status=error.status) from None
 
 
-def request_tokens(
+def token_flow(
     request: httpx.Request,
     *,
     clock: Clock,
     secrets: tuple[str, ...] = (),
-    verify: Verify = True,
     allow_insecure_http: bool = False,
-) -> TokenSet:
+) -> Flow[TokenSet]:
+    """Send ``request`` to a token endpoint; return its TokenSet, timed from the sending."""
     check_login_transport(str(request.url), allow_insecure_http=allow_insecure_http)
     sent_at = clock()
-    response = send(request, verify=verify)
-    return tokens_from(response, sent_at=sent_at, secrets=secrets)
-
-
-async def arequest_tokens(
-    request: httpx.Request,
-    *,
-    clock: Clock,
-    secrets: tuple[str, ...] = (),
-    verify: Verify = True,
-    allow_insecure_http: bool = False,
-) -> TokenSet:
-    check_login_transport(str(request.url), allow_insecure_http=allow_insecure_http)
-    sent_at = clock()
-    response = await asend(request, verify=verify)
+    response: httpx.Response = yield request
     return tokens_from(response, sent_at=sent_at, secrets=secrets)
