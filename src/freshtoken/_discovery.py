@@ -20,7 +20,6 @@ flow.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from collections.abc import Mapping
@@ -30,13 +29,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from ._http import Flow, Verify, adrive, drive
-from ._policy import check_transport, origin_of
+from ._policy import check_transport, origin_of, read_json
 from .errors import InsecureTransportError, LoginFailed
 
 __all__ = ["ServerMetadata", "adiscover", "discover", "metadata_urls"]
 
 CACHE_SECONDS = 3600.0
-_MAX_DOCUMENT = 256 * 1024
 
 _ENDPOINTS = (
     "authorization_endpoint",
@@ -235,12 +233,7 @@ def _check_issuer(issuer: str, allow_insecure_http: bool) -> None:
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    if len(response.content) > _MAX_DOCUMENT:
-        return None
-    try:
-        document = json.loads(response.content)
-    except (ValueError, RecursionError):
-        return None
+    document = read_json(response.content)[0]
     return document if isinstance(document, dict) else None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
+from ._policy import LARGEST_ANSWER
 from .errors import LoginFailed
 
 __all__ = [
@@ -53,6 +55,7 @@ Flow = Generator["httpx.Request | Pause", Any, T]
 
 Verify = bool | str | ssl.SSLContext
 DEFAULT_TIMEOUT = httpx.Timeout(10.0)
+ANSWER_DEADLINE = 30.0
 
 
 def ssl_context(verify: Verify) -> ssl.SSLContext:
@@ -77,25 +80,60 @@ def unreachable(url: str, error: httpx.TransportError) -> LoginFailed:
 def send(
     request: httpx.Request, *, verify: Verify = True, timeout: httpx.Timeout | float | None = None
 ) -> httpx.Response:
-    with httpx.Client(
-        verify=ssl_context(verify), timeout=timeout or DEFAULT_TIMEOUT, follow_redirects=False
-    ) as client:
-        try:
-            return client.send(request)
-        except httpx.TransportError as error:
-            raise unreachable(str(request.url), error) from None
+    """:func:`asend` from synchronous code (on a private event loop)."""
+    from .refreshers import run_blocking  # here: refreshers imports the login modules
+
+    return run_blocking(asend(request, verify=verify, timeout=timeout))
 
 
 async def asend(
     request: httpx.Request, *, verify: Verify = True, timeout: httpx.Timeout | float | None = None
 ) -> httpx.Response:
-    async with httpx.AsyncClient(
-        verify=ssl_context(verify), timeout=timeout or DEFAULT_TIMEOUT, follow_redirects=False
-    ) as client:
-        try:
-            return await client.send(request)
-        except httpx.TransportError as error:
-            raise unreachable(str(request.url), error) from None
+    """Send ``request`` and read its whole answer, at most ``LARGEST_ANSWER`` bytes, within
+    ``ANSWER_DEADLINE`` seconds: httpx's timeouts bound each read, not a server that drips."""
+    url = str(request.url)
+    try:
+        with anyio.fail_after(ANSWER_DEADLINE):
+            async with httpx.AsyncClient(
+                verify=ssl_context(verify),
+                timeout=timeout or DEFAULT_TIMEOUT,
+                follow_redirects=False,
+            ) as client:
+                response = await client.send(request, stream=True)
+                try:
+                    body = await _read_capped(response, url)
+                finally:
+                    await response.aclose()
+    except TimeoutError:
+        raise LoginFailed(
+            "timeout", f"no complete answer from {_without_query(url)} in {ANSWER_DEADLINE:g} s"
+        ) from None
+    except httpx.TransportError as error:
+        raise unreachable(url, error) from None
+    except httpx.DecodingError:
+        raise LoginFailed(
+            "invalid_response", f"the answer of {_without_query(url)} could not be decoded"
+        ) from None
+    headers = [
+        (name, value) for name, value in response.headers.raw if name.lower() not in _FRAMING
+    ]
+    return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+
+
+# The body is handed on decoded and whole: the headers that described its transfer go.
+_FRAMING = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
+
+
+async def _read_capped(response: httpx.Response, url: str) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > LARGEST_ANSWER:
+            raise LoginFailed(
+                "invalid_response",
+                f"the answer of {_without_query(url)} is over {LARGEST_ANSWER} bytes long",
+            )
+    return bytes(body)
 
 
 def drive(
@@ -156,8 +194,16 @@ def _reason(error: BaseException) -> str:
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror[:1].lower() + cause.strerror[1:]
+        if isinstance(cause, ssl.SSLError):
+            detail = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
+            detail = detail or "handshake failed"
+            return f"TLS: {detail}"
+        if isinstance(cause, OSError) and (cause.errno or cause.strerror):
+            # asyncio words a refused connection "Connect call failed (...)": the errno says
+            # it better. Resolver errors have negative codes: their own words then.
+            code = cause.errno
+            words = os.strerror(code) if isinstance(code, int) and code > 0 else str(cause.strerror)
+            return words[:1].lower() + words[1:]
         cause = cause.__cause__ or cause.__context__
     if isinstance(error, httpx.TimeoutException):
         return "timed out"

@@ -21,6 +21,7 @@ import jwt
 from ._clock import Clock, system_clock
 from ._discovery import ServerMetadata, adiscover, discover
 from ._http import Flow, Verify, adrive, drive
+from ._policy import read_json
 from .errors import LoginFailed
 
 __all__ = ["averify_id_token", "check_id_token_claims", "verify_id_token"]
@@ -211,12 +212,9 @@ def _verification(
 def _parse_jwks(response: httpx.Response, url: str) -> jwt.PyJWKSet:
     if response.status_code != 200:
         raise _invalid(f"the JWKS at {url} answered HTTP {response.status_code}")
-    try:
-        document = response.json()
-    except ValueError:
-        raise _invalid(f"the JWKS at {url} is not JSON") from None
+    document, problem = read_json(response.content)
     if not isinstance(document, dict):
-        raise _invalid(f"the JWKS at {url} is not a JSON object")
+        raise _invalid(f"the JWKS at {url} {problem or 'is not a JSON object'}")
     try:
         return jwt.PyJWKSet.from_dict(document)
     except jwt.exceptions.MissingCryptographyError:

@@ -33,6 +33,7 @@ from ._discovery import ServerMetadata, adiscover, discover
 from ._http import Flow, Pause, Verify, adrive, drive
 from ._id_tokens import check_id_token_claims
 from ._loopback import AsyncLoopbackListener, LoopbackListener, OpenBrowser
+from ._policy import read_json
 from ._token_endpoint import check_login_transport, token_flow, tokens_from
 from ._tokens import TokenResponseError, TokenSet
 from .errors import LoginFailed
@@ -339,12 +340,12 @@ class DeviceAuthorization:
         if response.status_code != 200:
             tokens_from(response, sent_at=now, secrets=self.client.secrets())  # raises its error
             raise LoginFailed("invalid_response", f"HTTP {response.status_code}")
-        try:
-            document = response.json()
-        except ValueError:
-            document = None
+        document, problem = read_json(response.content)
         if not isinstance(document, dict):
-            raise LoginFailed("invalid_response", "the device authorization is not JSON")
+            raise LoginFailed(
+                "invalid_response",
+                f"the device authorization {problem or 'is not a JSON object'}",
+            )
         fields = {}
         for name in ("device_code", "user_code", "verification_uri"):
             value = document.get(name)
@@ -449,10 +450,7 @@ def _number(value: object, name: str) -> float:
 
 
 def _error_code(response: httpx.Response) -> str | None:
-    try:
-        document = response.json()
-    except ValueError:
-        return None
+    document = read_json(response.content)[0]
     error = document.get("error") if isinstance(document, dict) else None
     return error if isinstance(error, str) else None
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import httpx
+import sniffio
 
 from ._client_auth import ClientAuth, ClientAuthMethod, PrivateKey
 from ._clock import Clock, system_clock
@@ -513,10 +514,11 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
 
     From a thread that already runs an event loop (a sync call made inside async code), the
     private loop runs in a helper thread: blocking that loop is what a sync call does anyway.
+    Trio's counts too: anyio would take an asyncio loop in a trio thread for trio's.
     """
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
         return asyncio.run(coroutine)
     results: list[T] = []
     errors: list[BaseException] = []

@@ -292,7 +292,9 @@ def test_refresher_from_issuer_logs_in_with_its_own_settings(oauth_server: Refer
     """The client settings are given once: the refresher logs in, the manager refreshes."""
     refresher = freshtoken.OAuth2Refresher.from_issuer(oauth_server.issuer, client_id="demo-public")
     manager = freshtoken.TokenManager(refresher, clock=oauth_server.clock)
-    manager.set_tokens(refresher.browser_login(open_browser=oauth_server.browser()))
+    manager.set_tokens(
+        refresher.browser_login(open_browser=oauth_server.browser(), clock=oauth_server.clock)
+    )
     first = manager.get_tokens()
     oauth_server.advance(oauth_server.config.access_ttl)
     refreshed = manager.get_tokens()

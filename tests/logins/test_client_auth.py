@@ -169,7 +169,7 @@ def test_refresher_with_a_private_key_refreshes(key_client: tuple[ReferenceServe
     manager.set_tokens(refresher.browser_login(open_browser=server.browser()))
     server.expire_access_tokens()
     stale = manager.get_tokens()
-    fresh = manager.handle_rejection(stale)
+    fresh = manager.refresh()
     assert fresh.access_token != stale.access_token
     assert server.stats()["refreshes"] == 1
 

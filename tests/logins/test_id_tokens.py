@@ -41,7 +41,7 @@ def test_id_token_verified_then_refreshed_and_verified_again(live_server: Refere
     assert claims["sub"] == "demo"
     assert claims == first.id_claims()
     live_server.expire_access_tokens()
-    refreshed = manager.handle_rejection(first)
+    refreshed = manager.refresh()
     assert refreshed.id_token is not None
     assert refreshed.id_token != first.id_token
     again = freshtoken.verify_id_token(

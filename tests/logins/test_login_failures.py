@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import ssl
 
+import httpx
 import pytest
 
 import freshtoken
 from freshtoken import LoginFailed, SessionExpired
+from freshtoken._http import unreachable
 from freshtoken.server import Client, ReferenceServer
 from freshtoken.testing import ServerFactory
 
@@ -121,3 +124,20 @@ def test_refresher_password_login(oauth_server: ReferenceServer) -> None:
     assert refresher.password_login(username="demo", password="demo").refresh_token
     with pytest.raises(ValueError, match="from_issuer"):
         refresher.browser_login()
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        pytest.param(ConnectionRefusedError(111, "Connect call failed"), "connection refused"),
+        pytest.param(socket.gaierror(-2, "Name or service not known"), "name or service not known"),
+        pytest.param(ssl.SSLCertVerificationError(1, "[SSL] ..."), "TLS: handshake failed"),
+    ],
+)
+def test_unreachable_says_why_in_the_systems_words(error: OSError, words: str) -> None:
+    """Refused, unresolvable, untrusted: the reason under httpx's error, in plain words."""
+    wrapped = httpx.ConnectError("wrapped")
+    wrapped.__cause__ = error  # as httpx raises it: its error, caused by the system's
+    failure = unreachable("https://id.example/token?x=secret", wrapped)
+    assert failure.description == f"cannot reach https://id.example/token: {words}"
+    assert "secret" not in str(failure)
