@@ -266,9 +266,15 @@ class _GrantRefresher(HTTPRefresher):
         )
         if metadata.token_endpoint is None:
             raise LoginFailed("discovery_failed", f"{metadata.issuer} names no token_endpoint")
+        client = client_for(
+            metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
+        )
         refresher = cls(
             metadata.token_endpoint,
             client_id=client_id,
+            client_secret=client_secret,
+            private_key=private_key,
+            auth_method=client.method,
             scope=scope,
             extra_params=extra_params,
             timeout=timeout,
@@ -276,9 +282,7 @@ class _GrantRefresher(HTTPRefresher):
             allow_insecure_http=allow_insecure_http,
             headers=headers,
         )
-        refresher.client = client_for(
-            metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
-        )
+        refresher.client = client  # the same, with the token endpoint as assertion audience
         refresher.metadata = metadata
         return refresher
 

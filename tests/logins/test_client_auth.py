@@ -190,3 +190,15 @@ def test_client_credentials_without_a_credential_is_refused() -> None:
     metadata = ServerMetadata(issuer="https://id.example", token_endpoint="https://id.example/t")
     with pytest.raises(ValueError, match="client_secret or a private_key"):
         freshtoken.client_credentials_login(issuer=metadata, client_id="public")
+
+
+def test_client_credentials_from_issuer(key_client: tuple[ReferenceServer, Any]) -> None:
+    """ClientCredentials.from_issuer with a key: the manager acquires by signed assertion."""
+    server, private = key_client
+    source = freshtoken.ClientCredentials.from_issuer(
+        server.issuer, client_id="signer", private_key=pem_of(private)
+    )
+    assert source.client.method == "private_key_jwt"
+    assert freshtoken.TokenManager(source).get_tokens().access_token
+    with pytest.raises(ValueError, match="client_secret or a private_key"):
+        freshtoken.ClientCredentials.from_issuer(server.issuer, client_id="signer")
