@@ -9,8 +9,11 @@ import freshtoken
 PUBLIC = {
     "AgentRefresher",
     "AuthError",
+    "AuthorizationRequest",
+    "ClientAuth",
     "ClientCredentials",
     "Clock",
+    "DevicePrompt",
     "FileStore",
     "Freshness",
     "FunctionRefresher",
@@ -19,6 +22,7 @@ PUBLIC = {
     "JSONRefresher",
     "KeyringStore",
     "LockTimeout",
+    "LoginFailed",
     "ManagerStats",
     "ManualClock",
     "MemoryStore",
@@ -29,6 +33,7 @@ PUBLIC = {
     "Refresher",
     "ReplayError",
     "RetryPolicy",
+    "ServerMetadata",
     "SessionExpired",
     "StoreError",
     "StoredTokens",
@@ -36,10 +41,22 @@ PUBLIC = {
     "TokenResponseError",
     "TokenSet",
     "TokenStore",
+    "abrowser_login",
+    "aclient_credentials_login",
+    "adevice_login",
+    "adiscover",
+    "ajson_login",
+    "apassword_login",
+    "averify_id_token",
+    "browser_login",
     "client_credentials_login",
+    "device_login",
+    "discover",
     "json_login",
     "password_login",
+    "print_prompt",
     "system_clock",
+    "verify_id_token",
 }
 
 
@@ -50,7 +67,14 @@ def test_the_package_exports_exactly_the_documented_names() -> None:
 
 
 def test_errors_share_one_base() -> None:
-    for name in ("SessionExpired", "RefreshFailed", "StoreError", "LockTimeout", "ReplayError"):
+    for name in (
+        "SessionExpired",
+        "RefreshFailed",
+        "StoreError",
+        "LockTimeout",
+        "ReplayError",
+        "LoginFailed",
+    ):
         assert issubclass(getattr(freshtoken, name), freshtoken.AuthError)
     assert issubclass(freshtoken.LockTimeout, freshtoken.StoreError)
 

@@ -4,7 +4,22 @@ Integrations live in their own modules so that their libraries stay optional:
 ``freshtoken.httpx``, ``freshtoken.requests``, ``freshtoken.aiohttp``.
 """
 
+from ._authorization import AuthorizationRequest
+from ._client_auth import ClientAuth
 from ._clock import Clock, ManualClock, system_clock
+from ._discovery import ServerMetadata, adiscover, discover
+from ._id_tokens import averify_id_token, verify_id_token
+from ._logins import (
+    DevicePrompt,
+    abrowser_login,
+    aclient_credentials_login,
+    adevice_login,
+    ajson_login,
+    apassword_login,
+    browser_login,
+    device_login,
+    print_prompt,
+)
 from ._manager import ManagerStats, TokenManager
 from ._policy import Freshness, RefreshPolicy, RetryPolicy
 from ._tokens import TokenResponseError, TokenSet
@@ -13,6 +28,7 @@ from .errors import (
     AuthError,
     InsecureTransportError,
     LockTimeout,
+    LoginFailed,
     RefreshFailed,
     ReplayError,
     SessionExpired,
@@ -43,8 +59,11 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AgentRefresher",
     "AuthError",
+    "AuthorizationRequest",
+    "ClientAuth",
     "ClientCredentials",
     "Clock",
+    "DevicePrompt",
     "FileStore",
     "Freshness",
     "FunctionRefresher",
@@ -53,6 +72,7 @@ __all__ = [
     "JSONRefresher",
     "KeyringStore",
     "LockTimeout",
+    "LoginFailed",
     "ManagerStats",
     "ManualClock",
     "MemoryStore",
@@ -63,6 +83,7 @@ __all__ = [
     "Refresher",
     "ReplayError",
     "RetryPolicy",
+    "ServerMetadata",
     "SessionExpired",
     "StoreError",
     "StoredTokens",
@@ -70,8 +91,20 @@ __all__ = [
     "TokenResponseError",
     "TokenSet",
     "TokenStore",
+    "abrowser_login",
+    "aclient_credentials_login",
+    "adevice_login",
+    "adiscover",
+    "ajson_login",
+    "apassword_login",
+    "averify_id_token",
+    "browser_login",
     "client_credentials_login",
+    "device_login",
+    "discover",
     "json_login",
     "password_login",
+    "print_prompt",
     "system_clock",
+    "verify_id_token",
 ]

@@ -1,10 +1,18 @@
 """``freshtoken login | token | status | logout``: named profiles in a FileStore.
 
-A profile holds what a later ``token`` needs to refresh on its own: the token endpoint, the
-client id, the grant and the scope (non-secret, readable by ``status``), and the tokens with
-the client secret of a confidential client (secret: owner-only file, sealed when an
-encryption key is set). Only ``token`` ever prints a token, on stdout; every error is one line
-on stderr and a non-zero exit.
+``login`` takes an issuer (discovered) or a bare token endpoint, and a flow: ``browser``
+(authorization code + PKCE through a loopback redirect; the default when a browser can be
+opened), ``device`` (the default otherwise: no display, an SSH session), ``password`` or
+``client-credentials``. The browser is the one ``$BROWSER`` names (a command, ``%s`` standing
+for the URL; several separated by ``os.pathsep``; read at each login, so tests can play the
+browser with a script), else the system's; the URL is printed too.
+
+A profile holds what a later ``token`` needs to refresh on its own: the issuer, the token
+endpoint, the client id and authentication, the grant and the scope (non-secret, readable by
+``status``), and the tokens with the client secret of a confidential client (secret:
+owner-only file, sealed when an encryption key is set); a private key stays in its file,
+which the profile names. Only ``token`` ever prints a token, on stdout; every error is one
+line on stderr and a non-zero exit, in terms of the CLI's flags.
 """
 
 from __future__ import annotations
@@ -13,26 +21,31 @@ import argparse
 import getpass
 import json
 import os
+import shlex
+import subprocess
 import sys
 import time
+import webbrowser
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from . import _logins as logins
+from ._discovery import ServerMetadata, discover
 from ._formats import FORMATS, render
-from ._policy import check_transport, oauth_error, origin_of, read_json
-from ._tokens import TokenSet
-from .errors import AuthError, RefreshFailed, SessionExpired, StoreError
+from ._logins import DevicePrompt, client_for
+from ._policy import check_transport, oauth_error, origin_of
+from ._tokens import TokenResponseError, TokenSet
+from .errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
 from .refreshers import (
     ClientAuth,
     ClientAuthMethod,
     ClientCredentials,
     OAuth2Refresher,
     Refresher,
-    client_credentials_login,
-    password_login,
 )
 from .stores.file import ENV_STORE, FileStore, ProfileInfo
 
@@ -53,9 +66,30 @@ __all__ = [
 ENV_PROFILE = "FRESHTOKEN_PROFILE"
 ENV_CLIENT_SECRET = "FRESHTOKEN_CLIENT_SECRET"
 ENV_PASSWORD = "FRESHTOKEN_PASSWORD"
-AUTH_METHODS: tuple[ClientAuthMethod, ...] = ("client_secret_basic", "client_secret_post", "none")
+AUTH_METHODS: tuple[ClientAuthMethod, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
+)
+FLOWS = ("browser", "device", "password", "client-credentials")
+GRANTS = {
+    "browser": "authorization_code",
+    "device": "device_code",
+    "password": "password",
+    "client-credentials": "client_credentials",
+}
 LOCK_TIMEOUT = 30.0
 HTTP_TIMEOUT = 10.0
+BROWSER_TIMEOUT = 300.0
+# Messages of the library name its keywords; the CLI user knows the flags.
+_CLI_WORDS = (
+    ("pass allow_insecure_http=True", "pass --allow-insecure-http"),
+    ("allow_insecure_http=True", "--allow-insecure-http"),
+    ("use a device or password login", "use --flow device or --flow password"),
+    ("use a browser login", "use --flow browser"),
+    ("use a device login", "use --flow device"),
+)
 
 
 class _Failure(Exception):
@@ -82,24 +116,54 @@ def _add_store_arguments(parser: argparse.ArgumentParser, *, profile: bool = Tru
 
 
 def configure_login(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--token-url", required=True, metavar="URL", help="the token endpoint")
+    server = parser.add_mutually_exclusive_group(required=True)
+    server.add_argument(
+        "--issuer", metavar="URL", help="the server's issuer; its endpoints are discovered"
+    )
+    server.add_argument(
+        "--token-url", metavar="URL", help="the token endpoint, for servers without discovery"
+    )
     parser.add_argument("--client-id", required=True, metavar="ID")
+    parser.add_argument(
+        "--flow",
+        choices=FLOWS,
+        default=None,
+        help="default: password with --username; with --issuer, browser when one can be"
+        " opened, else device; with --token-url, client-credentials",
+    )
     parser.add_argument(
         "--client-secret",
         metavar="SECRET",
         default=None,
         help=f"confidential clients; prefer ${ENV_CLIENT_SECRET} (arguments show in ps)",
     )
-    parser.add_argument("--auth-method", choices=AUTH_METHODS, default=None)
     parser.add_argument(
-        "--username", default=None, help="password grant; without it: client credentials"
+        "--private-key",
+        metavar="PATH",
+        default=None,
+        help="a PEM private key file: the client authenticates with private_key_jwt",
     )
+    parser.add_argument("--key-id", metavar="KID", default=None, help="the private key's kid")
+    parser.add_argument(
+        "--auth-method",
+        choices=AUTH_METHODS,
+        default=None,
+        help="default: from the server's metadata and the credential given",
+    )
+    parser.add_argument("--username", default=None, help="the password flow's user")
     parser.add_argument(
         "--password-stdin",
         action="store_true",
         help=f"read the password from stdin (else ${ENV_PASSWORD}, else a hidden prompt)",
     )
     parser.add_argument("--scope", default=None)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=BROWSER_TIMEOUT,
+        metavar="SECONDS",
+        help="how long the browser flow waits for the browser (default: %(default)s)",
+    )
     parser.add_argument(
         "--allow-insecure-http",
         action="store_true",
@@ -137,7 +201,7 @@ def configure_logout(parser: argparse.ArgumentParser) -> None:
 
 
 def run_login(args: argparse.Namespace) -> int:
-    return _guarded(_login, args)
+    return _guarded(_login, args, prefix="login failed: ")
 
 
 def run_token(args: argparse.Namespace) -> int:
@@ -152,17 +216,25 @@ def run_logout(args: argparse.Namespace) -> int:
     return _guarded(_logout, args)
 
 
-def _guarded(command: Any, args: argparse.Namespace) -> int:
+def _guarded(command: Any, args: argparse.Namespace, prefix: str = "") -> int:
     try:
         code: int = command(args)
-    except (_Failure, AuthError, ValueError) as error:
-        _say_error(str(error))
+    except (_Failure, AuthError, ValueError, OSError) as error:
+        message = str(error)
+        if not message.startswith(prefix):
+            message = prefix + message
+        _say_error(message)
         return 1
+    except KeyboardInterrupt:
+        _say_error(prefix + "cancelled" if prefix else "cancelled")
+        return 130
     return code
 
 
 def _say_error(message: str) -> None:
     line = " ".join(message.split())  # one line, whatever the message held
+    for words, flag in _CLI_WORDS:
+        line = line.replace(words, flag)
     print(f"freshtoken: {line}", file=sys.stderr)
 
 
@@ -172,56 +244,188 @@ def _store(args: argparse.Namespace, profile: str = "default") -> FileStore:
 
 def _login(args: argparse.Namespace) -> int:
     store = _store(args)
-    origin_of(args.token_url)  # a clear error for a URL that is not http(s)
     secret = args.client_secret or os.environ.get(ENV_CLIENT_SECRET) or None
-    method: ClientAuthMethod = args.auth_method or ("client_secret_basic" if secret else "none")
-    if args.username is not None:
-        password = _password(args)
-        tokens = password_login(
-            args.token_url,
-            username=args.username,
-            password=password,
-            client_id=args.client_id,
-            client_secret=secret,
-            auth_method=method,
-            scope=args.scope,
-            allow_insecure_http=args.allow_insecure_http,
-        )
-        grant = "password"
+    key_file = None if args.private_key is None else str(Path(args.private_key).resolve())
+    private_key = None if key_file is None else _read_private_key(key_file)
+    insecure = bool(args.allow_insecure_http)
+    metadata: ServerMetadata | None = None
+    if args.issuer is not None:
+        metadata = discover(args.issuer, allow_insecure_http=insecure)
+        token_url = metadata.token_endpoint
+        if token_url is None:
+            raise _Failure(f"{metadata.issuer} names no token endpoint: pass --token-url instead")
     else:
-        if not secret:
-            raise _Failure(
-                "a client credentials login needs --client-secret or "
-                f"${ENV_CLIENT_SECRET} (or pass --username for a password login)"
-            )
-        tokens = client_credentials_login(
-            args.token_url,
-            client_id=args.client_id,
-            client_secret=secret,
-            auth_method=method,
-            scope=args.scope,
-            allow_insecure_http=args.allow_insecure_http,
-        )
-        grant = "client_credentials"
+        origin_of(args.token_url)  # a clear error for a URL that is not http(s)
+        token_url = args.token_url
+    flow = _flow(args, metadata, secret, private_key)
+    client = client_for(
+        metadata,
+        args.client_id,
+        secret,
+        auth_method=args.auth_method,
+        private_key=private_key,
+        key_id=args.key_id,
+    )
+    tokens = _obtain(args, flow, metadata, token_url, client)
     meta: dict[str, Any] = {
-        "token_url": args.token_url,
+        "issuer": None if metadata is None else metadata.issuer,
+        "token_url": token_url,
         "client_id": args.client_id,
-        "auth_method": method,
-        "grant": grant,
+        "auth_method": client.method,
+        "grant": GRANTS[flow],
         "scope": args.scope,
-        "allow_insecure_http": bool(args.allow_insecure_http),
+        "allow_insecure_http": insecure,
         "logged_in_at": time.time(),
     }
-    if args.username is not None:
-        meta["username"] = args.username
+    if key_file is not None:
+        meta["private_key_file"] = key_file
+        meta["key_id"] = args.key_id
+    account = args.username if flow == "password" else _account(tokens)
+    if account is not None:
+        meta["username"] = account
     store.save_profile(tokens, meta=meta, client_secret=secret)
-    who = args.username if args.username is not None else f"client {args.client_id}"
+    who = account if account is not None else f"client {args.client_id}"
     print(
         f"logged in as {who}: profile {store.profile!r} saved in {store.path} "
         f"(access token {_expiry_text(tokens.expires_at, time.time())}, "
         f"scope {tokens.scope or 'unknown'})"
     )
     return 0
+
+
+def _flow(
+    args: argparse.Namespace,
+    metadata: ServerMetadata | None,
+    secret: str | None,
+    private_key: str | None,
+) -> str:
+    flow: str | None = args.flow
+    if flow is None:
+        if args.username is not None:
+            flow = "password"
+        elif metadata is None:
+            flow = "client-credentials"
+        else:
+            flow = "browser" if _browser_available() else "device"
+    if flow in ("browser", "device") and metadata is None:
+        raise _Failure(f"--flow {flow} needs --issuer (its endpoints come from discovery)")
+    if flow == "password" and args.username is None:
+        raise _Failure("--flow password needs --username")
+    if flow == "client-credentials" and not secret and private_key is None:
+        raise _Failure(
+            "a client credentials login needs --client-secret (or "
+            f"${ENV_CLIENT_SECRET}) or --private-key (or pass --username for a password login)"
+        )
+    return flow
+
+
+def _obtain(
+    args: argparse.Namespace,
+    flow: str,
+    metadata: ServerMetadata | None,
+    token_url: str,
+    client: ClientAuth,
+) -> TokenSet:
+    """The flow's tokens, with the client authentication built once from the flags."""
+    insecure = bool(args.allow_insecure_http)
+    if flow == "browser":
+        assert metadata is not None
+        return logins.browser_with(
+            metadata,
+            client,
+            scope=args.scope,
+            open_browser=_open_browser,
+            timeout=args.timeout,
+            allow_insecure_http=insecure,
+        )
+    if flow == "device":
+        assert metadata is not None
+        return logins.device_with(
+            metadata,
+            client,
+            scope=args.scope,
+            on_prompt=_show_device_prompt,
+            allow_insecure_http=insecure,
+        )
+    if flow == "password":
+        password = _password(args)
+        return logins.password_with(
+            metadata,
+            token_url,
+            client,
+            username=args.username,
+            password=password,
+            scope=args.scope,
+            allow_insecure_http=insecure,
+        )
+    return logins.client_credentials_with(
+        metadata, token_url, client, scope=args.scope, allow_insecure_http=insecure
+    )
+
+
+def _read_private_key(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise _Failure(f"cannot read the private key file {path}: {error}") from None
+
+
+def _account(tokens: TokenSet) -> str | None:
+    """Who logged in, from the ID token (unverified: it only labels the profile)."""
+    try:
+        claims = tokens.id_claims()
+    except TokenResponseError:
+        return None
+    for name in ("preferred_username", "email", "sub"):
+        value = claims.get(name)
+        if isinstance(value, str) and value:
+            return value[:200]
+    return None
+
+
+def _browser_available() -> bool:
+    """Whether the browser flow can open a browser here (else the device flow is used)."""
+    if os.environ.get("BROWSER"):
+        return True
+    if os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_TTY"):
+        return False  # a browser would open on the remote machine, or not at all
+    if os.name == "posix" and sys.platform != "darwin":
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return False
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return True
+
+
+def _open_browser(url: str) -> bool:
+    """Open ``url`` with ``$BROWSER`` or the system's browser, and print it for copying."""
+    print(
+        f"Opening a browser to sign in. If none opens, visit:\n  {url}",
+        file=sys.stderr,
+        flush=True,
+    )
+    commands = [c for c in os.environ.get("BROWSER", "").split(os.pathsep) if c.strip()]
+    for command in commands:
+        argv = shlex.split(command)
+        argv = [part.replace("%s", url) for part in argv] if "%s" in command else [*argv, url]
+        try:
+            completed = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False
+            )
+        except OSError:
+            continue
+        if completed.returncode == 0:
+            return True
+    if not commands:
+        webbrowser.open(url)
+    return True  # the URL is printed: a person can still open it
+
+
+def _show_device_prompt(prompt: DevicePrompt) -> None:
+    print(prompt, file=sys.stderr, flush=True)
+    print("Waiting for the approval (Ctrl-C cancels)...", file=sys.stderr, flush=True)
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -296,27 +500,49 @@ def _refresher(store: FileStore, meta: Mapping[str, Any], secret: str | None) ->
             f"profile {store.profile!r} in {store.path} lacks token_url or client_id: "
             "run `freshtoken login` again"
         )
-    method = meta.get("auth_method")
-    auth_method: ClientAuthMethod | None = method if method in AUTH_METHODS else None
+    client = _profile_client(store, meta, secret)
     scope = meta.get("scope") if isinstance(meta.get("scope"), str) else None
     insecure = meta.get("allow_insecure_http") is True
+    refresher: ClientCredentials | OAuth2Refresher
     if meta.get("grant") == "client_credentials":
-        if secret is None:
-            raise StoreError(f"profile {store.profile!r} has no client secret: log in again")
-        return ClientCredentials(
+        if client.method == "none":
+            raise StoreError(f"profile {store.profile!r} has no client credentials: log in again")
+        refresher = ClientCredentials(
             token_url,
             client_id=client_id,
-            client_secret=secret,
-            auth_method=auth_method,
+            client_secret=secret or "unused",  # the client below authenticates
             scope=scope,
             allow_insecure_http=insecure,
         )
-    return OAuth2Refresher(
-        token_url,
-        client_id=client_id,
-        client_secret=secret,
-        auth_method=auth_method,
-        allow_insecure_http=insecure,
+    else:
+        refresher = OAuth2Refresher(token_url, client_id=client_id, allow_insecure_http=insecure)
+    refresher.client = client
+    return refresher
+
+
+def _profile_client(store: FileStore, meta: Mapping[str, Any], secret: str | None) -> ClientAuth:
+    """The client authentication a profile was made with (its private key read anew)."""
+    method = meta.get("auth_method")
+    auth_method: ClientAuthMethod | None = method if method in AUTH_METHODS else None
+    key_file = meta.get("private_key_file")
+    private_key = None
+    if isinstance(key_file, str):
+        try:
+            private_key = Path(key_file).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise StoreError(
+                f"profile {store.profile!r} signs with the private key {key_file}, which cannot"
+                f" be read ({error}): restore it or run `freshtoken login` again"
+            ) from None
+    key_id = meta.get("key_id") if isinstance(meta.get("key_id"), str) else None
+    token_url = meta.get("token_url")
+    return ClientAuth(
+        str(meta.get("client_id")),
+        secret,
+        auth_method,
+        private_key=private_key,
+        key_id=key_id,
+        audience=token_url if isinstance(token_url, str) else None,
     )
 
 
@@ -344,6 +570,7 @@ def _status_record(info: ProfileInfo, now: float) -> dict[str, Any]:
     meta = info.meta
     return {
         "profile": info.name,
+        "issuer": meta.get("issuer"),
         "token_url": meta.get("token_url"),
         "client_id": meta.get("client_id"),
         "username": meta.get("username"),
@@ -440,19 +667,24 @@ def _revoke(store: FileStore, meta: Mapping[str, Any], secret: str | None, token
     if not isinstance(token_url, str) or not isinstance(client_id, str):
         return "the profile names no server: tokens deleted here only"
     insecure = meta.get("allow_insecure_http") is True
-    method = meta.get("auth_method")
-    client = ClientAuth(client_id, secret, method if method in AUTH_METHODS else None)
+    client = _profile_client(store, meta, secret)
+    try:
+        endpoint = _revocation_endpoint(meta, token_url, insecure)
+    except LoginFailed as error:
+        raise _Failure(
+            f"cannot find the revocation endpoint: {error.description or error.error};"
+            " the profile was kept: retry, or pass --no-revoke"
+        ) from None
+    if endpoint is None:
+        return "the server advertises no revocation endpoint: tokens deleted here only"
+    check_transport(origin_of(endpoint), allow_insecure_http=insecure, what="a token")
+    if tokens.refresh_token is not None:
+        form = {"token": tokens.refresh_token, "token_type_hint": "refresh_token"}
+        what = "refresh token"
+    else:
+        form = {"token": tokens.access_token, "token_type_hint": "access_token"}
+        what = "access token"
     with httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
-        endpoint = _revocation_endpoint(http, token_url, insecure)
-        if endpoint is None:
-            return "the server advertises no revocation endpoint: tokens deleted here only"
-        check_transport(origin_of(endpoint), allow_insecure_http=insecure, what="a token")
-        if tokens.refresh_token is not None:
-            form = {"token": tokens.refresh_token, "token_type_hint": "refresh_token"}
-            what = "refresh token"
-        else:
-            form = {"token": tokens.access_token, "token_type_hint": "access_token"}
-            what = "access token"
         try:
             response = http.send(client.request(endpoint, form, {}))
         except httpx.TransportError as error:
@@ -472,41 +704,33 @@ def _revoke(store: FileStore, meta: Mapping[str, Any], secret: str | None, token
     return f"{what} revoked at {endpoint}"
 
 
-def _revocation_endpoint(http: httpx.Client, token_url: str, insecure: bool) -> str | None:
-    """The revocation endpoint from the server's metadata, if it advertises one.
+def _revocation_endpoint(meta: Mapping[str, Any], token_url: str, insecure: bool) -> str | None:
+    """The revocation endpoint from the issuer's metadata, if it advertises one.
 
-    Tried in order: RFC 8414 at the origin, then for issuers with a path (the token
-    endpoint's parent paths) RFC 8414's path insertion and OpenID Connect discovery. Metadata
-    counts only if its ``token_endpoint`` is this profile's: a token never goes to another
-    issuer's endpoint.
+    Profiles from ``--token-url`` logins name no issuer: the issuers the token URL can belong
+    to (its origin and parent paths) are discovered in turn, and metadata counts only if its
+    ``token_endpoint`` is this profile's, so a token never goes to another issuer's endpoint.
     """
-    check_transport(origin_of(token_url), allow_insecure_http=insecure, what="a request")
-    for url in _metadata_urls(token_url):
+    issuer = meta.get("issuer")
+    if isinstance(issuer, str):
+        metadata = discover(issuer, allow_insecure_http=insecure)
+        return metadata.revocation_endpoint if metadata.token_endpoint == token_url else None
+    for candidate in _issuer_candidates(token_url):
         try:
-            response = http.get(url)
-        except httpx.TransportError as error:
-            raise _Failure(
-                f"cannot reach {url} to find the revocation endpoint ({type(error).__name__});"
-                " the profile was kept: retry, or pass --no-revoke"
-            ) from None
-        if response.status_code != 200:
+            metadata = discover(candidate, allow_insecure_http=insecure)
+        except LoginFailed as error:
+            if error.error == "network_error":
+                raise
             continue
-        metadata = read_json(response.content)[0]
-        if not isinstance(metadata, dict) or metadata.get("token_endpoint") != token_url:
-            continue
-        endpoint = metadata.get("revocation_endpoint")
-        return endpoint if isinstance(endpoint, str) and endpoint else None
+        if metadata.token_endpoint == token_url:
+            return metadata.revocation_endpoint
     return None
 
 
-def _metadata_urls(token_url: str) -> list[str]:
+def _issuer_candidates(token_url: str) -> list[str]:
+    """Issuers that may own ``token_url``: its parent paths, longest first, then its origin."""
     parts = urlsplit(token_url)
-    base = f"{parts.scheme}://{parts.netloc}"
-    urls = [f"{base}/.well-known/oauth-authorization-server"]
+    origin = f"{parts.scheme}://{parts.netloc}"
     segments = [segment for segment in parts.path.split("/") if segment][:-1]
-    for end in range(len(segments), 0, -1):
-        issuer_path = "/" + "/".join(segments[:end])
-        urls.append(f"{base}/.well-known/oauth-authorization-server{issuer_path}")
-        urls.append(f"{base}{issuer_path}/.well-known/openid-configuration")
-    urls.append(f"{base}/.well-known/openid-configuration")
-    return urls[:8]
+    candidates = [origin + "/" + "/".join(segments[:end]) for end in range(len(segments), 0, -1)]
+    return [*candidates[:3], origin]

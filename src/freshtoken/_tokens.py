@@ -53,7 +53,8 @@ class TokenSet:
 
     ``obtained_at`` is when the request that produced it was sent (epoch seconds),
     ``expires_at`` when the access token stops working, and ``refresh_at`` a server's hint of
-    when to refresh (``refresh_in``), all on the client's clock.
+    when to refresh (``refresh_in``), all on the client's clock. ``id_token`` is the OpenID
+    Connect ID token of the login, or of the last refresh that returned one.
     """
 
     access_token: str
@@ -63,6 +64,7 @@ class TokenSet:
     obtained_at: float | None = None
     refresh_at: float | None = None
     scope: str | None = None
+    id_token: str | None = None
     authorization: str = dataclasses.field(init=False, repr=False, compare=False)
     """The Authorization header value, made once: every request sends it. RFC 6750 says
     "Bearer" whatever case the server used."""
@@ -79,6 +81,8 @@ class TokenSet:
             value = getattr(self, name)
             if value is not None and _finite(value) is None:
                 raise TokenResponseError(f"{name} must be a finite number")
+        if self.id_token is not None:
+            _check_token("id_token", self.id_token, _ACCESS_TOKEN)
         kind = "Bearer" if self.token_type.lower() == "bearer" else self.token_type
         object.__setattr__(self, "authorization", f"{kind} {self.access_token}")
 
@@ -94,6 +98,22 @@ class TokenSet:
 
     def is_expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
+
+    def id_claims(self) -> dict[str, Any]:
+        """The ID token's claims, decoded but *not verified* (``{}`` without an ID token).
+
+        Good for showing who logged in; to trust them, use
+        :func:`freshtoken.verify_id_token`. Raises TokenResponseError if it is no JWT.
+        """
+        if self.id_token is None:
+            return {}
+        try:
+            claims = jwt.decode(self.id_token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise TokenResponseError("the id_token is not a JWT") from None
+        if not isinstance(claims, dict):
+            raise TokenResponseError("the id_token's claims are not a JSON object")
+        return claims
 
     @classmethod
     def from_response(
@@ -124,6 +144,11 @@ class TokenSet:
             raise TokenResponseError("refresh_token must be a non-empty string")
         if refresh is None and previous is not None:
             refresh = previous.refresh_token
+        id_token = data.get("id_token")
+        if id_token is not None and (not isinstance(id_token, str) or not id_token):
+            raise TokenResponseError("id_token must be a non-empty string")
+        if id_token is None and previous is not None:
+            id_token = previous.id_token  # a refresh without one keeps the login's
         scope = data.get("scope")
         if scope is not None and not isinstance(scope, str):
             raise TokenResponseError("scope must be a space-separated string")
@@ -150,6 +175,7 @@ class TokenSet:
             obtained_at=sent_at,
             refresh_at=refresh_at,
             scope=scope,
+            id_token=id_token,
         )
 
     def to_dict(self) -> dict[str, Any]:

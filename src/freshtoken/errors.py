@@ -3,6 +3,7 @@
 ::
 
     AuthError
+    ├── LoginFailed             a login gave no tokens (wrong password, denied, unreachable...)
     ├── SessionExpired          refresh is impossible: tokens cleared, the user must log in again
     ├── RefreshFailed           transient failure (network, 5xx, 429, bad body): tokens kept
     ├── InsecureTransportError  a token would have crossed plain HTTP to a non-loopback host
@@ -20,6 +21,7 @@ __all__ = [
     "AuthError",
     "InsecureTransportError",
     "LockTimeout",
+    "LoginFailed",
     "RefreshFailed",
     "ReplayError",
     "SessionExpired",
@@ -29,6 +31,27 @@ __all__ = [
 
 class AuthError(Exception):
     """Base class of every freshtoken error."""
+
+
+class LoginFailed(AuthError):
+    """A login gave no tokens. Nothing was stored; fix the cause and log in again.
+
+    ``error`` is the server's RFC 6749 error code when it gave one (``invalid_grant`` for a
+    wrong password, ``access_denied`` for denied consent, ``unsupported_grant_type``,
+    ``expired_token``...) or freshtoken's own: ``network_error`` (the server cannot be
+    reached), ``timeout`` (nobody finished the login in time), ``state_mismatch`` and
+    ``issuer_mismatch`` (an answer that is not this login's), ``discovery_failed``,
+    ``invalid_id_token``, ``browser_unavailable``. ``description`` says more; neither ever
+    holds a secret. ``status`` is the HTTP status of the server's answer, if there was one.
+    """
+
+    def __init__(
+        self, error: str, description: str | None = None, *, status: int | None = None
+    ) -> None:
+        self.error = error
+        self.description = description
+        self.status = status
+        super().__init__(_describe("login failed", error, description, status))
 
 
 class SessionExpired(AuthError):

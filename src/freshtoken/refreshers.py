@@ -12,27 +12,39 @@ Token endpoint calls go through their own client with no auth attached, so they 
 through :class:`freshtoken.httpx.TokenAuth` (no recursion) and carry nothing from the request
 that triggered them. Redirects are not followed: credentials stay with the configured URL.
 
-Also here: :func:`password_login`, :func:`client_credentials_login` and :func:`json_login`, to
-obtain the first tokens.
+The grant refreshers authenticate as the client (:class:`ClientAuth`: secret, private key or
+none); :meth:`OAuth2Refresher.from_issuer` finds the token endpoint and the method through
+discovery, and such a refresher logs in with the same settings (``browser_login``,
+``device_login``, ``password_login``). The first-token functions (:func:`password_login`...)
+live in :mod:`freshtoken._logins` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
 import math
 import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
-from urllib.parse import quote
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import httpx
+import sniffio
 
+from ._client_auth import ClientAuth, ClientAuthMethod, PrivateKey
 from ._clock import Clock, system_clock
+from ._discovery import ServerMetadata, discover
+from ._http import ssl_context
+from ._logins import (
+    LoginMethods,
+    client_credentials_login,
+    client_for,
+    json_login,
+    password_login,
+)
 from ._policy import (
     LARGEST_ANSWER,
     check_transport,
@@ -41,7 +53,7 @@ from ._policy import (
     parse_retry_after,
 )
 from ._tokens import TokenResponseError, TokenSet
-from .errors import RefreshFailed, SessionExpired
+from .errors import LoginFailed, RefreshFailed, SessionExpired
 
 __all__ = [
     "ClientAuth",
@@ -58,7 +70,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+_Grant = TypeVar("_Grant", bound="_GrantRefresher")
 DEFAULT_TIMEOUT = httpx.Timeout(10.0)
 _MOST_WRAPPERS = 4
 
@@ -109,12 +121,7 @@ class HTTPRefresher:
     def ssl_context(self) -> ssl.SSLContext:
         # Built once: loading the CA bundle costs ~25-100 ms, more than a refresh round trip.
         if self._ssl_context is None:
-            if isinstance(self.verify, ssl.SSLContext):
-                self._ssl_context = self.verify
-            elif isinstance(self.verify, str):
-                self._ssl_context = ssl.create_default_context(cafile=self.verify)
-            else:
-                self._ssl_context = httpx.create_ssl_context(verify=self.verify)
+            self._ssl_context = ssl_context(self.verify)
         return self._ssl_context
 
     def build_request(self, current: TokenSet | None) -> httpx.Request:
@@ -209,6 +216,7 @@ class _GrantRefresher(HTTPRefresher):
         *,
         client_id: str,
         client_secret: str | None = None,
+        private_key: PrivateKey | None = None,
         auth_method: ClientAuthMethod | None = None,
         scope: str | None = None,
         extra_params: Mapping[str, str] | None = None,
@@ -224,11 +232,59 @@ class _GrantRefresher(HTTPRefresher):
             allow_insecure_http=allow_insecure_http,
             headers=headers,
         )
-        if self.can_acquire and not client_secret:
-            raise ValueError("the client_credentials grant needs a client_secret")
-        self.client = ClientAuth(client_id, client_secret, auth_method)
+        if self.can_acquire and not client_secret and private_key is None:
+            raise ValueError("the client_credentials grant needs a client_secret or a private_key")
+        self.client = ClientAuth(client_id, client_secret, auth_method, private_key=private_key)
         self.scope = scope
         self.extra_params = dict(extra_params or {})
+        self.metadata: ServerMetadata | None = None
+
+    @classmethod
+    def from_issuer(
+        cls: type[_Grant],
+        issuer: str | ServerMetadata,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        private_key: PrivateKey | None = None,
+        auth_method: ClientAuthMethod | None = None,
+        scope: str | None = None,
+        extra_params: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        verify: bool | str | ssl.SSLContext = True,
+        allow_insecure_http: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Grant:
+        """A refresher for the token endpoint of ``issuer`` (discovered, cached; or pass its
+        :class:`~freshtoken.ServerMetadata`, e.g. from :func:`~freshtoken.adiscover` in async
+        code). Without ``auth_method``, the client authentication is chosen from the metadata.
+        The refresher keeps the metadata, so it can also log in (``browser_login``...)."""
+        metadata = (
+            issuer
+            if isinstance(issuer, ServerMetadata)
+            else discover(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
+        )
+        if metadata.token_endpoint is None:
+            raise LoginFailed("discovery_failed", f"{metadata.issuer} names no token_endpoint")
+        client = client_for(
+            metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
+        )
+        refresher = cls(
+            metadata.token_endpoint,
+            client_id=client_id,
+            client_secret=client_secret,
+            private_key=private_key,
+            auth_method=client.method,
+            scope=scope,
+            extra_params=extra_params,
+            timeout=timeout,
+            verify=verify,
+            allow_insecure_http=allow_insecure_http,
+            headers=headers,
+        )
+        refresher.client = client  # the same, with the token endpoint as assertion audience
+        refresher.metadata = metadata
+        return refresher
 
     def secrets(self) -> tuple[str, ...]:
         return self.client.secrets()
@@ -242,12 +298,15 @@ class _GrantRefresher(HTTPRefresher):
         return f"{type(self).__name__}({self.url!r}, client_id={self.client.client_id!r})"
 
 
-class OAuth2Refresher(_GrantRefresher):
+class OAuth2Refresher(_GrantRefresher, LoginMethods):
     """The RFC 6749 ``refresh_token`` grant.
 
-    ``auth_method`` defaults to ``client_secret_basic`` with a secret and ``none`` (public
-    client, ``client_id`` in the form) without. ``scope`` asks for a narrower scope;
-    ``extra_params`` are added to the form (``audience``, ``resource``...).
+    ``auth_method`` defaults to ``private_key_jwt`` with a ``private_key`` (PEM or JWK),
+    ``client_secret_basic`` with a secret and ``none`` (public client, ``client_id`` in the
+    form) without. ``scope`` asks for a narrower scope; ``extra_params`` are added to the form
+    (``audience``, ``resource``...). Made with :meth:`from_issuer`, it also logs in with the
+    same client settings: :meth:`browser_login`, :meth:`device_login`, :meth:`password_login`
+    and their async twins.
     """
 
     def build_request(self, current: TokenSet | None) -> httpx.Request:
@@ -259,7 +318,8 @@ class OAuth2Refresher(_GrantRefresher):
 class ClientCredentials(_GrantRefresher):
     """Re-acquires a token with the ``client_credentials`` grant whenever one is needed.
 
-    Takes the same arguments as :class:`OAuth2Refresher`; a ``client_secret`` is required.
+    Takes the same arguments as :class:`OAuth2Refresher` (``from_issuer`` too); a
+    ``client_secret`` or a ``private_key`` is required.
     """
 
     can_acquire = True
@@ -391,51 +451,6 @@ class FunctionRefresher:
         return f"FunctionRefresher({getattr(self.function, '__name__', self.function)!r})"
 
 
-class ClientAuth:
-    """RFC 6749 section 2.3.1 client authentication for requests to a token, revocation or
-    introspection endpoint: ``request(url, form, headers)`` builds the authenticated POST."""
-
-    __slots__ = ("client_id", "client_secret", "method")
-
-    def __init__(
-        self, client_id: str, client_secret: str | None, method: ClientAuthMethod | None
-    ) -> None:
-        if method is None:
-            method = "client_secret_basic" if client_secret else "none"
-        if method != "none" and not client_secret:
-            raise ValueError(f"{method} needs a client_secret")
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.method: ClientAuthMethod = method
-
-    def request(
-        self, url: str, form: Mapping[str, str], headers: Mapping[str, str]
-    ) -> httpx.Request:
-        form = dict(form)
-        sent_headers = {"Accept": "application/json", **headers}
-        if self.method == "client_secret_basic":
-            sent_headers["Authorization"] = "Basic " + self._basic_credentials()
-        else:
-            form["client_id"] = self.client_id
-            if self.method == "client_secret_post":
-                assert self.client_secret is not None
-                form["client_secret"] = self.client_secret
-        return httpx.Request("POST", url, data=form, headers=sent_headers)
-
-    def secrets(self) -> tuple[str, ...]:
-        """What this authentication sends that no error text may repeat: the secret, and the
-        Basic credentials that encode it."""
-        if not self.client_secret:
-            return ()
-        return (self.client_secret, self._basic_credentials())
-
-    def _basic_credentials(self) -> str:
-        assert self.client_secret is not None
-        # RFC 6749 2.3.1: form-encode id and secret before base64.
-        pair = f"{quote(self.client_id, safe='')}:{quote(self.client_secret, safe='')}"
-        return base64.b64encode(pair.encode()).decode()
-
-
 async def exchange(
     request: httpx.Request,
     timeout: httpx.Timeout | float,
@@ -503,10 +518,11 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
 
     From a thread that already runs an event loop (a sync call made inside async code), the
     private loop runs in a helper thread: blocking that loop is what a sync call does anyway.
+    Trio's counts too: anyio would take an asyncio loop in a trio thread for trio's.
     """
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
         return asyncio.run(coroutine)
     results: list[T] = []
     errors: list[BaseException] = []
@@ -535,86 +551,3 @@ def _transport_failure(error: httpx.TransportError) -> RefreshFailed:
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
-
-
-def password_login(
-    token_url: str,
-    *,
-    username: str,
-    password: str,
-    client_id: str,
-    client_secret: str | None = None,
-    auth_method: ClientAuthMethod | None = None,
-    scope: str | None = None,
-    allow_insecure_http: bool = False,
-    clock: Clock = system_clock,
-) -> TokenSet:
-    """First tokens through the resource owner password grant (RFC 6749 section 4.3)."""
-    form = {"grant_type": "password", "username": username, "password": password}
-    if scope:
-        form["scope"] = scope
-    client = ClientAuth(client_id, client_secret, auth_method)
-    return _login(
-        token_url,
-        client.request(token_url, form, {}),
-        allow_insecure_http,
-        clock,
-        (password, *client.secrets()),
-    )
-
-
-def client_credentials_login(
-    token_url: str,
-    *,
-    client_id: str,
-    client_secret: str,
-    auth_method: ClientAuthMethod | None = None,
-    scope: str | None = None,
-    allow_insecure_http: bool = False,
-    clock: Clock = system_clock,
-) -> TokenSet:
-    """A token through the client credentials grant (RFC 6749 section 4.4)."""
-    refresher = ClientCredentials(
-        token_url,
-        client_id=client_id,
-        client_secret=client_secret,
-        auth_method=auth_method,
-        scope=scope,
-        allow_insecure_http=allow_insecure_http,
-    )
-    try:
-        return refresher.refresh(None, clock)
-    finally:
-        refresher.close()
-
-
-def json_login(
-    url: str,
-    body: Mapping[str, Any],
-    *,
-    allow_insecure_http: bool = False,
-    clock: Clock = system_clock,
-) -> TokenSet:
-    """First tokens from an in-house JSON login endpoint (``POST url`` with ``body``)."""
-    request = httpx.Request("POST", url, json=dict(body), headers={"Accept": "application/json"})
-    # Which fields are secret is unknown: none of the body's strings may come back in an error.
-    secrets = tuple(value for value in body.values() if isinstance(value, str))
-    return _login(url, request, allow_insecure_http, clock, secrets)
-
-
-def _login(
-    url: str,
-    request: httpx.Request,
-    allow_insecure_http: bool,
-    clock: Clock,
-    secrets: tuple[str, ...],
-) -> TokenSet:
-    check_transport(origin_of(url), allow_insecure_http=allow_insecure_http, what="credentials")
-    parser = HTTPRefresher(url, allow_insecure_http=allow_insecure_http)
-    with httpx.Client(timeout=DEFAULT_TIMEOUT) as client:
-        sent_at = clock()
-        try:
-            response = client.send(request)
-        except httpx.TransportError as error:
-            raise _transport_failure(error) from None
-    return parser.parse_response(response, sent_at=sent_at, current=None, sent_secrets=secrets)

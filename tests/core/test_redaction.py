@@ -18,10 +18,10 @@ from listener import Answer, Listener, Received, json_answer
 from freshtoken import (
     AuthError,
     ClientCredentials,
+    LoginFailed,
     ManualClock,
     OAuth2Refresher,
     RefreshFailed,
-    SessionExpired,
     TokenSet,
     client_credentials_login,
     json_login,
@@ -66,7 +66,7 @@ def test_password_login_never_shows_the_password(password: str) -> None:
     error = error_from(
         lambda url: password_login(url, username="alice", password=password, client_id="app")
     )
-    assert isinstance(error, SessionExpired)
+    assert isinstance(error, LoginFailed)
     assert_hidden(error, password)
     assert "[redacted]" in str(error)
 
@@ -76,7 +76,7 @@ def test_a_secret_too_short_to_cut_out_withholds_the_description() -> None:
     error = error_from(
         lambda url: password_login(url, username="alice", password="pw", client_id="app")
     )
-    assert isinstance(error, SessionExpired)
+    assert isinstance(error, LoginFailed)
     assert error.description is not None
     assert error.description.startswith("[withheld")
     assert "pw" not in error.description
@@ -180,7 +180,11 @@ def test_logout_never_prints_the_token_a_revocation_endpoint_quotes(
         if request.path.startswith("/.well-known/oauth-authorization-server"):
             base = "http://" + request.headers["host"]
             return json_answer(
-                {"token_endpoint": base + "/token", "revocation_endpoint": base + "/revoke"}
+                {
+                    "issuer": base,
+                    "token_endpoint": base + "/token",
+                    "revocation_endpoint": base + "/revoke",
+                }
             )
         said = f"cannot revoke {request.body.decode()}"
         return json_answer(

@@ -15,6 +15,7 @@ from freshtoken import (
     ClientCredentials,
     InsecureTransportError,
     JSONRefresher,
+    LoginFailed,
     ManualClock,
     OAuth2Refresher,
     RefreshFailed,
@@ -106,6 +107,7 @@ def test_client_credentials_reacquire_without_a_refresh_token(
 
 
 def test_password_login_and_a_wrong_password(oauth_server: ReferenceServer) -> None:
+    """A wrong password is a failed login (not an expired session), with the server's code."""
     tokens = password_login(
         oauth_server.token_url,
         username="demo",
@@ -114,7 +116,7 @@ def test_password_login_and_a_wrong_password(oauth_server: ReferenceServer) -> N
         client_secret="demo-secret",
     )
     assert tokens.refresh_token
-    with pytest.raises(SessionExpired) as caught:
+    with pytest.raises(LoginFailed) as caught:
         password_login(
             oauth_server.token_url, username="demo", password="nope", client_id="demo-public"
         )

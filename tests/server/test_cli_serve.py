@@ -106,8 +106,15 @@ def test_serve_answers_and_stops_on_ctrl_c() -> None:
         first_line = process.stdout.readline()
         assert first_line.startswith("freshtoken reference server on http://127.0.0.1:")
         url = first_line.split(" on ")[1].strip()
-        banner = "".join(process.stdout.readline() for _ in range(14))
+        banner = ""
+        for line in iter(process.stdout.readline, ""):  # up to the banner's last line or EOF
+            banner += line
+            if line.startswith("Ctrl-C"):
+                break
         assert "demo / demo-secret" in banner
+        assert f"{url}/oauth/authorize" in banner
+        assert f"{url}/oauth/device_authorization" in banner
+        assert f"{url}/.well-known/openid-configuration" in banner
         with httpx.Client(base_url=url, verify=False) as http:
             assert http.get("/.well-known/oauth-authorization-server").json()["issuer"] == url
             login = http.post("/auth/login", json={"username": "demo", "password": "demo"})

@@ -34,13 +34,59 @@ param_names = st.sampled_from(
         "client_secret",
         "scope",
         "token",
+        "code",
+        "code_verifier",
+        "redirect_uri",
+        "device_code",
+        "client_assertion",
+        "client_assertion_type",
     ]
 ) | st.text(max_size=10)
 param_values = (
     st.sampled_from(["password", "refresh_token", "client_credentials", "demo", "demo-secret"])
-    | st.sampled_from(["demo-public", "read", "read write", "admin", "alice", ""])
+    | st.sampled_from(["demo-public", "read", "read write", "admin", "alice", "", "openid"])
+    | st.sampled_from(
+        [
+            "authorization_code",
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "http://127.0.0.1:1/callback",
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJkZW1vIn0.x",
+            "a" * 43,
+        ]
+    )
     | text
 )
+authorize_names = st.sampled_from(
+    [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "scope",
+        "code_challenge",
+        "code_challenge_method",
+        "nonce",
+        "prompt",
+    ]
+) | st.text(max_size=10)
+authorize_values = (
+    st.sampled_from(["code", "token", "demo", "demo-public", "S256", "plain", "none", "openid"])
+    | st.sampled_from(
+        [
+            "http://127.0.0.1:1/callback",
+            "http://[::1]:99999/callback",
+            "http://localhost/callback?x=1",
+            "https://evil.example/",
+            "a" * 43,
+        ]
+    )
+    | text
+)
+form_names = st.sampled_from(
+    ["request_id", "action", "username", "password", "user_code"]
+) | st.text(max_size=10)
+form_values = st.sampled_from(["approve", "deny", "demo", "", "BCDF-GHJK"]) | text
 forms = st.lists(st.tuples(param_names, param_values), max_size=8).map(urlencode)
 raw_bodies = st.binary(max_size=300)
 json_values = st.recursive(
@@ -83,7 +129,9 @@ authorizations = st.one_of(
 
 def assert_sane(response: httpx.Response) -> None:
     assert response.status_code < 500, response.text
-    if response.status_code >= 400:
+    if response.headers.get("content-type", "").startswith("text/html"):
+        assert response.text.startswith("<!DOCTYPE html>")
+    elif response.status_code >= 400:
         body = response.json()
         assert isinstance(body["error"], str)
         assert isinstance(body["error_description"], str)
@@ -110,7 +158,7 @@ def send(
 
 @FUZZ
 @given(
-    endpoint=st.sampled_from(["/oauth/token", "/oauth/revoke"]),
+    endpoint=st.sampled_from(["/oauth/token", "/oauth/revoke", "/oauth/device_authorization"]),
     body=forms.map(str.encode) | raw_bodies,
     content_type=content_types,
     authorization=authorizations,
@@ -133,6 +181,84 @@ def test_fuzz_token_endpoints(
         authorization=authorization,
     )
     assert_sane(response)
+
+
+@FUZZ
+@given(
+    query=st.lists(st.tuples(authorize_names, authorize_values), max_size=9),
+    valid_start=st.booleans(),
+)
+def test_fuzz_authorize_requests(
+    oauth_server: ReferenceServer,
+    http: httpx.Client,
+    *,
+    query: list[tuple[str, str]],
+    valid_start: bool,
+) -> None:
+    """Any authorization request gets a page or a redirect, never a 500."""
+    if valid_start:
+        query = [
+            ("response_type", "code"),
+            ("client_id", "demo-public"),
+            ("redirect_uri", "http://127.0.0.1:1/callback"),
+            *query,
+        ]
+    response = http.get(f"{oauth_server.url}/oauth/authorize?{urlencode(query)}")
+    assert_sane(response)
+    if response.status_code == 303:
+        assert response.headers["location"].startswith("http://127.0.0.1:1/callback")
+
+
+@FUZZ
+@given(
+    endpoint=st.sampled_from(["/oauth/authorize", "/device"]),
+    fields=st.lists(st.tuples(form_names, form_values), max_size=6),
+    raw=raw_bodies,
+    use_raw=st.booleans(),
+    content_type=content_types,
+    with_live_request=st.booleans(),
+)
+def test_fuzz_login_forms(
+    oauth_server: ReferenceServer,
+    http: httpx.Client,
+    *,
+    endpoint: str,
+    fields: list[tuple[str, str]],
+    raw: bytes,
+    use_raw: bool,
+    content_type: bytes | None,
+    with_live_request: bool,
+) -> None:
+    """Whatever a browser (or not a browser) posts to a login form, the answer is below 500."""
+    if with_live_request and not use_raw:
+        fields = [("request_id", _pending_request(oauth_server, http)), *fields]
+    body = raw if use_raw else urlencode(fields).encode()
+    response = send(
+        http,
+        "POST",
+        oauth_server.url + endpoint,
+        body=body,
+        content_type=content_type,
+        authorization=None,
+    )
+    assert_sane(response)
+
+
+def _pending_request(server: ReferenceServer, http: httpx.Client) -> str:
+    """A live login form's request id."""
+    page = http.get(
+        f"{server.authorize_url}?"
+        + urlencode(
+            {
+                "response_type": "code",
+                "client_id": "demo",
+                "redirect_uri": "http://127.0.0.1:1/callback",
+            }
+        )
+    )
+    marker = 'name="request_id" value="'
+    start = page.text.index(marker) + len(marker)
+    return page.text[start : page.text.index('"', start)]
 
 
 @FUZZ
@@ -166,6 +292,7 @@ def test_fuzz_json_endpoints(
     path=st.sampled_from(
         ["/api/me", "/api/items", "/api/admin", "/api/echo", "/api/redirect", "/api/items/1"]
     )
+    | st.sampled_from(["/oauth/userinfo", "/device", "/oauth/authorize"])
     | text.map(lambda t: "/api/items/" + quote(t, safe="")),
     query=st.lists(st.tuples(st.sampled_from(["to", "status", "x"]), text), max_size=3),
     body=json_objects.map(lambda o: json.dumps(o).encode()) | raw_bodies,

@@ -47,6 +47,8 @@ def test_metadata_names_the_endpoints(oauth_server: ReferenceServer, http: httpx
     assert metadata["revocation_endpoint"] == oauth_server.revoke_url
     assert metadata["jwks_uri"] == oauth_server.jwks_url
     assert set(metadata["grant_types_supported"]) == {
+        "authorization_code",
+        "urn:ietf:params:oauth:grant-type:device_code",
         "password",
         "refresh_token",
         "client_credentials",

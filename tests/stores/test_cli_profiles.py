@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from freshtoken import TokenSet
-from freshtoken._profiles_cli import _metadata_urls, _revocation_endpoint
 from freshtoken.cli import main
 from freshtoken.server import ReferenceServer
 from freshtoken.stores import FileStore
+from freshtoken.testing import ServerFactory
 
 
 @dataclasses.dataclass
@@ -327,32 +327,17 @@ def test_server_down_is_one_clear_line(
     assert FileStore(store_path).load() is not None
 
 
-def test_revocation_discovery_uses_matching_metadata_only() -> None:
-    """Metadata counts only if it names our token endpoint; issuers with paths are found."""
-    token_url = "https://id.example.com/realms/acme/protocol/token"
-    requested: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        requested.append(str(request.url))
-        if request.url.path == "/.well-known/oauth-authorization-server":
-            other = {"token_endpoint": "https://id.example.com/other/token"}
-            return httpx.Response(200, json={**other, "revocation_endpoint": "https://evil/"})
-        if request.url.path == "/.well-known/oauth-authorization-server/realms/acme/protocol":
-            return httpx.Response(404)
-        if request.url.path == "/realms/acme/protocol/.well-known/openid-configuration":
-            return httpx.Response(404)
-        if request.url.path == "/.well-known/oauth-authorization-server/realms/acme":
-            return httpx.Response(
-                200,
-                json={"token_endpoint": token_url, "revocation_endpoint": "https://id/revoke"},
-            )
-        return httpx.Response(404)
-
-    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
-        assert _revocation_endpoint(http, token_url, False) == "https://id/revoke"
-    assert requested == _metadata_urls(token_url)[:4]
-    with httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(404))) as http:
-        assert _revocation_endpoint(http, token_url, False) is None
+def test_logout_of_a_token_url_profile_finds_an_issuer_with_a_path(
+    cli: CLI, oauth_server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --token-url profile names no issuer: logout discovers the issuers the token URL can
+    belong to and revokes at the one whose metadata names this very token endpoint."""
+    server = oauth_server_factory(issuer_path="/realms/acme")
+    assert login(cli, server, monkeypatch).code == 0
+    result = cli("logout")
+    assert result.code == 0, result.err
+    assert f"refresh token revoked at {server.revoke_url}" in result.out
+    assert server.stats()["revocation_requests"] == 1
 
 
 def test_expired_token_set_is_not_printed_by_status(

@@ -51,3 +51,34 @@ def stores(path: str) -> list[freshtoken.TokenStore]:
         freshtoken.KeyringStore("my-app", "alice"),
         freshtoken.RedisStore("redis://localhost:6379/0", key="freshtoken:billing"),
     ]
+
+
+async def readme_logins(issuer: str, api: str, pem: str) -> None:
+    refresher = freshtoken.OAuth2Refresher.from_issuer(issuer, client_id="my-app")
+    manager = freshtoken.TokenManager(
+        refresher,
+        store=freshtoken.FileStore(),
+        on_session_expired=lambda error: print("please log in again"),
+    )
+    if manager.store.load() is None:
+        manager.set_tokens(refresher.browser_login())
+    manager.set_tokens(refresher.device_login())
+    manager.set_tokens(await refresher.abrowser_login(timeout=60))
+    metadata: freshtoken.ServerMetadata = freshtoken.discover(issuer)
+    tokens = freshtoken.browser_login(issuer, client_id="my-app")
+    tokens = await freshtoken.abrowser_login(metadata, client_id="my-app", open_browser=print)
+    tokens = freshtoken.device_login(issuer, client_id="my-tv-app")
+    tokens = freshtoken.client_credentials_login(issuer=issuer, client_id="robot", private_key=pem)
+    claims: dict[str, object] = freshtoken.verify_id_token(
+        tokens.id_token or "", issuer=issuer, client_id="my-app"
+    )
+    print(claims, tokens.id_claims())
+    request = freshtoken.AuthorizationRequest.start(
+        await freshtoken.adiscover(issuer), client_id="bff", redirect_uri=f"{api}/callback"
+    )
+    code = request.code_from({"state": request.state, "code": "c"})
+    tokens = await request.aexchange(code, freshtoken.ClientAuth("bff", "secret"))
+    try:
+        freshtoken.password_login(issuer=issuer, username="a", password="b", client_id="c")
+    except freshtoken.LoginFailed as failed:
+        print(failed.error, failed.description, failed.status)

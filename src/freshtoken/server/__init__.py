@@ -14,10 +14,13 @@ from ._config import Client, FaultKind, Faults, ServerConfig, TokenFault, User
 
 if TYPE_CHECKING:
     from ._app import create_app
+    from ._browser import Browser, BrowserError
     from ._runner import ReferenceServer
     from ._state import ServerState
 
 __all__ = [
+    "Browser",
+    "BrowserError",
     "Client",
     "FaultKind",
     "Faults",
@@ -29,7 +32,13 @@ __all__ = [
     "create_app",
 ]
 
-_LAZY = {"create_app": "._app", "ReferenceServer": "._runner", "ServerState": "._state"}
+_LAZY = {
+    "Browser": "._browser",
+    "BrowserError": "._browser",
+    "create_app": "._app",
+    "ReferenceServer": "._runner",
+    "ServerState": "._state",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,10 +25,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._clock import Clock, system_clock
-from ._config import Client, ServerConfig, TokenFault
+from . import _pages
+from ._config import DEVICE_CODE_GRANT, Client, ServerConfig, TokenFault
 from ._state import (
+    IDENTITY_SCOPES,
+    AuthorizationRefused,
     BearerError,
     Issued,
+    LoginRejected,
     OAuthError,
     Principal,
     ServerState,
@@ -43,6 +47,20 @@ __all__ = ["TRANSPORT_KEY", "build_app", "create_app"]
 TRANSPORT_KEY = "freshtoken.transport"
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_PAGE_HEADERS = {
+    **_NO_STORE,
+    # No scripts, no framing (clickjacking of the login form), and the code in a redirect
+    # never leaks as a Referer.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline';"
+    " frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+_ASSERTION_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
+_ASSERTION_ALGORITHMS += ["ES256", "ES384", "ES512", "EdDSA"]
+_ID_TOKEN_CLAIMS = ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash"]
+_ID_TOKEN_CLAIMS += ["preferred_username"]
 _FORM = "application/x-www-form-urlencoded"
 _MAX_FORM_FIELDS = 64
 _TRUNCATED_TOKEN_RESPONSE = b'{"access_token": "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9.eyJz'
@@ -86,6 +104,27 @@ class _DropConnection(Response):
         # Wait for uvicorn to notice: it then neither answers 500 nor logs an error.
         while (await receive())["type"] != "http.disconnect":
             pass
+
+
+def _page(html: str, status: int = 200) -> Response:
+    return HTMLResponse(html, status, _PAGE_HEADERS)
+
+
+def _see_other(location: str) -> Response:
+    # 303: the browser follows a form POST's answer with a GET (RFC 9110 15.4.4).
+    return RedirectResponse(location, 303, _PAGE_HEADERS)
+
+
+def _query(request: Request) -> dict[str, str]:
+    """The query's parameters, empty ones omitted; a repeated one is refused (RFC 6749 3.1)."""
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if not value:
+            continue
+        if name in params:
+            raise _BadRequest(400, "invalid_request", f"parameter {name!r} is repeated")
+        params[name] = value
+    return params
 
 
 def _error(status: int, error: str, description: str, **headers: str) -> Response:
@@ -219,26 +258,40 @@ class _Endpoints:
     # -- discovery -----------------------------------------------------------------------
 
     async def metadata(self, request: Request) -> Response:
+        """RFC 8414 and OpenID Connect Discovery 1.0: one document at both places."""
         issuer = self.state.issuer
+        config = self.state.config
+        scopes = {s for u in config.users for s in u.scopes} | IDENTITY_SCOPES
         return _JSON(
             {
                 "issuer": issuer,
+                "authorization_endpoint": f"{issuer}/oauth/authorize",
                 "token_endpoint": f"{issuer}/oauth/token",
+                "device_authorization_endpoint": f"{issuer}/oauth/device_authorization",
                 "revocation_endpoint": f"{issuer}/oauth/revoke",
+                "userinfo_endpoint": f"{issuer}/oauth/userinfo",
                 "jwks_uri": f"{issuer}/.well-known/jwks.json",
-                "grant_types_supported": ["password", "refresh_token", "client_credentials"],
-                "token_endpoint_auth_methods_supported": [
-                    "client_secret_basic",
-                    "client_secret_post",
-                    "none",
+                "grant_types_supported": [
+                    "authorization_code",
+                    "refresh_token",
+                    DEVICE_CODE_GRANT,
+                    "client_credentials",
+                    "password",
                 ],
-                "revocation_endpoint_auth_methods_supported": [
-                    "client_secret_basic",
-                    "client_secret_post",
-                    "none",
-                ],
-                "response_types_supported": [],
-                "scopes_supported": sorted({s for u in self.state.config.users for s in u.scopes}),
+                "response_types_supported": ["code"],
+                "response_modes_supported": ["query"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": _AUTH_METHODS,
+                "token_endpoint_auth_signing_alg_values_supported": _ASSERTION_ALGORITHMS,
+                "revocation_endpoint_auth_methods_supported": _AUTH_METHODS,
+                "revocation_endpoint_auth_signing_alg_values_supported": _ASSERTION_ALGORITHMS,
+                "authorization_response_iss_parameter_supported": (
+                    config.authorization_response_iss
+                ),
+                "scopes_supported": sorted(scopes),
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": [self.state.key.algorithm],
+                "claims_supported": _ID_TOKEN_CLAIMS,
             }
         )
 
@@ -291,6 +344,8 @@ class _Endpoints:
         body["expires_in"] = _seconds(issued.expires_in)
         if issued.refresh_token is not None:
             body["refresh_token"] = issued.refresh_token
+        if issued.id_token is not None:
+            body["id_token"] = issued.id_token
         if oauth:
             body["scope"] = format_scope(issued.scope)
         refresh_in = self.state.config.refresh_in
@@ -306,10 +361,24 @@ class _Endpoints:
         return _error(status, error, description, **headers)
 
     def _authenticate_client(self, request: Request, form: dict[str, str]) -> Client:
-        """HTTP Basic (RFC 6749 section 2.3.1), or client_id and client_secret in the form."""
+        """HTTP Basic (RFC 6749 section 2.3.1), client_id and client_secret in the form, or
+        a private_key_jwt assertion (RFC 7523 section 2.2)."""
         headers = request.headers.getlist("authorization")
         if len(headers) > 1:
             raise _BadRequest(400, "invalid_request", "repeated Authorization header")
+        assertion = form.get("client_assertion")
+        assertion_type = form.get("client_assertion_type")
+        if assertion is not None or assertion_type is not None:
+            if headers or "client_secret" in form:
+                raise _BadRequest(400, "invalid_request", "more than one client authentication")
+            if assertion is None or assertion_type is None:
+                raise OAuthError(
+                    "invalid_client", "client_assertion needs client_assertion_type", 401
+                )
+            endpoint = self.state.url + request.url.path
+            return self.state.authenticate_assertion(
+                form.get("client_id"), assertion_type, assertion, endpoint
+            )
         if not headers:
             client_id = form.get("client_id")
             if client_id is None:
@@ -344,7 +413,16 @@ class _Endpoints:
             return self.state.refresh_grant(client, refresh_token, scope)
         if grant == "client_credentials":
             return self.state.client_credentials_grant(client, scope)
-        raise OAuthError("unsupported_grant_type", "password, refresh_token or client_credentials")
+        if grant == "authorization_code":
+            return self.state.authorization_code_grant(
+                client, _required(form, "code"), form.get("redirect_uri"), form.get("code_verifier")
+            )
+        if grant == DEVICE_CODE_GRANT:
+            return self.state.device_code_grant(client, _required(form, "device_code"))
+        raise OAuthError(
+            "unsupported_grant_type",
+            "authorization_code, refresh_token, device_code, client_credentials or password",
+        )
 
     async def token(self, request: Request) -> Response:
         # The client "attempted to authenticate via the Authorization header" (RFC 6749 5.2).
@@ -377,6 +455,135 @@ class _Endpoints:
         except (_BadRequest, OAuthError) as refused:
             return self._oauth_error(refused.status, refused.error, refused.description, basic)
         return Response(b"", 200, _NO_STORE)
+
+    # -- the browser's side: authorization code and device pages -------------------------
+
+    def _path(self, path: str) -> str:
+        return self.state.config.issuer_path + path
+
+    def _refused(self, refused: AuthorizationRefused) -> Response:
+        if refused.redirect_uri is None:
+            # Nowhere trustworthy to send the user: tell them (RFC 6749 section 4.1.2.1).
+            return _page(_pages.error_page("Sign-in failed", refused.description), 400)
+        params = {"error": refused.error, "error_description": refused.description}
+        if refused.state is not None:
+            params["state"] = refused.state
+        if self.state.config.authorization_response_iss:
+            params["iss"] = self.state.issuer
+        separator = "&" if "?" in refused.redirect_uri else "?"
+        return _see_other(refused.redirect_uri + separator + urlencode(params))
+
+    def _login_form(self, request_id: str, username: str, error: str | None) -> str:
+        pending = self.state.pending_authorization(request_id)
+        return _pages.login_form(
+            action=self._path("/oauth/authorize"),
+            request_id=request_id,
+            client_id=pending.client_id,
+            scope="" if pending.scope is None else format_scope(pending.scope),
+            users=self.state.config.users,
+            username=username,
+            error=error,
+        )
+
+    async def authorize(self, request: Request) -> Response:
+        """GET: an authorization request (RFC 6749 4.1.1), answered with the login form."""
+        try:
+            params = _query(request)
+        except _BadRequest as problem:
+            return _page(_pages.error_page("Sign-in failed", problem.description), 400)
+        try:
+            pending = self.state.authorization_request(params)
+            return _page(self._login_form(pending.id, "demo", None))
+        except AuthorizationRefused as refused:
+            return self._refused(refused)
+
+    async def authorize_answer(self, request: Request) -> Response:
+        """POST: the login form, signed in or denied; redirects to the client."""
+        try:
+            form = _parse_form(request, await _read_body(request, self.max_body))
+        except _BadRequest as problem:
+            return _page(_pages.error_page("Sign-in failed", problem.description), problem.status)
+        request_id = form.get("request_id", "")
+        action = form.get("action")
+        if action not in ("approve", "deny"):
+            return _page(_pages.error_page("Sign-in failed", "choose Sign in or Deny"), 400)
+        try:
+            location = self.state.complete_authorization(
+                request_id, form.get("username"), form.get("password"), approve=action == "approve"
+            )
+        except LoginRejected as rejected:
+            try:
+                html = self._login_form(request_id, form.get("username", ""), str(rejected))
+            except AuthorizationRefused as refused:
+                return self._refused(refused)
+            return _page(html, 401)
+        except AuthorizationRefused as refused:
+            return self._refused(refused)
+        return _see_other(location)
+
+    async def device_authorization(self, request: Request) -> Response:
+        """RFC 8628 section 3.1-3.2."""
+        basic = "authorization" in request.headers
+        try:
+            form = _parse_form(request, await _read_body(request, self.max_body))
+            client = self._authenticate_client(request, form)
+            grant = self.state.device_authorization(client, parse_scope(form.get("scope")))
+        except (_BadRequest, OAuthError) as refused:
+            return self._oauth_error(refused.status, refused.error, refused.description, basic)
+        verification_uri = f"{self.state.issuer}/device"
+        return _JSON(
+            {
+                "device_code": grant.device_code,
+                "user_code": grant.user_code,
+                "verification_uri": verification_uri,
+                "verification_uri_complete": (
+                    f"{verification_uri}?{urlencode({'user_code': grant.user_code})}"
+                ),
+                "expires_in": _seconds(grant.expires_in),
+                "interval": _seconds(grant.interval),
+            },
+            200,
+            _NO_STORE,
+        )
+
+    def _device_form(self, user_code: str, username: str, error: str | None) -> str:
+        return _pages.device_form(
+            action=self._path("/device"),
+            user_code=user_code,
+            users=self.state.config.users,
+            username=username,
+            error=error,
+        )
+
+    async def device_page(self, request: Request) -> Response:
+        try:
+            user_code = _query(request).get("user_code", "")
+        except _BadRequest:
+            user_code = ""
+        return _page(self._device_form(user_code[:64], "demo", None))
+
+    async def device_answer(self, request: Request) -> Response:
+        try:
+            form = _parse_form(request, await _read_body(request, self.max_body))
+        except _BadRequest as problem:
+            return _page(_pages.error_page("Device login failed", problem.description), 400)
+        action = form.get("action")
+        user_code = form.get("user_code", "")[:64]
+        if action not in ("approve", "deny"):
+            return _page(self._device_form(user_code, "", "choose Approve or Deny"), 400)
+        try:
+            outcome = self.state.complete_device(
+                user_code, form.get("username"), form.get("password"), approve=action == "approve"
+            )
+        except LoginRejected as rejected:
+            html = self._device_form(user_code, form.get("username", ""), str(rejected))
+            return _page(html, 400)
+        return _page(_pages.device_done(outcome == "approved"))
+
+    async def userinfo(self, request: Request, principal: Principal | None) -> Response:
+        """OpenID Connect Core 5.3, for access tokens with the openid scope."""
+        assert principal is not None
+        return _JSON({"sub": principal.subject, "preferred_username": principal.username})
 
     async def _json_grant(
         self, request: Request, grant: str, issue: Callable[[dict[str, Any]], Issued]
@@ -616,11 +823,35 @@ def build_app(state: ServerState) -> Starlette:
     """The app over an existing state (ReferenceServer keeps the state to drive it)."""
     e = _Endpoints(state)
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    routes = [
-        Route("/.well-known/oauth-authorization-server", e.metadata, methods=["GET"]),
-        Route("/.well-known/jwks.json", e.jwks, methods=["GET"]),
-        Route("/oauth/token", e.token, methods=["POST"]),
-        Route("/oauth/revoke", e.revoke, methods=["POST"]),
+    config = state.config
+    issuer_path = config.issuer_path
+    routes = []
+    if config.oauth_metadata:  # RFC 8414 section 3.1: the issuer's path after the suffix
+        routes.append(
+            Route(
+                f"/.well-known/oauth-authorization-server{issuer_path}", e.metadata, methods=["GET"]
+            )
+        )
+    if config.openid_metadata:  # OpenID Connect Discovery 4.1: the suffix after the path
+        routes.append(
+            Route(f"{issuer_path}/.well-known/openid-configuration", e.metadata, methods=["GET"])
+        )
+    routes += [
+        Route(f"{issuer_path}/.well-known/jwks.json", e.jwks, methods=["GET"]),
+        Route(f"{issuer_path}/oauth/authorize", e.authorize, methods=["GET"]),
+        Route(f"{issuer_path}/oauth/authorize", e.authorize_answer, methods=["POST"]),
+        Route(f"{issuer_path}/oauth/token", e.token, methods=["POST"]),
+        Route(f"{issuer_path}/oauth/revoke", e.revoke, methods=["POST"]),
+        Route(
+            f"{issuer_path}/oauth/device_authorization", e.device_authorization, methods=["POST"]
+        ),
+        Route(
+            f"{issuer_path}/oauth/userinfo",
+            e.protected(e.userinfo, "openid"),
+            methods=["GET", "POST"],
+        ),
+        Route(f"{issuer_path}/device", e.device_page, methods=["GET"]),
+        Route(f"{issuer_path}/device", e.device_answer, methods=["POST"]),
         Route("/auth/login", e.login, methods=["POST"]),
         Route("/auth/refresh", e.refresh, methods=["POST"]),
         Route("/api/me", e.protected(e.me), methods=["GET"]),
@@ -653,5 +884,6 @@ def create_app(
     clock: Clock = system_clock,
     issuer: str = "http://testserver",
 ) -> Starlette:
-    """A reference server app; ``issuer`` must be the URL clients reach it at."""
-    return build_app(ServerState(config or ServerConfig(), clock=clock, issuer=issuer))
+    """A reference server app; ``issuer`` must be the URL clients reach it at (the issuer
+    is that URL plus ``config.issuer_path``)."""
+    return build_app(ServerState(config or ServerConfig(), clock=clock, url=issuer))

@@ -34,6 +34,13 @@ def _port(text: str) -> int:
     return port
 
 
+def _issuer_path(text: str) -> str:
+    try:
+        return ServerConfig(issuer_path=text).issuer_path
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _switch(text: str) -> bool:
     if text.strip().lower() in _TRUE:
         return True
@@ -135,6 +142,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=env_help("add a refresh_in hint to token responses, seconds", "REFRESH_IN"),
     )
     parser.add_argument(
+        "--device-interval",
+        type=seconds(),
+        default=_env("DEVICE_INTERVAL", d.device_interval),
+        help=env_help("polling interval the device flow asks for, seconds", "DEVICE_INTERVAL"),
+    )
+    parser.add_argument(
+        "--issuer-path",
+        type=_issuer_path,
+        default=_env("ISSUER_PATH", d.issuer_path),
+        help=env_help(
+            "a path for the issuer, e.g. /tenant (endpoints move under it)", "ISSUER_PATH"
+        ),
+    )
+    parser.add_argument(
         "--admin",
         action=_Switch,
         default=_env("ADMIN", d.admin),
@@ -153,16 +174,26 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         clock_offset=args.clock_offset,
         refresh_in=args.refresh_in,
         admin=args.admin,
+        device_interval=args.device_interval,
+        issuer_path=args.issuer_path,
     )
 
 
 def _banner(url: str, config: ServerConfig) -> str:
+    path = config.issuer_path
+    issuer = url + path
     lines = [
         f"freshtoken reference server on {url}",
-        f"  metadata      {url}/.well-known/oauth-authorization-server",
-        f"  token         {url}/oauth/token",
-        f"  revoke        {url}/oauth/revoke",
-        f"  jwks          {url}/.well-known/jwks.json",
+        f"  issuer        {issuer}  (freshtoken login --issuer {issuer} --client-id demo-public)",
+        f"  metadata      {url}/.well-known/oauth-authorization-server{path}",
+        f"                {issuer}/.well-known/openid-configuration",
+        f"  authorize     {issuer}/oauth/authorize  (login form, PKCE, any loopback port)",
+        f"  device        {issuer}/oauth/device_authorization",
+        f"                {issuer}/device  (the verification page)",
+        f"  token         {issuer}/oauth/token",
+        f"  revoke        {issuer}/oauth/revoke",
+        f"  userinfo      {issuer}/oauth/userinfo",
+        f"  jwks          {issuer}/.well-known/jwks.json",
         f"  json login    {url}/auth/login  (refresh: {url}/auth/refresh)",
         f"  api           {url}/api/me, /api/items, /api/admin, /api/echo",
     ]
@@ -177,7 +208,8 @@ def _banner(url: str, config: ServerConfig) -> str:
         f"access {config.access_ttl:g}s, session {config.refresh_ttl:g}s"
         f" (idle {config.refresh_idle_ttl or 0:g}s), rotation {'on' if config.rotation else 'off'},"
         f" reuse detection {'on' if config.reuse_detection else 'off'},"
-        f" grace {config.reuse_grace:g}s, clock offset {config.clock_offset:+g}s",
+        f" grace {config.reuse_grace:g}s, clock offset {config.clock_offset:+g}s,"
+        f" device polling every {config.device_interval:g}s",
         "Ctrl-C stops the server.",
     ]
     return "\n".join(lines)

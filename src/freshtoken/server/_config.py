@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Final, Literal, get_args
 
 __all__ = [
     "DEMO_CLIENTS",
     "DEMO_USERS",
+    "DEVICE_CODE_GRANT",
+    "LOOPBACK_REDIRECT_URIS",
     "Client",
     "FaultKind",
     "Faults",
@@ -21,8 +24,23 @@ __all__ = [
     "User",
 ]
 
-Grant = Literal["password", "refresh_token", "client_credentials"]
+DEVICE_CODE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 3.4
+Grant = Literal[
+    "password",
+    "refresh_token",
+    "client_credentials",
+    "authorization_code",
+    "urn:ietf:params:oauth:grant-type:device_code",
+]
 ALL_GRANTS: frozenset[Grant] = frozenset(get_args(Grant))
+USER_GRANTS: frozenset[Grant] = ALL_GRANTS - {"client_credentials"}
+
+# RFC 8252 section 7.3: a loopback redirect URI matches whatever port the client listens on.
+LOOPBACK_REDIRECT_URIS = (
+    "http://127.0.0.1/callback",
+    "http://[::1]/callback",
+    "http://localhost/callback",
+)
 
 FaultKind = Literal[
     "status_500",  # 500 {"error": "server_error"}
@@ -36,11 +54,18 @@ FaultKind = Literal[
     "drop_after_processing",
 ]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
+_ISSUER_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 
 @dataclass(frozen=True)
 class Client:
-    """An OAuth client; ``secret=None`` makes it public (it sends only its ``client_id``)."""
+    """An OAuth client.
+
+    With ``secret`` it authenticates with client_secret_basic or client_secret_post; with
+    ``public_key`` (a PEM public key: RSA, EC or Ed25519) with private_key_jwt (RFC 7523);
+    with neither it is public and sends only its ``client_id`` (and must use PKCE).
+    ``redirect_uris`` are matched exactly, except that a loopback one accepts any port.
+    """
 
     client_id: str
     secret: str | None
@@ -48,9 +73,21 @@ class Client:
     # What client_credentials grants, and its default when no scope is asked for. Password
     # grants are bounded by the user's scopes instead.
     scopes: frozenset[str] = frozenset({"read", "write"})
+    redirect_uris: tuple[str, ...] = LOOPBACK_REDIRECT_URIS
+    public_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.secret is not None and self.public_key is not None:
+            raise ValueError("a client has a secret or a public key, not both")
+
+    @property
+    def is_public(self) -> bool:
+        return self.secret is None and self.public_key is None
 
     def __repr__(self) -> str:
-        kind = "public" if self.secret is None else "confidential"
+        kind = "public" if self.is_public else "confidential"
+        if self.public_key is not None:
+            kind = "private_key_jwt"
         return f"Client({self.client_id!r}, {kind})"
 
 
@@ -66,7 +103,7 @@ class User:
 
 DEMO_CLIENTS: tuple[Client, ...] = (
     Client("demo", "demo-secret", ALL_GRANTS),
-    Client("demo-public", None, frozenset({"password", "refresh_token"})),
+    Client("demo-public", None, USER_GRANTS),
 )
 DEMO_USERS: tuple[User, ...] = (
     User("demo", "demo"),
@@ -126,6 +163,15 @@ class ServerConfig:
 
     ``admin`` adds the ``/admin`` routes (stats, faults); it is read once, when the app is
     made. ``max_body`` bounds every request body (413 beyond it).
+
+    ``issuer_path`` gives the issuer a path (``/tenant``): the issuer is the server's URL
+    plus it, the OAuth endpoints move under it, and the metadata is served where RFC 8414
+    (``/.well-known/oauth-authorization-server/tenant``) and OpenID Connect Discovery
+    (``/tenant/.well-known/openid-configuration``) put it; ``oauth_metadata`` and
+    ``openid_metadata`` switch either document off. ``authorization_response_iss`` sends
+    ``iss`` with every authorization response (RFC 9207) and says so in the metadata.
+    An authorization code lives ``code_ttl`` seconds, a device code ``device_code_ttl``;
+    ``device_interval`` is the polling interval the device flow asks for (0 in tests).
     """
 
     access_ttl: float = 300.0
@@ -144,9 +190,20 @@ class ServerConfig:
     clients: tuple[Client, ...] = DEMO_CLIENTS
     users: tuple[User, ...] = DEMO_USERS
     faults: Faults = field(default_factory=Faults)
+    issuer_path: str = ""
+    oauth_metadata: bool = True
+    openid_metadata: bool = True
+    authorization_response_iss: bool = True
+    code_ttl: float = 60.0
+    device_code_ttl: float = 600.0
+    device_interval: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("access_ttl", "refresh_ttl"):
+        if self.issuer_path and not _ISSUER_PATH.fullmatch(self.issuer_path):
+            raise ValueError("issuer_path is empty or '/segment[/segment...]' (no trailing '/')")
+        if not (math.isfinite(self.device_interval) and self.device_interval >= 0):
+            raise ValueError("device_interval must be a finite number of seconds >= 0")
+        for name in ("access_ttl", "refresh_ttl", "code_ttl", "device_code_ttl"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number of seconds > 0")

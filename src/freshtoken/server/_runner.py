@@ -14,6 +14,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .._clock import Clock, ManualClock, system_clock
 from ._app import TRANSPORT_KEY, build_app
+from ._browser import Browser
 from ._config import FaultKind, ServerConfig
 from ._state import ServerState
 
@@ -91,7 +92,7 @@ def uvicorn_config(app: Any) -> uvicorn.Config:
 
 def build_uvicorn_server(config: ServerConfig, url: str) -> uvicorn.Server:
     """A foreground server (for ``serve``) on the system clock; it handles SIGINT itself."""
-    state = ServerState(config, clock=system_clock, issuer=url)
+    state = ServerState(config, clock=system_clock, url=url)
     return uvicorn.Server(uvicorn_config(build_app(state)))
 
 
@@ -130,7 +131,7 @@ class ReferenceServer:
             raise RuntimeError("the server is already started")
         sock = bind_socket(self._host, self._port)
         self.url = base_url(sock)
-        self._state = ServerState(self._initial_config, clock=self.clock, issuer=self.url)
+        self._state = ServerState(self._initial_config, clock=self.clock, url=self.url)
         self._server = _Server(uvicorn_config(build_app(self._state)))
         self._thread = threading.Thread(
             target=self._server.run,
@@ -182,20 +183,49 @@ class ReferenceServer:
     # -- where it is ---------------------------------------------------------------------
 
     @property
+    def issuer(self) -> str:
+        """The issuer: :attr:`url` plus ``config.issuer_path``; the OAuth endpoints are under it."""
+        return self.url + self._initial_config.issuer_path
+
+    @property
     def token_url(self) -> str:
-        return f"{self.url}/oauth/token"
+        return f"{self.issuer}/oauth/token"
 
     @property
     def revoke_url(self) -> str:
-        return f"{self.url}/oauth/revoke"
+        return f"{self.issuer}/oauth/revoke"
+
+    @property
+    def authorize_url(self) -> str:
+        return f"{self.issuer}/oauth/authorize"
+
+    @property
+    def device_authorization_url(self) -> str:
+        return f"{self.issuer}/oauth/device_authorization"
+
+    @property
+    def device_url(self) -> str:
+        """The device flow's verification page."""
+        return f"{self.issuer}/device"
+
+    @property
+    def userinfo_url(self) -> str:
+        return f"{self.issuer}/oauth/userinfo"
 
     @property
     def jwks_url(self) -> str:
-        return f"{self.url}/.well-known/jwks.json"
+        return f"{self.issuer}/.well-known/jwks.json"
 
     @property
     def metadata_url(self) -> str:
-        return f"{self.url}/.well-known/oauth-authorization-server"
+        """RFC 8414 metadata (path-aware: the issuer's path comes after the well-known part)."""
+        return (
+            f"{self.url}/.well-known/oauth-authorization-server{self._initial_config.issuer_path}"
+        )
+
+    @property
+    def openid_configuration_url(self) -> str:
+        return f"{self.issuer}/.well-known/openid-configuration"
 
     @property
     def login_url(self) -> str:
@@ -232,7 +262,7 @@ class ReferenceServer:
             form["client_secret"] = client_secret
         if scope is not None:
             form["scope"] = scope
-        response = self._http.post("/oauth/token", data=form)
+        response = self._http.post(self.token_url, data=form)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
@@ -274,6 +304,21 @@ class ReferenceServer:
         return self._post_token(
             {"grant_type": "client_credentials"}, client_id, client_secret, scope
         )
+
+    # -- a person at a browser ------------------------------------------------------------
+
+    def browser(
+        self, username: str = "demo", password: str = "demo", *, approve: bool = True
+    ) -> Browser:
+        """An ``open_browser`` for :func:`freshtoken.browser_login` that signs in on this
+        server's login form as ``username`` (or denies, ``approve=False``) and then visits
+        the redirect, as a person would. Also approves device logins:
+        ``server.browser().approve_device(verification_uri_complete)``."""
+        return Browser(username, password, approve)
+
+    def rotate_signing_key(self) -> str:
+        """Sign new tokens with a new key (new ``kid``); the JWKS keeps the old one too."""
+        return self.state.rotate_signing_key()
 
     # -- faults, counters, time ----------------------------------------------------------
 

@@ -12,6 +12,17 @@ Rules of the token families:
 - An access token is accepted while its family is alive, it was not revoked itself, it was
   issued after the last "expire every access token now", and the server's clock is before
   its expiry. The server's clock is ``clock() + clock_offset``.
+- An authorization code is redeemed once. Presenting it again revokes the family its first
+  redemption started (RFC 6749 section 4.1.2: the code may have leaked). A code bound to a
+  PKCE challenge is redeemed only with the matching verifier; a verifier without a challenge
+  is refused too (no downgrade). Public clients must use PKCE.
+- A device code (RFC 8628) is pending until the user approves or denies it on the device
+  page, or until it expires. A poll sooner than ``interval`` after the previous one answers
+  ``slow_down`` and adds 5 seconds to the interval for good.
+- Identity scopes (``openid``, ``profile``, ``email``, ``offline_access``) are granted to
+  any user who asks at login; they do not narrow the API scopes (asking only for ``openid``
+  grants the user's API scopes too). A family whose scope has ``openid`` gets an ``id_token``
+  with every token response, the first one carrying the authorization request's ``nonce``.
 
 Every method takes one ``threading.Lock``: the app calls them from uvicorn's event loop
 thread, tests call them from their own threads. None of them awaits or does I/O while
@@ -20,25 +31,61 @@ holding it.
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
+import hashlib
 import itertools
 import re
 import secrets
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
 
+import jwt
+
+from .._authorization import pkce_challenge
 from .._clock import Clock, system_clock
-from ._config import Client, FaultKind, Faults, Grant, ServerConfig, TokenFault
-from ._keys import SigningKey
+from ._config import (
+    DEVICE_CODE_GRANT,
+    Client,
+    FaultKind,
+    Faults,
+    Grant,
+    ServerConfig,
+    TokenFault,
+    User,
+)
+from ._keys import SigningKey, client_key, looks_like_jwt
 
-__all__ = ["BearerError", "Issued", "OAuthError", "Principal", "ServerState"]
+__all__ = [
+    "AuthorizationRefused",
+    "BearerError",
+    "DeviceGrant",
+    "Issued",
+    "LoginRejected",
+    "OAuthError",
+    "PendingAuthorization",
+    "Principal",
+    "ServerState",
+]
 
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256, unpadded
+_PKCE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 section 4.1
+_USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 section 6.1: no vowels, no look-alikes
+_JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+IDENTITY_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
 _PRUNE_EVERY = 1024
 _MAX_ITEMS = 10_000
 _MAX_FAULTS = 10_000
+_MAX_PENDING = 10_000  # authorization requests, codes, device codes, assertion ids: each
+_MAX_PARAMETER = 1024  # state, nonce: echoed back, so bounded
+_PENDING_TTL = 900.0  # an unanswered login form
+_MAX_ASSERTION_LIFETIME = 600.0
+_SLOW_DOWN = 5.0  # RFC 8628 section 3.5
 
 
 class OAuthError(Exception):
@@ -49,6 +96,33 @@ class OAuthError(Exception):
         self.error = error
         self.description = description
         self.status = status
+
+
+class AuthorizationRefused(Exception):
+    """An authorization request refused.
+
+    With ``redirect_uri`` the client hears of it through a redirect (RFC 6749 section
+    4.1.2.1); without, the request could not be trusted to name where to go, so only the
+    user is told.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        description: str,
+        *,
+        redirect_uri: str | None = None,
+        state: str | None = None,
+    ) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+        self.redirect_uri = redirect_uri
+        self.state = state
+
+
+class LoginRejected(Exception):
+    """A login form's answer refused (wrong password, unknown code): show the form again."""
 
 
 class BearerError(Exception):
@@ -71,6 +145,7 @@ class Issued:
     expires_in: float  # seconds left when answered: access_ttl, or less on a grace replay
     scope: frozenset[str]
     refresh_token: str | None
+    id_token: str | None = None
 
     def __repr__(self) -> str:
         return f"Issued(expires_at={self.expires_at:.3f}, scope={format_scope(self.scope)!r})"
@@ -88,6 +163,58 @@ class Principal:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class PendingAuthorization:
+    """A valid authorization request waiting for its login form (``id`` is in the form)."""
+
+    id: str
+    client_id: str
+    redirect_uri: str
+    scope: frozenset[str] | None
+    state: str | None
+    nonce: str | None
+    code_challenge: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class DeviceGrant:
+    """The answer of the device authorization endpoint (RFC 8628 section 3.2)."""
+
+    device_code: str
+    user_code: str
+    expires_in: float
+    interval: float
+
+
+@dataclass
+class _Code:
+    client_id: str
+    redirect_uri: str
+    username: str
+    scope: frozenset[str]
+    code_challenge: str | None
+    nonce: str | None
+    auth_time: float
+    expires_at: float
+    family_id: str | None = None  # the family its redemption started
+    used: bool = False
+
+
+@dataclass
+class _DeviceCode:
+    client_id: str
+    user_code: str
+    requested_scope: frozenset[str] | None
+    expires_at: float
+    interval: float
+    status: Literal["pending", "approved", "denied"] = "pending"
+    last_poll: float | None = None
+    username: str | None = None
+    scope: frozenset[str] = frozenset()
+    auth_time: float = 0.0
+
+
 @dataclass
 class _Family:
     id: str
@@ -97,6 +224,7 @@ class _Family:
     created_at: float
     last_active_at: float
     revoked: bool = False
+    auth_time: float | None = None  # when the user typed the password, if not created_at
 
 
 @dataclass
@@ -123,6 +251,8 @@ def _zero_stats() -> dict[str, Any]:
             "password": 0,
             "refresh_token": 0,
             "client_credentials": 0,
+            "authorization_code": 0,
+            "device_code": 0,
             "other": 0,
         },
         "logins": 0,
@@ -139,6 +269,11 @@ def _zero_stats() -> dict[str, Any]:
         "forbidden_403": 0,
         "api_ok": 0,
         "faults_served": 0,
+        "authorization_codes": 0,
+        "code_replays": 0,
+        "consents_denied": 0,
+        "device_codes": 0,
+        "device_approvals": 0,
     }
 
 
@@ -156,13 +291,50 @@ def format_scope(scope: frozenset[str]) -> str:
     return " ".join(sorted(scope))
 
 
+def redirect_uri_allowed(client: Client, uri: str) -> bool:
+    """Exact match, or a loopback ``http`` URI whose registered form has no port (RFC 8252
+    section 7.3: native apps listen on whatever port is free)."""
+    if uri in client.redirect_uris:
+        return True
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return False
+    host = parts.hostname
+    if parts.scheme != "http" or host not in ("127.0.0.1", "::1", "localhost"):
+        return False
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        return False
+    portless = f"http://{'[::1]' if host == '::1' else host}{parts.path}"
+    if parts.query:
+        portless += f"?{parts.query}"
+    return portless in client.redirect_uris
+
+
+def _add_query(uri: str, params: Mapping[str, str | None]) -> str:
+    query = urlencode({name: value for name, value in params.items() if value is not None})
+    return f"{uri}{'&' if '?' in uri else '?'}{query}"
+
+
+def normalize_user_code(text: str) -> str:
+    return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
 class ServerState:
-    def __init__(self, config: ServerConfig, *, clock: Clock = system_clock, issuer: str) -> None:
+    def __init__(self, config: ServerConfig, *, clock: Clock = system_clock, url: str) -> None:
+        _check_client_keys(config)
         self._lock = threading.Lock()
         self._config = config
         self.clock = clock
-        self.issuer = issuer
-        self.key = SigningKey(issuer=issuer, audience=config.audience)
+        self.url = url
+        self.issuer = url + config.issuer_path
+        self.key = SigningKey(issuer=self.issuer, audience=config.audience)
+        self._pending: dict[str, PendingAuthorization] = {}
+        self._codes: dict[str, _Code] = {}
+        self._device_codes: dict[str, _DeviceCode] = {}
+        self._user_codes: dict[str, str] = {}  # normalized user code -> device code
+        self._assertion_ids: dict[str, float] = {}  # jti -> exp, against replays
         self._families: dict[str, _Family] = {}
         self._refresh: dict[str, _RefreshToken] = {}
         self._access: dict[str, _AccessToken] = {}
@@ -185,11 +357,21 @@ class ServerState:
 
     def configure(self, **changes: Any) -> ServerConfig:
         """Change the lifecycle at run time; tokens already issued keep their expiry."""
-        if "audience" in changes:
-            raise ValueError("the audience is fixed once the signing key exists")
+        if "audience" in changes or "issuer_path" in changes:
+            raise ValueError("the audience and the issuer are fixed once the signing key exists")
         with self._lock:
-            self._config = dataclasses.replace(self._config, **changes)
+            config = dataclasses.replace(self._config, **changes)
+            _check_client_keys(config)
+            self._config = config
             return self._config
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer}/oauth/token"
+
+    def rotate_signing_key(self) -> str:
+        """New tokens are signed with a new key (new ``kid``); old ones still verify."""
+        return self.key.rotate()
 
     def now(self) -> float:
         return self.clock() + self._config.clock_offset
@@ -201,6 +383,10 @@ class ServerState:
         client = self._config.client(client_id)
         if client is None:
             raise OAuthError("invalid_client", "unknown client", 401)
+        if client.public_key is not None:
+            raise OAuthError(
+                "invalid_client", "this client authenticates with private_key_jwt", 401
+            )
         if client.secret is None:
             if secret is not None:
                 raise OAuthError("invalid_client", "a public client has no secret", 401)
@@ -211,6 +397,61 @@ class ServerState:
             raise OAuthError("invalid_client", "wrong client secret", 401)
         return client
 
+    def authenticate_assertion(
+        self, client_id: str | None, assertion_type: str, assertion: str, endpoint: str
+    ) -> Client:
+        """private_key_jwt (RFC 7523 section 2.2): a JWT signed with the client's key, whose
+        ``iss`` and ``sub`` are the client, ``aud`` this server (issuer, token endpoint or the
+        endpoint called), with an ``exp`` and a ``jti`` never seen before."""
+        if assertion_type != _JWT_BEARER:
+            raise OAuthError("invalid_client", f"client_assertion_type must be {_JWT_BEARER}", 401)
+        if not looks_like_jwt(assertion):
+            raise OAuthError("invalid_client", "the client assertion is not a JWT", 401)
+        try:
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise OAuthError("invalid_client", "the client assertion is not a JWT", 401) from exc
+        subject = unverified.get("sub")
+        client = self._config.client(subject) if isinstance(subject, str) else None
+        if client is None or client.public_key is None:
+            raise OAuthError("invalid_client", "no client with a public key is the subject", 401)
+        if client_id is not None and client_id != client.client_id:
+            raise OAuthError("invalid_client", "client_id is not the assertion's subject", 401)
+        key, algorithms = client_key(client.public_key)
+        audiences = [self.issuer, self.token_endpoint, endpoint]
+        try:
+            claims = jwt.decode(
+                assertion,
+                key,
+                algorithms=list(algorithms),
+                audience=audiences,
+                issuer=client.client_id,
+                options={
+                    "require": ["iss", "sub", "aud", "exp", "jti"],
+                    # Time is the server's clock, checked below.
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise OAuthError("invalid_client", f"client assertion refused: {exc}", 401) from exc
+        exp, jti = claims["exp"], claims["jti"]
+        if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not isinstance(jti, str):
+            raise OAuthError("invalid_client", "exp must be a number and jti a string", 401)
+        with self._lock:
+            now = self.now()
+            if exp <= now:
+                raise OAuthError("invalid_client", "the client assertion expired", 401)
+            if exp - now > _MAX_ASSERTION_LIFETIME:
+                raise OAuthError("invalid_client", "the client assertion lives too long", 401)
+            if len(self._assertion_ids) >= _MAX_PENDING:
+                self._assertion_ids = {j: e for j, e in self._assertion_ids.items() if e > now}
+            if jti in self._assertion_ids or len(self._assertion_ids) >= _MAX_PENDING:
+                raise OAuthError("invalid_client", "the client assertion was replayed", 401)
+            self._assertion_ids[jti] = float(exp)
+        return client
+
     def password_grant(
         self, client: Client, username: str, password: str, scope: frozenset[str] | None
     ) -> Issued:
@@ -218,7 +459,7 @@ class ServerState:
         user = self._config.user(username)
         if user is None or not secrets.compare_digest(password.encode(), user.password.encode()):
             raise self._invalid_grant("wrong username or password")
-        granted = self._narrow(user.scopes, scope)
+        granted = self._narrow_login(user, scope)
         with self._lock:
             now = self.now()
             family = self._new_family(user.username, client.client_id, granted, now)
@@ -227,7 +468,7 @@ class ServerState:
 
     def client_credentials_grant(self, client: Client, scope: frozenset[str] | None) -> Issued:
         self._require_grant(client, "client_credentials")
-        if client.secret is None:
+        if client.is_public:
             raise OAuthError("unauthorized_client", "a public client has no credentials")
         granted = self._narrow(client.scopes, scope)
         with self._lock:
@@ -281,6 +522,245 @@ class ServerState:
             record.successor = issued
             self._stats["rotations"] += 1
             return issued
+
+    # -- authorization code (RFC 6749 section 4.1, RFC 7636, RFC 9207) --------------------
+
+    def authorization_request(self, params: Mapping[str, str]) -> PendingAuthorization:
+        """Validate an authorization request; the login form then carries the result's id."""
+        config = self._config
+        client_id = params.get("client_id")
+        client = config.client(client_id) if client_id else None
+        if client is None:
+            raise AuthorizationRefused("invalid_request", "unknown or missing client_id")
+        redirect_uri = params.get("redirect_uri")
+        if redirect_uri is None:
+            raise AuthorizationRefused("invalid_request", "redirect_uri is required")
+        if not redirect_uri_allowed(client, redirect_uri):
+            raise AuthorizationRefused(
+                "invalid_request", "redirect_uri is not registered for this client"
+            )
+        state = params.get("state")
+        if state is not None and len(state) > _MAX_PARAMETER:
+            state = None  # not echoed: too long to carry around
+
+        def refused(error: str, description: str) -> AuthorizationRefused:
+            return AuthorizationRefused(error, description, redirect_uri=redirect_uri, state=state)
+
+        if state is None and "state" in params:
+            raise refused("invalid_request", f"state is limited to {_MAX_PARAMETER} characters")
+        if params.get("response_type") != "code":
+            raise refused("unsupported_response_type", "only response_type=code is supported")
+        if "authorization_code" not in client.grants:
+            raise refused("unauthorized_client", "this client may not use authorization codes")
+        challenge = params.get("code_challenge")
+        method = params.get("code_challenge_method")
+        if challenge is None:
+            if client.is_public:
+                raise refused("invalid_request", "public clients must send a PKCE code_challenge")
+            if method is not None:
+                raise refused("invalid_request", "code_challenge_method without code_challenge")
+        elif method != "S256":
+            raise refused("invalid_request", "code_challenge_method must be S256")
+        elif not _PKCE_CHALLENGE.fullmatch(challenge):
+            raise refused("invalid_request", "code_challenge is not a base64url SHA-256")
+        nonce = params.get("nonce")
+        if nonce is not None and len(nonce) > _MAX_PARAMETER:
+            raise refused("invalid_request", f"nonce is limited to {_MAX_PARAMETER} characters")
+        if params.get("prompt") == "none":
+            # OpenID Connect Core 3.1.2.6: nobody is signed in here without the form.
+            raise refused("login_required", "no user is signed in")
+        try:
+            scope = parse_scope(params.get("scope"))
+        except OAuthError as error:
+            raise refused(error.error, error.description) from None
+        with self._lock:
+            now = self.now()
+            self._prune_pending(now)
+            if len(self._pending) >= _MAX_PENDING:
+                raise refused("temporarily_unavailable", "too many sign-ins in progress")
+            pending = PendingAuthorization(
+                secrets.token_urlsafe(24),
+                client.client_id,
+                redirect_uri,
+                scope,
+                state,
+                nonce,
+                challenge,
+                now,
+            )
+            self._pending[pending.id] = pending
+            return pending
+
+    def pending_authorization(self, request_id: str) -> PendingAuthorization:
+        with self._lock:
+            pending = self._pending.get(request_id)
+            if pending is None or self.now() >= pending.created_at + _PENDING_TTL:
+                raise AuthorizationRefused(
+                    "invalid_request", "this sign-in page expired: start again from the app"
+                )
+            return pending
+
+    def complete_authorization(
+        self, request_id: str, username: str | None, password: str | None, *, approve: bool
+    ) -> str:
+        """The login form's answer: the redirect URI with a code, or with the error."""
+        pending = self.pending_authorization(request_id)
+        user = None
+        if approve:
+            user = self._check_password(username, password)
+        with self._lock:
+            if self._pending.pop(request_id, None) is None:
+                raise AuthorizationRefused(
+                    "invalid_request", "this sign-in was already answered: start again"
+                )
+            if user is None:
+                self._stats["consents_denied"] += 1
+                return self._redirect(pending, error="access_denied", error_description="denied")
+            try:
+                scope = self._narrow_login(user, pending.scope)
+            except OAuthError as error:
+                return self._redirect(
+                    pending, error=error.error, error_description=error.description
+                )
+            now = self.now()
+            if len(self._codes) >= _MAX_PENDING:
+                self._codes = {c: r for c, r in self._codes.items() if r.expires_at > now}
+            if len(self._codes) >= _MAX_PENDING:
+                return self._redirect(pending, error="temporarily_unavailable")
+            code = secrets.token_urlsafe(32)
+            self._codes[code] = _Code(
+                pending.client_id,
+                pending.redirect_uri,
+                user.username,
+                scope,
+                pending.code_challenge,
+                pending.nonce,
+                now,
+                now + self._config.code_ttl,
+            )
+            self._stats["authorization_codes"] += 1
+            return self._redirect(pending, code=code)
+
+    def authorization_code_grant(
+        self, client: Client, code: str, redirect_uri: str | None, code_verifier: str | None
+    ) -> Issued:
+        self._require_grant(client, "authorization_code")
+        with self._lock:
+            record = self._codes.get(code)
+            if record is None:
+                raise self._invalid_grant("unknown authorization code")
+            if record.used:
+                self._stats["code_replays"] += 1
+                family = self._families.get(record.family_id or "")
+                if family is not None:
+                    self._revoke_family(family)
+                raise self._invalid_grant(
+                    "the authorization code was already used; its tokens are revoked"
+                )
+            record.used = True  # whatever follows: a code gets one attempt
+            now = self.now()
+            if now >= record.expires_at:
+                raise self._invalid_grant("the authorization code expired")
+            if record.client_id != client.client_id:
+                raise self._invalid_grant("the code was issued to another client")
+            if redirect_uri != record.redirect_uri:
+                raise self._invalid_grant("redirect_uri differs from the authorization request")
+            if record.code_challenge is None:
+                if code_verifier is not None:
+                    raise self._invalid_grant("code_verifier sent, but no code_challenge was")
+            elif code_verifier is None or not _PKCE_VERIFIER.fullmatch(code_verifier):
+                raise self._invalid_grant("a valid code_verifier is required (PKCE)")
+            elif not secrets.compare_digest(pkce_challenge(code_verifier), record.code_challenge):
+                raise self._invalid_grant("code_verifier does not match the code_challenge")
+            family = self._new_family(record.username, client.client_id, record.scope, now)
+            family.auth_time = record.auth_time
+            record.family_id = family.id
+            self._stats["logins"] += 1
+            return self._issue(family, record.scope, now, with_refresh=True, nonce=record.nonce)
+
+    # -- device authorization (RFC 8628) --------------------------------------------------
+
+    def device_authorization(self, client: Client, scope: frozenset[str] | None) -> DeviceGrant:
+        self._require_grant(client, DEVICE_CODE_GRANT)
+        with self._lock:
+            config = self._config
+            now = self.now()
+            if len(self._device_codes) >= _MAX_PENDING:
+                for device_code, record in list(self._device_codes.items()):
+                    if record.expires_at <= now:
+                        self._forget_device_code(device_code)
+            if len(self._device_codes) >= _MAX_PENDING:
+                raise OAuthError("temporarily_unavailable", "too many device logins in progress")
+            device_code = secrets.token_urlsafe(32)
+            user_code = self._new_user_code()
+            self._device_codes[device_code] = _DeviceCode(
+                client.client_id,
+                user_code,
+                scope,
+                now + config.device_code_ttl,
+                config.device_interval,
+            )
+            self._user_codes[normalize_user_code(user_code)] = device_code
+            self._stats["device_codes"] += 1
+            return DeviceGrant(
+                device_code, user_code, config.device_code_ttl, config.device_interval
+            )
+
+    def complete_device(
+        self, user_code: str, username: str | None, password: str | None, *, approve: bool
+    ) -> Literal["approved", "denied"]:
+        """The device page's answer. Raises LoginRejected for an unknown or expired code and
+        for a wrong password (the page is shown again)."""
+        user = self._check_password(username, password) if approve else None
+        with self._lock:
+            device_code = self._user_codes.get(normalize_user_code(user_code), "")
+            record = self._device_codes.get(device_code)
+            if record is None or record.status != "pending" or self.now() >= record.expires_at:
+                raise LoginRejected("that code is unknown, already used or expired")
+            if user is None:
+                record.status = "denied"
+                self._stats["consents_denied"] += 1
+                return "denied"
+            try:
+                record.scope = self._narrow_login(user, record.requested_scope)
+            except OAuthError:
+                record.status = "denied"
+                raise LoginRejected(
+                    "the device asked for scopes this user does not have; it was denied"
+                ) from None
+            record.status = "approved"
+            record.username = user.username
+            record.auth_time = self.now()
+            self._stats["device_approvals"] += 1
+            return "approved"
+
+    def device_code_grant(self, client: Client, device_code: str) -> Issued:
+        self._require_grant(client, DEVICE_CODE_GRANT)
+        with self._lock:
+            record = self._device_codes.get(device_code)
+            if record is None or record.client_id != client.client_id:
+                raise self._invalid_grant("unknown device code")
+            now = self.now()
+            if now >= record.expires_at:
+                self._forget_device_code(device_code)
+                raise OAuthError("expired_token", "the device code expired: start again")
+            if record.last_poll is not None and now - record.last_poll < record.interval:
+                record.interval += _SLOW_DOWN
+                record.last_poll = now
+                raise OAuthError(
+                    "slow_down", f"poll at most every {record.interval:g} seconds from now"
+                )
+            record.last_poll = now
+            if record.status == "pending":
+                raise OAuthError("authorization_pending", "the user has not answered yet")
+            self._forget_device_code(device_code)
+            if record.status == "denied":
+                raise OAuthError("access_denied", "the user denied access")
+            assert record.username is not None
+            family = self._new_family(record.username, client.client_id, record.scope, now)
+            family.auth_time = record.auth_time
+            self._stats["logins"] += 1
+            return self._issue(family, record.scope, now, with_refresh=True)
 
     def revoke_token(self, client: Client, token: str) -> None:
         """RFC 7009: unknown tokens and other clients' tokens are silently ignored."""
@@ -337,6 +817,7 @@ class ServerState:
         with self._lock:
             self._stats["token_requests"] += 1
             by_grant = self._stats["token_requests_by_grant"]
+            grant = "device_code" if grant == DEVICE_CODE_GRANT else grant
             by_grant[grant if grant in by_grant else "other"] += 1
 
     def count_token_error(self, error: str) -> None:
@@ -455,6 +936,46 @@ class ServerState:
             raise OAuthError("invalid_scope", "the scope exceeds what may be granted")
         return requested
 
+    @staticmethod
+    def _narrow_login(user: User, requested: frozenset[str] | None) -> frozenset[str]:
+        """A login's scope: identity scopes as asked, API scopes as asked or else all."""
+        if requested is None:
+            return user.scopes
+        api = requested - IDENTITY_SCOPES
+        if not api <= user.scopes:
+            raise OAuthError("invalid_scope", "the scope exceeds what may be granted")
+        return (api or user.scopes) | (requested & IDENTITY_SCOPES)
+
+    def _check_password(self, username: str | None, password: str | None) -> User:
+        user = self._config.user(username) if username else None
+        expected = user.password if user is not None else "\x00 no such user"
+        if not secrets.compare_digest((password or "").encode(), expected.encode()) or not user:
+            raise LoginRejected("wrong username or password")
+        return user
+
+    def _redirect(self, pending: PendingAuthorization, **params: str | None) -> str:
+        params["state"] = pending.state
+        if self._config.authorization_response_iss:
+            params["iss"] = self.issuer
+        return _add_query(pending.redirect_uri, params)
+
+    def _prune_pending(self, now: float) -> None:
+        if len(self._pending) >= _MAX_PENDING:
+            self._pending = {
+                i: p for i, p in self._pending.items() if now < p.created_at + _PENDING_TTL
+            }
+
+    def _new_user_code(self) -> str:
+        while True:
+            raw = "".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(8))
+            if raw not in self._user_codes:
+                return f"{raw[:4]}-{raw[4:]}"
+
+    def _forget_device_code(self, device_code: str) -> None:
+        record = self._device_codes.pop(device_code, None)
+        if record is not None:
+            self._user_codes.pop(normalize_user_code(record.user_code), None)
+
     def _invalid_grant(self, description: str) -> OAuthError:
         return OAuthError("invalid_grant", description)
 
@@ -481,6 +1002,7 @@ class ServerState:
         now: float,
         *,
         with_refresh: bool = False,
+        nonce: str | None = None,
     ) -> Issued:
         seq = next(self._seq)
         if seq % _PRUNE_EVERY == 0:
@@ -506,7 +1028,32 @@ class ServerState:
         if with_refresh:
             refresh_token = secrets.token_urlsafe(32)
             self._refresh[refresh_token] = _RefreshToken(family.id)
-        return Issued(access_token, expires_at, self._config.access_ttl, scope, refresh_token)
+        id_token = None
+        if "openid" in scope and family.username is not None:
+            id_token = self._id_token(family, access_token, now, expires_at, nonce)
+        return Issued(
+            access_token, expires_at, self._config.access_ttl, scope, refresh_token, id_token
+        )
+
+    def _id_token(
+        self, family: _Family, access_token: str, now: float, expires_at: float, nonce: str | None
+    ) -> str:
+        """OpenID Connect Core 2 and 3.1.3.6; a refresh's has no nonce (section 12.2)."""
+        digest = hashlib.sha256(access_token.encode("ascii")).digest()
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": family.username,
+            "aud": family.client_id,
+            "azp": family.client_id,
+            "iat": int(now),
+            "exp": int(expires_at),
+            "auth_time": int(family.auth_time if family.auth_time is not None else now),
+            "at_hash": base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii"),
+            "preferred_username": family.username,
+        }
+        if nonce is not None:
+            claims["nonce"] = nonce
+        return self.key.sign(claims)
 
     def _prune(self, now: float) -> None:
         """Forget access tokens an hour past expiry; they then read as 'not ours'."""
@@ -516,3 +1063,12 @@ class ServerState:
 
     def __repr__(self) -> str:
         return f"ServerState(issuer={self.issuer!r}, families={len(self._families)})"
+
+
+def _check_client_keys(config: ServerConfig) -> None:
+    for client in config.clients:
+        if client.public_key is not None:
+            try:
+                client_key(client.public_key)
+            except ValueError as exc:
+                raise ValueError(f"client {client.client_id!r}: bad public_key: {exc}") from None

@@ -1,0 +1,211 @@
+"""Sending the few requests of a login (discovery, JWKS, token endpoint), sync and async.
+
+The logins are written once, as sans-I/O *flows*: generators that yield an ``httpx.Request``
+to send (and receive its response) or a :class:`Pause` to wait out (and receive ``None``),
+and return their result. :func:`drive` and :func:`adrive` are their only I/O, as httpx's
+``auth_flow`` is driven by its sync and async clients. A transport failure is thrown into the
+flow as :class:`~freshtoken.LoginFailed` (``cannot reach https://host/path: connection
+refused``), so that a flow may decide to try again.
+
+Each request goes through a client of its own and follows no redirect: credentials stay with
+the URL they were meant for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+
+from ._policy import LARGEST_ANSWER
+from .errors import LoginFailed
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Flow",
+    "Pause",
+    "Verify",
+    "adrive",
+    "asend",
+    "drive",
+    "send",
+    "ssl_context",
+    "unreachable",
+]
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pause:
+    """A flow's request to wait ``seconds`` before its next step."""
+
+    seconds: float
+
+
+# The send type is Any: a flow that never pauses types what it receives as a Response.
+Flow = Generator["httpx.Request | Pause", Any, T]
+
+Verify = bool | str | ssl.SSLContext
+DEFAULT_TIMEOUT = httpx.Timeout(10.0)
+ANSWER_DEADLINE = 30.0
+
+
+def ssl_context(verify: Verify) -> ssl.SSLContext:
+    """``verify`` as a context: True (system CAs), False, a CA bundle path, or a context."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    return _cached_context(verify)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_context(verify: bool | str) -> ssl.SSLContext:
+    # Loading the CA bundle costs ~25-100 ms: once per process is enough.
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return httpx.create_ssl_context(verify=verify)
+
+
+def unreachable(url: str, error: httpx.TransportError) -> LoginFailed:
+    return LoginFailed("network_error", f"cannot reach {_without_query(url)}: {_reason(error)}")
+
+
+def send(
+    request: httpx.Request, *, verify: Verify = True, timeout: httpx.Timeout | float | None = None
+) -> httpx.Response:
+    """:func:`asend` from synchronous code (on a private event loop)."""
+    from .refreshers import run_blocking  # here: refreshers imports the login modules
+
+    return run_blocking(asend(request, verify=verify, timeout=timeout))
+
+
+async def asend(
+    request: httpx.Request, *, verify: Verify = True, timeout: httpx.Timeout | float | None = None
+) -> httpx.Response:
+    """Send ``request`` and read its whole answer, at most ``LARGEST_ANSWER`` bytes, within
+    ``ANSWER_DEADLINE`` seconds: httpx's timeouts bound each read, not a server that drips."""
+    url = str(request.url)
+    try:
+        with anyio.fail_after(ANSWER_DEADLINE):
+            async with httpx.AsyncClient(
+                verify=ssl_context(verify),
+                timeout=timeout or DEFAULT_TIMEOUT,
+                follow_redirects=False,
+            ) as client:
+                response = await client.send(request, stream=True)
+                try:
+                    body = await _read_capped(response, url)
+                finally:
+                    await response.aclose()
+    except TimeoutError:
+        raise LoginFailed(
+            "timeout", f"no complete answer from {_without_query(url)} in {ANSWER_DEADLINE:g} s"
+        ) from None
+    except httpx.TransportError as error:
+        raise unreachable(url, error) from None
+    except httpx.DecodingError:
+        raise LoginFailed(
+            "invalid_response", f"the answer of {_without_query(url)} could not be decoded"
+        ) from None
+    headers = [
+        (name, value) for name, value in response.headers.raw if name.lower() not in _FRAMING
+    ]
+    return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+
+
+# The body is handed on decoded and whole: the headers that described its transfer go.
+_FRAMING = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
+
+
+async def _read_capped(response: httpx.Response, url: str) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > LARGEST_ANSWER:
+            raise LoginFailed(
+                "invalid_response",
+                f"the answer of {_without_query(url)} is over {LARGEST_ANSWER} bytes long",
+            )
+    return bytes(body)
+
+
+def drive(
+    flow: Flow[T], *, verify: Verify = True, sleep: Callable[[float], object] = time.sleep
+) -> T:
+    """Run ``flow`` with blocking I/O."""
+    try:
+        step = next(flow)
+        while True:
+            try:
+                if isinstance(step, Pause):
+                    sleep(step.seconds)
+                    reply: httpx.Response | None = None
+                else:
+                    reply = send(step, verify=verify)
+            except LoginFailed as failure:
+                step = flow.throw(failure)
+                continue
+            step = flow.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def adrive(
+    flow: Flow[T],
+    *,
+    verify: Verify = True,
+    sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+) -> T:
+    """Run ``flow`` in async code (asyncio or trio)."""
+    try:
+        step = next(flow)
+        while True:
+            try:
+                if isinstance(step, Pause):
+                    await sleep(step.seconds)
+                    reply: httpx.Response | None = None
+                else:
+                    reply = await asend(step, verify=verify)
+            except LoginFailed as failure:
+                step = flow.throw(failure)
+                continue
+            step = flow.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+def _without_query(url: str) -> str:
+    # A query may hold a code or a token; the host and path say where well enough.
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def _reason(error: BaseException) -> str:
+    """The operating system's words for it ("connection refused"), else httpx's."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLError):
+            detail = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
+            detail = detail or "handshake failed"
+            return f"TLS: {detail}"
+        if isinstance(cause, OSError) and (cause.errno or cause.strerror):
+            # asyncio words a refused connection "Connect call failed (...)": the errno says
+            # it better. Resolver errors have negative codes: their own words then.
+            code = cause.errno
+            words = os.strerror(code) if isinstance(code, int) and code > 0 else str(cause.strerror)
+            return words[:1].lower() + words[1:]
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, httpx.TimeoutException):
+        return "timed out"
+    text = " ".join(str(error).split())
+    return text[:200] if text else type(error).__name__

@@ -1,0 +1,476 @@
+"""The loopback listener of a browser login (RFC 8252 sections 7.3 and 8.3).
+
+It listens on 127.0.0.1 (or ``[::1]``), never on other interfaces, and waits for the one
+request that answers the login: a GET of the callback path with this login's ``state``.
+Everything else is a stray and leaves the login running: a favicon request, a port scanner,
+a browser's speculative connection that sends nothing, a request without a state or for
+another ``Host`` (a DNS-rebinding page). The answering request gets a small page ("you can
+close this tab", or what went wrong); then the listener closes. A mismatched state, an
+``iss`` that is not the issuer's, or an error from the server end the login at once with a
+clear :class:`~freshtoken.LoginFailed`, as does the timeout.
+
+:class:`CallbackJudge` decides and :class:`_Connection` speaks HTTP/1.1 (h11), with no I/O;
+:class:`LoopbackListener` (sockets and a selector) and :class:`AsyncLoopbackListener` (anyio:
+asyncio or trio) only move bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import ipaddress
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from html import escape
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import anyio.abc
+import h11
+
+from ._authorization import AuthorizationRequest
+from .errors import LoginFailed
+
+__all__ = ["AsyncLoopbackListener", "CallbackJudge", "LoopbackListener", "OpenBrowser", "Verdict"]
+
+OpenBrowser = Callable[[str], object]
+CONNECTION_TIMEOUT = 10.0  # a connection that sends no full request in this time is dropped
+MAX_CONNECTIONS = 32
+_MAX_REQUEST = 16 * 1024
+_READ = 16 * 1024
+_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """How to answer one request, and what it means for the login: the code, the login's
+    failure, or ``None`` (a stray request: keep listening)."""
+
+    status: int
+    title: str
+    message: str
+    outcome: str | LoginFailed | None = None
+
+
+class CallbackJudge:
+    """Decides what a request to the loopback listener is (no I/O)."""
+
+    def __init__(self, request: AuthorizationRequest, *, hosts: frozenset[str], path: str) -> None:
+        self.request = request
+        self.hosts = hosts
+        self.path = path
+
+    def judge(self, method: bytes, target: bytes, host: bytes | None) -> Verdict:
+        if method != b"GET":
+            return Verdict(405, "Not here", "This address only receives sign-in answers.")
+        if host is None or host.decode("latin-1").lower() not in self.hosts:
+            return Verdict(400, "Not here", "This address only receives sign-in answers.")
+        path, _, query = target.decode("latin-1").partition("?")
+        if path != self.path:
+            return Verdict(404, "Not found", "This address only receives sign-in answers.")
+        try:
+            parsed = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+        except ValueError:
+            parsed = {}
+        if any(len(values) > 1 for values in parsed.values()):
+            return Verdict(400, "Not a sign-in answer", "A parameter is repeated.")
+        params = {name: values[0] for name, values in parsed.items()}
+        if "state" not in params or not ({"code", "error"} & set(params)):
+            return Verdict(
+                400, "Not a sign-in answer", "This address only receives sign-in answers."
+            )
+        try:
+            code = self.request.code_from(params)
+        except LoginFailed as failure:
+            return Verdict(400, "Sign-in failed", f"{failure} You can close this tab.", failure)
+        return Verdict(
+            200,
+            "Signed in",
+            "You are signed in. You can close this tab and return to the application.",
+            code,
+        )
+
+
+def _page(verdict: Verdict) -> bytes:
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{escape(verdict.title)}</title>\n</head>\n<body>\n"
+        f"<h1>{escape(verdict.title)}</h1>\n<p>{escape(verdict.message)}</p>\n</body>\n</html>\n"
+    ).encode()
+
+
+class _Connection:
+    """One HTTP connection to the listener: bytes in, one answer out, then closed."""
+
+    def __init__(self, judge: CallbackJudge) -> None:
+        self._judge = judge
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
+
+    def receive(self, data: bytes) -> tuple[bytes, Verdict | None] | None:
+        """``None`` while the request is incomplete; else what to send (then close) and the
+        verdict (``None`` for a broken request or a closed connection)."""
+        try:
+            self._h11.receive_data(data)
+            event = self._h11.next_event()
+        except h11.RemoteProtocolError:
+            return _BAD_REQUEST, None
+        if event is h11.NEED_DATA:
+            return (b"", None) if not data else None
+        if not isinstance(event, h11.Request):
+            return b"", None
+        hosts = [value for name, value in event.headers if name == b"host"]
+        verdict = self._judge.judge(
+            event.method, event.target, hosts[0] if len(hosts) == 1 else None
+        )
+        body = _page(verdict)
+        headers = [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", "default-src 'none'"),
+            ("Connection", "close"),
+        ]
+        answer = self._h11.send(h11.Response(status_code=verdict.status, headers=headers)) or b""
+        answer += self._h11.send(h11.Data(data=body)) or b""
+        answer += self._h11.send(h11.EndOfMessage()) or b""
+        return answer, verdict
+
+
+@dataclasses.dataclass(frozen=True)
+class _Address:
+    bind_host: str  # what the socket binds
+    uri_host: str  # how the redirect URI spells it
+    port: int
+    path: str
+
+    @classmethod
+    def parse(cls, redirect_uri: str) -> _Address:
+        parts = urlsplit(redirect_uri)
+        try:
+            port = parts.port or 0
+        except ValueError:
+            raise ValueError(f"bad port in redirect_uri {redirect_uri!r}") from None
+        host = parts.hostname or ""
+        if parts.scheme != "http" or parts.query or parts.fragment or not parts.path:
+            raise ValueError(
+                "redirect_uri must be http://127.0.0.1[:port]/path (RFC 8252),"
+                f" not {redirect_uri!r}"
+            )
+        if host == "localhost":
+            return cls("127.0.0.1", "localhost", port, parts.path)
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if address is None or not address.is_loopback:
+            raise ValueError(f"redirect_uri must be on a loopback address, not {host!r}")
+        uri_host = f"[{host}]" if address.version == 6 else host
+        return cls(host, uri_host, port, parts.path)
+
+    def redirect_uri(self, port: int) -> str:
+        return f"http://{self.uri_host}:{port}{self.path}"
+
+    def hosts(self, port: int) -> frozenset[str]:
+        names = {f"{self.uri_host}:{port}", f"localhost:{port}"}
+        if self.bind_host == "127.0.0.1":
+            names.add(f"127.0.0.1:{port}")
+        return frozenset(names)
+
+
+def _browser_result(result: object) -> LoginFailed | None:
+    if result is False:  # webbrowser.open's way of saying there is no browser
+        return LoginFailed(
+            "browser_unavailable",
+            "no web browser could be opened: use a device login, or pass an open_browser "
+            "that shows the URL (open_browser=print)",
+        )
+    return None
+
+
+def _browser_failure(error: Exception) -> LoginFailed:
+    return LoginFailed("browser_failed", f"open_browser raised {type(error).__name__}: {error}")
+
+
+def _timeout(timeout: float) -> LoginFailed:
+    return LoginFailed(
+        "timeout", f"the browser did not come back within {timeout:g} s: start the login again"
+    )
+
+
+class LoopbackListener:
+    """A listening socket on a loopback address for one browser login (blocking I/O)."""
+
+    def __init__(self, redirect_uri: str = "http://127.0.0.1/callback") -> None:
+        self._address = _Address.parse(redirect_uri)
+        family = socket.AF_INET6 if ":" in self._address.bind_host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._socket.bind((self._address.bind_host, self._address.port))
+            self._socket.listen(MAX_CONNECTIONS)
+        except OSError as error:
+            self._socket.close()
+            raise LoginFailed(
+                "listener_failed", f"cannot listen on {redirect_uri}: {error.strerror or error}"
+            ) from None
+        self._socket.setblocking(False)
+        self.port: int = self._socket.getsockname()[1]
+        self.redirect_uri = self._address.redirect_uri(self.port)
+
+    def wait_for_code(
+        self, request: AuthorizationRequest, *, open_browser: OpenBrowser, timeout: float
+    ) -> str:
+        """Open the browser at ``request.url`` (in a worker thread, so that a blocking
+        ``open_browser`` is fine) and serve until the answer comes or ``timeout`` passes."""
+        judge = CallbackJudge(
+            request, hosts=self._address.hosts(self.port), path=self._address.path
+        )
+        deadline = time.monotonic() + timeout
+        wake_read, wake_write = socket.socketpair()
+        browser_outcome: list[LoginFailed | None] = []
+
+        def run_browser() -> None:
+            try:
+                browser_outcome.append(_browser_result(open_browser(request.url)))
+            except Exception as error:  # noqa: BLE001 - any failure ends the login, named
+                browser_outcome.append(_browser_failure(error))
+            with contextlib.suppress(OSError):
+                wake_write.send(b"x")
+
+        threading.Thread(target=run_browser, name="freshtoken-open-browser", daemon=True).start()
+        connections: dict[socket.socket, tuple[_Connection, float]] = {}
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._socket, selectors.EVENT_READ, "accept")
+            selector.register(wake_read, selectors.EVENT_READ, "browser")
+            try:
+                while True:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise _timeout(timeout)
+                    for conn, (_, dropped_at) in list(connections.items()):
+                        if now >= dropped_at:
+                            self._drop(selector, connections, conn)
+                    wake = min([deadline, *(d for _, d in connections.values())])
+                    for key, _ in selector.select(max(0.0, wake - now)):
+                        if key.data == "accept":
+                            self._accept(selector, connections, judge)
+                        elif key.data == "browser":
+                            wake_read.recv(16)
+                            if browser_outcome and browser_outcome[0] is not None:
+                                raise browser_outcome[0]
+                        else:
+                            outcome = self._serve(selector, connections, key.fileobj)  # type: ignore[arg-type]
+                            if isinstance(outcome, LoginFailed):
+                                raise outcome
+                            if outcome is not None:
+                                return outcome
+            finally:
+                for conn in list(connections):
+                    self._drop(selector, connections, conn)
+                wake_read.close()
+                wake_write.close()
+
+    def _accept(
+        self,
+        selector: selectors.BaseSelector,
+        connections: dict[socket.socket, tuple[_Connection, float]],
+        judge: CallbackJudge,
+    ) -> None:
+        try:
+            conn, _ = self._socket.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        if len(connections) >= MAX_CONNECTIONS:  # a flood: the oldest idle one makes room
+            self._drop(selector, connections, next(iter(connections)))
+        conn.setblocking(False)
+        connections[conn] = (_Connection(judge), time.monotonic() + CONNECTION_TIMEOUT)
+        selector.register(conn, selectors.EVENT_READ, "connection")
+
+    def _serve(
+        self,
+        selector: selectors.BaseSelector,
+        connections: dict[socket.socket, tuple[_Connection, float]],
+        conn: socket.socket,
+    ) -> str | LoginFailed | None:
+        connection, _ = connections[conn]
+        try:
+            data = conn.recv(_READ)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            data = b""
+        answered = connection.receive(data)
+        if answered is None:
+            return None
+        answer, verdict = answered
+        if answer:
+            conn.setblocking(True)
+            conn.settimeout(CONNECTION_TIMEOUT)
+            with contextlib.suppress(OSError):
+                conn.sendall(answer)
+        self._drop(selector, connections, conn)
+        return None if verdict is None else verdict.outcome
+
+    @staticmethod
+    def _drop(
+        selector: selectors.BaseSelector,
+        connections: dict[socket.socket, tuple[_Connection, float]],
+        conn: socket.socket,
+    ) -> None:
+        connections.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn)
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
+        conn.close()
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> LoopbackListener:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncLoopbackListener:
+    """:class:`LoopbackListener` for async code (asyncio or trio, through anyio)."""
+
+    def __init__(self, redirect_uri: str = "http://127.0.0.1/callback") -> None:
+        self._address = _Address.parse(redirect_uri)
+        self._listener: anyio.abc.SocketListener | None = None
+        self.port = 0
+        self.redirect_uri = ""
+
+    async def __aenter__(self) -> AsyncLoopbackListener:
+        try:
+            listeners = await anyio.create_tcp_listener(
+                local_host=self._address.bind_host, local_port=self._address.port
+            )
+        except OSError as error:
+            raise LoginFailed(
+                "listener_failed",
+                f"cannot listen on {self._address.redirect_uri(self._address.port)}:"
+                f" {error.strerror or error}",
+            ) from None
+        # One host, so one listener; its accept() takes connections one at a time.
+        listener = listeners.listeners[0]
+        assert isinstance(listener, anyio.abc.SocketListener)
+        self._listener = listener
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self.redirect_uri = self._address.redirect_uri(self.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._listener is not None:
+            await self._listener.aclose()
+            self._listener = None
+
+    async def wait_for_code(
+        self, request: AuthorizationRequest, *, open_browser: OpenBrowser, timeout: float
+    ) -> str:
+        """Open the browser at ``request.url`` and serve until the answer comes or
+        ``timeout`` passes. ``open_browser`` may be async; a plain one runs in a worker thread.
+        Cancelling the caller closes every connection (the listener closes with the context)."""
+        listener = self._listener
+        if listener is None:
+            raise RuntimeError("use `async with AsyncLoopbackListener(...)` first")
+        judge = CallbackJudge(
+            request, hosts=self._address.hosts(self.port), path=self._address.path
+        )
+        outcome: list[str | LoginFailed] = []
+        with anyio.move_on_after(timeout) as deadline_scope:
+            async with anyio.create_task_group() as group:
+
+                def finish(result: str | LoginFailed) -> None:
+                    if not outcome:
+                        outcome.append(result)
+                    group.cancel_scope.cancel()
+
+                slots = anyio.Semaphore(MAX_CONNECTIONS)
+
+                async def serve(stream: anyio.abc.SocketStream) -> None:
+                    try:
+                        async with stream:
+                            with anyio.move_on_after(CONNECTION_TIMEOUT):
+                                result = await _serve_stream(stream, _Connection(judge))
+                                if result is not None:
+                                    finish(result)
+                    finally:
+                        slots.release()
+
+                async def accept() -> None:
+                    # One task per connection, at most MAX_CONNECTIONS at a time.
+                    while True:
+                        await slots.acquire()
+                        try:
+                            stream = await listener.accept()
+                        except BaseException:
+                            slots.release()
+                            raise
+                        group.start_soon(serve, stream)
+
+                async def browse() -> None:
+                    try:
+                        if _is_async(open_browser):
+                            result = await open_browser(request.url)  # type: ignore[misc]
+                        else:
+                            result = await anyio.to_thread.run_sync(
+                                open_browser, request.url, abandon_on_cancel=True
+                            )
+                    except Exception as error:  # noqa: BLE001 - any failure ends the login
+                        finish(_browser_failure(error))
+                        return
+                    failure = _browser_result(result)
+                    if failure is not None:
+                        finish(failure)
+
+                group.start_soon(accept)
+                group.start_soon(browse)
+        if deadline_scope.cancelled_caught and not outcome:
+            raise _timeout(timeout)
+        result = outcome[0]
+        if isinstance(result, LoginFailed):
+            raise result
+        return result
+
+
+async def _serve_stream(
+    stream: anyio.abc.SocketStream, connection: _Connection
+) -> str | LoginFailed | None:
+    while True:
+        try:
+            data = await stream.receive(_READ)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            data = b""
+        answered = connection.receive(data)
+        if answered is None:
+            continue
+        answer, verdict = answered
+        if answer:
+            with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                await stream.send(answer)
+        return None if verdict is None else verdict.outcome
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 - an async callable object
+    )

@@ -1,0 +1,54 @@
+"""A login's token request: sent once, its answer read as a TokenSet or a LoginFailed.
+
+The answer is read exactly as a refresh's is (:meth:`HTTPRefresher.parse_response`: the same
+validation, the same redaction of secrets), then any failure is reported as a failed login:
+``invalid_grant`` after a wrong password is not a session that expired.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from ._clock import Clock
+from ._http import Flow
+from ._policy import check_transport, origin_of
+from ._tokens import TokenSet
+from .errors import LoginFailed, RefreshFailed, SessionExpired
+
+__all__ = ["check_login_transport", "token_flow", "tokens_from"]
+
+
+def check_login_transport(url: str, *, allow_insecure_http: bool) -> None:
+    """Credentials go over https, or plain http to loopback (or when explicitly allowed)."""
+    try:
+        origin = origin_of(url)
+    except ValueError:
+        raise LoginFailed("invalid_request", f"not an http(s) URL: {url!r}") from None
+    check_transport(origin, allow_insecure_http=allow_insecure_http, what="credentials")
+
+
+def tokens_from(
+    response: httpx.Response, *, sent_at: float, secrets: tuple[str, ...] = ()
+) -> TokenSet:
+    """The TokenSet of a token endpoint's answer; raises LoginFailed for anything else."""
+    from .refreshers import HTTPRefresher  # here: refreshers imports the login modules
+
+    parser = HTTPRefresher(str(response.request.url))
+    try:
+        return parser.parse_response(response, sent_at=sent_at, current=None, sent_secrets=secrets)
+    except (SessionExpired, RefreshFailed) as error:
+        raise LoginFailed(error.error, error.description, status=error.status) from None
+
+
+def token_flow(
+    request: httpx.Request,
+    *,
+    clock: Clock,
+    secrets: tuple[str, ...] = (),
+    allow_insecure_http: bool = False,
+) -> Flow[TokenSet]:
+    """Send ``request`` to a token endpoint; return its TokenSet, timed from the sending."""
+    check_login_transport(str(request.url), allow_insecure_http=allow_insecure_http)
+    sent_at = clock()
+    response: httpx.Response = yield request
+    return tokens_from(response, sent_at=sent_at, secrets=secrets)
