@@ -115,7 +115,7 @@ def test_fleet_steady_run_refreshes_once_per_expiry(
         f"({commands / max(requests, 1):.4f} per request, "
         f"{commands / max(stats['refreshes'], 1):.1f} per refresh)"
     )
-    assert failures(reports) == 0
+    assert failures(reports) == 0, [(r["statuses"], r["stats"]) for r in reports]
     assert stats["reuse_detections"] == 0
     assert stats["grace_replays"] == 0
     assert stats["refreshes"] <= lifetimes + 2  # one per lifetime, whatever the fleet size
