@@ -32,7 +32,7 @@ import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, TypeAlias
+from typing import Any, ParamSpec, TypeAlias
 
 from ._challenges import HeaderValues
 from ._clock import Clock, monotonic_of, system_clock
@@ -68,6 +68,7 @@ __all__ = ["ManagerStats", "TokenManager"]
 logger = logging.getLogger("freshtoken")
 
 Hook: TypeAlias = Callable[..., Any]
+_P = ParamSpec("_P")
 
 
 @dataclasses.dataclass
@@ -246,6 +247,24 @@ class TokenManager:
         return self._counted(await self._aobtain(Replace(rejected)))
 
     # -- explicit control ---------------------------------------------------------------------
+
+    def login(
+        self, login: Callable[_P, TokenSet], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> TokenSet:
+        """Log in with ``login`` and keep its tokens: ``manager.login(refresher.browser_login)``
+        uses the client settings the refresher already has. The login runs outside every lock
+        (it may take minutes); a refresh that lands meanwhile loses to it."""
+        tokens = login(*args, **kwargs)
+        self.set_tokens(tokens)
+        return tokens
+
+    async def alogin(
+        self, login: Callable[_P, Awaitable[TokenSet]], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> TokenSet:
+        """:meth:`login` for async logins: ``await manager.alogin(refresher.adevice_login)``."""
+        tokens = await login(*args, **kwargs)
+        await self.aset_tokens(tokens)
+        return tokens
 
     def set_tokens(self, tokens: TokenSet) -> None:
         """Store tokens obtained elsewhere (a login), replacing whatever was stored."""

@@ -328,3 +328,35 @@ def test_only_one_login_thread_is_left_behind(oauth_server: ReferenceServer) -> 
     for thread in leftovers:
         thread.join(timeout=5)
     assert not [t for t in leftovers if t.is_alive()]
+
+
+def test_a_manager_logs_in_with_its_refreshers_client_settings(
+    oauth_server: ReferenceServer,
+) -> None:
+    """manager.login(refresher.browser_login): the client settings are given once; the tokens
+    are kept, and a later refresh uses the same refresher."""
+    refresher = freshtoken.OAuth2Refresher.from_issuer(oauth_server.issuer, client_id="demo-public")
+    expired: list[BaseException] = []
+    manager = freshtoken.TokenManager(
+        refresher, clock=oauth_server.clock, on_session_expired=expired.append
+    )
+    browser = oauth_server.browser("alice", "alice")
+    tokens = manager.login(refresher.browser_login, open_browser=browser)
+    assert browser.wait()
+    assert manager.get_tokens() == tokens
+    oauth_server.advance(301)
+    refreshed = manager.get_tokens()
+    assert refreshed.access_token != tokens.access_token
+    assert refreshed.id_claims()["sub"] == "alice"
+    assert expired == []
+
+
+@pytest.mark.anyio
+async def test_a_manager_logs_in_asynchronously(oauth_server: ReferenceServer) -> None:
+    """await manager.alogin(refresher.abrowser_login, ...): the same, without blocking."""
+    metadata = await freshtoken.adiscover(oauth_server.issuer)
+    refresher = freshtoken.OAuth2Refresher.from_issuer(metadata, client_id="demo-public")
+    manager = freshtoken.TokenManager(refresher, clock=oauth_server.clock)
+    browser = oauth_server.browser("alice", "alice")
+    tokens = await manager.alogin(refresher.abrowser_login, open_browser=browser)
+    assert (await manager.aget_tokens()) == tokens

@@ -61,8 +61,9 @@ async def readme_logins(issuer: str, api: str, pem: str) -> None:
         on_session_expired=lambda error: print("please log in again"),
     )
     if manager.store.load() is None:
-        manager.set_tokens(refresher.browser_login())
-    manager.set_tokens(refresher.device_login())
+        manager.login(refresher.browser_login)
+    manager.login(refresher.device_login, scope="openid")
+    await manager.alogin(refresher.abrowser_login, timeout=60)
     manager.set_tokens(await refresher.abrowser_login(timeout=60))
     metadata: freshtoken.ServerMetadata = freshtoken.discover(issuer)
     tokens = freshtoken.browser_login(issuer, client_id="my-app")
