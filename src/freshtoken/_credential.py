@@ -41,8 +41,9 @@ The rules, in order (``now`` is the wall clock, for expiry; everything that wait
    again before a backoff has passed: meanwhile callers get the same error.
 6. A rejection of a token that is no longer the current one is answered with the current one
    (no refresh). A rejection of the current token joins the flight in progress or starts one.
-   A FRESH token rejected is suspect (a token near its expiry racing the clock is not): if the
-   tokens a suspect rejection's refresh produced are rejected while FRESH too, the next such
+   A token rejected in the first half of its life is suspect (one nearer its expiry may just
+   have been slow to arrive, on a busy machine or network): if the tokens a suspect
+   rejection's refresh produced are rejected as young too, the next such
    refresh waits ``min_interval * 2**(n-1)`` (n in a row, capped), and suspect rejections in
    between are passed back to the caller: an API that rejects every token gets a handful of
    refreshes, not one per request. A quiet spell twice that long resets n.
@@ -244,6 +245,11 @@ class View:
     def freshness(self, now: float) -> Freshness:
         return freshness_at(self.due_at, self.expires_at, now)
 
+    def young(self, now: float) -> bool:
+        """In the first half of its life (or of unknown lifetime): a rejection of it is odd."""
+        lifetime, obtained = self.tokens.lifetime, self.tokens.obtained_at
+        return lifetime is None or obtained is None or now < obtained + lifetime / 2
+
 
 _NO_TOKENS = "no tokens are stored: log in first"
 
@@ -319,7 +325,7 @@ class CredentialState:
             return Wait(self.flight)
         if view is None:
             return self._decide_fresh(rules, now, mono)
-        suspect = view.freshness(now) is Freshness.FRESH
+        suspect = view.young(now)
         if self.rejections and suspect:
             backoff = self._rejection_backoff(rules)
             if mono >= self.last_rejection_refresh + 2 * backoff:

@@ -303,3 +303,16 @@ def test_a_store_cleared_by_another_process_ends_the_waiters_session() -> None:
     assert isinstance(error, SessionExpired)
     assert state.known
     assert state.view is None
+
+
+def test_a_rejection_late_in_a_tokens_life_is_refreshed_at_once_even_during_the_backoff() -> None:
+    """Rule 6: a token past the middle of its life that is rejected was probably just slow
+    to arrive (a busy machine): no backoff, whatever happened before."""
+    state = known("a0")
+    job = started(state.decide(Replace(tokens("a0")), RULES, NOW, 0.0))
+    state.land(job, Refreshed(stored("a1", 2)), RULES, 0.0)
+    assert isinstance(state.decide(Replace(tokens("a1")), RULES, NOW + 10, 0.1), Pass)
+    late = state.decide(Replace(tokens("a1")), RULES, NOW + 40, 0.2)  # 40 s of 60 used
+    assert isinstance(late, Wait)
+    assert late.start is not None
+    assert not late.start.suspect
