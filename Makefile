@@ -1,15 +1,23 @@
 # Two commands do all the set-up on a fresh machine with Python >= 3.10 and make:
 #   make demo   runs `freshtoken demo` on the embedded reference server
 #   make test   runs the whole test suite
-# Both create .venv and install the package with every extra the first time. The Redis tests
-# start their own redis-server: `make test` installs Debian's package when it is missing and
-# it can (root with apt-get); elsewhere it says so and those tests are skipped.
+# Both create .venv and install the package with every extra the first time. Some tests drive
+# real programs: redis-server (started by the tests themselves), git, curl, node, kubectl,
+# systemd-socket-activate, Chromium. `make test` installs the Debian packages that are missing
+# when it can (root with apt-get); elsewhere it says which, and those tests are skipped (CI
+# sets FRESHTOKEN_REQUIRE_TOOLS=1 and FRESHTOKEN_REQUIRE_REDIS=1: then they fail instead).
+# The suite runs on every core (pytest-xdist): `make test WORKERS=0` runs it in one process.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean redis
+WORKERS ?= auto
+# program -> the Debian package that brings it
+TOOLS := redis-server:redis-server git:git curl:curl node:nodejs npm:npm \
+	systemd-socket-activate:systemd chromium:chromium chromedriver:chromium-driver
+
+.PHONY: demo test lint bench clean redis tools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,18 +28,23 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/freshtoken demo $(ARGS)
 
-test: $(BIN)/.installed redis
-	$(BIN)/python -m pytest $(ARGS)
+test: $(BIN)/.installed tools
+	$(BIN)/python -m pytest -n $(WORKERS) $(ARGS)
 
-redis:
-	@command -v redis-server >/dev/null 2>&1 || { \
+redis: tools
+
+tools:
+	@missing=""; for pair in $(TOOLS); do \
+	    command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	        echo "make: installing redis-server (Debian package) for the Redis tests"; \
-	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	        echo "make: installing Debian packages for the tests:$$missing"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	    else \
-	        echo "make: no redis-server on PATH: the Redis tests will be skipped (see README)"; \
+	        echo "make: missing$$missing: the tests that need them will be skipped"; \
 	    fi; \
-	}
+	fi
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -40,13 +40,15 @@ The rules, in order (``now`` is the wall clock, for expiry; everything that wait
    After a permanent failure a refresher that can acquire (client credentials) is not asked
    again before a backoff has passed: meanwhile callers get the same error.
 6. A rejection of a token that is no longer the current one is answered with the current one
-   (no refresh). A rejection of the current token joins the flight in progress or starts one.
-   A token rejected in the first half of its life is suspect (one nearer its expiry may just
-   have been slow to arrive, on a busy machine or network): if the tokens a suspect
-   rejection's refresh produced are rejected as young too, the next such
-   refresh waits ``min_interval * 2**(n-1)`` (n in a row, capped), and suspect rejections in
-   between are passed back to the caller: an API that rejects every token gets a handful of
-   refreshes, not one per request. A quiet spell twice that long resets n.
+   (no refresh), if that one is FRESH: the retry is the request's last chance, so a current
+   token that is due itself is refreshed first (or the flight doing it waited for). A
+   rejection of the current token joins the flight in progress or starts one. A token
+   rejected in the first half of its life is suspect (one nearer its expiry may just have
+   been slow to arrive, on a busy machine or network): if the tokens a suspect rejection's
+   refresh produced are rejected as young too, the next such refresh waits
+   ``min_interval * 2**(n-1)`` (n in a row, capped), and suspect rejections in between are
+   passed back to the caller: an API that rejects every token gets a handful of refreshes,
+   not one per request. A quiet spell twice that long resets n.
 7. A forced refresh ignores the floor and the backoffs, and is single-flighted like the rest.
 8. A landing never overwrites tokens saved or cleared by the application after the flight
    began (``set_tokens``/``clear`` bump ``version``): its waiters decide again instead.
@@ -320,7 +322,15 @@ class CredentialState:
     def _decide_replace(self, demand: Replace, rules: Rules, now: float, mono: float) -> Decision:
         view = self.view
         if view is not None and satisfied_by(demand, view.tokens):
-            return Use(view.tokens)  # a rejection of an older token: retry with the current one
+            # A rejection of an older token: retry with the current one, unless that one is
+            # due itself: the retry (the request's last chance) would likely be rejected too.
+            if view.freshness(now) is Freshness.FRESH or mono < self.floor_until:
+                return Use(view.tokens)
+            if self.flight is not None:
+                return Wait(self.flight)
+            if mono < self.not_before or mono < self.busy_until:
+                return Use(view.tokens)
+            return Wait(*self._started(demand, rules, delay=0.0))
         if self.flight is not None:
             return Wait(self.flight)
         if view is None:

@@ -157,12 +157,14 @@ def _settled(job: Job, stored: StoredTokens | None, rules: Rules, clock: Clock) 
         return None if rules.can_acquire else Loaded(None)
     if not satisfied_by(job.demand, stored.tokens):
         return None
+    freshness = View.of(stored.tokens, rules.refresh).freshness(clock())
     if isinstance(job.demand, Fresh):
-        freshness = View.of(stored.tokens, rules.refresh).freshness(clock())
         # A background flight exists to replace a STALE token; a waiting caller takes any
         # token that still works (a later call refreshes it in the background).
         if freshness is Freshness.EXPIRED or (job.background and freshness is Freshness.STALE):
             return None
+    elif freshness is not Freshness.FRESH:
+        return None  # a retry or a forced refresh wants a token that is not due itself
     return Adopted(stored)
 
 

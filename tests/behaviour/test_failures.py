@@ -90,3 +90,19 @@ def test_failures_while_the_old_token_works_keep_it_in_use(env: Env) -> None:
     assert env.manager.wait_idle(10)
     assert env.stats()["refreshes"] == 0
     assert env.manager.stats.snapshot()["refresh_failures"] >= 1
+
+
+def test_an_api_that_rejects_every_token_gets_the_401_back_not_a_refresh_per_request(
+    env: Env,
+) -> None:
+    """Every token rejected (a wrong audience, say): the first request refreshes once and
+    retries once; then fresh tokens are known to be rejected too, and the 401 goes back to
+    the caller untouched while the rejection backoff runs."""
+    client = env.driver()
+    env.server.fail_api(10_000)
+    statuses = [client.get(env.url("/api/me"))[0] for _ in range(12)]
+    assert statuses == [401] * 12
+    assert env.stats()["refreshes"] == 1
+    assert env.manager.stats.snapshot()["passed_rejections"] == 11
+    env.server.clear_faults()
+    assert client.get(env.url("/api/me"))[0] == 200  # the tokens themselves were fine

@@ -316,3 +316,16 @@ def test_a_rejection_late_in_a_tokens_life_is_refreshed_at_once_even_during_the_
     assert isinstance(late, Wait)
     assert late.start is not None
     assert not late.start.suspect
+
+
+def test_a_retry_does_not_go_out_with_a_token_that_is_due_itself() -> None:
+    """Rule 6: the 401 was for an older token, but the current one is STALE: the retry is the
+    request's last chance, so it waits for a refresh rather than go with a dying token."""
+    state = known("a1")
+    decision = state.decide(Replace(tokens("a0")), RULES, NOW + 50, 0.0)
+    assert isinstance(decision, Wait)
+    job = started(decision)
+    assert not job.background
+    assert not job.suspect
+    state.land(job, Refreshed(stored("a2", 3, at=NOW + 50)), RULES, 0.0)
+    assert state.rejections == 0  # not a sign of fresh tokens being rejected
