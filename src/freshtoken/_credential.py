@@ -89,6 +89,8 @@ __all__ = [
     "Use",
     "View",
     "Wait",
+    "answered_by",
+    "satisfied_by",
 ]
 
 BUSY_RECHECK = 0.1  # seconds before a background flight tries another process's lock again
@@ -112,7 +114,11 @@ class Replace:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Force:
+    """Refresh now, unless the tokens are no longer ``seen``. ``known``: the caller knew what
+    was stored when it asked (else whatever is stored is refreshed)."""
+
     seen: TokenSet | None
+    known: bool = True
 
 
 FRESH = Fresh()
@@ -124,8 +130,18 @@ def satisfied_by(demand: Demand, tokens: TokenSet) -> bool:
     if isinstance(demand, Replace):
         return tokens.access_token != demand.rejected.access_token
     if isinstance(demand, Force):
-        return demand.seen is None or tokens.access_token != demand.seen.access_token
+        return demand.known and (
+            demand.seen is None or tokens.access_token != demand.seen.access_token
+        )
     return True
+
+
+def answered_by(demand: Demand, flight_result: TokenSet) -> bool:
+    """Whether a flight's tokens answer a waiter's ``demand``: as :func:`satisfied_by`, except
+    that a forced refresh asked for blindly takes what the flight it waited for produced."""
+    if isinstance(demand, Force) and not demand.known:
+        return True
+    return satisfied_by(demand, flight_result)
 
 
 # -- what a flight is asked to do, and how it can end ----------------------------------------

@@ -53,7 +53,7 @@ from ._credential import (
     Rules,
     Use,
     Wait,
-    satisfied_by,
+    answered_by,
 )
 from ._flight import Flight
 from ._policy import RefreshPolicy, RetryPolicy, wants_refresh
@@ -316,7 +316,7 @@ class TokenManager:
             if not decision.flight.wait(timeout):
                 raise _gave_up_waiting(decision.flight, timeout)
             tokens = decision.flight.outcome()
-            if tokens is not None and satisfied_by(demand, tokens):
+            if tokens is not None and answered_by(demand, tokens):
                 return tokens
 
     async def _aobtain(self, demand: Demand) -> TokenSet | None:
@@ -331,7 +331,7 @@ class TokenManager:
             if not await decision.flight.wait_async():
                 raise _gave_up_waiting(decision.flight, None)
             tokens = decision.flight.outcome()
-            if tokens is not None and satisfied_by(demand, tokens):
+            if tokens is not None and answered_by(demand, tokens):
                 return tokens
 
     def _decide(self, demand: Demand) -> Use | Wait | Fail | Pass:
@@ -346,8 +346,9 @@ class TokenManager:
         return decision
 
     def _forced(self) -> Force:
-        view = self._state.view
-        return Force(None if view is None else view.tokens)
+        state = self._state
+        view = state.view
+        return Force(None if view is None else view.tokens, known=state.known)
 
     def _counted(self, tokens: TokenSet | None) -> TokenSet | None:
         if tokens is None:

@@ -624,3 +624,15 @@ def test_while_another_process_refreshes_a_still_valid_token_is_used_without_wai
     clock.advance(1.01)  # past the short backoff after a store failure
     assert manager.get_tokens().access_token == "a1"
     assert endpoint.calls == 1
+
+
+def test_a_forced_refresh_on_a_new_manager_refreshes_what_the_store_holds(
+    endpoint: Endpoint, clock: ManualClock
+) -> None:
+    """refresh() before anything was read: the stored (fresh) tokens are refreshed, not just
+    adopted; a later refresh() through another manager of the same store refreshes again."""
+    store = MemoryStore(endpoint.initial_tokens())
+    assert make_manager(endpoint, clock, store).refresh().access_token == "a1"
+    assert endpoint.calls == 1
+    assert endpoint.reused == []
+    assert make_manager(endpoint, clock, store).refresh().access_token == "a2"
