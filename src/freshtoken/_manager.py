@@ -191,7 +191,6 @@ class TokenManager:
                 "ClientCredentials or JSONRefresher",
             )
         self._challenge_schemes = ("bearer",) if self.dpop is None else ("bearer", "dpop")
-        self._token_requests = _TokenRequests(refresher, self.dpop)
         self.refresher = refresher
         self.store: TokenStore = MemoryStore() if store is None else store
         self.policy = RefreshPolicy(
@@ -383,7 +382,7 @@ class TokenManager:
             outcome = run_steps(
                 flight_steps(job, self.rules, self.clock),
                 self.store,
-                self._token_requests,
+                _TokenRequests(self.refresher, self.dpop),
                 self.clock,
                 on_attempt=lambda: self.stats.add("refresh_attempts"),
             )
