@@ -313,17 +313,16 @@ class Nonces:
     def get(self, origin: OriginKey) -> str | None:
         return self._by_origin.get(origin)
 
-    def learn(self, origin: OriginKey, value: str | None) -> bool:
-        """Remember ``value`` (a response's ``DPoP-Nonce``) for ``origin``; True if it is a
-        usable nonce different from the one remembered."""
+    def learn(self, origin: OriginKey, value: str | None) -> str | None:
+        """Remember ``value`` (a response's ``DPoP-Nonce``) for ``origin``; the nonce, or
+        None when it is not a usable one."""
         if value is None or not is_nonce(value):
-            return False
-        if self._by_origin.get(origin) == value:
-            return False
-        if len(self._by_origin) >= 1024:
-            self._by_origin.clear()
-        self._by_origin[origin] = value  # one dict store: atomic for the threads sharing it
-        return True
+            return None
+        if self._by_origin.get(origin) != value:
+            if len(self._by_origin) >= 1024:
+                self._by_origin.clear()
+            self._by_origin[origin] = value  # one dict store: atomic for the sharing threads
+        return value
 
     def __repr__(self) -> str:
         return f"Nonces(origins={len(self._by_origin)})"
@@ -411,12 +410,12 @@ class DPoP:
         url = str(request.url)
         origin = origin_key(url)
         for attempt in (1, 2):
-            request.headers["DPoP"] = key.proof(
-                request.method, url, now=clock(), nonce=self.nonces.get(origin)
-            )
+            sent = self.nonces.get(origin)
+            request.headers["DPoP"] = key.proof(request.method, url, now=clock(), nonce=sent)
             response: httpx.Response = yield request
-            fresh_nonce = self.nonces.learn(origin, response.headers.get("DPoP-Nonce"))
-            if not (attempt == 1 and fresh_nonce and _token_endpoint_demands_nonce(response)):
+            given = self.nonces.learn(origin, response.headers.get("DPoP-Nonce"))
+            new_nonce = given is not None and given != sent
+            if not (attempt == 1 and new_nonce and _token_endpoint_demands_nonce(response)):
                 return response
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -455,6 +454,7 @@ class ResourceRequest:
         "_dpop",
         "_origin",
         "_proof_retried",
+        "_sent_nonce",
         "_token_retried",
         "method",
         "tokens",
@@ -475,6 +475,7 @@ class ResourceRequest:
         self._origin = origin_key(url)
         self._clock = clock
         self._proof_retried = False
+        self._sent_nonce: str | None = None
         self._token_retried = False
         self._ath: str | None = None
         self.tokens = tokens
@@ -488,13 +489,8 @@ class ResourceRequest:
             return tokens.authorization, None
         if self._ath is None:
             self._ath = access_token_hash(tokens.access_token)
-        proof = key.proof(
-            self.method,
-            self.url,
-            now=self._clock(),
-            nonce=self._dpop.nonces.get(self._origin),
-            ath=self._ath,
-        )
+        self._sent_nonce = nonce = self._dpop.nonces.get(self._origin)
+        proof = key.proof(self.method, self.url, now=self._clock(), nonce=nonce, ath=self._ath)
         return tokens.authorization, proof
 
     def step(
@@ -505,18 +501,21 @@ class ResourceRequest:
         wants_refresh: Callable[[int, HeaderValues], bool],
     ) -> Step:
         """What to do about an answer: its status, its challenges, its ``DPoP-Nonce``."""
-        fresh_nonce = self.learn(nonce)
+        given = self.learn(nonce)
         if status < 400:
             return Step.DONE
         if nonce_demanded(status, www_authenticate):
-            return Step.NONCE if fresh_nonce and self.retry_proof() else Step.DONE
+            # Another nonce than the proof carried (a concurrent request may have taught it
+            # to the cache already): one retry with it. The same one again: no use retrying.
+            new_nonce = given is not None and given != self._sent_nonce
+            return Step.NONCE if new_nonce and self.retry_proof() else Step.DONE
         if not self._token_retried and wants_refresh(status, www_authenticate):
             self._token_retried = True
             return Step.REFRESH
         return Step.DONE
 
-    def learn(self, nonce: str | None) -> bool:
-        """Remember an answer's ``DPoP-Nonce``; True if it is a new, usable one."""
+    def learn(self, nonce: str | None) -> str | None:
+        """Remember an answer's ``DPoP-Nonce``; the nonce, or None if it is not usable."""
         return self._dpop.nonces.learn(self._origin, nonce)
 
     def retry_proof(self) -> bool:
