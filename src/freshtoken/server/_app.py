@@ -679,7 +679,7 @@ class _Endpoints:
         return _error(error.status, error.error or "unauthorized", error.description, **headers)
 
     def _dpop_challenge(self, refused: DPoPRefused) -> Response:
-        self.state.count("unauthorized_401")
+        # Counted as dpop_invalid_proofs or dpop_nonce_demands: no token was judged.
         response = self._challenge(BearerError(401, refused.error, refused.description), "DPoP")
         if refused.error == "use_dpop_nonce":
             response.headers["DPoP-Nonce"] = self.state.dpop.current_nonce()
