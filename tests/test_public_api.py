@@ -13,6 +13,8 @@ PUBLIC = {
     "ClientAuth",
     "ClientCredentials",
     "Clock",
+    "DPoPError",
+    "DPoPKey",
     "DevicePrompt",
     "FileStore",
     "Freshness",
@@ -73,6 +75,7 @@ def test_errors_share_one_base() -> None:
         "StoreError",
         "LockTimeout",
         "ReplayError",
+        "DPoPError",
         "LoginFailed",
     ):
         assert issubclass(getattr(freshtoken, name), freshtoken.AuthError)

@@ -8,6 +8,7 @@ from ._authorization import AuthorizationRequest
 from ._client_auth import ClientAuth
 from ._clock import Clock, ManualClock, system_clock
 from ._discovery import ServerMetadata, adiscover, discover
+from ._dpop import DPoPKey
 from ._id_tokens import averify_id_token, verify_id_token
 from ._logins import (
     DevicePrompt,
@@ -26,6 +27,7 @@ from ._tokens import TokenResponseError, TokenSet
 from .agent import AgentRefresher
 from .errors import (
     AuthError,
+    DPoPError,
     InsecureTransportError,
     LockTimeout,
     LoginFailed,
@@ -63,6 +65,8 @@ __all__ = [
     "ClientAuth",
     "ClientCredentials",
     "Clock",
+    "DPoPError",
+    "DPoPKey",
     "DevicePrompt",
     "FileStore",
     "Freshness",

@@ -30,6 +30,7 @@ from ._authorization import AuthorizationRequest, default_scope
 from ._client_auth import ClientAuth, ClientAuthMethod, PrivateKey, choose_method
 from ._clock import Clock, system_clock
 from ._discovery import ServerMetadata, adiscover, discover
+from ._dpop import DPoPKey
 from ._http import Flow, Pause, Verify, adrive, drive
 from ._id_tokens import check_id_token_claims
 from ._loopback import AsyncLoopbackListener, LoopbackListener, OpenBrowser
@@ -628,6 +629,7 @@ def _password_flow(  # noqa: PLR0917 - private, called twice
     scope: str | None,
     clock: Clock,
     allow_insecure_http: bool,
+    dpop: DPoPKey | None = None,
 ) -> Flow[TokenSet]:
     _require_grant(metadata, "password", "password")
     return (
@@ -636,6 +638,7 @@ def _password_flow(  # noqa: PLR0917 - private, called twice
             clock=clock,
             secrets=(password, *client.secrets()),
             allow_insecure_http=allow_insecure_http,
+            dpop=dpop,
         )
     )
 
@@ -647,6 +650,7 @@ def _client_credentials_flow(  # noqa: PLR0917 - private, called twice
     scope: str | None,
     clock: Clock,
     allow_insecure_http: bool,
+    dpop: DPoPKey | None = None,
 ) -> Flow[TokenSet]:
     _require_grant(metadata, "client_credentials", "client credentials")
     return (
@@ -655,6 +659,7 @@ def _client_credentials_flow(  # noqa: PLR0917 - private, called twice
             clock=clock,
             secrets=client.secrets(),
             allow_insecure_http=allow_insecure_http,
+            dpop=dpop,
         )
     )
 
@@ -670,10 +675,11 @@ def password_with(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """password_login with a ready client authentication."""
     flow = _password_flow(
-        metadata, token_url, client, username, password, scope, clock, allow_insecure_http
+        metadata, token_url, client, username, password, scope, clock, allow_insecure_http, dpop
     )
     return drive(flow, verify=verify)
 
@@ -689,10 +695,11 @@ async def apassword_with(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """apassword_login with a ready client authentication."""
     flow = _password_flow(
-        metadata, token_url, client, username, password, scope, clock, allow_insecure_http
+        metadata, token_url, client, username, password, scope, clock, allow_insecure_http, dpop
     )
     return await adrive(flow, verify=verify)
 
@@ -706,9 +713,12 @@ def client_credentials_with(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """client_credentials_login with a ready client authentication."""
-    flow = _client_credentials_flow(metadata, token_url, client, scope, clock, allow_insecure_http)
+    flow = _client_credentials_flow(
+        metadata, token_url, client, scope, clock, allow_insecure_http, dpop
+    )
     return drive(flow, verify=verify)
 
 
@@ -721,9 +731,12 @@ async def aclient_credentials_with(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """aclient_credentials_login with a ready client authentication."""
-    flow = _client_credentials_flow(metadata, token_url, client, scope, clock, allow_insecure_http)
+    flow = _client_credentials_flow(
+        metadata, token_url, client, scope, clock, allow_insecure_http, dpop
+    )
     return await adrive(flow, verify=verify)
 
 
@@ -741,10 +754,12 @@ def password_login(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """First tokens through the resource owner password grant (RFC 6749 section 4.3), at
     ``token_url`` or at the ``issuer``'s token endpoint. A wrong password is
-    ``LoginFailed("invalid_grant")``. OAuth 2.1 drops this grant: prefer :func:`browser_login`."""
+    ``LoginFailed("invalid_grant")``. OAuth 2.1 drops this grant: prefer :func:`browser_login`.
+    With ``dpop`` the tokens are bound to that DPoP key from the first (RFC 9449)."""
     url, metadata = _endpoint(token_url, issuer, verify, allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
@@ -759,6 +774,7 @@ def password_login(
         verify=verify,
         allow_insecure_http=allow_insecure_http,
         clock=clock,
+        dpop=dpop,
     )
 
 
@@ -776,6 +792,7 @@ async def apassword_login(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """:func:`password_login` for async code."""
     url, metadata = await _aendpoint(token_url, issuer, verify, allow_insecure_http)
@@ -792,6 +809,7 @@ async def apassword_login(
         verify=verify,
         allow_insecure_http=allow_insecure_http,
         clock=clock,
+        dpop=dpop,
     )
 
 
@@ -807,9 +825,10 @@ def client_credentials_login(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """A token through the client credentials grant (RFC 6749 section 4.4), authenticated
-    with a secret or a private key (private_key_jwt)."""
+    with a secret or a private key (private_key_jwt); with ``dpop``, bound to that DPoP key."""
     url, metadata = _endpoint(token_url, issuer, verify, allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
@@ -822,6 +841,7 @@ def client_credentials_login(
         verify=verify,
         allow_insecure_http=allow_insecure_http,
         clock=clock,
+        dpop=dpop,
     )
 
 
@@ -837,6 +857,7 @@ async def aclient_credentials_login(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """:func:`client_credentials_login` for async code."""
     url, metadata = await _aendpoint(token_url, issuer, verify, allow_insecure_http)
@@ -851,6 +872,7 @@ async def aclient_credentials_login(
         verify=verify,
         allow_insecure_http=allow_insecure_http,
         clock=clock,
+        dpop=dpop,
     )
 
 

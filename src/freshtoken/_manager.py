@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import inspect
 import logging
+import math
 import os
 import threading
 import weakref
@@ -55,12 +56,13 @@ from ._credential import (
     Wait,
     answered_by,
 )
+from ._dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ._flight import Flight
 from ._policy import RefreshPolicy, RetryPolicy, wants_refresh
-from ._steps import flight_steps, run_steps
+from ._steps import _refresh_call, flight_steps, run_steps
 from ._tokens import TokenSet
-from .errors import RefreshFailed
-from .refreshers import Refresher
+from .errors import DPoPError, RefreshFailed
+from .refreshers import Refresher, takes_dpop
 from .stores._base import MemoryStore, TokenStore
 
 __all__ = ["ManagerStats", "TokenManager"]
@@ -155,6 +157,13 @@ class TokenManager:
     the API statuses that mean "token rejected". Hooks may be plain or async functions:
     ``on_refresh(tokens)`` after each refresh this manager started, ``on_session_expired(error)``
     once per expiry; both run in freshtoken's refresh thread, so keep them short.
+
+    ``dpop`` turns on DPoP (RFC 9449): a :class:`~freshtoken.DPoPKey` binds new tokens to
+    that key (and refuses to refresh tokens bound to another); an algorithm name (``"ES256"``,
+    ``"EdDSA"``, ``"RS256"``) uses whichever key is stored with the tokens, making one for
+    tokens acquired from nothing. Either way the key is stored with the tokens, so every
+    process sharing the store signs with it. The integrations then send each request with a
+    fresh proof and handle the servers' nonces.
     """
 
     def __init__(
@@ -171,9 +180,18 @@ class TokenManager:
         on_refresh: Hook | None = None,
         on_session_expired: Hook | None = None,
         clock: Clock = system_clock,
+        dpop: DPoPKey | DPoPAlgorithm | None = None,
     ) -> None:
         if not lock_timeout > 0:
             raise ValueError("lock_timeout must be positive")
+        self.dpop = None if dpop is None else DPoP(dpop)
+        if self.dpop is not None and not takes_dpop(refresher):
+            raise DPoPError(
+                "dpop_unsupported",
+                f"{type(refresher).__name__} cannot send DPoP proofs: use OAuth2Refresher, "
+                "ClientCredentials or JSONRefresher",
+            )
+        self._challenge_schemes = ("bearer",) if self.dpop is None else ("bearer", "dpop")
         self.refresher = refresher
         self.store: TokenStore = MemoryStore() if store is None else store
         self.policy = RefreshPolicy(
@@ -203,7 +221,9 @@ class TokenManager:
     def wants_refresh(self, status: int, www_authenticate: HeaderValues) -> bool:
         """Does an API response with this status and challenges (every WWW-Authenticate line)
         mean the token was rejected?"""
-        return wants_refresh(status, www_authenticate, self.refresh_statuses)
+        return wants_refresh(
+            status, www_authenticate, self.refresh_statuses, self._challenge_schemes
+        )
 
     def cached_tokens(self) -> TokenSet | None:
         """The tokens, if they are known and fresh: no lock, no I/O, no waiting."""
@@ -268,10 +288,12 @@ class TokenManager:
 
     def set_tokens(self, tokens: TokenSet) -> None:
         """Store tokens obtained elsewhere (a login), replacing whatever was stored."""
+        self._check_binding(tokens)
         self.store.save(tokens, expected_generation=None)
         self._adopt(tokens)
 
     async def aset_tokens(self, tokens: TokenSet) -> None:
+        self._check_binding(tokens)
         await self.store.asave(tokens, expected_generation=None)
         self._adopt(tokens)
 
@@ -355,6 +377,12 @@ class TokenManager:
             self.stats.add("passed_rejections")
         return tokens
 
+    def _check_binding(self, tokens: TokenSet) -> None:
+        if self.dpop is not None:
+            self.dpop.check(tokens.dpop_key)
+        elif tokens.dpop_key is not None:
+            raise _not_configured()
+
     def _adopt(self, tokens: TokenSet | None) -> None:
         credential = self._credential
         with credential.mutex:
@@ -374,7 +402,7 @@ class TokenManager:
             outcome = run_steps(
                 flight_steps(job, self.rules, self.clock),
                 self.store,
-                self.refresher,
+                _TokenRequests(self.refresher, self.dpop),
                 self.clock,
                 on_attempt=lambda: self.stats.add("refresh_attempts"),
             )
@@ -417,6 +445,41 @@ class TokenManager:
             logger.warning("refresh failed: %s", outcome.error)
         elif isinstance(outcome, Expired):
             logger.warning("session expired: %s", outcome.error)
+
+
+class _TokenRequests:
+    """The refresher as a flight calls it: with the manager's DPoP, which decides the key
+    (and refuses tokens bound to another), or refusing DPoP-bound tokens without one."""
+
+    __slots__ = ("_dpop", "_refresher")
+
+    def __init__(self, refresher: Refresher, dpop: DPoP | None) -> None:
+        self._refresher = refresher
+        self._dpop = dpop
+
+    @property
+    def can_acquire(self) -> bool:
+        return self._refresher.can_acquire
+
+    def refresh(
+        self, current: TokenSet | None, clock: Clock, *, deadline: float | None = None
+    ) -> TokenSet:
+        if self._dpop is not None:
+            refresh: Callable[..., TokenSet] = self._refresher.refresh
+            return refresh(current, clock, deadline=deadline, dpop=self._dpop)
+        if current is not None and current.dpop_key is not None:
+            raise _not_configured()
+        return _refresh_call(self._refresher)(
+            current, clock, math.inf if deadline is None else deadline
+        )
+
+
+def _not_configured() -> DPoPError:
+    return DPoPError(
+        "dpop_not_configured",
+        "the tokens are bound to a DPoP key but this manager has no dpop: pass "
+        "TokenManager(..., dpop='ES256') (or the key) to use them",
+    )
 
 
 def _gave_up_waiting(flight: Flight, timeout: float | None) -> RefreshFailed:

@@ -14,8 +14,8 @@ Rules (the manager and every integration follow them; nothing else decides):
 * Rejection. A response asks for a refresh when its status is in the configured set (401) and
   its Bearer challenges (RFC 6750 section 3, every ``WWW-Authenticate`` line) name no error
   code but ``invalid_token``. ``insufficient_scope`` and every other code are answers for the
-  caller, not for us; other schemes' challenges (DPoP, Basic) do not count. A 401 with no
-  Bearer challenge at all asks for a refresh.
+  caller, not for us; other schemes' challenges (Basic; DPoP unless DPoP is configured) do not
+  count. A 401 with no such challenge at all asks for a refresh.
 * Token endpoint answers. 2xx with a JSON object is a token response, unless the object has an
   ``error`` (GitHub-style endpoints answer errors with 200): that is judged as the same error
   with a 400. The OAuth2 error codes in ``PERMANENT_ERRORS`` and a bare 401 end the session.
@@ -39,7 +39,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
@@ -176,18 +176,24 @@ class RetryPolicy:
 
 
 def wants_refresh(
-    status: int, www_authenticate: HeaderValues, statuses: Iterable[int] = (401,)
+    status: int,
+    www_authenticate: HeaderValues,
+    statuses: Iterable[int] = (401,),
+    schemes: Collection[str] = ("bearer",),
 ) -> bool:
     """Does this API response say the access token was rejected (RFC 6750 section 3.1)?
 
     ``www_authenticate`` is the header's value, or the list of its lines when it was repeated.
+    ``schemes`` are the (lower-case) schemes whose challenges count: ``bearer``, and ``dpop``
+    for a manager that sends DPoP tokens (RFC 9449 section 7.1: the same error codes, plus
+    ``use_dpop_nonce`` and ``invalid_dpop_proof``, which a refresh cannot cure).
     """
     if status not in statuses:
         return False
     errors = {
         challenge.param("error")
         for challenge in parse_challenges(www_authenticate)
-        if challenge.scheme == "bearer"
+        if challenge.scheme in schemes
     }
     return errors <= {None, "invalid_token"}
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import httpx
 
 from ._clock import Clock
+from ._dpop import DPoP, DPoPKey
 from ._http import Flow
 from ._policy import check_transport, origin_of
 from ._tokens import TokenSet
-from .errors import LoginFailed, RefreshFailed, SessionExpired
+from .errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
 __all__ = ["check_login_transport", "token_flow", "tokens_from"]
 
@@ -28,15 +29,22 @@ def check_login_transport(url: str, *, allow_insecure_http: bool) -> None:
 
 
 def tokens_from(
-    response: httpx.Response, *, sent_at: float, secrets: tuple[str, ...] = ()
+    response: httpx.Response,
+    *,
+    sent_at: float,
+    secrets: tuple[str, ...] = (),
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
-    """The TokenSet of a token endpoint's answer; raises LoginFailed for anything else."""
+    """The TokenSet of a token endpoint's answer (bound to ``dpop``, the key that signed the
+    request); raises LoginFailed for anything else."""
     from .refreshers import HTTPRefresher  # here: refreshers imports the login modules
 
     parser = HTTPRefresher(str(response.request.url))
     try:
-        return parser.parse_response(response, sent_at=sent_at, current=None, sent_secrets=secrets)
-    except (SessionExpired, RefreshFailed) as error:
+        return parser.parse_response(
+            response, sent_at=sent_at, current=None, sent_secrets=secrets, dpop_key=dpop
+        )
+    except (SessionExpired, RefreshFailed, DPoPError) as error:
         raise LoginFailed(error.error, error.description, status=error.status) from None
 
 
@@ -46,9 +54,15 @@ def token_flow(
     clock: Clock,
     secrets: tuple[str, ...] = (),
     allow_insecure_http: bool = False,
+    dpop: DPoPKey | None = None,
 ) -> Flow[TokenSet]:
-    """Send ``request`` to a token endpoint; return its TokenSet, timed from the sending."""
+    """Send ``request`` to a token endpoint; return its TokenSet, timed from the sending.
+    With ``dpop`` the request carries a proof of that key (once more with the server's new
+    nonce if it demands one) and the tokens are bound to it."""
     check_login_transport(str(request.url), allow_insecure_http=allow_insecure_http)
     sent_at = clock()
-    response: httpx.Response = yield request
-    return tokens_from(response, sent_at=sent_at, secrets=secrets)
+    if dpop is None:
+        response: httpx.Response = yield request
+    else:
+        response = yield from DPoP(dpop).token_request(request, dpop, clock)
+    return tokens_from(response, sent_at=sent_at, secrets=secrets, dpop=dpop)

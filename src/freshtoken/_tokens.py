@@ -21,11 +21,14 @@ import re
 import time
 from collections.abc import Collection, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from ._challenges import is_token
+
+if TYPE_CHECKING:
+    from ._dpop import DPoPKey
 
 __all__ = ["TokenSet", "TokenResponseError"]
 
@@ -54,7 +57,9 @@ class TokenSet:
     ``obtained_at`` is when the request that produced it was sent (epoch seconds),
     ``expires_at`` when the access token stops working, and ``refresh_at`` a server's hint of
     when to refresh (``refresh_in``), all on the client's clock. ``id_token`` is the OpenID
-    Connect ID token of the login, or of the last refresh that returned one.
+    Connect ID token of the login, or of the last refresh that returned one. ``dpop_key`` is
+    the DPoP key (RFC 9449) the tokens were requested with and are bound to: stored with them,
+    shown nowhere; a ``DPoP`` token always has one.
     """
 
     access_token: str
@@ -65,6 +70,7 @@ class TokenSet:
     refresh_at: float | None = None
     scope: str | None = None
     id_token: str | None = None
+    dpop_key: DPoPKey | None = None
     authorization: str = dataclasses.field(init=False, repr=False, compare=False)
     """The Authorization header value, made once: every request sends it. RFC 6750 says
     "Bearer" whatever case the server used."""
@@ -81,6 +87,13 @@ class TokenSet:
             value = getattr(self, name)
             if value is not None and _finite(value) is None:
                 raise TokenResponseError(f"{name} must be a finite number")
+        if self.dpop_key is not None:
+            from ._dpop import DPoPKey
+
+            if not isinstance(self.dpop_key, DPoPKey):
+                raise TokenResponseError("dpop_key must be a DPoPKey")
+        elif self.token_type.lower() == "dpop":
+            raise TokenResponseError("a DPoP token needs the DPoP key it is bound to")
         if self.id_token is not None:
             _check_token("id_token", self.id_token, _ACCESS_TOKEN)
         kind = "Bearer" if self.token_type.lower() == "bearer" else self.token_type
@@ -124,6 +137,7 @@ class TokenSet:
         date_header: str | None = None,
         previous: TokenSet | None = None,
         token_types: Collection[str] = ("Bearer",),
+        dpop_key: DPoPKey | None = None,
     ) -> TokenSet:
         """Parse a token endpoint's JSON answer.
 
@@ -132,6 +146,7 @@ class TokenSet:
         section 6: the server may keep the old one valid). ``token_types`` are the types the
         caller can send, compared without case; any other is an error with the code
         ``unsupported_token_type``, so that a ``mac`` token never goes out as a Bearer one.
+        ``dpop_key`` is the key the request was signed with: the tokens are bound to it.
         """
         if not isinstance(data, Mapping):
             raise TokenResponseError("token response is not a JSON object")
@@ -176,11 +191,16 @@ class TokenSet:
             refresh_at=refresh_at,
             scope=scope,
             id_token=id_token,
+            dpop_key=dpop_key,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, secrets included: for stores, never for logs."""
-        return {name: getattr(self, name) for name in _STORED_FIELDS}
+        """A JSON-ready dict, secrets included (the DPoP key as a private JWK): for stores,
+        never for logs."""
+        data = {name: getattr(self, name) for name in _STORED_FIELDS}
+        if self.dpop_key is not None:
+            data["dpop_key"] = self.dpop_key.private_jwk()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TokenSet:
@@ -192,12 +212,23 @@ class TokenSet:
             raise TokenResponseError(f"unknown token set fields: {sorted(unknown)}")
         if "access_token" not in data:
             raise TokenResponseError("stored token set has no access_token")
-        return cls(**dict(data))  # __post_init__ checks every field
+        fields = dict(data)
+        jwk = fields.get("dpop_key")
+        if jwk is not None:
+            from ._dpop import DPoPKey
+
+            try:
+                fields["dpop_key"] = DPoPKey.from_jwk(jwk)
+            except ValueError as error:  # its messages quote nothing of the key
+                raise TokenResponseError(f"dpop_key: {error}") from None
+        return cls(**fields)  # __post_init__ checks every field
 
     def __repr__(self) -> str:
         return (
             f"TokenSet(token_type={self.token_type!r}, expires_at={self.expires_at!r}, "
-            f"scope={self.scope!r}, has_refresh_token={self.refresh_token is not None})"
+            f"scope={self.scope!r}, has_refresh_token={self.refresh_token is not None}"
+            + ("" if self.dpop_key is None else f", dpop_jkt={self.dpop_key.thumbprint!r}")
+            + ")"
         )
 
     __str__ = __repr__

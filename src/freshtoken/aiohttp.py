@@ -21,8 +21,10 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
+from ._dpop import Step
 from ._manager import TokenManager
 from ._policy import Destinations, Origin, default_port
+from ._tokens import TokenSet
 from .errors import ReplayError
 
 __all__ = ["TokenAuth", "TokenMiddleware"]
@@ -70,6 +72,10 @@ class TokenMiddleware:
     unseekable stream) is sent once: if it is rejected the manager still refreshes, so the
     next request succeeds, and :class:`~freshtoken.ReplayError` says the body could not be
     re-sent.
+
+    With a DPoP manager every request and every redirect hop of this origin carries a proof
+    of its own; a ``use_dpop_nonce`` answer is retried once with the server's new nonce (no
+    refresh). A hop to another origin carries neither token nor proof.
     """
 
     __slots__ = ("destinations", "manager")
@@ -91,11 +97,16 @@ class TokenMiddleware:
             redirect = None
         origin = _origin(request.url)
         if redirect is not None or not self.destinations.allow(origin):
+            request.headers.pop("DPoP", None)
             response = await handler(request)
             _note_redirect(request, response, origin)
             return response
         manager = self.manager
         tokens = manager.cached_tokens() or await manager.aget_tokens()
+        if manager.dpop is not None:
+            response = await self._send_with_dpop(request, handler, tokens)
+            _note_redirect(request, response, origin)
+            return response
         request.headers[hdrs.AUTHORIZATION] = tokens.authorization
         response = await handler(request)
         if response.status in manager.refresh_statuses and manager.wants_refresh(
@@ -109,6 +120,38 @@ class TokenMiddleware:
                 response = await handler(request)
         _note_redirect(request, response, origin)
         return response
+
+    async def _send_with_dpop(
+        self, request: ClientRequest, handler: ClientHandlerType, tokens: TokenSet
+    ) -> ClientResponse:
+        manager = self.manager
+        assert manager.dpop is not None
+        resource = manager.dpop.resource_request(
+            request.method, str(request.url), tokens, manager.clock
+        )
+        while True:
+            authorization, proof = resource.headers()
+            request.headers[hdrs.AUTHORIZATION] = authorization
+            if proof is None:
+                request.headers.pop("DPoP", None)
+            else:
+                request.headers["DPoP"] = proof
+            response = await handler(request)
+            step = resource.step(
+                response.status,
+                response.headers.getall(hdrs.WWW_AUTHENTICATE, []),
+                response.headers.get("DPoP-Nonce"),
+                manager.wants_refresh,
+            )
+            if step is Step.DONE:
+                return response
+            if step is Step.REFRESH:
+                replacement = await manager.ahandle_rejection(resource.tokens)
+                if replacement is None:
+                    return response  # fresh tokens are rejected too: the caller's answer
+                resource.use(replacement)
+            response.release()
+            _ensure_replayable(request, response.status)
 
     def __repr__(self) -> str:
         return f"TokenMiddleware({self.manager!r}, origins={self.destinations!r})"

@@ -9,7 +9,8 @@
     ├── InsecureTransportError  a token would have crossed plain HTTP to a non-loopback host
     ├── StoreError              a token store cannot be read or written (names the store)
     │   └── LockTimeout         the cross-process refresh lock was not acquired in time
-    └── ReplayError             a request that got a 401 has a body that cannot be re-sent
+    ├── ReplayError             a request that got a 401 has a body that cannot be re-sent
+    └── DPoPError               DPoP cannot be done as configured (tokens kept, not retried)
 
 Messages carry the token endpoint's error code and description, a status and a store's name,
 never a token.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthError",
+    "DPoPError",
     "InsecureTransportError",
     "LockTimeout",
     "LoginFailed",
@@ -110,6 +112,25 @@ class LockTimeout(StoreError):
 
 class ReplayError(AuthError):
     """A request answered 401 cannot be retried because its body was a one-shot stream."""
+
+
+class DPoPError(AuthError):
+    """DPoP (RFC 9449) cannot be done as configured; the stored tokens were kept.
+
+    ``error`` says why: ``dpop_key_mismatch`` (the stored tokens are bound to another key
+    than the one given), ``dpop_not_configured`` (they are bound to a key but the manager has
+    no ``dpop``), ``dpop_unsupported`` (the refresher cannot send proofs), ``use_dpop_nonce``
+    (the token endpoint demanded a new nonce again after one retry). Messages name keys by
+    their public thumbprint only.
+    """
+
+    def __init__(
+        self, error: str, description: str | None = None, *, status: int | None = None
+    ) -> None:
+        self.error = error
+        self.description = description
+        self.status = status
+        super().__init__(_describe("DPoP failed", error, description, status))
 
 
 def _describe(summary: str, error: str, description: str | None, status: int | None) -> str:

@@ -1,19 +1,27 @@
 """httpx integration: ``httpx.Client(auth=TokenAuth(manager))``, sync and async alike.
 
 One flow serves both clients, as httpx's own auth classes do; the sync and async entry points
-differ only in how they ask the manager (which blocks in one and awaits in the other).
+differ only in how they ask the manager (which blocks in one and awaits in the other). With a
+DPoP manager the flow is :meth:`TokenAuth._dpop_flow`, which yields the rejected tokens when
+it needs the manager's answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator, Iterable
+from typing import Any, TypeAlias
 
 import httpx
 
+from ._dpop import Step
 from ._manager import TokenManager
 from ._policy import Destinations
 from ._tokens import TokenSet
 from .errors import ReplayError
+
+# What the DPoP flow yields: a request to send (it receives the response), or the tokens the
+# server rejected (it receives the manager's replacement, or None).
+_DPoPFlow: TypeAlias = Generator["httpx.Request | TokenSet", Any, None]
 
 __all__ = ["TokenAuth"]
 
@@ -29,6 +37,12 @@ class TokenAuth(httpx.Auth):
     A request whose body is a one-shot stream (a generator) is sent once: if it is rejected
     the manager still refreshes, so the next request succeeds, and :class:`ReplayError` says
     the body could not be sent again. Bytes, str, JSON, forms and files are replayed.
+
+    With a DPoP manager each attempt carries a new proof; a ``use_dpop_nonce`` answer is
+    retried once with the server's new nonce (no refresh), and a redirect hop of the same
+    origin that refuses the first request's proof is re-sent once with its own. httpx copies
+    every header but Authorization to a redirect, so a proof (already spent at its own URL)
+    may reach the redirect's target.
     """
 
     def __init__(
@@ -47,6 +61,17 @@ class TokenAuth(httpx.Auth):
             return
         manager = self.manager
         tokens = manager.get_tokens()
+        if manager.dpop is not None:
+            flow = self._dpop_flow(request, tokens)
+            step = next(flow)
+            try:
+                while True:
+                    if isinstance(step, TokenSet):
+                        step = flow.send(manager.handle_rejection(step))
+                    else:
+                        step = flow.send((yield step))
+            except StopIteration:
+                return
         response = yield _authorize(request, tokens)
         if not self._rejected(response, tokens):
             return
@@ -64,6 +89,17 @@ class TokenAuth(httpx.Auth):
             return
         manager = self.manager
         tokens = manager.cached_tokens() or await manager.aget_tokens()
+        if manager.dpop is not None:
+            flow = self._dpop_flow(request, tokens)
+            step = next(flow)
+            try:
+                while True:
+                    if isinstance(step, TokenSet):
+                        step = flow.send(await manager.ahandle_rejection(step))
+                    else:
+                        step = flow.send((yield step))
+            except StopIteration:
+                return
         response = yield _authorize(request, tokens)
         if not self._rejected(response, tokens):
             return
@@ -72,6 +108,43 @@ class TokenAuth(httpx.Auth):
             return  # fresh tokens are rejected too: the 401 is the caller's answer
         _ensure_replayable(request, response)
         yield _authorize(request, replacement)
+
+    def _dpop_flow(self, request: httpx.Request, tokens: TokenSet) -> _DPoPFlow:
+        manager = self.manager
+        assert manager.dpop is not None
+        resource = manager.dpop.resource_request(
+            request.method, str(request.url), tokens, manager.clock
+        )
+        while True:
+            authorization, proof = resource.headers()
+            request.headers["Authorization"] = authorization
+            if proof is not None:
+                request.headers["DPoP"] = proof
+            response: httpx.Response = yield request
+            sent = response.request
+            ours = sent.headers.get("Authorization") == authorization
+            if sent is not request:  # a redirect hop answered
+                if not (ours and response.status_code == 401 and resource.retry_proof()):
+                    return
+                # The hop carried the first request's proof: send it again with its own.
+                request = sent
+                resource.retarget(request.method, str(request.url))
+                resource.learn(response.headers.get("DPoP-Nonce"))
+                continue
+            step = resource.step(
+                response.status_code,
+                response.headers.get_list("WWW-Authenticate"),
+                response.headers.get("DPoP-Nonce"),
+                manager.wants_refresh,
+            )
+            if step is Step.DONE:
+                return
+            if step is Step.REFRESH:
+                replacement: TokenSet | None = yield resource.tokens
+                if not isinstance(replacement, TokenSet):
+                    return  # fresh tokens are rejected too: the 401 is the caller's answer
+                resource.use(replacement)
+            _ensure_replayable(request, response)
 
     def _applies(self, request: httpx.Request) -> bool:
         url = request.url

@@ -28,7 +28,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import httpx
@@ -53,7 +53,10 @@ from ._policy import (
     parse_retry_after,
 )
 from ._tokens import TokenResponseError, TokenSet
-from .errors import LoginFailed, RefreshFailed, SessionExpired
+from .errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
+
+if TYPE_CHECKING:
+    from ._dpop import DPoP, DPoPKey
 
 __all__ = [
     "ClientAuth",
@@ -95,6 +98,14 @@ class Refresher(Protocol):
     ) -> TokenSet: ...
 
 
+def takes_dpop(refresher: object) -> bool:
+    """Whether ``refresher.refresh`` takes ``dpop=``: it can sign its token requests."""
+    try:
+        return "dpop" in inspect.signature(refresher.refresh).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 class HTTPRefresher:
     """Shared sending logic: subclasses say what to send and how to read the answer."""
 
@@ -134,10 +145,13 @@ class HTTPRefresher:
         sent_at: float,
         current: TokenSet | None,
         sent_secrets: tuple[str, ...] = (),
+        dpop_key: DPoPKey | None = None,
     ) -> TokenSet:
         """Read a token endpoint's answer; ``sent_secrets`` (a password...) are cut out of
         any error text, as are the current tokens and the client's own secret. Whatever the
-        answer holds, this raises SessionExpired or RefreshFailed, nothing else."""
+        answer holds, this raises SessionExpired, RefreshFailed or DPoPError, nothing else.
+        ``dpop_key`` is the key the request was signed with: ``DPoP`` tokens are accepted,
+        bound to it."""
         retry_after = parse_retry_after(response.headers.get("Retry-After"), sent_at)
         secrets = sent_secrets + self.secrets()
         if current is not None:
@@ -151,18 +165,31 @@ class HTTPRefresher:
             )
         except RefreshFailed as error:
             error.answer_lost = success and error.error == "malformed_response"
+            if dpop_key is not None and error.error == "use_dpop_nonce":
+                # Asked again after the retry with its nonce: retrying later would not help.
+                raise DPoPError(
+                    "use_dpop_nonce",
+                    "the token endpoint demanded a new DPoP nonce again after one retry with "
+                    "the nonce it gave (or gave none that can be used)",
+                    status=error.status,
+                ) from None
             raise
         try:
-            return TokenSet.from_response(
+            tokens = TokenSet.from_response(
                 self.translate(document),
                 sent_at=sent_at,
                 date_header=response.headers.get("Date"),
                 previous=current,
+                token_types=("Bearer",) if dpop_key is None else ("Bearer", "DPoP"),
+                dpop_key=dpop_key,
             )
         except TokenResponseError as error:
             raise RefreshFailed(
                 error.error, str(error), status=response.status_code, answer_lost=success
             ) from None
+        if dpop_key is not None:
+            _check_confirmation(tokens, dpop_key, response.status_code)
+        return tokens
 
     def translate(self, document: Mapping[str, Any]) -> Mapping[str, Any]:
         """Map the endpoint's field names onto RFC 6749's; identity by default."""
@@ -178,9 +205,12 @@ class HTTPRefresher:
         clock: Clock = system_clock,
         *,
         deadline: float | None = None,
+        dpop: DPoP | None = None,
     ) -> TokenSet:
-        """One attempt, ended by ``deadline`` (monotonic) whatever the server does."""
-        return run_blocking(self.arefresh(current, clock, deadline=deadline))
+        """One attempt, ended by ``deadline`` (monotonic) whatever the server does. With
+        ``dpop`` the request carries a proof (and is sent again once with the server's new
+        nonce if it demands one)."""
+        return run_blocking(self.arefresh(current, clock, deadline=deadline, dpop=dpop))
 
     async def arefresh(
         self,
@@ -188,11 +218,25 @@ class HTTPRefresher:
         clock: Clock = system_clock,
         *,
         deadline: float | None = None,
+        dpop: DPoP | None = None,
     ) -> TokenSet:
         request = self._checked_request(current)
-        sent_at = clock()
-        response = await exchange(request, self.timeout, self.ssl_context, deadline)
-        return self.parse_response(response, sent_at=sent_at, current=current)
+        if dpop is None:
+            sent_at = clock()
+            response = await exchange(request, self.timeout, self.ssl_context, deadline)
+            return self.parse_response(response, sent_at=sent_at, current=current)
+        key = dpop.key_for(current)
+        flow = dpop.token_request(request, key, clock)
+        step = next(flow)
+        while True:
+            sent_at = clock()
+            response = await exchange(step, self.timeout, self.ssl_context, deadline)
+            try:
+                step = flow.send(response)
+            except StopIteration as done:
+                response = done.value
+                break
+        return self.parse_response(response, sent_at=sent_at, current=current, dpop_key=key)
 
     def close(self) -> None:
         """Nothing to release: each attempt uses a client of its own (kept for symmetry)."""
@@ -511,6 +555,22 @@ async def _read_capped(response: httpx.Response) -> bytes:
                 answer_lost=True,
             )
     return bytes(body)
+
+
+def _check_confirmation(tokens: TokenSet, key: DPoPKey, status: int) -> None:
+    """A JWT access token that names its key (``cnf.jkt``, RFC 9449 6.1) must name ours: a
+    token bound to another key would be refused everywhere, or be someone else's."""
+    from ._tokens import _jwt_claims
+
+    confirmation = _jwt_claims(tokens.access_token).get("cnf")
+    jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None
+    if jkt is not None and jkt != key.thumbprint:
+        raise RefreshFailed(
+            "invalid_dpop_binding",
+            "the token endpoint bound the access token to another DPoP key than the one that "
+            "signed the request",
+            status=status,
+        )
 
 
 def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -23,6 +23,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
+from ._dpop import ResourceRequest, Step
 from ._manager import TokenManager
 from ._policy import Destinations
 from ._tokens import TokenSet
@@ -47,6 +48,11 @@ class TokenAuth(AuthBase):
 
     The token is read when requests prepares the request, so a request prepared long before
     it is sent may carry a token that has expired meanwhile: the 401 retry covers that.
+
+    With a DPoP manager each attempt carries a new proof; a ``use_dpop_nonce`` answer is
+    retried once with the server's new nonce (no refresh). A proof never goes on to a
+    redirect's target (it names its own URL); a redirect hop of the same origin that then
+    asks for one is re-sent once with a proof of its own.
     """
 
     def __init__(
@@ -62,7 +68,17 @@ class TokenAuth(AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if request.url is None or not self._applies(request.url):
             return request
-        tokens = self.manager.get_tokens()
+        manager = self.manager
+        tokens = manager.get_tokens()
+        if manager.dpop is not None:
+            assert request.method is not None
+            resource = manager.dpop.resource_request(
+                request.method, request.url, tokens, manager.clock
+            )
+            _sign(request, resource)
+            hook = _DPoPHook(self, resource, _position(request.body))
+            request.hooks["response"].append(hook)
+            return request
         request.headers["Authorization"] = tokens.authorization
         # Appended directly: register_hook is the same append, untyped in requests' annotations.
         request.hooks["response"].append(_RejectionHook(self, tokens, _position(request.body)))
@@ -125,6 +141,76 @@ class _RejectionHook:
 
     def __repr__(self) -> str:
         return f"_RejectionHook(retried={self._retried})"
+
+
+class _DPoPHook:
+    """The response hook of one request sent with DPoP: every hop, every retry (at most one
+    with a new proof and one with new tokens, as :class:`ResourceRequest` decides)."""
+
+    __slots__ = ("_auth", "_position", "_resource")
+
+    def __init__(self, auth: TokenAuth, resource: ResourceRequest, position: int | None) -> None:
+        self._auth = auth
+        self._resource = resource
+        self._position = position
+
+    def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        request = response.request
+        if response.is_redirect:
+            # requests follows it with a copy of this request: the proof names this URL only.
+            request.headers.pop("DPoP", None)
+            return response
+        resource = self._resource
+        manager = self._auth.manager
+        if (
+            request.url is None
+            or request.method is None
+            or request.headers.get("Authorization") != resource.tokens.authorization
+            or not self._auth._applies(request.url)
+        ):
+            return response  # a hop that requests stripped, or the caller's own header
+        if (request.method, request.url) != (resource.method, resource.url):
+            # A redirect hop of the same origin, sent without a proof.
+            if response.status_code != 401 or not resource.retry_proof():
+                return response
+            resource.retarget(request.method, request.url)
+            resource.learn(response.headers.get("DPoP-Nonce"))
+        else:
+            step = resource.step(
+                response.status_code,
+                _challenge_lines(response),
+                response.headers.get("DPoP-Nonce"),
+                manager.wants_refresh,
+            )
+            if step is Step.DONE:
+                return response
+            if step is Step.REFRESH:
+                replacement = manager.handle_rejection(resource.tokens)
+                if replacement is None:
+                    return response  # fresh tokens are rejected too: the caller's answer
+                resource.use(replacement)
+        # Read and release the answer so that the retry can reuse its connection.
+        _ = response.content
+        response.close()
+        _rewind(request, self._position, response.status_code)
+        retry = request.copy()
+        _sign(retry, resource)
+        retried = response.connection.send(retry, **kwargs)
+        retried.history.append(response)
+        retried.request = retry
+        return self(retried, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"_DPoPHook({self._resource.method} {self._resource.url})"
+
+
+def _sign(request: requests.PreparedRequest, resource: ResourceRequest) -> None:
+    authorization, proof = resource.headers()
+    request.headers["Authorization"] = authorization
+    if proof is None:
+        request.headers.pop("DPoP", None)
+    else:
+        request.headers["DPoP"] = proof
 
 
 def _challenge_lines(response: requests.Response) -> list[str] | str | None:

@@ -2,6 +2,11 @@
 
 ``STORES`` is the one place that lists the stores; each entry makes a fresh store and may ask
 pytest for what it needs (``request.getfixturevalue("tmp_path")``...).
+
+``SCHEMES``: tests marked ``dpop`` also run with DPoP on (``dpop(only=True)``: only with it).
+Then the server demands nonces (rotated every five minutes of its clock), the manager is
+given a DPoP key, and the session is a public client's, whose refresh tokens are bound to
+that key.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import pytest
 
 import freshtoken
-from freshtoken.server import ReferenceServer
+from freshtoken.server import DPoPConfig, ReferenceServer
 
 from .drivers import KINDS, Driver, make_driver
 
@@ -45,6 +50,12 @@ STORES: dict[str, StoreFactory] = {
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "scheme" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("dpop")
+        schemes = ["bearer"] if marker is None else ["bearer", "dpop"]
+        if marker is not None and marker.kwargs.get("only"):
+            schemes = ["dpop"]
+        metafunc.parametrize("scheme", schemes, indirect=True)
     if "store" not in metafunc.fixturenames:
         return
     every = metafunc.definition.get_closest_marker("every_store") is not None
@@ -57,6 +68,12 @@ FAST_RETRY = freshtoken.RetryPolicy(attempts=3, initial=0.01, maximum=0.05)
 
 @pytest.fixture(params=KINDS)
 def client_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def scheme(request: pytest.FixtureRequest) -> str:
+    """``bearer``, or ``dpop`` for a test marked ``dpop``."""
     return str(request.param)
 
 
@@ -76,6 +93,7 @@ class Env:
     kind: str
     expired: list[BaseException]  # every on_session_expired call
     issued: list[freshtoken.TokenSet]  # every token set the manager held: for secret scans
+    dpop_key: freshtoken.DPoPKey | None = None  # the session's key when DPoP is on
     drivers: list[Driver] = dataclasses.field(default_factory=list)
 
     def url(self, path: str) -> str:
@@ -88,7 +106,19 @@ class Env:
         return made
 
     def login(self) -> freshtoken.TokenSet:
-        tokens = freshtoken.TokenSet.from_response(self.server.login(), sent_at=self.server.clock())
+        if self.dpop_key is None:
+            answer = self.server.login()
+            tokens = freshtoken.TokenSet.from_response(answer, sent_at=self.server.clock())
+        else:
+            tokens = freshtoken.password_login(
+                self.server.token_url,
+                username="demo",
+                password="demo",
+                client_id=DPOP_CLIENT,
+                clock=self.server.clock,
+                dpop=self.dpop_key,
+            )
+            assert tokens.token_type == "DPoP"
         self.issued.append(tokens)
         return tokens
 
@@ -104,16 +134,25 @@ class Env:
         return found
 
 
+DPOP_CLIENT = "demo-public"  # a public client: its refresh tokens are bound to the key too
+
+
 @pytest.fixture
 def env(
-    oauth_server: ReferenceServer, store: freshtoken.TokenStore, client_kind: str
+    oauth_server: ReferenceServer, store: freshtoken.TokenStore, client_kind: str, scheme: str
 ) -> Iterator[Env]:
     """A logged-in manager on the server's clock; asserts no reuse detection at the end."""
     expired: list[BaseException] = []
     issued: list[freshtoken.TokenSet] = []
-    refresher = freshtoken.OAuth2Refresher(
-        oauth_server.token_url, client_id="demo", client_secret="demo-secret"
-    )
+    key = None
+    if scheme == "dpop":
+        key = freshtoken.DPoPKey.generate()
+        oauth_server.configure(dpop=DPoPConfig(nonces=True))
+        refresher = freshtoken.OAuth2Refresher(oauth_server.token_url, client_id=DPOP_CLIENT)
+    else:
+        refresher = freshtoken.OAuth2Refresher(
+            oauth_server.token_url, client_id="demo", client_secret="demo-secret"
+        )
     manager = freshtoken.TokenManager(
         refresher,
         store,
@@ -121,9 +160,12 @@ def env(
         clock=oauth_server.clock,
         on_session_expired=expired.append,
         on_refresh=issued.append,
+        dpop=key,
     )
-    world = Env(oauth_server, manager, client_kind, expired, issued)
+    world = Env(oauth_server, manager, client_kind, expired, issued, key)
     manager.set_tokens(world.login())
+    if scheme == "dpop":
+        oauth_server.reset_stats()  # the login's nonce round trip is no test's business
     yield world
     for made in world.drivers:
         made.close()

@@ -9,7 +9,7 @@ from .drivers import SYNC_STORM_THREADS, Outcome
 
 ASYNC_STORM_TASKS = 200
 
-pytestmark = pytest.mark.every_store
+pytestmark = [pytest.mark.every_store, pytest.mark.dpop]
 
 
 def _storm_size(env: Env) -> int:

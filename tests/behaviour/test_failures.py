@@ -12,7 +12,7 @@ from .drivers import Outcome
 
 TRANSIENT: list[FaultKind] = ["status_503", "status_429", "malformed_json", "drop_connection"]
 
-pytestmark = pytest.mark.every_store
+pytestmark = [pytest.mark.every_store, pytest.mark.dpop]
 
 
 def _errors(outcomes: list[Outcome]) -> list[BaseException]:

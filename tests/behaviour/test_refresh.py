@@ -9,6 +9,8 @@ from freshtoken.server import ServerState
 
 from .conftest import Env
 
+pytestmark = pytest.mark.dpop
+
 ACCESS_TTL = 300.0  # the reference server's default; refresh window min(30, 0.25 * 300) = 30
 
 

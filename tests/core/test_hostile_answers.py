@@ -16,6 +16,7 @@ from listener import Answer, Listener, json_answer
 
 import freshtoken.requests
 from freshtoken import (
+    DPoPKey,
     JSONRefresher,
     ManualClock,
     MemoryStore,
@@ -116,14 +117,19 @@ def test_bearer_in_any_case_or_missing_is_bearer(token_type: str | None) -> None
     assert new.authorization == f"Bearer {NEW_ACCESS}"
 
 
-def test_more_token_types_are_one_argument_away() -> None:
-    """from_response(token_types=...) is where DPoP will be let in."""
+def test_dpop_tokens_are_accepted_only_with_their_key() -> None:
+    """A DPoP answer is refused unless DPoP is accepted, and then only with the key it is
+    bound to."""
     data = {"access_token": "a", "token_type": "dpop"}
     with pytest.raises(TokenResponseError) as caught:
         TokenSet.from_response(data)
     assert caught.value.error == "unsupported_token_type"
-    accepted = TokenSet.from_response(data, token_types=("Bearer", "DPoP"))
+    with pytest.raises(TokenResponseError, match="needs the DPoP key"):
+        TokenSet.from_response(data, token_types=("Bearer", "DPoP"))
+    key = DPoPKey.generate()
+    accepted = TokenSet.from_response(data, token_types=("Bearer", "DPoP"), dpop_key=key)
     assert accepted.token_type == "DPoP"
+    assert accepted.dpop_key == key
 
 
 # -- characters a token may hold ------------------------------------------------------------

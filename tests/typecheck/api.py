@@ -83,3 +83,15 @@ async def readme_logins(issuer: str, api: str, pem: str) -> None:
         freshtoken.password_login(issuer=issuer, username="a", password="b", client_id="c")
     except freshtoken.LoginFailed as failed:
         print(failed.error, failed.description, failed.status)
+
+
+def readme_dpop(token_url: str, store: freshtoken.TokenStore) -> None:
+    key = freshtoken.DPoPKey.generate("ES256")
+    tokens = freshtoken.password_login(
+        token_url, username="alice", password="p", client_id="cli", dpop=key
+    )
+    refresher = freshtoken.OAuth2Refresher(token_url, client_id="cli")
+    manager = freshtoken.TokenManager(refresher, store, dpop=key)
+    manager.set_tokens(tokens)
+    fleet = freshtoken.TokenManager(refresher, store, dpop="EdDSA")
+    print(fleet.get_tokens().dpop_key, freshtoken.DPoPKey.from_jwk(key.private_jwk()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._config import Client, FaultKind, Faults, ServerConfig, TokenFault, User
+from ._config import Client, DPoPConfig, FaultKind, Faults, ServerConfig, TokenFault, User
 
 if TYPE_CHECKING:
     from ._app import create_app
@@ -22,6 +22,7 @@ __all__ = [
     "Browser",
     "BrowserError",
     "Client",
+    "DPoPConfig",
     "FaultKind",
     "Faults",
     "ReferenceServer",

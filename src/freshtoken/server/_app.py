@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._clock import Clock, system_clock
 from . import _pages
 from ._config import DEVICE_CODE_GRANT, Client, ServerConfig, TokenFault
+from ._dpop import DPoPRefused, NonceHeader
 from ._state import (
     IDENTITY_SCOPES,
     AuthorizationRefused,
@@ -218,6 +219,12 @@ def _seconds(value: float) -> int | float:
     return int(rounded) if rounded.is_integer() else rounded
 
 
+def _scheme_of(request: Request) -> str:
+    """The scheme a challenge answers in: DPoP for a request that used it, else Bearer."""
+    authorization = request.headers.get("authorization", "")
+    return "DPoP" if authorization[:5].lower() == "dpop " else "Bearer"
+
+
 def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -292,6 +299,7 @@ class _Endpoints:
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": [self.state.key.algorithm],
                 "claims_supported": _ID_TOKEN_CLAIMS,
+                "dpop_signing_alg_values_supported": list(config.dpop.algorithms),
             }
         )
 
@@ -340,7 +348,7 @@ class _Endpoints:
     def _token_response(self, issued: Issued, *, oauth: bool) -> Response:
         body: dict[str, Any] = {"access_token": issued.access_token}
         if oauth:
-            body["token_type"] = "Bearer"
+            body["token_type"] = "Bearer" if issued.jkt is None else "DPoP"
         body["expires_in"] = _seconds(issued.expires_in)
         if issued.refresh_token is not None:
             body["refresh_token"] = issued.refresh_token
@@ -401,24 +409,43 @@ class _Endpoints:
             raise _BadRequest(400, "invalid_request", "client_id differs from Basic credentials")
         return self.state.authenticate_client(client_id, secret)
 
+    def _token_proof(self, request: Request) -> str | None:
+        """The key thumbprint of the request's DPoP proof, None without one (RFC 9449 5)."""
+        proofs = request.headers.getlist("dpop")
+        if not proofs:
+            return None
+        return self.state.dpop.check(proofs, request.method, str(request.url)).jkt
+
+    def _dpop_refusal(self, refused: DPoPRefused) -> Response:
+        self.state.count_token_error(refused.error)
+        headers = dict(_NO_STORE)
+        if refused.error == "use_dpop_nonce":
+            headers["DPoP-Nonce"] = self.state.dpop.current_nonce()
+        return _error(400, refused.error, refused.description, **headers)
+
     def _grant(self, request: Request, form: dict[str, str]) -> Issued:
         grant = _required(form, "grant_type")
         client = self._authenticate_client(request, form)
         scope = parse_scope(form.get("scope"))
+        jkt = self._token_proof(request)
         if grant == "password":
             username, password = _required(form, "username"), _required(form, "password")
-            return self.state.password_grant(client, username, password, scope)
+            return self.state.password_grant(client, username, password, scope, jkt=jkt)
         if grant == "refresh_token":
             refresh_token = _required(form, "refresh_token")
-            return self.state.refresh_grant(client, refresh_token, scope)
+            return self.state.refresh_grant(client, refresh_token, scope, jkt=jkt)
         if grant == "client_credentials":
-            return self.state.client_credentials_grant(client, scope)
+            return self.state.client_credentials_grant(client, scope, jkt=jkt)
         if grant == "authorization_code":
             return self.state.authorization_code_grant(
-                client, _required(form, "code"), form.get("redirect_uri"), form.get("code_verifier")
+                client,
+                _required(form, "code"),
+                form.get("redirect_uri"),
+                form.get("code_verifier"),
+                jkt=jkt,
             )
         if grant == DEVICE_CODE_GRANT:
-            return self.state.device_code_grant(client, _required(form, "device_code"))
+            return self.state.device_code_grant(client, _required(form, "device_code"), jkt=jkt)
         raise OAuthError(
             "unsupported_grant_type",
             "authorization_code, refresh_token, device_code, client_credentials or password",
@@ -444,6 +471,8 @@ class _Endpoints:
         except (_BadRequest, OAuthError) as refused:
             error = self._oauth_error(refused.status, refused.error, refused.description, basic)
             return self._answer(fault, error)
+        except DPoPRefused as refused:
+            return self._answer(fault, self._dpop_refusal(refused))
         return self._answer(fault, self._token_response(issued, oauth=True))
 
     async def revoke(self, request: Request) -> Response:
@@ -637,15 +666,24 @@ class _Endpoints:
 
     # -- the protected API (RFC 6750) ----------------------------------------------------
 
-    def _challenge(self, error: BearerError) -> Response:
+    def _challenge(self, error: BearerError, scheme: str = "Bearer") -> Response:
         params = [f"realm={_quoted(self.realm)}"]
+        if scheme == "DPoP":  # RFC 9449 section 7.1
+            params.append(f"algs={_quoted(' '.join(self.state.config.dpop.algorithms))}")
         if error.error is not None:
             params.append(f"error={_quoted(error.error)}")
             params.append(f"error_description={_quoted(error.description)}")
         if error.scope is not None:
             params.append(f"scope={_quoted(error.scope)}")
-        headers = {"WWW-Authenticate": "Bearer " + ", ".join(params)}
+        headers = {"WWW-Authenticate": f"{scheme} " + ", ".join(params)}
         return _error(error.status, error.error or "unauthorized", error.description, **headers)
+
+    def _dpop_challenge(self, refused: DPoPRefused) -> Response:
+        # Counted as dpop_invalid_proofs or dpop_nonce_demands: no token was judged.
+        response = self._challenge(BearerError(401, refused.error, refused.description), "DPoP")
+        if refused.error == "use_dpop_nonce":
+            response.headers["DPoP-Nonce"] = self.state.dpop.current_nonce()
+        return response
 
     def _principal(self, request: Request, scope: str | None, optional: bool) -> Principal | None:
         headers = request.headers.getlist("authorization")
@@ -654,13 +692,26 @@ class _Endpoints:
         if len(headers) > 1:
             raise BearerError(400, "invalid_request", "repeated Authorization header")
         scheme, _, token = headers[0].strip().partition(" ") if headers else ("", "", "")
-        if scheme.lower() != "bearer" and optional:
+        kind = scheme.lower()
+        if kind not in ("bearer", "dpop") and optional:
             return None  # the echo reports other credentials (has_authorization) unjudged
-        if scheme.lower() != "bearer":
+        if kind not in ("bearer", "dpop"):
             # RFC 6750 section 3.1: no bearer credentials at all, so no error code.
             self.state.count("unauthorized_401")
             raise BearerError(401, None, "a bearer access token is required")
-        return self.state.authenticate(token.strip(), scope)
+        token = token.strip()
+        proof_jkt = None
+        if kind == "dpop":  # RFC 9449 section 7: the proof first, then the token it names
+            proofs = request.headers.getlist("dpop")
+            method, url = request.method, str(request.url)
+            proof_jkt = self.state.dpop.check(proofs, method, url, access_token=token).jkt
+        principal = self.state.authenticate(token, scope)
+        if principal.jkt != proof_jkt:
+            self.state.count("unauthorized_401")
+            if proof_jkt is None:
+                raise BearerError(401, "invalid_token", "a DPoP-bound token needs its proof")
+            raise BearerError(401, "invalid_token", "the token is not bound to the proof's key")
+        return principal
 
     def protected(
         self, handler: Handler, scope: str | None = None, optional: bool = False
@@ -669,8 +720,10 @@ class _Endpoints:
             try:
                 principal = self._principal(request, scope, optional)
                 response = await handler(request, principal)
+            except DPoPRefused as refused:
+                return self._dpop_challenge(refused)
             except BearerError as refused:
-                return self._challenge(refused)
+                return self._challenge(refused, _scheme_of(request))
             except _BadRequest as problem:
                 return _error(problem.status, problem.error, problem.description)
             if principal is not None and response.status_code < 400:
@@ -756,7 +809,9 @@ class _Endpoints:
 
     async def post_faults(self, request: Request) -> Response:
         """Arm faults. Body: any of ``{"kind", "count", "retry_after"}``, ``"latency"``,
-        ``"fail_api"``, ``"expire_access_tokens": true``, ``"revoke_user"``, ``"clear": true``.
+        ``"fail_api"``, ``"expire_access_tokens": true``, ``"revoke_user"``, ``"clear": true``,
+        ``"dpop_new_nonce": N`` (the next N proofs are told to use a new nonce),
+        ``"rotate_dpop_nonce": true``.
         """
         try:
             data = _parse_json_object(request, await _read_body(request, self.max_body))
@@ -768,6 +823,7 @@ class _Endpoints:
     def _apply_faults(self, data: dict[str, Any]) -> dict[str, Any]:
         known = {"kind", "count", "retry_after", "latency", "fail_api"}
         known |= {"expire_access_tokens", "revoke_user", "clear"}
+        known |= {"dpop_new_nonce", "rotate_dpop_nonce"}
         if unknown := set(data) - known:
             raise _BadRequest(400, "invalid_request", f"unknown keys {sorted(unknown)}")
 
@@ -797,6 +853,10 @@ class _Endpoints:
                     raise _BadRequest(400, "invalid_request", "'kind' must be a string")
                 TokenFault(kind, 1 if count is None else count, retry_after)  # type: ignore[arg-type]
                 self.state.inject(kind, 1 if count is None else count, retry_after=retry_after)  # type: ignore[arg-type]
+            if (demands := number("dpop_new_nonce", int)) is not None:
+                self.state.dpop.demand_new_nonce(demands)
+            if data.get("rotate_dpop_nonce") is True:
+                self.state.dpop.rotate_nonce()
             if data.get("expire_access_tokens") is True:
                 self.state.expire_access_tokens()
             if (user := data.get("revoke_user")) is not None:
@@ -871,7 +931,10 @@ def build_app(state: ServerState) -> Starlette:
         ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_ServerDate, state=state)],
+        middleware=[
+            Middleware(_ServerDate, state=state),
+            Middleware(NonceHeader, verifier=state.dpop),
+        ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.state.freshtoken = state

@@ -17,6 +17,7 @@ __all__ = [
     "DEVICE_CODE_GRANT",
     "LOOPBACK_REDIRECT_URIS",
     "Client",
+    "DPoPConfig",
     "FaultKind",
     "Faults",
     "ServerConfig",
@@ -145,6 +146,30 @@ class Faults:
 
 
 @dataclass(frozen=True)
+class DPoPConfig:
+    """How the server treats DPoP proofs (RFC 9449); a request with a proof gets DPoP-bound
+    tokens, one without gets Bearer tokens.
+
+    ``nonces`` makes every proof carry the server's current nonce, replaced every
+    ``nonce_ttl`` seconds. A proof's ``iat`` may be ``iat_window`` seconds away from the
+    server's clock; ``algorithms`` are the signature algorithms accepted.
+    """
+
+    nonces: bool = False
+    nonce_ttl: float = 300.0
+    iat_window: float = 60.0
+    algorithms: tuple[str, ...] = ("ES256", "ES384", "EdDSA", "RS256", "PS256")
+
+    def __post_init__(self) -> None:
+        for name in ("nonce_ttl", "iat_window"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"dpop {name} must be a finite number of seconds > 0")
+        if not self.algorithms or {"none", "HS256", "HS384", "HS512"} & set(self.algorithms):
+            raise ValueError("dpop algorithms must be asymmetric signature algorithms")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """The token lifecycle of one server. All durations are in seconds of the server's clock.
 
@@ -172,6 +197,7 @@ class ServerConfig:
     ``iss`` with every authorization response (RFC 9207) and says so in the metadata.
     An authorization code lives ``code_ttl`` seconds, a device code ``device_code_ttl``;
     ``device_interval`` is the polling interval the device flow asks for (0 in tests).
+    ``dpop`` says how DPoP proofs are checked (see :class:`DPoPConfig`).
     """
 
     access_ttl: float = 300.0
@@ -197,6 +223,7 @@ class ServerConfig:
     code_ttl: float = 60.0
     device_code_ttl: float = 600.0
     device_interval: float = 5.0
+    dpop: DPoPConfig = field(default_factory=DPoPConfig)
 
     def __post_init__(self) -> None:
         if self.issuer_path and not _ISSUER_PATH.fullmatch(self.issuer_path):

@@ -337,6 +337,15 @@ class ReferenceServer:
     def clear_faults(self) -> None:
         self.state.clear_faults()
 
+    def demand_new_dpop_nonce(self, count: int = 1) -> None:
+        """The next ``count`` DPoP proofs, at the token endpoint or the API, are answered
+        ``use_dpop_nonce`` with a new nonce (a large count: a server that always does)."""
+        self.state.dpop.demand_new_nonce(count)
+
+    def rotate_dpop_nonce(self) -> str:
+        """Replace the server's DPoP nonce now; returns the new one."""
+        return self.state.dpop.rotate_nonce()
+
     def expire_access_tokens(self) -> None:
         """Every access token issued so far is expired from now on."""
         self.state.expire_access_tokens()

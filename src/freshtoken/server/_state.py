@@ -58,6 +58,7 @@ from ._config import (
     TokenFault,
     User,
 )
+from ._dpop import DPoPVerifier
 from ._keys import SigningKey, client_key, looks_like_jwt
 
 __all__ = [
@@ -146,6 +147,7 @@ class Issued:
     scope: frozenset[str]
     refresh_token: str | None
     id_token: str | None = None
+    jkt: str | None = None  # the DPoP key the access token is bound to (cnf.jkt)
 
     def __repr__(self) -> str:
         return f"Issued(expires_at={self.expires_at:.3f}, scope={format_scope(self.scope)!r})"
@@ -161,6 +163,7 @@ class Principal:
     scope: frozenset[str]
     jti: str
     expires_at: float
+    jkt: str | None = None  # the token's DPoP binding: the app checks the proof's key
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ class _Family:
     last_active_at: float
     revoked: bool = False
     auth_time: float | None = None  # when the user typed the password, if not created_at
+    jkt: str | None = None  # a public client's refresh tokens are bound to its DPoP key
 
 
 @dataclass
@@ -242,6 +246,7 @@ class _AccessToken:
     scope: frozenset[str]
     seq: int
     revoked: bool = False
+    jkt: str | None = None
 
 
 def _zero_stats() -> dict[str, Any]:
@@ -275,6 +280,12 @@ def _zero_stats() -> dict[str, Any]:
         "device_codes": 0,
         "device_approvals": 0,
     }
+
+
+def _refresh_binding(client: Client, jkt: str | None) -> str | None:
+    """RFC 9449 section 5: a public client's refresh tokens are bound to its DPoP key (a
+    confidential client's are bound to its authentication already)."""
+    return jkt if client.secret is None and client.public_key is None else None
 
 
 def parse_scope(text: str | None) -> frozenset[str] | None:
@@ -346,6 +357,7 @@ class ServerState:
         self._token_faults: collections.deque[TokenFault] = collections.deque()
         self._latency = 0.0
         self._fail_api = 0
+        self.dpop = DPoPVerifier(lambda: self._config.dpop, self.now)
         self.arm(config.faults)
 
     # -- configuration and clock ---------------------------------------------------------
@@ -453,7 +465,13 @@ class ServerState:
         return client
 
     def password_grant(
-        self, client: Client, username: str, password: str, scope: frozenset[str] | None
+        self,
+        client: Client,
+        username: str,
+        password: str,
+        scope: frozenset[str] | None,
+        *,
+        jkt: str | None = None,
     ) -> Issued:
         self._require_grant(client, "password")
         user = self._config.user(username)
@@ -463,10 +481,13 @@ class ServerState:
         with self._lock:
             now = self.now()
             family = self._new_family(user.username, client.client_id, granted, now)
+            family.jkt = _refresh_binding(client, jkt)
             self._stats["logins"] += 1
-            return self._issue(family, granted, now, with_refresh=True)
+            return self._issue(family, granted, now, with_refresh=True, jkt=jkt)
 
-    def client_credentials_grant(self, client: Client, scope: frozenset[str] | None) -> Issued:
+    def client_credentials_grant(
+        self, client: Client, scope: frozenset[str] | None, *, jkt: str | None = None
+    ) -> Issued:
         self._require_grant(client, "client_credentials")
         if client.is_public:
             raise OAuthError("unauthorized_client", "a public client has no credentials")
@@ -474,10 +495,15 @@ class ServerState:
         with self._lock:
             now = self.now()
             family = self._new_family(None, client.client_id, granted, now)
-            return self._issue(family, granted, now, with_refresh=False)
+            return self._issue(family, granted, now, with_refresh=False, jkt=jkt)
 
     def refresh_grant(
-        self, client: Client, refresh_token: str, scope: frozenset[str] | None
+        self,
+        client: Client,
+        refresh_token: str,
+        scope: frozenset[str] | None,
+        *,
+        jkt: str | None = None,
     ) -> Issued:
         self._require_grant(client, "refresh_token")
         with self._lock:
@@ -493,6 +519,10 @@ class ServerState:
                 raise self._invalid_grant("the session was revoked")
             if now >= family.created_at + config.refresh_ttl:
                 raise self._invalid_grant("the session expired (refresh_ttl)")
+            if family.jkt is not None and jkt != family.jkt:
+                raise self._invalid_grant(
+                    "the refresh token is bound to a DPoP key: sign with that key"
+                )
             if record.retired_at is not None:
                 if now - record.retired_at < config.reuse_grace and record.successor:
                     self._stats["refreshes"] += 1
@@ -516,8 +546,8 @@ class ServerState:
             self._stats["refreshes"] += 1
             if not config.rotation:
                 # RFC 6749 section 6: the client keeps its refresh token; none is returned.
-                return self._issue(family, granted, now)
-            issued = self._issue(family, granted, now, with_refresh=True)
+                return self._issue(family, granted, now, jkt=jkt)
+            issued = self._issue(family, granted, now, with_refresh=True, jkt=jkt)
             record.retired_at = now
             record.successor = issued
             self._stats["rotations"] += 1
@@ -642,7 +672,13 @@ class ServerState:
             return self._redirect(pending, code=code)
 
     def authorization_code_grant(
-        self, client: Client, code: str, redirect_uri: str | None, code_verifier: str | None
+        self,
+        client: Client,
+        code: str,
+        redirect_uri: str | None,
+        code_verifier: str | None,
+        *,
+        jkt: str | None = None,
     ) -> Issued:
         self._require_grant(client, "authorization_code")
         with self._lock:
@@ -674,9 +710,12 @@ class ServerState:
                 raise self._invalid_grant("code_verifier does not match the code_challenge")
             family = self._new_family(record.username, client.client_id, record.scope, now)
             family.auth_time = record.auth_time
+            family.jkt = _refresh_binding(client, jkt)
             record.family_id = family.id
             self._stats["logins"] += 1
-            return self._issue(family, record.scope, now, with_refresh=True, nonce=record.nonce)
+            return self._issue(
+                family, record.scope, now, with_refresh=True, nonce=record.nonce, jkt=jkt
+            )
 
     # -- device authorization (RFC 8628) --------------------------------------------------
 
@@ -734,7 +773,9 @@ class ServerState:
             self._stats["device_approvals"] += 1
             return "approved"
 
-    def device_code_grant(self, client: Client, device_code: str) -> Issued:
+    def device_code_grant(
+        self, client: Client, device_code: str, *, jkt: str | None = None
+    ) -> Issued:
         self._require_grant(client, DEVICE_CODE_GRANT)
         with self._lock:
             record = self._device_codes.get(device_code)
@@ -759,8 +800,9 @@ class ServerState:
             assert record.username is not None
             family = self._new_family(record.username, client.client_id, record.scope, now)
             family.auth_time = record.auth_time
+            family.jkt = _refresh_binding(client, jkt)
             self._stats["logins"] += 1
-            return self._issue(family, record.scope, now, with_refresh=True)
+            return self._issue(family, record.scope, now, with_refresh=True, jkt=jkt)
 
     def revoke_token(self, client: Client, token: str) -> None:
         """RFC 7009: unknown tokens and other clients' tokens are silently ignored."""
@@ -807,6 +849,7 @@ class ServerState:
                 record.scope,
                 jti,
                 record.expires_at,
+                record.jkt,
             )
 
     def count(self, counter: str) -> None:
@@ -904,6 +947,7 @@ class ServerState:
             self._token_faults.clear()
             self._latency = 0.0
             self._fail_api = 0
+        self.dpop.demand_new_nonce(0)
 
     def faults(self) -> dict[str, Any]:
         with self._lock:
@@ -916,11 +960,12 @@ class ServerState:
         with self._lock:
             stats = dict(self._stats)
             stats["token_requests_by_grant"] = dict(stats["token_requests_by_grant"])
-            return stats
+        return {**stats, **self.dpop.stats()}
 
     def reset_stats(self) -> None:
         with self._lock:
             self._stats = _zero_stats()
+        self.dpop.reset_stats()
 
     # -- internals (the lock is held by the caller where it matters) ---------------------
 
@@ -1003,6 +1048,7 @@ class ServerState:
         *,
         with_refresh: bool = False,
         nonce: str | None = None,
+        jkt: str | None = None,
     ) -> Issued:
         seq = next(self._seq)
         if seq % _PRUNE_EVERY == 0:
@@ -1022,8 +1068,10 @@ class ServerState:
             "scope": format_scope(scope),
             "client_id": family.client_id,
         }
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}  # RFC 9449 section 6.1
         access_token = self.key.sign(claims)
-        self._access[jti] = _AccessToken(family.id, subject, expires_at, scope, seq)
+        self._access[jti] = _AccessToken(family.id, subject, expires_at, scope, seq, jkt=jkt)
         refresh_token = None
         if with_refresh:
             refresh_token = secrets.token_urlsafe(32)
@@ -1032,7 +1080,13 @@ class ServerState:
         if "openid" in scope and family.username is not None:
             id_token = self._id_token(family, access_token, now, expires_at, nonce)
         return Issued(
-            access_token, expires_at, self._config.access_ttl, scope, refresh_token, id_token
+            access_token,
+            expires_at,
+            self._config.access_ttl,
+            scope,
+            refresh_token,
+            id_token,
+            jkt,
         )
 
     def _id_token(

@@ -1,0 +1,537 @@
+"""DPoP (RFC 9449): the client's key, its proofs, and the servers' nonces. No I/O.
+
+Where the key lives. A DPoP-bound access token (and a public client's refresh token) works
+only with the key it was bound to, so the key is *part of the tokens*: ``TokenSet.dpop_key``,
+stored with them by every store, read back by every process that shares the store. A fleet
+therefore signs with one key without being told it, and a refresh always presents the key
+the refresh token was bound to. ``TokenManager(dpop=...)`` says which key new tokens are
+bound to (a :class:`DPoPKey`, or an algorithm name: "whatever key is stored, or a new one of
+this algorithm"); a manager given a key refuses to refresh tokens bound to another.
+
+What the pieces do:
+
+* :class:`DPoPKey` signs proofs (ES256, EdDSA or RS256). Its repr and its errors show the
+  algorithm and the RFC 7638 thumbprint, never the private key.
+* :class:`Nonces` remembers the last ``DPoP-Nonce`` of each origin (authorization server and
+  resource servers alike), refusing values that are not RFC 9449 nonces.
+* :class:`DPoP` is a manager's DPoP configuration: the key policy and the nonce cache.
+  :meth:`DPoP.token_request` is the token endpoint exchange (sign, send, on
+  ``use_dpop_nonce`` sign again with the new nonce, once) as a sans-I/O generator, and
+  :class:`ResourceRequest` decides, response by response, what a resource request does next:
+  nothing, a retry with the server's new nonce (once), or a token refresh (once).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import functools
+import hashlib
+import json
+import re
+import secrets
+import threading
+from collections.abc import Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, get_args
+from urllib.parse import urlsplit
+
+from ._challenges import HeaderValues, parse_challenges
+from ._policy import default_port, read_json
+from .errors import DPoPError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ._tokens import TokenSet
+
+__all__ = [
+    "ALGORITHMS",
+    "DPoP",
+    "DPoPAlgorithm",
+    "DPoPKey",
+    "Nonces",
+    "ResourceRequest",
+    "Step",
+    "access_token_hash",
+    "nonce_demanded",
+    "target_uri",
+]
+
+DPoPAlgorithm: TypeAlias = Literal["ES256", "EdDSA", "RS256"]
+ALGORITHMS: tuple[str, ...] = get_args(DPoPAlgorithm)
+
+# RFC 9449 section 8.1: nonce = 1*NQCHAR, printable ASCII less the space, '"' and '\'.
+_NONCE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+LONGEST_NONCE = 512  # characters; nonces are a few dozen: more is a broken or hostile server
+_RSA_BITS = 2048
+_EXTRA = "pip install 'freshtoken[crypto]'"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _compact_json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _algorithms() -> Any:
+    try:
+        import cryptography  # noqa: F401 - PyJWT signs with it
+        from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f"DPoP needs the cryptography library: {_EXTRA}", name=error.name
+        ) from error
+    return ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+
+def access_token_hash(access_token: str) -> str:
+    """The ``ath`` claim: base64url of the SHA-256 of the access token (RFC 9449 4.2)."""
+    return _b64(hashlib.sha256(access_token.encode("ascii")).digest())
+
+
+@functools.lru_cache(maxsize=1024)
+def target_uri(url: str) -> str:
+    """The ``htu`` claim for ``url``: scheme, host, port and path; no user, query or
+    fragment (RFC 9449 4.2), the scheme and host lower-cased and a default port left out."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port is None or port == default_port(scheme) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path or '/'}"
+
+
+class DPoPKey:
+    """A DPoP key pair. ``DPoPKey.generate("ES256")`` (also ``"EdDSA"``, ``"RS256"``) makes
+    one; :meth:`private_jwk` and :meth:`from_jwk` carry it to disk and back (stores do this
+    themselves: the key is stored with the tokens bound to it).
+
+    Its repr shows the algorithm and the thumbprint (``jkt``, RFC 7638), which are public; the
+    private key appears in no repr, log line or error.
+    """
+
+    __slots__ = ("_algorithm", "_header", "_private", "_signer", "_thumbprint")
+
+    def __init__(self, private_key: Any, algorithm: DPoPAlgorithm) -> None:
+        """Use :meth:`generate` or :meth:`from_jwk`; ``private_key`` is a cryptography key."""
+        ec_alg, okp_alg, rsa_alg = _algorithms()
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+        if algorithm == "ES256":
+            if not (
+                isinstance(private_key, ec.EllipticCurvePrivateKey)
+                and isinstance(private_key.curve, ec.SECP256R1)
+            ):
+                raise ValueError("an ES256 DPoP key must be a P-256 private key")
+            signer = ec_alg(ec_alg.SHA256)
+        elif algorithm == "EdDSA":
+            if not isinstance(private_key, ed25519.Ed25519PrivateKey):
+                raise ValueError("an EdDSA DPoP key must be an Ed25519 private key")
+            signer = okp_alg()
+        elif algorithm == "RS256":
+            if not isinstance(private_key, rsa.RSAPrivateKey):
+                raise ValueError("an RS256 DPoP key must be an RSA private key")
+            if private_key.key_size < _RSA_BITS:
+                raise ValueError(f"an RS256 DPoP key needs at least {_RSA_BITS} bits")
+            signer = rsa_alg(rsa_alg.SHA256)
+        else:
+            raise ValueError(f"DPoP algorithm must be one of {', '.join(ALGORITHMS)}")
+        self._algorithm: DPoPAlgorithm = algorithm
+        self._private = private_key
+        self._signer = signer
+        public = dict(signer.to_jwk(private_key.public_key(), as_dict=True))
+        self._thumbprint = _thumbprint(public)
+        # The protected header never changes: encoded once, it makes each proof cheaper.
+        header = {"alg": algorithm, "jwk": public, "typ": "dpop+jwt"}
+        self._header = _b64(_compact_json(header)) + "."
+
+    @classmethod
+    def generate(cls, algorithm: DPoPAlgorithm = "ES256") -> DPoPKey:
+        """A new key pair for ``algorithm``: ES256 (P-256, the default), EdDSA (Ed25519) or
+        RS256 (RSA 2048)."""
+        _algorithms()
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+        if algorithm == "ES256":
+            return cls(ec.generate_private_key(ec.SECP256R1()), "ES256")
+        if algorithm == "EdDSA":
+            return cls(ed25519.Ed25519PrivateKey.generate(), "EdDSA")
+        if algorithm == "RS256":
+            return cls(rsa.generate_private_key(65537, _RSA_BITS), "RS256")
+        raise ValueError(f"DPoP algorithm must be one of {', '.join(ALGORITHMS)}")
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any] | str) -> DPoPKey:
+        """The key of a private JWK (a dict or its JSON), as :meth:`private_jwk` writes it.
+
+        Raises ValueError, naming what is wrong and quoting nothing of the key.
+        """
+        ec_alg, okp_alg, rsa_alg = _algorithms()
+        if isinstance(jwk, str):
+            try:
+                jwk = json.loads(jwk)
+            except ValueError:
+                raise ValueError("a DPoP key must be a JWK (JSON object)") from None
+        if not isinstance(jwk, Mapping):
+            raise ValueError("a DPoP key must be a JWK (JSON object)")  # noqa: TRY004 - one kind for every bad key
+        kty = jwk.get("kty")
+        algorithm = jwk.get("alg") or {"EC": "ES256", "OKP": "EdDSA", "RSA": "RS256"}.get(
+            kty if isinstance(kty, str) else "", ""
+        )
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"a DPoP key's alg must be one of {', '.join(ALGORITHMS)}")
+        if "d" not in jwk:
+            raise ValueError("a DPoP key must be a private JWK (it has no 'd')")
+        algorithm = cast("DPoPAlgorithm", algorithm)
+        reader = {"ES256": ec_alg, "EdDSA": okp_alg, "RS256": rsa_alg}[algorithm]
+        fields = {name: value for name, value in jwk.items() if name != "alg"}
+        try:
+            private = reader.from_jwk(fields)
+        except Exception:  # noqa: BLE001 - PyJWT and cryptography raise many kinds; none is shown
+            raise ValueError(f"the {algorithm} DPoP key's JWK is malformed") from None
+        return cls(private, algorithm)
+
+    @property
+    def algorithm(self) -> DPoPAlgorithm:
+        return self._algorithm
+
+    @property
+    def thumbprint(self) -> str:
+        """The RFC 7638 SHA-256 thumbprint: what a server binds tokens to (``cnf.jkt``)."""
+        return self._thumbprint
+
+    @property
+    def public_jwk(self) -> dict[str, Any]:
+        return dict(self._signer.to_jwk(self._private.public_key(), as_dict=True))
+
+    def private_jwk(self) -> dict[str, Any]:
+        """The private key as a JWK, with its ``alg``: a secret, for stores only."""
+        jwk: dict[str, Any] = dict(self._signer.to_jwk(self._private, as_dict=True))
+        jwk["alg"] = self._algorithm
+        return jwk
+
+    def proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        now: float,
+        nonce: str | None = None,
+        ath: str | None = None,
+    ) -> str:
+        """A new DPoP proof (a fresh ``jti``) for ``method url`` at ``now`` (epoch seconds).
+
+        ``ath`` (:func:`access_token_hash` of the access token) is for resource requests;
+        ``nonce`` is the server's last ``DPoP-Nonce``.
+        """
+        claims: dict[str, Any] = {
+            "htm": method,
+            "htu": target_uri(url),
+            "iat": int(now),
+            "jti": secrets.token_urlsafe(16),
+        }
+        if nonce is not None:
+            claims["nonce"] = nonce
+        if ath is not None:
+            claims["ath"] = ath
+        signing_input = self._header + _b64(_compact_json(claims))
+        signature = self._signer.sign(signing_input.encode("ascii"), self._private)
+        return signing_input + "." + _b64(signature)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DPoPKey):
+            return NotImplemented
+        return self._algorithm == other._algorithm and self._thumbprint == other._thumbprint
+
+    def __hash__(self) -> int:
+        return hash((self._algorithm, self._thumbprint))
+
+    def __repr__(self) -> str:
+        return f"DPoPKey({self._algorithm}, jkt={self._thumbprint!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        # Pickling (multiprocessing) goes through the JWK, not the cryptography object.
+        return (DPoPKey.from_jwk, (self.private_jwk(),))
+
+
+_THUMBPRINT_MEMBERS = {
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+    "RSA": ("e", "kty", "n"),
+}
+
+
+def _thumbprint(public_jwk: Mapping[str, Any]) -> str:
+    """RFC 7638: SHA-256 over the required members, sorted, with no whitespace."""
+    members = _THUMBPRINT_MEMBERS[public_jwk["kty"]]
+    canonical = json.dumps(
+        {name: public_jwk[name] for name in members}, separators=(",", ":"), sort_keys=True
+    )
+    return _b64(hashlib.sha256(canonical.encode()).digest())
+
+
+def thumbprint_of(public_jwk: Mapping[str, Any]) -> str | None:
+    """The RFC 7638 thumbprint of a public JWK, or None when it is not one we can read."""
+    kty = public_jwk.get("kty")
+    members = _THUMBPRINT_MEMBERS.get(kty) if isinstance(kty, str) else None
+    if members is None or not all(isinstance(public_jwk.get(name), str) for name in members):
+        return None
+    return _thumbprint(public_jwk)
+
+
+# -- nonces ---------------------------------------------------------------------------------
+
+OriginKey: TypeAlias = tuple[str, str, int]
+
+
+@functools.lru_cache(maxsize=1024)
+def origin_key(url: str) -> OriginKey:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or default_port(scheme)
+
+
+class Nonces:
+    """The last ``DPoP-Nonce`` each origin gave, for the proofs sent there next.
+
+    A value that is not an RFC 9449 nonce (empty, over ``LONGEST_NONCE`` characters, a space,
+    a quote, a control character, non-ASCII) is not remembered: it would go out in every proof
+    to that origin. Bounded: a client of many origins forgets all of them now and then.
+    """
+
+    __slots__ = ("_by_origin",)
+
+    def __init__(self) -> None:
+        self._by_origin: dict[OriginKey, str] = {}
+
+    def get(self, origin: OriginKey) -> str | None:
+        return self._by_origin.get(origin)
+
+    def learn(self, origin: OriginKey, value: str | None) -> str | None:
+        """Remember ``value`` (a response's ``DPoP-Nonce``) for ``origin``; the nonce, or
+        None when it is not a usable one."""
+        if value is None or not is_nonce(value):
+            return None
+        if self._by_origin.get(origin) != value:
+            if len(self._by_origin) >= 1024:
+                self._by_origin.clear()
+            self._by_origin[origin] = value  # one dict store: atomic for the sharing threads
+        return value
+
+    def __repr__(self) -> str:
+        return f"Nonces(origins={len(self._by_origin)})"
+
+
+def is_nonce(value: str) -> bool:
+    return len(value) <= LONGEST_NONCE and _NONCE.fullmatch(value) is not None
+
+
+def nonce_demanded(status: int, www_authenticate: HeaderValues) -> bool:
+    """Is this resource response RFC 9449 section 9's "use this nonce" (401 with a DPoP
+    challenge whose error is ``use_dpop_nonce``)?"""
+    return status == 401 and any(
+        challenge.scheme == "dpop" and challenge.param("error") == "use_dpop_nonce"
+        for challenge in parse_challenges(www_authenticate)
+    )
+
+
+def _token_endpoint_demands_nonce(response: httpx.Response) -> bool:
+    # RFC 9449 section 8: 400 with error use_dpop_nonce; some servers say it with a 401.
+    if response.status_code not in (400, 401):
+        return False
+    document, _ = read_json(response.content)
+    return isinstance(document, dict) and document.get("error") == "use_dpop_nonce"
+
+
+# -- a manager's configuration --------------------------------------------------------------
+
+
+class DPoP:
+    """A manager's DPoP: which key new tokens are bound to, and the servers' nonces.
+
+    ``key`` is a :class:`DPoPKey` (tokens must be bound to it) or an algorithm name (tokens
+    keep the key stored with them; a key of that algorithm is made for tokens acquired from
+    nothing, once per manager).
+    """
+
+    __slots__ = ("_generated", "_mutex", "algorithm", "key", "nonces")
+
+    def __init__(self, key: DPoPKey | DPoPAlgorithm) -> None:
+        if isinstance(key, DPoPKey):
+            self.key: DPoPKey | None = key
+            self.algorithm: DPoPAlgorithm = key.algorithm
+        elif key in ALGORITHMS:
+            _algorithms()  # fail now, not at the first refresh, when cryptography is missing
+            self.key = None
+            self.algorithm = key
+        else:
+            raise ValueError(
+                f"dpop must be a DPoPKey or one of {', '.join(ALGORITHMS)}, not {key!r}"
+            )
+        self.nonces = Nonces()
+        self._generated: DPoPKey | None = None
+        self._mutex = threading.Lock()
+
+    def key_for(self, current: TokenSet | None) -> DPoPKey:
+        """The key a token request for ``current`` must be signed with."""
+        bound = None if current is None else current.dpop_key
+        if bound is not None:
+            self.check(bound)
+            return bound
+        if self.key is not None:
+            return self.key
+        with self._mutex:
+            if self._generated is None:
+                self._generated = DPoPKey.generate(self.algorithm)
+            return self._generated
+
+    def check(self, bound: DPoPKey | None) -> None:
+        """Refuse tokens bound to another key than the one this manager was given."""
+        if bound is not None and self.key is not None and bound != self.key:
+            raise DPoPError(
+                "dpop_key_mismatch",
+                f"the stored tokens are bound to DPoP key {bound.thumbprint}, but this manager "
+                f"was given {self.key.thumbprint}: pass the key they were bound to, or "
+                f"dpop={self.algorithm!r} to use whichever key is stored, or log in again",
+            )
+
+    def token_request(
+        self, request: httpx.Request, key: DPoPKey, clock: Callable[[], float]
+    ) -> Generator[httpx.Request, httpx.Response, httpx.Response]:
+        """Send ``request`` (to a token endpoint) with a proof; when the server answers
+        ``use_dpop_nonce`` with a new nonce, once more with a new proof carrying it. Returns
+        the last answer, which the caller reads as any token answer."""
+        url = str(request.url)
+        origin = origin_key(url)
+        for attempt in (1, 2):
+            sent = self.nonces.get(origin)
+            request.headers["DPoP"] = key.proof(request.method, url, now=clock(), nonce=sent)
+            response: httpx.Response = yield request
+            given = self.nonces.learn(origin, response.headers.get("DPoP-Nonce"))
+            new_nonce = given is not None and given != sent
+            if not (attempt == 1 and new_nonce and _token_endpoint_demands_nonce(response)):
+                return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def resource_request(
+        self, method: str, url: str, tokens: TokenSet, clock: Callable[[], float]
+    ) -> ResourceRequest:
+        """The decisions of one request to a resource server (see :class:`ResourceRequest`)."""
+        return ResourceRequest(self, method, url, tokens, clock)
+
+    def __repr__(self) -> str:
+        key = self.key if self.key is not None else f"stored or new {self.algorithm}"
+        return f"DPoP({key}, {self.nonces!r})"
+
+
+# -- one resource request -------------------------------------------------------------------
+
+
+class Step(enum.Enum):
+    DONE = "done"  # hand the response to the caller
+    NONCE = "nonce"  # send again with a new proof carrying the server's new nonce
+    REFRESH = "refresh"  # the token was rejected: ask the manager, then send again
+
+
+class ResourceRequest:
+    """What one request to a resource server sends, and what each answer leads to.
+
+    At most one retry with a new proof (RFC 9449 section 9: a 401 ``use_dpop_nonce`` with a
+    new ``DPoP-Nonce``; or a redirect hop that got the first request's proof) and at most one
+    for the token: a server that demands a new nonce every time gets one retry, then its 401
+    goes to the caller; a nonce never causes a refresh.
+    """
+
+    __slots__ = (
+        "_ath",
+        "_clock",
+        "_dpop",
+        "_origin",
+        "_proof_retried",
+        "_sent_nonce",
+        "_token_retried",
+        "method",
+        "tokens",
+        "url",
+    )
+
+    def __init__(
+        self,
+        dpop: DPoP,
+        method: str,
+        url: str,
+        tokens: TokenSet,
+        clock: Callable[[], float],
+    ) -> None:
+        self._dpop = dpop
+        self.method = method
+        self.url = url
+        self._origin = origin_key(url)
+        self._clock = clock
+        self._proof_retried = False
+        self._sent_nonce: str | None = None
+        self._token_retried = False
+        self._ath: str | None = None
+        self.tokens = tokens
+
+    def headers(self) -> tuple[str, str | None]:
+        """``(Authorization, DPoP)`` for the next attempt: a new proof each time, none for a
+        token the server issued as a Bearer token."""
+        tokens = self.tokens
+        key = tokens.dpop_key
+        if key is None or tokens.token_type.lower() != "dpop":
+            return tokens.authorization, None
+        if self._ath is None:
+            self._ath = access_token_hash(tokens.access_token)
+        self._sent_nonce = nonce = self._dpop.nonces.get(self._origin)
+        proof = key.proof(self.method, self.url, now=self._clock(), nonce=nonce, ath=self._ath)
+        return tokens.authorization, proof
+
+    def step(
+        self,
+        status: int,
+        www_authenticate: HeaderValues,
+        nonce: str | None,
+        wants_refresh: Callable[[int, HeaderValues], bool],
+    ) -> Step:
+        """What to do about an answer: its status, its challenges, its ``DPoP-Nonce``."""
+        given = self.learn(nonce)
+        if status < 400:
+            return Step.DONE
+        if nonce_demanded(status, www_authenticate):
+            # Another nonce than the proof carried (a concurrent request may have taught it
+            # to the cache already): one retry with it. The same one again: no use retrying.
+            new_nonce = given is not None and given != self._sent_nonce
+            return Step.NONCE if new_nonce and self.retry_proof() else Step.DONE
+        if not self._token_retried and wants_refresh(status, www_authenticate):
+            self._token_retried = True
+            return Step.REFRESH
+        return Step.DONE
+
+    def learn(self, nonce: str | None) -> str | None:
+        """Remember an answer's ``DPoP-Nonce``; the nonce, or None if it is not usable."""
+        return self._dpop.nonces.learn(self._origin, nonce)
+
+    def retry_proof(self) -> bool:
+        """May the request go again with a new proof (a nonce, a redirect hop)? Once only."""
+        if self._proof_retried:
+            return False
+        self._proof_retried = True
+        return True
+
+    def retarget(self, method: str, url: str) -> None:
+        """Sign for another request from now on: a redirect hop the library followed."""
+        self.method = method
+        self.url = url
+        self._origin = origin_key(url)
+
+    def use(self, tokens: TokenSet) -> None:
+        """Send ``tokens`` from now on (the manager's answer to a rejection)."""
+        self.tokens = tokens
+        self._ath = None
