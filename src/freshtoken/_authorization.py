@@ -29,6 +29,7 @@ import httpx
 from ._client_auth import ClientAuth
 from ._clock import Clock, system_clock
 from ._discovery import ServerMetadata
+from ._dpop import DPoPKey
 from ._http import Flow, Verify, adrive, drive
 from ._id_tokens import check_id_token_claims
 from ._token_endpoint import token_flow, tokens_from
@@ -221,13 +222,16 @@ class AuthorizationRequest:
         *,
         allow_insecure_http: bool = False,
         clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> Flow[TokenSet]:
-        """The code exchange as a sans-I/O flow (see :mod:`freshtoken._http`)."""
+        """The code exchange as a sans-I/O flow (see :mod:`freshtoken._http`); with ``dpop``
+        the tokens are bound to that key (RFC 9449)."""
         tokens = yield from token_flow(
             self.token_request(code, client),
             clock=clock,
             secrets=(code, self.code_verifier, *client.secrets()),
             allow_insecure_http=allow_insecure_http,
+            dpop=dpop,
         )
         return self.checked(tokens, now=tokens.obtained_at or clock())
 
@@ -239,10 +243,11 @@ class AuthorizationRequest:
         verify: Verify = True,
         allow_insecure_http: bool = False,
         clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """Redeem ``code`` at the token endpoint."""
         flow = self.exchange_flow(
-            code, client, allow_insecure_http=allow_insecure_http, clock=clock
+            code, client, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
         )
         return drive(flow, verify=verify)
 
@@ -254,10 +259,11 @@ class AuthorizationRequest:
         verify: Verify = True,
         allow_insecure_http: bool = False,
         clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """:meth:`exchange` for async code."""
         flow = self.exchange_flow(
-            code, client, allow_insecure_http=allow_insecure_http, clock=clock
+            code, client, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
         )
         return await adrive(flow, verify=verify)
 

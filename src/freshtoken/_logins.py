@@ -30,7 +30,7 @@ from ._authorization import AuthorizationRequest, default_scope
 from ._client_auth import ClientAuth, ClientAuthMethod, PrivateKey, choose_method
 from ._clock import Clock, system_clock
 from ._discovery import ServerMetadata, adiscover, discover
-from ._dpop import DPoPKey
+from ._dpop import DPoP, DPoPKey
 from ._http import Flow, Pause, Verify, adrive, drive
 from ._id_tokens import check_id_token_claims
 from ._loopback import AsyncLoopbackListener, LoopbackListener, OpenBrowser
@@ -155,13 +155,15 @@ def browser_login(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """Log in through the user's browser: authorization code with PKCE S256 and a loopback
     redirect (RFC 8252). ``open_browser(url)`` is called in a worker thread; any callable
     works (tests and headless scripts play the browser through it); returning ``False``
     means no browser could be opened. ``redirect_uri`` must be a loopback ``http`` URI; without
     a port a free one is used. ``scope`` defaults to ``openid offline_access`` where offered.
-    Raises :class:`~freshtoken.LoginFailed` (``access_denied``, ``timeout``...)."""
+    With ``dpop`` the code is redeemed with proofs of that key and the tokens are bound to it
+    (RFC 9449). Raises :class:`~freshtoken.LoginFailed` (``access_denied``, ``timeout``...)."""
     _check_timeout(timeout)
     metadata = _metadata(issuer, verify, allow_insecure_http)
     client = client_for(
@@ -178,6 +180,7 @@ def browser_login(
         verify=verify,
         allow_insecure_http=allow_insecure_http,
         clock=clock,
+        dpop=dpop,
     )
 
 
@@ -196,6 +199,7 @@ async def abrowser_login(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """:func:`browser_login` for async code (asyncio or trio). ``open_browser`` may be an
     async function; cancelling the login closes the listener."""
@@ -215,6 +219,7 @@ async def abrowser_login(
         verify=verify,
         allow_insecure_http=allow_insecure_http,
         clock=clock,
+        dpop=dpop,
     )
 
 
@@ -230,6 +235,7 @@ def browser_with(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """browser_login with a ready client authentication."""
     with LoopbackListener(redirect_uri) as listener:
@@ -242,7 +248,7 @@ def browser_with(
         )
         code = listener.wait_for_code(request, open_browser=open_browser, timeout=timeout)
     return request.exchange(
-        code, client, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock
+        code, client, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
     )
 
 
@@ -258,6 +264,7 @@ async def abrowser_with(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """abrowser_login with a ready client authentication."""
     async with AsyncLoopbackListener(redirect_uri) as listener:
@@ -270,7 +277,7 @@ async def abrowser_with(
         )
         code = await listener.wait_for_code(request, open_browser=open_browser, timeout=timeout)
     return await request.aexchange(
-        code, client, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock
+        code, client, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
     )
 
 
@@ -315,7 +322,12 @@ class DeviceAuthorization:
     """
 
     def __init__(
-        self, metadata: ServerMetadata, client: ClientAuth, scope: str | None = None
+        self,
+        metadata: ServerMetadata,
+        client: ClientAuth,
+        scope: str | None = None,
+        *,
+        dpop: DPoPKey | None = None,
     ) -> None:
         if metadata.device_authorization_endpoint is None:
             raise LoginFailed(
@@ -330,6 +342,7 @@ class DeviceAuthorization:
         self.deadline = math.inf
         self._device_code: str | None = None
         self._failures = 0
+        self.dpop = dpop  # polls carry its proofs, and the tokens are bound to it
 
     def start_request(self) -> httpx.Request:
         assert self.metadata.device_authorization_endpoint is not None
@@ -380,7 +393,7 @@ class DeviceAuthorization:
     def outcome(self, response: httpx.Response, *, sent_at: float) -> TokenSet | None:
         """The tokens, or ``None`` to poll again after ``interval``; raises LoginFailed."""
         if response.status_code == 200:
-            tokens = tokens_from(response, sent_at=sent_at, secrets=self._secrets())
+            tokens = tokens_from(response, sent_at=sent_at, secrets=self._secrets(), dpop=self.dpop)
             return _checked_id_token(tokens, self.metadata, self.client.client_id, sent_at)
         error = _error_code(response)
         if error == "authorization_pending":
@@ -421,7 +434,11 @@ class DeviceAuthorization:
             yield Pause(self.interval)
             sent_at = clock()
             try:
-                response: httpx.Response = yield self.poll_request()
+                if self.dpop is None:
+                    response: httpx.Response = yield self.poll_request()
+                else:
+                    proofs = DPoP(self.dpop).token_request(self.poll_request(), self.dpop, clock)
+                    response = yield from proofs
             except LoginFailed as failure:
                 if failure.error == "network_error" and self.transient_failure():
                     continue
@@ -482,12 +499,14 @@ def device_login(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
     sleep: Callable[[float], object] = time.sleep,
 ) -> TokenSet:
     """Log in on a device without a browser (RFC 8628): ``on_prompt`` shows the user where
     to go and which code to enter; then the token endpoint is polled every ``interval``
     seconds (5 more after each ``slow_down``) until the user approves, denies, or the code
-    expires. ``sleep`` and ``clock`` are for tests."""
+    expires. With ``dpop`` every poll carries a proof of that key and the tokens are bound to
+    it (RFC 9449). ``sleep`` and ``clock`` are for tests."""
     metadata = _metadata(issuer, verify, allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
@@ -500,6 +519,7 @@ def device_login(
         verify=verify,
         allow_insecure_http=allow_insecure_http,
         clock=clock,
+        dpop=dpop,
         sleep=sleep,
     )
 
@@ -516,6 +536,7 @@ async def adevice_login(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
     sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
 ) -> TokenSet:
     """:func:`device_login` for async code; ``on_prompt`` may be async."""
@@ -531,6 +552,7 @@ async def adevice_login(
         verify=verify,
         allow_insecure_http=allow_insecure_http,
         clock=clock,
+        dpop=dpop,
         sleep=sleep,
     )
 
@@ -544,10 +566,11 @@ def device_with(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
     sleep: Callable[[float], object] = time.sleep,
 ) -> TokenSet:
     """device_login with a ready client authentication."""
-    flow = DeviceAuthorization(metadata, client, scope)
+    flow = DeviceAuthorization(metadata, client, scope, dpop=dpop)
     prompt = flow.prompt_flow(clock=clock, allow_insecure_http=allow_insecure_http)
     on_prompt(drive(prompt, verify=verify))
     return drive(flow.poll_flow(clock=clock), verify=verify, sleep=sleep)
@@ -562,10 +585,11 @@ async def adevice_with(
     verify: Verify = True,
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
+    dpop: DPoPKey | None = None,
     sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
 ) -> TokenSet:
     """adevice_login with a ready client authentication."""
-    flow = DeviceAuthorization(metadata, client, scope)
+    flow = DeviceAuthorization(metadata, client, scope, dpop=dpop)
     prompt = flow.prompt_flow(clock=clock, allow_insecure_http=allow_insecure_http)
     shown = on_prompt(await adrive(prompt, verify=verify))
     if inspect.isawaitable(shown):
@@ -949,6 +973,7 @@ class LoginMethods:
         redirect_uri: str = DEFAULT_REDIRECT_URI,
         authorization_params: Mapping[str, str] | None = None,
         clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """:func:`freshtoken.browser_login` as this refresher's client."""
         _check_timeout(timeout)
@@ -963,6 +988,7 @@ class LoginMethods:
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
             clock=clock,
+            dpop=dpop,
         )
 
     async def abrowser_login(
@@ -974,6 +1000,7 @@ class LoginMethods:
         redirect_uri: str = DEFAULT_REDIRECT_URI,
         authorization_params: Mapping[str, str] | None = None,
         clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """:func:`freshtoken.abrowser_login` as this refresher's client."""
         _check_timeout(timeout)
@@ -988,6 +1015,7 @@ class LoginMethods:
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
             clock=clock,
+            dpop=dpop,
         )
 
     def device_login(
@@ -996,6 +1024,7 @@ class LoginMethods:
         scope: str | None = None,
         on_prompt: Callable[[DevicePrompt], object] = print_prompt,
         clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
         sleep: Callable[[float], object] = time.sleep,
     ) -> TokenSet:
         """:func:`freshtoken.device_login` as this refresher's client."""
@@ -1007,6 +1036,7 @@ class LoginMethods:
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
             clock=clock,
+            dpop=dpop,
             sleep=sleep,
         )
 
@@ -1016,6 +1046,7 @@ class LoginMethods:
         scope: str | None = None,
         on_prompt: Callable[[DevicePrompt], object] = print_prompt,
         clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
     ) -> TokenSet:
         """:func:`freshtoken.adevice_login` as this refresher's client."""
@@ -1027,6 +1058,7 @@ class LoginMethods:
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
             clock=clock,
+            dpop=dpop,
             sleep=sleep,
         )
 
