@@ -184,8 +184,9 @@ class AgentRefresher:
         return min(self.timeout, left)
 
     def _params(self, current: TokenSet | None, timeout: float) -> dict[str, str]:
-        # The agent answers before our own timeout, so a slow refresh is a clear 504.
-        params = {"profile": self.profile, "wait": f"{max(0.01, timeout * 0.9):.3f}"}
+        # The agent answers well before our own timeout (half of it: a busy machine may be
+        # slow to hand the answer over), so a slow refresh is a clear 504, not a read timeout.
+        params = {"profile": self.profile, "wait": f"{max(0.01, timeout * 0.5):.3f}"}
         if current is not None:
             params["stale"] = token_id(current.access_token)
         return params
