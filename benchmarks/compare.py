@@ -57,6 +57,7 @@ import freshtoken.requests
 ACCESS_TTL = 3.0  # seconds, storm and steady measurements
 LEEWAY = 1  # seconds before expiry the peers refresh (their defaults exceed ACCESS_TTL)
 CLIENT_ID, CLIENT_SECRET, USERNAME, PASSWORD = "demo", "demo-secret", "demo", "demo"
+BLOCK = 50  # requests a contender sends in a row in the overhead runs, before the next one
 POOL = 256  # connections per client: no request waits for a connection of its own client
 # An API answered inside the client process (no network), to time what each library adds to a
 # request. A loopback address, so that no library refuses plain HTTP to it.
@@ -456,14 +457,16 @@ async def _timed_async(client: AsyncClient, url: str) -> tuple[int | BaseExcepti
 
 
 def storm(contender: Contender, url: str, concurrency: int) -> Tally:
-    """One storm: log in, wait for the token to expire, ``concurrency`` requests at once."""
+    """One storm: log in, wait for the token to expire, ``concurrency`` requests at once.
+    A baseline's storm goes at once, with its fresh static token: the clients' own cost."""
     api = url + "/api/me"
     tally = Tally()
     if contender.open_sync is not None:
         client = contender.open_sync(url)
         try:
             client.get(api)  # connections up; the token is fresh
-            time.sleep(ACCESS_TTL + 0.5)
+            if not contender.baseline:
+                time.sleep(ACCESS_TTL + 0.5)
             before = stats(url)
             barrier = threading.Barrier(concurrency)
 
@@ -480,7 +483,7 @@ def storm(contender: Contender, url: str, concurrency: int) -> Tally:
     else:
         assert contender.open_async is not None
         outcomes, tally.seconds, before = asyncio.run(
-            _async_storm(contender.open_async, url, concurrency)
+            _async_storm(contender.open_async, url, concurrency, wait=not contender.baseline)
         )
     for outcome, latency in outcomes:
         tally.add(outcome, latency)
@@ -489,13 +492,14 @@ def storm(contender: Contender, url: str, concurrency: int) -> Tally:
 
 
 async def _async_storm(
-    open_async: OpenAsync, url: str, concurrency: int
+    open_async: OpenAsync, url: str, concurrency: int, *, wait: bool
 ) -> tuple[list[tuple[int | BaseException, float]], float, dict[str, Any]]:
     api = url + "/api/me"
     client = await open_async(url)
     try:
         await client.get(api)
-        await asyncio.sleep(ACCESS_TTL + 0.5)
+        if wait:
+            await asyncio.sleep(ACCESS_TTL + 0.5)
         before = await asyncio.to_thread(stats, url)
         start = time.perf_counter()
         outcomes = await asyncio.gather(*(_timed_async(client, api) for _ in range(concurrency)))
@@ -569,7 +573,7 @@ def overhead(
     """Sequential requests, contenders taking turns in blocks of 50; latencies per contender.
     ``stub``: to ``STUB``, answered in-process, rather than to the server's API."""
     api = (STUB if stub else url) + "/api/me"
-    block = 50
+    block = BLOCK
     rounds = max(1, requests_each // block)
     tallies = {c.name: Tally() for c in contenders}
     clients = {c.name: c.open_sync(url, stub=stub) for c in contenders if c.open_sync is not None}
@@ -666,9 +670,10 @@ def storm_table(results: dict[Contender, Tally], rounds: int) -> list[str]:
                 contender.mode,
                 tally.requests,
                 _failures(tally),
-                f"{tally.refreshes / rounds:g}",
-                f"{tally.logins / rounds:g}",
+                f"{tally.refreshes / rounds:.1f}",
+                f"{tally.logins / rounds:.1f}",
                 tally.reuse_detections,
+                _ms(_percentile(tally.latencies, 0.5)),
                 _ms(max(tally.latencies)),
             ]
         )
@@ -680,7 +685,8 @@ def storm_table(results: dict[Contender, Tally], rounds: int) -> list[str]:
         "refresh requests per storm",
         "re-logins per storm",
         "reuse detections",
-        "slowest request (ms)",
+        "p50 (ms)",
+        "slowest (ms)",
     ]
     return _table(header, rows)
 
@@ -721,9 +727,7 @@ def overhead_table(
 ) -> list[str]:
     rows = []
     for contender, baseline in pairs:
-        cost = statistics.median(in_process[contender.name].latencies) - statistics.median(
-            in_process[baseline.name].latencies
-        )
+        cost = _paired_difference(in_process[contender.name], in_process[baseline.name])
         failed = network[contender.name].failures + in_process[contender.name].failures
         rows.append(
             [
@@ -744,6 +748,18 @@ def overhead_table(
         "failed",
     ]
     return _table(header, rows)
+
+
+def _paired_difference(mine: Tally, base: Tally) -> float:
+    """The median over rounds of (my block's median - the baseline's block median in the same
+    round): blocks of one round ran within milliseconds of each other, so drift cancels."""
+    rounds = min(len(mine.latencies), len(base.latencies)) // BLOCK
+    differences = [
+        statistics.median(mine.latencies[i * BLOCK : (i + 1) * BLOCK])
+        - statistics.median(base.latencies[i * BLOCK : (i + 1) * BLOCK])
+        for i in range(rounds)
+    ]
+    return statistics.median(differences)
 
 
 def _versions(contenders: Sequence[Contender]) -> str:
@@ -791,11 +807,13 @@ def main() -> None:
     chosen = [c for c in CONTENDERS if not args.only or any(o in c.name for o in args.only)]
     missing = [c for c in chosen if not available(c)]
     contenders = [c for c in chosen if c not in missing]
+    pairs = [(c, _baseline_of(c)) for c in contenders]
+    baselines = list(dict.fromkeys(b for _, b in pairs))
 
     storms: dict[Contender, Tally] = {}
     steadies: dict[Contender, Tally] = {}
     with server_process("--access-ttl", str(ACCESS_TTL)) as url:
-        for contender in contenders:
+        for contender in [*baselines, *contenders]:
             total = Tally()
             for _ in range(args.rounds):
                 n = args.threads if contender.open_sync is not None else args.tasks
@@ -813,9 +831,8 @@ def main() -> None:
                 f"steady  {contender.name}: {tally.requests} requests, {_failures(tally)} failed",
                 flush=True,
             )
-    pairs = [(c, _baseline_of(c)) for c in contenders]
     with server_process() as url:  # long-lived tokens: no refresh during the overhead runs
-        everyone = [*dict.fromkeys(b for _, b in pairs), *contenders]
+        everyone = [*baselines, *contenders]
         network = overhead(everyone, url, args.overhead, stub=False)
         in_process = overhead(everyone, url, args.overhead, stub=True)
     print("overhead measured", flush=True)
@@ -870,8 +887,10 @@ def _document(
         "",
         f"Log in, let the access token expire, then {args.threads} requests at once from threads "
         f"(sync clients) or {args.tasks} asyncio tasks (async clients); {args.rounds} storm(s) "
-        "each. *Refreshes* and *re-logins* are the refresh-token and password grants the server "
-        "received during a storm; a *reuse detection* revoked the session.",
+        "each. *Refresh requests* and *re-logins* are the refresh-token and password grants "
+        "the server received during a storm (failed ones included); a *reuse detection* "
+        "revoked the session. The *static header* rows send the same storm with a fresh token "
+        "and no auth library: what the HTTP client itself takes for that many requests at once.",
         "",
         *storm_table(storms, args.rounds),
         "",
