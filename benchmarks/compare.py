@@ -14,7 +14,7 @@ the whole session):
 * Steady traffic with short tokens: W workers, each at a fixed rate, for a number of token
   lifetimes. Failed requests, token requests per token lifetime, p50/p99 latency.
 * Per-request overhead: sequential requests with a fresh long-lived token, next to the same
-  HTTP client with a static Authorization header: round trips to the server, and the same
+  HTTP client with an auth that sets a fixed token: round trips to the server, and the same
   requests answered inside the client process (no network), where the few microseconds each
   library adds are not lost in the noise of a round trip. Contenders take turns in blocks of
   50 so that drift in the machine's speed spreads evenly.
@@ -40,7 +40,7 @@ import statistics
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,6 +48,7 @@ from typing import Any, Protocol
 import httpx
 import requests
 import requests.adapters
+import requests.auth
 from _support import server_process, stats
 
 import freshtoken
@@ -90,7 +91,7 @@ class Contender:
     package: str  # the distribution whose version is reported ("" for baselines)
     open_sync: OpenSync | None = None
     open_async: OpenAsync | None = None
-    baseline: bool = False  # a static header: the overhead reference, never refreshes
+    baseline: bool = False  # a fixed token: the reference, never refreshes
 
     @property
     def mode(self) -> str:
@@ -199,6 +200,9 @@ def _freshtoken_manager(url: str) -> tuple[freshtoken.TokenManager, Callable[[],
     refresher = freshtoken.OAuth2Refresher(
         _token_url(url), client_id=CLIENT_ID, client_secret=CLIENT_SECRET
     )
+    # Built before the first refresh, as in a long-running app (httpx builds its clients' own
+    # when they are made, before any of these measurements start).
+    assert refresher.ssl_context
     manager = freshtoken.TokenManager(refresher)
     manager.set_tokens(_password_login(url))
     return manager, refresher.close
@@ -252,9 +256,11 @@ def authlib_requests(url: str, *, stub: bool = False) -> SyncClient:
 
 
 async def authlib_httpx_async(url: str, *, stub: bool = False) -> AsyncClient:
+    from authlib.deprecate import AuthlibDeprecationWarning
+
     with warnings.catch_warnings():
-        # Authlib 1.7+ prefers the httpx2 fork and says so once; httpx is still supported.
-        warnings.simplefilter("ignore")
+        # Recent Authlib prefers the httpx2 fork and says so on import; httpx still works.
+        warnings.simplefilter("ignore", AuthlibDeprecationWarning)
         from authlib.integrations.httpx_client import AsyncOAuth2Client
 
     client = AsyncOAuth2Client(
@@ -324,23 +330,43 @@ def requests_oauthlib_session(url: str, *, stub: bool = False) -> SyncClient:
     return _Requests(session, stub=stub)
 
 
-# -- baselines: a static header, no refresh --------------------------------------------------
+# -- baselines: a fixed token, no refresh ----------------------------------------------------
 
 
-def static_httpx(url: str, *, stub: bool = False) -> SyncClient:
-    headers = {"Authorization": _password_login(url).authorization}
-    return _HttpxSync(httpx.Client(headers=headers, **_httpx_options(stub)))
+class _FixedHttpxAuth(httpx.Auth):
+    """The least an auth can do: the same header on every request (the overhead reference)."""
+
+    def __init__(self, authorization: str) -> None:
+        self.authorization = authorization
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self.authorization
+        yield request
 
 
-def static_requests(url: str, *, stub: bool = False) -> SyncClient:
+class _FixedRequestsAuth(requests.auth.AuthBase):
+    def __init__(self, authorization: str) -> None:
+        self.authorization = authorization
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self.authorization
+        return request
+
+
+def fixed_httpx(url: str, *, stub: bool = False) -> SyncClient:
+    auth = _FixedHttpxAuth(_password_login(url).authorization)
+    return _HttpxSync(httpx.Client(auth=auth, **_httpx_options(stub)))
+
+
+def fixed_requests(url: str, *, stub: bool = False) -> SyncClient:
     session = requests.Session()
-    session.headers["Authorization"] = _password_login(url).authorization
+    session.auth = _FixedRequestsAuth(_password_login(url).authorization)
     return _Requests(session, stub=stub)
 
 
-async def static_httpx_async(url: str, *, stub: bool = False) -> AsyncClient:
-    headers = {"Authorization": (await asyncio.to_thread(_password_login, url)).authorization}
-    return _HttpxAsync(httpx.AsyncClient(headers=headers, **_httpx_options(stub)))
+async def fixed_httpx_async(url: str, *, stub: bool = False) -> AsyncClient:
+    auth = _FixedHttpxAuth((await asyncio.to_thread(_password_login, url)).authorization)
+    return _HttpxAsync(httpx.AsyncClient(auth=auth, **_httpx_options(stub)))
 
 
 CONTENDERS = (
@@ -356,18 +382,18 @@ CONTENDERS = (
     Contender("httpx-auth + httpx (async)", "httpx-auth", open_async=httpx_auth_async),
 )
 BASELINES = {
-    "httpx": Contender("httpx, static header", "", open_sync=static_httpx, baseline=True),
-    "requests": Contender("requests, static header", "", open_sync=static_requests, baseline=True),
-    "async": Contender(
-        "httpx async, static header", "", open_async=static_httpx_async, baseline=True
-    ),
+    "httpx": Contender("httpx, fixed token", "", open_sync=fixed_httpx, baseline=True),
+    "requests": Contender("requests, fixed token", "", open_sync=fixed_requests, baseline=True),
+    "async": Contender("httpx async, fixed token", "", open_async=fixed_httpx_async, baseline=True),
 }
 
 CONFIGURATIONS = {
     "freshtoken": (
         "`TokenManager(OAuth2Refresher(token_url, client_id=..., client_secret=...))` with its "
         "defaults (leeway 30 s, capped at a quarter of the token's life: 0.75 s here), tokens "
-        "from `password_login`, `TokenAuth(manager)` on the client."
+        "from `password_login`, `TokenAuth(manager)` on the client. The refresher's TLS "
+        "context is built up front (`refresher.ssl_context`), as httpx builds its clients' when "
+        "they are made: otherwise the first refresh builds it (0.1 to 0.3 s of CPU here)."
     ),
     "authlib": (
         "Its documented auto-refresh: `OAuth2Session` / `AsyncOAuth2Client(client_id, "
@@ -458,7 +484,7 @@ async def _timed_async(client: AsyncClient, url: str) -> tuple[int | BaseExcepti
 
 def storm(contender: Contender, url: str, concurrency: int) -> Tally:
     """One storm: log in, wait for the token to expire, ``concurrency`` requests at once.
-    A baseline's storm goes at once, with its fresh static token: the clients' own cost."""
+    A baseline's storm goes at once, with its fresh fixed token: the clients' own cost."""
     api = url + "/api/me"
     tally = Tally()
     if contender.open_sync is not None:
@@ -743,7 +769,7 @@ def overhead_table(
         "client",
         "compared with",
         "p50 round trip (ms)",
-        "same client, static header (ms)",
+        "same client, fixed token (ms)",
         "added per request, no network (µs)",
         "failed",
     ]
@@ -791,7 +817,7 @@ def available(contender: Contender) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
-    parser.add_argument("--rounds", type=int, default=3, help="storms per contender")
+    parser.add_argument("--rounds", type=int, default=5, help="storms per contender")
     parser.add_argument("--threads", type=int, default=32, help="requests per threaded storm")
     parser.add_argument("--tasks", type=int, default=200, help="requests per asyncio storm")
     parser.add_argument("--workers", type=int, default=8, help="steady workers per contender")
@@ -813,12 +839,14 @@ def main() -> None:
     storms: dict[Contender, Tally] = {}
     steadies: dict[Contender, Tally] = {}
     with server_process("--access-ttl", str(ACCESS_TTL)) as url:
-        for contender in [*baselines, *contenders]:
-            total = Tally()
-            for _ in range(args.rounds):
+        everyone = [*baselines, *contenders]
+        for contender in everyone:
+            storms[contender] = Tally()
+        for _ in range(args.rounds):  # round-robin: drift in the machine's speed hits all alike
+            for contender in everyone:
                 n = args.threads if contender.open_sync is not None else args.tasks
-                total.merge(storm(contender, url, n))
-            storms[contender] = total
+                storms[contender].merge(storm(contender, url, n))
+        for contender, total in storms.items():
             print(
                 f"storm   {contender.name}: {total.refreshes} refreshes, {_failures(total)} failed",
                 flush=True,
@@ -832,7 +860,6 @@ def main() -> None:
                 flush=True,
             )
     with server_process() as url:  # long-lived tokens: no refresh during the overhead runs
-        everyone = [*baselines, *contenders]
         network = overhead(everyone, url, args.overhead, stub=False)
         in_process = overhead(everyone, url, args.overhead, stub=True)
     print("overhead measured", flush=True)
@@ -887,10 +914,11 @@ def _document(
         "",
         f"Log in, let the access token expire, then {args.threads} requests at once from threads "
         f"(sync clients) or {args.tasks} asyncio tasks (async clients); {args.rounds} storm(s) "
-        "each. *Refresh requests* and *re-logins* are the refresh-token and password grants "
+        "each, the clients taking turns. *Refresh requests* and *re-logins* are the refresh-token and password grants "
         "the server received during a storm (failed ones included); a *reuse detection* "
-        "revoked the session. The *static header* rows send the same storm with a fresh token "
-        "and no auth library: what the HTTP client itself takes for that many requests at once.",
+        "revoked the session. The *fixed token* rows send the same storm with a fresh token and "
+        "an auth that only sets the header: what the HTTP client itself takes for that many "
+        "requests at once.",
         "",
         *storm_table(storms, args.rounds),
         "",
@@ -907,8 +935,9 @@ def _document(
         "run, contenders taking turns in blocks of 50: medians of round trips to the server, "
         "and what each library adds to a request, measured with the API answered inside the "
         "client process (the HTTP library's test transport or adapter, no network): the "
-        "difference of medians from the same HTTP client sending a static `Authorization` "
-        "header. Login and refreshes still go to the server.",
+        "difference from the same HTTP client with an auth that only sets a fixed "
+        "`Authorization` header (medians of each round's blocks, paired by round). Login and "
+        "refreshes still go to the server.",
         "",
         *overhead_table(network, in_process, pairs),
         "",
