@@ -914,8 +914,9 @@ def _document(
         "",
         f"Log in, let the access token expire, then {args.threads} requests at once from threads "
         f"(sync clients) or {args.tasks} asyncio tasks (async clients); {args.rounds} storm(s) "
-        "each, the clients taking turns. *Refresh requests* and *re-logins* are the refresh-token and password grants "
-        "the server received during a storm (failed ones included); a *reuse detection* "
+        "each, the clients taking turns. *Refresh requests* and *re-logins* are the "
+        "refresh-token and password grants the server received during a storm (failed ones "
+        "included); a *reuse detection* "
         "revoked the session. The *fixed token* rows send the same storm with a fresh token and "
         "an auth that only sets the header: what the HTTP client itself takes for that many "
         "requests at once.",

@@ -106,7 +106,7 @@ class FlightObserver:
         """Attempt ``number`` (from 1) to get new tokens starts."""
 
     def ended(self, report: FlightReport) -> None:
-        """The flight's outcome is recorded; its waiters wake right after this returns."""
+        """The flight's outcome is recorded; its waiters wake once this returns."""
 
 
 class RefreshObserver:
