@@ -17,6 +17,9 @@ PUBLIC = {
     "DPoPKey",
     "DevicePrompt",
     "FileStore",
+    "FlightObserver",
+    "FlightOutcome",
+    "FlightReport",
     "Freshness",
     "FunctionRefresher",
     "GenerationConflict",
@@ -31,6 +34,7 @@ PUBLIC = {
     "OAuth2Refresher",
     "RedisStore",
     "RefreshFailed",
+    "RefreshObserver",
     "RefreshPolicy",
     "Refresher",
     "ReplayError",
@@ -43,6 +47,7 @@ PUBLIC = {
     "TokenResponseError",
     "TokenSet",
     "TokenStore",
+    "Trigger",
     "abrowser_login",
     "aclient_credentials_login",
     "adevice_login",
@@ -96,6 +101,7 @@ def test_every_module_declares_its_public_names() -> None:
         "freshtoken.stores.redis",
         "freshtoken.server",
         "freshtoken.testing",
+        "freshtoken.otel",
     ):
         names = importlib.import_module(module).__all__
         assert names, module

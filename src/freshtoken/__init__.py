@@ -22,6 +22,7 @@ from ._logins import (
     print_prompt,
 )
 from ._manager import ManagerStats, TokenManager
+from ._observers import FlightObserver, FlightOutcome, FlightReport, RefreshObserver, Trigger
 from ._policy import Freshness, RefreshPolicy, RetryPolicy
 from ._tokens import TokenResponseError, TokenSet
 from .agent import AgentRefresher
@@ -69,6 +70,9 @@ __all__ = [
     "DPoPKey",
     "DevicePrompt",
     "FileStore",
+    "FlightObserver",
+    "FlightOutcome",
+    "FlightReport",
     "Freshness",
     "FunctionRefresher",
     "GenerationConflict",
@@ -82,6 +86,7 @@ __all__ = [
     "MemoryStore",
     "OAuth2Refresher",
     "RefreshFailed",
+    "RefreshObserver",
     "RedisStore",
     "RefreshPolicy",
     "Refresher",
@@ -95,6 +100,7 @@ __all__ = [
     "TokenResponseError",
     "TokenSet",
     "TokenStore",
+    "Trigger",
     "abrowser_login",
     "aclient_credentials_login",
     "adevice_login",

@@ -58,6 +58,7 @@ from ._credential import (
 )
 from ._dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ._flight import Flight
+from ._observers import FlightWatch, RefreshObserver, trigger_of
 from ._policy import RefreshPolicy, RetryPolicy, wants_refresh
 from ._steps import _refresh_call, flight_steps, run_steps
 from ._tokens import TokenSet
@@ -164,6 +165,9 @@ class TokenManager:
     tokens acquired from nothing. Either way the key is stored with the tokens, so every
     process sharing the store signs with it. The integrations then send each request with a
     fresh proof and handle the servers' nonces.
+
+    ``observer`` (a :class:`RefreshObserver`, such as :func:`freshtoken.otel.instrument`
+    sets) is told about every refresh: metrics and traces.
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class TokenManager:
         on_session_expired: Hook | None = None,
         clock: Clock = system_clock,
         dpop: DPoPKey | DPoPAlgorithm | None = None,
+        observer: RefreshObserver | None = None,
     ) -> None:
         if not lock_timeout > 0:
             raise ValueError("lock_timeout must be positive")
@@ -202,6 +207,7 @@ class TokenManager:
         self.refresh_statuses = frozenset(refresh_statuses)
         self.on_refresh = on_refresh
         self.on_session_expired = on_session_expired
+        self.observer = observer
         self.clock = clock
         self._monotonic = monotonic_of(clock)
         self.stats = ManagerStats()
@@ -375,6 +381,8 @@ class TokenManager:
     def _counted(self, tokens: TokenSet | None) -> TokenSet | None:
         if tokens is None:
             self.stats.add("passed_rejections")
+            if self.observer is not None:
+                FlightWatch.rejection_passed(self.observer)
         return tokens
 
     def _check_binding(self, tokens: TokenSet) -> None:
@@ -391,27 +399,37 @@ class TokenManager:
     # -- the flight ---------------------------------------------------------------------------
 
     def _launch(self, job: Job) -> None:
-        thread = threading.Thread(target=self._fly, args=(job,), name="freshtoken-refresh")
+        watch = None
+        if self.observer is not None:
+            watch = FlightWatch.start(self.observer, trigger_of(job, self._state.view is not None))
+        thread = threading.Thread(target=self._fly, args=(job, watch), name="freshtoken-refresh")
         try:
             thread.start()
         except RuntimeError as error:  # "can't start new thread": the interpreter is exiting
-            self._finish(job, Failed(RefreshFailed("no_thread", str(error)), gave_up=False))
+            failed = Failed(RefreshFailed("no_thread", str(error)), gave_up=False)
+            self._finish(job, failed, watch)
 
-    def _fly(self, job: Job) -> None:
+    def _fly(self, job: Job, watch: FlightWatch | None) -> None:
+        def attempted() -> None:
+            self.stats.add("refresh_attempts")
+            if watch is not None:
+                watch.attempt()
+
         try:
             outcome = run_steps(
                 flight_steps(job, self.rules, self.clock),
                 self.store,
                 _TokenRequests(self.refresher, self.dpop),
                 self.clock,
-                on_attempt=lambda: self.stats.add("refresh_attempts"),
+                on_attempt=attempted,
+                on_lock=None if watch is None else watch.lock_acquired,
             )
         except Exception as error:
             logger.exception("freshtoken: a refresh flight failed unexpectedly")
             outcome = Failed(RefreshFailed("internal_error", type(error).__name__), gave_up=False)
-        self._finish(job, outcome)
+        self._finish(job, outcome, watch)
 
-    def _finish(self, job: Job, outcome: Outcome) -> None:
+    def _finish(self, job: Job, outcome: Outcome, watch: FlightWatch | None = None) -> None:
         """Record the outcome, run the hooks, then wake the waiters (whatever fails)."""
         credential = self._credential
         result: TokenSet | None = None
@@ -421,6 +439,8 @@ class TokenManager:
                 result, error = credential.state.land(job, outcome, self.rules, self._monotonic())
                 managers = list(credential.managers)
             self._report(outcome)
+            if watch is not None:
+                watch.ended(outcome)
             if isinstance(outcome, Refreshed):
                 _run_hook(self.on_refresh, outcome.stored.tokens)
             elif isinstance(outcome, Expired):

@@ -36,9 +36,11 @@ import dataclasses
 import enum
 import ipaddress
 import json
+import logging
 import math
 import random
 import re
+import threading
 from collections.abc import Collection, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -47,6 +49,8 @@ from urllib.parse import quote, quote_plus, urlsplit
 from ._challenges import HeaderValues, parse_challenges
 from ._tokens import TokenSet
 from .errors import InsecureTransportError, RefreshFailed, SessionExpired
+
+logger = logging.getLogger("freshtoken")
 
 __all__ = [
     "PERMANENT_ERRORS",
@@ -424,16 +428,21 @@ class Destinations:
     """Where an integration may send the token: the ``origins`` allow-list (None: anywhere),
     and never plain HTTP off loopback unless ``allow_insecure_http``.
 
-    Verdicts are remembered per origin: integrations ask on every request.
+    Verdicts are remembered per origin: integrations ask on every request. The first request
+    to an origin outside the allow-list logs a WARNING naming it and the allowed ones: an
+    ``origins`` entry that says ``localhost`` where requests say ``127.0.0.1`` would otherwise
+    leave the API's 401 unexplained.
     """
 
-    __slots__ = ("_by_prefix", "_verdicts", "allow_insecure_http", "origins")
+    __slots__ = ("_by_prefix", "_mutex", "_verdicts", "_warned", "allow_insecure_http", "origins")
 
     def __init__(self, origins: Iterable[str] | None, *, allow_insecure_http: bool) -> None:
         self.origins = None if origins is None else frozenset(origin_of(url) for url in origins)
         self.allow_insecure_http = allow_insecure_http
         self._verdicts: dict[tuple[str, str, int | None], bool] = {}
         self._by_prefix: dict[str, bool] = {}
+        self._warned: set[Origin] = set()
+        self._mutex = threading.Lock()
 
     def allows_url(self, url: str) -> bool:
         """:meth:`allow` for an absolute URL given as text; remembered per ``scheme://authority``
@@ -466,10 +475,27 @@ class Destinations:
                 check_transport(
                     origin, allow_insecure_http=self.allow_insecure_http, what="a token"
                 )
+            else:
+                self._warn_once(origin)
             if len(self._verdicts) >= 1024:  # bounded: a crawler may visit many origins
                 self._verdicts.clear()
             self._verdicts[key] = verdict
         return verdict
+
+    def _warn_once(self, origin: Origin) -> None:
+        with self._mutex:  # verdicts race harmlessly; warnings would come twice
+            if origin in self._warned:
+                return
+            if len(self._warned) >= 1024:
+                self._warned.clear()
+            self._warned.add(origin)
+        allowed = ", ".join(sorted(map(str, self.origins or ())))
+        logger.warning(
+            "sending a request to %s without a token: that origin is not in origins (%s); "
+            "origins match scheme, host and port exactly",
+            origin,
+            allowed,
+        )
 
     def __repr__(self) -> str:
         return repr(None if self.origins is None else sorted(map(str, self.origins)))

@@ -187,10 +187,13 @@ def run_steps(
     store: TokenStore,
     refresher: Refresher,
     clock: Clock,
+    *,
     on_attempt: Callable[[], None] = lambda: None,
+    on_lock: Callable[[float], None] | None = None,
 ) -> Outcome:
     """Perform ``steps`` with blocking calls; the refresh lock is held until they end.
-    ``on_attempt`` is told of each refresh attempt (the manager counts them)."""
+    ``on_attempt`` is told of each refresh attempt (the manager counts them), ``on_lock`` of
+    the seconds it took to get the lock (for an observer)."""
     refresh = _refresh_call(refresher)
     with contextlib.ExitStack() as held:
         value: Any = None
@@ -206,7 +209,10 @@ def run_steps(
                 if isinstance(effect, Load):
                     value = store.load()
                 elif isinstance(effect, Lock):
+                    asked = time.monotonic()
                     held.enter_context(store.lock(effect.timeout))
+                    if on_lock is not None:
+                        on_lock(time.monotonic() - asked)
                 elif isinstance(effect, Refresh):
                     on_attempt()
                     value = refresh(effect.current, clock, time.monotonic() + effect.timeout)

@@ -3,6 +3,7 @@ never over plain HTTP to a host that is not loopback."""
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import quote
 
 import pytest
@@ -81,3 +82,42 @@ def test_a_redirect_leaves_no_trace_on_later_requests(env: Env, other_origin: st
     client = env.driver()
     assert client.get(_redirect(env, f"{other_origin}/echo"))[1]["has_authorization"] is False
     assert client.get(f"{other_origin}/echo")[1]["has_authorization"] is True
+
+
+def _origin_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "freshtoken"
+        and record.levelno == logging.WARNING
+        and "not in origins" in record.getMessage()
+    ]
+
+
+def test_a_request_sent_without_the_token_says_why_once_per_origin(
+    env: Env, other_origin: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``localhost`` allowed, ``127.0.0.1`` asked: one WARNING per origin naming both."""
+    port = env.server.url.rsplit(":", 1)[1]
+    allowed = f"http://localhost:{port}"
+    client = env.driver(origins=[allowed])
+    with caplog.at_level(logging.WARNING, logger="freshtoken"):
+        for _ in range(3):
+            assert client.get(env.url("/api/echo"))[1]["has_authorization"] is False
+        assert client.get(f"{other_origin}/echo")[1]["has_authorization"] is False
+        assert client.get(f"{other_origin}/echo")[1]["has_authorization"] is False
+    (first, second) = _origin_warnings(caplog)
+    assert f"http://127.0.0.1:{port} without a token" in first
+    assert f"not in origins ({allowed})" in first
+    assert f"{other_origin} without a token" in second
+    assert f"not in origins ({allowed})" in second
+
+
+def test_requests_that_carry_the_token_log_nothing(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Allowed origins, and clients without an allow-list, are silent."""
+    with caplog.at_level(logging.WARNING, logger="freshtoken"):
+        assert env.driver(origins=[env.server.url]).get(env.url("/api/me"))[0] == 200
+        assert env.driver().get(env.url("/api/me"))[0] == 200
+    assert _origin_warnings(caplog) == []
