@@ -47,7 +47,7 @@ from .refreshers import (
     OAuth2Refresher,
     Refresher,
 )
-from .stores.file import ENV_STORE, FileStore, ProfileInfo
+from .stores.file import ENV_STORE, FileStore, Profile, ProfileInfo
 
 if TYPE_CHECKING:
     from ._manager import TokenManager
@@ -268,6 +268,7 @@ def _login(args: argparse.Namespace) -> int:
     )
     tokens = _obtain(args, flow, metadata, token_url, client)
     meta: dict[str, Any] = {
+        "refresher": "client_credentials" if flow == "client-credentials" else "oauth2",
         "issuer": None if metadata is None else metadata.issuer,
         "token_url": token_url,
         "client_id": args.client_id,
@@ -460,18 +461,16 @@ def _token(args: argparse.Namespace) -> int:
 
 def open_profile(store: FileStore) -> TokenManager:
     """A manager over ``store``'s profile and the refresher its settings describe."""
-    from ._manager import TokenManager
-
     profile = store.load_profile()
     if profile is None:
         raise _Failure(f"no profile {store.profile!r} in {store.path}: run `freshtoken login`")
-    refresher = _refresher(store, profile.meta, profile.client_secret)
-    if profile.tokens is None and not refresher.can_acquire:
+    manager = store.manager(lock_timeout=LOCK_TIMEOUT)
+    if profile.tokens is None and not manager.refresher.can_acquire:
         raise _Failure(
             f"profile {store.profile!r} has no tokens (the session ended): "
             "run `freshtoken login` again"
         )
-    return TokenManager(refresher, store, lock_timeout=LOCK_TIMEOUT)
+    return manager
 
 
 def profile_tokens(manager: TokenManager, store: FileStore) -> TokenSet:
@@ -492,58 +491,19 @@ def close_refresher(refresher: Refresher) -> None:
         close()
 
 
-def _refresher(store: FileStore, meta: Mapping[str, Any], secret: str | None) -> Refresher:
-    token_url = meta.get("token_url")
-    client_id = meta.get("client_id")
-    if not isinstance(token_url, str) or not isinstance(client_id, str):
+def profile_refresher(store: FileStore, profile: Profile) -> OAuth2Refresher | ClientCredentials:
+    """The refresher ``profile`` was saved with (a key file read anew)."""
+    try:
+        return profile.refresher_settings().rebuild()
+    except ValueError as error:
         raise StoreError(
-            f"profile {store.profile!r} in {store.path} lacks token_url or client_id: "
+            f"profile {store.profile!r} in {store.path} cannot be refreshed: {error}; "
             "run `freshtoken login` again"
-        )
-    client = _profile_client(store, meta, secret)
-    scope = meta.get("scope") if isinstance(meta.get("scope"), str) else None
-    insecure = meta.get("allow_insecure_http") is True
-    refresher: ClientCredentials | OAuth2Refresher
-    if meta.get("grant") == "client_credentials":
-        if client.method == "none":
-            raise StoreError(f"profile {store.profile!r} has no client credentials: log in again")
-        refresher = ClientCredentials(
-            token_url,
-            client_id=client_id,
-            client_secret=secret or "unused",  # the client below authenticates
-            scope=scope,
-            allow_insecure_http=insecure,
-        )
-    else:
-        refresher = OAuth2Refresher(token_url, client_id=client_id, allow_insecure_http=insecure)
-    refresher.client = client
-    return refresher
+        ) from None
 
 
-def _profile_client(store: FileStore, meta: Mapping[str, Any], secret: str | None) -> ClientAuth:
-    """The client authentication a profile was made with (its private key read anew)."""
-    method = meta.get("auth_method")
-    auth_method: ClientAuthMethod | None = method if method in AUTH_METHODS else None
-    key_file = meta.get("private_key_file")
-    private_key = None
-    if isinstance(key_file, str):
-        try:
-            private_key = Path(key_file).read_text()
-        except (OSError, UnicodeDecodeError) as error:
-            raise StoreError(
-                f"profile {store.profile!r} signs with the private key {key_file}, which cannot"
-                f" be read ({error}): restore it or run `freshtoken login` again"
-            ) from None
-    key_id = meta.get("key_id") if isinstance(meta.get("key_id"), str) else None
-    token_url = meta.get("token_url")
-    return ClientAuth(
-        str(meta.get("client_id")),
-        secret,
-        auth_method,
-        private_key=private_key,
-        key_id=key_id,
-        audience=token_url if isinstance(token_url, str) else None,
-    )
+def _profile_client(store: FileStore, profile: Profile) -> ClientAuth:
+    return profile_refresher(store, profile).client
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -556,7 +516,7 @@ def _status(args: argparse.Namespace) -> int:
     if not profiles:
         print(f"no profiles in {store.path}: run `freshtoken login`")
         return 0
-    headers = ("PROFILE", "ACCOUNT", "ACCESS TOKEN", "SCOPE", "LAST REFRESH", "STORE")
+    headers = ("PROFILE", "ACCOUNT", "ACCESS TOKEN", "SCOPE", "LOGGED IN", "REFRESHED", "STORE")
     rows = [_status_row(info, now) for info in profiles.values()]
     if sys.stdout.isatty():
         _print_rich_table(headers, rows, title=str(store.path))
@@ -579,7 +539,8 @@ def _status_record(info: ProfileInfo, now: float) -> dict[str, Any]:
         "expires_at": info.expires_at,
         "expires_in": None if info.expires_at is None else round(info.expires_at - now, 3),
         "scope": info.scope,
-        "last_refresh": info.updated_at,
+        "logged_in_at": info.logged_in_at,
+        "refreshed_at": info.refreshed_at,
         "has_refresh_token": info.has_refresh_token,
         "encrypted": info.encrypted,
     }
@@ -591,11 +552,22 @@ def _status_row(info: ProfileInfo, now: float) -> tuple[str, ...]:
     username = meta.get("username")
     account = f"{username} ({client})" if username else f"client {client}"
     access = _expiry_text(info.expires_at, now) if info.has_tokens else "none: log in again"
-    last = "never" if info.updated_at is None else f"{_duration(now - info.updated_at)} ago"
     notes = "encrypted" if info.encrypted else "plain"
     if info.has_tokens and not info.has_refresh_token and meta.get("grant") != "client_credentials":
         notes += ", no refresh token"
-    return (info.name, account, access, info.scope or "-", last, notes)
+    return (
+        info.name,
+        account,
+        access,
+        info.scope or "-",
+        _ago(info.logged_in_at, now, unknown="-"),
+        _ago(info.refreshed_at, now, unknown="never"),
+        notes,
+    )
+
+
+def _ago(moment: float | None, now: float, *, unknown: str) -> str:
+    return unknown if moment is None else f"{_duration(now - moment)} ago"
 
 
 def _print_plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -654,20 +626,21 @@ def _logout(args: argparse.Namespace) -> int:
         if profile.tokens is not None and args.no_revoke:
             outcome = "tokens deleted here only (--no-revoke)"
         elif profile.tokens is not None:
-            outcome = _revoke(store, profile.meta, profile.client_secret, profile.tokens)
+            outcome = _revoke(store, profile, profile.tokens)
         store.remove_profile()
     print(f"logged out: profile {store.profile!r} removed from {store.path}; {outcome}")
     return 0
 
 
-def _revoke(store: FileStore, meta: Mapping[str, Any], secret: str | None, tokens: TokenSet) -> str:
+def _revoke(store: FileStore, profile: Profile, tokens: TokenSet) -> str:
     """RFC 7009 revocation of the refresh token (or of the access token when there is none)."""
+    meta = profile.meta
     token_url = meta.get("token_url")
     client_id = meta.get("client_id")
     if not isinstance(token_url, str) or not isinstance(client_id, str):
         return "the profile names no server: tokens deleted here only"
     insecure = meta.get("allow_insecure_http") is True
-    client = _profile_client(store, meta, secret)
+    client = _profile_client(store, profile)
     try:
         endpoint = _revocation_endpoint(meta, token_url, insecure)
     except LoginFailed as error:
