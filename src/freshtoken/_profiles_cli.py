@@ -24,6 +24,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 import webbrowser
 from collections.abc import Mapping, Sequence
@@ -86,6 +87,13 @@ BROWSER_TIMEOUT = 300.0
 _CLI_WORDS = (
     ("pass allow_insecure_http=True", "pass --allow-insecure-http"),
     ("allow_insecure_http=True", "--allow-insecure-http"),
+    ("Pass encryption_key= or set $", "Set $"),
+    ("pass encryption_key= or set $", "set $"),
+    (
+        "or drop_encryption=True to store it unencrypted",
+        "or remove the profile first (`freshtoken logout --no-revoke`, with the key)",
+    ),
+    ("give FileStore another path", "pass another --store"),
     ("use a device or password login", "use --flow device or --flow password"),
     ("use a browser login", "use --flow browser"),
     ("use a device login", "use --flow device"),
@@ -123,7 +131,9 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--token-url", metavar="URL", help="the token endpoint, for servers without discovery"
     )
-    parser.add_argument("--client-id", required=True, metavar="ID")
+    parser.add_argument(
+        "--client-id", required=True, metavar="ID", help="the OAuth client to log in as"
+    )
     parser.add_argument(
         "--flow",
         choices=FLOWS,
@@ -150,13 +160,20 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="default: from the server's metadata and the credential given",
     )
-    parser.add_argument("--username", default=None, help="the password flow's user")
+    parser.add_argument(
+        "--username", default=None, help="log in with a password as this user (--flow password)"
+    )
     parser.add_argument(
         "--password-stdin",
         action="store_true",
         help=f"read the password from stdin (else ${ENV_PASSWORD}, else a hidden prompt)",
     )
-    parser.add_argument("--scope", default=None)
+    parser.add_argument(
+        "--scope",
+        default=None,
+        help="space-separated scopes to ask for (default: the server's choice; browser and "
+        "device logins ask for openid offline_access where offered)",
+    )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -226,9 +243,20 @@ def _guarded(command: Any, args: argparse.Namespace, prefix: str = "") -> int:
         _say_error(message)
         return 1
     except KeyboardInterrupt:
-        _say_error(prefix + "cancelled" if prefix else "cancelled")
+        _say_error(prefix + cancelled())
         return 130
     return code
+
+
+def cancelled() -> str:
+    """What Ctrl-C did. A refresh already sent goes on until its answer is saved (its rotated
+    refresh token would be lost otherwise): the process ends then, or at a second Ctrl-C."""
+    if any(thread.name == "freshtoken-refresh" for thread in threading.enumerate()):
+        return (
+            "cancelled; finishing the refresh already sent so that its tokens are kept "
+            "(Ctrl-C again abandons it)"
+        )
+    return "cancelled"
 
 
 def _say_error(message: str) -> None:
@@ -244,10 +272,12 @@ def _store(args: argparse.Namespace, profile: str = "default") -> FileStore:
 
 def _login(args: argparse.Namespace) -> int:
     store = _store(args)
+    store.profiles()  # a store that cannot be written must fail before a session starts
     secret = args.client_secret or os.environ.get(ENV_CLIENT_SECRET) or None
     key_file = None if args.private_key is None else str(Path(args.private_key).resolve())
     private_key = None if key_file is None else _read_private_key(key_file)
     insecure = bool(args.allow_insecure_http)
+    _check_client_flags(args.auth_method, secret, key_file)
     metadata: ServerMetadata | None = None
     if args.issuer is not None:
         metadata = discover(args.issuer, allow_insecure_http=insecure)
@@ -292,6 +322,19 @@ def _login(args: argparse.Namespace) -> int:
         f"scope {tokens.scope or 'unknown'})"
     )
     return 0
+
+
+def _check_client_flags(method: str | None, secret: str | None, key_file: str | None) -> None:
+    """Refuse contradicting client flags before anything is asked or sent."""
+    if method in ("client_secret_basic", "client_secret_post") and not secret:
+        raise _Failure(
+            f"--auth-method {method} needs the client secret: pass --client-secret or set "
+            f"${ENV_CLIENT_SECRET}"
+        )
+    if method == "private_key_jwt" and key_file is None:
+        raise _Failure("--auth-method private_key_jwt needs --private-key PEM-FILE")
+    if key_file is not None and method not in (None, "private_key_jwt"):
+        raise _Failure(f"--private-key is for --auth-method private_key_jwt, not {method}")
 
 
 def _flow(
@@ -432,13 +475,25 @@ def _show_device_prompt(prompt: DevicePrompt) -> None:
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = os.environ.get(ENV_PASSWORD) or getpass.getpass(
-            f"Password for {args.username}: "
+    elif os.environ.get(ENV_PASSWORD):
+        password = os.environ[ENV_PASSWORD]
+    elif not _interactive():
+        raise _Failure(
+            f"no password for --username {args.username}: stdin is not a terminal to ask on; "
+            f"pass --password-stdin or set ${ENV_PASSWORD}"
         )
+    else:
+        password = getpass.getpass(f"Password for {args.username}: ")
     if not password:
         raise _Failure("no password given")
     return password
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:  # stdin closed
+        return False
 
 
 def _token(args: argparse.Namespace) -> int:
