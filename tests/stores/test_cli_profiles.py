@@ -358,3 +358,18 @@ def test_expired_token_set_is_not_printed_by_status(
     result = cli("status")
     assert "expired" in result.out
     assert TokenSet.__name__ not in result.out
+
+
+def test_no_lock_file_outlives_its_profile(
+    cli: CLI, oauth_server: ReferenceServer, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking up profiles that do not exist leaves no lock file; a refreshed profile's lock
+    file goes with the profile at logout."""
+    for name in ("nosuch", "typo", "other"):
+        assert cli("token", "--profile", name).code == 1
+    login(cli, oauth_server, monkeypatch)
+    expire_stored(store_path)
+    assert cli("token").code == 0  # a refresh: the profile's lock file exists now
+    assert cli("logout").code == 0
+    leftovers = sorted(p.name for p in store_path.parent.iterdir() if p.name.endswith(".lock"))
+    assert leftovers == ["tokens.json.lock"]  # the file's write lock, shared by all profiles
