@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import _logins as logins
+from ._arguments import seconds
 from ._discovery import ServerMetadata, discover
 from ._formats import FORMATS, render
 from ._logins import DevicePrompt, client_for
@@ -176,7 +177,7 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds(positive=True),
         default=BROWSER_TIMEOUT,
         metavar="SECONDS",
         help="how long the browser flow waits for the browser (default: %(default)s)",
