@@ -126,6 +126,8 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``freshtoken ARGV`` (default: ``sys.argv[1:]``) and return its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        _second_interrupt_exits()
     logger = logging.getLogger("freshtoken")
     level, handlers = logger.level, list(logger.handlers)
     logger.addHandler(logging.NullHandler())  # see _show_library_logs
@@ -150,11 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"unexpected {type(error).__name__}: {' '.join(str(error).split())[:300]}")
         return 1
     finally:
-        if argv is None:
-            # The process ends now, after any refresh still in flight, whose log lines
-            # follow the same rule as before.
-            _leave_quietly()
-        else:  # main() may run again in this process (tests do)
+        # As the command (argv None), the process ends now, after any refresh still in
+        # flight, whose log lines follow the same rule as the command's.
+        if argv is not None:  # main() may run again in this process (tests do)
             logger.handlers[:] = handlers
             logger.setLevel(level)
 
@@ -231,17 +231,27 @@ def _show_library_logs(verbosity: int) -> None:
     logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
 
 
-def _leave_quietly() -> None:
-    """The interpreter waits for a refresh still in flight (its answer is saved: a rotated
-    refresh token must not be lost). A second Ctrl-C meanwhile ends the process at once,
-    without the traceback Python prints for an interrupted exit."""
-    if not any(thread.name == "freshtoken-refresh" for thread in threading.enumerate()):
+def _second_interrupt_exits() -> None:
+    """Ctrl-C raises KeyboardInterrupt once: the command says so in one line and ends, after a
+    refresh already sent has been saved (the interpreter waits for it: a rotated refresh token
+    must not be lost). A second Ctrl-C ends the process at once, without the traceback Python
+    prints for an interrupted exit. Installed before anything runs, so no moment is left
+    between the two where the second would find Python's own handler."""
+    if threading.current_thread() is not threading.main_thread():
         return
-    if threading.current_thread() is threading.main_thread():
+    interrupts = 0
+
+    def interrupted(signum: int, frame: object) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            raise KeyboardInterrupt
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
-                stream.flush()  # os._exit below would drop what is still buffered
-        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+                stream.flush()  # os._exit drops what is still buffered
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 if __name__ == "__main__":
