@@ -95,6 +95,7 @@ _CLI_WORDS = (
         "or remove the profile first (`freshtoken logout --no-revoke`, with the key)",
     ),
     ("give FileStore another path", "pass another --store"),
+    ("private_key is not", "the --private-key file is not"),
     ("use a device or password login", "use --flow device or --flow password"),
     ("use a browser login", "use --flow browser"),
     ("use a device login", "use --flow device"),

@@ -284,3 +284,31 @@ def test_settings_rebuild_the_same_refresher_and_say_no_secret() -> None:
     assert rebuilt.client.client_secret == "s3cr3t-value"
     with pytest.raises(ValueError, match="token_url"):
         RefresherSettings({"client_id": "app"}).rebuild()
+
+
+def test_a_dpop_bound_profile_is_refreshed_by_the_cli_with_its_key(
+    oauth_server: ReferenceServer, store_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tokens bound to a DPoP key, saved from Python: `token` refreshes them with the key
+    stored beside them, and the new tokens are bound to the same key."""
+    key = freshtoken.DPoPKey.generate("ES256")
+    refresher = OAuth2Refresher(
+        oauth_server.token_url, client_id="demo", client_secret="demo-secret"
+    )
+    manager = TokenManager(refresher, FileStore(store_path, watch_interval=None), dpop=key)
+    manager.set_tokens(
+        password_login(
+            oauth_server.token_url, username="demo", password="demo", client_id="demo",
+            client_secret="demo-secret", dpop=key,
+        )
+    )  # fmt: skip
+    del manager
+    expire(store_path)
+    code, out, err = cli(capsys, "token")
+    assert (code, err) == (0, "")
+    assert oauth_server.stats()["refreshes"] == 1
+    stored = FileStore(store_path).load()
+    assert stored is not None
+    assert stored.tokens.dpop_key is not None
+    assert stored.tokens.dpop_key.thumbprint == key.thumbprint
+    assert out.strip() == stored.tokens.access_token

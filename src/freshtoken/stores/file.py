@@ -323,7 +323,8 @@ class FileStore(BlockingTokenStore):
     def manager(self, **options: Any) -> TokenManager:
         """A :class:`~freshtoken.TokenManager` over this profile, with the refresher it was
         saved with (by ``freshtoken login``, or from Python by a manager whose refresher
-        describes itself). ``options`` go to the manager (``leeway=``, ``on_refresh=``...).
+        describes itself). ``options`` go to the manager (``leeway=``, ``on_refresh=``...);
+        tokens bound to a DPoP key get ``dpop=`` that key's algorithm, which signs with it.
 
         Raises :class:`StoreError` if the profile does not exist or names no refresher.
         """
@@ -344,6 +345,9 @@ class FileStore(BlockingTokenStore):
                 "older freshtoken): log in again with `freshtoken login`, or save it from "
                 "Python through a manager with an OAuth2Refresher"
             ) from None
+        if profile.tokens is not None and profile.tokens.dpop_key is not None:
+            # Tokens bound to a DPoP key are refreshed with it: the key is stored with them.
+            options.setdefault("dpop", profile.tokens.dpop_key.algorithm)
         return TokenManager(refresher, self, **options)
 
     def save_profile(
