@@ -17,12 +17,12 @@ WORKERS ?= auto
 TOOLS := redis-server:redis-server git:git curl:curl node:nodejs npm:npm \
 	systemd-socket-activate:systemd chromium:chromium chromedriver:chromium-driver
 
-.PHONY: demo test lint bench clean redis tools
+.PHONY: demo test lint docs bench clean redis tools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev,docs]'
 	touch $@
 
 demo: $(BIN)/.installed
@@ -50,6 +50,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The documentation site (docs/, mkdocs.yml), built strictly: a broken link or a docstring
+# mkdocstrings cannot read fails it. Its runnable code blocks are run by tests/test_docs.py.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 bench: $(BIN)/.installed
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -105,6 +105,11 @@ class ClientAuth:
                 )
         return httpx.Request("POST", url, data=form, headers=sent_headers)
 
+    @property
+    def key_id(self) -> str | None:
+        """The ``kid`` that private_key_jwt assertions name, if any."""
+        return None if self._signer is None else self._signer.key_id
+
     def secrets(self) -> tuple[str, ...]:
         """What this authentication sends that no error text may repeat: the secret, and the
         Basic credentials that encode it."""

@@ -199,6 +199,7 @@ class TokenManager:
         self._challenge_schemes = ("bearer",) if self.dpop is None else ("bearer", "dpop")
         self.refresher = refresher
         self.store: TokenStore = MemoryStore() if store is None else store
+        self.store.remember_refresher(refresher)  # a FileStore profile records its settings
         self.policy = RefreshPolicy(
             leeway=leeway, window_fraction=window_fraction, min_interval=min_interval
         )

@@ -24,6 +24,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 import webbrowser
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import _logins as logins
+from ._arguments import seconds
 from ._discovery import ServerMetadata, discover
 from ._formats import FORMATS, render
 from ._logins import DevicePrompt, client_for
@@ -47,7 +49,7 @@ from .refreshers import (
     OAuth2Refresher,
     Refresher,
 )
-from .stores.file import ENV_STORE, FileStore, ProfileInfo
+from .stores.file import ENV_STORE, FileStore, Profile, ProfileInfo
 
 if TYPE_CHECKING:
     from ._manager import TokenManager
@@ -86,6 +88,14 @@ BROWSER_TIMEOUT = 300.0
 _CLI_WORDS = (
     ("pass allow_insecure_http=True", "pass --allow-insecure-http"),
     ("allow_insecure_http=True", "--allow-insecure-http"),
+    ("Pass encryption_key= or set $", "Set $"),
+    ("pass encryption_key= or set $", "set $"),
+    (
+        "or drop_encryption=True to store it unencrypted",
+        "or remove the profile first (`freshtoken logout --no-revoke`, with the key)",
+    ),
+    ("give FileStore another path", "pass another --store"),
+    ("private_key is not", "the --private-key file is not"),
     ("use a device or password login", "use --flow device or --flow password"),
     ("use a browser login", "use --flow browser"),
     ("use a device login", "use --flow device"),
@@ -123,7 +133,9 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--token-url", metavar="URL", help="the token endpoint, for servers without discovery"
     )
-    parser.add_argument("--client-id", required=True, metavar="ID")
+    parser.add_argument(
+        "--client-id", required=True, metavar="ID", help="the OAuth client to log in as"
+    )
     parser.add_argument(
         "--flow",
         choices=FLOWS,
@@ -150,16 +162,23 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="default: from the server's metadata and the credential given",
     )
-    parser.add_argument("--username", default=None, help="the password flow's user")
+    parser.add_argument(
+        "--username", default=None, help="log in with a password as this user (--flow password)"
+    )
     parser.add_argument(
         "--password-stdin",
         action="store_true",
         help=f"read the password from stdin (else ${ENV_PASSWORD}, else a hidden prompt)",
     )
-    parser.add_argument("--scope", default=None)
+    parser.add_argument(
+        "--scope",
+        default=None,
+        help="space-separated scopes to ask for (default: the server's choice; browser and "
+        "device logins ask for openid offline_access where offered)",
+    )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds(positive=True),
         default=BROWSER_TIMEOUT,
         metavar="SECONDS",
         help="how long the browser flow waits for the browser (default: %(default)s)",
@@ -226,9 +245,20 @@ def _guarded(command: Any, args: argparse.Namespace, prefix: str = "") -> int:
         _say_error(message)
         return 1
     except KeyboardInterrupt:
-        _say_error(prefix + "cancelled" if prefix else "cancelled")
+        _say_error(prefix + cancelled())
         return 130
     return code
+
+
+def cancelled() -> str:
+    """What Ctrl-C did. A refresh already sent goes on until its answer is saved (its rotated
+    refresh token would be lost otherwise): the process ends then, or at a second Ctrl-C."""
+    if any(thread.name == "freshtoken-refresh" for thread in threading.enumerate()):
+        return (
+            "cancelled; finishing the refresh already sent so that its tokens are kept "
+            "(Ctrl-C again abandons it)"
+        )
+    return "cancelled"
 
 
 def _say_error(message: str) -> None:
@@ -244,10 +274,12 @@ def _store(args: argparse.Namespace, profile: str = "default") -> FileStore:
 
 def _login(args: argparse.Namespace) -> int:
     store = _store(args)
+    store.profiles()  # a store that cannot be written must fail before a session starts
     secret = args.client_secret or os.environ.get(ENV_CLIENT_SECRET) or None
     key_file = None if args.private_key is None else str(Path(args.private_key).resolve())
     private_key = None if key_file is None else _read_private_key(key_file)
     insecure = bool(args.allow_insecure_http)
+    _check_client_flags(args.auth_method, secret, key_file)
     metadata: ServerMetadata | None = None
     if args.issuer is not None:
         metadata = discover(args.issuer, allow_insecure_http=insecure)
@@ -268,6 +300,7 @@ def _login(args: argparse.Namespace) -> int:
     )
     tokens = _obtain(args, flow, metadata, token_url, client)
     meta: dict[str, Any] = {
+        "refresher": "client_credentials" if flow == "client-credentials" else "oauth2",
         "issuer": None if metadata is None else metadata.issuer,
         "token_url": token_url,
         "client_id": args.client_id,
@@ -291,6 +324,19 @@ def _login(args: argparse.Namespace) -> int:
         f"scope {tokens.scope or 'unknown'})"
     )
     return 0
+
+
+def _check_client_flags(method: str | None, secret: str | None, key_file: str | None) -> None:
+    """Refuse contradicting client flags before anything is asked or sent."""
+    if method in ("client_secret_basic", "client_secret_post") and not secret:
+        raise _Failure(
+            f"--auth-method {method} needs the client secret: pass --client-secret or set "
+            f"${ENV_CLIENT_SECRET}"
+        )
+    if method == "private_key_jwt" and key_file is None:
+        raise _Failure("--auth-method private_key_jwt needs --private-key PEM-FILE")
+    if key_file is not None and method not in (None, "private_key_jwt"):
+        raise _Failure(f"--private-key is for --auth-method private_key_jwt, not {method}")
 
 
 def _flow(
@@ -431,13 +477,25 @@ def _show_device_prompt(prompt: DevicePrompt) -> None:
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = os.environ.get(ENV_PASSWORD) or getpass.getpass(
-            f"Password for {args.username}: "
+    elif os.environ.get(ENV_PASSWORD):
+        password = os.environ[ENV_PASSWORD]
+    elif not _interactive():
+        raise _Failure(
+            f"no password for --username {args.username}: stdin is not a terminal to ask on; "
+            f"pass --password-stdin or set ${ENV_PASSWORD}"
         )
+    else:
+        password = getpass.getpass(f"Password for {args.username}: ")
     if not password:
         raise _Failure("no password given")
     return password
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:  # stdin closed
+        return False
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -460,18 +518,16 @@ def _token(args: argparse.Namespace) -> int:
 
 def open_profile(store: FileStore) -> TokenManager:
     """A manager over ``store``'s profile and the refresher its settings describe."""
-    from ._manager import TokenManager
-
     profile = store.load_profile()
     if profile is None:
         raise _Failure(f"no profile {store.profile!r} in {store.path}: run `freshtoken login`")
-    refresher = _refresher(store, profile.meta, profile.client_secret)
-    if profile.tokens is None and not refresher.can_acquire:
+    manager = store.manager(lock_timeout=LOCK_TIMEOUT)
+    if profile.tokens is None and not manager.refresher.can_acquire:
         raise _Failure(
             f"profile {store.profile!r} has no tokens (the session ended): "
             "run `freshtoken login` again"
         )
-    return TokenManager(refresher, store, lock_timeout=LOCK_TIMEOUT)
+    return manager
 
 
 def profile_tokens(manager: TokenManager, store: FileStore) -> TokenSet:
@@ -492,58 +548,19 @@ def close_refresher(refresher: Refresher) -> None:
         close()
 
 
-def _refresher(store: FileStore, meta: Mapping[str, Any], secret: str | None) -> Refresher:
-    token_url = meta.get("token_url")
-    client_id = meta.get("client_id")
-    if not isinstance(token_url, str) or not isinstance(client_id, str):
+def profile_refresher(store: FileStore, profile: Profile) -> OAuth2Refresher | ClientCredentials:
+    """The refresher ``profile`` was saved with (a key file read anew)."""
+    try:
+        return profile.refresher_settings().rebuild()
+    except ValueError as error:
         raise StoreError(
-            f"profile {store.profile!r} in {store.path} lacks token_url or client_id: "
+            f"profile {store.profile!r} in {store.path} cannot be refreshed: {error}; "
             "run `freshtoken login` again"
-        )
-    client = _profile_client(store, meta, secret)
-    scope = meta.get("scope") if isinstance(meta.get("scope"), str) else None
-    insecure = meta.get("allow_insecure_http") is True
-    refresher: ClientCredentials | OAuth2Refresher
-    if meta.get("grant") == "client_credentials":
-        if client.method == "none":
-            raise StoreError(f"profile {store.profile!r} has no client credentials: log in again")
-        refresher = ClientCredentials(
-            token_url,
-            client_id=client_id,
-            client_secret=secret or "unused",  # the client below authenticates
-            scope=scope,
-            allow_insecure_http=insecure,
-        )
-    else:
-        refresher = OAuth2Refresher(token_url, client_id=client_id, allow_insecure_http=insecure)
-    refresher.client = client
-    return refresher
+        ) from None
 
 
-def _profile_client(store: FileStore, meta: Mapping[str, Any], secret: str | None) -> ClientAuth:
-    """The client authentication a profile was made with (its private key read anew)."""
-    method = meta.get("auth_method")
-    auth_method: ClientAuthMethod | None = method if method in AUTH_METHODS else None
-    key_file = meta.get("private_key_file")
-    private_key = None
-    if isinstance(key_file, str):
-        try:
-            private_key = Path(key_file).read_text()
-        except (OSError, UnicodeDecodeError) as error:
-            raise StoreError(
-                f"profile {store.profile!r} signs with the private key {key_file}, which cannot"
-                f" be read ({error}): restore it or run `freshtoken login` again"
-            ) from None
-    key_id = meta.get("key_id") if isinstance(meta.get("key_id"), str) else None
-    token_url = meta.get("token_url")
-    return ClientAuth(
-        str(meta.get("client_id")),
-        secret,
-        auth_method,
-        private_key=private_key,
-        key_id=key_id,
-        audience=token_url if isinstance(token_url, str) else None,
-    )
+def _profile_client(store: FileStore, profile: Profile) -> ClientAuth:
+    return profile_refresher(store, profile).client
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -556,7 +573,7 @@ def _status(args: argparse.Namespace) -> int:
     if not profiles:
         print(f"no profiles in {store.path}: run `freshtoken login`")
         return 0
-    headers = ("PROFILE", "ACCOUNT", "ACCESS TOKEN", "SCOPE", "LAST REFRESH", "STORE")
+    headers = ("PROFILE", "ACCOUNT", "ACCESS TOKEN", "SCOPE", "LOGGED IN", "REFRESHED", "STORE")
     rows = [_status_row(info, now) for info in profiles.values()]
     if sys.stdout.isatty():
         _print_rich_table(headers, rows, title=str(store.path))
@@ -579,7 +596,8 @@ def _status_record(info: ProfileInfo, now: float) -> dict[str, Any]:
         "expires_at": info.expires_at,
         "expires_in": None if info.expires_at is None else round(info.expires_at - now, 3),
         "scope": info.scope,
-        "last_refresh": info.updated_at,
+        "logged_in_at": info.logged_in_at,
+        "refreshed_at": info.refreshed_at,
         "has_refresh_token": info.has_refresh_token,
         "encrypted": info.encrypted,
     }
@@ -591,11 +609,22 @@ def _status_row(info: ProfileInfo, now: float) -> tuple[str, ...]:
     username = meta.get("username")
     account = f"{username} ({client})" if username else f"client {client}"
     access = _expiry_text(info.expires_at, now) if info.has_tokens else "none: log in again"
-    last = "never" if info.updated_at is None else f"{_duration(now - info.updated_at)} ago"
     notes = "encrypted" if info.encrypted else "plain"
     if info.has_tokens and not info.has_refresh_token and meta.get("grant") != "client_credentials":
         notes += ", no refresh token"
-    return (info.name, account, access, info.scope or "-", last, notes)
+    return (
+        info.name,
+        account,
+        access,
+        info.scope or "-",
+        _ago(info.logged_in_at, now, unknown="-"),
+        _ago(info.refreshed_at, now, unknown="never"),
+        notes,
+    )
+
+
+def _ago(moment: float | None, now: float, *, unknown: str) -> str:
+    return unknown if moment is None else f"{_duration(now - moment)} ago"
 
 
 def _print_plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -654,20 +683,21 @@ def _logout(args: argparse.Namespace) -> int:
         if profile.tokens is not None and args.no_revoke:
             outcome = "tokens deleted here only (--no-revoke)"
         elif profile.tokens is not None:
-            outcome = _revoke(store, profile.meta, profile.client_secret, profile.tokens)
+            outcome = _revoke(store, profile, profile.tokens)
         store.remove_profile()
     print(f"logged out: profile {store.profile!r} removed from {store.path}; {outcome}")
     return 0
 
 
-def _revoke(store: FileStore, meta: Mapping[str, Any], secret: str | None, tokens: TokenSet) -> str:
+def _revoke(store: FileStore, profile: Profile, tokens: TokenSet) -> str:
     """RFC 7009 revocation of the refresh token (or of the access token when there is none)."""
+    meta = profile.meta
     token_url = meta.get("token_url")
     client_id = meta.get("client_id")
     if not isinstance(token_url, str) or not isinstance(client_id, str):
         return "the profile names no server: tokens deleted here only"
     insecure = meta.get("allow_insecure_http") is True
-    client = _profile_client(store, meta, secret)
+    client = _profile_client(store, profile)
     try:
         endpoint = _revocation_endpoint(meta, token_url, insecure)
     except LoginFailed as error:

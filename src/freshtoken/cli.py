@@ -3,16 +3,49 @@
 Each subcommand lives beside what it drives, as a pair of functions: one adds its arguments to
 an ``argparse`` parser, one runs it and returns the exit code. This module only dispatches, and
 imports a subcommand's module (and its optional dependencies) only when that subcommand runs.
+
+It also keeps the promise every subcommand makes: a failure is one line on stderr
+(``freshtoken: ...``) and an exit status from :data:`EXIT_CODES`, never a traceback; usage
+errors too. The library's log lines are shown only with ``-v`` (``-vv``: debug).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
-__all__ = ["main"]
+from . import __version__
+
+__all__ = ["EXIT_CODES", "main"]
+
+DESCRIPTION = (
+    "Keeps OAuth2 access tokens fresh: log in once, then hand fresh tokens to scripts, "
+    "programs, git and kubectl, or try it all against the reference OAuth2 server."
+)
+EXIT_CODES = {
+    0: "success",
+    1: "failure (one line on stderr says why)",
+    2: "bad usage: an unknown flag, a missing or invalid argument",
+    3: "agent status: no agent is running",
+    126: "exec: the command cannot be run",
+    127: "exec: the command was not found",
+    130: "interrupted (Ctrl-C)",
+    141: "the output was closed early (a broken pipe: `freshtoken status | head -1`)",
+}
+EPILOG = (
+    "'freshtoken COMMAND --help' describes a command and its flags.\n\nexit status:\n"
+    + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
+    + "\n  exec passes on the command's own status; serve and agent run stop cleanly on "
+    "Ctrl-C (0)."
+)
 
 # name -> (module, configure function, run function, one-line help)
 SUBCOMMANDS = {
@@ -70,6 +103,7 @@ SUBCOMMANDS = {
 EXTRA_FOR_MODULE = {
     "starlette": "server",
     "uvicorn": "server",
+    "multipart": "server",
     "rich": "cli",
     "keyring": "keyring",
     "cryptography": "encryption",
@@ -77,32 +111,147 @@ EXTRA_FOR_MODULE = {
 }
 
 
+class _UsageError(Exception):
+    """A command line argparse refused; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (its own print the usage first, two lines or
+    more); subcommand parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``freshtoken ARGV`` (default: ``sys.argv[1:]``) and return its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="freshtoken", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = args[0] if args and args[0] in SUBCOMMANDS else None
-    for name, (module_name, configure, _, help_text) in SUBCOMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        if name == chosen:
-            getattr(_load(module_name), configure)(sub)
-    namespace = parser.parse_args(args)
-    module_name, _, run, _ = SUBCOMMANDS[namespace.command]
+    if argv is None:
+        _second_interrupt_exits()
+    logger = logging.getLogger("freshtoken")
+    level, handlers = logger.level, list(logger.handlers)
+    logger.addHandler(logging.NullHandler())  # see _show_library_logs
     try:
-        code: int = getattr(_load(module_name), run)(namespace)
+        return _run(args)
     except KeyboardInterrupt:
+        from ._profiles_cli import cancelled
+
+        _say(cancelled())
         return 130
+    except _UsageError as error:
+        _say(str(error))
+        return 2
+    except BrokenPipeError:
+        # The reader left (`| head`): nothing more to say, and nowhere to say it on stdout.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as error:
+        # A bug of ours: still one line, and the traceback with -v.
+        logging.getLogger("freshtoken").debug("unexpected error", exc_info=True)
+        _say(f"unexpected {type(error).__name__}: {' '.join(str(error).split())[:300]}")
+        return 1
+    finally:
+        # As the command (argv None), the process ends now, after any refresh still in
+        # flight, whose log lines follow the same rule as the command's.
+        if argv is not None:  # main() may run again in this process (tests do)
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+
+
+def _run(args: list[str]) -> int:
+    chosen = args[0] if args and args[0] in SUBCOMMANDS else None
+    parser = _build_parser(chosen)
+    if not args:
+        parser.print_help()  # like pip and docker: the help, and success
+        return 0
+    namespace, unknown = parser.parse_known_args(args)
+    if unknown:  # argparse would blame the top-level parser; name the command's help
+        where = f"freshtoken {namespace.command}"
+        raise _UsageError(f"unrecognized arguments: {' '.join(unknown)} (see '{where} --help')")
+    _show_library_logs(namespace.verbose)
+    module_name, _, run, _ = SUBCOMMANDS[namespace.command]
+    code: int = getattr(_load(module_name), run)(namespace)
     return code
 
 
-def _load(module_name: str):  # type: ignore[no-untyped-def]
+def _build_parser(chosen: str | None) -> _Parser:
+    parser = _Parser(
+        prog="freshtoken",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"freshtoken {__version__}", help="show the version"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="show the library's log lines too"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, configure, _, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=argparse.SUPPRESS,  # given before the command, it stays counted
+            help="show the library's log lines too (-vv: debug)",
+        )
+        if name == chosen:
+            getattr(_load(module_name), configure)(sub)
+    return parser
+
+
+def _load(module_name: str) -> Any:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         extra = EXTRA_FOR_MODULE.get((error.name or "").split(".")[0])
         if extra is None:
             raise
-        sys.exit(f"freshtoken: this command needs an extra: pip install 'freshtoken[{extra}]'")
+        _say(f"this command needs an extra: pip install 'freshtoken[{extra}]'")
+        raise SystemExit(1) from None
+
+
+def _say(message: str) -> None:
+    print(f"freshtoken: {message}", file=sys.stderr, flush=True)
+
+
+def _show_library_logs(verbosity: int) -> None:
+    """Without -v the library's warnings (a failed refresh...) stay out of the way of the one
+    line that says what failed: main's handler that drops them keeps logging's last resort,
+    which prints to stderr, from being used. With -v they go to stderr."""
+    if not verbosity:
+        return
+    logger = logging.getLogger("freshtoken")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("freshtoken [%(levelname)s] %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+
+
+def _second_interrupt_exits() -> None:
+    """Ctrl-C raises KeyboardInterrupt once: the command says so in one line and ends, after a
+    refresh already sent has been saved (the interpreter waits for it: a rotated refresh token
+    must not be lost). A second Ctrl-C ends the process at once, without the traceback Python
+    prints for an interrupted exit. Installed before anything runs, so no moment is left
+    between the two where the second would find Python's own handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    interrupts = 0
+
+    def interrupted(signum: int, frame: object) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            raise KeyboardInterrupt
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()  # os._exit drops what is still buffered
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 if __name__ == "__main__":

@@ -17,18 +17,27 @@ none); :meth:`OAuth2Refresher.from_issuer` finds the token endpoint and the meth
 discovery, and such a refresher logs in with the same settings (``browser_login``,
 ``device_login``, ``password_login``). The first-token functions (:func:`password_login`...)
 live in :mod:`freshtoken._logins` and are re-exported here.
+
+A grant refresher describes itself (:meth:`OAuth2Refresher.describe`): its settings, none of
+them secret, and apart from them its client secret or private key, a
+:class:`RefresherSettings` that :meth:`~RefresherSettings.rebuild` turns back into the same
+refresher. A :class:`~freshtoken.FileStore` keeps that description with a profile, so that a
+profile saved from Python can be refreshed by ``freshtoken token`` and the other way round.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
+import json
 import math
 import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import httpx
@@ -67,6 +76,7 @@ __all__ = [
     "JSONRefresher",
     "OAuth2Refresher",
     "Refresher",
+    "RefresherSettings",
     "client_credentials_login",
     "json_login",
     "password_login",
@@ -287,6 +297,9 @@ class _GrantRefresher(HTTPRefresher):
         self.scope = scope
         self.extra_params = dict(extra_params or {})
         self.metadata: ServerMetadata | None = None
+        self.issuer: str | None = None  # set by from_issuer, and by a rebuilt description
+        self._private_key = private_key  # kept only to describe the refresher (describe())
+        self._private_key_file: str | None = None  # where a rebuilt refresher read its key
 
     @classmethod
     def from_issuer(
@@ -333,10 +346,43 @@ class _GrantRefresher(HTTPRefresher):
         )
         refresher.client = client  # the same, with the token endpoint as assertion audience
         refresher.metadata = metadata
+        refresher.issuer = metadata.issuer
         return refresher
 
     def secrets(self) -> tuple[str, ...]:
         return self.client.secrets()
+
+    def describe(self) -> RefresherSettings:
+        """What rebuilds this refresher: settings with no secret in them (``settings``, fit
+        to be stored in clear) and, apart, the client secret or private key.
+
+        Not described: ``timeout``, ``headers`` (they may carry an API key) and a ``verify``
+        that is an ``ssl.SSLContext``; a rebuilt refresher has the defaults.
+        """
+        settings: dict[str, Any] = {
+            "refresher": "client_credentials" if self.can_acquire else "oauth2",
+            "token_url": self.url,
+            "client_id": self.client.client_id,
+            "auth_method": self.client.method,
+            "allow_insecure_http": self.allow_insecure_http,
+        }
+        key_file = self._private_key_file
+        optional = {
+            "private_key_file": key_file,
+            "issuer": self.issuer,
+            "scope": self.scope,
+            "extra_params": self.extra_params or None,
+            "key_id": self.client.key_id,
+            "verify": self.verify if isinstance(self.verify, str) or self.verify is False else None,
+        }
+        settings.update((name, value) for name, value in optional.items() if value is not None)
+        return RefresherSettings(
+            settings,
+            client_secret=self.client.client_secret,
+            private_key=(
+                None if self._private_key is None or key_file else _key_text(self._private_key)
+            ),
+        )
 
     def _grant(self, form: dict[str, str]) -> httpx.Request:
         if self.scope:
@@ -345,6 +391,124 @@ class _GrantRefresher(HTTPRefresher):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, client_id={self.client.client_id!r})"
+
+
+RefresherKind = Literal["oauth2", "client_credentials"]
+# The meta entries a description owns: describing a refresher replaces all of them.
+SETTING_NAMES = frozenset(
+    {
+        "refresher",
+        "token_url",
+        "client_id",
+        "auth_method",
+        "allow_insecure_http",
+        "issuer",
+        "scope",
+        "extra_params",
+        "key_id",
+        "verify",
+        "private_key_file",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
+class RefresherSettings:
+    """A grant refresher described: ``settings`` (JSON-ready, nothing secret: token endpoint,
+    client id and authentication method, scope, issuer...) and its secrets, kept apart.
+
+    ``settings["private_key_file"]`` names a PEM file to read the key from (profiles made by
+    ``freshtoken login --private-key``) when ``private_key`` is not given.
+    """
+
+    settings: Mapping[str, Any]
+    client_secret: str | None = None
+    private_key: str | None = None
+
+    def rebuild(self) -> OAuth2Refresher | ClientCredentials:
+        """The refresher these settings describe. ValueError says what is missing or wrong."""
+        settings = self.settings
+        token_url = settings.get("token_url")
+        client_id = settings.get("client_id")
+        if not isinstance(token_url, str) or not isinstance(client_id, str):
+            raise ValueError("the settings name no token_url or client_id")  # noqa: TRY004
+        kind = settings.get("refresher")
+        if kind is None:  # profiles saved by `freshtoken login` before descriptions existed
+            kind = "client_credentials" if settings.get("grant") == "client_credentials" else None
+        cls: type[OAuth2Refresher | ClientCredentials] = (
+            ClientCredentials if kind == "client_credentials" else OAuth2Refresher
+        )
+        method = settings.get("auth_method")
+        if method not in (None, *_AUTH_METHODS):
+            raise ValueError(f"unknown client authentication method {str(method)[:40]!r}")
+        private_key = self.private_key
+        key_file = settings.get("private_key_file")
+        if private_key is None and isinstance(key_file, str):
+            try:
+                private_key = Path(key_file).read_text()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(
+                    f"the private key file {key_file} cannot be read ({error}): restore it"
+                ) from None
+        extra = settings.get("extra_params")
+        verify = settings.get("verify")
+        refresher = cls(
+            token_url,
+            client_id=client_id,
+            client_secret=self.client_secret,
+            private_key=private_key,
+            auth_method=method,
+            scope=_text_or_none(settings.get("scope")),
+            extra_params=(
+                {str(k): str(v) for k, v in extra.items()} if isinstance(extra, Mapping) else None
+            ),
+            verify=verify if isinstance(verify, str) or verify is False else True,
+            allow_insecure_http=settings.get("allow_insecure_http") is True,
+        )
+        refresher.client = ClientAuth(
+            client_id,
+            self.client_secret,
+            refresher.client.method,
+            private_key=private_key,
+            key_id=_text_or_none(settings.get("key_id")),
+            audience=token_url,
+        )
+        refresher.issuer = _text_or_none(settings.get("issuer"))
+        if self.private_key is None and isinstance(key_file, str):
+            refresher._private_key_file = key_file  # described as the file, not its contents
+        return refresher
+
+    def __repr__(self) -> str:
+        return (
+            f"RefresherSettings({dict(self.settings)!r}, "
+            f"has_client_secret={self.client_secret is not None}, "
+            f"has_private_key={self.private_key is not None})"
+        )
+
+
+_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _key_text(key: PrivateKey) -> str:
+    """A private key as text that :class:`ClientAuth` reads back: PEM, or a JWK's JSON."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes):
+        return key.decode()
+    if isinstance(key, Mapping):
+        return json.dumps(dict(key))
+    from cryptography.hazmat.primitives import serialization  # a key object of cryptography
+
+    pem: bytes = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return pem.decode()
 
 
 class OAuth2Refresher(_GrantRefresher, LoginMethods):

@@ -188,17 +188,19 @@ def test_password_from_stdin(
 def test_status_shows_profiles_without_secrets(
     cli: CLI, oauth_server: ReferenceServer, store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """status lists every profile's account, expiry, scope and last refresh, and no secret."""
+    """status lists every profile's account, expiry, scope, login and refresh, no secret; a
+    profile never refreshed says so."""
     login(cli, oauth_server, monkeypatch)
     login(cli, oauth_server, monkeypatch, "--profile", "work", "--scope", "read")
     result = cli("status")
     assert result.code == 0
     lines = result.out.splitlines()
     assert lines[1].split() == [
-        "PROFILE", "ACCOUNT", "ACCESS", "TOKEN", "SCOPE", "LAST", "REFRESH", "STORE"
+        "PROFILE", "ACCOUNT", "ACCESS", "TOKEN", "SCOPE", "LOGGED", "IN", "REFRESHED", "STORE"
     ]  # fmt: skip
     assert lines[2].startswith("default  demo (demo)  expires in 4m")
     assert "read write" in lines[2]
+    assert lines[2].split()[-3:] == ["ago", "never", "plain"]
     assert lines[3].startswith("work     demo (demo)  expires in 4m")
     for secret in secrets_in(store_path) + secrets_in(store_path, "work"):
         assert secret not in result.out
@@ -206,6 +208,13 @@ def test_status_shows_profiles_without_secrets(
     assert [p["profile"] for p in as_json] == ["default", "work"]
     assert as_json[1]["scope"] == "read"
     assert 290 < as_json[0]["expires_in"] <= 300
+    assert as_json[0]["refreshed_at"] is None
+    assert as_json[0]["logged_in_at"] is not None
+    expire_stored(store_path)
+    assert cli("token").code == 0
+    refreshed = json.loads(cli("status", "--json").out)[0]
+    assert refreshed["refreshed_at"] is not None
+    assert refreshed["logged_in_at"] == as_json[0]["logged_in_at"]
 
 
 def test_status_of_an_empty_store(cli: CLI) -> None:
@@ -349,3 +358,18 @@ def test_expired_token_set_is_not_printed_by_status(
     result = cli("status")
     assert "expired" in result.out
     assert TokenSet.__name__ not in result.out
+
+
+def test_no_lock_file_outlives_its_profile(
+    cli: CLI, oauth_server: ReferenceServer, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking up profiles that do not exist leaves no lock file; a refreshed profile's lock
+    file goes with the profile at logout."""
+    for name in ("nosuch", "typo", "other"):
+        assert cli("token", "--profile", name).code == 1
+    login(cli, oauth_server, monkeypatch)
+    expire_stored(store_path)
+    assert cli("token").code == 0  # a refresh: the profile's lock file exists now
+    assert cli("logout").code == 0
+    leftovers = sorted(p.name for p in store_path.parent.iterdir() if p.name.endswith(".lock"))
+    assert leftovers == ["tokens.json.lock"]  # the file's write lock, shared by all profiles

@@ -1,6 +1,7 @@
 """Never run, only type-checked (mypy --strict): the public API's types stay honest.
 
-Each line is how the README uses freshtoken; a signature change that breaks a user breaks this.
+Each line is how the README and the docs use freshtoken; a signature change that breaks a user
+breaks this.
 """
 
 from __future__ import annotations
@@ -95,3 +96,15 @@ def readme_dpop(token_url: str, store: freshtoken.TokenStore) -> None:
     manager.set_tokens(tokens)
     fleet = freshtoken.TokenManager(refresher, store, dpop="EdDSA")
     print(fleet.get_tokens().dpop_key, freshtoken.DPoPKey.from_jwk(key.private_jwk()))
+
+
+def profiles(path: str, token_url: str) -> freshtoken.TokenManager:
+    refresher = freshtoken.OAuth2Refresher(token_url, client_id="app", client_secret="s")
+    described: freshtoken.refreshers.RefresherSettings = refresher.describe()
+    rebuilt: freshtoken.OAuth2Refresher | freshtoken.ClientCredentials = described.rebuild()
+    print(rebuilt, dict(described.settings))
+    store = freshtoken.FileStore(path, profile="work")
+    profile = store.load_profile()
+    if profile is not None:
+        print(profile.refresher_settings(), store.profiles()["work"].refreshed_at)
+    return store.manager(leeway=60.0, on_refresh=print)

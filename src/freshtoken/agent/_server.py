@@ -40,7 +40,7 @@ from .._clock import Clock, system_clock
 from .._formats import rfc3339
 from .._manager import TokenManager
 from .._policy import Freshness, RetryPolicy
-from .._profiles_cli import _refresher, close_refresher
+from .._profiles_cli import close_refresher, profile_refresher
 from .._tokens import TokenSet
 from ..errors import AuthError, RefreshFailed, SessionExpired, StoreError
 from ..refreshers import Refresher
@@ -579,11 +579,13 @@ class Agent:
                     profile.manager = None
                 return None
             settings = hashlib.sha256(
-                json.dumps([dict(loaded.meta), loaded.client_secret], sort_keys=True).encode()
+                json.dumps(
+                    [dict(loaded.meta), loaded.client_secret, loaded.private_key], sort_keys=True
+                ).encode()
             ).hexdigest()
             if profile.manager is not None and profile.settings == settings:
                 return profile
-            refresher = _refresher(profile.store, loaded.meta, loaded.client_secret)
+            refresher = profile_refresher(profile.store, loaded)
             if profile.manager is not None:
                 self._retired.append(profile.manager.refresher)
             if not profile.watched:

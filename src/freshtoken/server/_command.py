@@ -22,6 +22,8 @@ _ENV_PREFIX = "FRESHTOKEN_SERVER_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _DEFAULTS = ServerConfig()
+# A wildcard address to bind -> the loopback address to name in URLs.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}
 
 
 def _port(text: str) -> int:
@@ -179,11 +181,16 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-def _banner(url: str, config: ServerConfig) -> str:
+def _banner(url: str, config: ServerConfig, *, everywhere: str | None = None) -> str:
     path = config.issuer_path
     issuer = url + path
-    lines = [
-        f"freshtoken reference server on {url}",
+    lines = [f"freshtoken reference server on {url}"]
+    if everywhere is not None:
+        lines.append(
+            f"  listening on all interfaces ({everywhere}); the issuer and every URL below"
+            f" name {url}, which works on this machine"
+        )
+    lines += [
         f"  issuer        {issuer}  (freshtoken login --issuer {issuer} --client-id demo-public)",
         f"  metadata      {url}/.well-known/oauth-authorization-server{path}",
         f"                {issuer}/.well-known/openid-configuration",
@@ -222,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         missing = (exc.name or "?").partition(".")[0]
         print(
-            f"freshtoken serve needs {missing!r}: pip install 'freshtoken[server]'",
+            f"freshtoken: serve needs {missing!r}: pip install 'freshtoken[server]'",
             file=sys.stderr,
         )
         return 1
@@ -231,11 +238,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:
-        print(f"freshtoken serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(
+            f"freshtoken: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     url = base_url(sock)
+    everywhere = None
+    if args.host in _WILDCARDS:
+        # Nobody can open http://0.0.0.0:8400: name the loopback address, which the clients
+        # on this machine reach without --allow-insecure-http.
+        everywhere = url.removeprefix("http://")
+        url = f"http://{_WILDCARDS[args.host]}:{sock.getsockname()[1]}"
     server = build_uvicorn_server(config, url)
-    print(_banner(url, config), flush=True)
+    print(_banner(url, config, everywhere=everywhere), flush=True)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

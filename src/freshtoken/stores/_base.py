@@ -126,6 +126,11 @@ class TokenStore(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and watchers. Closing twice is harmless."""
 
+    def remember_refresher(self, refresher: object) -> None:  # noqa: B027 - optional hook
+        """Told by each :class:`~freshtoken.TokenManager` made over this store which refresher
+        it uses. Stores that keep settings beside the tokens (a FileStore profile) record what
+        rebuilds it with their next save; the others ignore it."""
+
 
 class BlockingTokenStore(TokenStore):
     """A store whose I/O blocks; the async side runs it in a worker thread."""

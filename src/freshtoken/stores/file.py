@@ -8,10 +8,12 @@ The document (one file may hold several named profiles)::
       "profiles": {
         "default": {
           "generation": 42,             # the serial of this profile's last token save
-          "updated_at": 1712345678.9,   # when its tokens were last saved (the last refresh)
+          "updated_at": 1712345678.9,   # when its tokens were last saved
+          "logged_in_at": 1712345000.0, # when tokens were last saved by a login (or null)
+          "refreshed_at": 1712345678.9, # when a refresh last saved tokens (null: never)
           "meta": {...},                # non-secret settings: token_url, client_id...
           "summary": {...} | null,      # non-secret facts about the tokens: expiry, scope
-          "secrets": {"tokens": {...} | null, "client_secret": "..."}
+          "secrets": {"tokens": {...} | null, "client_secret": "...", "private_key": "..."}
             or "sealed": {...}          # the same object, encrypted (AES-256-GCM)
         }
       }
@@ -33,6 +35,15 @@ when they let go.
 
 ``path`` is used as given: a symbolic link where the file should be is refused (linked
 directories above it are fine).
+
+A profile is usable from both sides. A :class:`~freshtoken.TokenManager` over a FileStore
+tells it its refresher; when that refresher can describe itself (``OAuth2Refresher``,
+``ClientCredentials``, see :class:`~freshtoken.refreshers.RefresherSettings`) every save
+records the description: the settings in ``meta``, the client secret or private key with the
+tokens. ``freshtoken token``, ``status`` and ``logout`` then refresh and revoke the profile,
+and :meth:`FileStore.manager` rebuilds a manager from any profile, ``freshtoken login``'s
+included. A save without a ``expected_generation`` (a login: ``set_tokens``) or into an
+empty profile stamps ``logged_in_at``; a fenced save over tokens (a refresh) ``refreshed_at``.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ import time
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .._tokens import TokenSet
 from ..errors import LockTimeout, StoreError
@@ -58,6 +69,10 @@ from ._files import canonical_path, config_dir, process_lock, read_private_file,
 from ._files import remove_stale_temporaries as _remove_stale_temporaries
 from ._forks import renew_after_fork
 from ._sealing import ENV_KEY, Sealer, resolve_key, shape_problem
+
+if TYPE_CHECKING:
+    from .._manager import TokenManager
+    from ..refreshers import RefresherSettings
 
 __all__ = ["FORMAT", "FileStore", "Profile", "ProfileInfo", "default_path"]
 
@@ -89,6 +104,8 @@ class ProfileInfo:
     obtained_at: float | None
     scope: str | None
     has_refresh_token: bool
+    logged_in_at: float | None = None
+    refreshed_at: float | None = None  # None: never refreshed since the login
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -100,11 +117,23 @@ class Profile:
     tokens: TokenSet | None
     generation: int
     client_secret: str | None
+    private_key: str | None = None
 
     def __repr__(self) -> str:
         return (
             f"Profile({self.name!r}, meta={dict(self.meta)!r}, tokens={self.tokens!r}, "
-            f"generation={self.generation}, has_client_secret={self.client_secret is not None})"
+            f"generation={self.generation}, has_client_secret={self.client_secret is not None},"
+            f" has_private_key={self.private_key is not None})"
+        )
+
+    def refresher_settings(self) -> RefresherSettings:
+        """The refresher this profile was saved with, described (``.rebuild()`` makes it)."""
+        from ..refreshers import SETTING_NAMES, RefresherSettings
+
+        return RefresherSettings(
+            {name: value for name, value in self.meta.items() if name in SETTING_NAMES | {"grant"}},
+            client_secret=self.client_secret,
+            private_key=self.private_key,
         )
 
 
@@ -112,6 +141,7 @@ class Profile:
 class _Secrets:
     tokens: TokenSet | None
     client_secret: str | None
+    private_key: str | None = None
 
 
 class FileStore(BlockingTokenStore):
@@ -162,6 +192,7 @@ class FileStore(BlockingTokenStore):
             raise ValueError("watch_interval must be a positive number of seconds, or None")
         self.watch_interval = watch_interval
         self._unwatch = threading.Event()
+        self._described: RefresherSettings | None = None
         renew_after_fork(self)
 
     @property
@@ -193,6 +224,11 @@ class FileStore(BlockingTokenStore):
     def close(self) -> None:
         self._unwatch.set()
 
+    def remember_refresher(self, refresher: object) -> None:
+        """Record ``refresher``'s description (if it has one) with every save from now on."""
+        describe = getattr(refresher, "describe", None)
+        self._described = describe() if callable(describe) else None
+
     def _after_fork_in_child(self) -> None:
         # The watcher threads are not in the child; the event they waited on may have been
         # mid-update in one of them. watch() in the child starts new ones on a fresh event.
@@ -222,7 +258,13 @@ class FileStore(BlockingTokenStore):
                     f"since they were read (generation {current}, expected {expected_generation})"
                 )
             meta = {} if record is None else record["meta"]
-            generation = self._put(document, record, meta, _Secrets(tokens, secrets.client_secret))
+            kept = _Secrets(tokens, secrets.client_secret, secrets.private_key)
+            described = self._described
+            if described is not None:
+                meta = _described_meta(meta, described)
+                kept = _Secrets(tokens, described.client_secret, described.private_key)
+            login = expected_generation is None or current == 0
+            generation = self._put(document, record, meta, kept, login=login)
         return StoredTokens(tokens, generation)
 
     def clear(self) -> None:
@@ -234,7 +276,7 @@ class FileStore(BlockingTokenStore):
             secrets = self._open(record)
             if secrets.tokens is None:
                 raise _Unchanged
-            self._put(document, record, record["meta"], _Secrets(None, secrets.client_secret))
+            self._put(document, record, record["meta"], dataclasses.replace(secrets, tokens=None))
 
     @contextlib.contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
@@ -270,8 +312,43 @@ class FileStore(BlockingTokenStore):
         secrets = self._open(record)
         generation = record["generation"] if secrets.tokens is not None else 0
         return Profile(
-            self.profile, dict(record["meta"]), secrets.tokens, generation, secrets.client_secret
+            self.profile,
+            dict(record["meta"]),
+            secrets.tokens,
+            generation,
+            secrets.client_secret,
+            secrets.private_key,
         )
+
+    def manager(self, **options: Any) -> TokenManager:
+        """A :class:`~freshtoken.TokenManager` over this profile, with the refresher it was
+        saved with (by ``freshtoken login``, or from Python by a manager whose refresher
+        describes itself). ``options`` go to the manager (``leeway=``, ``on_refresh=``...);
+        tokens bound to a DPoP key get ``dpop=`` that key's algorithm, which signs with it.
+
+        Raises :class:`StoreError` if the profile does not exist or names no refresher.
+        """
+        from .._manager import TokenManager
+
+        profile = self.load_profile()
+        if profile is None:
+            raise StoreError(
+                f"{self.path} has no profile {self.profile!r}: log in with `freshtoken login`"
+                " (or save tokens from Python through a manager over this store)"
+            )
+        try:
+            refresher = profile.refresher_settings().rebuild()
+        except ValueError as error:
+            raise StoreError(
+                f"{self._where} cannot be refreshed: {error}. It was saved without its "
+                "refresher's settings (by a refresher that cannot describe itself, or by an "
+                "older freshtoken): log in again with `freshtoken login`, or save it from "
+                "Python through a manager with an OAuth2Refresher"
+            ) from None
+        if profile.tokens is not None and profile.tokens.dpop_key is not None:
+            # Tokens bound to a DPoP key are refreshed with it: the key is stored with them.
+            options.setdefault("dpop", profile.tokens.dpop_key.algorithm)
+        return TokenManager(refresher, self, **options)
 
     def save_profile(
         self,
@@ -305,7 +382,9 @@ class FileStore(BlockingTokenStore):
                         " to keep it encrypted, or drop_encryption=True to store it unencrypted"
                     )
                 record = None  # not resealed: nothing of the sealed record is kept
-            generation = self._put(document, record, meta, _Secrets(tokens, client_secret))
+            generation = self._put(
+                document, record, meta, _Secrets(tokens, client_secret), login=True
+            )
         return StoredTokens(tokens, generation)
 
     def remove_profile(self) -> bool:
@@ -396,6 +475,8 @@ class FileStore(BlockingTokenStore):
         record: Mapping[str, Any] | None,
         meta: Mapping[str, Any],
         secrets: _Secrets,
+        *,
+        login: bool = False,
     ) -> int:
         serial = document["serial"] + 1
         document["serial"] = serial
@@ -405,9 +486,21 @@ class FileStore(BlockingTokenStore):
         }
         if secrets.client_secret is not None:
             plain["client_secret"] = secrets.client_secret
+        if secrets.private_key is not None:
+            plain["private_key"] = secrets.private_key
+        now = time.time()
+        saved = secrets.tokens is not None
+        logged_in_at = _stamp(record, "logged_in_at")
+        refreshed_at = _stamp(record, "refreshed_at")
+        if saved and login:
+            logged_in_at, refreshed_at = now, None
+        elif saved:
+            refreshed_at = now
         entry: dict[str, Any] = {
             "generation": generation,
-            "updated_at": time.time() if secrets.tokens is not None else _updated_at(record),
+            "updated_at": now if saved else _updated_at(record),
+            "logged_in_at": logged_in_at,
+            "refreshed_at": refreshed_at,
             "meta": dict(meta),
             "summary": None if secrets.tokens is None else _summary(secrets.tokens),
         }
@@ -476,9 +569,22 @@ def _summary(tokens: TokenSet) -> dict[str, Any]:
 
 
 def _updated_at(record: Mapping[str, Any] | None) -> float | None:
+    return _stamp(record, "updated_at")
+
+
+def _stamp(record: Mapping[str, Any] | None, name: str) -> float | None:
     if record is None:
         return None
-    return _number_or_none(record.get("updated_at"))
+    return _number_or_none(record.get(name))
+
+
+def _described_meta(meta: Mapping[str, Any], described: RefresherSettings) -> dict[str, Any]:
+    """``meta`` with the refresher's settings replaced by ``described``'s (the rest kept:
+    the account, how the login went)."""
+    from ..refreshers import SETTING_NAMES
+
+    kept = {name: value for name, value in meta.items() if name not in SETTING_NAMES}
+    return {**kept, **described.settings}
 
 
 def _number_or_none(value: object) -> float | None:
@@ -507,6 +613,11 @@ def _info(name: str, record: Mapping[str, Any]) -> ProfileInfo:
         obtained_at=_number_or_none(summary.get("obtained_at")),
         scope=summary.get("scope") if isinstance(summary.get("scope"), str) else None,
         has_refresh_token=bool(summary.get("has_refresh_token")),
+        logged_in_at=_stamp(record, "logged_in_at")
+        or _number_or_none(
+            record["meta"].get("logged_in_at")  # written by logins before the record had it
+        ),
+        refreshed_at=_stamp(record, "refreshed_at"),
     )
 
 
@@ -560,9 +671,10 @@ def _record_problem(record: object, serial: int) -> str | None:
         return "has a bad generation"
     if not isinstance(record.get("meta"), dict):
         return "has no meta object"
-    updated_at = record.get("updated_at")
-    if updated_at is not None and not _is_number(updated_at):
-        return "has a bad updated_at"
+    for stamp in ("updated_at", "logged_in_at", "refreshed_at"):
+        value = record.get(stamp)
+        if value is not None and not _is_number(value):
+            return f"has a bad {stamp}"
     summary = record.get("summary")
     if summary is not None and _summary_problem(summary):
         return "has a bad summary"
@@ -595,7 +707,9 @@ def _parse_secrets(value: object, where: str) -> _Secrets:
         raise corrupt(where, "the secrets are not an object", _FIX)
     tokens_data = value.get("tokens")
     client_secret = value.get("client_secret")
-    if client_secret is not None and not isinstance(client_secret, str):
-        raise corrupt(where, "client_secret is not a string", _FIX)
+    private_key = value.get("private_key")
+    for name, secret in (("client_secret", client_secret), ("private_key", private_key)):
+        if secret is not None and not isinstance(secret, str):
+            raise corrupt(where, f"{name} is not a string", _FIX)
     tokens = None if tokens_data is None else token_set(tokens_data, where, _FIX)
-    return _Secrets(tokens, client_secret)
+    return _Secrets(tokens, client_secret, private_key)
