@@ -29,7 +29,7 @@ demo: $(BIN)/.installed
 	$(BIN)/freshtoken demo $(ARGS)
 
 test: $(BIN)/.installed tools
-	$(BIN)/python -m pytest -n $(WORKERS) $(ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal $(ARGS)
 
 redis: tools
 
