@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
-from conftest import CSRF, Deployment, DeploymentFactory
+from bff_support import CSRF, Deployment, DeploymentFactory
 
 from freshtoken import ManualClock
 
