@@ -25,10 +25,12 @@ import json
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from .._clock import Clock, system_clock
 from .._manager import TokenManager
@@ -66,8 +68,8 @@ __all__ = ["BFF", "LoginRequired", "derive_key"]
 
 logger = logging.getLogger("freshtoken.bff")
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -117,6 +119,7 @@ class BFF:
         revocation_url: str | None = None,
         end_session_url: str | None = None,
         refresher: Refresher | None = None,
+        api_origins: Iterable[str] = (),
         sessions: SessionStore | None = None,
         app: ASGIApp | None = None,
         prefix: str = "/bff",
@@ -181,9 +184,12 @@ class BFF:
         self.retry = retry
         self.clock = clock
         self._managers: OrderedDict[str, TokenManager] = OrderedDict()
+        self.api_origins = frozenset(api_origins)
+        self._timeout = upstream_timeout
         self._http = httpx.AsyncClient(
             timeout=upstream_timeout, verify=verify, follow_redirects=False, trust_env=False
         )
+        self._shared = _SharedTransport(httpx.AsyncHTTPTransport(verify=verify))
         self._endpoints: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             f"{prefix}/user": self._user,
             f"{prefix}/logout": self._logout,
@@ -259,6 +265,56 @@ class BFF:
         digest = hmac.new(self.key, b"logout " + handle.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:18]).decode()
 
+    # -- server-side calls ----------------------------------------------------------------
+
+    async def user_client(self, request: Request) -> AsyncIterator[httpx.AsyncClient]:
+        """A FastAPI dependency: an ``httpx.AsyncClient`` authorised as the request's user.
+
+        ``client: httpx.AsyncClient = Depends(bff.user_client)`` in a route of the wrapped
+        app. Its token goes only to the proxy routes' origins and ``api_origins``; a
+        rejection is refreshed and retried once, as :class:`freshtoken.httpx.TokenAuth` does.
+        No session raises :class:`LoginRequired`; :meth:`install` answers it (and a session
+        that expires during the call) with the BFF's 401.
+        """
+        from ..httpx import TokenAuth
+
+        session = await self.current_session(request.scope)
+        if session is None:
+            raise LoginRequired("no session: log in first")
+        auth = TokenAuth(
+            self.manager(session.handle),
+            origins=self.routes.origins | self.api_origins,
+            allow_insecure_http=self.allow_insecure_http,
+        )
+        async with httpx.AsyncClient(
+            auth=auth, transport=self._shared, timeout=self._timeout, follow_redirects=False
+        ) as client:
+            yield client
+
+    def install(self, app: Any) -> None:
+        """Answer :class:`LoginRequired` and :class:`~freshtoken.SessionExpired` raised in
+        ``app``'s routes (a Starlette or FastAPI app) with the BFF's 401 login_required."""
+
+        async def login_required(request: Request, error: Exception) -> Response:
+            session = await self._quiet_session(request.scope)
+            if session is not None and isinstance(error, SessionExpired):
+                with contextlib.suppress(StoreError):
+                    await self.end_session(session.handle)
+            return JSONResponse(
+                {"error": "login_required"},
+                status_code=401,
+                headers={"set-cookie": self._expired_cookie(), "cache-control": "no-store"},
+            )
+
+        app.add_exception_handler(LoginRequired, login_required)
+        app.add_exception_handler(SessionExpired, login_required)
+
+    async def _quiet_session(self, scope: Scope) -> Session | None:
+        try:
+            return await self.current_session(scope)
+        except StoreError:
+            return None
+
     # -- ASGI -----------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -302,6 +358,7 @@ class BFF:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._shared.close()
         await self.sessions.aclose()
 
     # -- endpoints ------------------------------------------------------------------------
@@ -436,7 +493,7 @@ class BFF:
         headers = forwarded_request_headers(scope["headers"], self.csrf_header)
         body: bytes | None = None
         rest: AsyncIterator[bytes] | None = None
-        if has_body(dict(headers)):
+        if has_body(_headers(scope)):  # before filtering: Transfer-Encoding is hop-by-hop
             body, rest = await read_replayable(_body_chunks(receive), self.replay_limit)
         method = scope["method"]
         response = await self._send_upstream(method, target, headers, tokens, (body, rest))
@@ -621,3 +678,19 @@ async def _stream(send: Send, response: httpx.Response) -> None:
 
 def _redacted(url: str) -> str:
     return url.split("?", 1)[0]
+
+
+class _SharedTransport(httpx.AsyncBaseTransport):
+    """One connection pool for every user_client: a client closing does not close it."""
+
+    def __init__(self, transport: httpx.AsyncHTTPTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Kept open: the BFF closes it (:meth:`close`)."""
+
+    async def close(self) -> None:
+        await self._transport.aclose()

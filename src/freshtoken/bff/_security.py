@@ -94,8 +94,10 @@ def safe_return_to(value: str | None, own_origin: str) -> str | None:
     """
     if not value or len(value) > _LONGEST_RETURN:
         return None
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in value):
+        return None  # a raw space or control character: browsers strip or split on them
     for candidate in (value, unquote(value), unquote(unquote(value))):
-        if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in candidate) or "\\" in candidate:
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in candidate) or "\\" in candidate:
             return None
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
