@@ -9,10 +9,11 @@ from typing import Any
 import fastapi
 import httpx
 import pytest
-from bff_support import Deployment, DeploymentFactory
 
 from freshtoken import ManualClock
 from freshtoken.server import ReferenceServer
+
+from .bff_support import Deployment, DeploymentFactory
 
 
 @pytest.fixture

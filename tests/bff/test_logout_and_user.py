@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from bff_support import CSRF, Deployment, DeploymentFactory
+
+from .bff_support import CSRF, Deployment, DeploymentFactory
 
 
 def refresh_token_of(deployment: Deployment, session: str) -> str:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import concurrent.futures
 
-from bff_support import CSRF, Deployment, DeploymentFactory
-
 from freshtoken import ManualClock
+
+from .bff_support import CSRF, Deployment, DeploymentFactory
 
 
 def test_a_proxied_call_carries_the_sessions_token(deployment: Deployment) -> None:

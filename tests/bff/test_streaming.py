@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Iterator
 import anyio.to_thread
 import httpx
 import pytest
-from bff_support import CSRF, DeploymentFactory
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from freshtoken.bff import ServedApp
+
+from .bff_support import CSRF, DeploymentFactory
 
 CHUNK = 256 * 1024
 CHUNKS = 32  # 8 MiB each way
