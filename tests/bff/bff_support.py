@@ -19,6 +19,7 @@ from redis_fixture import RedisServer
 
 from freshtoken import ManualClock, TokenSet
 from freshtoken.bff import BFF, MemorySessionStore, RedisSessionStore, ServedApp, SessionStore
+from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
 from freshtoken.server import ReferenceServer
 
 SECRET = "a bff test passphrase, long enough"
@@ -37,7 +38,9 @@ class Deployment:
 
     def login(self, user: str = "demo", claims: dict[str, Any] | None = None) -> str:
         """A session for ``user``: its id, as the browser's cookie would hold it."""
-        answer = self.server.login(user, user, scope="read write")
+        answer = self.server.login(
+            user, user, client_id=BFF_CLIENT_ID, client_secret=BFF_CLIENT_SECRET, scope="read write"
+        )
         tokens = TokenSet.from_response(answer, sent_at=self.server.clock())
         session_id, _ = self.served.call(
             self.bff.start_session(tokens, claims or {"sub": user, "name": user.title()})
@@ -77,6 +80,13 @@ def make_sessions(session_kind: str, request: pytest.FixtureRequest) -> Callable
 
 
 @pytest.fixture
+def oauth_server(oauth_server_factory: Any) -> ReferenceServer:
+    """The reference server, with the BFF's client (redirect URI: /bff/callback on loopback)."""
+    server: ReferenceServer = oauth_server_factory(bff_server_config())
+    return server
+
+
+@pytest.fixture
 def deploy(
     oauth_server: ReferenceServer, make_sessions: Callable[[], SessionStore]
 ) -> Iterator[DeploymentFactory]:
@@ -85,10 +95,9 @@ def deploy(
 
     def factory(**options: Any) -> Deployment:
         settings: dict[str, Any] = {
-            "client_id": "demo",
-            "client_secret": "demo-secret",
-            "token_url": oauth_server.token_url,
-            "revocation_url": oauth_server.revoke_url,
+            "client_id": BFF_CLIENT_ID,
+            "client_secret": BFF_CLIENT_SECRET,
+            "issuer": oauth_server.url,
             "secret_key": SECRET,
             "routes": {"/api/": f"{oauth_server.url}/api/"},
             "sessions": make_sessions(),

@@ -86,7 +86,7 @@ def test_rp_initiated_logout_goes_to_the_end_session_endpoint(deploy: Deployment
     assert (target.scheme, target.netloc, target.path) == ("https", "idp.example", "/logout")
     query = parse_qs(target.query)
     assert query["ui"] == ["1"]
-    assert query["client_id"] == ["demo"]
+    assert query["client_id"] == ["bff-demo"]
     assert query["post_logout_redirect_uri"] == [f"{deployment.url}/goodbye"]
 
 

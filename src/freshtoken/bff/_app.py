@@ -28,15 +28,19 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
+import anyio
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .._authorization import AuthorizationRequest
+from .._client_auth import ClientAuth
 from .._clock import Clock, system_clock
+from .._discovery import ServerMetadata, adiscover
 from .._manager import TokenManager
 from .._policy import RetryPolicy
-from .._tokens import TokenSet
-from ..errors import AuthError, RefreshFailed, SessionExpired, StoreError
+from .._tokens import TokenResponseError, TokenSet
+from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
 from ..refreshers import OAuth2Refresher, Refresher
 from ..stores._sealing import Sealer, _raw_key
 from ._proxy import (
@@ -75,6 +79,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _KEY_SALT = b"freshtoken bff key v1"
+LOGIN_TIMEOUT = 600.0  # seconds a user may spend at the provider's login page
+# ID token claims that describe the login, not the user: not shown by /user.
+_PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash", "azp", "auth_time"})
 UPSTREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
@@ -114,7 +121,11 @@ class BFF:
         client_id: str,
         secret_key: bytes | str,
         routes: Mapping[str, str] | None = None,
+        issuer: str | ServerMetadata | None = None,
         client_secret: str | None = None,
+        scope: str | None = None,
+        authorize_params: Mapping[str, str] | None = None,
+        redirect_uri: str | None = None,
         token_url: str | None = None,
         revocation_url: str | None = None,
         end_session_url: str | None = None,
@@ -147,9 +158,7 @@ class BFF:
         check_cookie_name(cookie_name, secure=secure_cookies)
         if not 0 < idle_timeout <= absolute_timeout:
             raise ValueError("need 0 < idle_timeout <= absolute_timeout")
-        if refresher is None:
-            if token_url is None:
-                raise ValueError("give token_url (or an issuer, or a refresher)")
+        if refresher is None and token_url is not None:
             refresher = OAuth2Refresher(
                 token_url,
                 client_id=client_id,
@@ -157,9 +166,19 @@ class BFF:
                 verify=verify,
                 allow_insecure_http=allow_insecure_http,
             )
+        if refresher is None and issuer is None:
+            raise ValueError("give an issuer (or a token_url, or a refresher)")
+        self.issuer = issuer
         self.client_id = client_id
         self.client_secret = client_secret
-        self.refresher = refresher
+        self.scope = scope
+        self.authorize_params = dict(authorize_params or {})
+        self.redirect_uri = redirect_uri
+        self.verify = verify
+        self.metadata: ServerMetadata | None = (
+            issuer if isinstance(issuer, ServerMetadata) else None
+        )
+        self._refresher = refresher
         self.revocation_url = revocation_url
         self.end_session_url = end_session_url
         self.routes = Routes(routes or {}, allow_insecure_http=allow_insecure_http)
@@ -191,9 +210,45 @@ class BFF:
         )
         self._shared = _SharedTransport(httpx.AsyncHTTPTransport(verify=verify))
         self._endpoints: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            f"{prefix}/login": self._login,
+            f"{prefix}/callback": self._callback,
             f"{prefix}/user": self._user,
             f"{prefix}/logout": self._logout,
         }
+        self._discovery_lock = anyio.Lock()
+
+    # -- the provider ---------------------------------------------------------------------
+
+    @property
+    def refresher(self) -> Refresher:
+        if self._refresher is None:
+            raise RuntimeError("the issuer is not discovered yet: await bff.ready() first")
+        return self._refresher
+
+    async def ready(self) -> None:
+        """Discover the issuer (once) and make the refresher from its metadata. Requests do
+        this by themselves; call it at start-up to fail early on a wrong issuer."""
+        if self._refresher is not None and (self.issuer is None or self.metadata is not None):
+            return
+        async with self._discovery_lock:
+            if self.metadata is None and isinstance(self.issuer, str):
+                self.metadata = await adiscover(
+                    self.issuer, verify=self.verify, allow_insecure_http=self.allow_insecure_http
+                )
+            metadata = self.metadata
+            assert metadata is not None
+            if self._refresher is None:
+                self._refresher = OAuth2Refresher.from_issuer(
+                    metadata,
+                    client_id=self.client_id,
+                    client_secret=self.client_secret,
+                    verify=self.verify,
+                    allow_insecure_http=self.allow_insecure_http,
+                )
+            if self.revocation_url is None:
+                self.revocation_url = metadata.revocation_endpoint
+            if self.end_session_url is None:
+                self.end_session_url = metadata.end_session_endpoint
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -202,6 +257,7 @@ class BFF:
     ) -> tuple[str, Session]:
         """Start a session for tokens obtained at login; returns the new id (for the cookie:
         see :meth:`session_cookie`) and the session. A new id every time: no fixation."""
+        await self.ready()
         session_id = new_session_id()
         handle = handle_of(session_id)
         now = self.clock()
@@ -213,6 +269,7 @@ class BFF:
 
     async def end_session(self, handle: str) -> None:
         """Forget a session and its tokens here and in the store (no revocation)."""
+        await self.ready()
         manager = self._managers.pop(handle, None) or self._new_manager(handle)
         with contextlib.suppress(StoreError):
             await manager.aclear()  # the session's deletion below removes them anyway
@@ -278,6 +335,7 @@ class BFF:
         """
         from ..httpx import TokenAuth
 
+        await self.ready()
         session = await self.current_session(request.scope)
         if session is None:
             raise LoginRequired("no session: log in first")
@@ -327,10 +385,16 @@ class BFF:
             return
         path: str = scope["path"]
         endpoint = self._endpoints.get(path)
+        route = None if endpoint is not None else self.routes.match(path)
+        if endpoint is not None or route is not None:
+            try:
+                await self.ready()
+            except LoginFailed as error:  # the provider cannot be discovered
+                await self._unavailable(send, error)
+                return
         if endpoint is not None:
             await endpoint(scope, receive, send)
             return
-        route = self.routes.match(path)
         if route is not None:
             await self._proxy(scope, receive, send, route)
             return
@@ -362,6 +426,115 @@ class BFF:
         await self.sessions.aclose()
 
     # -- endpoints ------------------------------------------------------------------------
+
+    async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the browser to the provider (code + PKCE + state + nonce); what the callback
+        needs to finish travels in a sealed, short-lived cookie named after this login's
+        state, so several tabs may log in at once and nothing is stored for a login that is
+        never finished."""
+        origin = _own_origin(scope)
+        back = safe_return_to(_query(scope).get("returnTo") or "/", origin)
+        if back is None:
+            await _json(send, 400, {"error": "invalid_return_to"})
+            return
+        assert self.metadata is not None
+        try:
+            request = AuthorizationRequest.start(
+                self.metadata,
+                client_id=self.client_id,
+                redirect_uri=self.redirect_uri or f"{origin}{self.prefix}/callback",
+                scope=self.scope,
+                params=self.authorize_params,
+            )
+        except LoginFailed as error:
+            await _json(send, 500, {"error": error.error})
+            return
+        saved = request.to_dict()
+        saved["url"] = ""  # the browser carries it once, in the Location header
+        pending = {"request": saved, "return_to": back, "started_at": self.clock()}
+        cookie = cookie_header(
+            self._login_cookie_name(request.state),
+            self._seal_cookie(pending, "login"),
+            max_age=int(LOGIN_TIMEOUT),
+            same_site="lax",  # the provider's redirect back is a top-level GET: Lax sends it
+            secure=self.secure_cookies,
+        )
+        await _redirect(send, request.url, [(b"set-cookie", cookie.encode())])
+
+    async def _callback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = _query(scope)
+        state = params.get("state", "")
+        cookie_name = self._login_cookie_name(state)
+        forget = expired_cookie_header(cookie_name, same_site="lax", secure=self.secure_cookies)
+        headers = [(b"set-cookie", forget.encode())]
+        sealed = _cookie(scope, cookie_name) if state else None
+        pending = None if sealed is None else self._open_cookie(sealed, "login")
+        started = None if pending is None else pending.get("started_at")
+        if (
+            pending is None
+            or not isinstance(started, (int, float))
+            or not 0 <= self.clock() - started <= LOGIN_TIMEOUT
+        ):
+            await _json(send, 400, {"error": "login_expired"}, headers)
+            return
+        try:
+            request = AuthorizationRequest.from_dict({**pending["request"], "url": ""})
+            code = request.code_from(params)
+            tokens = await request.aexchange(
+                code,
+                self._client(),
+                verify=self.verify,
+                allow_insecure_http=self.allow_insecure_http,
+                clock=self.clock,
+            )
+            claims = tokens.id_claims()
+        except (LoginFailed, TokenResponseError, ValueError, TypeError, KeyError) as error:
+            code_name = getattr(error, "error", "invalid_login")
+            logger.warning(
+                "login failed: %s", error if isinstance(error, LoginFailed) else code_name
+            )
+            await _json(send, 400, {"error": code_name}, headers)
+            return
+        # A new session id at every login: an id planted before (fixation) or left from an
+        # earlier login ends here.
+        try:
+            previous = await self.current_session(scope)
+            if previous is not None:
+                await self.end_session(previous.handle)
+            session_id, _ = await self.start_session(tokens, _shown_claims(claims))
+        except StoreError as error:
+            await self._unavailable(send, error)
+            return
+        headers.append((b"set-cookie", self.session_cookie(session_id).encode()))
+        await _redirect(send, str(pending["return_to"]), headers)
+
+    def _client(self) -> ClientAuth:
+        client = getattr(self.refresher, "client", None)
+        if not isinstance(client, ClientAuth):
+            raise LoginFailed("invalid_client", "the refresher has no client to log in with")
+        return client
+
+    def _login_cookie_name(self, state: str) -> str:
+        tag = hashlib.sha256(state.encode("utf-8", "replace")).hexdigest()[:16]
+        return f"{self.cookie_name}-login-{tag}"
+
+    def _seal_cookie(self, document: Mapping[str, Any], purpose: str) -> str:
+        plain = json.dumps(document, separators=(",", ":")).encode()
+        sealed = self._sealer.seal(plain, context=f"freshtoken bff {purpose}")
+        packed = json.dumps([sealed["nonce"], sealed["ciphertext"]], separators=(",", ":"))
+        return base64.urlsafe_b64encode(packed.encode()).decode().rstrip("=")
+
+    def _open_cookie(self, value: str, purpose: str) -> dict[str, Any] | None:
+        """The sealed document, or None for anything not sealed by this BFF's key."""
+        try:
+            packed = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+            nonce, ciphertext = packed
+            sealed = {"alg": "A256GCM", "kdf": "raw", "nonce": nonce, "ciphertext": ciphertext}
+            plain = self._sealer.open(sealed, context=f"freshtoken bff {purpose}", where="cookie")
+            document = json.loads(plain)
+        except (ValueError, TypeError, StoreError):
+            return None
+        return document if isinstance(document, dict) else None
 
     async def _user(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._csrf(scope):
@@ -443,8 +616,9 @@ class BFF:
         id_token = getattr(tokens, "id_token", None)
         if self.revocation_url is None or tokens.refresh_token is None:
             return id_token
-        client = getattr(self.refresher, "client", None)
-        if client is None:
+        try:
+            client = self._client()
+        except LoginFailed:
             logger.warning("logout: the refresher has no client to revoke the refresh token with")
             return id_token
         request = client.request(
@@ -674,6 +848,10 @@ async def _stream(send: Send, response: httpx.Response) -> None:
         await send({"type": "http.response.body", "body": b""})
     finally:
         await response.aclose()
+
+
+def _shown_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in claims.items() if name not in _PROTOCOL_CLAIMS}
 
 
 def _redacted(url: str) -> str:
