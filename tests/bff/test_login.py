@@ -28,14 +28,14 @@ class Browser:
     """What a browser does in a login, cookies kept by hand (httpx does not send Secure
     cookies over http; Chromium does to localhost, see the browser test)."""
 
-    def __init__(self, deployment: Deployment) -> None:
-        self.deployment = deployment
+    def __init__(self, deployment: Deployment | httpx.Client) -> None:
+        self.http = deployment if isinstance(deployment, httpx.Client) else deployment.http
         self.cookies: dict[str, str] = {}
         self.idp = httpx.Client(timeout=10.0, follow_redirects=False)
 
     def visit(self, url: str) -> httpx.Response:
         header = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
-        response = self.deployment.http.get(url, headers={"Cookie": header} if header else {})
+        response = self.http.get(url, headers={"Cookie": header} if header else {})
         for name, cookie in set_cookies(response).items():
             if "Max-Age=0" in cookie:
                 self.cookies.pop(name, None)
