@@ -41,7 +41,15 @@ from typing import Any
 
 from ..errors import AuthError
 
-__all__ = ["ConfigError", "app_from_environment", "build", "configure_parser", "load_config", "run"]
+__all__ = [
+    "ConfigError",
+    "app_from_environment",
+    "build",
+    "configure_parser",
+    "load_config",
+    "run",
+    "static_files",
+]
 
 CONFIG_ENV = "FRESHTOKEN_BFF_CONFIG"
 _SECTIONS = ("routes", "sessions", "server")
@@ -135,18 +143,23 @@ def build(config: dict[str, Any], *, workers: int = 1) -> Any:
             sessions = RedisSessionStore.from_url(url, **sessions_config)
     else:
         raise ConfigError(f"[sessions] kind is memory or redis, not {kind!r}")
-    app = None
     static = config.get("static")
-    if static is not None:
-        from starlette.staticfiles import StaticFiles
-
-        if not Path(static).is_dir():
-            raise ConfigError(f"static = {static!r} is not a directory")
-        app = StaticFiles(directory=str(static), html=True)
+    app = None if static is None else static_files(Path(static))
     try:
         return BFF(routes=config.get("routes", {}), sessions=sessions, app=app, **settings)
     except TypeError as error:
         raise ConfigError(f"unknown or misspelt setting: {error}") from None
+
+
+def static_files(directory: Path) -> Any:
+    """An ASGI app serving a built SPA (``index.html`` at ``/``; 404 for what is missing)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    if not directory.is_dir():
+        raise ConfigError(f"static: {directory} is not a directory")
+    return Starlette(routes=[Mount("/", StaticFiles(directory=str(directory), html=True))])
 
 
 def _address(entry: object) -> tuple[str, int]:
@@ -209,22 +222,21 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     server = ReferenceServer(bff_server_config(access_ttl=args.access_ttl), clock=system_clock)
     server.start()
-    app = None
-    if args.static is not None:
-        from starlette.staticfiles import StaticFiles
-
-        if not args.static.is_dir():
-            print(f"freshtoken bff: --static {args.static} is not a directory", file=sys.stderr)
-            return 2
-        app = StaticFiles(directory=str(args.static), html=True)
+    try:
+        app = None if args.static is None else static_files(args.static)
+    except ConfigError as error:
+        server.stop()
+        print(f"freshtoken bff: {error}", file=sys.stderr)
+        return 2
     bff = BFF(
         issuer=server.url,
         client_id=BFF_CLIENT_ID,
         client_secret=BFF_CLIENT_SECRET,
         secret_key=secrets.token_bytes(32),
         routes={"/api/": f"{server.url}/api/"},
+        scope="openid read write",
         app=app,
-        leeway=5.0,
+        leeway=min(5.0, args.access_ttl / 4),
     )
     port = args.port or 8000
     print(
