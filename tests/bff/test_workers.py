@@ -119,7 +119,7 @@ def test_two_workers_refresh_each_sessions_tokens_once_per_expiry(
     fleet: dict[str, Any], tmp_path: Path
 ) -> None:
     """Log in through worker A; hammer A and B for a few token lifetimes: every call 200,
-    refreshes = access tokens seen - 1, no refresh token presented twice."""
+    one refresh per access token the API saw, no refresh token presented twice."""
     server: ReferenceServer = fleet["server"]
     api: RecordingAPI = fleet["api"]
     workers: list[Worker] = fleet["workers"]
@@ -151,7 +151,9 @@ def test_two_workers_refresh_each_sessions_tokens_once_per_expiry(
     assert stats["reuse_detections"] == 0
     assert stats["token_errors"] == 0
     assert stats["refreshes"] >= 2  # three lifetimes went by
-    assert stats["refreshes"] == len(seen) - 1
+    # One refresh per token generation: every refresh gave a token the API then saw, but for
+    # at most the last one, which may land as the hammering stops.
+    assert len(seen) - 1 <= stats["refreshes"] <= len(seen)
 
 
 def test_uvicorn_with_two_workers_serves_a_session(fleet: dict[str, Any], tmp_path: Path) -> None:

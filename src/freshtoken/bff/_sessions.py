@@ -131,7 +131,9 @@ class _Entry:
         self.expires_at = expires_at
         self.idle_until = idle_until
         self.generation = starting_generation()
-        self.tokens: TokenSet | None = None
+        # Compact JSON, not a TokenSet: half the memory, and read only when a manager is made
+        # or a refresh runs, never per request (managers keep the TokenSet they use).
+        self.tokens: bytes | None = None
 
 
 _memory_ids = itertools.count(1)
@@ -222,9 +224,11 @@ class _MemoryTokens(TokenStore):
             entry = self._sessions._entry(self._handle)
             if entry is None or entry.tokens is None:
                 return None
-            return StoredTokens(entry.tokens, entry.generation)
+            raw, generation = entry.tokens, entry.generation
+        return StoredTokens(TokenSet.from_dict(json.loads(raw)), generation)
 
     def save(self, tokens: TokenSet, *, expected_generation: int | None) -> StoredTokens:
+        raw = json.dumps(tokens.to_dict(), separators=(",", ":")).encode()
         with self._sessions._mutex:
             entry = self._sessions._entry(self._handle)
             if entry is None:
@@ -235,7 +239,7 @@ class _MemoryTokens(TokenStore):
             if expected_generation is not None and current != expected_generation:
                 raise GenerationConflict(f"{self!r}: the tokens changed since they were read")
             entry.generation += 1
-            entry.tokens = tokens
+            entry.tokens = raw
             return StoredTokens(tokens, entry.generation)
 
     def clear(self) -> None:
@@ -355,20 +359,43 @@ class RedisSessionStore(SessionStore):
 
     @classmethod
     def from_url(
-        cls, url: str, *, cluster: bool = False, socket_timeout: float = 5.0, **options: Any
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        socket_timeout: float = 5.0,
+        max_connections: int = 64,
+        **options: Any,
     ) -> RedisSessionStore:
         """Clients for ``url`` (a ``redis://`` URL; with ``cluster=True``, any node of a
-        Redis Cluster), sync and async, closed by :meth:`aclose`."""
+        Redis Cluster), sync and async, closed by :meth:`aclose`. At most
+        ``max_connections`` per client (per node on a cluster); a request finding them all
+        busy waits for one (up to ``socket_timeout``) rather than failing."""
         from ..stores.redis import _import_redis
 
         module = _import_redis()
-        settings = {"socket_timeout": socket_timeout, "socket_connect_timeout": 2.0}
+        settings: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": min(socket_timeout, 2.0),
+        }
         if cluster:
-            sync: Any = module.cluster.RedisCluster.from_url(url, **settings)
-            asynchronous: Any = module.asyncio.cluster.RedisCluster.from_url(url, **settings)
+            sync: Any = module.cluster.RedisCluster.from_url(
+                url, max_connections=max_connections, **settings
+            )
+            asynchronous: Any = module.asyncio.cluster.RedisCluster.from_url(
+                url, max_connections=max_connections, **settings
+            )
         else:
-            sync = module.Redis.from_url(url, **settings)
-            asynchronous = module.asyncio.Redis.from_url(url, **settings)
+            sync = module.Redis(
+                connection_pool=module.BlockingConnectionPool.from_url(
+                    url, max_connections=max_connections, timeout=socket_timeout, **settings
+                )
+            )
+            asynchronous = module.asyncio.Redis(
+                connection_pool=module.asyncio.BlockingConnectionPool.from_url(
+                    url, max_connections=max_connections, timeout=socket_timeout, **settings
+                )
+            )
         return cls(sync, async_client=asynchronous, owns_clients=True, **options)
 
     @classmethod
@@ -450,6 +477,9 @@ class RedisSessionStore(SessionStore):
             if self.async_client is not None:
                 await self.async_client.aclose()
             self.client.close()
+            pool = getattr(self.client, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect()
 
     # -- helpers --------------------------------------------------------------------------
 
