@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from freshtoken import ManualClock
+from freshtoken.server import ReferenceServer
 from freshtoken.server._browser import submit_form
 
 from .bff_support import CSRF, Deployment, DeploymentFactory
@@ -199,3 +200,25 @@ def test_rp_initiated_logout_carries_the_id_token_hint(deploy: DeploymentFactory
     hint = query["id_token_hint"][0]
     assert hint.count(".") == 2  # a JWT: the provider knows whose session to end
     assert query["post_logout_redirect_uri"] == [f"{deployment.url}/"]
+
+
+def test_repeated_logins_do_not_pile_up_cookies(deployment: Deployment) -> None:
+    """A page bouncing the browser to /bff/login again and again leaves a few login cookies,
+    not one per visit (its requests would otherwise grow past what a server accepts)."""
+    browser = Browser(deployment)
+    for _ in range(12):
+        assert browser.visit("/bff/login").status_code == 302
+        assert len([name for name in browser.cookies if "-login-" in name]) <= 4
+    start = browser.visit("/bff/login")  # the latest login still finishes
+    browser.visit(browser.sign_in(start.headers["location"]))
+    assert deployment.bff.cookie_name in browser.cookies
+
+
+def test_a_bff_without_an_issuer_has_no_login(
+    deploy: DeploymentFactory, oauth_server: ReferenceServer
+) -> None:
+    """Made with a token_url only (sessions started by the app): /bff/login says so."""
+    deployment = deploy(issuer=None, token_url=oauth_server.token_url)
+    answer = deployment.http.get("/bff/login")
+    assert answer.status_code == 404
+    assert answer.json() == {"error": "login_not_configured"}

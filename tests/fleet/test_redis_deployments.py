@@ -12,12 +12,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from redis_fixture import RedisCluster, RedisSentinel, RedisServer
 
-from freshtoken import FunctionRefresher, StoreError, TokenManager, TokenSet
+from freshtoken import FunctionRefresher, StoredTokens, StoreError, TokenManager, TokenSet
 from freshtoken.stores.redis import RedisStore
 
 pytestmark = pytest.mark.redis
@@ -144,6 +145,18 @@ def test_replicas_are_refused_on_a_cluster(
 
 # -- Sentinel -------------------------------------------------------------------------------
 
+T = TypeVar("T")
+
+
+def eventually(action: Callable[[], T], deadline: float) -> T:
+    """``action()`` once it stops raising StoreError (polled: sentinels give no event)."""
+    while True:
+        try:
+            return action()
+        except StoreError:
+            assert time.monotonic() < deadline, "still failing over at the deadline"
+            time.sleep(0.1)
+
 
 def test_the_store_keeps_working_after_a_sentinel_failover(
     redis_sentinel: RedisSentinel,
@@ -169,14 +182,18 @@ def test_the_store_keeps_working_after_a_sentinel_failover(
         while redis_sentinel.master_address() != promoted:  # polled: sentinels decide alone
             assert time.monotonic() < deadline, "no failover within 30 s"
             time.sleep(0.1)
-        loaded = None
-        while loaded is None:  # the promoted replica may refuse writes for a moment
-            with contextlib.suppress(StoreError), store.lock(1.0):
-                loaded = store.load()
-            assert time.monotonic() < deadline
+
+        def locked_load() -> StoredTokens | None:
+            with store.lock(1.0):  # a write: the promoted replica may refuse them for a moment
+                return store.load()
+
+        # Sentinels settle on their own after a failover (a lagging one may still say "no
+        # master"): what a caller sees meanwhile is a StoreError, retried here until it passes.
+        loaded = eventually(locked_load, deadline)
+        assert loaded is not None
         assert loaded.tokens.access_token == "access-SECRET-1"
         assert manager.refresh().access_token == "access-SECRET-2"
-        stored = other.load()
+        stored = eventually(other.load, deadline)
         assert stored is not None
         assert stored.tokens.refresh_token == "refresh-SECRET-2"
     finally:

@@ -80,6 +80,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _KEY_SALT = b"freshtoken bff key v1"
 LOGIN_TIMEOUT = 600.0  # seconds a user may spend at the provider's login page
+MAX_PENDING_LOGINS = 4  # login cookies a browser may hold at once (tabs logging in)
 # ID token claims that describe the login, not the user: not shown by /user.
 _PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash", "azp", "auth_time"})
 UPSTREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -437,7 +438,9 @@ class BFF:
         if back is None:
             await _json(send, 400, {"error": "invalid_return_to"})
             return
-        assert self.metadata is not None
+        if self.metadata is None:  # made with a token_url or a refresher, not an issuer
+            await _json(send, 404, {"error": "login_not_configured"})
+            return
         try:
             request = AuthorizationRequest.start(
                 self.metadata,
@@ -459,7 +462,15 @@ class BFF:
             same_site="lax",  # the provider's redirect back is a top-level GET: Lax sends it
             secure=self.secure_cookies,
         )
-        await _redirect(send, request.url, [(b"set-cookie", cookie.encode())])
+        headers = [(b"set-cookie", cookie.encode())]
+        # A page that sends the browser to /login over and over must not pile up cookies until
+        # its requests grow too large to serve: past a few pending logins, the older go.
+        pending_logins = _cookie_names(scope, f"{self.cookie_name}-login-")
+        if len(pending_logins) >= MAX_PENDING_LOGINS:
+            for name in pending_logins:
+                forget = expired_cookie_header(name, same_site="lax", secure=self.secure_cookies)
+                headers.append((b"set-cookie", forget.encode()))
+        await _redirect(send, request.url, headers)
 
     async def _callback(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = _query(scope)
@@ -668,7 +679,10 @@ class BFF:
         body: bytes | None = None
         rest: AsyncIterator[bytes] | None = None
         if has_body(_headers(scope)):  # before filtering: Transfer-Encoding is hop-by-hop
-            body, rest = await read_replayable(_body_chunks(receive), self.replay_limit)
+            try:
+                body, rest = await read_replayable(_body_chunks(receive), self.replay_limit)
+            except ConnectionAbortedError:
+                return  # the browser went away before sending its body: nobody to answer
         method = scope["method"]
         response = await self._send_upstream(method, target, headers, tokens, (body, rest))
         if response is None:
@@ -709,7 +723,7 @@ class BFF:
         request = self._http.build_request(method, url, headers=authorized, content=content)
         try:
             return await self._http.send(request, stream=True)
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, ConnectionAbortedError) as error:
             logger.warning("proxy: %s %s failed: %s", method, _redacted(url), type(error).__name__)
             return None
 
@@ -770,6 +784,17 @@ def _cookie(scope: Scope, name: str) -> str | None:
             if key == name:
                 return str(found)
     return None
+
+
+def _cookie_names(scope: Scope, prefix: str) -> list[str]:
+    names = []
+    for header, value in scope["headers"]:
+        if header.lower() == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                name = part.strip().partition("=")[0]
+                if name.startswith(prefix):
+                    names.append(name)
+    return names
 
 
 def _query(scope: Scope) -> dict[str, str]:
