@@ -333,13 +333,20 @@ class RedisSessionStore(SessionStore):
         replicas: int = 0,
         owns_clients: bool = False,
     ) -> None:
-        from ..stores.redis import RedisStore, _import_redis
+        from ..stores.redis import (
+            RedisStore,
+            _describe_connection,
+            _import_redis,
+            translated_errors,
+        )
 
         module = _import_redis()
         if not isinstance(client, (module.Redis, module.cluster.RedisCluster)):
             raise TypeError("client must be a redis.Redis or a redis.cluster.RedisCluster")
         self._store_class = RedisStore
+        self._translated = translated_errors
         self._errors = module.exceptions
+        self._where = _describe_connection(client)
         self.client = client
         self.async_client = async_client
         self.prefix = prefix
@@ -494,19 +501,12 @@ class RedisSessionStore(SessionStore):
             script = (self._create, self._touch)[which]
             return await anyio.to_thread.run_sync(lambda: script(keys=[key], args=args))
 
-    @contextlib.contextmanager
-    def _translate(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except (self._errors.ConnectionError, self._errors.TimeoutError) as error:
-            raise StoreError(
-                f"cannot {action}: Redis is unreachable ({type(error).__name__})"
-            ) from error
-        except self._errors.RedisError as error:
-            raise StoreError(
-                f"cannot {action}: Redis answered {type(error).__name__}: "
-                f"{str(error).splitlines()[0][:200] if str(error) else ''}"
-            ) from error
+    def _translate(self, action: str) -> contextlib.AbstractContextManager[None]:
+        from ..stores.redis import _describe_connection, translated_errors
+
+        return translated_errors(
+            self._errors, f"cannot {action}", _describe_connection(self.client)
+        )
 
     def _require_key(self) -> bytes:
         if self._key is None:

@@ -469,20 +469,8 @@ class RedisStore(TokenStore):
 
     # -- shared helpers -----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _translate(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except (self._errors.ConnectionError, self._errors.TimeoutError) as error:
-            raise StoreError(
-                f"{self!r}: cannot {action}: Redis at {self._where} is unreachable "
-                f"({type(error).__name__})"
-            ) from error
-        except self._errors.RedisError as error:
-            raise StoreError(
-                f"{self!r}: cannot {action}: Redis at {self._where} answered "
-                f"{type(error).__name__}: {_first_line(error)}"
-            ) from error
+    def _translate(self, action: str) -> contextlib.AbstractContextManager[None]:
+        return translated_errors(self._errors, f"{self!r}: cannot {action}", self._where)
 
     def _save_args(self, tokens: TokenSet, expected_generation: int | None) -> list[str]:
         if expected_generation is not None and expected_generation < 0:
@@ -754,6 +742,23 @@ def _generation_of(raw: object) -> int | None:
     if not isinstance(raw, bytes) or _GENERATION_RE.fullmatch(raw) is None:
         return None
     return int(raw)
+
+
+@contextlib.contextmanager
+def translated_errors(errors: Any, what: str, where: str) -> Iterator[None]:
+    """redis-py's errors as StoreErrors: ``what`` failed because Redis at ``where`` is
+    unreachable or answered an error (its first line; never the URL, which may hold a
+    password)."""
+    try:
+        yield
+    except (errors.ConnectionError, errors.TimeoutError) as error:
+        raise StoreError(
+            f"{what}: Redis at {where} is unreachable ({type(error).__name__})"
+        ) from error
+    except errors.RedisError as error:
+        raise StoreError(
+            f"{what}: Redis at {where} answered {type(error).__name__}: {_first_line(error)}"
+        ) from error
 
 
 def _hash_tagged(key: str) -> str:
