@@ -207,7 +207,11 @@ class BFF:
         self.api_origins = frozenset(api_origins)
         self._timeout = upstream_timeout
         self._http = httpx.AsyncClient(
-            timeout=upstream_timeout, verify=verify, follow_redirects=False, trust_env=False
+            timeout=upstream_timeout,
+            verify=verify,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
         )
         self._shared = _SharedTransport(httpx.AsyncHTTPTransport(verify=verify))
         self._endpoints: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
