@@ -146,3 +146,28 @@ def test_upstream_set_cookie_never_reaches_the_browser(deploy: DeploymentFactory
         assert "set-cookie" not in response.headers
         assert response.headers["x-api"] == "1"
         assert isinstance(response, httpx.Response)
+
+
+def test_an_apis_cookie_for_one_user_never_reaches_another(deploy: DeploymentFactory) -> None:
+    """The BFF's upstream client keeps no cookie jar: a Set-Cookie answered to one session's
+    call is not sent with the next call, whoever makes it."""
+    cookies_seen: list[str | None] = []
+
+    async def api(scope, receive, send):  # type: ignore[no-untyped-def]
+        cookies_seen.append(dict(scope["headers"]).get(b"cookie", b"").decode() or None)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"set-cookie", b"api-session=first-user; Path=/")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with ServedApp(api) as served:
+        deployment = deploy(routes={"/api2/": f"{served.url}/"})
+        first, second = deployment.login("demo"), deployment.login("alice")
+        assert deployment.get("/api2/x", first).status_code == 200
+        assert deployment.get("/api2/x", second).status_code == 200
+        assert deployment.get("/api2/x", first).status_code == 200
+    assert cookies_seen == [None, None, None]

@@ -21,6 +21,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import math
@@ -84,6 +85,7 @@ MAX_PENDING_LOGINS = 4  # login cookies a browser may hold at once (tabs logging
 # ID token claims that describe the login, not the user: not shown by /user.
 _PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash", "azp", "auth_time"})
 UPSTREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+UPSTREAM_POOLS = 8
 
 
 class LoginRequired(AuthError):
@@ -205,14 +207,20 @@ class BFF:
         self.clock = clock
         self._managers: OrderedDict[str, TokenManager] = OrderedDict()
         self.api_origins = frozenset(api_origins)
-        self._timeout = upstream_timeout
-        self._http = httpx.AsyncClient(
-            timeout=upstream_timeout,
-            verify=verify,
-            follow_redirects=False,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-        )
+        self._timeout = httpx.Timeout(upstream_timeout)
+        # The proxy and revocation go straight to transports: no client, so no cookie jar
+        # that would carry one user's API cookies into another user's calls, no redirects
+        # followed, and less work per call. Several small pools rather than one large one:
+        # httpcore's pool spends time in the square of its size on every request.
+        ssl_context = httpx.create_ssl_context(verify=verify)
+        self._upstreams = [
+            httpx.AsyncHTTPTransport(
+                verify=ssl_context,
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            )
+            for _ in range(UPSTREAM_POOLS)
+        ]
+        self._next_pool = itertools.count()
         self._shared = _SharedTransport(httpx.AsyncHTTPTransport(verify=verify))
         self._endpoints: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             f"{prefix}/login": self._login,
@@ -426,7 +434,8 @@ class BFF:
                 return
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for pool in self._upstreams:
+            await pool.aclose()
         await self._shared.close()
         await self.sessions.aclose()
 
@@ -642,7 +651,11 @@ class BFF:
             {},
         )
         try:
-            response = await self._http.send(request)
+            response = await self._exchange(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.HTTPError as error:
             logger.warning("logout: revocation failed: %s", type(error).__name__)
             return id_token
@@ -724,12 +737,20 @@ class BFF:
         if rest is not None and first is not None:
             content = chained(first, rest)
         authorized = [*headers, ("authorization", tokens.authorization)]
-        request = self._http.build_request(method, url, headers=authorized, content=content)
+        request = httpx.Request(method, url, headers=authorized, content=content)
         try:
-            return await self._http.send(request, stream=True)
+            return await self._exchange(request)
         except (httpx.HTTPError, ConnectionAbortedError) as error:
             logger.warning("proxy: %s %s failed: %s", method, _redacted(url), type(error).__name__)
             return None
+
+    async def _exchange(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` upstream; the answer's body is still to be read (or streamed)."""
+        request.extensions["timeout"] = self._timeout.as_dict()
+        pool = self._upstreams[next(self._next_pool) % UPSTREAM_POOLS]
+        response = await pool.handle_async_request(request)
+        response.request = request
+        return response
 
     @staticmethod
     def _rejected(manager: TokenManager, response: httpx.Response, tokens: TokenSet) -> bool:
