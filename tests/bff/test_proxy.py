@@ -22,7 +22,8 @@ def test_a_proxied_call_carries_the_sessions_token(deployment: Deployment) -> No
 
 def test_cookies_hop_by_hop_headers_and_csrf_stay_behind(deployment: Deployment) -> None:
     """Upstream sees neither the browser's cookies nor hop-by-hop headers (nor those Connection
-    names), nor the CSRF header; other headers and the body pass."""
+    names), nor the CSRF header, nor forgeable X-Forwarded-For/Forwarded; other headers and
+    the body pass. The answer varies by Cookie."""
     session = deployment.login()
     response = deployment.http.post(
         "/api/echo?x=1",
@@ -35,6 +36,8 @@ def test_cookies_hop_by_hop_headers_and_csrf_stay_behind(deployment: Deployment)
             "Keep-Alive": "timeout=5",
             "TE": "trailers",
             "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+            "X-Forwarded-For": "10.9.8.7",
+            "Forwarded": "for=10.9.8.7",
             "X-Request-Id": "abc",
             "Content-Type": "text/plain",
         },
@@ -42,8 +45,10 @@ def test_cookies_hop_by_hop_headers_and_csrf_stay_behind(deployment: Deployment)
     assert response.status_code == 200
     echoed = response.json()
     headers = echoed["headers"]
-    for name in ("cookie", "x-private", "keep-alive", "te", "proxy-authorization", "x-csrf"):
+    dropped = ("cookie", "x-private", "keep-alive", "te", "proxy-authorization", "x-csrf")
+    for name in (*dropped, "x-forwarded-for", "forwarded"):
         assert name not in headers, name
+    assert "Cookie" in response.headers["vary"]  # the answer is this session's
     assert headers["x-request-id"] == "abc"
     assert echoed["body"] == "hello"
     assert echoed["query"] == "x=1"

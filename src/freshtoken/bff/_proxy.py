@@ -7,9 +7,11 @@ refresh (its next call succeeds). Responses are never buffered.
 
 What is dropped on the way up: hop-by-hop headers (and those the Connection header names),
 ``Host``, every browser cookie (the session cookie above all), the browser's own
-``Authorization`` and the CSRF header. On the way down: hop-by-hop headers and
-``Set-Cookie`` (an API must not set cookies on the app's origin, least of all one that could
-shadow the session's).
+``Authorization``, the CSRF header, and ``Forwarded``/``X-Forwarded-*``/``X-Real-IP`` (a
+browser could forge them; an API that trusts its proxy's would believe the forgery). On the
+way down: hop-by-hop headers and ``Set-Cookie`` (an API must not set cookies on the app's
+origin, least of all one that could shadow the session's); ``Vary: Cookie`` is added, since
+the answer depends on whose session asked (a shared cache must not give it to someone else).
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from .._policy import check_transport, origin_of
 from ._security import HOP_BY_HOP, forwardable_path
 
 __all__ = ["Route", "Routes", "forwarded_request_headers", "forwarded_response_headers"]
+
+
+# What a browser could forge to make an API believe another client address or origin.
+_FORGEABLE = frozenset(
+    {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"}
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,7 +97,7 @@ def forwarded_request_headers(
 ) -> list[tuple[str, str]]:
     headers = list(raw)
     drop = HOP_BY_HOP | _connection_listed(headers) | {"host", "cookie", "authorization"}
-    drop |= {csrf_header.lower()}
+    drop |= {csrf_header.lower()} | _FORGEABLE
     kept = []
     for name, value in headers:
         lowered = name.decode("latin-1").lower()
@@ -101,7 +109,9 @@ def forwarded_request_headers(
 def forwarded_response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
     raw = response.headers.raw
     drop = HOP_BY_HOP | _connection_listed(raw) | {"set-cookie"}
-    return [(name.lower(), value) for name, value in raw if name.lower().decode() not in drop]
+    kept = [(name.lower(), value) for name, value in raw if name.lower().decode() not in drop]
+    kept.append((b"vary", b"Cookie"))
+    return kept
 
 
 async def read_replayable(
