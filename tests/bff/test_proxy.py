@@ -169,3 +169,34 @@ def test_routes_unknown_to_the_bff_are_404_or_the_wrapped_app(deploy: Deployment
 
     wrapped = deploy(app=app)
     assert wrapped.http.get("/index.html").text == "spa"
+
+
+def test_an_api_rejecting_every_token_gets_its_401s_passed_on(deployment: Deployment) -> None:
+    """Fresh tokens rejected again and again: the API's 401s reach the browser (not
+    login_required), refreshes stay few (the manager's rejection backoff answers None), and
+    the session lives on."""
+    session = deployment.login()
+    deployment.server.reset_stats()
+    deployment.server.fail_api(1000)
+    answers = [deployment.get("/api/items", session) for _ in range(8)]
+    assert {answer.status_code for answer in answers} == {401}
+    assert all(answer.json().get("error") != "login_required" for answer in answers)
+    assert all("www-authenticate" in answer.headers for answer in answers)
+    assert deployment.server.stats()["refreshes"] <= 2
+    deployment.server.clear_faults()
+    assert deployment.get("/bff/user", session).json()["authenticated"] is True
+
+
+def test_an_idle_session_ends_and_a_busy_one_lives_to_its_absolute_end(
+    deploy: DeploymentFactory, clock: ManualClock
+) -> None:
+    """idle_timeout ends a session nobody used; use keeps one alive, but not past
+    absolute_timeout."""
+    deployment = deploy(idle_timeout=60, absolute_timeout=150)
+    idle, busy = deployment.login(), deployment.login()
+    for _ in range(3):
+        clock.advance(40)
+        assert deployment.get("/api/me", busy).status_code == 200
+    assert deployment.get("/api/me", idle).json() == {"error": "login_required"}
+    clock.advance(40)  # 160 s after login: past the absolute end, though used 40 s ago
+    assert deployment.get("/api/me", busy).json() == {"error": "login_required"}

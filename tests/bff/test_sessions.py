@@ -97,7 +97,9 @@ def redis_sessions(shared_redis_server: RedisServer) -> RedisSessionStore:
 def test_redis_sessions_live_as_long_as_the_idle_ttl_bounded_by_the_absolute_end(
     redis_sessions: RedisSessionStore, shared_redis_server: RedisServer
 ) -> None:
-    """The hash's TTL is the idle lifetime, moved on each use, never past the absolute end."""
+    """The hash's TTL is the idle lifetime, moved on each use, never past the absolute end;
+    the deadlines are judged on the BFF's clock (an idle session ends even if Redis has not
+    expired it yet)."""
     raw = shared_redis_server.client()
     made = handle()
     key = redis_sessions.redis_key(made)
@@ -106,12 +108,17 @@ def test_redis_sessions_live_as_long_as_the_idle_ttl_bounded_by_the_absolute_end
         now = time.time()
         await redis_sessions.create(made, {"sub": "u"}, now=now, idle=IDLE, absolute=ABSOLUTE)
         assert IDLE * 1000 - 2000 < raw.pttl(key) <= IDLE * 1000
+        for later in range(500, int(ABSOLUTE) - 100, 500):  # in use: the idle deadline moves
+            assert await redis_sessions.get(made, now=now + later, idle=IDLE) is not None
         session = await redis_sessions.get(made, now=now + ABSOLUTE - 100, idle=IDLE)
         assert session is not None
         assert session.claims == {"sub": "u"}
         assert 0 < raw.pttl(key) <= 100_000  # only what is left of the absolute lifetime
         assert await redis_sessions.get(made, now=now + ABSOLUTE + 1, idle=IDLE) is None
         assert raw.exists(key) == 0
+        idle = handle()
+        await redis_sessions.create(idle, {}, now=now, idle=IDLE, absolute=ABSOLUTE)
+        assert await redis_sessions.get(idle, now=now + IDLE + 1, idle=IDLE) is None
         await redis_sessions.aclose()
 
     anyio.run(scenario)

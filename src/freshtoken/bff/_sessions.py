@@ -12,9 +12,10 @@ fresh, single-flighted across workers.
 * :class:`MemorySessionStore`: one process. A cap (``max_sessions``) with least-recently-used
   eviction, so a flood of logins costs bounded memory; expired sessions go first.
 * :class:`RedisSessionStore`: any number of workers, on a plain Redis, a Sentinel-managed
-  master or a Redis Cluster. One hash per session holds the claims (sealed), the absolute end
-  and the tokens (a :class:`~freshtoken.RedisStore` on the same key, sealed too); the hash's
-  TTL is the idle deadline, so Redis forgets abandoned sessions by itself. Keys are
+  master or a Redis Cluster. One hash per session holds the claims (sealed), the absolute end,
+  the idle deadline and the tokens (a :class:`~freshtoken.RedisStore` on the same key, sealed
+  too); the hash's TTL follows the idle deadline, so Redis forgets abandoned sessions by
+  itself. Keys are
   ``<prefix>{<handle>}``: hash-tagged, so a session's hash and lock share a cluster slot.
 """
 
@@ -291,24 +292,28 @@ class _MemoryTokens(TokenStore):
 # generation and tokens. Creating replaces whatever was there and sets the idle TTL.
 _CREATE = """
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'session', ARGV[1], 'expires', ARGV[2])
+redis.call('HSET', KEYS[1], 'session', ARGV[1], 'expires', ARGV[2], 'idle_until', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-# Read and slide: the TTL becomes the idle lifetime, or what is left of the absolute one.
+# Read and slide, on the BFF's clock (ARGV[2], ms): past the idle deadline or the absolute end
+# the session is deleted; else the idle deadline moves to now + idle (ARGV[1], ms), and so
+# does the TTL, which only collects what nobody reads again (and never outlives the end).
 _TOUCH = """
-local found = redis.call('HMGET', KEYS[1], 'session', 'expires')
+local found = redis.call('HMGET', KEYS[1], 'session', 'expires', 'idle_until')
 if not found[1] then return false end
-local left = tonumber(found[2] or '0') - tonumber(ARGV[2])
-if left <= 0 then
+local now = tonumber(ARGV[2])
+local left = tonumber(found[2] or '0') - now
+if left <= 0 or tonumber(found[3] or '0') <= now then
   redis.call('DEL', KEYS[1])
   return false
 end
 local ttl = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'idle_until', now + ttl)
 if left < ttl then ttl = left end
 redis.call('PEXPIRE', KEYS[1], math.floor(ttl))
-return found
+return {found[1], found[2]}
 """
 
 
@@ -452,7 +457,12 @@ class RedisSessionStore(SessionStore):
     ) -> Session:
         key = self.redis_key(handle)
         sealed = self._seal(handle, {"claims": dict(claims), "created_at": now})
-        args = [sealed, str(_ms(now + absolute)), str(max(1, _ms(min(idle, absolute))))]
+        args = [
+            sealed,
+            str(_ms(now + absolute)),
+            str(max(1, _ms(min(idle, absolute)))),
+            str(_ms(now + idle)),
+        ]
         await self._call("start a session", 0, key, args)
         return Session(handle, now, now + absolute, dict(claims))
 
