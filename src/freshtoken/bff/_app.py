@@ -45,6 +45,7 @@ from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, Stor
 from ..refreshers import OAuth2Refresher, Refresher
 from ..stores._sealing import Sealer, _raw_key
 from ._proxy import (
+    Route,
     Routes,
     chained,
     forwarded_request_headers,
@@ -665,7 +666,7 @@ class BFF:
 
     # -- the proxy ------------------------------------------------------------------------
 
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send, route: Any) -> None:
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
         if not self._csrf(scope):
             await _json(send, 403, {"error": "csrf"})
             return
@@ -705,7 +706,7 @@ class BFF:
         if response is None:
             await _json(send, 502, {"error": "bad_gateway"})
             return
-        if self._rejected(manager, response, tokens):
+        if self._rejected(manager, response):
             try:
                 replacement = await manager.ahandle_rejection(tokens)
             except SessionExpired:
@@ -753,7 +754,7 @@ class BFF:
         return response
 
     @staticmethod
-    def _rejected(manager: TokenManager, response: httpx.Response, tokens: TokenSet) -> bool:
+    def _rejected(manager: TokenManager, response: httpx.Response) -> bool:
         return response.status_code in manager.refresh_statuses and manager.wants_refresh(
             response.status_code, response.headers.get_list("WWW-Authenticate")
         )
