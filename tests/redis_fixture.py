@@ -8,6 +8,11 @@ that use it are skipped, unless ``FRESHTOKEN_REQUIRE_REDIS=1`` (set by CI): then
 ``stop()`` shuts down cleanly and keeps the data (``SHUTDOWN SAVE``: what a Redis with
 persistence does on a restart), ``kill()`` crashes it and loses everything; ``start()`` comes
 back on the same port.
+
+Redis as deployed: ``redis_cluster`` is a 3-node Redis Cluster (``--cluster-enabled yes`` on
+free ports, joined by ``redis-cli --cluster create``), shared by the session;
+``redis_sentinel`` is a master, a replica and three sentinels watching them, per test (its
+tests kill the master).
 """
 
 from __future__ import annotations
@@ -18,15 +23,30 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
 import redis.backoff
+import redis.cluster
 import redis.retry
+import redis.sentinel
 
-__all__ = ["RedisServer", "find_redis_server", "redis_server", "shared_redis_server"]
+__all__ = [
+    "RedisCluster",
+    "RedisSentinel",
+    "RedisServer",
+    "find_redis_server",
+    "redis_cluster",
+    "redis_sentinel",
+    "redis_server",
+    "shared_redis_sentinel",
+    "shared_redis_server",
+]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
@@ -51,9 +71,13 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process. ``url``, ``port``, ``client()``, ``stop()``, ``start()``."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(
+        self, binary: str, directory: Path, extra: tuple[str, ...] = (), config: str | None = None
+    ) -> None:
         self.binary = binary
         self.directory = directory
+        self.extra = extra  # more command-line options (cluster mode, replicaof...)
+        self.config = config  # a config file's text, for a sentinel (which rewrites it)
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
@@ -74,8 +98,13 @@ class RedisServer:
             raise RuntimeError(f"redis-server on port {self.port} is already running")
         self._close_admin()
         log = self.directory / "redis.log"
-        command = [
-            self.binary,
+        command = [self.binary]
+        if self.config is not None:
+            config = self.directory / "sentinel.conf"
+            if not config.exists():
+                config.write_text(self.config)
+            command += [str(config), "--sentinel"]
+        command += [
             "--port",
             str(self.port),
             "--bind",
@@ -90,6 +119,7 @@ class RedisServer:
             str(log),
             "--daemonize",
             "no",
+            *self.extra,
         ]
         self._process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -185,7 +215,7 @@ class RedisServer:
         return f"RedisServer(port={self.port}, running={self.running})"
 
 
-def _started_server(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
+def _binary() -> str:
     binary = find_redis_server()
     if binary is None or not Path(binary).exists():
         message = (
@@ -195,17 +225,191 @@ def _started_server(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
         if os.environ.get("FRESHTOKEN_REQUIRE_REDIS") == "1":
             pytest.fail(f"FRESHTOKEN_REQUIRE_REDIS=1 but {message}", pytrace=False)
         pytest.skip(message)
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    return binary
+
+
+def _start_on_a_free_port(server: RedisServer) -> RedisServer:
     for attempt in range(3):
         try:
-            server.start()
-            break
+            return server.start()
         except RuntimeError:
             if attempt == 2:
                 raise
             server.port = _free_port()  # someone took the port between probe and bind
             server.url = f"redis://127.0.0.1:{server.port}/0"
-    return server
+    raise AssertionError("unreachable")
+
+
+def _started_server(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
+    return _start_on_a_free_port(RedisServer(_binary(), tmp_path_factory.mktemp("redis")))
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` (cluster and sentinel state has nothing to wait on but polling)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.05)
+
+
+class RedisCluster:
+    """Three redis-server nodes in cluster mode, every slot assigned, no replicas."""
+
+    def __init__(self, binary: str, directory: Path, size: int = 3) -> None:
+        self.nodes: list[RedisServer] = []
+        for index in range(size):
+            node_dir = directory / f"node{index}"
+            node_dir.mkdir()
+            options = (
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-port",  # the bus: port + 10000 may be taken or out of range
+                str(_free_port()),
+            )
+            self.nodes.append(RedisServer(binary, node_dir, options))
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            _start_on_a_free_port(node)
+        cli = shutil.which("redis-cli") or "redis-cli"
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        done = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-2000:]!r}")
+        for node in self.nodes:
+            admin = node._direct(timeout=2.0)
+            try:
+
+                def ok(admin: redis.Redis = admin) -> bool:
+                    return bool(admin.cluster("info")["cluster_state"] == "ok")
+
+                _wait_until(ok, 30.0, f"cluster state ok on port {node.port}")
+            finally:
+                admin.close()
+        return self
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def client(self, **options: Any) -> redis.cluster.RedisCluster:
+        """A new cluster client (the caller closes it)."""
+        return redis.cluster.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, **options)
+
+    def async_client(self, **options: Any) -> redis.asyncio.cluster.RedisCluster:
+        return redis.asyncio.cluster.RedisCluster(
+            host="127.0.0.1", port=self.nodes[0].port, **options
+        )
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+class RedisSentinel:
+    """A master, one replica and three sentinels (quorum 2) watching them as ``service``."""
+
+    service = "freshtoken-master"
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        (directory / "master").mkdir()
+        (directory / "replica").mkdir()
+        # No 5 s pause before the replica's first sync (the default waits for more replicas).
+        fast_sync = ("--repl-diskless-sync-delay", "0")
+        self.master = _start_on_a_free_port(RedisServer(binary, directory / "master", fast_sync))
+        self.replica = RedisServer(
+            binary,
+            directory / "replica",
+            ("--replicaof", "127.0.0.1", str(self.master.port), *fast_sync),
+        )
+        _start_on_a_free_port(self.replica)
+        self.sentinels: list[RedisServer] = []
+
+    def start(self) -> RedisSentinel:
+        probe = self.master._direct(timeout=2.0)
+        try:
+            _wait_until(
+                lambda: "'state': 'online'" in str(probe.info("replication").get("slave0")),
+                15.0,
+                "the replica's sync with the master",
+            )
+        finally:
+            probe.close()
+        config = (
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2\n"
+            f"sentinel down-after-milliseconds {self.service} 400\n"
+            f"sentinel failover-timeout {self.service} 3000\n"
+            f"sentinel parallel-syncs {self.service} 1\n"
+        )
+        for index in range(3):
+            where = self.directory / f"sentinel{index}"
+            where.mkdir()
+            self.sentinels.append(
+                _start_on_a_free_port(RedisServer(self.binary, where, config=config))
+            )
+        # Every sentinel must know the replica and the other sentinels before a failover can
+        # be voted on and can pick the replica.
+        for sentinel in self.sentinels:
+            admin = sentinel._direct(timeout=2.0)
+            try:
+
+                def ready(admin: redis.Redis = admin) -> bool:
+                    state: Any = admin.sentinel_master(self.service)
+                    return int(state["num-other-sentinels"]) == 2 and int(state["num-slaves"]) == 1
+
+                _wait_until(ready, 30.0, f"sentinel on port {sentinel.port} seeing the others")
+            finally:
+                admin.close()
+        return self
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", sentinel.port) for sentinel in self.sentinels]
+
+    def manager(self, **options: Any) -> redis.sentinel.Sentinel:
+        return redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            self.addresses, socket_timeout=1.0, **options
+        )
+
+    def master_client(self, **options: Any) -> redis.Redis:
+        """A client of whichever server is the master now (Sentinel finds it)."""
+        client: redis.Redis = self.manager().master_for(  # type: ignore[no-untyped-call]
+            self.service, socket_timeout=1.0, **options
+        )
+        return client
+
+    def async_master_client(self, **options: Any) -> redis.asyncio.Redis:
+        manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            self.addresses, socket_timeout=1.0
+        )
+        client: redis.asyncio.Redis = manager.master_for(
+            self.service, socket_timeout=1.0, **options
+        )
+        return client
+
+    def master_address(self) -> tuple[str, int] | None:
+        """Where the sentinels say the master is now; None while none is (mid-failover)."""
+        try:
+            address = self.manager().discover_master(self.service)  # type: ignore[no-untyped-call]
+        except redis.sentinel.MasterNotFoundError:
+            return None
+        return (str(address[0]), int(address[1]))
+
+    def close(self) -> None:
+        for server in [*self.sentinels, self.replica, self.master]:
+            server.close()
 
 
 @pytest.fixture
@@ -229,3 +433,33 @@ def shared_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A 3-node Redis Cluster on free loopback ports, for the session (use distinct keys)."""
+    cluster = RedisCluster(_binary(), tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinel]:
+    """A master, a replica and three sentinels, stopped after the test."""
+    deployment = RedisSentinel(_binary(), tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield deployment.start()
+    finally:
+        deployment.close()
+
+
+@pytest.fixture(scope="session")
+def shared_redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinel]:
+    """One Sentinel deployment for the session, for tests that neither kill nor fail over."""
+    deployment = RedisSentinel(_binary(), tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield deployment.start()
+    finally:
+        deployment.close()

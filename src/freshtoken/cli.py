@@ -92,6 +92,12 @@ SUBCOMMANDS = {
         "run",
         "a git credential helper serving OAuth tokens to mapped hosts",
     ),
+    "bff": (
+        "freshtoken.bff._command",
+        "configure_parser",
+        "run",
+        "a backend for frontend: browser apps keep a session cookie, no token",
+    ),
     "agent": (
         "freshtoken.agent._command",
         "configure_parser",

@@ -1,6 +1,7 @@
 """The TokenStore contract, proven once for every store: MemoryStore, FileStore, KeyringStore
 (on ``file_keyring.FileKeyring``, a test backend: this machine has no OS keychain) and
-RedisStore (on a real redis-server).
+RedisStore (on a real redis-server; encrypted; on a 3-node Redis Cluster, through the cluster
+clients, sync and async; on a Sentinel-managed master, through Sentinel's clients).
 
 What each store must do: load what was saved; fence saves on the generation (0: expect the
 store empty; N: expect generation N; None: write whatever is there); give out generations that
@@ -23,6 +24,7 @@ from pathlib import Path
 import anyio
 import pytest
 from file_keyring import file_keyring_selected
+from redis_fixture import RedisCluster, RedisSentinel
 
 from freshtoken import FunctionRefresher, LockTimeout, TokenManager, TokenSet
 from freshtoken.stores import (
@@ -62,7 +64,15 @@ class Backing:
 
 
 @pytest.fixture(
-    params=["memory", "file", "keyring", pytest.param("redis", marks=pytest.mark.redis)]
+    params=[
+        "memory",
+        "file",
+        "keyring",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-encrypted", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+        pytest.param("redis-sentinel", marks=pytest.mark.redis),
+    ]
 )
 def backing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backing]:
     """A fresh, empty store of each kind."""
@@ -97,17 +107,50 @@ def backing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backing]
             open_keyring,
             lambda: backend.delete_password(SERVICE, USER),
         )
-    else:
+    elif kind in ("redis", "redis-encrypted"):
         server = request.getfixturevalue("shared_redis_server")
         key = f"freshtoken:contract:{uuid.uuid4().hex}"
+        secret = "contract passphrase" if kind == "redis-encrypted" else None
 
         def open_redis() -> TokenStore:
-            return keep(RedisStore(server.url, key, lease=2.0))
+            return keep(RedisStore(server.url, key, lease=2.0, encryption_key=secret))
 
         def delete_key() -> None:
             server.client().delete(key)
 
         made = Backing(kind, open_redis(), open_redis, delete_key)
+    elif kind == "redis-cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        key = f"freshtoken:contract:{uuid.uuid4().hex}"
+        admin = selection.enter_context(contextlib.closing(cluster.client()))
+
+        def open_cluster() -> TokenStore:
+            client = cluster.client()
+            async_client = cluster.async_client()
+            store = RedisStore(client, key, lease=2.0, async_client=async_client)
+            selection.callback(client.close)
+            return keep(store)
+
+        def delete_cluster_key() -> None:
+            admin.delete(f"{{{key}}}")
+
+        made = Backing(kind, open_cluster(), open_cluster, delete_cluster_key)
+    else:
+        sentinel: RedisSentinel = request.getfixturevalue("shared_redis_sentinel")
+        key = f"freshtoken:contract:{uuid.uuid4().hex}"
+
+        def open_sentinel() -> TokenStore:
+            client = sentinel.master_client()
+            selection.callback(client.close)
+            return keep(
+                RedisStore(client, key, lease=2.0, async_client=sentinel.async_master_client())
+            )
+
+        def delete_sentinel_key() -> None:
+            with contextlib.closing(sentinel.master_client()) as admin:
+                admin.delete(key)
+
+        made = Backing(kind, open_sentinel(), open_sentinel, delete_sentinel_key)
     try:
         yield made
     finally:

@@ -82,6 +82,10 @@ def uvicorn_config(app: Any) -> uvicorn.Config:
         app,
         lifespan="off",
         log_level="warning",
+        # No dictConfig per server: it resets uvicorn's loggers to INFO for a moment, and a
+        # server of the same process shutting down then prints "INFO: Shutting down" into
+        # whatever test is running (seen in a CLI test that reads stderr).
+        log_config=None,
         access_log=False,
         http=_H11WithTransport,
         ws="none",

@@ -2,9 +2,16 @@
 
 What lives in Redis, for a store whose ``key`` is ``K``::
 
-    K            hash {generation, tokens}   tokens: TokenSet.to_dict() as JSON
+    K            hash {generation, tokens}   tokens: TokenSet.to_dict() as JSON, or
+                                             {"sealed": ...} with an encryption key
     K:lock       a redis-py Lock token with a lease (PX), renewed while its holder refreshes
     K:changed    pub/sub channel: "<generation> <origin>" after every save and clear
+
+Any redis-py client will do: a plain ``Redis``, one that Sentinel manages
+(``Sentinel(...).master_for(name)``), or a ``RedisCluster``. On a cluster ``K`` gets a hash
+tag (``{K}``, unless it has one already), and so ``{K}:lock`` and ``{K}:changed`` too: a
+credential's keys share one slot, which keeps the fenced save (a script that may only touch
+keys of one slot) legal and puts the whole credential on one shard.
 
 Rules:
 
@@ -26,6 +33,10 @@ Rules:
   child's saves carry an origin of their own.
 * Redis unreachable: every operation raises :class:`~freshtoken.StoreError` naming
   ``host:port`` (never the URL, which may hold a password); redis-py reconnects on its own.
+  A Sentinel-managed client finds the new master after a failover by itself. Replication is
+  asynchronous, so a master that dies right after a save may take the new tokens with it (and
+  the refresh token they replaced was spent): ``replicas=N`` makes each save and clear wait
+  (``WAIT``) until N replicas have it, and warns when they do not confirm in time.
 
 The async methods use ``redis.asyncio`` (one client per running asyncio loop); redis.asyncio
 does not run on trio, so under trio they run the blocking calls in a worker thread.
@@ -37,13 +48,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import anyio.to_thread
 import sniffio
@@ -53,11 +65,17 @@ from ..errors import LockTimeout, StoreError
 from ._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
 from ._documents import parse_json, token_set
 from ._forks import renew_after_fork
+from ._sealing import Sealer, shape_problem
 
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
     import redis.lock
+
+    SyncClient: TypeAlias = redis.Redis | redis.cluster.RedisCluster
+    AsyncClient: TypeAlias = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 __all__ = ["RedisStore"]
 
@@ -106,7 +124,9 @@ def _import_redis() -> Any:
     try:
         import redis
         import redis.asyncio
+        import redis.asyncio.cluster
         import redis.backoff
+        import redis.cluster
         import redis.exceptions
         import redis.lock
         import redis.retry
@@ -120,36 +140,50 @@ def _import_redis() -> Any:
 class RedisStore(TokenStore):
     """Tokens in Redis, shared by a fleet: single flight across machines, fenced writes.
 
-    ``client_or_url`` is a ``redis://`` / ``rediss://`` / ``unix://`` URL or a
-    ``redis.Redis`` client (then pass ``async_client`` to use your own ``redis.asyncio``
-    client too; without it, async calls run the blocking client in a worker thread). ``key``
-    names the credential: every process using the same Redis and key shares one token set.
+    ``client_or_url`` is a ``redis://`` / ``rediss://`` / ``unix://`` URL or a redis-py
+    client: ``redis.Redis`` (a Sentinel-managed master from ``Sentinel.master_for`` is one) or
+    ``redis.cluster.RedisCluster``. With a client, pass ``async_client`` (``redis.asyncio``'s
+    ``Redis`` or ``RedisCluster``, on the same server) to use it for the async methods;
+    without it, they run the blocking client in a worker thread. ``key`` names the credential:
+    every process using the same Redis and key shares one token set (on a cluster the key is
+    hash-tagged, see the module docstring; :attr:`redis_key` is the name used).
 
     ``lease`` is how long the refresh lock outlives a holder that died (it is renewed every
     ``lease / 3`` seconds while the holder lives). ``lock_poll`` is how often a waiting
     process retries the lock. ``socket_timeout`` bounds each Redis call made through clients
     this store creates from a URL.
+
+    ``encryption_key`` seals the tokens with AES-256-GCM (a 32-byte key as bytes or url-safe
+    base64 is used as is; any other string is a passphrase, stretched with scrypt once per
+    store object), bound to :attr:`redis_key`, so a record copied under another key does not
+    open. ``replicas`` (not on a cluster) makes saves and clears wait until that many replicas
+    confirm them, for at most ``replica_timeout`` seconds. ``watch=False`` turns
+    :meth:`watch` off: no subscriber thread, and managers re-read the store when a refresh
+    falls due or after a 401 (what a store per browser session wants).
     """
 
     def __init__(
         self,
-        client_or_url: str | redis.Redis,
+        client_or_url: str | SyncClient,
         key: str = "freshtoken:default",
         *,
         lease: float = 10.0,
         lock_poll: float = 0.02,
         socket_timeout: float = 5.0,
-        async_client: redis.asyncio.Redis | None = None,
+        async_client: AsyncClient | None = None,
+        encryption_key: bytes | str | None = None,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+        watch: bool = True,
     ) -> None:
         module = _import_redis()
         if not key:
             raise ValueError("key must be a non-empty string")
         if not lease > 0 or not lock_poll > 0:
             raise ValueError("lease and lock_poll must be positive")
+        if replicas < 0 or not replica_timeout > 0:
+            raise ValueError("replicas must be >= 0 and replica_timeout positive")
         self._errors = module.exceptions
-        self._redis_key = key
-        self._lock_key = f"{key}:lock"
-        self._channel = f"{key}:changed"
         self.lease = float(lease)
         self._poll = float(lock_poll)
         self._origin = uuid.uuid4().hex
@@ -164,14 +198,32 @@ class RedisStore(TokenStore):
         }
         if isinstance(client_or_url, str):
             self._url: str | None = client_or_url
-            self._sync: redis.Redis = module.Redis.from_url(client_or_url, **self._options)
+            self._sync: SyncClient = module.Redis.from_url(client_or_url, **self._options)
             self._owns_sync = True
-        elif isinstance(client_or_url, module.Redis):
+        elif isinstance(client_or_url, (module.Redis, module.cluster.RedisCluster)):
             self._url = None
             self._sync = client_or_url
             self._owns_sync = False
         else:
-            raise TypeError("client_or_url must be a Redis URL or a redis.Redis client")
+            raise TypeError(
+                "client_or_url must be a Redis URL, a redis.Redis or a redis.cluster.RedisCluster"
+            )
+        if async_client is not None and not isinstance(
+            async_client, (module.asyncio.Redis, module.asyncio.cluster.RedisCluster)
+        ):
+            raise TypeError("async_client must be a redis.asyncio Redis or RedisCluster")
+        self.cluster = isinstance(self._sync, module.cluster.RedisCluster)
+        if self.cluster and replicas:
+            raise ValueError("replicas= is not supported on a RedisCluster (no WAIT there)")
+        self._redis_key = _hash_tagged(key) if self.cluster else key
+        self._lock_key = f"{self._redis_key}:lock"
+        self._channel = f"{self._redis_key}:changed"
+        self._sealer = None if encryption_key is None else Sealer(encryption_key)
+        self._salt = os.urandom(16)  # one scrypt per store object for a passphrase key
+        self._context = f"freshtoken redis {self._redis_key}"
+        self.replicas = int(replicas)
+        self.replica_timeout = float(replica_timeout)
+        self._watching = watch
         self._async_given = async_client
         self._async_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, redis.asyncio.Redis
@@ -180,7 +232,7 @@ class RedisStore(TokenStore):
         self._save_script = self._sync.register_script(_SAVE)
         self._clear_script = self._sync.register_script(_CLEAR)
         self._where = _describe_connection(self._sync)
-        self._db = self._sync.connection_pool.connection_kwargs.get("db", 0)
+        self._db = _pool_kwargs(self._sync).get("db", 0)
         self._watcher: _Watcher | None = None
         self._closed = False
         renew_after_fork(self)
@@ -196,6 +248,11 @@ class RedisStore(TokenStore):
         """The Redis key of the token hash (the lock and channel names derive from it)."""
         return self._redis_key
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store seals the tokens it writes."""
+        return self._sealer is not None
+
     def __repr__(self) -> str:
         return f"RedisStore({self._where}, db={self._db}, key={self._redis_key!r})"
 
@@ -207,15 +264,25 @@ class RedisStore(TokenStore):
         return self._parse(generation, raw)
 
     def save(self, tokens: TokenSet, *, expected_generation: int | None) -> StoredTokens:
+        args = self._save_args(tokens, expected_generation)
         with self._translate("save the tokens"):
-            result = self._save_script(
-                keys=[self._redis_key], args=self._save_args(tokens, expected_generation)
-            )
+            result = self._run(self._save_script, args)
         return self._saved(tokens, result)
 
     def clear(self) -> None:
         with self._translate("clear the tokens"):
-            self._clear_script(keys=[self._redis_key], args=[self._channel, self._origin])
+            self._run(self._clear_script, [self._channel, self._origin])
+
+    def _run(self, script: Any, args: list[str]) -> Any:
+        """Run one of the scripts; with ``replicas``, and WAIT for them on its connection."""
+        if not self.replicas:
+            return script(keys=[self._redis_key], args=args)
+        pipe = self._sync.pipeline(transaction=False)
+        script(keys=[self._redis_key], args=args, client=pipe)
+        pipe.execute_command("WAIT", self.replicas, self._replica_wait_ms)
+        result, confirmed = pipe.execute()
+        self._check_replicas(confirmed)
+        return result
 
     @contextlib.contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
@@ -252,10 +319,9 @@ class RedisStore(TokenStore):
             return await anyio.to_thread.run_sync(
                 lambda: self.save(tokens, expected_generation=expected_generation)
             )
+        args = self._save_args(tokens, expected_generation)
         with self._translate("save the tokens"):
-            result = await client.register_script(_SAVE)(
-                keys=[self._redis_key], args=self._save_args(tokens, expected_generation)
-            )
+            result = await self._arun(client, _SAVE, args)
         return self._saved(tokens, result)
 
     async def aclear(self) -> None:
@@ -264,9 +330,19 @@ class RedisStore(TokenStore):
             await anyio.to_thread.run_sync(self.clear)
             return
         with self._translate("clear the tokens"):
-            await client.register_script(_CLEAR)(
-                keys=[self._redis_key], args=[self._channel, self._origin]
-            )
+            await self._arun(client, _CLEAR, [self._channel, self._origin])
+
+    async def _arun(self, client: AsyncClient, source: str, args: list[str]) -> Any:
+        script = client.register_script(source)
+        if not self.replicas:
+            return await script(keys=[self._redis_key], args=args)
+        assert not isinstance(client, _import_redis().asyncio.cluster.RedisCluster)
+        pipe = client.pipeline(transaction=False)
+        await script(keys=[self._redis_key], args=args, client=pipe)  # type: ignore[arg-type]
+        pipe.execute_command("WAIT", self.replicas, self._replica_wait_ms)
+        result, confirmed = await pipe.execute()
+        self._check_replicas(confirmed)
+        return result
 
     @contextlib.asynccontextmanager
     async def alock(self, timeout: float) -> AsyncIterator[None]:
@@ -311,12 +387,13 @@ class RedisStore(TokenStore):
             except (self._errors.ConnectionError, self._errors.TimeoutError) as error:
                 self._renewal_failed(error)
 
-    def _async_client(self) -> redis.asyncio.Redis | None:
+    def _async_client(self) -> AsyncClient | None:
         """The redis.asyncio client for this event loop; None means: use a worker thread."""
         if sniffio.current_async_library() != "asyncio":
             return None
         if self._async_given is not None:
-            return self._async_given
+            given: AsyncClient = self._async_given
+            return given
         if self._url is None:
             return None
         loop = asyncio.get_running_loop()
@@ -346,6 +423,8 @@ class RedisStore(TokenStore):
         thread keeps trying). After a reconnection ``on_change`` is called if the generation
         moved while the subscription was down. :meth:`close` stops the thread.
         """
+        if not self._watching:
+            return
         with self._mutex:
             if self._closed:
                 raise StoreError(f"{self!r} is closed")
@@ -390,27 +469,34 @@ class RedisStore(TokenStore):
 
     # -- shared helpers -----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _translate(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except (self._errors.ConnectionError, self._errors.TimeoutError) as error:
-            raise StoreError(
-                f"{self!r}: cannot {action}: Redis at {self._where} is unreachable "
-                f"({type(error).__name__})"
-            ) from error
-        except self._errors.RedisError as error:
-            raise StoreError(
-                f"{self!r}: cannot {action}: Redis at {self._where} answered "
-                f"{type(error).__name__}: {_first_line(error)}"
-            ) from error
+    def _translate(self, action: str) -> contextlib.AbstractContextManager[None]:
+        return translated_errors(self._errors, f"{self!r}: cannot {action}", self._where)
 
     def _save_args(self, tokens: TokenSet, expected_generation: int | None) -> list[str]:
         if expected_generation is not None and expected_generation < 0:
             raise ValueError("expected_generation must be >= 0 or None")
         expected = "" if expected_generation is None else str(int(expected_generation))
-        payload = json.dumps(tokens.to_dict(), separators=(",", ":"))
+        document: dict[str, Any] = tokens.to_dict()
+        if self._sealer is not None:
+            plain = json.dumps(document, separators=(",", ":")).encode()
+            document = {"sealed": self._sealer.seal(plain, context=self._context, salt=self._salt)}
+        payload = json.dumps(document, separators=(",", ":"))
         return [expected, payload, self._channel, self._origin, str(starting_generation())]
+
+    @property
+    def _replica_wait_ms(self) -> int:
+        return max(1, round(self.replica_timeout * 1000))
+
+    def _check_replicas(self, confirmed: Any) -> None:
+        if int(confirmed) < self.replicas:
+            logger.warning(
+                "%r: only %s of %d replicas confirmed the write within %g s; a failover now "
+                "could lose it",
+                self,
+                confirmed,
+                self.replicas,
+                self.replica_timeout,
+            )
 
     def _saved(self, tokens: TokenSet, result: Any) -> StoredTokens:
         written, generation = int(result[0]), int(result[1])
@@ -428,7 +514,24 @@ class RedisStore(TokenStore):
         number = _generation_of(generation)
         if number is None:
             raise StoreError(f"{where} the generation is not a number; {fix}")
-        return StoredTokens(token_set(parse_json(raw, where, fix), where, fix), number)
+        document = parse_json(raw, where, fix)
+        sealed = document.get("sealed") if isinstance(document, dict) else None
+        if sealed is not None:
+            document = self._open(sealed, where, fix)
+        elif self._sealer is not None:
+            # No silent downgrade: an encrypting store does not accept plaintext tokens.
+            raise StoreError(
+                f"{where} they are not encrypted, and this store expects them to be; {fix}"
+            )
+        return StoredTokens(token_set(document, where, fix), number)
+
+    def _open(self, sealed: object, where: str, fix: str) -> Any:
+        if self._sealer is None:
+            raise StoreError(f"{self!r}: the stored tokens are encrypted: pass encryption_key=")
+        if not isinstance(sealed, dict) or shape_problem(sealed) is not None:
+            raise StoreError(f"{where} malformed encrypted record; {fix}")
+        plain = self._sealer.open(sealed, context=self._context, where=repr(self))
+        return parse_json(plain, where, fix)
 
     def _pauses(self) -> Iterator[float]:
         """Waits between attempts at a held lock: ``lock_poll``, growing by half each time up
@@ -641,9 +744,50 @@ def _generation_of(raw: object) -> int | None:
     return int(raw)
 
 
-def _describe_connection(client: redis.Redis) -> str:
-    """host:port or the socket path: where Redis is, with no credentials."""
-    kwargs = client.connection_pool.connection_kwargs
+@contextlib.contextmanager
+def translated_errors(errors: Any, what: str, where: str) -> Iterator[None]:
+    """redis-py's errors as StoreErrors: ``what`` failed because Redis at ``where`` is
+    unreachable or answered an error (its first line; never the URL, which may hold a
+    password)."""
+    try:
+        yield
+    except (errors.ConnectionError, errors.TimeoutError) as error:
+        raise StoreError(
+            f"{what}: Redis at {where} is unreachable ({type(error).__name__})"
+        ) from error
+    except errors.RedisError as error:
+        raise StoreError(
+            f"{what}: Redis at {where} answered {type(error).__name__}: {_first_line(error)}"
+        ) from error
+
+
+def _hash_tagged(key: str) -> str:
+    """``key`` if it has a Redis Cluster hash tag (a non-empty ``{...}``), else ``{key}``."""
+    start = key.find("{")
+    if start != -1:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key
+    return "{" + key + "}"
+
+
+def _pool_kwargs(client: SyncClient) -> dict[str, Any]:
+    """The connection settings of a plain or Sentinel client; none for a cluster's."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    return kwargs if isinstance(kwargs, dict) else {}
+
+
+def _describe_connection(client: SyncClient) -> str:
+    """Where Redis is, with no credentials: host:port, the socket path, the Sentinel service
+    (whose master moves), or the cluster's first startup node."""
+    if isinstance(client, _import_redis().cluster.RedisCluster):
+        nodes = sorted(client.nodes_manager.startup_nodes)
+        return f"cluster:{nodes[0] if nodes else '?'}"
+    service = getattr(getattr(client, "connection_pool", None), "service_name", None)
+    if isinstance(service, str):
+        return f"sentinel:{service}"
+    kwargs = _pool_kwargs(client)
     if kwargs.get("path"):
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"

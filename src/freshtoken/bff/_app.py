@@ -1,0 +1,925 @@
+"""The BFF application: session cookie in, fresh access token out, no token in the browser.
+
+Endpoints under ``prefix`` (``/bff``): ``login``, ``callback``, ``user``, ``logout``; calls
+under each proxy route go upstream with the session's token; anything else goes to the
+wrapped ``app`` (the SPA's files, a FastAPI app) or gets a 404.
+
+Errors a browser sees, always JSON::
+
+    401 {"error": "login_required"}           no session, or it can no longer be refreshed
+                                              (its cookie is cleared with the answer)
+    403 {"error": "csrf"}                     the X-CSRF header (or a logout's sid) is missing
+    400 {"error": "invalid_return_to"}        returnTo is not on the app's own origin
+    400 {"error": "invalid_path"}             a proxied path tries to climb out of its route
+    502 {"error": "bad_gateway"}              the upstream API cannot be reached
+    503 {"error": "temporarily_unavailable"}  the token endpoint or the session store is down
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+import anyio
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .._authorization import AuthorizationRequest
+from .._client_auth import ClientAuth
+from .._clock import Clock, system_clock
+from .._discovery import ServerMetadata, adiscover
+from .._manager import TokenManager
+from .._policy import RetryPolicy
+from .._tokens import TokenResponseError, TokenSet
+from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
+from ..refreshers import OAuth2Refresher, Refresher
+from ..stores._sealing import Sealer, _raw_key
+from ._proxy import (
+    Route,
+    Routes,
+    chained,
+    forwarded_request_headers,
+    forwarded_response_headers,
+    has_body,
+    read_replayable,
+)
+from ._security import (
+    SameSite,
+    check_cookie_name,
+    cookie_header,
+    csrf_ok,
+    expired_cookie_header,
+    safe_return_to,
+)
+from ._sessions import (
+    MemorySessionStore,
+    Session,
+    SessionStore,
+    handle_of,
+    new_session_id,
+    valid_session_id,
+)
+
+__all__ = ["BFF", "LoginRequired", "derive_key"]
+
+logger = logging.getLogger("freshtoken.bff")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_KEY_SALT = b"freshtoken bff key v1"
+LOGIN_TIMEOUT = 600.0  # seconds a user may spend at the provider's login page
+MAX_PENDING_LOGINS = 4  # login cookies a browser may hold at once (tabs logging in)
+# ID token claims that describe the login, not the user: not shown by /user.
+_PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash", "azp", "auth_time"})
+UPSTREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+UPSTREAM_POOLS = 8
+
+
+class LoginRequired(AuthError):
+    """No session, or one that can no longer be refreshed: the browser must log in again.
+
+    Raised by :meth:`BFF.user_client`; :meth:`BFF.install` turns it into the BFF's 401."""
+
+
+def derive_key(secret: bytes | str) -> bytes:
+    """The BFF's 32-byte key: ``secret`` itself if it is 32 bytes (raw or url-safe base64),
+    else a passphrase stretched once with scrypt. Every worker given the same secret derives
+    the same key, so sessions sealed by one open in all."""
+    raw = _raw_key(secret)
+    if raw is not None:
+        return raw
+    if len(secret) < 16:
+        raise ValueError("the BFF's secret must be 32 random bytes, or a passphrase of 16+")
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    material = secret.encode() if isinstance(secret, str) else bytes(secret)
+    return Scrypt(salt=_KEY_SALT, length=32, n=2**15, r=8, p=1).derive(material)
+
+
+class BFF:
+    """A backend for frontend for one confidential OAuth client. See docs/bff.md.
+
+    ``routes`` maps path prefixes to upstream APIs (``{"/api/": "https://api.example.com/"}``).
+    ``secret_key`` seals what the BFF keeps (32 random bytes, or a long passphrase); every
+    worker of the app needs the same one. ``sessions`` defaults to a
+    :class:`MemorySessionStore` (one worker); give a :class:`RedisSessionStore` for more.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        secret_key: bytes | str,
+        routes: Mapping[str, str] | None = None,
+        issuer: str | ServerMetadata | None = None,
+        client_secret: str | None = None,
+        scope: str | None = None,
+        authorize_params: Mapping[str, str] | None = None,
+        redirect_uri: str | None = None,
+        token_url: str | None = None,
+        revocation_url: str | None = None,
+        end_session_url: str | None = None,
+        refresher: Refresher | None = None,
+        api_origins: Iterable[str] = (),
+        sessions: SessionStore | None = None,
+        app: ASGIApp | None = None,
+        prefix: str = "/bff",
+        cookie_name: str = "__Host-bff",
+        same_site: SameSite = "lax",
+        secure_cookies: bool = True,
+        idle_timeout: float = 8 * 3600,
+        absolute_timeout: float = 7 * 24 * 3600,
+        csrf_header: str = "X-CSRF",
+        csrf_value: str = "1",
+        post_logout_redirect: str = "/",
+        replay_limit: int = 1 << 20,
+        max_warm_sessions: int = 10_000,
+        upstream_timeout: httpx.Timeout | float = UPSTREAM_TIMEOUT,
+        verify: bool | str = True,
+        allow_insecure_http: bool = False,
+        leeway: float = 30.0,
+        retry: RetryPolicy | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        if not prefix.startswith("/") or prefix.endswith("/"):
+            raise ValueError("prefix starts with '/' and does not end with one: '/bff'")
+        if same_site not in ("lax", "strict", "none"):
+            raise ValueError("same_site is 'lax', 'strict' or 'none'")
+        check_cookie_name(cookie_name, secure=secure_cookies)
+        if not 0 < idle_timeout <= absolute_timeout:
+            raise ValueError("need 0 < idle_timeout <= absolute_timeout")
+        if refresher is None and token_url is not None:
+            refresher = OAuth2Refresher(
+                token_url,
+                client_id=client_id,
+                client_secret=client_secret,
+                verify=verify,
+                allow_insecure_http=allow_insecure_http,
+            )
+        if refresher is None and issuer is None:
+            raise ValueError("give an issuer (or a token_url, or a refresher)")
+        self.issuer = issuer
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.scope = scope
+        self.authorize_params = dict(authorize_params or {})
+        self.redirect_uri = redirect_uri
+        self.verify = verify
+        self.metadata: ServerMetadata | None = (
+            issuer if isinstance(issuer, ServerMetadata) else None
+        )
+        self._refresher = refresher
+        self.revocation_url = revocation_url
+        self.end_session_url = end_session_url
+        self.routes = Routes(routes or {}, allow_insecure_http=allow_insecure_http)
+        self.key = derive_key(secret_key)
+        self._sealer = Sealer(self.key)
+        self.sessions: SessionStore = MemorySessionStore() if sessions is None else sessions
+        self.sessions.use_key(self.key)
+        self.app = app
+        self.prefix = prefix
+        self.cookie_name = cookie_name
+        self.same_site: SameSite = same_site
+        self.secure_cookies = secure_cookies
+        self.idle_timeout = float(idle_timeout)
+        self.absolute_timeout = float(absolute_timeout)
+        self.csrf_header = csrf_header
+        self.csrf_value = csrf_value
+        self.post_logout_redirect = post_logout_redirect
+        self.replay_limit = replay_limit
+        self.max_warm_sessions = max_warm_sessions
+        self.allow_insecure_http = allow_insecure_http
+        self.leeway = leeway
+        self.retry = retry
+        self.clock = clock
+        self._managers: OrderedDict[str, TokenManager] = OrderedDict()
+        self.api_origins = frozenset(api_origins)
+        self._timeout = httpx.Timeout(upstream_timeout)
+        # The proxy and revocation go straight to transports: no client, so no cookie jar
+        # that would carry one user's API cookies into another user's calls, no redirects
+        # followed, and less work per call. Several small pools rather than one large one:
+        # httpcore's pool spends time in the square of its size on every request.
+        ssl_context = httpx.create_ssl_context(verify=verify)
+        self._upstreams = [
+            httpx.AsyncHTTPTransport(
+                verify=ssl_context,
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            )
+            for _ in range(UPSTREAM_POOLS)
+        ]
+        self._next_pool = itertools.count()
+        self._shared = _SharedTransport(httpx.AsyncHTTPTransport(verify=verify))
+        self._endpoints: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            f"{prefix}/login": self._login,
+            f"{prefix}/callback": self._callback,
+            f"{prefix}/user": self._user,
+            f"{prefix}/logout": self._logout,
+        }
+        self._discovery_lock = anyio.Lock()
+
+    # -- the provider ---------------------------------------------------------------------
+
+    @property
+    def refresher(self) -> Refresher:
+        if self._refresher is None:
+            raise RuntimeError("the issuer is not discovered yet: await bff.ready() first")
+        return self._refresher
+
+    async def ready(self) -> None:
+        """Discover the issuer (once) and make the refresher from its metadata. Requests do
+        this by themselves; call it at start-up to fail early on a wrong issuer."""
+        if self._refresher is not None and (self.issuer is None or self.metadata is not None):
+            return
+        async with self._discovery_lock:
+            if self.metadata is None and isinstance(self.issuer, str):
+                self.metadata = await adiscover(
+                    self.issuer, verify=self.verify, allow_insecure_http=self.allow_insecure_http
+                )
+            metadata = self.metadata
+            assert metadata is not None
+            if self._refresher is None:
+                self._refresher = OAuth2Refresher.from_issuer(
+                    metadata,
+                    client_id=self.client_id,
+                    client_secret=self.client_secret,
+                    verify=self.verify,
+                    allow_insecure_http=self.allow_insecure_http,
+                )
+            if self.revocation_url is None:
+                self.revocation_url = metadata.revocation_endpoint
+            if self.end_session_url is None:
+                self.end_session_url = metadata.end_session_endpoint
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def start_session(
+        self, tokens: TokenSet, claims: Mapping[str, Any] | None = None
+    ) -> tuple[str, Session]:
+        """Start a session for tokens obtained at login; returns the new id (for the cookie:
+        see :meth:`session_cookie`) and the session. A new id every time: no fixation."""
+        await self.ready()
+        session_id = new_session_id()
+        handle = handle_of(session_id)
+        now = self.clock()
+        session = await self.sessions.create(
+            handle, claims or {}, now=now, idle=self.idle_timeout, absolute=self.absolute_timeout
+        )
+        await self.manager(handle).aset_tokens(tokens)
+        return session_id, session
+
+    async def end_session(self, handle: str) -> None:
+        """Forget a session and its tokens here and in the store (no revocation)."""
+        await self.ready()
+        manager = self._managers.pop(handle, None) or self._new_manager(handle)
+        with contextlib.suppress(StoreError):
+            await manager.aclear()  # the session's deletion below removes them anyway
+        await self.sessions.delete(handle)
+
+    def session_cookie(self, session_id: str) -> str:
+        """The Set-Cookie header value that gives the browser ``session_id``."""
+        return cookie_header(
+            self.cookie_name,
+            session_id,
+            max_age=int(self.absolute_timeout),
+            same_site=self.same_site,
+            secure=self.secure_cookies,
+        )
+
+    def manager(self, handle: str) -> TokenManager:
+        """The TokenManager of a session: warm ones are kept (least recently used dropped past
+        ``max_warm_sessions``); a cold one is made on demand and reads the store."""
+        managers = self._managers
+        manager = managers.get(handle)
+        if manager is None:
+            manager = managers[handle] = self._new_manager(handle)
+            if len(managers) > self.max_warm_sessions:
+                managers.popitem(last=False)
+        else:
+            managers.move_to_end(handle)
+        return manager
+
+    def _new_manager(self, handle: str) -> TokenManager:
+        return TokenManager(
+            self.refresher,
+            self.sessions.token_store(handle),
+            leeway=self.leeway,
+            retry=self.retry,
+            clock=self.clock,
+        )
+
+    async def current_session(self, scope: Scope) -> Session | None:
+        """The live session of a request's cookie, or None."""
+        session_id = _cookie(scope, self.cookie_name)
+        if session_id is None or not valid_session_id(session_id):
+            return None
+        return await self.sessions.get(
+            handle_of(session_id), now=self.clock(), idle=self.idle_timeout
+        )
+
+    def logout_sid(self, handle: str) -> str:
+        """A value only this session's ``/user`` answer knows: it lets a plain link log out
+        (``logout?sid=``) without the CSRF header, and no other site can forge it."""
+        digest = hmac.new(self.key, b"logout " + handle.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:18]).decode()
+
+    # -- server-side calls ----------------------------------------------------------------
+
+    async def user_client(self, request: Request) -> AsyncIterator[httpx.AsyncClient]:
+        """A FastAPI dependency: an ``httpx.AsyncClient`` authorised as the request's user.
+
+        ``client: httpx.AsyncClient = Depends(bff.user_client)`` in a route of the wrapped
+        app. Its token goes only to the proxy routes' origins and ``api_origins``; a
+        rejection is refreshed and retried once, as :class:`freshtoken.httpx.TokenAuth` does.
+        No session raises :class:`LoginRequired`; :meth:`install` answers it (and a session
+        that expires during the call) with the BFF's 401.
+        """
+        from ..httpx import TokenAuth
+
+        await self.ready()
+        session = await self.current_session(request.scope)
+        if session is None:
+            raise LoginRequired("no session: log in first")
+        auth = TokenAuth(
+            self.manager(session.handle),
+            origins=self.routes.origins | self.api_origins,
+            allow_insecure_http=self.allow_insecure_http,
+        )
+        async with httpx.AsyncClient(
+            auth=auth, transport=self._shared, timeout=self._timeout, follow_redirects=False
+        ) as client:
+            yield client
+
+    def install(self, app: Any) -> None:
+        """Answer :class:`LoginRequired` and :class:`~freshtoken.SessionExpired` raised in
+        ``app``'s routes (a Starlette or FastAPI app) with the BFF's 401 login_required."""
+
+        async def login_required(request: Request, error: Exception) -> Response:
+            session = await self._quiet_session(request.scope)
+            if session is not None and isinstance(error, SessionExpired):
+                with contextlib.suppress(StoreError):
+                    await self.end_session(session.handle)
+            return JSONResponse(
+                {"error": "login_required"},
+                status_code=401,
+                headers={"set-cookie": self._expired_cookie(), "cache-control": "no-store"},
+            )
+
+        app.add_exception_handler(LoginRequired, login_required)
+        app.add_exception_handler(SessionExpired, login_required)
+
+    async def _quiet_session(self, scope: Scope) -> Session | None:
+        try:
+            return await self.current_session(scope)
+        except StoreError:
+            return None
+
+    # -- ASGI -----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            if self.app is not None:
+                await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        endpoint = self._endpoints.get(path)
+        route = None if endpoint is not None else self.routes.match(path)
+        if endpoint is not None or route is not None:
+            try:
+                await self.ready()
+            except LoginFailed as error:  # the provider cannot be discovered
+                await self._unavailable(send, error)
+                return
+        if endpoint is not None:
+            await endpoint(scope, receive, send)
+            return
+        if route is not None:
+            await self._proxy(scope, receive, send, route)
+            return
+        if self.app is not None:
+            await self.app(scope, receive, send)
+            return
+        await _json(send, 404, {"error": "not_found"})
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is not None:
+            # The wrapped app owns the lifespan protocol; close ours when it ends.
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                await self.aclose()
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        for pool in self._upstreams:
+            await pool.aclose()
+        await self._shared.close()
+        await self.sessions.aclose()
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the browser to the provider (code + PKCE + state + nonce); what the callback
+        needs to finish travels in a sealed, short-lived cookie named after this login's
+        state, so several tabs may log in at once and nothing is stored for a login that is
+        never finished."""
+        origin = _own_origin(scope)
+        back = safe_return_to(_query(scope).get("returnTo") or "/", origin)
+        if back is None:
+            await _json(send, 400, {"error": "invalid_return_to"})
+            return
+        if self.metadata is None:  # made with a token_url or a refresher, not an issuer
+            await _json(send, 404, {"error": "login_not_configured"})
+            return
+        try:
+            request = AuthorizationRequest.start(
+                self.metadata,
+                client_id=self.client_id,
+                redirect_uri=self.redirect_uri or f"{origin}{self.prefix}/callback",
+                scope=self.scope,
+                params=self.authorize_params,
+            )
+        except LoginFailed as error:
+            await _json(send, 500, {"error": error.error})
+            return
+        saved = request.to_dict()
+        saved["url"] = ""  # the browser carries it once, in the Location header
+        pending = {"request": saved, "return_to": back, "started_at": self.clock()}
+        cookie = cookie_header(
+            self._login_cookie_name(request.state),
+            self._seal_cookie(pending, "login"),
+            max_age=int(LOGIN_TIMEOUT),
+            same_site="lax",  # the provider's redirect back is a top-level GET: Lax sends it
+            secure=self.secure_cookies,
+        )
+        headers = [(b"set-cookie", cookie.encode())]
+        # A page that sends the browser to /login over and over must not pile up cookies until
+        # its requests grow too large to serve: past a few pending logins, the older go.
+        pending_logins = _cookie_names(scope, f"{self.cookie_name}-login-")
+        if len(pending_logins) >= MAX_PENDING_LOGINS:
+            for name in pending_logins:
+                forget = expired_cookie_header(name, same_site="lax", secure=self.secure_cookies)
+                headers.append((b"set-cookie", forget.encode()))
+        await _redirect(send, request.url, headers)
+
+    async def _callback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = _query(scope)
+        state = params.get("state", "")
+        cookie_name = self._login_cookie_name(state)
+        forget = expired_cookie_header(cookie_name, same_site="lax", secure=self.secure_cookies)
+        headers = [(b"set-cookie", forget.encode())]
+        sealed = _cookie(scope, cookie_name) if state else None
+        pending = None if sealed is None else self._open_cookie(sealed, "login")
+        started = None if pending is None else pending.get("started_at")
+        if (
+            pending is None
+            or not isinstance(started, (int, float))
+            or not 0 <= self.clock() - started <= LOGIN_TIMEOUT
+        ):
+            await _json(send, 400, {"error": "login_expired"}, headers)
+            return
+        try:
+            request = AuthorizationRequest.from_dict({**pending["request"], "url": ""})
+            code = request.code_from(params)
+            tokens = await request.aexchange(
+                code,
+                self._client(),
+                verify=self.verify,
+                allow_insecure_http=self.allow_insecure_http,
+                clock=self.clock,
+            )
+            claims = tokens.id_claims()
+        except (LoginFailed, TokenResponseError, ValueError, TypeError, KeyError) as error:
+            code_name = getattr(error, "error", "invalid_login")
+            logger.warning(
+                "login failed: %s", error if isinstance(error, LoginFailed) else code_name
+            )
+            await _json(send, 400, {"error": code_name}, headers)
+            return
+        # A new session id at every login: an id planted before (fixation) or left from an
+        # earlier login ends here.
+        try:
+            previous = await self.current_session(scope)
+            if previous is not None:
+                await self.end_session(previous.handle)
+            session_id, _ = await self.start_session(tokens, _shown_claims(claims))
+        except StoreError as error:
+            await self._unavailable(send, error)
+            return
+        headers.append((b"set-cookie", self.session_cookie(session_id).encode()))
+        await _redirect(send, str(pending["return_to"]), headers)
+
+    def _client(self) -> ClientAuth:
+        client = getattr(self.refresher, "client", None)
+        if not isinstance(client, ClientAuth):
+            raise LoginFailed("invalid_client", "the refresher has no client to log in with")
+        return client
+
+    def _login_cookie_name(self, state: str) -> str:
+        tag = hashlib.sha256(state.encode("utf-8", "replace")).hexdigest()[:16]
+        return f"{self.cookie_name}-login-{tag}"
+
+    def _seal_cookie(self, document: Mapping[str, Any], purpose: str) -> str:
+        plain = json.dumps(document, separators=(",", ":")).encode()
+        sealed = self._sealer.seal(plain, context=f"freshtoken bff {purpose}")
+        packed = json.dumps([sealed["nonce"], sealed["ciphertext"]], separators=(",", ":"))
+        return base64.urlsafe_b64encode(packed.encode()).decode().rstrip("=")
+
+    def _open_cookie(self, value: str, purpose: str) -> dict[str, Any] | None:
+        """The sealed document, or None for anything not sealed by this BFF's key."""
+        try:
+            packed = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+            nonce, ciphertext = packed
+            sealed = {"alg": "A256GCM", "kdf": "raw", "nonce": nonce, "ciphertext": ciphertext}
+            plain = self._sealer.open(sealed, context=f"freshtoken bff {purpose}", where="cookie")
+            document = json.loads(plain)
+        except (ValueError, TypeError, StoreError):
+            return None
+        return document if isinstance(document, dict) else None
+
+    async def _user(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._csrf(scope):
+            await _json(send, 403, {"error": "csrf"})
+            return
+        try:
+            session = await self.current_session(scope)
+        except StoreError as error:
+            await self._unavailable(send, error)
+            return
+        if session is None:
+            await _json(send, 200, {"authenticated": False})
+            return
+        await _json(
+            send,
+            200,
+            {
+                "authenticated": True,
+                "claims": dict(session.claims),
+                "logout_url": f"{self.prefix}/logout?sid={self.logout_sid(session.handle)}",
+            },
+        )
+
+    async def _logout(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        query = _query(scope)
+        try:
+            session = await self.current_session(scope)
+        except StoreError as error:
+            await self._unavailable(send, error)
+            return
+        sid = query.get("sid")
+        by_link = (
+            method == "GET"
+            and session is not None
+            and sid is not None
+            and hmac.compare_digest(sid.encode(), self.logout_sid(session.handle).encode())
+        )
+        if not by_link and not (method == "POST" and self._csrf(scope)):
+            await _json(send, 403, {"error": "csrf"})
+            return
+        origin = _own_origin(scope)
+        back = safe_return_to(query.get("returnTo") or self.post_logout_redirect, origin)
+        if back is None:
+            await _json(send, 400, {"error": "invalid_return_to"})
+            return
+        id_token: str | None = None
+        if session is not None:
+            id_token = await self._revoke(session.handle)
+            await self.end_session(session.handle)
+        target = self._end_session_redirect(origin + back, id_token) or back
+        headers = [(b"set-cookie", self._expired_cookie().encode())]
+        if method == "GET":
+            await _redirect(send, target, headers)
+        else:
+            await _json(send, 200, {"redirect": target}, headers)
+
+    def _end_session_redirect(self, back: str, id_token: str | None) -> str | None:
+        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0), when offered."""
+        if self.end_session_url is None:
+            return None
+        params = {"client_id": self.client_id, "post_logout_redirect_uri": back}
+        if id_token is not None:
+            params["id_token_hint"] = id_token
+        separator = "&" if "?" in self.end_session_url else "?"
+        return self.end_session_url + separator + str(httpx.QueryParams(params))
+
+    async def _revoke(self, handle: str) -> str | None:
+        """Revoke the session's refresh token (RFC 7009); returns its ID token, if any, for
+        the end-session hint. A failure is logged: the local logout goes on regardless."""
+        try:
+            stored = await self.sessions.token_store(handle).aload()
+        except StoreError as error:
+            logger.warning("logout: cannot read the session's tokens to revoke them: %s", error)
+            return None
+        if stored is None:
+            return None
+        tokens = stored.tokens
+        id_token = getattr(tokens, "id_token", None)
+        if self.revocation_url is None or tokens.refresh_token is None:
+            return id_token
+        try:
+            client = self._client()
+        except LoginFailed:
+            logger.warning("logout: the refresher has no client to revoke the refresh token with")
+            return id_token
+        request = client.request(
+            self.revocation_url,
+            {"token": tokens.refresh_token, "token_type_hint": "refresh_token"},
+            {},
+        )
+        try:
+            response = await self._exchange(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as error:
+            logger.warning("logout: revocation failed: %s", type(error).__name__)
+            return id_token
+        if response.status_code != 200:
+            logger.warning("logout: the revocation endpoint answered %d", response.status_code)
+        return id_token
+
+    # -- the proxy ------------------------------------------------------------------------
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        if not self._csrf(scope):
+            await _json(send, 403, {"error": "csrf"})
+            return
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        target = self.routes.target(route, path.split("?", 1)[0], scope.get("query_string", b""))
+        if target is None:
+            await _json(send, 400, {"error": "invalid_path"})
+            return
+        try:
+            session = await self.current_session(scope)
+        except StoreError as error:
+            await self._unavailable(send, error)
+            return
+        if session is None:
+            await self._login_required(send, None)
+            return
+        manager = self.manager(session.handle)
+        try:
+            tokens = manager.cached_tokens() or await manager.aget_tokens()
+        except SessionExpired:
+            await self._login_required(send, session.handle)
+            return
+        except (RefreshFailed, StoreError) as error:
+            await self._unavailable(send, error)
+            return
+        headers = forwarded_request_headers(scope["headers"], self.csrf_header)
+        body: bytes | None = None
+        rest: AsyncIterator[bytes] | None = None
+        if has_body(_headers(scope)):  # before filtering: Transfer-Encoding is hop-by-hop
+            try:
+                body, rest = await read_replayable(_body_chunks(receive), self.replay_limit)
+            except ConnectionAbortedError:
+                return  # the browser went away before sending its body: nobody to answer
+        method = scope["method"]
+        response = await self._send_upstream(method, target, headers, tokens, (body, rest))
+        if response is None:
+            await _json(send, 502, {"error": "bad_gateway"})
+            return
+        if self._rejected(manager, response):
+            try:
+                replacement = await manager.ahandle_rejection(tokens)
+            except SessionExpired:
+                await response.aclose()
+                await self._login_required(send, session.handle)
+                return
+            except (RefreshFailed, StoreError):
+                replacement = None  # the API's own 401 tells the browser enough
+            if replacement is not None and rest is None:
+                await response.aclose()
+                response = await self._send_upstream(
+                    method, target, headers, replacement, (body, None)
+                )
+                if response is None:
+                    await _json(send, 502, {"error": "bad_gateway"})
+                    return
+        await _stream(send, response)
+
+    async def _send_upstream(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        tokens: TokenSet,
+        body: tuple[bytes | None, AsyncIterator[bytes] | None],
+    ) -> httpx.Response | None:
+        first, rest = body
+        content: bytes | AsyncIterator[bytes] | None = first
+        if rest is not None and first is not None:
+            content = chained(first, rest)
+        authorized = [*headers, ("authorization", tokens.authorization)]
+        request = httpx.Request(method, url, headers=authorized, content=content)
+        try:
+            return await self._exchange(request)
+        except (httpx.HTTPError, ConnectionAbortedError) as error:
+            logger.warning("proxy: %s %s failed: %s", method, _redacted(url), type(error).__name__)
+            return None
+
+    async def _exchange(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` upstream; the answer's body is still to be read (or streamed)."""
+        request.extensions["timeout"] = self._timeout.as_dict()
+        pool = self._upstreams[next(self._next_pool) % UPSTREAM_POOLS]
+        response = await pool.handle_async_request(request)
+        response.request = request
+        return response
+
+    @staticmethod
+    def _rejected(manager: TokenManager, response: httpx.Response) -> bool:
+        return response.status_code in manager.refresh_statuses and manager.wants_refresh(
+            response.status_code, response.headers.get_list("WWW-Authenticate")
+        )
+
+    # -- answers --------------------------------------------------------------------------
+
+    def _csrf(self, scope: Scope) -> bool:
+        return csrf_ok(_headers(scope), self.csrf_header.lower(), self.csrf_value)
+
+    def _expired_cookie(self) -> str:
+        return expired_cookie_header(
+            self.cookie_name, same_site=self.same_site, secure=self.secure_cookies
+        )
+
+    async def _login_required(self, send: Send, handle: str | None) -> None:
+        if handle is not None:
+            with contextlib.suppress(StoreError):
+                await self.end_session(handle)
+        await _json(
+            send,
+            401,
+            {"error": "login_required"},
+            [(b"set-cookie", self._expired_cookie().encode())],
+        )
+
+    async def _unavailable(self, send: Send, error: Exception) -> None:
+        logger.warning("bff: %s", error)
+        retry_after = getattr(error, "retry_after", None)
+        headers = []
+        if isinstance(retry_after, (int, float)) and math.isfinite(retry_after):
+            headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+        await _json(send, 503, {"error": "temporarily_unavailable"}, headers)
+
+    def __repr__(self) -> str:
+        return f"BFF(client_id={self.client_id!r}, prefix={self.prefix!r}, {self.sessions!r})"
+
+
+# -- ASGI helpers ---------------------------------------------------------------------------
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+    }
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    for header, value in scope["headers"]:
+        if header.lower() != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            key, _, found = part.strip().partition("=")
+            if key == name:
+                return str(found)
+    return None
+
+
+def _cookie_names(scope: Scope, prefix: str) -> list[str]:
+    names = []
+    for header, value in scope["headers"]:
+        if header.lower() == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                name = part.strip().partition("=")[0]
+                if name.startswith(prefix):
+                    names.append(name)
+    return names
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    return dict(httpx.QueryParams(raw))
+
+
+def _own_origin(scope: Scope) -> str:
+    scheme = scope.get("scheme", "http")
+    host = _headers(scope).get("host")
+    if host is None:
+        server = scope.get("server") or ("localhost", None)
+        host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+    return f"{scheme}://{host}"
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError("the browser went away")
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _json(
+    send: Send, status: int, document: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps(document, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _redirect(send: Send, location: str, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 302,
+            "headers": [
+                (b"location", location.encode("latin-1")),
+                (b"cache-control", b"no-store"),
+                (b"content-length", b"0"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _stream(send: Send, response: httpx.Response) -> None:
+    """Send the upstream response as it arrives; close it whatever happens."""
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": forwarded_response_headers(response),
+            }
+        )
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        await response.aclose()
+
+
+def _shown_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in claims.items() if name not in _PROTOCOL_CLAIMS}
+
+
+def _redacted(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+class _SharedTransport(httpx.AsyncBaseTransport):
+    """One connection pool for every user_client: a client closing does not close it."""
+
+    def __init__(self, transport: httpx.AsyncHTTPTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Kept open: the BFF closes it (:meth:`close`)."""
+
+    async def close(self) -> None:
+        await self._transport.aclose()

@@ -1,0 +1,252 @@
+"""``freshtoken bff``: run a backend for frontend from a config file, or the demo.
+
+``freshtoken bff --config bff.toml`` (TOML, or JSON for a ``.json`` file)::
+
+    issuer = "https://idp.example.com"
+    client_id = "my-spa"
+    client_secret_env = "BFF_CLIENT_SECRET"   # or client_secret = "..."
+    secret_key_env = "BFF_SECRET_KEY"         # 32 random bytes (base64url) or a passphrase
+    scope = "openid offline_access api"       # optional
+    static = "dist"                           # optional: serve the SPA's files
+    [routes]
+    "/api/" = "https://api.example.com/"
+    [sessions]                                # optional; memory by default
+    kind = "redis"                            # memory | redis
+    url = "redis://redis:6379/0"              # or sentinels = ["host:26379"], service = "..."
+    cluster = false
+    [server]
+    host = "127.0.0.1"
+    port = 8000
+    workers = 2                               # several need Redis sessions
+
+Other keys are :class:`~freshtoken.bff.BFF`'s keyword arguments (``prefix``,
+``cookie_name``, ``same_site``, ``idle_timeout``, ``absolute_timeout``, ``csrf_header``,
+``redirect_uri``, ``post_logout_redirect``, ``allow_insecure_http``...).
+
+``freshtoken bff --demo [--static DIR]`` starts the embedded reference server (client
+``bff-demo``, users demo/demo, alice/alice; access tokens live ``--access-ttl`` seconds) and a
+BFF in front of it with sessions in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import AuthError
+
+__all__ = [
+    "ConfigError",
+    "app_from_environment",
+    "build",
+    "configure_parser",
+    "load_config",
+    "run",
+    "static_files",
+]
+
+CONFIG_ENV = "FRESHTOKEN_BFF_CONFIG"
+_SECTIONS = ("routes", "sessions", "server")
+_SECRETS = ("client_secret", "secret_key")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot run: the message says which key and why."""
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="the BFF's config file (TOML or JSON)")
+    parser.add_argument("--demo", action="store_true", help="run against an embedded server")
+    parser.add_argument("--static", type=Path, help="serve the SPA's built files from DIR")
+    parser.add_argument("--host", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default 8000)")
+    parser.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    parser.add_argument(
+        "--access-ttl", type=float, default=20.0, help="demo: access token lifetime (seconds)"
+    )
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read and check a config file; secrets named by ``*_env`` keys are read here."""
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    language = "JSON" if path.suffix == ".json" else "TOML"
+    try:
+        document = json.loads(text) if language == "JSON" else _toml(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid {language}: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: the top level must be a table of settings")
+    for name in _SECRETS:
+        variable = document.pop(f"{name}_env", None)
+        if variable is not None:
+            value = os.environ.get(str(variable))
+            if not value:
+                raise ConfigError(f"{path}: {name}_env names ${variable}, which is not set")
+            document[name] = value
+    for required in ("client_id", "secret_key"):
+        if not document.get(required):
+            raise ConfigError(f"{path}: {required} is required")
+    if "issuer" not in document and "token_url" not in document:
+        raise ConfigError(f"{path}: issuer is required")
+    for section in _SECTIONS:
+        if not isinstance(document.get(section, {}), dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+    return document
+
+
+def _toml(text: bytes) -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib.loads(text.decode("utf-8"))
+    try:  # Python 3.10: tomllib's ancestor, if installed
+        parser = importlib.import_module("tomli")
+    except ModuleNotFoundError:
+        raise ConfigError("TOML needs Python 3.11+ or tomli (pip install tomli); or JSON") from None
+    return parser.loads(text.decode("utf-8"))
+
+
+def build(config: dict[str, Any], *, workers: int = 1) -> Any:
+    """The ASGI app a config describes: the BFF, wrapping the static files if any."""
+    from . import BFF, MemorySessionStore, RedisSessionStore
+
+    settings = {key: value for key, value in config.items() if key not in (*_SECTIONS, "static")}
+    sessions_config = dict(config.get("sessions", {}))
+    kind = sessions_config.pop("kind", "memory")
+    if kind == "memory":
+        if workers > 1:
+            raise ConfigError(
+                'sessions in memory are per process: with several workers, use kind = "redis"'
+            )
+        sessions: Any = MemorySessionStore(**sessions_config)
+    elif kind == "redis":
+        sentinels = sessions_config.pop("sentinels", None)
+        if sentinels is not None:
+            service = sessions_config.pop("service", None)
+            if not service:
+                raise ConfigError("[sessions] sentinels need a service name")
+            addresses = [_address(entry) for entry in sentinels]
+            sessions = RedisSessionStore.from_sentinel(addresses, service, **sessions_config)
+        else:
+            url = sessions_config.pop("url", None)
+            if not url:
+                raise ConfigError('[sessions] kind = "redis" needs a url (or sentinels)')
+            sessions = RedisSessionStore.from_url(url, **sessions_config)
+    else:
+        raise ConfigError(f"[sessions] kind is memory or redis, not {kind!r}")
+    static = config.get("static")
+    app = None if static is None else static_files(Path(static))
+    try:
+        return BFF(routes=config.get("routes", {}), sessions=sessions, app=app, **settings)
+    except TypeError as error:
+        raise ConfigError(f"unknown or misspelt setting: {error}") from None
+
+
+def static_files(directory: Path) -> Any:
+    """An ASGI app serving a built SPA (``index.html`` at ``/``; 404 for what is missing)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    if not directory.is_dir():
+        raise ConfigError(f"static: {directory} is not a directory")
+    return Starlette(routes=[Mount("/", StaticFiles(directory=str(directory), html=True))])
+
+
+def _address(entry: object) -> tuple[str, int]:
+    host, _, port = str(entry).rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"a sentinel is host:port, not {entry!r}")
+    return host, int(port)
+
+
+def app_from_environment() -> Any:
+    """The app of ``$FRESHTOKEN_BFF_CONFIG``: what each uvicorn worker process builds."""
+    path = Path(os.environ[CONFIG_ENV])
+    config = load_config(path)
+    return build(config, workers=int(os.environ.get("FRESHTOKEN_BFF_WORKERS", "1")))
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.demo:
+        return _run_demo(args)
+    if args.config is None:
+        print("freshtoken bff: give --config FILE (or --demo)", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+        server = config.get("server", {})
+        if args.static is not None:
+            config["static"] = str(args.static)
+        workers = args.workers or int(server.get("workers", 1))
+        host = args.host or server.get("host", "127.0.0.1")
+        port = args.port or int(server.get("port", 8000))
+        app = build(config, workers=workers)  # check everything before forking workers
+    except (ConfigError, ValueError, AuthError) as error:
+        print(f"freshtoken bff: {error}", file=sys.stderr)
+        return 2
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="info", lifespan="on")
+        return 0
+    os.environ[CONFIG_ENV] = str(args.config.resolve())
+    os.environ["FRESHTOKEN_BFF_WORKERS"] = str(workers)
+    uvicorn.run(
+        "freshtoken.bff._command:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .. import system_clock
+    from ..server import ReferenceServer
+    from . import BFF
+    from ._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
+
+    server = ReferenceServer(bff_server_config(access_ttl=args.access_ttl), clock=system_clock)
+    server.start()
+    try:
+        app = None if args.static is None else static_files(args.static)
+    except ConfigError as error:
+        server.stop()
+        print(f"freshtoken bff: {error}", file=sys.stderr)
+        return 2
+    bff = BFF(
+        issuer=server.url,
+        client_id=BFF_CLIENT_ID,
+        client_secret=BFF_CLIENT_SECRET,
+        secret_key=secrets.token_bytes(32),
+        routes={"/api/": f"{server.url}/api/"},
+        scope="openid read write",
+        app=app,
+        leeway=min(5.0, args.access_ttl / 4),
+    )
+    port = args.port or 8000
+    print(
+        f"freshtoken bff demo: open http://localhost:{port}/ and sign in as demo/demo\n"
+        f"  reference server {server.url} (access tokens live {args.access_ttl:g} s; "
+        f"stats at {server.url}/admin/stats)",
+        flush=True,
+    )
+    try:
+        uvicorn.run(bff, host=args.host or "127.0.0.1", port=port, log_level="warning")
+    finally:
+        server.stop()
+    return 0

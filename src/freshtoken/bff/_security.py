@@ -1,0 +1,131 @@
+"""The BFF's small pure checks: cookies, the CSRF header, where a login may return to, and
+which request paths may be forwarded. No I/O; each is a function of strings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+__all__ = [
+    "HOP_BY_HOP",
+    "SameSite",
+    "cookie_header",
+    "csrf_ok",
+    "expired_cookie_header",
+    "forwardable_path",
+    "safe_return_to",
+]
+
+SameSite = Literal["lax", "strict", "none"]
+
+# RFC 9110 section 7.6.1 and the older hop-by-hop headers proxies still meet.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
+_COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")  # RFC 6265 octets
+_LONGEST_RETURN = 2048
+
+
+def check_cookie_name(name: str, *, secure: bool) -> None:
+    """Refuse names a browser would drop: ``__Host-`` needs Secure (and gets Path=/, no
+    Domain), ``__Secure-`` needs Secure."""
+    if not _COOKIE_NAME.fullmatch(name):
+        raise ValueError(f"not a valid cookie name: {name!r}")
+    if name.startswith(("__Host-", "__Secure-")) and not secure:
+        raise ValueError(
+            f"a {name.split('-', maxsplit=1)[0]}- cookie must be Secure: keep secure=True"
+        )
+
+
+def cookie_header(
+    name: str, value: str, *, max_age: int | None, same_site: SameSite, secure: bool
+) -> str:
+    """A Set-Cookie value: HttpOnly always, Path=/, never a Domain (``__Host-`` rules)."""
+    if not _COOKIE_VALUE.fullmatch(value):
+        raise ValueError("a cookie value must be RFC 6265 cookie-octets")
+    if same_site == "none" and not secure:
+        raise ValueError("SameSite=None needs Secure")
+    parts = [f"{name}={value}", "Path=/", "HttpOnly", f"SameSite={same_site.capitalize()}"]
+    if secure:
+        parts.append("Secure")
+    if max_age is not None:
+        parts.append(f"Max-Age={max(0, int(max_age))}")
+    return "; ".join(parts)
+
+
+def expired_cookie_header(name: str, *, same_site: SameSite, secure: bool) -> str:
+    """A Set-Cookie that makes the browser drop the cookie now."""
+    return cookie_header(name, "", max_age=0, same_site=same_site, secure=secure)
+
+
+def csrf_ok(headers: Mapping[str, str], name: str, value: str) -> bool:
+    """Whether a request proves it came from the app's own script: the custom header (which a
+    cross-site form cannot send, and a cross-site ``fetch`` cannot send without a CORS
+    preflight the BFF never grants), and no ``Sec-Fetch-Site: cross-site`` where the browser
+    says so."""
+    if headers.get(name) != value:
+        return False
+    return headers.get("sec-fetch-site", "same-origin") != "cross-site"
+
+
+def safe_return_to(value: str | None, own_origin: str) -> str | None:
+    """Where a login or logout may send the browser back to: a path on the app's own origin.
+
+    ``value`` is a path (``/orders?id=3#top``) or an absolute URL of ``own_origin``
+    (``https://app.example.com``), which becomes its path. Anything else is None: another
+    origin, protocol-relative ``//evil``, backslash tricks (``/\\evil``, which browsers read
+    as ``//evil``), a scheme without authority (``https:evil``), userinfo
+    (``https://app.example.com@evil``), control characters (``/\\t/evil``, header injection),
+    and each of these percent-encoded.
+    """
+    if not value or len(value) > _LONGEST_RETURN:
+        return None
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in value):
+        return None  # a raw space or control character: browsers strip or split on them
+    for candidate in (value, unquote(value), unquote(unquote(value))):
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in candidate) or "\\" in candidate:
+            return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        origin = urlsplit(own_origin)
+        if (
+            parts.scheme.lower() != origin.scheme.lower()
+            or parts.netloc.lower() != origin.netloc.lower()
+            or "@" in parts.netloc
+        ):
+            return None
+        value = value[len(parts.scheme) + 3 + len(parts.netloc) :] or "/"
+        parts = urlsplit(value)
+    if not value.startswith("/"):
+        return None
+    for candidate in (value, unquote(value), unquote(unquote(value))):
+        if candidate.startswith("//") or urlsplit(candidate).netloc:
+            return None
+    return value
+
+
+def forwardable_path(raw_rest: str) -> bool:
+    """Whether the part of a request path after a proxy route's prefix may be appended to the
+    upstream base: no ``.``/``..`` segment and no encoded slash or backslash, however
+    encoded, so a request cannot climb out of the route's base path upstream."""
+    for candidate in (raw_rest, unquote(raw_rest), unquote(unquote(raw_rest))):
+        if "\\" in candidate or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in candidate):
+            return False
+        if any(segment in (".", "..") for segment in candidate.split("/")):
+            return False
+    lowered = raw_rest.lower()
+    return "%2f" not in lowered and "%5c" not in lowered and "%25" not in lowered

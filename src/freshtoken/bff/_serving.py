@@ -1,0 +1,78 @@
+"""Serving an ASGI app (the BFF, a test's upstream) with uvicorn from a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["ServedApp"]
+
+T = TypeVar("T")
+_START_TIMEOUT = 10.0
+
+
+class ServedApp:
+    """``app`` on a free loopback port (or ``port``), served until :meth:`stop`.
+
+    :meth:`call` runs a coroutine on the server's own event loop: what a test needs to reach
+    the app's state that lives on that loop (redis.asyncio clients are bound to theirs).
+    """
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        from ..server._runner import _Server, base_url, bind_socket, uvicorn_config
+
+        self.app = app
+        self._socket = bind_socket(host, port)
+        self.url = base_url(self._socket)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        loop_ready = threading.Event()
+        served = self
+
+        class _Capturing(_Server):
+            async def startup(self, sockets: Any = None) -> None:
+                served._loop = asyncio.get_running_loop()
+                loop_ready.set()
+                await super().startup(sockets)
+
+        self._server = _Capturing(uvicorn_config(app))
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name=f"freshtoken-served-{self.url}",
+            daemon=True,
+        )
+
+    def start(self) -> ServedApp:
+        self._thread.start()
+        if not self._server.ready.wait(_START_TIMEOUT) or not self._server.started:
+            self.stop()
+            raise RuntimeError(f"the app at {self.url} failed to start")
+        return self
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run ``coroutine`` on the server's loop and return its result."""
+        if self._loop is None:
+            coroutine.close()
+            raise RuntimeError("the app is not started")
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
+            coroutine, self._loop
+        )
+        return future.result(timeout)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=10.0)
+        self._socket.close()
+
+    def __enter__(self) -> ServedApp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ServedApp({self.url})"

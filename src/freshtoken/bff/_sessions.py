@@ -1,0 +1,553 @@
+"""Server-side sessions of a backend for frontend: what a browser's cookie stands for.
+
+The browser holds an opaque random id (32 bytes from ``secrets``, base64url, 43 characters).
+Stores never see it: they key sessions by its *handle*, the SHA-256 of the id, so a dump of
+the store (or a look at Redis) gives no cookie that would log anyone in.
+
+A session is its claims (who logged in, shown by ``/user``), its absolute end and its idle
+deadline, which every use pushes forward; and its tokens, in a :class:`~freshtoken.TokenStore`
+of its own (:meth:`SessionStore.token_store`) that a :class:`~freshtoken.TokenManager` keeps
+fresh, single-flighted across workers.
+
+* :class:`MemorySessionStore`: one process. A cap (``max_sessions``) with least-recently-used
+  eviction, so a flood of logins costs bounded memory; expired sessions go first.
+* :class:`RedisSessionStore`: any number of workers, on a plain Redis, a Sentinel-managed
+  master or a Redis Cluster. One hash per session holds the claims (sealed), the absolute end,
+  the idle deadline and the tokens (a :class:`~freshtoken.RedisStore` on the same key, sealed
+  too); the hash's TTL follows the idle deadline, so Redis forgets abandoned sessions by
+  itself. Keys are
+  ``<prefix>{<handle>}``: hash-tagged, so a session's hash and lock share a cluster slot.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import sniffio
+
+from .._tokens import TokenSet
+from ..errors import LockTimeout, StoreError
+from ..stores._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
+from ..stores._documents import parse_json
+from ..stores._sealing import Sealer
+
+if TYPE_CHECKING:
+    from ..stores.redis import AsyncClient, RedisStore, SyncClient
+
+__all__ = [
+    "MemorySessionStore",
+    "RedisSessionStore",
+    "Session",
+    "SessionStore",
+    "handle_of",
+    "new_session_id",
+    "valid_session_id",
+]
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+_LOCK_STRIPES = 256
+
+
+def new_session_id() -> str:
+    """A new opaque session id: 256 random bits, base64url (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def valid_session_id(text: str) -> bool:
+    """Whether ``text`` looks like an id :func:`new_session_id` made (checked before any
+    lookup, so a forged cookie costs no store call)."""
+    return _SESSION_ID.fullmatch(text) is not None
+
+
+def handle_of(session_id: str) -> str:
+    """The store key of a session: SHA-256 of its id, hex."""
+    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Session:
+    """A live session, as a request sees it. Holds no token."""
+
+    handle: str
+    created_at: float
+    expires_at: float  # the absolute end, whatever the activity
+    claims: Mapping[str, Any]
+
+    def __repr__(self) -> str:
+        return f"Session(handle={self.handle[:8]}..., expires_at={self.expires_at:.0f})"
+
+
+class SessionStore(abc.ABC):
+    """Where sessions live. All times are epoch seconds from the BFF's clock."""
+
+    @abc.abstractmethod
+    async def create(
+        self, handle: str, claims: Mapping[str, Any], *, now: float, idle: float, absolute: float
+    ) -> Session:
+        """Start a session (replacing any under ``handle``), with no tokens yet."""
+
+    @abc.abstractmethod
+    async def get(self, handle: str, *, now: float, idle: float) -> Session | None:
+        """The session if it lives, its idle deadline moved to ``now + idle``; else None (an
+        expired one is removed)."""
+
+    @abc.abstractmethod
+    async def delete(self, handle: str) -> None:
+        """End a session and forget its tokens. Deleting twice is harmless."""
+
+    @abc.abstractmethod
+    def token_store(self, handle: str) -> TokenStore:
+        """The session's tokens, as a TokenStore for its TokenManager."""
+
+    def use_key(self, key: bytes) -> None:  # noqa: B027 - optional hook
+        """The BFF's 32-byte key, for stores that seal what they keep (called once)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+class _Entry:
+    """One session in memory: small, since a hundred thousand of them may sit idle."""
+
+    __slots__ = ("claims", "created_at", "expires_at", "generation", "idle_until", "tokens")
+
+    def __init__(self, claims: bytes, created_at: float, expires_at: float, idle_until: float):
+        self.claims = claims  # compact JSON: a third of a dict's size
+        self.created_at = created_at
+        self.expires_at = expires_at
+        self.idle_until = idle_until
+        self.generation = starting_generation()
+        # Compact JSON, not a TokenSet: half the memory, and read only when a manager is made
+        # or a refresh runs, never per request (managers keep the TokenSet they use).
+        self.tokens: bytes | None = None
+
+
+_memory_ids = itertools.count(1)
+
+
+class MemorySessionStore(SessionStore):
+    """Sessions in this process's memory, at most ``max_sessions`` of them.
+
+    When full, a new session evicts the least recently used one (expired ones first, since
+    they are the least recently used): a flood of logins cannot grow memory past the cap, and
+    costs the idlest users their session, not the active ones. One worker only: another
+    process cannot see these sessions (use :class:`RedisSessionStore`).
+    """
+
+    def __init__(self, *, max_sessions: int = 100_000) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self.max_sessions = max_sessions
+        self._id = next(_memory_ids)
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._mutex = threading.Lock()  # request handlers and refresh threads both come here
+        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def create(
+        self, handle: str, claims: Mapping[str, Any], *, now: float, idle: float, absolute: float
+    ) -> Session:
+        text = json.dumps(dict(claims), separators=(",", ":")).encode()
+        entry = _Entry(text, now, now + absolute, now + idle)
+        with self._mutex:
+            self._entries.pop(handle, None)
+            while len(self._entries) >= self.max_sessions:
+                self._entries.popitem(last=False)
+                self.evictions += 1
+            self._entries[handle] = entry
+        return Session(handle, entry.created_at, entry.expires_at, dict(claims))
+
+    async def get(self, handle: str, *, now: float, idle: float) -> Session | None:
+        with self._mutex:
+            entry = self._entries.get(handle)
+            if entry is None:
+                return None
+            if now >= entry.idle_until or now >= entry.expires_at:
+                del self._entries[handle]
+                return None
+            entry.idle_until = now + idle
+            self._entries.move_to_end(handle)
+        return Session(handle, entry.created_at, entry.expires_at, json.loads(entry.claims))
+
+    async def delete(self, handle: str) -> None:
+        with self._mutex:
+            self._entries.pop(handle, None)
+
+    def token_store(self, handle: str) -> TokenStore:
+        return _MemoryTokens(self, handle)
+
+    def _entry(self, handle: str) -> _Entry | None:
+        return self._entries.get(handle)
+
+    def _lock_for(self, handle: str) -> threading.Lock:
+        return self._locks[int(handle[:8], 16) % _LOCK_STRIPES]
+
+    def __repr__(self) -> str:
+        return f"MemorySessionStore(sessions={len(self._entries)}, max={self.max_sessions})"
+
+
+class _MemoryTokens(TokenStore):
+    """One in-memory session's tokens, seen as a TokenStore (a view on its entry).
+
+    The refresh lock is one of a few hundred shared stripes: exclusive for this session (the
+    contract), at no cost per session; a flight holds one lock at a time, so stripes shared
+    by two sessions cannot deadlock, at worst they queue.
+    """
+
+    def __init__(self, sessions: MemorySessionStore, handle: str) -> None:
+        self._sessions = sessions
+        self._handle = handle
+
+    @property
+    def key(self) -> Hashable:
+        return ("bff-memory", self._sessions._id, self._handle)
+
+    def load(self) -> StoredTokens | None:
+        with self._sessions._mutex:
+            entry = self._sessions._entry(self._handle)
+            if entry is None or entry.tokens is None:
+                return None
+            raw, generation = entry.tokens, entry.generation
+        return StoredTokens(TokenSet.from_dict(json.loads(raw)), generation)
+
+    def save(self, tokens: TokenSet, *, expected_generation: int | None) -> StoredTokens:
+        raw = json.dumps(tokens.to_dict(), separators=(",", ":")).encode()
+        with self._sessions._mutex:
+            entry = self._sessions._entry(self._handle)
+            if entry is None:
+                # The session ended (logout, expiry, eviction) while this refresh ran: its
+                # tokens must not outlive it.
+                raise GenerationConflict(f"{self!r}: the session ended")
+            current = 0 if entry.tokens is None else entry.generation
+            if expected_generation is not None and current != expected_generation:
+                raise GenerationConflict(f"{self!r}: the tokens changed since they were read")
+            entry.generation += 1
+            entry.tokens = raw
+            return StoredTokens(tokens, entry.generation)
+
+    def clear(self) -> None:
+        with self._sessions._mutex:
+            entry = self._sessions._entry(self._handle)
+            if entry is not None and entry.tokens is not None:
+                entry.tokens = None
+                entry.generation += 1
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float) -> Iterator[None]:
+        lock = self._sessions._lock_for(self._handle)
+        if not lock.acquire(timeout=max(timeout, 0.0)):
+            raise LockTimeout(f"{self!r}: the refresh lock was not released within {timeout:g} s")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def aload(self) -> StoredTokens | None:
+        return self.load()
+
+    async def asave(self, tokens: TokenSet, *, expected_generation: int | None) -> StoredTokens:
+        return self.save(tokens, expected_generation=expected_generation)
+
+    async def aclear(self) -> None:
+        self.clear()
+
+    @contextlib.asynccontextmanager
+    async def alock(self, timeout: float) -> AsyncIterator[None]:
+        context = self.lock(0.0)
+        try:
+            context.__enter__()
+        except LockTimeout:
+            context = self.lock(timeout)
+            await anyio.to_thread.run_sync(context.__enter__)
+        try:
+            yield
+        finally:
+            context.__exit__(None, None, None)
+
+    def __repr__(self) -> str:
+        return f"session tokens (memory, session {self._handle[:8]}...)"
+
+
+# -- Redis ----------------------------------------------------------------------------------
+
+# The session's hash: claims (sealed), expires (absolute end, epoch ms), and RedisStore's
+# generation and tokens. Creating replaces whatever was there and sets the idle TTL.
+_CREATE = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'session', ARGV[1], 'expires', ARGV[2], 'idle_until', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# Read and slide, on the BFF's clock (ARGV[2], ms): past the idle deadline or the absolute end
+# the session is deleted; else the idle deadline moves to now + idle (ARGV[1], ms), and so
+# does the TTL, which only collects what nobody reads again (and never outlives the end).
+_TOUCH = """
+local found = redis.call('HMGET', KEYS[1], 'session', 'expires', 'idle_until')
+if not found[1] then return false end
+local now = tonumber(ARGV[2])
+local left = tonumber(found[2] or '0') - now
+if left <= 0 or tonumber(found[3] or '0') <= now then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+local ttl = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'idle_until', now + ttl)
+if left < ttl then ttl = left end
+redis.call('PEXPIRE', KEYS[1], math.floor(ttl))
+return {found[1], found[2]}
+"""
+
+
+class RedisSessionStore(SessionStore):
+    """Sessions in Redis, shared by every worker and machine of the app.
+
+    ``client`` is any redis-py client (``Redis``, a Sentinel ``master_for`` client or
+    ``RedisCluster``), used by the refresh threads; ``async_client`` (the ``redis.asyncio``
+    twin) serves requests without a worker thread. :meth:`from_url` makes both. ``prefix``
+    starts every key. ``lease`` is the refresh lock's lease (see
+    :class:`~freshtoken.RedisStore`); ``replicas`` makes writes wait for that many replicas.
+    The BFF hands over its key (:meth:`use_key`): claims and tokens are sealed with it.
+    """
+
+    def __init__(
+        self,
+        client: SyncClient,
+        *,
+        async_client: AsyncClient | None = None,
+        prefix: str = "freshtoken:bff:",
+        lease: float = 10.0,
+        replicas: int = 0,
+        owns_clients: bool = False,
+    ) -> None:
+        from ..stores.redis import (
+            RedisStore,
+            _describe_connection,
+            _import_redis,
+            translated_errors,
+        )
+
+        module = _import_redis()
+        if not isinstance(client, (module.Redis, module.cluster.RedisCluster)):
+            raise TypeError("client must be a redis.Redis or a redis.cluster.RedisCluster")
+        self._store_class = RedisStore
+        self._translated = translated_errors
+        self._errors = module.exceptions
+        self._where = _describe_connection(client)
+        self.client = client
+        self.async_client = async_client
+        self.prefix = prefix
+        self.lease = lease
+        self.replicas = replicas
+        self._owns = owns_clients
+        self._key: bytes | None = None
+        self._sealer: Sealer | None = None
+        self._create = client.register_script(_CREATE)
+        self._touch = client.register_script(_TOUCH)
+        self._async_scripts: tuple[Any, Any] | None = None
+        if async_client is not None:
+            self._async_scripts = (
+                async_client.register_script(_CREATE),
+                async_client.register_script(_TOUCH),
+            )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        socket_timeout: float = 5.0,
+        max_connections: int = 64,
+        **options: Any,
+    ) -> RedisSessionStore:
+        """Clients for ``url`` (a ``redis://`` URL; with ``cluster=True``, any node of a
+        Redis Cluster), sync and async, closed by :meth:`aclose`. At most
+        ``max_connections`` per client (per node on a cluster); a request finding them all
+        busy waits for one (up to ``socket_timeout``) rather than failing."""
+        from ..stores.redis import _import_redis
+
+        module = _import_redis()
+        settings: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": min(socket_timeout, 2.0),
+        }
+        if cluster:
+            sync: Any = module.cluster.RedisCluster.from_url(
+                url, max_connections=max_connections, **settings
+            )
+            asynchronous: Any = module.asyncio.cluster.RedisCluster.from_url(
+                url, max_connections=max_connections, **settings
+            )
+        else:
+            sync = module.Redis(
+                connection_pool=module.BlockingConnectionPool.from_url(
+                    url, max_connections=max_connections, timeout=socket_timeout, **settings
+                )
+            )
+            asynchronous = module.asyncio.Redis(
+                connection_pool=module.asyncio.BlockingConnectionPool.from_url(
+                    url, max_connections=max_connections, timeout=socket_timeout, **settings
+                )
+            )
+        return cls(sync, async_client=asynchronous, owns_clients=True, **options)
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: list[tuple[str, int]],
+        service: str,
+        *,
+        socket_timeout: float = 5.0,
+        **options: Any,
+    ) -> RedisSessionStore:
+        """Clients of the master that Sentinel names ``service`` (found again after a
+        failover), sync and async."""
+        from ..stores.redis import _import_redis
+
+        _import_redis()  # names the extra when redis-py is missing
+        import redis.asyncio.sentinel
+        import redis.sentinel
+
+        settings = {"socket_timeout": socket_timeout, "socket_connect_timeout": 2.0}
+        sync = redis.sentinel.Sentinel(sentinels, **settings).master_for(service)  # type: ignore[no-untyped-call]
+        asynchronous = redis.asyncio.sentinel.Sentinel(sentinels, **settings).master_for(  # type: ignore[no-untyped-call]
+            service
+        )
+        return cls(sync, async_client=asynchronous, owns_clients=True, **options)
+
+    def use_key(self, key: bytes) -> None:
+        self._key = key
+        self._sealer = Sealer(key)
+
+    def redis_key(self, handle: str) -> str:
+        return f"{self.prefix}{{{handle}}}"
+
+    def token_store(self, handle: str) -> RedisStore:
+        return self._store_class(
+            self.client,
+            self.redis_key(handle),
+            async_client=self.async_client,
+            encryption_key=self._require_key(),
+            lease=self.lease,
+            replicas=self.replicas,
+            watch=False,
+        )
+
+    async def create(
+        self, handle: str, claims: Mapping[str, Any], *, now: float, idle: float, absolute: float
+    ) -> Session:
+        key = self.redis_key(handle)
+        sealed = self._seal(handle, {"claims": dict(claims), "created_at": now})
+        args = [
+            sealed,
+            str(_ms(now + absolute)),
+            str(max(1, _ms(min(idle, absolute)))),
+            str(_ms(now + idle)),
+        ]
+        await self._call("start a session", 0, key, args)
+        return Session(handle, now, now + absolute, dict(claims))
+
+    async def get(self, handle: str, *, now: float, idle: float) -> Session | None:
+        key = self.redis_key(handle)
+        found = await self._call("read a session", 1, key, [str(_ms(idle)), str(_ms(now))])
+        if not found:
+            return None
+        raw, expires = found
+        where = f"session {handle[:8]}... in Redis"
+        document = self._open(handle, raw, where)
+        claims = document.get("claims")
+        created = document.get("created_at")
+        if not isinstance(claims, dict) or not isinstance(created, (int, float)):
+            raise StoreError(f"{where} is not what freshtoken writes; log in again")
+        return Session(handle, float(created), int(expires) / 1000, claims)
+
+    async def delete(self, handle: str) -> None:
+        key = self.redis_key(handle)
+        with self._translate("end a session"):
+            if self._async_ready():
+                assert self.async_client is not None
+                await self.async_client.delete(key)
+            else:
+                await anyio.to_thread.run_sync(self.client.delete, key)
+
+    async def aclose(self) -> None:
+        if self._owns:
+            if self.async_client is not None:
+                await self.async_client.aclose()
+            self.client.close()
+            pool = getattr(self.client, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _async_ready(self) -> bool:
+        return self.async_client is not None and sniffio.current_async_library() == "asyncio"
+
+    async def _call(self, action: str, which: int, key: str, args: list[str]) -> Any:
+        with self._translate(action):
+            if self._async_ready():
+                assert self._async_scripts is not None
+                return await self._async_scripts[which](keys=[key], args=args)
+            script = (self._create, self._touch)[which]
+            return await anyio.to_thread.run_sync(lambda: script(keys=[key], args=args))
+
+    def _translate(self, action: str) -> contextlib.AbstractContextManager[None]:
+        from ..stores.redis import _describe_connection, translated_errors
+
+        return translated_errors(
+            self._errors, f"cannot {action}", _describe_connection(self.client)
+        )
+
+    def _require_key(self) -> bytes:
+        if self._key is None:
+            raise StoreError("RedisSessionStore has no key: give it to a BFF first")
+        return self._key
+
+    def _seal(self, handle: str, document: Mapping[str, Any]) -> str:
+        self._require_key()
+        assert self._sealer is not None
+        plain = json.dumps(document, separators=(",", ":")).encode()
+        return json.dumps(
+            self._sealer.seal(plain, context=f"freshtoken bff session {handle}"),
+            separators=(",", ":"),
+        )
+
+    def _open(self, handle: str, raw: bytes | str, where: str) -> dict[str, Any]:
+        self._require_key()
+        assert self._sealer is not None
+        fix = "log in again"
+        sealed = parse_json(raw, where, fix)
+        if not isinstance(sealed, dict):
+            raise StoreError(f"{where} is not what freshtoken writes; {fix}")
+        plain = self._sealer.open(sealed, context=f"freshtoken bff session {handle}", where=where)
+        document = parse_json(plain, where, fix)
+        if not isinstance(document, dict):
+            raise StoreError(f"{where} is not what freshtoken writes; {fix}")
+        return document
+
+    def __repr__(self) -> str:
+        return f"RedisSessionStore(prefix={self.prefix!r})"
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)

@@ -1,0 +1,172 @@
+"""Several BFF worker processes on one Redis, each started by ``freshtoken bff --config``:
+a session logged in through one is served by all, and its tokens are refreshed once per
+expiry across them (no reuse of a rotated refresh token). And ``--workers 2`` serves."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis_fixture import RedisServer, _free_port
+
+from freshtoken import system_clock
+from freshtoken.bff import ServedApp
+from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
+from freshtoken.server import ReferenceServer
+
+from .bff_support import CSRF
+from .test_login import Browser
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+ACCESS_TTL = 2.0
+START_TIMEOUT = 20.0
+
+
+class RecordingAPI:
+    """An upstream that answers 200 and remembers which access tokens it was shown."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = dict(scope["headers"])
+        with self._lock:
+            self.tokens.append(headers.get(b"authorization", b"").decode())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"[]"})
+
+
+class Worker:
+    """A ``freshtoken bff`` process (one, or a uvicorn master with workers)."""
+
+    def __init__(self, config: dict[str, Any], directory: Path, workers: int = 1) -> None:
+        self.port = _free_port()
+        config = {**config, "server": {"host": "127.0.0.1", "port": self.port, "workers": workers}}
+        path = directory / f"bff-{self.port}.json"
+        path.write_text(json.dumps(config))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = directory / f"bff-{self.port}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "freshtoken.cli", "bff", "--config", str(path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:  # a process has nothing to wait on but its port
+            assert self.process.poll() is None, self.log.read_text()[-2000:]
+            try:
+                if httpx.get(f"{self.url}/bff/user", headers=CSRF, timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no answer within {START_TIMEOUT} s"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[dict[str, Any]]:
+    server = ReferenceServer(bff_server_config(access_ttl=ACCESS_TTL), clock=system_clock)
+    server.start()
+    api = RecordingAPI()
+    served = ServedApp(api).start()
+    config = {
+        "issuer": server.url,
+        "client_id": BFF_CLIENT_ID,
+        "client_secret": BFF_CLIENT_SECRET,
+        "secret_key": "the workers share this passphrase",
+        "leeway": 0.5,
+        "routes": {"/api/": f"{served.url}/"},
+        "sessions": {"kind": "redis", "url": redis_server.url, "prefix": "fleet:"},
+    }
+    workers: list[Worker] = []
+    try:
+        yield {"server": server, "api": api, "config": config, "workers": workers}
+    finally:
+        for worker in workers:
+            worker.stop()
+        served.stop()
+        server.stop()
+
+
+def test_two_workers_refresh_each_sessions_tokens_once_per_expiry(
+    fleet: dict[str, Any], tmp_path: Path
+) -> None:
+    """Log in through worker A; hammer A and B for a few token lifetimes: every call 200,
+    one refresh per access token the API saw, no refresh token presented twice."""
+    server: ReferenceServer = fleet["server"]
+    api: RecordingAPI = fleet["api"]
+    workers: list[Worker] = fleet["workers"]
+    workers += [Worker(fleet["config"], tmp_path), Worker(fleet["config"], tmp_path)]
+
+    browser = Browser(httpx.Client(base_url=workers[0].url, timeout=10.0))
+    browser.login()
+    session = browser.cookies["__Host-bff"]
+    server.reset_stats()
+    clients = [httpx.Client(base_url=w.url, timeout=10.0) for w in workers]
+    headers = {**CSRF, "Cookie": f"__Host-bff={session}"}
+    deadline = time.monotonic() + 3 * ACCESS_TTL
+
+    def hammer(index: int) -> list[int]:
+        client = clients[index % 2]
+        statuses = []
+        while time.monotonic() < deadline:
+            statuses.append(client.get("/api/items", headers=headers).status_code)
+        return statuses
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = [status for statuses in pool.map(hammer, range(6)) for status in statuses]
+    for client in clients:
+        client.close()
+    stats = server.stats()
+    seen = {token for token in api.tokens if token}
+    assert set(results) == {200}, sorted(set(results))
+    assert len(results) > 50
+    assert stats["reuse_detections"] == 0
+    assert stats["token_errors"] == 0
+    assert stats["refreshes"] >= 2  # three lifetimes went by
+    # One refresh per token generation: every refresh gave a token the API then saw, but for
+    # at most the last one, which may land as the hammering stops.
+    assert len(seen) - 1 <= stats["refreshes"] <= len(seen)
+
+
+def test_uvicorn_with_two_workers_serves_a_session(fleet: dict[str, Any], tmp_path: Path) -> None:
+    """``workers = 2`` in the config (Redis sessions): the BFF starts and logs in."""
+    fleet["workers"].append(Worker(fleet["config"], tmp_path, workers=2))
+    url = fleet["workers"][-1].url
+
+    browser = Browser(httpx.Client(base_url=url, timeout=10.0))
+    done = browser.login()
+    assert done.status_code == 302
+    session = browser.cookies["__Host-bff"]
+    for _ in range(10):  # new connections: the kernel spreads them over both workers
+        answer = httpx.get(
+            f"{url}/api/items", headers={**CSRF, "Cookie": f"__Host-bff={session}"}, timeout=10
+        )
+        assert answer.status_code == 200
