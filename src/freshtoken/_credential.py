@@ -458,6 +458,12 @@ class CredentialState:
         self.expired, self.expired_until = None, -math.inf
         self.rejections = 0
 
+    def adopt_loaded(self, stored: StoredTokens | None, version: int, rules: Rules) -> None:
+        """A caller read the store itself (one held in memory): as a ``Loaded`` landing, unless
+        anything changed since ``version`` was seen."""
+        if self.version == version and not self.known and self.flight is None:
+            self._see(None if stored is None else stored.tokens, rules)
+
     def invalidate(self) -> None:
         """Another process changed the store: re-read it before trusting the view again."""
         self.known = False

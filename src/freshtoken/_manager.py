@@ -62,7 +62,7 @@ from ._observers import FlightWatch, RefreshObserver, trigger_of
 from ._policy import RefreshPolicy, RetryPolicy, wants_refresh
 from ._steps import _refresh_call, flight_steps, run_steps
 from ._tokens import TokenSet
-from .errors import DPoPError, RefreshFailed
+from .errors import DPoPError, RefreshFailed, StoreError
 from .refreshers import Refresher, takes_dpop
 from .stores._base import MemoryStore, TokenStore
 
@@ -368,11 +368,25 @@ class TokenManager:
         if credential.rewatch:
             credential.rewatch = False
             self.store.watch(credential.invalidate)
+        if self.store.loads_in_memory and not self._state.known:
+            self._load_here()
         with credential.mutex:
             decision = credential.state.decide(demand, self.rules, self.clock(), self._monotonic())
         if isinstance(decision, (Use, Wait)) and decision.start is not None:
             self._launch(decision.start)
         return decision
+
+    def _load_here(self) -> None:
+        """Read a store held in memory in this thread: no flight (and no thread) for it."""
+        credential = self._credential
+        with credential.mutex:
+            version = credential.state.version
+        try:
+            stored = self.store.load()
+        except StoreError:
+            return  # the flight that follows reports it, as for any store
+        with credential.mutex:
+            credential.state.adopt_loaded(stored, version, self.rules)
 
     def _forced(self) -> Force:
         state = self._state

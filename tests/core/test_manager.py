@@ -21,11 +21,13 @@ import pytest
 
 from freshtoken import (
     FileStore,
+    FlightObserver,
     FunctionRefresher,
     LockTimeout,
     ManualClock,
     MemoryStore,
     RefreshFailed,
+    RefreshObserver,
     RetryPolicy,
     SessionExpired,
     StoredTokens,
@@ -33,6 +35,7 @@ from freshtoken import (
     TokenManager,
     TokenSet,
     TokenStore,
+    Trigger,
 )
 
 FAST_RETRY = RetryPolicy(attempts=3, initial=0.001, maximum=0.005)
@@ -636,3 +639,36 @@ def test_a_forced_refresh_on_a_new_manager_refreshes_what_the_store_holds(
     assert endpoint.calls == 1
     assert endpoint.reused == []
     assert make_manager(endpoint, clock, store).refresh().access_token == "a2"
+
+
+class CountingObserver(RefreshObserver):
+    def __init__(self) -> None:
+        self.triggers: list[str] = []
+
+    def flight_started(self, trigger: Trigger) -> FlightObserver | None:
+        self.triggers.append(trigger)
+        return None
+
+
+def test_a_store_held_in_memory_is_read_without_a_flight(
+    endpoint: Endpoint, clock: ManualClock
+) -> None:
+    """First use of a MemoryStore (a BFF's per-session store too) reads it in the caller's
+    thread: no refresh thread just to look at memory; a durable store's first read is a flight."""
+    counting = CountingObserver()
+    store = MemoryStore(endpoint.initial_tokens())
+    manager = make_manager(endpoint, clock, store, observer=counting)
+    assert manager.get_tokens().access_token == "a0"
+    assert counting.triggers == []
+
+
+def test_a_durable_stores_first_read_is_a_flight(
+    endpoint: Endpoint, clock: ManualClock, tmp_path: Path
+) -> None:
+    """The same first use on a FileStore reads the file in a flight (I/O never blocks a loop)."""
+    store = FileStore(tmp_path / "tokens.json", watch_interval=None)
+    store.save(endpoint.initial_tokens(), expected_generation=None)
+    counting = CountingObserver()
+    manager = make_manager(endpoint, clock, store, observer=counting)
+    assert manager.get_tokens().access_token == "a0"
+    assert len(counting.triggers) == 1  # the read, in a flight of its own

@@ -201,6 +201,8 @@ def test_a_reload_after_another_process_saved_is_reported(
     """A store change from elsewhere makes the next caller start a background re-read."""
 
     class NotifyingStore(freshtoken.MemoryStore):
+        loads_in_memory = False  # stands for a durable store, read in a flight
+
         def watch(self, on_change: Callable[[], None]) -> None:
             self.changed = on_change
 

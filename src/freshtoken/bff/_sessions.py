@@ -212,6 +212,8 @@ class _MemoryTokens(TokenStore):
     by two sessions cannot deadlock, at worst they queue.
     """
 
+    loads_in_memory = True
+
     def __init__(self, sessions: MemorySessionStore, handle: str) -> None:
         self._sessions = sessions
         self._handle = handle

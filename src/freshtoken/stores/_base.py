@@ -116,6 +116,10 @@ class TokenStore(abc.ABC):
     @abc.abstractmethod
     def alock(self, timeout: float) -> contextlib.AbstractAsyncContextManager[None]: ...
 
+    loads_in_memory = False
+    """True for stores whose ``load`` reads this process's memory (no I/O, never blocks): a
+    manager then reads them in the caller's thread, with no refresh thread for a first use."""
+
     def watch(self, on_change: Callable[[], None]) -> None:  # noqa: B027 - optional hook
         """Call ``on_change`` (from any thread) when another process saves new tokens.
 
@@ -161,6 +165,8 @@ _memory_ids = itertools.count(1)
 
 class MemoryStore(TokenStore):
     """Tokens in this process's memory: the default. Lost when the process ends."""
+
+    loads_in_memory = True
 
     def __init__(self, tokens: TokenSet | None = None) -> None:
         self._key = ("memory", next(_memory_ids))
