@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from listener import Answer, Listener, Received, json_answer
+from tools import refused_port
 
 from freshtoken import TokenSet
 from freshtoken.cli import EXIT_CODES, SUBCOMMANDS, _build_parser, main
@@ -97,7 +98,8 @@ def child(
     return Outcome(result.returncode, result.stdout, result.stderr)
 
 
-def closed_port() -> int:
+def free_port() -> int:
+    """A port free now, for a server of this test to take (released: a race, but brief)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -268,8 +270,9 @@ def test_a_token_file_others_may_read(run: Callable[..., Outcome], home: Path) -
 @pytest.mark.parametrize("argv", [["token"], ["logout"], ["exec", "--", "true"]])
 def test_the_server_is_down(run: Callable[..., Outcome], home: Path, argv: list[str]) -> None:
     """An expired profile whose server is down: one line, exit 1, the profile kept."""
-    save_profile(home, f"http://127.0.0.1:{closed_port()}/oauth/token")
-    result = run(*argv)
+    with refused_port() as port:
+        save_profile(home, f"http://127.0.0.1:{port}/oauth/token")
+        result = run(*argv)
     result.one_line_failure()
     assert FileStore(home).load_profile() is not None
 
@@ -280,8 +283,9 @@ def test_login_to_a_server_that_is_down(
 ) -> None:
     """Logging in to nothing: one line that names what could not be reached."""
     monkeypatch.setenv("FRESHTOKEN_PASSWORD", "hunter2-password")
-    url = f"http://127.0.0.1:{closed_port()}"
-    result = run("login", server, url, "--client-id", "demo-public", "--username", "demo")
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        result = run("login", server, url, "--client-id", "demo-public", "--username", "demo")
     result.one_line_failure()
     assert "127.0.0.1" in result.err
 
@@ -545,7 +549,7 @@ def test_ctrl_c_while_the_token_endpoint_is_slow(
 
 def test_ctrl_c_stops_serve_cleanly(child_env: dict[str, str], tmp_path: Path) -> None:
     """serve stops on Ctrl-C, its documented way out: exit 0, nothing on stderr."""
-    port = closed_port()
+    port = free_port()
 
     def listening() -> bool:  # served by uvicorn, whose Ctrl-C handling is then in place
         try:

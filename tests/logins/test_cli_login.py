@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from tools import refused_port
 
 from freshtoken._profiles_cli import _browser_available
 from freshtoken.cli import main
@@ -235,10 +235,8 @@ def test_failures_are_one_line_naming_flags(
     )
     assert "--flow browser needs --issuer" in one_line_failure(no_issuer)
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    down = cli("login", "--issuer", f"http://127.0.0.1:{port}", "--client-id", "x")
+    with refused_port() as port:
+        down = cli("login", "--issuer", f"http://127.0.0.1:{port}", "--client-id", "x")
     assert f"cannot reach http://127.0.0.1:{port}/" in one_line_failure(down)
     assert "connection refused" in down.err
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
+from tools import refused_port
 
 import freshtoken
 from freshtoken import LoginFailed, ServerMetadata
@@ -100,10 +99,7 @@ def test_no_metadata_says_where_it_looked(oauth_server_factory: ServerFactory) -
 
 def test_unreachable_issuer_is_one_clear_error() -> None:
     """A closed port: 'cannot reach <url>: connection refused'."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with pytest.raises(LoginFailed) as caught:
+    with refused_port() as port, pytest.raises(LoginFailed) as caught:
         freshtoken.discover(f"http://127.0.0.1:{port}", cache=False)
     assert caught.value.error == "network_error"
     assert str(caught.value) == (

@@ -7,19 +7,13 @@ import ssl
 
 import httpx
 import pytest
+from tools import refused_port
 
 import freshtoken
 from freshtoken import LoginFailed, SessionExpired
 from freshtoken._http import unreachable
 from freshtoken.server import Client, ReferenceServer
 from freshtoken.testing import ServerFactory
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def test_wrong_password(oauth_server: ReferenceServer) -> None:
@@ -86,9 +80,10 @@ def test_a_server_that_does_not_offer_the_grant(oauth_server: ReferenceServer) -
 
 def test_unreachable_token_endpoint() -> None:
     """'cannot reach <url>: connection refused', as one LoginFailed."""
-    url = f"http://127.0.0.1:{closed_port()}/oauth/token"
-    with pytest.raises(LoginFailed) as caught:
-        freshtoken.password_login(url, username="a", password="b", client_id="c")
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}/oauth/token"
+        with pytest.raises(LoginFailed) as caught:
+            freshtoken.password_login(url, username="a", password="b", client_id="c")
     assert caught.value.error == "network_error"
     assert f"cannot reach {url}: connection refused" in str(caught.value)
 

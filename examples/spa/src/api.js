@@ -18,11 +18,20 @@ export function loginUrl() {
   return "/bff/login?returnTo=" + encodeURIComponent(here);
 }
 
+// Set while the user logs out: a poll that meets the ended session then is no reason to
+// send them to the login page (the logout decides where they go).
+let leaving = false;
+
+export function leave() {
+  leaving = true;
+}
+
 // The BFF refreshes tokens itself; a 401 login_required means the session is over (or
 // never was): go and log in instead of retrying.
 export const baseQuery = async (args, api, extraOptions) => {
   const result = await rawBaseQuery(args, api, extraOptions);
-  if (result.error && result.error.status === 401 && result.error.data?.error === "login_required") {
+  const ended = result.error?.status === 401 && result.error.data?.error === "login_required";
+  if (ended && !leaving) {
     window.location.assign(loginUrl());
   }
   return result;

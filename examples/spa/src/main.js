@@ -1,6 +1,6 @@
 // The page: renders the store; no token anywhere, only what /bff/user says about the user.
 import { configureStore } from "@reduxjs/toolkit";
-import { api, loginUrl } from "./api.js";
+import { api, leave, loginUrl } from "./api.js";
 
 const POLL_MS = Number(new URLSearchParams(window.location.search).get("poll") || 1000);
 
@@ -83,6 +83,7 @@ $("add").addEventListener("submit", async (event) => {
 });
 
 $("logout").addEventListener("click", async () => {
+  leave();
   const result = await store.dispatch(api.endpoints.logout.initiate());
   window.location.assign(result.data?.redirect || "/");
 });
