@@ -8,6 +8,7 @@ pytest_plugins: list[str] = [
     "tests.redis_fixture",
     "tests.profile_fixture",
     "tests.agent_fixture",
+    "tests.cli_fixture",
 ]
 
 

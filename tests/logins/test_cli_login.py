@@ -13,59 +13,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 import pytest
+from cli_fixture import CLI, Run
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tools import refused_port
 
 from freshtoken._profiles_cli import _browser_available
-from freshtoken.cli import main
 from freshtoken.server import Client, ReferenceServer
 from freshtoken.stores import FileStore
 from freshtoken.testing import ServerFactory
 
 PLAYER = Path(__file__).with_name("browser_player.py")
-
-
-@dataclasses.dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-class CLI(Protocol):
-    def __call__(self, *argv: str) -> Run: ...
-
-
-@pytest.fixture
-def store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "config" / "tokens.json"
-    monkeypatch.setenv("FRESHTOKEN_STORE", str(path))
-    for name in (
-        "FRESHTOKEN_ENCRYPTION_KEY",
-        "FRESHTOKEN_PROFILE",
-        "FRESHTOKEN_CLIENT_SECRET",
-        "FRESHTOKEN_PASSWORD",
-        "BROWSER",
-        "SSH_CONNECTION",
-        "SSH_TTY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return path
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], store_path: Path) -> CLI:
-    def run(*argv: str) -> Run:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
 
 
 def browser(monkeypatch: pytest.MonkeyPatch, *options: str) -> None:

@@ -9,51 +9,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 import pytest
+from cli_fixture import CLI, Run
 
 from freshtoken import TokenSet
-from freshtoken.cli import main
 from freshtoken.server import ReferenceServer
 from freshtoken.stores import FileStore
 from freshtoken.testing import ServerFactory
-
-
-@dataclasses.dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-class CLI(Protocol):
-    def __call__(self, *argv: str) -> Run: ...
-
-
-@pytest.fixture
-def store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "config" / "tokens.json"
-    monkeypatch.setenv("FRESHTOKEN_STORE", str(path))
-    for name in (
-        "FRESHTOKEN_ENCRYPTION_KEY",
-        "FRESHTOKEN_PROFILE",
-        "FRESHTOKEN_CLIENT_SECRET",
-        "FRESHTOKEN_PASSWORD",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return path
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], store_path: Path) -> CLI:
-    def run(*argv: str) -> Run:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
 
 
 def login(cli: CLI, server: ReferenceServer, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Run:
