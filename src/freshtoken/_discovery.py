@@ -32,7 +32,14 @@ from ._http import Flow, Verify, adrive, drive
 from ._policy import check_transport, origin_of, read_json
 from .errors import InsecureTransportError, LoginFailed
 
-__all__ = ["ServerMetadata", "adiscover", "discover", "metadata_urls"]
+__all__ = [
+    "ServerMetadata",
+    "adiscover",
+    "ametadata_of",
+    "discover",
+    "metadata_of",
+    "metadata_urls",
+]
 
 CACHE_SECONDS = 3600.0
 
@@ -272,3 +279,21 @@ class _Cache:
 
 
 _CACHE = _Cache()
+
+
+def metadata_of(
+    issuer: str | ServerMetadata, *, verify: Verify = True, allow_insecure_http: bool = False
+) -> ServerMetadata:
+    """``issuer``'s metadata: discovered (and cached) from its URL, or as given."""
+    if isinstance(issuer, ServerMetadata):
+        return issuer
+    return discover(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
+
+
+async def ametadata_of(
+    issuer: str | ServerMetadata, *, verify: Verify = True, allow_insecure_http: bool = False
+) -> ServerMetadata:
+    """:func:`metadata_of` for async code."""
+    if isinstance(issuer, ServerMetadata):
+        return issuer
+    return await adiscover(issuer, verify=verify, allow_insecure_http=allow_insecure_http)

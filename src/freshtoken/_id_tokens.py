@@ -19,7 +19,7 @@ import httpx
 import jwt
 
 from ._clock import Clock, system_clock
-from ._discovery import ServerMetadata, adiscover, discover
+from ._discovery import ServerMetadata, ametadata_of, metadata_of
 from ._http import Flow, Verify, adrive, drive
 from ._policy import read_json
 from .errors import LoginFailed
@@ -93,11 +93,7 @@ def verify_id_token(
     ``algorithms`` defaults to the metadata's ``id_token_signing_alg_values_supported``,
     asymmetric ones only. Needs ``cryptography`` (``pip install 'freshtoken[crypto]'``).
     """
-    metadata = (
-        issuer
-        if isinstance(issuer, ServerMetadata)
-        else discover(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
-    )
+    metadata = metadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     flow = _verification(
         id_token,
         metadata,
@@ -124,11 +120,7 @@ async def averify_id_token(
     allow_insecure_http: bool = False,
 ) -> dict[str, Any]:
     """:func:`verify_id_token` for async code (asyncio or trio)."""
-    metadata = (
-        issuer
-        if isinstance(issuer, ServerMetadata)
-        else await adiscover(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
-    )
+    metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     flow = _verification(
         id_token,
         metadata,

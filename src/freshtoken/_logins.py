@@ -29,7 +29,7 @@ import httpx
 from ._authorization import AuthorizationRequest, default_scope
 from ._client_auth import ClientAuth, ClientAuthMethod, PrivateKey, choose_method
 from ._clock import Clock, system_clock
-from ._discovery import ServerMetadata, adiscover, discover
+from ._discovery import ServerMetadata, ametadata_of, metadata_of
 from ._dpop import DPoP, DPoPKey
 from ._http import Flow, Pause, Verify, adrive, drive
 from ._id_tokens import check_id_token_claims
@@ -74,20 +74,6 @@ _TRANSIENT_POLL_FAILURES = 3
 
 
 # -- shared set-up ------------------------------------------------------------------------------
-
-
-def _metadata(issuer: str | ServerMetadata, verify: Verify, insecure: bool) -> ServerMetadata:
-    if isinstance(issuer, ServerMetadata):
-        return issuer
-    return discover(issuer, verify=verify, allow_insecure_http=insecure)
-
-
-async def _ametadata(
-    issuer: str | ServerMetadata, verify: Verify, insecure: bool
-) -> ServerMetadata:
-    if isinstance(issuer, ServerMetadata):
-        return issuer
-    return await adiscover(issuer, verify=verify, allow_insecure_http=insecure)
 
 
 def client_for(
@@ -165,7 +151,7 @@ def browser_login(
     With ``dpop`` the code is redeemed with proofs of that key and the tokens are bound to it
     (RFC 9449). Raises :class:`~freshtoken.LoginFailed` (``access_denied``, ``timeout``...)."""
     _check_timeout(timeout)
-    metadata = _metadata(issuer, verify, allow_insecure_http)
+    metadata = metadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
@@ -204,7 +190,7 @@ async def abrowser_login(
     """:func:`browser_login` for async code (asyncio or trio). ``open_browser`` may be an
     async function; cancelling the login closes the listener."""
     _check_timeout(timeout)
-    metadata = await _ametadata(issuer, verify, allow_insecure_http)
+    metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
@@ -507,7 +493,7 @@ def device_login(
     seconds (5 more after each ``slow_down``) until the user approves, denies, or the code
     expires. With ``dpop`` every poll carries a proof of that key and the tokens are bound to
     it (RFC 9449). ``sleep`` and ``clock`` are for tests."""
-    metadata = _metadata(issuer, verify, allow_insecure_http)
+    metadata = metadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
@@ -540,7 +526,7 @@ async def adevice_login(
     sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
 ) -> TokenSet:
     """:func:`device_login` for async code; ``on_prompt`` may be async."""
-    metadata = await _ametadata(issuer, verify, allow_insecure_http)
+    metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
     )
@@ -608,7 +594,7 @@ def _endpoint(
     if token_url is not None:
         return token_url, None
     assert issuer is not None
-    metadata = _metadata(issuer, verify, insecure)
+    metadata = metadata_of(issuer, verify=verify, allow_insecure_http=insecure)
     return _token_endpoint(metadata), metadata
 
 
@@ -620,7 +606,7 @@ async def _aendpoint(
     if token_url is not None:
         return token_url, None
     assert issuer is not None
-    metadata = await _ametadata(issuer, verify, insecure)
+    metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=insecure)
     return _token_endpoint(metadata), metadata
 
 

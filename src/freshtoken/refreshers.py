@@ -45,7 +45,7 @@ import sniffio
 
 from ._client_auth import ClientAuth, ClientAuthMethod, PrivateKey
 from ._clock import Clock, system_clock
-from ._discovery import ServerMetadata, discover
+from ._discovery import ServerMetadata, metadata_of
 from ._http import ssl_context
 from ._logins import (
     LoginMethods,
@@ -321,11 +321,7 @@ class _GrantRefresher(HTTPRefresher):
         :class:`~freshtoken.ServerMetadata`, e.g. from :func:`~freshtoken.adiscover` in async
         code). Without ``auth_method``, the client authentication is chosen from the metadata.
         The refresher keeps the metadata, so it can also log in (``browser_login``...)."""
-        metadata = (
-            issuer
-            if isinstance(issuer, ServerMetadata)
-            else discover(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
-        )
+        metadata = metadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
         if metadata.token_endpoint is None:
             raise LoginFailed("discovery_failed", f"{metadata.issuer} names no token_endpoint")
         client = client_for(
