@@ -19,13 +19,26 @@ WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) * 2 )))
 TOOLS := redis-server:redis-server git:git curl:curl node:nodejs npm:npm \
 	systemd-socket-activate:systemd chromium:chromium chromedriver:chromium-driver
 
-.PHONY: demo test lint docs bench clean redis tools
+.PHONY: demo test lint docs bench clean redis tools lock
 
-$(BIN)/.installed: pyproject.toml
+# What CI and `make` install is pinned in constraints.txt (every package, extras and tools
+# included), so a new release upstream cannot turn a clean clone red. `make lock` moves the pins
+# to the newest releases on purpose: run it, then `make lint test`, then commit the new file.
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,dev,docs]'
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[all,dev,docs]'
 	touch $@
+
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install --quiet --upgrade pip
+	build/lock-venv/bin/python -m pip install --quiet -e '.[all,dev,docs]'
+	{ echo "# Pinned by 'make lock' on $$(date -u +%Y-%m-%d) with $$(build/lock-venv/bin/python -V):"; \
+	  echo "# every package 'make' installs. Move the pins on purpose: make lock && make lint test."; \
+	  build/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e '; } > constraints.txt
+	rm -rf build/lock-venv
 
 demo: $(BIN)/.installed
 	$(BIN)/freshtoken demo $(ARGS)

@@ -379,19 +379,19 @@ class RedisSentinel:
         return [("127.0.0.1", sentinel.port) for sentinel in self.sentinels]
 
     def manager(self, **options: Any) -> redis.sentinel.Sentinel:
-        return redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        return redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             self.addresses, socket_timeout=1.0, **options
         )
 
     def master_client(self, **options: Any) -> redis.Redis:
         """A client of whichever server is the master now (Sentinel finds it)."""
-        client: redis.Redis = self.manager().master_for(  # type: ignore[no-untyped-call]
+        client: redis.Redis = self.manager().master_for(  # type: ignore[no-untyped-call, unused-ignore]
             self.service, socket_timeout=1.0, **options
         )
         return client
 
     def async_master_client(self, **options: Any) -> redis.asyncio.Redis:
-        manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             self.addresses, socket_timeout=1.0
         )
         client: redis.asyncio.Redis = manager.master_for(
@@ -402,7 +402,7 @@ class RedisSentinel:
     def master_address(self) -> tuple[str, int] | None:
         """Where the sentinels say the master is now; None while none is (mid-failover)."""
         try:
-            address = self.manager().discover_master(self.service)  # type: ignore[no-untyped-call]
+            address = self.manager().discover_master(self.service)  # type: ignore[no-untyped-call, unused-ignore]
         except redis.sentinel.MasterNotFoundError:
             return None
         return (str(address[0]), int(address[1]))

@@ -57,7 +57,7 @@ def test_a_cluster_store_hash_tags_its_keys_into_one_slot(
     closing.callback(store.close)
     assert store.redis_key == f"{{{key}}}"
     names = (store.redis_key, f"{store.redis_key}:lock", key)
-    slots = {client.keyslot(name) for name in names}  # type: ignore[no-untyped-call]
+    slots = {client.keyslot(name) for name in names}  # type: ignore[no-untyped-call, unused-ignore]
     assert len(slots) == 1
     saved = store.save(tokens(1), expected_generation=0)
     assert client.hget(store.redis_key, "generation") == str(saved.generation).encode()

@@ -165,7 +165,15 @@ def test_steady_run_refreshes_at_most_once_per_expiry(
     assert failed == 0, [r["errors"] for r in reports]
     # At most one per expiry, plus one for the token the run started with.
     assert stats["refreshes"] <= expiries + 1
-    assert stats["refreshes"] >= seconds / ttl - 1  # and the session was kept alive
+    # And the session was kept alive. How many refreshes that took depends on how often a
+    # loaded machine let the callers call (refreshes are on demand), so it is not counted: the
+    # proof is that every call passed and the saved refresh token still works.
+    assert stats["refreshes"] >= 1
+    saved = store.load()
+    assert saved is not None
+    assert saved.tokens.refresh_token is not None
+    refresher = OAuth2Refresher(server.token_url, client_id="demo", client_secret="demo-secret")
+    assert refresher.refresh(saved.tokens, system_clock).access_token
 
 
 def _crash_loop(server: ReferenceServer, path: Path, kills: int) -> dict[str, int]:

@@ -429,11 +429,13 @@ class RedisSessionStore(SessionStore):
         import redis.asyncio.sentinel
         import redis.sentinel
 
-        settings = {"socket_timeout": socket_timeout, "socket_connect_timeout": 2.0}
-        sync = redis.sentinel.Sentinel(sentinels, **settings).master_for(service)  # type: ignore[no-untyped-call]
-        asynchronous = redis.asyncio.sentinel.Sentinel(sentinels, **settings).master_for(  # type: ignore[no-untyped-call]
-            service
-        )
+        # redis-py 8.2 typed Sentinel; earlier releases did not (hence unused-ignore).
+        sync = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
+            sentinels, socket_timeout=socket_timeout, socket_connect_timeout=2.0
+        ).master_for(service)
+        asynchronous = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
+            sentinels, socket_timeout=socket_timeout, socket_connect_timeout=2.0
+        ).master_for(service)
         return cls(sync, async_client=asynchronous, owns_clients=True, **options)
 
     def use_key(self, key: bytes) -> None:

@@ -657,12 +657,14 @@ class _Watcher:
         pause = _WATCH_BACKOFF[0]
         outage = False
         while not self._stopped.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
             try:
                 pubsub.subscribe(self._channel)
                 # redis-py may reconnect (and resubscribe) by itself inside get_message: hear
                 # of it, since changes made while the subscription was down went unheard.
-                pubsub.connection.register_connect_callback(self._on_reconnect)
+                # subscribe() connected it; redis-py 8.2's hints say it is always None.
+                connection: Any = pubsub.connection
+                connection.register_connect_callback(self._on_reconnect)
                 self._resync()
                 self._subscribed.set()
                 if outage:
