@@ -99,7 +99,7 @@ class AuthorizationRequest:
         scope: str | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AuthorizationRequest:
-        """A new request. ``scope`` defaults to :func:`default_scope`; ``params`` are added to
+        """A new request. ``scope`` defaults to :func:`!default_scope`; ``params`` are added to
         the URL (``prompt``, ``login_hint``, ``audience``, ``access_type``...)."""
         if metadata.authorization_endpoint is None:
             raise LoginFailed(

@@ -225,7 +225,7 @@ class DPoPKey:
     ) -> str:
         """A new DPoP proof (a fresh ``jti``) for ``method url`` at ``now`` (epoch seconds).
 
-        ``ath`` (:func:`access_token_hash` of the access token) is for resource requests;
+        ``ath`` (:func:`!access_token_hash` of the access token) is for resource requests;
         ``nonce`` is the server's last ``DPoP-Nonce``.
         """
         claims: dict[str, Any] = {

@@ -76,7 +76,7 @@ _P = ParamSpec("_P")
 
 @dataclasses.dataclass
 class ManagerStats:
-    """Counters of one manager. ``snapshot()`` gives a consistent copy."""
+    """Counters of one manager (``manager.stats``). ``snapshot()`` gives a consistent copy."""
 
     refreshes: int = 0
     refresh_attempts: int = 0

@@ -513,9 +513,10 @@ class OAuth2Refresher(_GrantRefresher, LoginMethods):
     ``auth_method`` defaults to ``private_key_jwt`` with a ``private_key`` (PEM or JWK),
     ``client_secret_basic`` with a secret and ``none`` (public client, ``client_id`` in the
     form) without. ``scope`` asks for a narrower scope; ``extra_params`` are added to the form
-    (``audience``, ``resource``...). Made with :meth:`from_issuer`, it also logs in with the
-    same client settings: :meth:`browser_login`, :meth:`device_login`, :meth:`password_login`
-    and their async twins.
+    (``audience``, ``resource``...). Made with :meth:`~OAuth2Refresher.from_issuer`, it also
+    logs in with the same client settings: :meth:`~OAuth2Refresher.browser_login`,
+    :meth:`~OAuth2Refresher.device_login`, :meth:`~OAuth2Refresher.password_login` and their
+    async twins.
     """
 
     def build_request(self, current: TokenSet | None) -> httpx.Request:

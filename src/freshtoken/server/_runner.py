@@ -126,6 +126,7 @@ class ReferenceServer:
         self._thread: threading.Thread | None = None
         self._http: httpx.Client | None = None
         self.url = ""
+        """Where the server listens once started (``http://127.0.0.1:PORT``), else ``""``."""
 
     # -- life cycle ----------------------------------------------------------------------
 
