@@ -111,3 +111,9 @@ def test_the_tool_rewrites_roles_in_docstrings_only(tmp_path: Path) -> None:
     assert run_tool(module).returncode == 0
     assert module.read_text(encoding="utf-8") == CONVERTED
     assert run_tool("--check", module).returncode == 0
+
+
+def test_no_sphinx_role_is_left_in_a_docstring() -> None:
+    """mkdocstrings would show ``:class:`X``` as text: run the tool (see its docstring)."""
+    result = run_tool("--check", ROOT / "src")
+    assert result.returncode == 0, result.stdout

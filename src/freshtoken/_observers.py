@@ -1,12 +1,12 @@
-"""The observer seam: what a :class:`~freshtoken.TokenManager` tells about its refreshes.
+"""The observer seam: what a [`TokenManager`][freshtoken.TokenManager] tells about its refreshes.
 
 A manager given an ``observer`` reports each *flight* (one refresh, or one re-read of the
 store) as it goes: when it starts (in the thread of the caller that started it), when it has
 taken the store's refresh lock, each attempt, and how it ended (in the flight's own thread,
 before its waiters wake). It also reports each rejection it passes back to the caller.
 Nothing is reported for a token served from the cache: the hot path does not know observers
-exist. :mod:`freshtoken.otel` turns these reports into OpenTelemetry metrics and spans; any
-other backend subclasses :class:`RefreshObserver` the same way.
+exist. [`freshtoken.otel`][] turns these reports into OpenTelemetry metrics and spans; any
+other backend subclasses [`RefreshObserver`][] the same way.
 
 What an observer is told never holds token material: no token, no refresh token, no URL, no
 client id; error codes are those of freshtoken's errors (secrets already cut out).
