@@ -6,6 +6,7 @@ shows signatures, links that land, and code that fits the page."""
 from __future__ import annotations
 
 import http.server
+import importlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -275,6 +277,54 @@ def test_the_site_is_searchable(site: Path) -> None:
     index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
     locations = {doc["location"] for doc in index["docs"]}
     assert "reference/manager/#freshtoken.TokenManager" in locations
+
+
+PUBLIC_MODULES = [
+    "freshtoken",
+    "freshtoken.refreshers",
+    "freshtoken.stores",
+    "freshtoken.errors",
+    "freshtoken.httpx",
+    "freshtoken.requests",
+    "freshtoken.aiohttp",
+    "freshtoken.otel",
+    "freshtoken.bff",
+    "freshtoken.agent",
+    "freshtoken.server",
+    "freshtoken.testing",
+]
+
+
+def resolved(path: str) -> object:
+    """The object at a dotted ``path`` (module, then attributes), or None."""
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:]:
+            obj = getattr(obj, part, None)
+        return obj
+    return None
+
+
+def test_every_public_name_is_in_the_reference(site: Path) -> None:
+    """Each name in a public module's ``__all__`` has an entry in the API reference, under
+    that name or another public one (a re-export): a new one goes on a docs/reference/ page."""
+    inventory = (site / "objects.inv").read_bytes()
+    body = zlib.decompress(inventory.split(b"\n", 4)[4]).decode()
+    documented = {line.split(" ", 1)[0] for line in body.splitlines()}
+    shown = {id(resolved(path)) for path in documented if path.startswith("freshtoken")}
+    shown.discard(id(None))
+    missing = [
+        f"{name}.{member}"
+        for name in PUBLIC_MODULES
+        for member in importlib.import_module(name).__all__
+        if f"{name}.{member}" not in documented
+        and id(getattr(importlib.import_module(name), member)) not in shown
+    ]
+    assert not missing
 
 
 def test_an_unresolved_cross_reference_fails_the_strict_build(tmp_path: Path) -> None:
