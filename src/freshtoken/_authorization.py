@@ -1,16 +1,18 @@
 """One authorization code request (RFC 6749 section 4.1), sans I/O: the pieces a browser
 login and a backend-for-frontend share.
 
-1. :meth:`AuthorizationRequest.start` makes the URL to send the browser to, with PKCE S256
-   (RFC 7636), a ``state`` and, for OpenID Connect, a ``nonce``, and remembers them;
-2. :meth:`~AuthorizationRequest.code_from` checks the answer the browser brings back to the
+1. [`AuthorizationRequest.start()`][AuthorizationRequest.start] makes the URL to send the browser
+   to, with PKCE S256 (RFC 7636), a ``state`` and, for OpenID Connect, a ``nonce``, and remembers
+   them;
+2. [`code_from()`][AuthorizationRequest.code_from] checks the answer the browser brings back to the
    redirect URI: the state, the ``iss`` parameter (RFC 9207: whenever it is sent, and always
    when the server promises it), an error, the code;
-3. :meth:`~AuthorizationRequest.token_request` and :meth:`~AuthorizationRequest.tokens_from`
-   are the code exchange, which :meth:`~AuthorizationRequest.exchange` (or ``aexchange``)
-   sends. The ID token, if any, must be this login's: issuer, audience, expiry, nonce.
+3. [`token_request()`][AuthorizationRequest.token_request] and
+   [`tokens_from()`][AuthorizationRequest.tokens_from] are the code exchange, which
+   [`exchange()`][AuthorizationRequest.exchange] (or ``aexchange``) sends. The ID token, if any,
+   must be this login's: issuer, audience, expiry, nonce.
 
-A request is a frozen value; :meth:`~AuthorizationRequest.to_dict` and ``from_dict`` keep it
+A request is a frozen value; [`to_dict()`][AuthorizationRequest.to_dict] and ``from_dict`` keep it
 between the two halves of the login (a server's session), and its repr shows no secret.
 """
 
@@ -99,7 +101,7 @@ class AuthorizationRequest:
         scope: str | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AuthorizationRequest:
-        """A new request. ``scope`` defaults to :func:`default_scope`; ``params`` are added to
+        """A new request. ``scope`` defaults to `default_scope()`; ``params`` are added to
         the URL (``prompt``, ``login_hint``, ``audience``, ``access_type``...)."""
         if metadata.authorization_endpoint is None:
             raise LoginFailed(
@@ -146,7 +148,7 @@ class AuthorizationRequest:
 
     def code_from(self, params: Mapping[str, str]) -> str:
         """The code of the authorization response ``params`` (the redirect's query); raises
-        :class:`~freshtoken.LoginFailed` if the answer is an error or not this login's."""
+        [`LoginFailed`][freshtoken.LoginFailed] if the answer is an error or not this login's."""
         state = params.get("state")
         if state is None:
             raise LoginFailed("state_mismatch", "the answer carries no state")
@@ -192,8 +194,8 @@ class AuthorizationRequest:
     def tokens_from(
         self, response: httpx.Response, *, sent_at: float, sent_secrets: tuple[str, ...] = ()
     ) -> TokenSet:
-        """Read the token endpoint's answer to :meth:`token_request`; ``sent_secrets`` (the
-        code, the client's secret) are kept out of any error."""
+        """Read the token endpoint's answer to [`token_request()`][token_request]; ``sent_secrets``
+        (the code, the client's secret) are kept out of any error."""
         tokens = tokens_from(response, sent_at=sent_at, secrets=(self.code_verifier, *sent_secrets))
         return self.checked(tokens, now=sent_at)
 
@@ -224,7 +226,7 @@ class AuthorizationRequest:
         clock: Clock = system_clock,
         dpop: DPoPKey | None = None,
     ) -> Flow[TokenSet]:
-        """The code exchange as a sans-I/O flow (see :mod:`freshtoken._http`); with ``dpop``
+        """The code exchange as a sans-I/O flow (see `freshtoken._http`); with ``dpop``
         the tokens are bound to that key (RFC 9449)."""
         tokens = yield from token_flow(
             self.token_request(code, client),
@@ -261,7 +263,7 @@ class AuthorizationRequest:
         clock: Clock = system_clock,
         dpop: DPoPKey | None = None,
     ) -> TokenSet:
-        """:meth:`exchange` for async code."""
+        """[`exchange()`][exchange] for async code."""
         flow = self.exchange_flow(
             code, client, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
         )

@@ -1,7 +1,5 @@
 """``WWW-Authenticate`` challenges (RFC 9110 section 11.6.1, formerly RFC 7235 section 4.1).
 
-::
-
     WWW-Authenticate = #challenge                     (one header line or several)
     challenge        = auth-scheme [ 1*SP ( token68 / #auth-param ) ]
     auth-param       = token BWS "=" BWS ( token / quoted-string )

@@ -5,7 +5,7 @@ request was sent, in epoch seconds). Everything that waits (backoff, throttles, 
 the refresh floor) runs on a monotonic clock, so that a wall clock stepped back an hour does
 not keep a failure throttled for an hour. A ``Clock`` is called for the wall time; when it
 also has a ``monotonic()`` method that one is used for waiting, else ``time.monotonic``.
-Tests share a :class:`ManualClock` with the reference server and move both faces at once
+Tests share a [`ManualClock`][] with the reference server and move both faces at once
 (``advance``), or step the wall face alone (``jump``) as an NTP correction would.
 """
 

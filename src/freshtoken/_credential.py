@@ -1,18 +1,18 @@
 """One credential's state and the rules that move it: decisions and transitions, no I/O.
 
-Every manager whose store has the same ``key`` shares one :class:`CredentialState` (in this
-process). Callers present a *demand*; :meth:`CredentialState.decide` answers what to do at
-once; a flight (the refresh, run in its own thread by the manager) ends with an *outcome*
-that :meth:`CredentialState.land` records. Both run under the credential's mutex, never
-across I/O, and take the time as arguments, so tests step them by hand.
+Every manager whose store has the same ``key`` shares one [`CredentialState`][] (in this
+process). Callers present a *demand*; [`CredentialState.decide()`][CredentialState.decide] answers
+what to do at once; a flight (the refresh, run in its own thread by the manager) ends with an
+*outcome* that [`CredentialState.land()`][CredentialState.land] records. Both run under the
+credential's mutex, never across I/O, and take the time as arguments, so tests step them by hand.
 
-Demands::
+Demands:
 
     FRESH          tokens to send now
     Replace(t)     the API rejected t: tokens to retry with
     Force(t)       refresh now, unless the tokens are no longer t (an explicit refresh())
 
-Decisions::
+Decisions:
 
     Use(tokens)    send these                        (may also start a background flight)
     Wait(flight)   wait for that flight's outcome    (may also start it)
@@ -137,8 +137,8 @@ def satisfied_by(demand: Demand, tokens: TokenSet) -> bool:
 
 
 def answered_by(demand: Demand, flight_result: TokenSet) -> bool:
-    """Whether a flight's tokens answer a waiter's ``demand``: as :func:`satisfied_by`, except
-    that a forced refresh asked for blindly takes what the flight it waited for produced."""
+    """Whether a flight's tokens answer a waiter's ``demand``: as [`satisfied_by()`][satisfied_by],
+    except that a forced refresh asked for blindly takes what the flight it waited for produced."""
     if isinstance(demand, Force) and not demand.known:
         return True
     return satisfied_by(demand, flight_result)
@@ -276,7 +276,7 @@ class CredentialState:
     """The state of one credential. Call every method under the credential's mutex.
 
     ``fast`` is the view when it is known, else None: the lock-free hot path reads it alone
-    (one attribute read of an immutable value) and falls back to :meth:`decide`.
+    (one attribute read of an immutable value) and falls back to [`decide()`][decide].
     """
 
     def __init__(self) -> None:

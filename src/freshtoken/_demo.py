@@ -1,7 +1,7 @@
 """``freshtoken demo``: dozens of concurrent clients keep working through token expiry.
 
 An embedded reference server issues short-lived tokens with rotation and reuse detection on.
-Async clients share one :class:`~freshtoken.TokenManager` through ``httpx.AsyncClient``
+Async clients share one [`TokenManager`][freshtoken.TokenManager] through ``httpx.AsyncClient``
 while, a third of the way in, the token endpoint fails a few times in a row (503, a dropped
 connection, 429 with Retry-After) and, two thirds in, the server expires every access token
 at once. The summary compares refreshes with expiries; the exit code is 0 only if no request

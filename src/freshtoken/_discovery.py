@@ -13,8 +13,8 @@ Where the metadata is looked for, in order (the first document that names this i
 A document counts only if its ``issuer`` is the one asked for (RFC 8414 section 3.3): a
 trailing slash may differ, and the server's spelling is kept, since ID tokens carry it. Every
 endpoint must be https (plain http only to loopback, or with ``allow_insecure_http``). Answers
-are cached per issuer for an hour; :func:`discover` and :func:`adiscover` drive one sans-I/O
-flow.
+are cached per issuer for an hour; [`discover()`][discover] and [`adiscover()`][adiscover] drive one
+sans-I/O flow.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def discover(
     allow_insecure_http: bool = False,
     cache: bool = True,
 ) -> ServerMetadata:
-    """The metadata of ``issuer``; raises :class:`~freshtoken.LoginFailed` when there is none
+    """The metadata of ``issuer``; raises [`LoginFailed`][freshtoken.LoginFailed] when there is none
     (``discovery_failed``, ``issuer_mismatch``) or the server cannot be reached."""
     key = _cache_key(issuer, verify, allow_insecure_http)
     if cache and (cached := _CACHE.get(key)) is not None:
@@ -183,7 +183,7 @@ async def adiscover(
     allow_insecure_http: bool = False,
     cache: bool = True,
 ) -> ServerMetadata:
-    """:func:`discover` for async code (asyncio or trio)."""
+    """[`discover()`][discover] for async code (asyncio or trio)."""
     key = _cache_key(issuer, verify, allow_insecure_http)
     if cache and (cached := _CACHE.get(key)) is not None:
         return cached
@@ -293,7 +293,7 @@ def metadata_of(
 async def ametadata_of(
     issuer: str | ServerMetadata, *, verify: Verify = True, allow_insecure_http: bool = False
 ) -> ServerMetadata:
-    """:func:`metadata_of` for async code."""
+    """[`metadata_of()`][metadata_of] for async code."""
     if isinstance(issuer, ServerMetadata):
         return issuer
     return await adiscover(issuer, verify=verify, allow_insecure_http=allow_insecure_http)

@@ -5,19 +5,19 @@ only with the key it was bound to, so the key is *part of the tokens*: ``TokenSe
 stored with them by every store, read back by every process that shares the store. A fleet
 therefore signs with one key without being told it, and a refresh always presents the key
 the refresh token was bound to. ``TokenManager(dpop=...)`` says which key new tokens are
-bound to (a :class:`DPoPKey`, or an algorithm name: "whatever key is stored, or a new one of
+bound to (a [`DPoPKey`][], or an algorithm name: "whatever key is stored, or a new one of
 this algorithm"); a manager given a key refuses to refresh tokens bound to another.
 
 What the pieces do:
 
-* :class:`DPoPKey` signs proofs (ES256, EdDSA or RS256). Its repr and its errors show the
+* [`DPoPKey`][] signs proofs (ES256, EdDSA or RS256). Its repr and its errors show the
   algorithm and the RFC 7638 thumbprint, never the private key.
-* :class:`Nonces` remembers the last ``DPoP-Nonce`` of each origin (authorization server and
+* [`Nonces`][] remembers the last ``DPoP-Nonce`` of each origin (authorization server and
   resource servers alike), refusing values that are not RFC 9449 nonces.
-* :class:`DPoP` is a manager's DPoP configuration: the key policy and the nonce cache.
-  :meth:`DPoP.token_request` is the token endpoint exchange (sign, send, on
+* [`DPoP`][] is a manager's DPoP configuration: the key policy and the nonce cache.
+  [`DPoP.token_request()`][DPoP.token_request] is the token endpoint exchange (sign, send, on
   ``use_dpop_nonce`` sign again with the new nonce, once) as a sans-I/O generator, and
-  :class:`ResourceRequest` decides, response by response, what a resource request does next:
+  [`ResourceRequest`][] decides, response by response, what a resource request does next:
   nothing, a retry with the server's new nonce (once), or a token refresh (once).
 """
 
@@ -107,8 +107,8 @@ def target_uri(url: str) -> str:
 
 class DPoPKey:
     """A DPoP key pair. ``DPoPKey.generate("ES256")`` (also ``"EdDSA"``, ``"RS256"``) makes
-    one; :meth:`private_jwk` and :meth:`from_jwk` carry it to disk and back (stores do this
-    themselves: the key is stored with the tokens bound to it).
+    one; [`private_jwk()`][private_jwk] and [`from_jwk()`][from_jwk] carry it to disk and back
+    (stores do this themselves: the key is stored with the tokens bound to it).
 
     Its repr shows the algorithm and the thumbprint (``jkt``, RFC 7638), which are public; the
     private key appears in no repr, log line or error.
@@ -117,7 +117,8 @@ class DPoPKey:
     __slots__ = ("_algorithm", "_header", "_private", "_signer", "_thumbprint")
 
     def __init__(self, private_key: Any, algorithm: DPoPAlgorithm) -> None:
-        """Use :meth:`generate` or :meth:`from_jwk`; ``private_key`` is a cryptography key."""
+        """Use [`generate()`][generate] or [`from_jwk()`][from_jwk]; ``private_key`` is a
+        cryptography key."""
         ec_alg, okp_alg, rsa_alg = _algorithms()
         from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -166,7 +167,8 @@ class DPoPKey:
 
     @classmethod
     def from_jwk(cls, jwk: Mapping[str, Any] | str) -> DPoPKey:
-        """The key of a private JWK (a dict or its JSON), as :meth:`private_jwk` writes it.
+        """The key of a private JWK (a dict or its JSON), as [`private_jwk()`][private_jwk] writes
+        it.
 
         Raises ValueError, naming what is wrong and quoting nothing of the key.
         """
@@ -225,7 +227,7 @@ class DPoPKey:
     ) -> str:
         """A new DPoP proof (a fresh ``jti``) for ``method url`` at ``now`` (epoch seconds).
 
-        ``ath`` (:func:`access_token_hash` of the access token) is for resource requests;
+        ``ath`` (`access_token_hash()` of the access token) is for resource requests;
         ``nonce`` is the server's last ``DPoP-Nonce``.
         """
         claims: dict[str, Any] = {
@@ -355,7 +357,7 @@ def _token_endpoint_demands_nonce(response: httpx.Response) -> bool:
 class DPoP:
     """A manager's DPoP: which key new tokens are bound to, and the servers' nonces.
 
-    ``key`` is a :class:`DPoPKey` (tokens must be bound to it) or an algorithm name (tokens
+    ``key`` is a [`DPoPKey`][] (tokens must be bound to it) or an algorithm name (tokens
     keep the key stored with them; a key of that algorithm is made for tokens acquired from
     nothing, once per manager).
     """
@@ -422,7 +424,7 @@ class DPoP:
     def resource_request(
         self, method: str, url: str, tokens: TokenSet, clock: Callable[[], float]
     ) -> ResourceRequest:
-        """The decisions of one request to a resource server (see :class:`ResourceRequest`)."""
+        """The decisions of one request to a resource server (see [`ResourceRequest`][])."""
         return ResourceRequest(self, method, url, tokens, clock)
 
     def __repr__(self) -> str:

@@ -1,12 +1,12 @@
 """``freshtoken git-credential get | store | erase``: a git credential helper.
 
-Set up once (``~/.gitconfig``)::
+Set up once (``~/.gitconfig``):
 
     [credential]
         helper = freshtoken        # runs git-credential-freshtoken, installed with freshtoken
 
 and say which hosts get which profile's token in ``~/.config/freshtoken/git-credential.ini``
-(``$FRESHTOKEN_GIT_CONFIG`` or ``--config`` elsewhere)::
+(``$FRESHTOKEN_GIT_CONFIG`` or ``--config`` elsewhere):
 
     [https://git.example.com]
     profile = work                 # required: the freshtoken profile whose token is sent

@@ -1,10 +1,10 @@
 """Sending the few requests of a login (discovery, JWKS, token endpoint), sync and async.
 
 The logins are written once, as sans-I/O *flows*: generators that yield an ``httpx.Request``
-to send (and receive its response) or a :class:`Pause` to wait out (and receive ``None``),
-and return their result. :func:`drive` and :func:`adrive` are their only I/O, as httpx's
+to send (and receive its response) or a [`Pause`][] to wait out (and receive ``None``),
+and return their result. [`drive()`][drive] and [`adrive()`][adrive] are their only I/O, as httpx's
 ``auth_flow`` is driven by its sync and async clients. A transport failure is thrown into the
-flow as :class:`~freshtoken.LoginFailed` (``cannot reach https://host/path: connection
+flow as [`LoginFailed`][freshtoken.LoginFailed] (``cannot reach https://host/path: connection
 refused``), so that a flow may decide to try again.
 
 Each request goes through a client of its own and follows no redirect: credentials stay with
@@ -80,7 +80,7 @@ def unreachable(url: str, error: httpx.TransportError) -> LoginFailed:
 def send(
     request: httpx.Request, *, verify: Verify = True, timeout: httpx.Timeout | float | None = None
 ) -> httpx.Response:
-    """:func:`asend` from synchronous code (on a private event loop)."""
+    """[`asend()`][asend] from synchronous code (on a private event loop)."""
     from .refreshers import run_blocking  # here: refreshers imports the login modules
 
     return run_blocking(asend(request, verify=verify, timeout=timeout))

@@ -1,10 +1,10 @@
 """OpenID Connect ID tokens: the claims every login checks, and full verification.
 
-:func:`check_id_token_claims` is what a login does with the ID token it got straight from the
-token endpoint over TLS (OpenID Connect Core 3.1.3.7, which lets TLS stand in for the
-signature there): issuer, audience, authorized party, expiry, nonce.
-:func:`verify_id_token` adds the signature, with the issuer's JWKS (from its metadata, cached,
-fetched again once when a token names a key the cache lacks: keys rotate).
+[`check_id_token_claims()`][check_id_token_claims] is what a login does with the ID token it got
+straight from the token endpoint over TLS (OpenID Connect Core 3.1.3.7, which lets TLS stand in for
+the signature there): issuer, audience, authorized party, expiry, nonce.
+[`verify_id_token()`][verify_id_token] adds the signature, with the issuer's JWKS (from its
+metadata, cached, fetched again once when a token names a key the cache lacks: keys rotate).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def verify_id_token(
     (and ``azp``), ``exp`` (``leeway`` seconds of clock skew allowed) and, when given,
     ``nonce`` check out; raises ``LoginFailed("invalid_id_token")`` otherwise.
 
-    ``issuer`` is the issuer URL (discovered, cached) or its :class:`ServerMetadata`.
+    ``issuer`` is the issuer URL (discovered, cached) or its [`ServerMetadata`][].
     ``algorithms`` defaults to the metadata's ``id_token_signing_alg_values_supported``,
     asymmetric ones only. Needs ``cryptography`` (``pip install 'freshtoken[crypto]'``).
     """
@@ -119,7 +119,7 @@ async def averify_id_token(
     verify: Verify = True,
     allow_insecure_http: bool = False,
 ) -> dict[str, Any]:
-    """:func:`verify_id_token` for async code (asyncio or trio)."""
+    """[`verify_id_token()`][verify_id_token] for async code (asyncio or trio)."""
     metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     flow = _verification(
         id_token,

@@ -1,13 +1,13 @@
 """Getting the first tokens: browser (authorization code + PKCE), device, password, client
 credentials and in-house JSON logins, each sync and async, each returning a TokenSet or
-raising :class:`~freshtoken.LoginFailed`.
+raising [`LoginFailed`][freshtoken.LoginFailed].
 
-Every OAuth login takes an issuer (discovered, cached) or its :class:`ServerMetadata`; the
+Every OAuth login takes an issuer (discovered, cached) or its [`ServerMetadata`][]; the
 password and client-credentials logins also take a bare ``token_url`` for servers without
 discovery. Client authentication is chosen from the metadata unless ``auth_method`` says
-(see :mod:`freshtoken._client_auth`). A refresher made with ``from_issuer`` logs in with the
-client settings it already has (:class:`LoginMethods`). The ``*_with`` functions are the
-same logins for a caller that already has the metadata and a :class:`ClientAuth` (the CLI,
+(see `freshtoken._client_auth`). A refresher made with ``from_issuer`` logs in with the
+client settings it already has ([`LoginMethods`][]). The ``*_with`` functions are the
+same logins for a caller that already has the metadata and a [`ClientAuth`][] (the CLI,
 a refresher, a backend-for-frontend).
 """
 
@@ -149,7 +149,8 @@ def browser_login(
     means no browser could be opened. ``redirect_uri`` must be a loopback ``http`` URI; without
     a port a free one is used. ``scope`` defaults to ``openid offline_access`` where offered.
     With ``dpop`` the code is redeemed with proofs of that key and the tokens are bound to it
-    (RFC 9449). Raises :class:`~freshtoken.LoginFailed` (``access_denied``, ``timeout``...)."""
+    (RFC 9449). Raises [`LoginFailed`][freshtoken.LoginFailed] (``access_denied``,
+    ``timeout``...)."""
     _check_timeout(timeout)
     metadata = metadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     client = client_for(
@@ -187,8 +188,8 @@ async def abrowser_login(
     clock: Clock = system_clock,
     dpop: DPoPKey | None = None,
 ) -> TokenSet:
-    """:func:`browser_login` for async code (asyncio or trio). ``open_browser`` may be an
-    async function; cancelling the login closes the listener."""
+    """[`browser_login()`][browser_login] for async code (asyncio or trio). ``open_browser`` may be
+    an async function; cancelling the login closes the listener."""
     _check_timeout(timeout)
     metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     client = client_for(
@@ -304,7 +305,7 @@ class DeviceAuthorization:
 
     ``interval`` is how long to wait before the next poll (it grows by 5 s on each
     ``slow_down``); ``deadline`` is when the device code expires, on the clock given to
-    :meth:`prompt_from`.
+    [`prompt_from()`][prompt_from].
     """
 
     def __init__(
@@ -413,7 +414,8 @@ class DeviceAuthorization:
         return self.prompt_from(response, now=sent_at)
 
     def poll_flow(self, *, clock: Clock) -> Flow[TokenSet]:
-        """Poll until the user answers or the code expires (after :meth:`prompt_flow`)."""
+        """Poll until the user answers or the code expires (after
+        [`prompt_flow()`][prompt_flow])."""
         while True:
             if (expired := self.expired(clock())) is not None:
                 raise expired
@@ -525,7 +527,7 @@ async def adevice_login(
     dpop: DPoPKey | None = None,
     sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
 ) -> TokenSet:
-    """:func:`device_login` for async code; ``on_prompt`` may be async."""
+    """[`device_login()`][device_login] for async code; ``on_prompt`` may be async."""
     metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
@@ -768,8 +770,9 @@ def password_login(
 ) -> TokenSet:
     """First tokens through the resource owner password grant (RFC 6749 section 4.3), at
     ``token_url`` or at the ``issuer``'s token endpoint. A wrong password is
-    ``LoginFailed("invalid_grant")``. OAuth 2.1 drops this grant: prefer :func:`browser_login`.
-    With ``dpop`` the tokens are bound to that DPoP key from the first (RFC 9449)."""
+    ``LoginFailed("invalid_grant")``. OAuth 2.1 drops this grant: prefer
+    [`browser_login()`][browser_login]. With ``dpop`` the tokens are bound to that DPoP key from the
+    first (RFC 9449)."""
     url, metadata = _endpoint(token_url, issuer, verify, allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
@@ -804,7 +807,7 @@ async def apassword_login(
     clock: Clock = system_clock,
     dpop: DPoPKey | None = None,
 ) -> TokenSet:
-    """:func:`password_login` for async code."""
+    """[`password_login()`][password_login] for async code."""
     url, metadata = await _aendpoint(token_url, issuer, verify, allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
@@ -869,7 +872,7 @@ async def aclient_credentials_login(
     clock: Clock = system_clock,
     dpop: DPoPKey | None = None,
 ) -> TokenSet:
-    """:func:`client_credentials_login` for async code."""
+    """[`client_credentials_login()`][client_credentials_login] for async code."""
     url, metadata = await _aendpoint(token_url, issuer, verify, allow_insecure_http)
     client = client_for(
         metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
@@ -917,7 +920,7 @@ async def ajson_login(
     allow_insecure_http: bool = False,
     clock: Clock = system_clock,
 ) -> TokenSet:
-    """:func:`json_login` for async code."""
+    """[`json_login()`][json_login] for async code."""
     request, secrets = _json_request(url, body)
     flow = token_flow(
         request, clock=clock, secrets=secrets, allow_insecure_http=allow_insecure_http
@@ -929,9 +932,9 @@ async def ajson_login(
 
 
 class LoginMethods:
-    """Logins with the client settings an :class:`~freshtoken.OAuth2Refresher` already has
-    (its client id and authentication, scope, TLS settings, and for browser and device
-    logins the server's metadata, which :meth:`~freshtoken.OAuth2Refresher.from_issuer`
+    """Logins with the client settings an [`OAuth2Refresher`][freshtoken.OAuth2Refresher] already
+    has (its client id and authentication, scope, TLS settings, and for browser and device
+    logins the server's metadata, which [`from_issuer()`][freshtoken.OAuth2Refresher.from_issuer]
     keeps). Hand the result to the manager: ``manager.set_tokens(refresher.browser_login())``.
     """
 
@@ -961,7 +964,7 @@ class LoginMethods:
         clock: Clock = system_clock,
         dpop: DPoPKey | None = None,
     ) -> TokenSet:
-        """:func:`freshtoken.browser_login` as this refresher's client."""
+        """[`freshtoken.browser_login()`][freshtoken.browser_login] as this refresher's client."""
         _check_timeout(timeout)
         return browser_with(
             self._login_metadata("browser"),
@@ -988,7 +991,7 @@ class LoginMethods:
         clock: Clock = system_clock,
         dpop: DPoPKey | None = None,
     ) -> TokenSet:
-        """:func:`freshtoken.abrowser_login` as this refresher's client."""
+        """[`freshtoken.abrowser_login()`][freshtoken.abrowser_login] as this refresher's client."""
         _check_timeout(timeout)
         return await abrowser_with(
             self._login_metadata("browser"),
@@ -1013,7 +1016,7 @@ class LoginMethods:
         dpop: DPoPKey | None = None,
         sleep: Callable[[float], object] = time.sleep,
     ) -> TokenSet:
-        """:func:`freshtoken.device_login` as this refresher's client."""
+        """[`freshtoken.device_login()`][freshtoken.device_login] as this refresher's client."""
         return device_with(
             self._login_metadata("device"),
             self.client,
@@ -1035,7 +1038,7 @@ class LoginMethods:
         dpop: DPoPKey | None = None,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
     ) -> TokenSet:
-        """:func:`freshtoken.adevice_login` as this refresher's client."""
+        """[`freshtoken.adevice_login()`][freshtoken.adevice_login] as this refresher's client."""
         return await adevice_with(
             self._login_metadata("device"),
             self.client,
@@ -1051,7 +1054,8 @@ class LoginMethods:
     def password_login(
         self, *, username: str, password: str, scope: str | None = None, clock: Clock = system_clock
     ) -> TokenSet:
-        """:func:`freshtoken.password_login` at this refresher's token endpoint."""
+        """[`freshtoken.password_login()`][freshtoken.password_login] at this refresher's token
+        endpoint."""
         return password_with(
             self.metadata,
             self.url,
@@ -1067,7 +1071,8 @@ class LoginMethods:
     async def apassword_login(
         self, *, username: str, password: str, scope: str | None = None, clock: Clock = system_clock
     ) -> TokenSet:
-        """:func:`freshtoken.apassword_login` at this refresher's token endpoint."""
+        """[`freshtoken.apassword_login()`][freshtoken.apassword_login] at this refresher's token
+        endpoint."""
         return await apassword_with(
             self.metadata,
             self.url,

@@ -7,10 +7,10 @@ a browser's speculative connection that sends nothing, a request without a state
 another ``Host`` (a DNS-rebinding page). The answering request gets a small page ("you can
 close this tab", or what went wrong); then the listener closes. A mismatched state, an
 ``iss`` that is not the issuer's, or an error from the server end the login at once with a
-clear :class:`~freshtoken.LoginFailed`, as does the timeout.
+clear [`LoginFailed`][freshtoken.LoginFailed], as does the timeout.
 
-:class:`CallbackJudge` decides and :class:`_Connection` speaks HTTP/1.1 (h11), with no I/O;
-:class:`LoopbackListener` (sockets and a selector) and :class:`AsyncLoopbackListener` (anyio:
+[`CallbackJudge`][] decides and `_Connection` speaks HTTP/1.1 (h11), with no I/O;
+[`LoopbackListener`][] (sockets and a selector) and [`AsyncLoopbackListener`][] (anyio:
 asyncio or trio) only move bytes.
 """
 
@@ -346,7 +346,7 @@ class LoopbackListener:
 
 
 class AsyncLoopbackListener:
-    """:class:`LoopbackListener` for async code (asyncio or trio, through anyio)."""
+    """[`LoopbackListener`][] for async code (asyncio or trio, through anyio)."""
 
     def __init__(self, redirect_uri: str = "http://127.0.0.1/callback") -> None:
         self._address = _Address.parse(redirect_uri)

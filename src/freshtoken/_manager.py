@@ -76,7 +76,7 @@ _P = ParamSpec("_P")
 
 @dataclasses.dataclass
 class ManagerStats:
-    """Counters of one manager. ``snapshot()`` gives a consistent copy."""
+    """Counters of one manager (``manager.stats``). ``snapshot()`` gives a consistent copy."""
 
     refreshes: int = 0
     refresh_attempts: int = 0
@@ -149,8 +149,8 @@ if hasattr(os, "register_at_fork"):
 class TokenManager:
     """Keeps one credential's access token fresh for any number of clients.
 
-    ``refresher`` turns the current tokens into new ones (see :mod:`freshtoken.refreshers`);
-    ``store`` keeps them (default: a new :class:`MemoryStore`). A refresh is due ``leeway``
+    ``refresher`` turns the current tokens into new ones (see [`freshtoken.refreshers`][]);
+    ``store`` keeps them (default: a new [`MemoryStore`][]). A refresh is due ``leeway``
     seconds before expiry at most and ``window_fraction`` of the token's lifetime at most, and
     one credential refreshes at most once per ``min_interval`` seconds. ``retry`` bounds the
     attempts while callers wait on an expired token and each attempt's duration.
@@ -159,15 +159,16 @@ class TokenManager:
     ``on_refresh(tokens)`` after each refresh this manager started, ``on_session_expired(error)``
     once per expiry; both run in freshtoken's refresh thread, so keep them short.
 
-    ``dpop`` turns on DPoP (RFC 9449): a :class:`~freshtoken.DPoPKey` binds new tokens to
+    ``dpop`` turns on DPoP (RFC 9449): a [`DPoPKey`][freshtoken.DPoPKey] binds new tokens to
     that key (and refuses to refresh tokens bound to another); an algorithm name (``"ES256"``,
     ``"EdDSA"``, ``"RS256"``) uses whichever key is stored with the tokens, making one for
     tokens acquired from nothing. Either way the key is stored with the tokens, so every
     process sharing the store signs with it. The integrations then send each request with a
     fresh proof and handle the servers' nonces.
 
-    ``observer`` (a :class:`RefreshObserver`, such as :func:`freshtoken.otel.instrument`
-    sets) is told about every refresh: metrics and traces.
+    ``observer`` (a [`RefreshObserver`][], such as
+    [`freshtoken.otel.instrument()`][freshtoken.otel.instrument] sets) is told about every refresh:
+    metrics and traces.
     """
 
     def __init__(
@@ -241,7 +242,7 @@ class TokenManager:
 
     def get_tokens(self, *, timeout: float | None = None) -> TokenSet:
         """Tokens to send now. Blocks only when they have expired (or are not known yet), for
-        at most ``timeout`` seconds (then :class:`RefreshFailed`; the refresh goes on)."""
+        at most ``timeout`` seconds (then [`RefreshFailed`][]; the refresh goes on)."""
         fast = self._state.fast
         if fast is not None and self.clock() < fast.due_at:
             return fast.tokens
@@ -288,7 +289,8 @@ class TokenManager:
     async def alogin(
         self, login: Callable[_P, Awaitable[TokenSet]], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> TokenSet:
-        """:meth:`login` for async logins: ``await manager.alogin(refresher.adevice_login)``."""
+        """[`login()`][login] for async logins: ``await
+        manager.alogin(refresher.adevice_login)``."""
         tokens = await login(*args, **kwargs)
         await self.aset_tokens(tokens)
         return tokens

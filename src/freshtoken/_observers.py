@@ -1,12 +1,12 @@
-"""The observer seam: what a :class:`~freshtoken.TokenManager` tells about its refreshes.
+"""The observer seam: what a [`TokenManager`][freshtoken.TokenManager] tells about its refreshes.
 
 A manager given an ``observer`` reports each *flight* (one refresh, or one re-read of the
 store) as it goes: when it starts (in the thread of the caller that started it), when it has
 taken the store's refresh lock, each attempt, and how it ended (in the flight's own thread,
 before its waiters wake). It also reports each rejection it passes back to the caller.
 Nothing is reported for a token served from the cache: the hot path does not know observers
-exist. :mod:`freshtoken.otel` turns these reports into OpenTelemetry metrics and spans; any
-other backend subclasses :class:`RefreshObserver` the same way.
+exist. [`freshtoken.otel`][] turns these reports into OpenTelemetry metrics and spans; any
+other backend subclasses [`RefreshObserver`][] the same way.
 
 What an observer is told never holds token material: no token, no refresh token, no URL, no
 client id; error codes are those of freshtoken's errors (secrets already cut out).
@@ -52,13 +52,13 @@ logger = logging.getLogger("freshtoken")
 Trigger: TypeAlias = Literal["acquire", "expiry", "stale", "rejection", "forced", "reload"]
 """Why a flight started.
 
-``acquire``   the manager held no tokens (first use, or after a logout); the flight reads the
-              store and, if it holds none and the refresher can acquire, gets new ones
-``expiry``    the tokens expired: callers wait for new ones
-``stale``     the tokens are due for a refresh but still work: refreshed in the background
-``rejection`` the API rejected the current token
-``forced``    ``refresh()`` was called
-``reload``    another process changed the store: a background re-read, no refresh
+- ``acquire``: the manager held no tokens (first use, or after a logout); the flight reads
+  the store and, if it holds none and the refresher can acquire, gets new ones
+- ``expiry``: the tokens expired: callers wait for new ones
+- ``stale``: the tokens are due for a refresh but still work: refreshed in the background
+- ``rejection``: the API rejected the current token
+- ``forced``: ``refresh()`` was called
+- ``reload``: another process changed the store: a background re-read, no refresh
 """
 
 FlightOutcome: TypeAlias = Literal[
@@ -66,13 +66,13 @@ FlightOutcome: TypeAlias = Literal[
 ]
 """How a flight ended.
 
-``refreshed``       new tokens were obtained and saved
-``adopted``         the store already held tokens that answer (another process refreshed)
-``loaded``          a re-read of the store, no refresh asked for
-``busy``            a background flight found another process refreshing, and left it to it
-``failed``          a transient failure: the tokens were kept (see ``error`` and ``status``)
-``session_expired`` a permanent failure: the store was cleared, the user must log in again
-``cleared``         the application cleared the store while the flight ran
+- ``refreshed``: new tokens were obtained and saved
+- ``adopted``: the store already held tokens that answer (another process refreshed)
+- ``loaded``: a re-read of the store, no refresh asked for
+- ``busy``: a background flight found another process refreshing, and left it to it
+- ``failed``: a transient failure: the tokens were kept (see ``error`` and ``status``)
+- ``session_expired``: a permanent failure: the store was cleared, the user must log in again
+- ``cleared``: the application cleared the store while the flight ran
 """
 
 

@@ -159,7 +159,7 @@ class RetryPolicy:
         """Seconds to wait after the ``failures``-th consecutive failure (1-based).
 
         Never shorter than the server's Retry-After, which may exceed ``maximum``: the caller
-        decides whether to wait that long (see :meth:`honours`).
+        decides whether to wait that long (see [`honours()`][honours]).
         """
         if error is not None and error.answer_lost and failures == 1:
             return 0.0
@@ -445,8 +445,9 @@ class Destinations:
         self._mutex = threading.Lock()
 
     def allows_url(self, url: str) -> bool:
-        """:meth:`allow` for an absolute URL given as text; remembered per ``scheme://authority``
-        prefix, so that a repeated origin costs a match and a lookup, not a URL parse."""
+        """[`allow()`][allow] for an absolute URL given as text; remembered per
+        ``scheme://authority`` prefix, so that a repeated origin costs a match and a lookup, not a
+        URL parse."""
         match = _SCHEME_AND_AUTHORITY.match(url)
         prefix = url if match is None else match.group()
         verdict = self._by_prefix.get(prefix)
@@ -464,7 +465,7 @@ class Destinations:
         return self.allows(origin.scheme, origin.host, origin.port)
 
     def allows(self, scheme: str, host: str, port: int | None) -> bool:
-        """:meth:`allow` for the parts of a URL (``port`` None: the scheme's default)."""
+        """[`allow()`][allow] for the parts of a URL (``port`` None: the scheme's default)."""
         key = (scheme, host, port)
         verdict = self._verdicts.get(key)
         if verdict is None:

@@ -1,13 +1,13 @@
 """What a flight does, as a generator of effects, and the one runner that performs them.
 
-:func:`flight_steps` decides every step of a flight (re-read the store, take the refresh lock,
-re-read under it, refresh with retries, save with a fence, clear on a permanent failure) and
+[`flight_steps()`][flight_steps] decides every step of a flight (re-read the store, take the refresh
+lock, re-read under it, refresh with retries, save with a fence, clear on a permanent failure) and
 yields each piece of I/O as an effect; the answers are sent back in, failures are thrown back
-in. It does no I/O itself, so tests drive it by hand. :func:`run_steps` performs the effects
-with blocking calls; a flight always runs in its own thread (see ``_manager``), so there is no
-second, async runner to keep in step with this one.
+in. It does no I/O itself, so tests drive it by hand. [`run_steps()`][run_steps] performs the
+effects with blocking calls; a flight always runs in its own thread (see ``_manager``), so there is
+no second, async runner to keep in step with this one.
 
-Failures are classified once, here (:func:`classify`): a permanent one clears the store and
+Failures are classified once, here ([`classify()`][classify]): a permanent one clears the store and
 ends the session; a transient one (token endpoint, network, store) keeps the tokens; anything
 unexpected a refresher raises is a transient failure that is not retried.
 """

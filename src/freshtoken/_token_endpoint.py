@@ -1,8 +1,9 @@
 """A login's token request: sent once, its answer read as a TokenSet or a LoginFailed.
 
-The answer is read exactly as a refresh's is (:meth:`HTTPRefresher.parse_response`: the same
-validation, the same redaction of secrets), then any failure is reported as a failed login:
-``invalid_grant`` after a wrong password is not a session that expired.
+The answer is read exactly as a refresh's is
+([`HTTPRefresher.parse_response()`][HTTPRefresher.parse_response]: the same validation, the same
+redaction of secrets), then any failure is reported as a failed login: ``invalid_grant`` after a
+wrong password is not a session that expired.
 """
 
 from __future__ import annotations

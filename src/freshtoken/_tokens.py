@@ -10,7 +10,7 @@ server's ``Date`` header and the client's clock. Without either, expiry is unkno
 Validation happens once, when a TokenSet is made (from an answer, from a store or by hand):
 tokens are RFC 6749 VSCHAR (printable ASCII; no space in an access token, which goes in a
 header), times are finite numbers, and nothing in an answer, however hostile, escapes as
-anything but :class:`TokenResponseError`, whose message quotes no token.
+anything but [`TokenResponseError`][], whose message quotes no token.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ class TokenSet:
         """The ID token's claims, decoded but *not verified* (``{}`` without an ID token).
 
         Good for showing who logged in; to trust them, use
-        :func:`freshtoken.verify_id_token`. Raises TokenResponseError if it is no JWT.
+        [`freshtoken.verify_id_token()`][freshtoken.verify_id_token]. Raises TokenResponseError if
+        it is no JWT.
         """
         if self.id_token is None:
             return {}
@@ -204,7 +205,7 @@ class TokenSet:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TokenSet:
-        """Inverse of :meth:`to_dict`; raises TokenResponseError on anything unexpected."""
+        """Inverse of [`to_dict()`][to_dict]; raises TokenResponseError on anything unexpected."""
         if not isinstance(data, Mapping):
             raise TokenResponseError("stored token set is not an object")
         unknown = set(data) - set(_STORED_FIELDS)

@@ -3,7 +3,7 @@
 A client middleware (aiohttp 3.12 or newer). aiohttp runs the middlewares once per request it
 sends, redirects included: the session follows a redirect by building a new request and
 passing it through the middlewares again. So the middleware itself makes sure a redirect to
-another origin goes out without the token (see :class:`TokenMiddleware`).
+another origin goes out without the token (see [`TokenMiddleware`][]).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class TokenMiddleware:
     The retry re-sends the same ``ClientRequest``: bytes, str, JSON, forms and seekable files
     are replayed by aiohttp. A payload that aiohttp marks as consumed (an async generator, an
     unseekable stream) is sent once: if it is rejected the manager still refreshes, so the
-    next request succeeds, and :class:`~freshtoken.ReplayError` says the body could not be
+    next request succeeds, and [`ReplayError`][freshtoken.ReplayError] says the body could not be
     re-sent.
 
     With a DPoP manager every request and every redirect hop of this origin carries a proof

@@ -5,7 +5,7 @@ an ``argparse`` parser, one runs it and returns the exit code. This module only 
 imports a subcommand's module (and its optional dependencies) only when that subcommand runs.
 
 It also keeps the promise every subcommand makes: a failure is one line on stderr
-(``freshtoken: ...``) and an exit status from :data:`EXIT_CODES`, never a traceback; usage
+(``freshtoken: ...``) and an exit status from [`EXIT_CODES`][], never a traceback; usage
 errors too. The library's log lines are shown only with ``-v`` (``-vv``: debug).
 """
 

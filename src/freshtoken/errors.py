@@ -1,7 +1,5 @@
 """Every error freshtoken raises, under one base class.
 
-::
-
     AuthError
     ├── LoginFailed             a login gave no tokens (wrong password, denied, unreachable...)
     ├── SessionExpired          refresh is impossible: tokens cleared, the user must log in again

@@ -2,7 +2,7 @@
 
 One flow serves both clients, as httpx's own auth classes do; the sync and async entry points
 differ only in how they ask the manager (which blocks in one and awaits in the other). With a
-DPoP manager the flow is :meth:`TokenAuth._dpop_flow`, which yields the rejected tokens when
+DPoP manager the flow is `TokenAuth._dpop_flow()`, which yields the rejected tokens when
 it needs the manager's answer.
 """
 
@@ -35,7 +35,7 @@ class TokenAuth(httpx.Auth):
     ``allow_insecure_http``.
 
     A request whose body is a one-shot stream (a generator) is sent once: if it is rejected
-    the manager still refreshes, so the next request succeeds, and :class:`ReplayError` says
+    the manager still refreshes, so the next request succeeds, and [`ReplayError`][] says
     the body could not be sent again. Bytes, str, JSON, forms and files are replayed.
 
     With a DPoP manager each attempt carries a new proof; a ``use_dpop_nonce`` answer is

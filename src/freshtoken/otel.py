@@ -4,7 +4,7 @@ Needs the ``otel`` extra (``pip install 'freshtoken[otel]'``, the OpenTelemetry 
 application brings the SDK and its exporters, as with any instrumented library. Without
 them the API's no-op providers make every call here cost next to nothing.
 
-Metrics (meter ``freshtoken``)::
+Metrics (meter ``freshtoken``):
 
     freshtoken.refreshes             counter    flights, by trigger and outcome
     freshtoken.refresh.duration      histogram  s, from a flight's start to its outcome
@@ -16,9 +16,9 @@ Metrics (meter ``freshtoken``)::
                                                 (negative once it has; none if unknown)
 
 Every point carries ``freshtoken.store`` (the store's class) and, if given to
-:func:`instrument`, ``freshtoken.credential``; flights add ``freshtoken.trigger`` and
-``freshtoken.outcome`` (see :data:`freshtoken.Trigger` and the outcomes of
-:class:`freshtoken.FlightReport`).
+[`instrument()`][instrument], ``freshtoken.credential``; flights add ``freshtoken.trigger`` and
+``freshtoken.outcome`` (see [`freshtoken.Trigger`][] and the outcomes of
+[`freshtoken.FlightReport`][]).
 
 Traces: one ``freshtoken refresh`` span per flight, a child of the span current where the
 flight started (the request that found the token expired, say; a background refresh may end

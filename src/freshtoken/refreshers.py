@@ -1,27 +1,27 @@
 """Refreshers turn the current tokens into new ones.
 
-* :class:`OAuth2Refresher`: the ``refresh_token`` grant of RFC 6749 section 6.
-* :class:`JSONRefresher`: in-house ``POST /auth/refresh`` APIs that take and give JSON.
-* :class:`ClientCredentials`: re-acquires with the ``client_credentials`` grant (no refresh
+* [`OAuth2Refresher`][]: the ``refresh_token`` grant of RFC 6749 section 6.
+* [`JSONRefresher`][]: in-house ``POST /auth/refresh`` APIs that take and give JSON.
+* [`ClientCredentials`][]: re-acquires with the ``client_credentials`` grant (no refresh
   token exists; a new access token is simply asked for).
-* :class:`FunctionRefresher`: any function of yours, plain or async.
+* [`FunctionRefresher`][]: any function of yours, plain or async.
 
 The HTTP refreshers build an ``httpx.Request`` and read an ``httpx.Response`` without doing
 I/O themselves (``build_request``, ``parse_response``); ``refresh`` and ``arefresh`` only send.
 Token endpoint calls go through their own client with no auth attached, so they never pass
-through :class:`freshtoken.httpx.TokenAuth` (no recursion) and carry nothing from the request
+through [`freshtoken.httpx.TokenAuth`][] (no recursion) and carry nothing from the request
 that triggered them. Redirects are not followed: credentials stay with the configured URL.
 
-The grant refreshers authenticate as the client (:class:`ClientAuth`: secret, private key or
-none); :meth:`OAuth2Refresher.from_issuer` finds the token endpoint and the method through
-discovery, and such a refresher logs in with the same settings (``browser_login``,
-``device_login``, ``password_login``). The first-token functions (:func:`password_login`...)
-live in :mod:`freshtoken._logins` and are re-exported here.
+The grant refreshers authenticate as the client ([`ClientAuth`][]: secret, private key or
+none); [`OAuth2Refresher.from_issuer()`][OAuth2Refresher.from_issuer] finds the token endpoint and
+the method through discovery, and such a refresher logs in with the same settings
+(``browser_login``, ``device_login``, ``password_login``). The first-token functions
+([`password_login()`][password_login]...) live in `freshtoken._logins` and are re-exported here.
 
-A grant refresher describes itself (:meth:`OAuth2Refresher.describe`): its settings, none of
-them secret, and apart from them its client secret or private key, a
-:class:`RefresherSettings` that :meth:`~RefresherSettings.rebuild` turns back into the same
-refresher. A :class:`~freshtoken.FileStore` keeps that description with a profile, so that a
+A grant refresher describes itself ([`OAuth2Refresher.describe()`][OAuth2Refresher.describe]): its
+settings, none of them secret, and apart from them its client secret or private key, a
+[`RefresherSettings`][] that [`rebuild()`][RefresherSettings.rebuild] turns back into the same
+refresher. A [`FileStore`][freshtoken.FileStore] keeps that description with a profile, so that a
 profile saved from Python can be refreshed by ``freshtoken token`` and the other way round.
 """
 
@@ -90,11 +90,11 @@ _MOST_WRAPPERS = 4
 
 @runtime_checkable
 class Refresher(Protocol):
-    """What a :class:`~freshtoken.TokenManager` needs from a refresher.
+    """What a [`TokenManager`][freshtoken.TokenManager] needs from a refresher.
 
     ``can_acquire`` says it can get tokens with no refresh token (client credentials).
-    ``refresh`` raises :class:`~freshtoken.SessionExpired` when the session is over and
-    :class:`~freshtoken.RefreshFailed` when trying again later may work. ``clock`` is the
+    ``refresh`` raises [`SessionExpired`][freshtoken.SessionExpired] when the session is over and
+    [`RefreshFailed`][freshtoken.RefreshFailed] when trying again later may work. ``clock`` is the
     manager's clock, for timing the answer; ``deadline`` (a ``time.monotonic()`` instant) is
     when the attempt must have ended. The manager calls ``refresh`` from its own refresh
     thread, never from an event loop.
@@ -318,9 +318,10 @@ class _GrantRefresher(HTTPRefresher):
         headers: Mapping[str, str] | None = None,
     ) -> _Grant:
         """A refresher for the token endpoint of ``issuer`` (discovered, cached; or pass its
-        :class:`~freshtoken.ServerMetadata`, e.g. from :func:`~freshtoken.adiscover` in async
-        code). Without ``auth_method``, the client authentication is chosen from the metadata.
-        The refresher keeps the metadata, so it can also log in (``browser_login``...)."""
+        [`ServerMetadata`][freshtoken.ServerMetadata], e.g. from
+        [`adiscover()`][freshtoken.adiscover] in async code). Without ``auth_method``, the client
+        authentication is chosen from the metadata. The refresher keeps the metadata, so it can also
+        log in (``browser_login``...)."""
         metadata = metadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
         if metadata.token_endpoint is None:
             raise LoginFailed("discovery_failed", f"{metadata.issuer} names no token_endpoint")
@@ -490,7 +491,7 @@ def _text_or_none(value: object) -> str | None:
 
 
 def _key_text(key: PrivateKey) -> str:
-    """A private key as text that :class:`ClientAuth` reads back: PEM, or a JWK's JSON."""
+    """A private key as text that [`ClientAuth`][] reads back: PEM, or a JWK's JSON."""
     if isinstance(key, str):
         return key
     if isinstance(key, bytes):
@@ -513,9 +514,10 @@ class OAuth2Refresher(_GrantRefresher, LoginMethods):
     ``auth_method`` defaults to ``private_key_jwt`` with a ``private_key`` (PEM or JWK),
     ``client_secret_basic`` with a secret and ``none`` (public client, ``client_id`` in the
     form) without. ``scope`` asks for a narrower scope; ``extra_params`` are added to the form
-    (``audience``, ``resource``...). Made with :meth:`from_issuer`, it also logs in with the
-    same client settings: :meth:`browser_login`, :meth:`device_login`, :meth:`password_login`
-    and their async twins.
+    (``audience``, ``resource``...). Made with [`from_issuer()`][OAuth2Refresher.from_issuer], it
+    also logs in with the same client settings: [`browser_login()`][OAuth2Refresher.browser_login],
+    [`device_login()`][OAuth2Refresher.device_login],
+    [`password_login()`][OAuth2Refresher.password_login] and their async twins.
     """
 
     def build_request(self, current: TokenSet | None) -> httpx.Request:
@@ -527,7 +529,7 @@ class OAuth2Refresher(_GrantRefresher, LoginMethods):
 class ClientCredentials(_GrantRefresher):
     """Re-acquires a token with the ``client_credentials`` grant whenever one is needed.
 
-    Takes the same arguments as :class:`OAuth2Refresher` (``from_issuer`` too); a
+    Takes the same arguments as [`OAuth2Refresher`][] (``from_issuer`` too); a
     ``client_secret`` or a ``private_key`` is required.
     """
 
@@ -602,9 +604,9 @@ class FunctionRefresher:
     """Wraps ``function(current) -> TokenSet | dict`` (plain or async) as a refresher.
 
     A dict is read as a token response. The function signals the end of the session by
-    raising :class:`~freshtoken.SessionExpired` and a passing failure with
-    :class:`~freshtoken.RefreshFailed`; anything else it raises counts as a failure that keeps
-    the tokens and is not retried.
+    raising [`SessionExpired`][freshtoken.SessionExpired] and a passing failure with
+    [`RefreshFailed`][freshtoken.RefreshFailed]; anything else it raises counts as a failure that
+    keeps the tokens and is not retried.
     """
 
     def __init__(
@@ -671,7 +673,7 @@ async def exchange(
     httpx's timeouts bound each read, not the whole: a server that drips a byte at a time
     would hold an attempt for hours. Here the whole exchange (connect, headers, body) is
     cancelled at the deadline. Redirects are not followed: credentials stay with the URL.
-    Every failure is a :class:`RefreshFailed` that says whether the answer may be lost.
+    Every failure is a [`RefreshFailed`][] that says whether the answer may be lost.
     """
     budget = math.inf if deadline is None else deadline - time.monotonic()
     try:

@@ -43,7 +43,7 @@ class TokenAuth(AuthBase):
     Bodies of bytes, str, forms, JSON and multipart are replayed; a seekable file is rewound
     to where it was when the request was prepared. A body that cannot be sent again (a
     generator, an unseekable stream) is sent once: if it is rejected the manager still
-    refreshes, so the next request succeeds, and :class:`~freshtoken.ReplayError` says the
+    refreshes, so the next request succeeds, and [`ReplayError`][freshtoken.ReplayError] says the
     body could not be re-sent.
 
     The token is read when requests prepares the request, so a request prepared long before
@@ -145,7 +145,7 @@ class _RejectionHook:
 
 class _DPoPHook:
     """The response hook of one request sent with DPoP: every hop, every retry (at most one
-    with a new proof and one with new tokens, as :class:`ResourceRequest` decides)."""
+    with a new proof and one with new tokens, as [`ResourceRequest`][] decides)."""
 
     __slots__ = ("_auth", "_position", "_resource")
 

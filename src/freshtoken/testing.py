@@ -3,9 +3,10 @@
 Fixtures
 --------
 ``oauth_server``
-    A started :class:`~freshtoken.server.ReferenceServer` on a free loopback port, with the
-    ``/admin`` routes on and a :class:`~freshtoken.ManualClock` (``oauth_server.clock``) that
-    only :meth:`~freshtoken.server.ReferenceServer.advance` moves. Stopped after the test.
+    A started [`ReferenceServer`][freshtoken.server.ReferenceServer] on a free loopback port, with
+    the ``/admin`` routes on and a [`ManualClock`][freshtoken.ManualClock] (``oauth_server.clock``)
+    that only [`advance()`][freshtoken.server.ReferenceServer.advance] moves. Stopped after the
+    test.
 ``oauth_server_factory``
     Makes more servers, each with its own configuration:
     ``oauth_server_factory(access_ttl=1, reuse_grace=2)``. All are stopped after the test.

@@ -1,7 +1,7 @@
-"""The local token agent: ``freshtoken agent``, and :class:`AgentRefresher` to draw from it.
+"""The local token agent: ``freshtoken agent``, and [`AgentRefresher`][] to draw from it.
 
 The agent holds the refresh tokens of a token file's profiles and serves access tokens,
-only, to processes of the same user over a unix socket (HTTP/1.1)::
+only, to processes of the same user over a unix socket (HTTP/1.1):
 
     GET  /v1/token?profile=NAME[&stale=TOKEN_ID][&wait=SECONDS]
     GET  /v1/status        what it serves, its counters (no secret)
@@ -10,7 +10,7 @@ only, to processes of the same user over a unix socket (HTTP/1.1)::
 
 Any program that speaks HTTP over a unix socket can use it (``curl --unix-socket``, Go's
 ``net.Dial("unix", ...)``, Node's ``socketPath``); Python programs hand an
-:class:`AgentRefresher` to a :class:`~freshtoken.TokenManager`. ``_protocol`` describes the
+[`AgentRefresher`][] to a [`TokenManager`][freshtoken.TokenManager]. ``_protocol`` describes the
 answers, ``_paths`` where the socket lives.
 """
 

@@ -50,7 +50,8 @@ def default_socket_path() -> Path:
 
 
 def socket_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """``explicit``, else ``$FRESHTOKEN_AGENT_SOCKET``, else :func:`default_socket_path`."""
+    """``explicit``, else ``$FRESHTOKEN_AGENT_SOCKET``, else
+    [`default_socket_path()`][default_socket_path]."""
     chosen = explicit if explicit is not None else os.environ.get(ENV_SOCKET) or None
     path = Path(chosen).expanduser() if chosen is not None else default_socket_path()
     path = Path(os.path.abspath(path))

@@ -1,6 +1,6 @@
 """The agent's HTTP API, as values: what a token answer holds, and how a client reads it.
 
-``GET /v1/token?profile=NAME`` answers::
+``GET /v1/token?profile=NAME`` answers:
 
     {"profile": "work", "access_token": "...", "token_type": "Bearer",
      "token_id": "<32 hex>",            # names this access token; send it back as stale=

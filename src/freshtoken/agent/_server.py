@@ -8,8 +8,8 @@ that vanishes mid-request costs its connection only: the refresh it may have sta
 task of its own, shielded, which lands and is saved whoever waits for it, and shutdown waits
 for those tasks.
 
-Each profile of the token file gets one :class:`~freshtoken.TokenManager` over a
-:class:`~freshtoken.stores.FileStore`, so the agent refreshes once per expiry however many
+Each profile of the token file gets one [`TokenManager`][freshtoken.TokenManager] over a
+[`FileStore`][freshtoken.stores.FileStore], so the agent refreshes once per expiry however many
 clients ask, and cooperates through the file's lock with any other process (``freshtoken
 token``, a Python program) using the same profile. The profile's settings are re-read when
 the file changes, so a new ``freshtoken login`` takes effect without a restart.
@@ -143,7 +143,7 @@ class Agent:
 
     Each profile's manager has ``clock``, ``lock_timeout`` and ``retry``; ``idle_exit``
     stops the agent after that many seconds without a request. ``serve(listener)`` runs
-    until :meth:`stop` (callable from any thread or a signal handler); it then stops
+    until [`stop()`][stop] (callable from any thread or a signal handler); it then stops
     accepting, lets answers in progress finish, waits for refreshes in flight to land, and
     closes its stores.
     """

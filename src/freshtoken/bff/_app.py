@@ -4,7 +4,7 @@ Endpoints under ``prefix`` (``/bff``): ``login``, ``callback``, ``user``, ``logo
 under each proxy route go upstream with the session's token; anything else goes to the
 wrapped ``app`` (the SPA's files, a FastAPI app) or gets a 404.
 
-Errors a browser sees, always JSON::
+Errors a browser sees, always JSON:
 
     401 {"error": "login_required"}           no session, or it can no longer be refreshed
                                               (its cookie is cleared with the answer)
@@ -92,7 +92,8 @@ UPSTREAM_POOLS = 8
 class LoginRequired(AuthError):
     """No session, or one that can no longer be refreshed: the browser must log in again.
 
-    Raised by :meth:`BFF.user_client`; :meth:`BFF.install` turns it into the BFF's 401."""
+    Raised by [`BFF.user_client()`][BFF.user_client]; [`BFF.install()`][BFF.install] turns it into
+    the BFF's 401."""
 
 
 def derive_key(secret: bytes | str) -> bytes:
@@ -116,7 +117,7 @@ class BFF:
     ``routes`` maps path prefixes to upstream APIs (``{"/api/": "https://api.example.com/"}``).
     ``secret_key`` seals what the BFF keeps (32 random bytes, or a long passphrase); every
     worker of the app needs the same one. ``sessions`` defaults to a
-    :class:`MemorySessionStore` (one worker); give a :class:`RedisSessionStore` for more.
+    [`MemorySessionStore`][] (one worker); give a [`RedisSessionStore`][] for more.
     """
 
     def __init__(
@@ -270,7 +271,8 @@ class BFF:
         self, tokens: TokenSet, claims: Mapping[str, Any] | None = None
     ) -> tuple[str, Session]:
         """Start a session for tokens obtained at login; returns the new id (for the cookie:
-        see :meth:`session_cookie`) and the session. A new id every time: no fixation."""
+        see [`session_cookie()`][session_cookie]) and the session. A new id every time: no
+        fixation."""
         await self.ready()
         session_id = new_session_id()
         handle = handle_of(session_id)
@@ -343,8 +345,8 @@ class BFF:
 
         ``client: httpx.AsyncClient = Depends(bff.user_client)`` in a route of the wrapped
         app. Its token goes only to the proxy routes' origins and ``api_origins``; a
-        rejection is refreshed and retried once, as :class:`freshtoken.httpx.TokenAuth` does.
-        No session raises :class:`LoginRequired`; :meth:`install` answers it (and a session
+        rejection is refreshed and retried once, as [`freshtoken.httpx.TokenAuth`][] does.
+        No session raises [`LoginRequired`][]; [`install()`][install] answers it (and a session
         that expires during the call) with the BFF's 401.
         """
         from ..httpx import TokenAuth
@@ -364,7 +366,7 @@ class BFF:
             yield client
 
     def install(self, app: Any) -> None:
-        """Answer :class:`LoginRequired` and :class:`~freshtoken.SessionExpired` raised in
+        """Answer [`LoginRequired`][] and [`SessionExpired`][freshtoken.SessionExpired] raised in
         ``app``'s routes (a Starlette or FastAPI app) with the BFF's 401 login_required."""
 
         async def login_required(request: Request, error: Exception) -> Response:
@@ -919,7 +921,7 @@ class _SharedTransport(httpx.AsyncBaseTransport):
         return await self._transport.handle_async_request(request)
 
     async def aclose(self) -> None:
-        """Kept open: the BFF closes it (:meth:`close`)."""
+        """Kept open: the BFF closes it ([`close()`][close])."""
 
     async def close(self) -> None:
         await self._transport.aclose()

@@ -1,6 +1,6 @@
 """``freshtoken bff``: run a backend for frontend from a config file, or the demo.
 
-``freshtoken bff --config bff.toml`` (TOML, or JSON for a ``.json`` file)::
+``freshtoken bff --config bff.toml`` (TOML, or JSON for a ``.json`` file):
 
     issuer = "https://idp.example.com"
     client_id = "my-spa"
@@ -19,7 +19,7 @@
     port = 8000
     workers = 2                               # several need Redis sessions
 
-Other keys are :class:`~freshtoken.bff.BFF`'s keyword arguments (``prefix``,
+Other keys are [`BFF`][freshtoken.bff.BFF]'s keyword arguments (``prefix``,
 ``cookie_name``, ``same_site``, ``idle_timeout``, ``absolute_timeout``, ``csrf_header``,
 ``redirect_uri``, ``post_logout_redirect``, ``allow_insecure_http``...).
 

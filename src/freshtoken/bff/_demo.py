@@ -12,7 +12,7 @@ BFF_CLIENT_SECRET = "bff-demo-secret"  # the reference server's demo client; not
 
 
 def bff_server_config(prefix: str = "/bff", **changes: Any) -> Any:
-    """A :class:`~freshtoken.server.ServerConfig` with the demo clients and users plus the
+    """A [`ServerConfig`][freshtoken.server.ServerConfig] with the demo clients and users plus the
     BFF's client (``bff-demo``), and ``changes`` applied."""
     from ..server._config import ALL_GRANTS, DEMO_CLIENTS, Client, ServerConfig
 

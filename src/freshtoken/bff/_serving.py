@@ -15,9 +15,9 @@ _START_TIMEOUT = 10.0
 
 
 class ServedApp:
-    """``app`` on a free loopback port (or ``port``), served until :meth:`stop`.
+    """``app`` on a free loopback port (or ``port``), served until [`stop()`][stop].
 
-    :meth:`call` runs a coroutine on the server's own event loop: what a test needs to reach
+    [`call()`][call] runs a coroutine on the server's own event loop: what a test needs to reach
     the app's state that lives on that loop (redis.asyncio clients are bound to theirs).
     """
 

@@ -5,15 +5,15 @@ Stores never see it: they key sessions by its *handle*, the SHA-256 of the id, s
 the store (or a look at Redis) gives no cookie that would log anyone in.
 
 A session is its claims (who logged in, shown by ``/user``), its absolute end and its idle
-deadline, which every use pushes forward; and its tokens, in a :class:`~freshtoken.TokenStore`
-of its own (:meth:`SessionStore.token_store`) that a :class:`~freshtoken.TokenManager` keeps
-fresh, single-flighted across workers.
+deadline, which every use pushes forward; and its tokens, in a [`TokenStore`][freshtoken.TokenStore]
+of its own ([`SessionStore.token_store()`][SessionStore.token_store]) that a
+[`TokenManager`][freshtoken.TokenManager] keeps fresh, single-flighted across workers.
 
-* :class:`MemorySessionStore`: one process. A cap (``max_sessions``) with least-recently-used
+* [`MemorySessionStore`][]: one process. A cap (``max_sessions``) with least-recently-used
   eviction, so a flood of logins costs bounded memory; expired sessions go first.
-* :class:`RedisSessionStore`: any number of workers, on a plain Redis, a Sentinel-managed
+* [`RedisSessionStore`][]: any number of workers, on a plain Redis, a Sentinel-managed
   master or a Redis Cluster. One hash per session holds the claims (sealed), the absolute end,
-  the idle deadline and the tokens (a :class:`~freshtoken.RedisStore` on the same key, sealed
+  the idle deadline and the tokens (a [`RedisStore`][freshtoken.RedisStore] on the same key, sealed
   too); the hash's TTL follows the idle deadline, so Redis forgets abandoned sessions by
   itself. Keys are
   ``<prefix>{<handle>}``: hash-tagged, so a session's hash and lock share a cluster slot.
@@ -66,8 +66,8 @@ def new_session_id() -> str:
 
 
 def valid_session_id(text: str) -> bool:
-    """Whether ``text`` looks like an id :func:`new_session_id` made (checked before any
-    lookup, so a forged cookie costs no store call)."""
+    """Whether ``text`` looks like an id [`new_session_id()`][new_session_id] made (checked before
+    any lookup, so a forged cookie costs no store call)."""
     return _SESSION_ID.fullmatch(text) is not None
 
 
@@ -146,7 +146,7 @@ class MemorySessionStore(SessionStore):
     When full, a new session evicts the least recently used one (expired ones first, since
     they are the least recently used): a flood of logins cannot grow memory past the cap, and
     costs the idlest users their session, not the active ones. One worker only: another
-    process cannot see these sessions (use :class:`RedisSessionStore`).
+    process cannot see these sessions (use [`RedisSessionStore`][]).
     """
 
     def __init__(self, *, max_sessions: int = 100_000) -> None:
@@ -324,10 +324,10 @@ class RedisSessionStore(SessionStore):
 
     ``client`` is any redis-py client (``Redis``, a Sentinel ``master_for`` client or
     ``RedisCluster``), used by the refresh threads; ``async_client`` (the ``redis.asyncio``
-    twin) serves requests without a worker thread. :meth:`from_url` makes both. ``prefix``
+    twin) serves requests without a worker thread. [`from_url()`][from_url] makes both. ``prefix``
     starts every key. ``lease`` is the refresh lock's lease (see
-    :class:`~freshtoken.RedisStore`); ``replicas`` makes writes wait for that many replicas.
-    The BFF hands over its key (:meth:`use_key`): claims and tokens are sealed with it.
+    [`RedisStore`][freshtoken.RedisStore]); ``replicas`` makes writes wait for that many replicas.
+    The BFF hands over its key ([`use_key()`][use_key]): claims and tokens are sealed with it.
     """
 
     def __init__(
@@ -382,7 +382,7 @@ class RedisSessionStore(SessionStore):
         **options: Any,
     ) -> RedisSessionStore:
         """Clients for ``url`` (a ``redis://`` URL; with ``cluster=True``, any node of a
-        Redis Cluster), sync and async, closed by :meth:`aclose`. At most
+        Redis Cluster), sync and async, closed by [`aclose()`][aclose]. At most
         ``max_connections`` per client (per node on a cluster); a request finding them all
         busy waits for one (up to ``socket_timeout``) rather than failing."""
         from ..stores.redis import _import_redis

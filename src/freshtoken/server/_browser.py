@@ -83,13 +83,14 @@ def submit_form(
 
 @dataclasses.dataclass
 class Browser:
-    """``open_browser`` for :func:`freshtoken.browser_login` that signs in as ``username``
-    (or presses Deny), then visits the page the server redirects to, as a browser would.
+    """``open_browser`` for [`freshtoken.browser_login()`][freshtoken.browser_login] that signs in
+    as ``username`` (or presses Deny), then visits the page the server redirects to, as a browser
+    would.
 
     Blocking: browser logins call ``open_browser`` in a worker thread, and may return before
     it does (the listener answers, then the login goes on). ``visited`` holds the last page
-    of each call (the loopback listener's answer) once :meth:`wait` says the call finished; a
-    page that is not what a person expects raises :class:`BrowserError`.
+    of each call (the loopback listener's answer) once [`wait()`][wait] says the call finished; a
+    page that is not what a person expects raises [`BrowserError`][].
     """
 
     username: str = "demo"

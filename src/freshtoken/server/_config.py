@@ -197,7 +197,7 @@ class ServerConfig:
     ``iss`` with every authorization response (RFC 9207) and says so in the metadata.
     An authorization code lives ``code_ttl`` seconds, a device code ``device_code_ttl``;
     ``device_interval`` is the polling interval the device flow asks for (0 in tests).
-    ``dpop`` says how DPoP proofs are checked (see :class:`DPoPConfig`).
+    ``dpop`` says how DPoP proofs are checked (see [`DPoPConfig`][]).
     """
 
     access_ttl: float = 300.0

@@ -10,9 +10,10 @@ token presented (resource requests); and, with nonces on, its ``nonce`` is the c
 
 Nonces (sections 8 and 9) are one per server, shared by the token endpoint and the API (they
 are one origin). The current nonce is replaced every ``nonce_ttl`` seconds of the server's
-clock, on demand (:meth:`DPoPVerifier.rotate_nonce`), and by the fault "the next ``count``
-proofs are told to use a new nonce" (:meth:`DPoPVerifier.demand_new_nonce`). Every answer
-carries the current nonce in ``DPoP-Nonce`` while nonces are on.
+clock, on demand ([`DPoPVerifier.rotate_nonce()`][DPoPVerifier.rotate_nonce]), and by the fault "the
+next ``count`` proofs are told to use a new nonce"
+([`DPoPVerifier.demand_new_nonce()`][DPoPVerifier.demand_new_nonce]). Every answer carries the
+current nonce in ``DPoP-Nonce`` while nonces are on.
 
 Like the rest of the server's state, every method takes one lock and does no I/O.
 """

@@ -29,7 +29,8 @@ def looks_like_jwt(token: str) -> bool:
 
 class SigningKey:
     """The current ES256 key signs; every key made so far still verifies and stays in the
-    JWKS, so that :meth:`rotate` changes the ``kid`` of new tokens without breaking old ones."""
+    JWKS, so that [`rotate()`][rotate] changes the ``kid`` of new tokens without breaking old
+    ones."""
 
     algorithm = "ES256"
 

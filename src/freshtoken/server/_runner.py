@@ -104,8 +104,8 @@ class ReferenceServer:
     """A reference OAuth2 server on a free loopback port, served from a background thread.
 
     ``clock`` is the client-side clock; the server reads ``clock() + config.clock_offset``.
-    Use a :class:`~freshtoken.ManualClock` to make :meth:`advance` work, and share it with
-    the client under test. Helpers such as :meth:`login` go over real HTTP; the fault and
+    Use a [`ManualClock`][freshtoken.ManualClock] to make [`advance()`][advance] work, and share it
+    with the client under test. Helpers such as [`login()`][login] go over real HTTP; the fault and
     counter helpers act directly on the server's state (they need no ``admin`` routes).
     """
 
@@ -126,6 +126,7 @@ class ReferenceServer:
         self._thread: threading.Thread | None = None
         self._http: httpx.Client | None = None
         self.url = ""
+        """Where the server listens once started (``http://127.0.0.1:PORT``), else ``""``."""
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -188,7 +189,7 @@ class ReferenceServer:
 
     @property
     def issuer(self) -> str:
-        """The issuer: :attr:`url` plus ``config.issuer_path``; the OAuth endpoints are under it."""
+        """The issuer: [`url`][] plus ``config.issuer_path``; the OAuth endpoints are under it."""
         return self.url + self._initial_config.issuer_path
 
     @property
@@ -314,9 +315,9 @@ class ReferenceServer:
     def browser(
         self, username: str = "demo", password: str = "demo", *, approve: bool = True
     ) -> Browser:
-        """An ``open_browser`` for :func:`freshtoken.browser_login` that signs in on this
-        server's login form as ``username`` (or denies, ``approve=False``) and then visits
-        the redirect, as a person would. Also approves device logins:
+        """An ``open_browser`` for [`freshtoken.browser_login()`][freshtoken.browser_login] that
+        signs in on this server's login form as ``username`` (or denies, ``approve=False``) and then
+        visits the redirect, as a person would. Also approves device logins:
         ``server.browser().approve_device(verification_uri_complete)``."""
         return Browser(username, password, approve)
 

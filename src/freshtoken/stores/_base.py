@@ -15,7 +15,7 @@ not at 1, so that a slow process still holding an old generation cannot match th
 either (a chance of about one in 10**12 per save). ``expected_generation=0`` means "expect
 the store empty", whatever generation a clear left behind.
 
-Stores that only do blocking I/O subclass :class:`BlockingTokenStore` and get the async side
+Stores that only do blocking I/O subclass [`BlockingTokenStore`][] and get the async side
 for free (run in a worker thread); stores with native async I/O implement both sides.
 """
 
@@ -87,7 +87,7 @@ class TokenStore(abc.ABC):
 
         The new generation is larger than any this store gave out before, clears included.
         ``expected_generation`` is the generation read under the lock (0: the store was empty);
-        raise :class:`GenerationConflict`, writing nothing, if the store has moved on since:
+        raise [`GenerationConflict`][], writing nothing, if the store has moved on since:
         with 0, if tokens are stored; with N, unless tokens of generation N are stored.
         ``None`` writes unconditionally (a login replaces whatever was there).
         """
@@ -101,7 +101,7 @@ class TokenStore(abc.ABC):
     def lock(self, timeout: float) -> contextlib.AbstractContextManager[None]:
         """Exclusive across every thread and process that shares the store; not reentrant.
 
-        Raise :class:`~freshtoken.LockTimeout` after ``timeout`` seconds.
+        Raise [`LockTimeout`][freshtoken.LockTimeout] after ``timeout`` seconds.
         """
 
     @abc.abstractmethod
@@ -131,9 +131,9 @@ class TokenStore(abc.ABC):
         """Release connections and watchers. Closing twice is harmless."""
 
     def remember_refresher(self, refresher: object) -> None:  # noqa: B027 - optional hook
-        """Told by each :class:`~freshtoken.TokenManager` made over this store which refresher
-        it uses. Stores that keep settings beside the tokens (a FileStore profile) record what
-        rebuilds it with their next save; the others ignore it."""
+        """Told by each [`TokenManager`][freshtoken.TokenManager] made over this store which
+        refresher it uses. Stores that keep settings beside the tokens (a FileStore profile) record
+        what rebuilds it with their next save; the others ignore it."""
 
 
 class BlockingTokenStore(TokenStore):

@@ -3,7 +3,7 @@
 A store's contents may have been damaged, truncated, written by another program or by an
 attacker: JSON nested thousands deep (``RecursionError``), numbers with thousands of digits
 (``ValueError`` past Python's digit limit, ``OverflowError`` when made a float), any type in
-any field. Each becomes a :class:`~freshtoken.StoreError` that names the store (``where``) and
+any field. Each becomes a [`StoreError`][freshtoken.StoreError] that names the store (``where``) and
 says what to do (``fix``); none quotes the content, which holds tokens.
 """
 

@@ -14,10 +14,10 @@ Rules the stores rely on:
   another thread than the one that took it (the async side enters and leaves locks from worker
   threads).
 * A lock file may be removed, but only by a process holding its lock, just before it lets go
-  (:meth:`ProcessLock.remove_file`). Every taker checks, once its ``flock`` succeeded, that the
-  path still names the file it locked, and starts again if not: otherwise a waiter that opened
-  the file before the removal would lock the removed file while the next process locks a new
-  one, and both would hold "the" lock.
+  ([`ProcessLock.remove_file()`][ProcessLock.remove_file]). Every taker checks, once its ``flock``
+  succeeded, that the path still names the file it locked, and starts again if not: otherwise a
+  waiter that opened the file before the removal would lock the removed file while the next process
+  locks a new one, and both would hold "the" lock.
 * Token files are never reached through a symbolic link: a link where the file should be is
   refused, on reading and on writing, and never written through or replaced.
 """
@@ -210,8 +210,8 @@ class ProcessLock:
     """An exclusive lock between the processes (a file lock) and the threads of this one.
 
     Not reentrant. It may be released by another thread than the one that acquired it. Use
-    :func:`process_lock` to get the single instance for a path in this process. A fork made
-    inside a critical section, by the thread holding the lock, is not supported: parent and
+    [`process_lock()`][process_lock] to get the single instance for a path in this process. A fork
+    made inside a critical section, by the thread holding the lock, is not supported: parent and
     child would both be inside it.
     """
 
@@ -341,7 +341,7 @@ _locks_mutex = threading.Lock()
 
 
 def process_lock(path: Path) -> ProcessLock:
-    """The one :class:`ProcessLock` of ``path`` in this process."""
+    """The one [`ProcessLock`][] of ``path`` in this process."""
     key = canonical_path(path)
     with _locks_mutex:
         lock = _locks.get(key)

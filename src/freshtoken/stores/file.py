@@ -1,6 +1,6 @@
 """FileStore: tokens in a JSON file that several processes share, safely.
 
-The document (one file may hold several named profiles)::
+The document (one file may hold several named profiles):
 
     {
       "format": "freshtoken/1",
@@ -22,27 +22,27 @@ The document (one file may hold several named profiles)::
 Generations come from the file-wide serial, which every save and every clear moves forward,
 so a profile cleared, or removed and logged into again, never reuses a generation a slow
 process may still hold. A new file's serial starts at a random point (see
-:mod:`freshtoken.stores._base`): a file deleted and created again does not repeat them either.
+`freshtoken.stores._base`): a file deleted and created again does not repeat them either.
 
 Two kinds of lock file sit beside the store (or at ``lock_path``): ``<base>.lock`` orders
 writers of the file and is held only for a read-modify-write; ``<base>.<profile>.lock`` is
-the profile's refresh lock (:meth:`FileStore.lock`), held across a whole refresh. A refresh of
-one profile therefore never blocks the others, and a save made under the refresh lock takes
-the write lock inside it, always in that order, so they cannot deadlock. Reading never creates
+the profile's refresh lock ([`FileStore.lock()`][FileStore.lock]), held across a whole refresh. A
+refresh of one profile therefore never blocks the others, and a save made under the refresh lock
+takes the write lock inside it, always in that order, so they cannot deadlock. Reading never creates
 a lock file, and a profile's refresh lock file is removed when the profile is: by
-:meth:`FileStore.remove_profile` if it can take the lock at once, else by whoever holds it,
-when they let go.
+[`FileStore.remove_profile()`][FileStore.remove_profile] if it can take the lock at once, else by
+whoever holds it, when they let go.
 
 ``path`` is used as given: a symbolic link where the file should be is refused (linked
 directories above it are fine).
 
-A profile is usable from both sides. A :class:`~freshtoken.TokenManager` over a FileStore
+A profile is usable from both sides. A [`TokenManager`][freshtoken.TokenManager] over a FileStore
 tells it its refresher; when that refresher can describe itself (``OAuth2Refresher``,
-``ClientCredentials``, see :class:`~freshtoken.refreshers.RefresherSettings`) every save
-records the description: the settings in ``meta``, the client secret or private key with the
+``ClientCredentials``, see [`RefresherSettings`][freshtoken.refreshers.RefresherSettings]) every
+save records the description: the settings in ``meta``, the client secret or private key with the
 tokens. ``freshtoken token``, ``status`` and ``logout`` then refresh and revoke the profile,
-and :meth:`FileStore.manager` rebuilds a manager from any profile, ``freshtoken login``'s
-included. A save without a ``expected_generation`` (a login: ``set_tokens``) or into an
+and [`FileStore.manager()`][FileStore.manager] rebuilds a manager from any profile, ``freshtoken
+login``'s included. A save without a ``expected_generation`` (a login: ``set_tokens``) or into an
 empty profile stamps ``logged_in_at``; a fenced save over tokens (a refresh) ``refreshed_at``.
 """
 
@@ -321,12 +321,12 @@ class FileStore(BlockingTokenStore):
         )
 
     def manager(self, **options: Any) -> TokenManager:
-        """A :class:`~freshtoken.TokenManager` over this profile, with the refresher it was
+        """A [`TokenManager`][freshtoken.TokenManager] over this profile, with the refresher it was
         saved with (by ``freshtoken login``, or from Python by a manager whose refresher
         describes itself). ``options`` go to the manager (``leeway=``, ``on_refresh=``...);
         tokens bound to a DPoP key get ``dpop=`` that key's algorithm, which signs with it.
 
-        Raises :class:`StoreError` if the profile does not exist or names no refresher.
+        Raises [`StoreError`][] if the profile does not exist or names no refresher.
         """
         from .._manager import TokenManager
 
@@ -362,7 +362,7 @@ class FileStore(BlockingTokenStore):
 
         ``meta`` must hold no secret: it is stored in clear even when the store encrypts.
         ``client_secret`` is kept with the tokens, under the same protection. Replacing an
-        encrypted profile through a store without a key raises :class:`StoreError` rather than
+        encrypted profile through a store without a key raises [`StoreError`][] rather than
         write its secrets in plaintext, unless ``drop_encryption=True`` says that is wanted.
         """
         meta = dict(meta)
@@ -456,7 +456,7 @@ class FileStore(BlockingTokenStore):
     def _writing(self) -> Iterator[dict[str, Any]]:
         """Read-modify-write under the write lock; the body edits the document it is given.
 
-        Raising :class:`_Unchanged` in the body leaves the file as it was.
+        Raising `_Unchanged` in the body leaves the file as it was.
         """
         with self._write_lock.hold(_WRITE_LOCK_TIMEOUT, "write"):
             _remove_stale_temporaries(self.path)

@@ -1,19 +1,19 @@
 """KeyringStore: tokens in the operating system's secret store, through ``keyring``.
 
-The secret is one JSON document per (service, username) entry::
+The secret is one JSON document per (service, username) entry:
 
     {"format": "freshtoken/1", "generation": 7, "tokens": {...}}
 
 The OS secret store has no compare-and-swap and no lock, so two lock files stand beside it
 (in ``$XDG_CACHE_HOME/freshtoken/locks`` unless ``lock_path`` says otherwise): the refresh lock
-(:meth:`KeyringStore.lock`) and a write lock taken for each read-check-write of a save. The
-generation is a counter inside the entry, so a fenced save works as with any other store.
+([`KeyringStore.lock()`][KeyringStore.lock]) and a write lock taken for each read-check-write of a
+save. The generation is a counter inside the entry, so a fenced save works as with any other store.
 
-:meth:`KeyringStore.clear` keeps that counter: it replaces the entry with a tombstone that
-holds no secret, ``{"format": "freshtoken/1", "generation": 8, "tokens": null}``, rather than
-deleting it, so that the next login's generation is larger than any read before the logout.
-An entry deleted by other means (``keyring del SERVICE USERNAME``) loses the counter; the next
-save then starts at a random generation (see :mod:`freshtoken.stores._base`).
+[`KeyringStore.clear()`][KeyringStore.clear] keeps that counter: it replaces the entry with a
+tombstone that holds no secret, ``{"format": "freshtoken/1", "generation": 8, "tokens": null}``,
+rather than deleting it, so that the next login's generation is larger than any read before the
+logout. An entry deleted by other means (``keyring del SERVICE USERNAME``) loses the counter; the
+next save then starts at a random generation (see `freshtoken.stores._base`).
 """
 
 from __future__ import annotations

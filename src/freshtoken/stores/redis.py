@@ -1,6 +1,6 @@
 """RedisStore: one token set shared by every process, on every machine, that reaches a Redis.
 
-What lives in Redis, for a store whose ``key`` is ``K``::
+What lives in Redis, for a store whose ``key`` is ``K``:
 
     K            hash {generation, tokens}   tokens: TokenSet.to_dict() as JSON, or
                                              {"sealed": ...} with an encryption key
@@ -18,20 +18,20 @@ Rules:
 * ``generation`` only grows. A save adds one, a clear adds one and removes the tokens; so a
   generation read before a logout can never match again after it. A hash that is gone (a key
   deleted, or lost with a Redis that restarted without persistence) starts again at a random
-  generation, not at 1 (see :mod:`freshtoken.stores._base`).
+  generation, not at 1 (see `freshtoken.stores._base`).
 * A fenced save is one Lua script (atomic on the server): with ``expected_generation=0`` it
   writes only if no tokens are stored, with ``N`` only if tokens of generation ``N`` are
   stored, with ``None`` always. It publishes the new generation in the same script.
-* The lock is redis-py's :class:`~redis.lock.Lock` (``SET NX PX`` and token-checked release).
+* The lock is redis-py's `Lock` (``SET NX PX`` and token-checked release).
   Its lease is renewed every ``lease / 3`` seconds while the holder lives; a holder that dies
   (or stalls past its lease) loses it, another process takes over, and the fenced save turns
-  the stale holder's late write into :class:`~freshtoken.GenerationConflict`.
-* :meth:`RedisStore.watch` listens on ``K:changed`` from a daemon thread that reconnects
-  with backoff, so managers drop their cached tokens when another process saves. Garbage in
-  the hash or on the channel is logged and ignored; it does not stop the thread. In the child
+  the stale holder's late write into [`GenerationConflict`][freshtoken.GenerationConflict].
+* [`RedisStore.watch()`][RedisStore.watch] listens on ``K:changed`` from a daemon thread that
+  reconnects with backoff, so managers drop their cached tokens when another process saves. Garbage
+  in the hash or on the channel is logged and ignored; it does not stop the thread. In the child
   of a ``fork()`` the parent's thread is gone: ``watch()`` there starts a new one, and the
   child's saves carry an origin of their own.
-* Redis unreachable: every operation raises :class:`~freshtoken.StoreError` naming
+* Redis unreachable: every operation raises [`StoreError`][freshtoken.StoreError] naming
   ``host:port`` (never the URL, which may hold a password); redis-py reconnects on its own.
   A Sentinel-managed client finds the new master after a failover by itself. Replication is
   asynchronous, so a master that dies right after a save may take the new tokens with it (and
@@ -146,7 +146,7 @@ class RedisStore(TokenStore):
     ``Redis`` or ``RedisCluster``, on the same server) to use it for the async methods;
     without it, they run the blocking client in a worker thread. ``key`` names the credential:
     every process using the same Redis and key shares one token set (on a cluster the key is
-    hash-tagged, see the module docstring; :attr:`redis_key` is the name used).
+    hash-tagged, see the module docstring; [`redis_key`][] is the name used).
 
     ``lease`` is how long the refresh lock outlives a holder that died (it is renewed every
     ``lease / 3`` seconds while the holder lives). ``lock_poll`` is how often a waiting
@@ -155,10 +155,10 @@ class RedisStore(TokenStore):
 
     ``encryption_key`` seals the tokens with AES-256-GCM (a 32-byte key as bytes or url-safe
     base64 is used as is; any other string is a passphrase, stretched with scrypt once per
-    store object), bound to :attr:`redis_key`, so a record copied under another key does not
+    store object), bound to [`redis_key`][], so a record copied under another key does not
     open. ``replicas`` (not on a cluster) makes saves and clears wait until that many replicas
     confirm them, for at most ``replica_timeout`` seconds. ``watch=False`` turns
-    :meth:`watch` off: no subscriber thread, and managers re-read the store when a refresh
+    [`watch()`][watch] off: no subscriber thread, and managers re-read the store when a refresh
     falls due or after a 401 (what a store per browser session wants).
     """
 
@@ -421,7 +421,7 @@ class RedisStore(TokenStore):
 
         Returns once subscribed (or after ``socket_connect_timeout`` if Redis is down; the
         thread keeps trying). After a reconnection ``on_change`` is called if the generation
-        moved while the subscription was down. :meth:`close` stops the thread.
+        moved while the subscription was down. [`close()`][close] stops the thread.
         """
         if not self._watching:
             return
@@ -458,7 +458,7 @@ class RedisStore(TokenStore):
         self._origin = uuid.uuid4().hex
 
     async def aclose(self) -> None:
-        """:meth:`close`, and close this event loop's redis.asyncio client properly first."""
+        """[`close()`][close], and close this event loop's redis.asyncio client properly first."""
         if sniffio.current_async_library() == "asyncio" and self._url is not None:
             loop = asyncio.get_running_loop()
             with self._mutex:
