@@ -66,6 +66,9 @@ DOT_SEGMENTS_WITH_PARAMETERS = [
     "/api/..;%5c/admin",
     "/api/..;\\/admin",
     "/api/..%00;/admin",
+    "/api/%u002e%u002e;/admin",
+    "/api/%c0%ae%c0%ae;/admin",
+    "/api/%e0%80%ae%e0%80%ae/admin",
 ]
 
 

@@ -182,6 +182,15 @@ def test_csrf_needs_the_exact_header_and_no_cross_site_fetch() -> None:
         ("...", False),
         ("..%20/admin", False),
         ("..%20;/admin", False),
+        ("%u002e%u002e/admin", False),
+        ("%c0%ae%c0%ae/admin", False),
+        ("%C0%AE./admin", False),
+        ("%e0%80%ae%e0%80%ae/admin", False),
+        ("%f0%80%80%ae./admin", False),
+        ("100%", False),
+        ("a%2", False),
+        ("caf%C3%A9/%E2%82%AC", True),  # well-formed UTF-8 escapes pass
+        ("%E9t%E9", True),  # and Latin-1 ones: not every API speaks UTF-8
     ],
 )
 def test_only_paths_inside_the_route_are_forwarded(rest: str, allowed: bool) -> None:

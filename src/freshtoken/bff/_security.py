@@ -44,6 +44,9 @@ _LONGEST_RETURN = 2048
 # already there); quote() keeps letters, digits and "-._~" by itself.
 _URI_CHARACTERS = "!#$%&'()*+,/:;=?@[]"
 _STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Escapes some servers decode though no standard does: IIS's %u002e, and overlong UTF-8 for
+# ASCII (%c0%ae, %e0%80%ae, %f0%80%80%ae), which old decoders read as ".".
+_NONSTANDARD_ESCAPE = re.compile(r"%(?![0-9a-f]{2})|%(?:c0|c1|e0%[89]|f0%8)", re.IGNORECASE)
 # Methods that have a server echo the request back (TRACE, and IIS's TRACK: the Authorization
 # header the proxy adds would reach the page) or open a tunnel (CONNECT).
 _REFUSED_METHODS = frozenset({"TRACE", "TRACK", "CONNECT"})
@@ -155,8 +158,10 @@ def forwardable_path(raw_rest: str) -> bool:
 
     A dot segment is one made of dots once its ``;`` parameters and trailing spaces are
     removed: Tomcat, Spring and Jetty read ``..;x`` as ``..``, Windows drops trailing dots and
-    spaces, so ``..;``, ``.;``, ``...`` and ``%2e%2e%3b`` climb as well as ``..`` does."""
-    if _may_climb(raw_rest):
+    spaces, so ``..;``, ``.;``, ``...`` and ``%2e%2e%3b`` climb as well as ``..`` does. Escapes
+    no standard defines (a ``%`` without two hex digits, IIS's ``%u002e``, overlong UTF-8
+    such as ``%c0%ae``) are refused too: some server out there reads them as a dot."""
+    if _may_climb(raw_rest) or _NONSTANDARD_ESCAPE.search(raw_rest):
         return False
     lowered = raw_rest.lower()
     return "%2f" not in lowered and "%5c" not in lowered and "%25" not in lowered
