@@ -65,6 +65,14 @@ def test_a_toml_config_with_secrets_from_the_environment_builds_a_bff(
         ({"routes": {"api": "https://api.example.com/"}}, "starts and ends with '/'"),
         ({"routes": {"/api/": "http://api.example.com/"}}, "plain HTTP"),
         ({"secret_key": "short"}, "32 random bytes, or a passphrase"),
+        ({"previous_keys": "one key, not a list"}, "previous_keys must be a list"),
+        ({"previous_keys": [""]}, "previous_keys must be a list of non-empty strings"),
+        ({"previous_keys_env": "OLD_KEY"}, "previous_keys_env must be a list"),
+        ({"previous_keys_env": ["NOT_SET_ANYWHERE"]}, r"\$NOT_SET_ANYWHERE, which is not set"),
+        ({"previous_keys": ["short"]}, "32 random bytes, or a passphrase"),
+        ({"max_calls_per_session": 0}, "max_calls_per_session must be a whole number"),
+        ({"max_calls_per_session": "many"}, "max_calls_per_session must be a whole number"),
+        ({"max_calls_per_session": 2.5}, "max_calls_per_session must be a whole number"),
     ],
 )
 def test_a_bad_config_is_one_clear_line(
@@ -94,3 +102,29 @@ def test_an_unreadable_or_malformed_file_is_refused(tmp_path: Path) -> None:
     broken.write_text("issuer = \n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(broken)
+
+
+def test_previous_keys_and_the_call_bound_come_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """previous_keys (as written) and previous_keys_env (each variable one key) make one list,
+    read from the environment as the other secrets are; max_calls_per_session is set."""
+    monkeypatch.setenv("OLD_KEY_1", "the first retired passphrase, long")
+    monkeypatch.setenv("OLD_KEY_2", "the second retired passphrase, long")
+    document = {
+        **BASE,
+        "previous_keys": ["a retired passphrase written in the file"],
+        "previous_keys_env": ["OLD_KEY_1", "OLD_KEY_2"],
+        "max_calls_per_session": 8,
+    }
+    app = build(load_config(write(tmp_path, document)))
+    assert isinstance(app, BFF)
+    assert len(app._sealer.previous) == 3
+    assert app.calls.limit == 8
+    assert "passphrase" not in repr(app._sealer)
+
+
+def test_the_call_bound_defaults_to_32_and_no_previous_keys(tmp_path: Path) -> None:
+    app = build(load_config(write(tmp_path, BASE)))
+    assert app.calls.limit == 32
+    assert app._sealer.previous == ()

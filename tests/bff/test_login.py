@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from freshtoken import ManualClock
+from freshtoken.bff import MemorySessionStore, RedisSessionStore
 from freshtoken.server import ReferenceServer
 from freshtoken.server._browser import submit_form
 
@@ -222,3 +223,82 @@ def test_a_bff_without_an_issuer_has_no_login(
     answer = deployment.http.get("/bff/login")
     assert answer.status_code == 404
     assert answer.json() == {"error": "login_not_configured"}
+
+
+def sessions_in_store(deployment: Deployment) -> int:
+    """How many sessions the deployment's store holds (memory: its entries; Redis: its keys)."""
+    sessions = deployment.bff.sessions
+    if isinstance(sessions, MemorySessionStore):
+        return len(sessions)
+    assert isinstance(sessions, RedisSessionStore)
+    return sum(1 for _ in sessions.client.scan_iter(match=f"{sessions.prefix}*"))
+
+
+@pytest.mark.parametrize(
+    ("return_to", "location"),
+    [
+        ("/%E5%95%86%E5%93%81", "/%E5%95%86%E5%93%81"),
+        ("/%E2%82%AC%3Fq%3D%E5%95%86%23%C3%A9", "/%E2%82%AC?q=%E5%95%86#%C3%A9"),
+        ("/caf%C3%A9/%F0%9F%98%80", "/caf%C3%A9/%F0%9F%98%80"),
+        ("/a%22%3Cb%3E", "/a%22%3Cb%3E"),
+    ],
+)
+def test_a_return_path_beyond_latin_1_comes_back_percent_encoded(
+    deployment: Deployment, return_to: str, location: str
+) -> None:
+    """returnTo with characters a header cannot carry as they are (/商品, €, an emoji, quotes):
+    the login ends with a 302 to their percent-encoding and the session cookie, and the store
+    holds that one session (it used to answer 500 after starting an orphan session)."""
+    browser = Browser(deployment)
+    done = browser.login(return_to)
+    assert done.status_code == 302, done.text
+    assert done.headers["location"] == location
+    session = browser.cookies[deployment.bff.cookie_name]
+    assert deployment.get("/bff/user", session).json()["authenticated"] is True
+    assert sessions_in_store(deployment) == 1
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/app/..//evil.example/",
+        "/a/%2e%2e//evil.example",
+        "/a/%2E%2e//evil.example",
+        "/a/.%2e//evil.example",
+        "/a/%252e%252e//evil.example",
+        "/.//evil.example",
+        "/a/..;//evil.example",
+        "{origin}/a/..//evil.example",  # an absolute URL of the app's own origin
+    ],
+)
+def test_login_refuses_a_return_path_with_dot_segments(deployment: Deployment, target: str) -> None:
+    """Browsers resolve ``..`` and ``%2e%2e`` in a Location: ``/app/..//evil.example/`` would
+    land on the path ``//evil.example/``. Refused before the provider is asked."""
+    target = target.format(origin=deployment.url)
+    answer = deployment.http.get("/bff/login", params={"returnTo": target})
+    assert answer.status_code == 400, target
+    assert answer.json() == {"error": "invalid_return_to"}
+    assert "set-cookie" not in answer.headers
+
+
+def test_a_login_cookie_holding_a_now_refused_return_path_starts_no_session(
+    deployment: Deployment,
+) -> None:
+    """A login cookie sealed before the dot-segment check (by an earlier version) is checked
+    again at the callback: 400, no code exchanged, no session started."""
+    browser = Browser(deployment)
+    start = browser.visit("/bff/login")
+    callback = browser.sign_in(start.headers["location"])
+    (name,) = [n for n in browser.cookies if "-login-" in n]
+    bff = deployment.bff
+    pending = bff._open_cookie(browser.cookies[name], "login")
+    assert pending is not None
+    pending["return_to"] = "/app/..//evil.example/"
+    browser.cookies[name] = bff._seal_cookie(pending, "login")
+    deployment.server.reset_stats()
+    answer = browser.visit(callback)
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "invalid_return_to"}
+    assert bff.cookie_name not in browser.cookies
+    assert sessions_in_store(deployment) == 0
+    assert deployment.server.stats()["token_requests"] == 0

@@ -57,7 +57,16 @@ def test_a_logout_link_needs_the_sessions_sid(deployment: Deployment) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["//evil.example", "https://evil.example/", "/\\evil.example", "%2F%2Fevil"]
+    "target",
+    [
+        "//evil.example",
+        "https://evil.example/",
+        "/\\evil.example",
+        "%2F%2Fevil",
+        "/app/..//evil.example/",
+        "/a/%2e%2e//evil.example",
+        "/a/.%2E//evil.example",
+    ],
 )
 def test_logout_refuses_to_return_elsewhere(deployment: Deployment, target: str) -> None:
     """returnTo off the app's origin: 400, and the session is not ended by the attempt."""
@@ -105,3 +114,47 @@ def test_sessions_get_fresh_unrelated_ids(deployment: Deployment) -> None:
     assert len(ids) == 5
     planted = "P" * 43
     assert deployment.get("/bff/user", planted).json() == {"authenticated": False}
+
+
+def test_a_logout_link_returning_beyond_latin_1_redirects_percent_encoded(
+    deployment: Deployment,
+) -> None:
+    """GET /bff/logout?sid=...&returnTo=%2F%E2%82%AC: 302 to /%E2%82%AC (it used to answer
+    500 after ending the session, leaving the browser its cookie)."""
+    session = deployment.login()
+    cookie = deployment.cookie(session)
+    link = deployment.get("/bff/user", session).json()["logout_url"]
+    response = deployment.http.get(f"{link}&returnTo=%2F%E2%82%AC", headers=cookie)
+    assert response.status_code == 302
+    assert response.headers["location"] == "/%E2%82%AC"
+    assert "Max-Age=0" in response.headers["set-cookie"]
+    assert deployment.get("/api/items", session).status_code == 401
+
+
+def test_a_logout_fetch_returning_beyond_latin_1_gets_the_encoded_path(
+    deployment: Deployment,
+) -> None:
+    """POST /bff/logout with returnTo=/€商: {"redirect": "/%E2%82%AC%E5%95%86"}."""
+    session = deployment.login()
+    response = deployment.http.post(
+        "/bff/logout",
+        params={"returnTo": "/€商"},
+        headers={**CSRF, **deployment.cookie(session)},
+    )
+    assert response.status_code == 200
+    assert response.json() == {"redirect": "/%E2%82%AC%E5%95%86"}
+
+
+def test_rp_initiated_logout_carries_an_encoded_return_address(
+    deploy: DeploymentFactory,
+) -> None:
+    """With an end-session endpoint, a returnTo beyond Latin-1 goes in its query, encoded."""
+    deployment = deploy(end_session_url="https://idp.example/logout")
+    session = deployment.login()
+    link = deployment.get("/bff/user", session).json()["logout_url"]
+    response = deployment.http.get(
+        f"{link}&returnTo=%2F%E2%82%AC", headers=deployment.cookie(session)
+    )
+    assert response.status_code == 302
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query["post_logout_redirect_uri"] == [f"{deployment.url}/%E2%82%AC"]

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from redis_fixture import RedisServer
 
-from freshtoken import GenerationConflict, StoreError, TokenSet
+from freshtoken import GenerationConflict, TokenSet
 from freshtoken.bff import MemorySessionStore, RedisSessionStore, derive_key, handle_of
 from freshtoken.bff._sessions import new_session_id, valid_session_id
 
@@ -147,10 +147,13 @@ def test_redis_holds_no_readable_claim_or_token(
 
 
 @pytest.mark.redis
-def test_a_tampered_redis_session_is_a_store_error(
-    redis_sessions: RedisSessionStore, shared_redis_server: RedisServer
+def test_a_tampered_redis_session_is_no_session_and_is_deleted(
+    redis_sessions: RedisSessionStore,
+    shared_redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A session blob altered in Redis (or sealed for another session) does not open."""
+    """A session blob altered in Redis (or sealed for another session) does not open: it is
+    no session (so the browser logs in again), it is deleted, and a warning says why."""
     raw = shared_redis_server.client()
     victim, forged = handle(), handle()
 
@@ -161,8 +164,32 @@ def test_a_tampered_redis_session_is_a_store_error(
         blob = raw.hget(redis_sessions.redis_key(victim), "session")
         assert blob is not None
         raw.hset(redis_sessions.redis_key(forged), "session", blob)
-        with pytest.raises(StoreError, match="wrong encryption key, or the record was altered"):
-            await redis_sessions.get(forged, now=now, idle=IDLE)
+        assert await redis_sessions.get(forged, now=now, idle=IDLE) is None
+        assert raw.exists(redis_sessions.redis_key(forged)) == 0
+        assert await redis_sessions.get(victim, now=now, idle=IDLE) is not None
+        await redis_sessions.aclose()
+
+    anyio.run(scenario)
+    assert "wrong encryption key, or the record was altered" in caplog.text
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "blob", [b"not json", b"[]", b'{"alg": "A256GCM"}', b'{"alg": "none", "kdf": "raw"}']
+)
+def test_a_redis_session_that_is_not_ours_is_no_session(
+    redis_sessions: RedisSessionStore, shared_redis_server: RedisServer, blob: bytes
+) -> None:
+    """Garbage where the sealed session should be: no session, deleted, no exception."""
+    raw = shared_redis_server.client()
+    made = handle()
+
+    async def scenario() -> None:
+        now = time.time()
+        await redis_sessions.create(made, {"sub": "u"}, now=now, idle=IDLE, absolute=ABSOLUTE)
+        raw.hset(redis_sessions.redis_key(made), "session", blob)
+        assert await redis_sessions.get(made, now=now, idle=IDLE) is None
+        assert raw.exists(redis_sessions.redis_key(made)) == 0
         await redis_sessions.aclose()
 
     anyio.run(scenario)

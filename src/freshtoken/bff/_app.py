@@ -9,8 +9,12 @@ Errors a browser sees, always JSON:
     401 {"error": "login_required"}           no session, or it can no longer be refreshed
                                               (its cookie is cleared with the answer)
     403 {"error": "csrf"}                     the X-CSRF header (or a logout's sid) is missing
-    400 {"error": "invalid_return_to"}        returnTo is not on the app's own origin
-    400 {"error": "invalid_path"}             a proxied path tries to climb out of its route
+    400 {"error": "invalid_return_to"}        returnTo is not a path of the app's own origin
+    400 {"error": "invalid_path"}             a proxied path tries to climb out of its route,
+                                              or spells the route's prefix percent-encoded
+    405 {"error": "method_not_allowed"}       TRACE, TRACK or CONNECT (or an override to one)
+    429 {"error": "too_many_calls"}           the session has max_calls_per_session calls
+                                              upstream already (with Retry-After)
     502 {"error": "bad_gateway"}              the upstream API cannot be reached
     503 {"error": "temporarily_unavailable"}  the token endpoint or the session store is down
 """
@@ -43,8 +47,10 @@ from .._policy import RetryPolicy
 from .._tokens import TokenResponseError, TokenSet
 from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
 from ..refreshers import OAuth2Refresher, Refresher
-from ..stores._sealing import Sealer, _raw_key
+from ..stores._sealing import _raw_key
+from ._keys import KeyRing
 from ._proxy import (
+    CallLimit,
     Route,
     Routes,
     chained,
@@ -54,17 +60,21 @@ from ._proxy import (
     read_replayable,
 )
 from ._security import (
+    ALLOWED_METHODS,
     SameSite,
     check_cookie_name,
     cookie_header,
     csrf_ok,
     expired_cookie_header,
+    forwardable_method,
     safe_return_to,
+    uri_encoded,
 )
 from ._sessions import (
     MemorySessionStore,
     Session,
     SessionStore,
+    UnreadableSession,
     handle_of,
     new_session_id,
     valid_session_id,
@@ -87,6 +97,9 @@ MAX_PENDING_LOGINS = 4  # login cookies a browser may hold at once (tabs logging
 _PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash", "azp", "auth_time"})
 UPSTREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 UPSTREAM_POOLS = 8
+# Calls one session may have upstream at once (in one worker): an eighth of the upstream
+# connections (UPSTREAM_POOLS pools of 32), far above what a page's fetches need.
+MAX_CALLS_PER_SESSION = 32
 
 
 class LoginRequired(AuthError):
@@ -116,8 +129,11 @@ class BFF:
 
     ``routes`` maps path prefixes to upstream APIs (``{"/api/": "https://api.example.com/"}``).
     ``secret_key`` seals what the BFF keeps (32 random bytes, or a long passphrase); every
-    worker of the app needs the same one. ``sessions`` defaults to a
-    [`MemorySessionStore`][] (one worker); give a [`RedisSessionStore`][] for more.
+    worker of the app needs the same one. ``previous_keys`` are keys it replaced: what they
+    sealed still opens, and is sealed again with ``secret_key`` when next written (key
+    rotation). ``sessions`` defaults to a [`MemorySessionStore`][] (one worker); give a
+    [`RedisSessionStore`][] for more. ``max_calls_per_session`` bounds the calls one
+    session has upstream at once (per worker); past it the proxy answers 429.
     """
 
     def __init__(
@@ -125,6 +141,7 @@ class BFF:
         *,
         client_id: str,
         secret_key: bytes | str,
+        previous_keys: Iterable[bytes | str] = (),
         routes: Mapping[str, str] | None = None,
         issuer: str | ServerMetadata | None = None,
         client_secret: str | None = None,
@@ -148,6 +165,7 @@ class BFF:
         csrf_value: str = "1",
         post_logout_redirect: str = "/",
         replay_limit: int = 1 << 20,
+        max_calls_per_session: int = MAX_CALLS_PER_SESSION,
         max_warm_sessions: int = 10_000,
         upstream_timeout: httpx.Timeout | float = UPSTREAM_TIMEOUT,
         verify: bool | str = True,
@@ -163,6 +181,16 @@ class BFF:
         check_cookie_name(cookie_name, secure=secure_cookies)
         if not 0 < idle_timeout <= absolute_timeout:
             raise ValueError("need 0 < idle_timeout <= absolute_timeout")
+        if (
+            not isinstance(max_calls_per_session, int)
+            or isinstance(max_calls_per_session, bool)
+            or max_calls_per_session < 1
+        ):
+            raise ValueError("max_calls_per_session must be a whole number, at least 1")
+        if isinstance(previous_keys, (str, bytes)) or not all(
+            isinstance(key, (str, bytes)) for key in previous_keys
+        ):
+            raise ValueError("previous_keys is a list of keys (each as secret_key is given)")
         if refresher is None and token_url is not None:
             refresher = OAuth2Refresher(
                 token_url,
@@ -188,9 +216,13 @@ class BFF:
         self.end_session_url = end_session_url
         self.routes = Routes(routes or {}, allow_insecure_http=allow_insecure_http)
         self.key = derive_key(secret_key)
-        self._sealer = Sealer(self.key)
+        try:
+            previous = [derive_key(key) for key in previous_keys]
+        except ValueError as error:
+            raise ValueError(f"previous_keys: {error}") from None
+        self._sealer = KeyRing(self.key, previous)
         self.sessions: SessionStore = MemorySessionStore() if sessions is None else sessions
-        self.sessions.use_key(self.key)
+        self.sessions.use_keys(self.key, self._sealer.previous)
         self.app = app
         self.prefix = prefix
         self.cookie_name = cookie_name
@@ -202,6 +234,7 @@ class BFF:
         self.csrf_value = csrf_value
         self.post_logout_redirect = post_logout_redirect
         self.replay_limit = replay_limit
+        self.calls = CallLimit(max_calls_per_session)
         self.max_warm_sessions = max_warm_sessions
         self.allow_insecure_http = allow_insecure_http
         self.leeway = leeway
@@ -332,11 +365,21 @@ class BFF:
             handle_of(session_id), now=self.clock(), idle=self.idle_timeout
         )
 
-    def logout_sid(self, handle: str) -> str:
+    def logout_sid(self, handle: str, key: bytes | None = None) -> str:
         """A value only this session's ``/user`` answer knows: it lets a plain link log out
         (``logout?sid=``) without the CSRF header, and no other site can forge it."""
-        digest = hmac.new(self.key, b"logout " + handle.encode(), hashlib.sha256).digest()
+        message = b"logout " + handle.encode()
+        digest = hmac.new(key or self.key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:18]).decode()
+
+    def _logout_sid_ok(self, handle: str, sid: str) -> bool:
+        """Whether ``sid`` is the session's, under any of the keys (a link shown before a key
+        rotation still works)."""
+        given = sid.encode()
+        return any(
+            hmac.compare_digest(given, self.logout_sid(handle, key).encode())
+            for key in self._sealer.keys
+        )
 
     # -- server-side calls ----------------------------------------------------------------
 
@@ -366,12 +409,13 @@ class BFF:
             yield client
 
     def install(self, app: Any) -> None:
-        """Answer [`LoginRequired`][] and [`SessionExpired`][freshtoken.SessionExpired] raised in
-        ``app``'s routes (a Starlette or FastAPI app) with the BFF's 401 login_required."""
+        """Answer [`LoginRequired`][], [`SessionExpired`][freshtoken.SessionExpired] and a session
+        whose tokens no key opens, raised in ``app``'s routes (a Starlette or FastAPI app),
+        with the BFF's 401 login_required."""
 
         async def login_required(request: Request, error: Exception) -> Response:
             session = await self._quiet_session(request.scope)
-            if session is not None and isinstance(error, SessionExpired):
+            if session is not None and isinstance(error, (SessionExpired, UnreadableSession)):
                 with contextlib.suppress(StoreError):
                     await self.end_session(session.handle)
             return JSONResponse(
@@ -382,6 +426,7 @@ class BFF:
 
         app.add_exception_handler(LoginRequired, login_required)
         app.add_exception_handler(SessionExpired, login_required)
+        app.add_exception_handler(UnreadableSession, login_required)
 
     async def _quiet_session(self, scope: Scope) -> Session | None:
         try:
@@ -504,6 +549,14 @@ class BFF:
         ):
             await _json(send, 400, {"error": "login_expired"}, headers)
             return
+        # Checked again (a login cookie sealed by an earlier version may hold what is now
+        # refused), and made the Location now: no session is started for an answer that
+        # could not be sent.
+        back = pending.get("return_to")
+        back = safe_return_to(back, _own_origin(scope)) if isinstance(back, str) else None
+        if back is None:
+            await _json(send, 400, {"error": "invalid_return_to"}, headers)
+            return
         try:
             request = AuthorizationRequest.from_dict({**pending["request"], "url": ""})
             code = request.code_from(params)
@@ -533,7 +586,7 @@ class BFF:
             await self._unavailable(send, error)
             return
         headers.append((b"set-cookie", self.session_cookie(session_id).encode()))
-        await _redirect(send, str(pending["return_to"]), headers)
+        await _redirect(send, back, headers)
 
     def _client(self) -> ClientAuth:
         client = getattr(self.refresher, "client", None)
@@ -598,7 +651,7 @@ class BFF:
             method == "GET"
             and session is not None
             and sid is not None
-            and hmac.compare_digest(sid.encode(), self.logout_sid(session.handle).encode())
+            and self._logout_sid_ok(session.handle, sid)
         )
         if not by_link and not (method == "POST" and self._csrf(scope)):
             await _json(send, 403, {"error": "csrf"})
@@ -669,12 +722,19 @@ class BFF:
     # -- the proxy ------------------------------------------------------------------------
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        query: bytes = scope.get("query_string", b"")
+        if not forwardable_method(scope["method"], scope["headers"], query):
+            allow = [(b"allow", ALLOWED_METHODS.encode())]
+            await _json(send, 405, {"error": "method_not_allowed"}, allow)
+            return
         if not self._csrf(scope):
             await _json(send, 403, {"error": "csrf"})
             return
         raw_path = scope.get("raw_path")
-        path = raw_path.decode("latin-1") if raw_path else scope["path"]
-        target = self.routes.target(route, path.split("?", 1)[0], scope.get("query_string", b""))
+        # ASGI servers may leave raw_path out: then the decoded path, encoded again (an
+        # encoded slash has become a slash, so its dot segments are seen and refused).
+        path = raw_path.decode("latin-1") if raw_path else uri_encoded(scope["path"])
+        target = self.routes.target(route, path.split("?", 1)[0], query)
         if target is None:
             await _json(send, 400, {"error": "invalid_path"})
             return
@@ -686,10 +746,22 @@ class BFF:
         if session is None:
             await self._login_required(send, None)
             return
+        if not self.calls.enter(session.handle):
+            await _json(send, 429, {"error": "too_many_calls"}, [(b"retry-after", b"1")])
+            return
+        slot = _Slot(self.calls, session.handle)
+        try:
+            await self._forward(scope, receive, slot.sending_through(send), session, target)
+        finally:
+            slot.leave()
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, session: Session, target: str
+    ) -> None:
         manager = self.manager(session.handle)
         try:
             tokens = manager.cached_tokens() or await manager.aget_tokens()
-        except SessionExpired:
+        except (SessionExpired, UnreadableSession):
             await self._login_required(send, session.handle)
             return
         except (RefreshFailed, StoreError) as error:
@@ -876,7 +948,7 @@ async def _redirect(send: Send, location: str, headers: list[tuple[bytes, bytes]
             "type": "http.response.start",
             "status": 302,
             "headers": [
-                (b"location", location.encode("latin-1")),
+                (b"location", uri_encoded(location).encode("ascii")),
                 (b"cache-control", b"no-store"),
                 (b"content-length", b"0"),
                 *headers,
@@ -909,6 +981,29 @@ def _shown_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
 
 def _redacted(url: str) -> str:
     return url.split("?", 1)[0]
+
+
+class _Slot:
+    """One call's place in its session's [`CallLimit`][], given back exactly once: before
+    the answer's last message goes out (a browser that sends its next call as soon as this one
+    ends finds the place free), or when the call ends otherwise."""
+
+    def __init__(self, calls: CallLimit, handle: str) -> None:
+        self._calls = calls
+        self._handle: str | None = handle
+
+    def leave(self) -> None:
+        if self._handle is not None:
+            self._calls.leave(self._handle)
+            self._handle = None
+
+    def sending_through(self, send: Send) -> Send:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self.leave()
+            await send(message)
+
+        return sending
 
 
 class _SharedTransport(httpx.AsyncBaseTransport):

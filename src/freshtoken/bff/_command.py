@@ -6,6 +6,8 @@
     client_id = "my-spa"
     client_secret_env = "BFF_CLIENT_SECRET"   # or client_secret = "..."
     secret_key_env = "BFF_SECRET_KEY"         # 32 random bytes (base64url) or a passphrase
+    previous_keys_env = ["BFF_OLD_KEY"]       # optional: keys secret_key replaced (rotation)
+    max_calls_per_session = 32                # optional: one session's calls upstream at once
     scope = "openid offline_access api"       # optional
     static = "dist"                           # optional: serve the SPA's files
     [routes]
@@ -92,6 +94,7 @@ def load_config(path: Path) -> dict[str, Any]:
             if not value:
                 raise ConfigError(f"{path}: {name}_env names ${variable}, which is not set")
             document[name] = value
+    _previous_keys(document, path)
     for required in ("client_id", "secret_key"):
         if not document.get(required):
             raise ConfigError(f"{path}: {required} is required")
@@ -101,6 +104,23 @@ def load_config(path: Path) -> dict[str, Any]:
         if not isinstance(document.get(section, {}), dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
     return document
+
+
+def _previous_keys(document: dict[str, Any], path: Path) -> None:
+    """``previous_keys`` (a list of keys) and ``previous_keys_env`` (a list of variables, each
+    holding one key) become one ``previous_keys`` list."""
+    keys = document.get("previous_keys", [])
+    names = document.pop("previous_keys_env", [])
+    for setting, value in (("previous_keys", keys), ("previous_keys_env", names)):
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise ConfigError(f"{path}: {setting} must be a list of non-empty strings")
+    for variable in names:
+        value = os.environ.get(variable)
+        if not value:
+            raise ConfigError(f"{path}: previous_keys_env names ${variable}, which is not set")
+        keys.append(value)
+    if keys:
+        document["previous_keys"] = keys
 
 
 def _toml(text: bytes) -> Any:

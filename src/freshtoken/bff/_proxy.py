@@ -26,7 +26,14 @@ import httpx
 from .._policy import check_transport, origin_of
 from ._security import HOP_BY_HOP, forwardable_path
 
-__all__ = ["Route", "Routes", "forwarded_request_headers", "forwarded_response_headers"]
+__all__ = [
+    "CallLimit",
+    "Route",
+    "Routes",
+    "forwarded_request_headers",
+    "forwarded_response_headers",
+    "raw_prefix_end",
+]
 
 
 # What a browser could forge to make an API believe another client address or origin.
@@ -72,14 +79,75 @@ class Routes:
 
     def target(self, route: Route, raw_path: str, query: bytes) -> str | None:
         """The upstream URL for a request (its raw, still percent-encoded path), or None if
-        the path tries to climb out of the route."""
-        rest = raw_path[len(route.prefix) :]
+        the path tries to climb out of the route, or spells the route's prefix otherwise than
+        a browser does (``/%61pi/`` for ``/api/``): the route was matched on the decoded path,
+        and only then is it certain where the prefix ends in the raw one."""
+        end = raw_prefix_end(raw_path, route.prefix)
+        if end is None:
+            return None
+        rest = raw_path[end:]
         if not forwardable_path(rest):
             return None
         url = route.upstream + rest
         if query:
             url += "?" + query.decode("latin-1")
         return url
+
+
+# What a browser percent-encodes in a path (the WHATWG URL standard's path percent-encode
+# set, and "%" itself); it sends every other ASCII character as it is.
+_PATH_ENCODED = frozenset(' "#<>?`{}%')
+
+
+def raw_prefix_end(raw_path: str, prefix: str) -> int | None:
+    """Where ``prefix`` ends in ``raw_path`` if the raw path begins with it as a browser writes
+    it: each character as itself, except those a browser must percent-encode (non-ASCII, space,
+    ``"#<>?`{}``, ``%``), which count as their UTF-8 escapes, hex digits in either case. None
+    if it does not begin so: an escape where a browser writes the character, ``%2F`` for ``/``.
+    """
+    position = 0
+    for byte in prefix.encode("utf-8"):
+        if 0x20 < byte < 0x7F and chr(byte) not in _PATH_ENCODED:
+            if raw_path[position : position + 1] != chr(byte):
+                return None
+            position += 1
+        else:
+            escape = raw_path[position : position + 3]
+            if escape[:1] != "%" or escape[1:].upper() != f"{byte:02X}":
+                return None
+            position += 3
+    return position
+
+
+class CallLimit:
+    """How many calls each session has upstream at once, and a bound on it: one session (a
+    runaway loop, a hostile script) cannot take the connection pool every user shares.
+
+    Counted in this process, on its event loop (no lock needed); a session that has no call
+    in flight costs nothing here."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._calls: dict[str, int] = {}
+
+    def enter(self, handle: str) -> bool:
+        """Take a slot for ``handle``'s call; False (and no slot) if it has ``limit`` already."""
+        calls = self._calls.get(handle, 0)
+        if calls >= self.limit:
+            return False
+        self._calls[handle] = calls + 1
+        return True
+
+    def leave(self, handle: str) -> None:
+        calls = self._calls.get(handle, 0) - 1
+        if calls > 0:
+            self._calls[handle] = calls
+        else:
+            self._calls.pop(handle, None)
+
+    def __len__(self) -> int:
+        """Sessions with a call in flight."""
+        return len(self._calls)
 
 
 def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> set[str]:

@@ -17,6 +17,8 @@ of its own ([`SessionStore.token_store()`][SessionStore.token_store]) that a
   too); the hash's TTL follows the idle deadline, so Redis forgets abandoned sessions by
   itself. Keys are
   ``<prefix>{<handle>}``: hash-tagged, so a session's hash and lock share a cluster slot.
+  A record that none of the BFF's keys opens (sealed under a key since dropped, or altered)
+  is no session: it is deleted, and the browser logs in again.
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
+import logging
 import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable, Iterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -41,7 +45,7 @@ from .._tokens import TokenSet
 from ..errors import LockTimeout, StoreError
 from ..stores._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
 from ..stores._documents import parse_json
-from ..stores._sealing import Sealer
+from ._keys import KeyRing
 
 if TYPE_CHECKING:
     from ..stores.redis import AsyncClient, RedisStore, SyncClient
@@ -51,13 +55,21 @@ __all__ = [
     "RedisSessionStore",
     "Session",
     "SessionStore",
+    "UnreadableSession",
     "handle_of",
     "new_session_id",
     "valid_session_id",
 ]
 
+logger = logging.getLogger("freshtoken.bff")
+
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 _LOCK_STRIPES = 256
+
+
+class UnreadableSession(StoreError):
+    """A session's stored tokens that none of the BFF's keys opens, or that are not what
+    freshtoken writes: the session is over, and its user must log in again."""
 
 
 def new_session_id() -> str:
@@ -112,7 +124,12 @@ class SessionStore(abc.ABC):
         """The session's tokens, as a TokenStore for its TokenManager."""
 
     def use_key(self, key: bytes) -> None:  # noqa: B027 - optional hook
-        """The BFF's 32-byte key, for stores that seal what they keep (called once)."""
+        """The BFF's 32-byte key, for stores that seal what they keep."""
+
+    def use_keys(self, key: bytes, previous: Sequence[bytes]) -> None:
+        """The BFF's current key and its previous ones (called once): stores that seal what
+        they keep seal with ``key`` and open with any. By default, [`use_key()`][use_key]."""
+        self.use_key(key)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -318,6 +335,18 @@ redis.call('PEXPIRE', KEYS[1], math.floor(ttl))
 return {found[1], found[2]}
 """
 
+# Seal a session again under the current key, if it is still the record that was read (not
+# one a new login or a logout wrote meanwhile; and a deleted session is not brought back).
+_RESEAL = """
+if redis.call('HGET', KEYS[1], 'session') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'session', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_SCRIPTS = (_CREATE, _TOUCH, _RESEAL)
+
 
 class RedisSessionStore(SessionStore):
     """Sessions in Redis, shared by every worker and machine of the app.
@@ -327,7 +356,9 @@ class RedisSessionStore(SessionStore):
     twin) serves requests without a worker thread. [`from_url()`][from_url] makes both. ``prefix``
     starts every key. ``lease`` is the refresh lock's lease (see
     [`RedisStore`][freshtoken.RedisStore]); ``replicas`` makes writes wait for that many replicas.
-    The BFF hands over its key ([`use_key()`][use_key]): claims and tokens are sealed with it.
+    The BFF hands over its keys ([`use_keys()`][use_keys]): claims and tokens are sealed with the
+    current one and opened with any, and a session read under a previous key is sealed again
+    under the current one (its tokens at their next save).
     """
 
     def __init__(
@@ -340,17 +371,11 @@ class RedisSessionStore(SessionStore):
         replicas: int = 0,
         owns_clients: bool = False,
     ) -> None:
-        from ..stores.redis import (
-            RedisStore,
-            _describe_connection,
-            _import_redis,
-            translated_errors,
-        )
+        from ..stores.redis import _describe_connection, _import_redis, translated_errors
 
         module = _import_redis()
         if not isinstance(client, (module.Redis, module.cluster.RedisCluster)):
             raise TypeError("client must be a redis.Redis or a redis.cluster.RedisCluster")
-        self._store_class = RedisStore
         self._translated = translated_errors
         self._errors = module.exceptions
         self._where = _describe_connection(client)
@@ -360,16 +385,11 @@ class RedisSessionStore(SessionStore):
         self.lease = lease
         self.replicas = replicas
         self._owns = owns_clients
-        self._key: bytes | None = None
-        self._sealer: Sealer | None = None
-        self._create = client.register_script(_CREATE)
-        self._touch = client.register_script(_TOUCH)
-        self._async_scripts: tuple[Any, Any] | None = None
+        self._sealer: KeyRing | None = None
+        self._scripts = tuple(client.register_script(source) for source in _SCRIPTS)
+        self._async_scripts: tuple[Any, ...] | None = None
         if async_client is not None:
-            self._async_scripts = (
-                async_client.register_script(_CREATE),
-                async_client.register_script(_TOUCH),
-            )
+            self._async_scripts = tuple(async_client.register_script(source) for source in _SCRIPTS)
 
     @classmethod
     def from_url(
@@ -439,22 +459,27 @@ class RedisSessionStore(SessionStore):
         return cls(sync, async_client=asynchronous, owns_clients=True, **options)
 
     def use_key(self, key: bytes) -> None:
-        self._key = key
-        self._sealer = Sealer(key)
+        self.use_keys(key, ())
+
+    def use_keys(self, key: bytes, previous: Sequence[bytes]) -> None:
+        self._sealer = KeyRing(key, previous)
 
     def redis_key(self, handle: str) -> str:
         return f"{self.prefix}{{{handle}}}"
 
     def token_store(self, handle: str) -> RedisStore:
-        return self._store_class(
+        keys = self._require_keys()
+        store = _session_tokens()(
             self.client,
             self.redis_key(handle),
             async_client=self.async_client,
-            encryption_key=self._require_key(),
+            encryption_key=keys.current,
             lease=self.lease,
             replicas=self.replicas,
             watch=False,
         )
+        store._sealer = keys  # seal with the current key, open with any (key rotation)
+        return store
 
     async def create(
         self, handle: str, claims: Mapping[str, Any], *, now: float, idle: float, absolute: float
@@ -467,22 +492,30 @@ class RedisSessionStore(SessionStore):
             str(max(1, _ms(min(idle, absolute)))),
             str(_ms(now + idle)),
         ]
-        await self._call("start a session", 0, key, args)
+        await self._call("start a session", _CREATE, key, args)
         return Session(handle, now, now + absolute, dict(claims))
 
     async def get(self, handle: str, *, now: float, idle: float) -> Session | None:
         key = self.redis_key(handle)
-        found = await self._call("read a session", 1, key, [str(_ms(idle)), str(_ms(now))])
+        found = await self._call("read a session", _TOUCH, key, [str(_ms(idle)), str(_ms(now))])
         if not found:
             return None
         raw, expires = found
         where = f"session {handle[:8]}... in Redis"
-        document = self._open(handle, raw, where)
-        claims = document.get("claims")
-        created = document.get("created_at")
-        if not isinstance(claims, dict) or not isinstance(created, (int, float)):
-            raise StoreError(f"{where} is not what freshtoken writes; log in again")
-        return Session(handle, float(created), int(expires) / 1000, claims)
+        try:
+            document, aged = self._open(handle, raw, where)
+        except StoreError as error:
+            # Not a session any key of ours can read: waiting will not make it readable, so
+            # it ends now and its user logs in again (a new login is never blocked by it).
+            logger.warning("bff: %s; the session is ended", error)
+            await self.delete(handle)
+            return None
+        if aged:  # sealed under a previous key: sealed again under the current one
+            resealed = self._seal(handle, document)
+            await self._call("seal a session again", _RESEAL, key, [raw, resealed])
+        return Session(
+            handle, float(document["created_at"]), int(expires) / 1000, document["claims"]
+        )
 
     async def delete(self, handle: str) -> None:
         key = self.redis_key(handle)
@@ -507,12 +540,13 @@ class RedisSessionStore(SessionStore):
     def _async_ready(self) -> bool:
         return self.async_client is not None and sniffio.current_async_library() == "asyncio"
 
-    async def _call(self, action: str, which: int, key: str, args: list[str]) -> Any:
+    async def _call(self, action: str, source: str, key: str, args: Sequence[str | bytes]) -> Any:
+        which = _SCRIPTS.index(source)
         with self._translate(action):
             if self._async_ready():
                 assert self._async_scripts is not None
                 return await self._async_scripts[which](keys=[key], args=args)
-            script = (self._create, self._touch)[which]
+            script = self._scripts[which]
             return await anyio.to_thread.run_sync(lambda: script(keys=[key], args=args))
 
     def _translate(self, action: str) -> contextlib.AbstractContextManager[None]:
@@ -522,32 +556,36 @@ class RedisSessionStore(SessionStore):
             self._errors, f"cannot {action}", _describe_connection(self.client)
         )
 
-    def _require_key(self) -> bytes:
-        if self._key is None:
+    def _require_keys(self) -> KeyRing:
+        if self._sealer is None:
             raise StoreError("RedisSessionStore has no key: give it to a BFF first")
-        return self._key
+        return self._sealer
 
     def _seal(self, handle: str, document: Mapping[str, Any]) -> str:
-        self._require_key()
-        assert self._sealer is not None
         plain = json.dumps(document, separators=(",", ":")).encode()
         return json.dumps(
-            self._sealer.seal(plain, context=f"freshtoken bff session {handle}"),
+            self._require_keys().seal(plain, context=f"freshtoken bff session {handle}"),
             separators=(",", ":"),
         )
 
-    def _open(self, handle: str, raw: bytes | str, where: str) -> dict[str, Any]:
-        self._require_key()
-        assert self._sealer is not None
+    def _open(self, handle: str, raw: bytes | str, where: str) -> tuple[dict[str, Any], bool]:
+        """The session's document (its claims and created_at checked), and whether a previous
+        key sealed it."""
+        keys = self._require_keys()
         fix = "log in again"
         sealed = parse_json(raw, where, fix)
         if not isinstance(sealed, dict):
             raise StoreError(f"{where} is not what freshtoken writes; {fix}")
-        plain = self._sealer.open(sealed, context=f"freshtoken bff session {handle}", where=where)
+        context = f"freshtoken bff session {handle}"
+        plain, aged = keys.open_aged(sealed, context=context, where=where)
         document = parse_json(plain, where, fix)
-        if not isinstance(document, dict):
+        if (
+            not isinstance(document, dict)
+            or not isinstance(document.get("claims"), dict)
+            or not isinstance(document.get("created_at"), (int, float))
+        ):
             raise StoreError(f"{where} is not what freshtoken writes; {fix}")
-        return document
+        return document, aged
 
     def __repr__(self) -> str:
         return f"RedisSessionStore(prefix={self.prefix!r})"
@@ -555,3 +593,20 @@ class RedisSessionStore(SessionStore):
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
+
+
+@functools.cache
+def _session_tokens() -> type[RedisStore]:
+    """A RedisStore whose unreadable tokens are an [`UnreadableSession`][] (a session to
+    end), told apart from Redis being unreachable (a StoreError to wait out). Made on first
+    use: redis-py is an optional dependency."""
+    from ..stores.redis import RedisStore
+
+    class SessionTokens(RedisStore):
+        def _parse(self, generation: Any, raw: Any) -> StoredTokens | None:
+            try:
+                return super()._parse(generation, raw)
+            except StoreError as error:  # no I/O in here: the record itself is unreadable
+                raise UnreadableSession(str(error)) from None
+
+    return SessionTokens
