@@ -9,6 +9,7 @@ pytest_plugins: list[str] = [
     "tests.profile_fixture",
     "tests.agent_fixture",
     "tests.cli_fixture",
+    "tests.browser_fixture",
 ]
 
 

@@ -1,9 +1,10 @@
-"""The example SPA (examples/spa: Redux Toolkit Query, built with esbuild from npm) behind the
-BFF, in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium):
-log in through the reference server's login page, list and add items while access tokens
-expire every few seconds, find no token in the page, its cookies or its storage, get a 403
-without the CSRF header, log out (the refresh token revoked at the server) and see the login
-button again.
+"""The example SPA (examples/spa: Redux Toolkit Query, built with esbuild from npm), and the
+page ``freshtoken bff --demo`` serves (plain JavaScript shipped in the package), each behind
+the BFF in a real headless Chromium (Debian's chromium and chromium-driver, driven by
+Selenium; tests/browser_fixture.py): log in through the reference server's login page, list
+and add items while access tokens expire every few seconds, find no token in the page, its
+cookies or its storage, get a 403 without the CSRF header, log out (the refresh token revoked
+at the server) and see the login button again.
 
 Chromium accepts the ``__Host-`` (so Secure) session cookie over plain http on
 ``localhost``: it counts as a potentially trustworthy origin, so no certificate is needed.
@@ -13,9 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
+from browser_fixture import WAIT, sign_in
 from tools import require
 
 from freshtoken import TokenSet, system_clock
 from freshtoken.bff import BFF, ServedApp, handle_of
-from freshtoken.bff._command import static_files
+from freshtoken.bff._command import demo_page, static_files
 from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
 from freshtoken.server import ReferenceServer
 
@@ -36,7 +36,6 @@ pytestmark = pytest.mark.slow
 SPA = Path(__file__).resolve().parents[2] / "examples" / "spa"
 ACCESS_TTL = 3.0
 POLL_MS = 300
-WAIT = 20.0
 
 
 @pytest.fixture(scope="session")
@@ -54,41 +53,18 @@ def spa_dist() -> Path:
     return SPA / "dist"
 
 
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    """Headless Chromium from Debian's packages; never a downloaded browser."""
-    binary = require("chromium", "chromium")
-    driver_path = require("chromedriver", "chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="freshtoken-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not fetch anything
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_script_timeout(10)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+@pytest.fixture(params=["example-spa", "demo-page"])
+def page(request: pytest.FixtureRequest) -> Path:
+    """The app's files: the example SPA (built with npm), or the page `freshtoken bff --demo`
+    serves (shipped in the package, no build): both pass the same test."""
+    if request.param == "demo-page":
+        return demo_page()
+    spa: Path = request.getfixturevalue("spa_dist")
+    return spa
 
 
 @pytest.fixture
-def app(spa_dist: Path) -> Iterator[tuple[ReferenceServer, BFF, str]]:
+def app(page: Path) -> Iterator[tuple[ReferenceServer, BFF, str]]:
     server = ReferenceServer(bff_server_config(access_ttl=ACCESS_TTL), clock=system_clock)
     server.start()
     bff = BFF(
@@ -99,7 +75,7 @@ def app(spa_dist: Path) -> Iterator[tuple[ReferenceServer, BFF, str]]:
         routes={"/api/": f"{server.url}/api/"},
         scope="openid read write",
         leeway=0.5,
-        app=static_files(spa_dist),
+        app=static_files(page),
     )
     served = ServedApp(bff).start()
     try:
@@ -125,14 +101,9 @@ def test_the_spa_works_through_the_bff_with_no_token_in_the_browser(
         return str(chromium.find_element(By.ID, element_id).text)
 
     try:
-        # Signed out: the SPA offers to log in.
-        chromium.get(f"{url}/?poll={POLL_MS}")
-        wait.until(shown.visibility_of_element_located((By.ID, "login"))).click()
-
-        # The reference server's own login page, then back to the SPA.
-        wait.until(shown.visibility_of_element_located((By.ID, "password"))).send_keys("demo")
-        chromium.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
-        wait.until(shown.text_to_be_present_in_element((By.ID, "user"), "demo"))
+        # Signed out, the SPA offers to log in: the reference server's own login page, then
+        # back to the SPA.
+        sign_in(chromium, f"{url}/?poll={POLL_MS}")
         assert chromium.current_url.startswith(url)
 
         # A mutation through the proxy (POST with the CSRF header), then the list.
