@@ -12,7 +12,6 @@ import email.message
 import email.parser
 import os
 import re
-import signal
 import subprocess
 import sys
 import tarfile
@@ -23,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browser_fixture import WAIT, sign_in
+from browser_fixture import WAIT, bff_demo, sign_in
 from docs_blocks import readme_quick_start
 
 import freshtoken
@@ -159,44 +158,31 @@ def test_a_wheel_installed_with_the_cli_extra_runs_the_command(
 
 
 @pytest.fixture
-def bff_demo(built: Built, tmp_path: Path) -> Iterator[str]:
-    """``freshtoken bff --demo --port 0`` from a venv with only the ``bff`` extra, as the
-    README's BFF section installs it; the URL its banner says to open."""
+def wheel_demo(built: Built, tmp_path: Path) -> Iterator[str]:
+    """``freshtoken bff --demo`` from a venv with only the ``bff`` extra, as the README's BFF
+    section installs it; the URL its banner says to open. Ctrl-C stops it cleanly."""
     command = make_venv(built.wheel, "bff", tmp_path / "venv") / "freshtoken"
-    process = subprocess.Popen(
-        [str(command), "bff", "--demo", "--port", "0"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        found = re.search(r"open (http://localhost:\d+/) and sign in", banner)
-        assert found is not None, banner + (process.stderr.read() if process.stderr else "")
-        yield found.group(1)
-    finally:
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
-    assert process.returncode == 0, err
-    assert "Traceback" not in err
+    with bff_demo([command], cwd=tmp_path) as demo:
+        yield demo.url
+    assert demo.code == 0, demo.err
+    assert demo.err == ""
 
 
 @pytest.mark.slow
-def test_the_bff_demo_from_the_wheel_has_a_page_to_sign_in_on(bff_demo: str, chromium: Any) -> None:
+def test_the_bff_demo_from_the_wheel_has_a_page_to_sign_in_on(
+    wheel_demo: str, chromium: Any
+) -> None:
     """The banner's URL serves a page (no Node.js, no checkout), and in Chromium it signs in
     through the reference server's login page, calls the API through the BFF and logs out."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as shown
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = httpx.get(bff_demo, timeout=10)
+    page = httpx.get(wheel_demo, timeout=10)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
 
-    sign_in(chromium, bff_demo)
+    sign_in(chromium, wheel_demo)
     wait = WebDriverWait(chromium, WAIT)
     field = chromium.find_element(By.ID, "item-name")
     field.send_keys("from the wheel")

@@ -13,7 +13,6 @@ Chromium accepts the ``__Host-`` (so Secure) session cookie over plain http on
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from tools import require
 from freshtoken import TokenSet, system_clock
 from freshtoken.bff import BFF, ServedApp, handle_of
 from freshtoken.bff._command import demo_page, static_files
-from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
+from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config, demo_bff
 from freshtoken.server import ReferenceServer
 
 pytestmark = pytest.mark.slow
@@ -67,16 +66,7 @@ def page(request: pytest.FixtureRequest) -> Path:
 def app(page: Path) -> Iterator[tuple[ReferenceServer, BFF, str]]:
     server = ReferenceServer(bff_server_config(access_ttl=ACCESS_TTL), clock=system_clock)
     server.start()
-    bff = BFF(
-        issuer=server.url,
-        client_id=BFF_CLIENT_ID,
-        client_secret=BFF_CLIENT_SECRET,
-        secret_key=os.urandom(32),
-        routes={"/api/": f"{server.url}/api/"},
-        scope="openid read write",
-        leeway=0.5,
-        app=static_files(page),
-    )
+    bff = demo_bff(server.url, app=static_files(page), leeway=0.5)
     served = ServedApp(bff).start()
     try:
         yield server, bff, served.url.replace("127.0.0.1", "localhost")

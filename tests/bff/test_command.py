@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from browser_fixture import bff_demo
 from starlette.applications import Starlette
 
 from freshtoken.bff import BFF, MemorySessionStore, RedisSessionStore
@@ -183,29 +183,14 @@ def test_the_demo_serves_the_page_its_banner_names() -> None:
     """`freshtoken bff --demo` (no --static, no checkout of the SPA): the URL of its banner
     serves the built-in page and its script, the BFF answers beside them, and Ctrl-C stops it
     cleanly (exit 0, nothing on stderr)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "freshtoken.cli", "bff", "--demo", "--port", "0"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        found = re.search(r"open (http://localhost:\d+)/ and sign in as demo/demo", first)
-        assert found is not None, first
-        with httpx.Client(base_url=found.group(1), timeout=10) as client:
-            page = client.get("/")
-            script = client.get("/app.js")
-            user = client.get("/bff/user", headers={"X-CSRF": "1"})
-            login = client.get("/bff/login")
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert process.stdout is not None
-        assert process.stderr is not None
-        rest, err = process.stdout.read(), process.stderr.read()  # read() ends at the exit
-        process.wait(30)
+    with (
+        bff_demo([sys.executable, "-m", "freshtoken.cli"]) as demo,
+        httpx.Client(base_url=demo.url, timeout=10) as client,
+    ):
+        page = client.get("/")
+        script = client.get("/app.js")
+        user = client.get("/bff/user", headers={"X-CSRF": "1"})
+        login = client.get("/bff/login")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert 'id="login"' in page.text
@@ -214,9 +199,9 @@ def test_the_demo_serves_the_page_its_banner_names() -> None:
     assert "javascript" in script.headers["content-type"]
     assert user.json() == {"authenticated": False}
     assert login.status_code == 302  # to the reference server's login page
-    assert process.returncode == 0, err
-    assert err == ""
-    assert rest.endswith("Ctrl-C stops it.\n")
+    assert demo.code == 0, demo.err
+    assert demo.err == ""
+    assert demo.out.endswith("Ctrl-C stops it.\n")
 
 
 class _RecordingSessions(MemorySessionStore):

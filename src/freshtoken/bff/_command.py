@@ -38,7 +38,6 @@ import argparse
 import importlib
 import json
 import os
-import secrets
 import socket
 import sys
 from pathlib import Path
@@ -258,8 +257,7 @@ def demo_page() -> Path:
 def _run_demo(args: argparse.Namespace) -> int:
     from .. import system_clock
     from ..server import ReferenceServer
-    from . import BFF
-    from ._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
+    from ._demo import bff_server_config, demo_bff
 
     try:
         app = static_files(demo_page() if args.static is None else args.static)
@@ -273,16 +271,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     server = ReferenceServer(bff_server_config(access_ttl=args.access_ttl), clock=system_clock)
     try:
         server.start()
-        bff = BFF(
-            issuer=server.url,
-            client_id=BFF_CLIENT_ID,
-            client_secret=BFF_CLIENT_SECRET,
-            secret_key=secrets.token_bytes(32),
-            routes={"/api/": f"{server.url}/api/"},
-            scope="openid read write",
-            app=app,
-            leeway=min(5.0, args.access_ttl / 4),
-        )
+        bff = demo_bff(server.url, app=app, leeway=min(5.0, args.access_ttl / 4))
         page = "the built-in demo page" if args.static is None else f"files from {args.static}"
         print(
             f"freshtoken bff demo: open http://localhost:{sock.getsockname()[1]}/ and sign in as"
