@@ -399,8 +399,8 @@ def _aside(path: Path) -> Path:
 
 def _confirm(question: str) -> bool:
     """Ask on the terminal; yes only for y or yes."""
-    print(question, end="", file=sys.stderr, flush=True)
-    with _prompt_line():
+    with _prompt_line():  # from before the question: a Ctrl-C may come as soon as it shows
+        print(question, end="", file=sys.stderr, flush=True)
         answer = sys.stdin.readline()
     if not answer.endswith("\n"):  # Ctrl-D: the cursor is still after the question
         print(file=sys.stderr, flush=True)
