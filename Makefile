@@ -19,7 +19,7 @@ WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) * 2 )))
 TOOLS := redis-server:redis-server git:git curl:curl node:nodejs npm:npm \
 	systemd-socket-activate:systemd chromium:chromium chromedriver:chromium-driver
 
-.PHONY: demo test lint docs bench clean redis tools lock
+.PHONY: demo test lint docs bench clean redis tools lock dist
 
 # What CI and `make` install is pinned in constraints.txt (every package, extras and tools
 # included), so a new release upstream cannot turn a clean clone red. `make lock` moves the pins
@@ -75,6 +75,12 @@ lint: $(BIN)/.installed
 # mkdocstrings, which the API reference needs, is preliminary; move before May 2027.
 docs: $(BIN)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
+# The sdist and the wheel in dist/, built offline (hatchling, from the dev extra, without build
+# isolation: nothing is downloaded). Then: pip install 'dist/freshtoken-VERSION-py3-none-any.whl[cli]'
+dist: $(BIN)/.installed
+	rm -rf dist
+	$(BIN)/python -m hatchling build --directory dist
 
 bench: $(BIN)/.installed
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

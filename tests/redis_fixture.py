@@ -121,8 +121,14 @@ class RedisServer:
             "no",
             *self.extra,
         ]
+        # Its working directory too is the temporary one: whatever it writes relative to it (a
+        # snapshot, should a config or command ever move `dir`) stays out of the checkout.
         self._process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command,
+            cwd=self.directory,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         probe = self._direct(timeout=0.5)
         deadline = time.monotonic() + _START_TIMEOUT

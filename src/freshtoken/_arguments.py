@@ -6,7 +6,18 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["seconds", "whole_number"]
+__all__ = ["port", "seconds", "whole_number"]
+
+
+def port(text: str) -> int:
+    """A TCP port number, 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, not {value}")
+    return value
 
 
 def seconds(*, positive: bool = False, signed: bool = False) -> Callable[[str], float]:

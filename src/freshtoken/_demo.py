@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from ._arguments import seconds, whole_number
 from ._manager import TokenManager
@@ -34,7 +36,14 @@ from .httpx import TokenAuth
 from .refreshers import OAuth2Refresher, password_login
 from .server import ReferenceServer, ServerConfig
 
-__all__ = ["DemoResult", "configure_parser", "run", "run_demo"]
+__all__ = ["DemoResult", "configure_parser", "elapsed", "run", "run_demo"]
+
+_log = logging.getLogger("freshtoken.demo")
+
+
+def elapsed(seconds: float) -> str:
+    """How the demo stamps its lines and its progress: seconds since it started."""
+    return f"t = {max(0.0, seconds):5.1f} s"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +67,14 @@ def run(args: argparse.Namespace) -> int:
     # Server and clients share this process: hand the GIL over more often than every 5 ms so
     # that neither side's latency is mostly waiting for the other (measured: 2x throughput).
     sys.setswitchinterval(0.0005)
-    handler = RichHandler(console=console, show_path=False)
+    started = time.time()
+    # Every line is stamped as the progress table is: seconds since the start.
+    handler = RichHandler(
+        console=console,
+        show_path=False,
+        omit_repeated_times=False,
+        log_time_format=lambda moment: Text(elapsed(moment.timestamp() - started)),
+    )
     logging.getLogger("freshtoken").addHandler(handler)
     logging.getLogger("freshtoken").setLevel(logging.INFO)
     result = asyncio.run(
@@ -69,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             pause=args.pause,
             faults=not args.no_faults,
             console=console,
+            started=started,
         )
     )
     console.print(result.table())
@@ -135,8 +152,13 @@ async def run_demo(
     pause: float = 0.2,
     faults: bool = True,
     console: Console | None = None,
+    started: float | None = None,
 ) -> DemoResult:
+    """Run the demo; ``console`` shows its progress (a live table on a terminal only: in a
+    file or a pipe, only the log lines and the caller's summary), timed from ``started``
+    (``time.time()``; default: now)."""
     console = console or Console(quiet=True)
+    started = time.time() if started is None else started
     config = ServerConfig(access_ttl=ttl, reuse_detection=True, rotation=True)
     with ReferenceServer(config) as server:
         manager = TokenManager(
@@ -169,13 +191,19 @@ async def run_demo(
                 asyncio.create_task(_client_loop(client, n, deadline, pause, result))
                 for n in range(concurrency)
             ]
-            script = asyncio.create_task(_incidents(server, manager, duration, faults, console))
-            with Live(_progress(result, manager, server, 0.0), console=console) as live:
-                started = time.monotonic()
+            script = asyncio.create_task(_incidents(server, manager, duration, faults))
+            # A live table redraws itself in place, which only a terminal can show: elsewhere
+            # it would be frames run together with the log lines and the summary.
+            live = (
+                Live(_progress(result, manager, server, time.time() - started), console=console)
+                if console.is_interactive
+                else None
+            )
+            with live or contextlib.nullcontext():
                 while not all(worker.done() for worker in workers):
                     await asyncio.sleep(0.25)
-                    elapsed = time.monotonic() - started
-                    live.update(_progress(result, manager, server, elapsed))
+                    if live is not None:
+                        live.update(_progress(result, manager, server, time.time() - started))
             await asyncio.gather(*workers)
             await script
         result.server = server.stats()
@@ -217,11 +245,7 @@ async def _client_loop(
 
 
 async def _incidents(
-    server: ReferenceServer,
-    manager: TokenManager,
-    duration: float,
-    faults: bool,
-    console: Console,
+    server: ReferenceServer, manager: TokenManager, duration: float, faults: bool
 ) -> None:
     start = time.monotonic()
     await asyncio.sleep(duration / 3)
@@ -229,7 +253,7 @@ async def _incidents(
         server.inject("status_503", 1)
         server.inject("drop_connection", 1)
         server.inject("status_429", 1, retry_after=1)
-        console.log("injected: the next 3 token requests fail (503, dropped connection, 429)")
+        _log.info("injected: the next 3 token requests fail (503, dropped connection, 429)")
     await asyncio.sleep(max(0.0, start + 2 * duration / 3 - time.monotonic()))
     # Strike in the middle of a token's life, not while a scheduled refresh is in flight: a
     # server that kills both the old and the brand-new token at once leaves a request no
@@ -244,14 +268,14 @@ async def _incidents(
             break
         await asyncio.sleep(0.05)
     server.expire_access_tokens()
-    console.log("forced: the server expired every access token")
+    _log.info("forced: the server expired every access token")
 
 
 def _progress(
-    result: DemoResult, manager: TokenManager, server: ReferenceServer, elapsed: float
+    result: DemoResult, manager: TokenManager, server: ReferenceServer, seconds: float
 ) -> Table:
     stats = manager.stats.snapshot()
-    table = Table(show_header=True, title=f"t = {elapsed:4.1f} s")
+    table = Table(show_header=True, title=elapsed(seconds))
     for name in ("requests", "refreshes", "failed refresh attempts", "retries", "errors"):
         table.add_column(name, justify="right")
     table.add_row(

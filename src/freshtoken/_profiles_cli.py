@@ -18,6 +18,7 @@ line on stderr and a non-zero exit, in terms of the CLI's flags.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -27,7 +28,7 @@ import sys
 import threading
 import time
 import webbrowser
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -49,6 +50,8 @@ from .refreshers import (
     OAuth2Refresher,
     Refresher,
 )
+from .stores._files import process_lock
+from .stores.file import _FIX as _CORRUPT_ADVICE
 from .stores.file import ENV_STORE, FileStore, Profile, ProfileInfo
 
 if TYPE_CHECKING:
@@ -95,6 +98,10 @@ _CLI_WORDS = (
         "or remove the profile first (`freshtoken logout --no-revoke`, with the key)",
     ),
     ("give FileStore another path", "pass another --store"),
+    (
+        "move it aside and log in again",
+        "`freshtoken login --replace-corrupt` moves it aside and logs in again",
+    ),
     ("private_key is not", "the --private-key file is not"),
     ("use a device or password login", "use --flow device or --flow password"),
     ("use a browser login", "use --flow browser"),
@@ -188,6 +195,12 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow plain http to a host that is not loopback (loopback is always allowed)",
     )
+    parser.add_argument(
+        "--replace-corrupt",
+        action="store_true",
+        help="if the token file is corrupt, move it aside (kept as FILE.corrupt) and start a"
+        " new one; at a terminal, login asks",
+    )
     _add_store_arguments(parser)
 
 
@@ -274,7 +287,7 @@ def _store(args: argparse.Namespace, profile: str = "default") -> FileStore:
 
 def _login(args: argparse.Namespace) -> int:
     store = _store(args)
-    store.profiles()  # a store that cannot be written must fail before a session starts
+    replace = _writable_store(store, replace_corrupt=args.replace_corrupt)
     secret = args.client_secret or os.environ.get(ENV_CLIENT_SECRET) or None
     key_file = None if args.private_key is None else str(Path(args.private_key).resolve())
     private_key = None if key_file is None else _read_private_key(key_file)
@@ -316,6 +329,8 @@ def _login(args: argparse.Namespace) -> int:
     account = args.username if flow == "password" else _account(tokens)
     if account is not None:
         meta["username"] = account
+    if replace:
+        _move_aside(store)
     store.save_profile(tokens, meta=meta, client_secret=secret)
     who = account if account is not None else f"client {args.client_id}"
     print(
@@ -324,6 +339,96 @@ def _login(args: argparse.Namespace) -> int:
         f"scope {tokens.scope or 'unknown'})"
     )
     return 0
+
+
+def _writable_store(store: FileStore, *, replace_corrupt: bool) -> bool:
+    """Whether the token file is corrupt and to be replaced once the login has its tokens.
+
+    A file that cannot be written fails the login before a session starts. A corrupt one (not
+    JSON, truncated, torn) is replaced with --replace-corrupt or when the user says yes at
+    the terminal, else the one line says how. A file that is not ours, or of a newer
+    freshtoken, is never replaced."""
+    try:
+        store.profiles()
+        return False
+    except StoreError as error:
+        problem = _corruption(error)
+        if problem is None:
+            raise
+    if replace_corrupt:
+        return True
+    aside = _aside(store.path)
+    if _interactive() and _confirm(f"{problem}. Move it to {aside} and start a new one? [y/N] "):
+        return True
+    raise _Failure(f"{problem}: pass --replace-corrupt to move it to {aside} and start a new one")
+
+
+def _move_aside(store: FileStore) -> None:
+    """Move the corrupt token file aside (kept, owner-only as it was), unless another login
+    replaced it meanwhile."""
+    with process_lock(store.write_lock_path).hold(LOCK_TIMEOUT, "write"):
+        try:
+            store.profiles()
+            return
+        except StoreError as error:
+            if _corruption(error) is None:
+                raise
+        aside = _aside(store.path)
+        os.rename(store.path, aside)
+    print(f"moved the corrupt token file to {aside}", file=sys.stderr, flush=True)
+
+
+def _corruption(error: StoreError) -> str | None:
+    """What is wrong with a corrupt token file, if that is what ``error`` says: the store ends
+    those messages with its advice to move the file aside, which the login can do."""
+    message = str(error)
+    if not message.endswith(_CORRUPT_ADVICE):
+        return None
+    return message.removesuffix(_CORRUPT_ADVICE).rstrip("; ")
+
+
+def _aside(path: Path) -> Path:
+    """``path.corrupt``, or ``path.corrupt-2``... if taken: an earlier one is kept."""
+    candidate = Path(f"{path}.corrupt")
+    number = 1
+    while candidate.exists() or candidate.is_symlink():
+        number += 1
+        candidate = Path(f"{path}.corrupt-{number}")
+    return candidate
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; yes only for y or yes."""
+    with _prompt_line():  # from before the question: a Ctrl-C may come as soon as it shows
+        print(question, end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+    if not answer.endswith("\n"):  # Ctrl-D: the cursor is still after the question
+        print(file=sys.stderr, flush=True)
+    return answer.strip().lower() in ("y", "yes")
+
+
+@contextlib.contextmanager
+def _prompt_line(*, on_terminal: bool = False) -> Iterator[None]:
+    """Ctrl-C at a prompt leaves the cursor after it (the terminal echoes no newline, and
+    getpass writes its own only after a line is entered): end that line, where the prompt
+    went (``on_terminal``: the terminal itself if it can be opened, as getpass does; else
+    stderr), so that the message that follows starts on a line of its own."""
+    try:
+        yield
+    except (KeyboardInterrupt, EOFError):
+        _end_line(on_terminal)
+        raise
+
+
+def _end_line(on_terminal: bool) -> None:
+    if on_terminal:
+        try:
+            with open("/dev/tty", "w") as terminal:
+                terminal.write("\n")
+            return
+        except OSError:
+            pass  # no terminal to open: getpass prompted on stderr
+    print(file=sys.stderr, flush=True)
 
 
 def _check_client_flags(method: str | None, secret: str | None, key_file: str | None) -> None:
@@ -485,7 +590,11 @@ def _password(args: argparse.Namespace) -> str:
             f"pass --password-stdin or set ${ENV_PASSWORD}"
         )
     else:
-        password = getpass.getpass(f"Password for {args.username}: ")
+        try:
+            with _prompt_line(on_terminal=True):
+                password = getpass.getpass(f"Password for {args.username}: ")
+        except EOFError:  # Ctrl-D
+            password = ""
     if not password:
         raise _Failure("no password given")
     return password

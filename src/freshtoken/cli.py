@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -117,6 +119,9 @@ EXTRA_FOR_MODULE = {
 }
 
 
+_NEGATIVE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")  # a value, as argparse reads it
+
+
 class _UsageError(Exception):
     """A command line argparse refused; printed as one line, exit status 2."""
 
@@ -166,11 +171,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: list[str]) -> int:
-    chosen = args[0] if args and args[0] in SUBCOMMANDS else None
+    # The command is the first word that is not an option (`freshtoken -v token` too): the
+    # top-level options take no value.
+    position = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
+    word = None if position is None else args[position]
+    chosen = word if word in SUBCOMMANDS else None
     parser = _build_parser(chosen)
     if not args:
         parser.print_help()  # like pip and docker: the help, and success
         return 0
+    if word is not None and chosen is None:
+        raise _UsageError(_unknown_command(word))
+    # Before argparse, which would blame a required flag that a misspelt one was meant to be
+    # (`login --isuer URL`: "one of --issuer --token-url is required") or a value after it.
+    _check_options(parser, args[:position], "freshtoken")
+    if chosen is not None and position is not None:
+        _check_options(_subparser(parser, chosen), args[position + 1 :], f"freshtoken {chosen}")
     namespace, unknown = parser.parse_known_args(args)
     if unknown:  # argparse would blame the top-level parser; name the command's help
         where = f"freshtoken {namespace.command}"
@@ -207,6 +223,80 @@ def _build_parser(chosen: str | None) -> _Parser:
         if name == chosen:
             getattr(_load(module_name), configure)(sub)
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    chooser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub: argparse.ArgumentParser = chooser.choices[name]
+    return sub
+
+
+def _unknown_command(word: str) -> str:
+    close = difflib.get_close_matches(word, SUBCOMMANDS, n=1)
+    hint = f", did you mean {close[0]!r}?" if close else f": one of {', '.join(SUBCOMMANDS)}"
+    return f"unknown command {word!r}{hint} (see 'freshtoken --help')"
+
+
+def _check_options(parser: argparse.ArgumentParser, args: Sequence[str], where: str) -> None:
+    """Refuse the first of ``args`` that is an option ``parser`` does not know, naming the
+    closest one it does; what argparse would take as a value or a positional is skipped."""
+    known = parser._option_string_actions
+    # After the first positional, the rest is the command to run (exec) or the subcommand's.
+    stops = any(not a.option_strings and a.nargs in (argparse.REMAINDER, argparse.PARSER)
+                for a in parser._actions)  # fmt: skip
+    index = 0
+    while index < len(args):
+        token = args[index]
+        index += 1
+        if token == "--":
+            return
+        if token == "-" or not token.startswith("-") or _NEGATIVE_NUMBER.fullmatch(token):
+            if stops:
+                return
+            continue
+        name = token.partition("=")[0]
+        action = known.get(name)
+        if action is None and not name.startswith("--") and name[:2] in known:
+            continue  # -vv, -ofile: short options run together, argparse splits them
+        if action is None and name.startswith("--") and parser.allow_abbrev:
+            matches = [option for option in known if option.startswith(name)]
+            if matches:  # an abbreviation (argparse says so if it is ambiguous)
+                action = known[matches[0]] if len(matches) == 1 else None
+                if action is None:
+                    continue
+        if action is None:
+            raise _UsageError(_unknown_option(parser, name, where))
+        if "=" not in token:
+            index = _skip_values(action, args, index)
+
+
+def _skip_values(action: argparse.Action, args: Sequence[str], index: int) -> int:
+    """Where the option's values, from ``index``, end."""
+    nargs = action.nargs
+    if nargs is None:
+        return index + 1
+    if isinstance(nargs, int):
+        return index + nargs
+    if nargs == argparse.OPTIONAL:
+        takes = index < len(args) and not args[index].startswith("-")
+        return index + 1 if takes else index
+    if nargs in (argparse.ZERO_OR_MORE, argparse.ONE_OR_MORE):
+        while index < len(args) and not args[index].startswith("-"):
+            index += 1
+    return index
+
+
+def _unknown_option(parser: argparse.ArgumentParser, name: str, where: str) -> str:
+    shown = [
+        option
+        for action in parser._actions
+        if action.help != argparse.SUPPRESS
+        for option in action.option_strings
+        if option.startswith("--")
+    ]
+    close = difflib.get_close_matches(name, shown, n=1, cutoff=0.6)
+    hint = f", did you mean {close[0]}?" if close else ""
+    return f"unknown option {name}{hint} (see '{where} --help')"
 
 
 def _load(module_name: str) -> Any:

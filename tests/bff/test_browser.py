@@ -1,9 +1,10 @@
-"""The example SPA (examples/spa: Redux Toolkit Query, built with esbuild from npm) behind the
-BFF, in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium):
-log in through the reference server's login page, list and add items while access tokens
-expire every few seconds, find no token in the page, its cookies or its storage, get a 403
-without the CSRF header, log out (the refresh token revoked at the server) and see the login
-button again.
+"""The example SPA (examples/spa: Redux Toolkit Query, built with esbuild from npm), and the
+page ``freshtoken bff --demo`` serves (plain JavaScript shipped in the package), each behind
+the BFF in a real headless Chromium (Debian's chromium and chromium-driver, driven by
+Selenium; tests/browser_fixture.py): log in through the reference server's login page, list
+and add items while access tokens expire every few seconds, find no token in the page, its
+cookies or its storage, get a 403 without the CSRF header, log out (the refresh token revoked
+at the server) and see the login button again.
 
 Chromium accepts the ``__Host-`` (so Secure) session cookie over plain http on
 ``localhost``: it counts as a potentially trustworthy origin, so no certificate is needed.
@@ -12,7 +13,6 @@ Chromium accepts the ``__Host-`` (so Secure) session cookie over plain http on
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,12 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
+from browser_fixture import WAIT, sign_in
 from tools import require
 
 from freshtoken import TokenSet, system_clock
 from freshtoken.bff import BFF, ServedApp, handle_of
-from freshtoken.bff._command import static_files
-from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
+from freshtoken.bff._command import demo_page, static_files
+from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config, demo_bff
 from freshtoken.server import ReferenceServer
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,6 @@ pytestmark = pytest.mark.slow
 SPA = Path(__file__).resolve().parents[2] / "examples" / "spa"
 ACCESS_TTL = 3.0
 POLL_MS = 300
-WAIT = 20.0
 
 
 @pytest.fixture(scope="session")
@@ -52,20 +52,21 @@ def spa_dist() -> Path:
     return SPA / "dist"
 
 
+@pytest.fixture(params=["example-spa", "demo-page"])
+def page(request: pytest.FixtureRequest) -> Path:
+    """The app's files: the example SPA (built with npm), or the page `freshtoken bff --demo`
+    serves (shipped in the package, no build): both pass the same test."""
+    if request.param == "demo-page":
+        return demo_page()
+    spa: Path = request.getfixturevalue("spa_dist")
+    return spa
+
+
 @pytest.fixture
-def app(spa_dist: Path) -> Iterator[tuple[ReferenceServer, BFF, str]]:
+def app(page: Path) -> Iterator[tuple[ReferenceServer, BFF, str]]:
     server = ReferenceServer(bff_server_config(access_ttl=ACCESS_TTL), clock=system_clock)
     server.start()
-    bff = BFF(
-        issuer=server.url,
-        client_id=BFF_CLIENT_ID,
-        client_secret=BFF_CLIENT_SECRET,
-        secret_key=os.urandom(32),
-        routes={"/api/": f"{server.url}/api/"},
-        scope="openid read write",
-        leeway=0.5,
-        app=static_files(spa_dist),
-    )
+    bff = demo_bff(server.url, app=static_files(page), leeway=0.5)
     served = ServedApp(bff).start()
     try:
         yield server, bff, served.url.replace("127.0.0.1", "localhost")
@@ -90,14 +91,9 @@ def test_the_spa_works_through_the_bff_with_no_token_in_the_browser(
         return str(chromium.find_element(By.ID, element_id).text)
 
     try:
-        # Signed out: the SPA offers to log in.
-        chromium.get(f"{url}/?poll={POLL_MS}")
-        wait.until(shown.visibility_of_element_located((By.ID, "login"))).click()
-
-        # The reference server's own login page, then back to the SPA.
-        wait.until(shown.visibility_of_element_located((By.ID, "password"))).send_keys("demo")
-        chromium.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
-        wait.until(shown.text_to_be_present_in_element((By.ID, "user"), "demo"))
+        # Signed out, the SPA offers to log in: the reference server's own login page, then
+        # back to the SPA.
+        sign_in(chromium, f"{url}/?poll={POLL_MS}")
         assert chromium.current_url.startswith(url)
 
         # A mutation through the proxy (POST with the CSRF header), then the list.

@@ -466,11 +466,22 @@ class BFF:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.app is not None:
-            # The wrapped app owns the lifespan protocol; close ours when it ends.
+            # The wrapped app owns the lifespan protocol; ours closes before its shutdown is
+            # reported complete: once it is, the server may cancel what is still running.
+            closed = False
+
+            async def close_then_send(message: Message) -> None:
+                nonlocal closed
+                if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                    closed = True
+                    await self.aclose()
+                await send(message)
+
             try:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, close_then_send)
             finally:
-                await self.aclose()
+                if not closed:
+                    await self.aclose()
             return
         while True:
             message = await receive()

@@ -27,7 +27,11 @@ Other keys are [`BFF`][freshtoken.bff.BFF]'s keyword arguments (``prefix``,
 
 ``freshtoken bff --demo [--static DIR]`` starts the embedded reference server (client
 ``bff-demo``, users demo/demo, alice/alice; access tokens live ``--access-ttl`` seconds) and a
-BFF in front of it with sessions in memory.
+BFF in front of it with sessions in memory, serving a built-in page at ``/`` (or the files of
+``--static DIR``).
+
+Either way the address is bound before anything else starts: a port in use is one line and
+exit status 1.
 """
 
 from __future__ import annotations
@@ -36,18 +40,21 @@ import argparse
 import importlib
 import json
 import os
-import secrets
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
+from .._arguments import port, seconds, whole_number
 from ..errors import AuthError
+from ._serving import listen, serve_in_foreground
 
 __all__ = [
     "ConfigError",
     "app_from_environment",
     "build",
     "configure_parser",
+    "demo_page",
     "load_config",
     "run",
     "static_files",
@@ -64,13 +71,22 @@ class ConfigError(ValueError):
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="the BFF's config file (TOML or JSON)")
-    parser.add_argument("--demo", action="store_true", help="run against an embedded server")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against an embedded reference server, with a page to sign in on at /",
+    )
     parser.add_argument("--static", type=Path, help="serve the SPA's built files from DIR")
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="listen port (default 8000)")
-    parser.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--port", type=port, help="listen port (default 8000; 0: any free one)")
     parser.add_argument(
-        "--access-ttl", type=float, default=20.0, help="demo: access token lifetime (seconds)"
+        "--workers", type=whole_number(1, 1024), help="uvicorn worker processes (default 1)"
+    )
+    parser.add_argument(
+        "--access-ttl",
+        type=seconds(positive=True),
+        default=20.0,
+        help="demo: access token lifetime (seconds)",
     )
 
 
@@ -197,8 +213,6 @@ def app_from_environment() -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     if args.demo:
         return _run_demo(args)
     if args.config is None:
@@ -211,14 +225,21 @@ def run(args: argparse.Namespace) -> int:
             config["static"] = str(args.static)
         workers = args.workers or int(server.get("workers", 1))
         host = args.host or server.get("host", "127.0.0.1")
-        port = args.port or int(server.get("port", 8000))
+        port = args.port if args.port is not None else int(server.get("port", 8000))
         app = build(config, workers=workers)  # check everything before forking workers
     except (ConfigError, ValueError, AuthError) as error:
         print(f"freshtoken bff: {error}", file=sys.stderr)
         return 2
+    sock = _listen(host, port)
+    if sock is None:
+        return 1
     if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level="info", lifespan="on")
-        return 0
+        return 0 if serve_in_foreground(app, sock) else 1
+    # uvicorn's workers bind the address themselves: free it for them (it was free a moment
+    # ago; should another program take it meanwhile, uvicorn says so).
+    sock.close()
+    import uvicorn
+
     os.environ[CONFIG_ENV] = str(args.config.resolve())
     os.environ["FRESHTOKEN_BFF_WORKERS"] = str(workers)
     uvicorn.run(
@@ -232,41 +253,56 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    import uvicorn
+def _listen(host: str, port: int) -> socket.socket | None:
+    """The BFF's listening socket; None, after one line on stderr, if it cannot be had (a port
+    in use, an address not of this machine): said before any banner or server starts."""
+    try:
+        return listen(host, port)
+    except OSError as error:
+        print(
+            f"freshtoken bff: cannot listen on {host}:{port}: {error.strerror or error}"
+            " (pass --port, or stop what uses it)",
+            file=sys.stderr,
+        )
+        return None
 
+
+def demo_page() -> Path:
+    """The built-in page ``freshtoken bff --demo`` serves at ``/``: sign in, call the API through
+    the BFF, log out. Plain HTML and JavaScript shipped in the package, so the demo has a page
+    after ``pip install``, with no Node.js and no build step."""
+    return Path(__file__).resolve().parent / "demo_page"
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     from .. import system_clock
     from ..server import ReferenceServer
-    from . import BFF
-    from ._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
+    from ._demo import bff_server_config, demo_bff
 
-    server = ReferenceServer(bff_server_config(access_ttl=args.access_ttl), clock=system_clock)
-    server.start()
     try:
-        app = None if args.static is None else static_files(args.static)
+        app = static_files(demo_page() if args.static is None else args.static)
     except ConfigError as error:
-        server.stop()
         print(f"freshtoken bff: {error}", file=sys.stderr)
         return 2
-    bff = BFF(
-        issuer=server.url,
-        client_id=BFF_CLIENT_ID,
-        client_secret=BFF_CLIENT_SECRET,
-        secret_key=secrets.token_bytes(32),
-        routes={"/api/": f"{server.url}/api/"},
-        scope="openid read write",
-        app=app,
-        leeway=min(5.0, args.access_ttl / 4),
-    )
-    port = args.port or 8000
-    print(
-        f"freshtoken bff demo: open http://localhost:{port}/ and sign in as demo/demo\n"
-        f"  reference server {server.url} (access tokens live {args.access_ttl:g} s; "
-        f"stats at {server.url}/admin/stats)",
-        flush=True,
-    )
+    host = args.host or "127.0.0.1"
+    sock = _listen(host, 8000 if args.port is None else args.port)
+    if sock is None:
+        return 1
+    server = ReferenceServer(bff_server_config(access_ttl=args.access_ttl), clock=system_clock)
     try:
-        uvicorn.run(bff, host=args.host or "127.0.0.1", port=port, log_level="warning")
+        server.start()
+        bff = demo_bff(server.url, app=app, leeway=min(5.0, args.access_ttl / 4))
+        page = "the built-in demo page" if args.static is None else f"files from {args.static}"
+        print(
+            f"freshtoken bff demo: open http://localhost:{sock.getsockname()[1]}/ and sign in as"
+            f" demo/demo ({page})\n"
+            f"  reference server {server.url} (access tokens live {args.access_ttl:g} s; "
+            f"stats at {server.url}/admin/stats)\n"
+            "Ctrl-C stops it.",
+            flush=True,
+        )
+        started = serve_in_foreground(bff, sock, log_level="warning")
     finally:
+        sock.close()
         server.stop()
-    return 0
+    return 0 if started else 1

@@ -3,9 +3,13 @@ BFF's callback on loopback (any port), for the demo, the example SPA and the tes
 
 from __future__ import annotations
 
-from typing import Any
+import secrets
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["BFF_CLIENT_ID", "BFF_CLIENT_SECRET", "bff_server_config"]
+if TYPE_CHECKING:
+    from ._app import BFF
+
+__all__ = ["BFF_CLIENT_ID", "BFF_CLIENT_SECRET", "bff_server_config", "demo_bff"]
 
 BFF_CLIENT_ID = "bff-demo"
 BFF_CLIENT_SECRET = "bff-demo-secret"  # the reference server's demo client; not a secret
@@ -26,3 +30,21 @@ def bff_server_config(prefix: str = "/bff", **changes: Any) -> Any:
         ),
     )
     return ServerConfig(admin=True, clients=(*DEMO_CLIENTS, client)).replace(**changes)
+
+
+def demo_bff(server_url: str, *, app: Any, leeway: float) -> BFF:
+    """The demo's BFF in front of the reference server at ``server_url`` (set up with
+    [`bff_server_config()`][bff_server_config]): its client, a new random key, sessions in memory,
+    ``/api/`` routed to the server's API, and ``app`` (the page) behind it."""
+    from ._app import BFF
+
+    return BFF(
+        issuer=server_url,
+        client_id=BFF_CLIENT_ID,
+        client_secret=BFF_CLIENT_SECRET,
+        secret_key=secrets.token_bytes(32),
+        routes={"/api/": f"{server_url}/api/"},
+        scope="openid read write",
+        app=app,
+        leeway=leeway,
+    )

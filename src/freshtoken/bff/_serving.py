@@ -1,14 +1,16 @@
-"""Serving an ASGI app (the BFF, a test's upstream) with uvicorn from a background thread."""
+"""Serving an ASGI app (the BFF, a test's upstream) with uvicorn: from a background thread
+([`ServedApp`][]), or in the foreground on a socket bound beforehand (``freshtoken bff``)."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import socket
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-__all__ = ["ServedApp"]
+__all__ = ["ServedApp", "listen", "serve_in_foreground"]
 
 T = TypeVar("T")
 _START_TIMEOUT = 10.0
@@ -76,3 +78,37 @@ class ServedApp:
 
     def __repr__(self) -> str:
         return f"ServedApp({self.url})"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` now (port 0: any free one), so that a busy port or a
+    bad address is one clear error (OSError) before anything is announced or started."""
+    from ..server._runner import bind_socket
+
+    try:
+        return bind_socket(host, port)
+    except OverflowError as error:  # a port over 65535 from a config file
+        raise OSError(str(error)) from None
+
+
+def serve_in_foreground(
+    app: Any,
+    sock: socket.socket,
+    *,
+    log_level: str = "info",
+    lifespan: Literal["auto", "on", "off"] = "on",
+) -> bool:
+    """Serve ``app`` on ``sock`` until SIGINT or SIGTERM (uvicorn handles both and shuts down
+    gracefully); False if it never started. The socket is closed afterwards."""
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan=lifespan)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the SIGINT it handled once it has shut down cleanly
+    finally:
+        sock.close()
+    return bool(server.started)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .._arguments import seconds
+from .._arguments import port, seconds
 from ._config import ServerConfig
 
 __all__ = ["configure_parser", "run"]
@@ -24,16 +24,6 @@ _FALSE = {"0", "false", "no", "off"}
 _DEFAULTS = ServerConfig()
 # A wildcard address to bind -> the loopback address to name in URLs.
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535, not {port}")
-    return port
 
 
 def _issuer_path(text: str) -> str:
@@ -93,7 +83,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--host", default=_env("HOST", "127.0.0.1"), help=env_help("address to bind", "HOST")
     )
     parser.add_argument(
-        "--port", type=_port, default=_env("PORT", 8400), help=env_help("port, 0 for any", "PORT")
+        "--port", type=port, default=_env("PORT", 8400), help=env_help("port, 0 for any", "PORT")
     )
     parser.add_argument(
         "--access-ttl",
