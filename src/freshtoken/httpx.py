@@ -29,10 +29,13 @@ __all__ = ["TokenAuth"]
 class TokenAuth(httpx.Auth):
     """Attach the manager's access token; on a rejection refresh once and retry once.
 
-    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to; requests
-    elsewhere are sent without it. Cross-origin redirects never carry it (httpx drops the
-    Authorization header itself). Plain HTTP is refused except to loopback, unless
-    ``allow_insecure_http``.
+    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to, or
+    ``scheme://host[:port]/path`` for that path and below it only; requests elsewhere are
+    sent without it. Cross-origin redirects never carry it (httpx drops the Authorization
+    header itself). A redirect within an origin keeps it, even out of a path prefix: httpx
+    follows redirects (when ``follow_redirects`` is on; it is off by default) without asking
+    the auth, so a prefix limits where requests start, not where such redirects lead. Plain
+    HTTP is refused except to loopback, unless ``allow_insecure_http``.
 
     A request whose body is a one-shot stream (a generator) is sent once: if it is rejected
     the manager still refreshes, so the next request succeeds, and :class:`ReplayError` says
@@ -148,7 +151,9 @@ class TokenAuth(httpx.Auth):
 
     def _applies(self, request: httpx.Request) -> bool:
         url = request.url
-        return self.destinations.allows(url.scheme, url.host, url.port)
+        destinations = self.destinations
+        path = url.raw_path.partition(b"?")[0].decode("ascii") if destinations.has_paths else "/"
+        return destinations.allows(url.scheme, url.host, url.port, path)
 
     def _rejected(self, response: httpx.Response, tokens: TokenSet) -> bool:
         return (
