@@ -10,7 +10,8 @@ start position) lives in that per-request hook, never on the auth object, so one
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ssl
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -25,13 +26,16 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
+from ._client_auth import ClientAuthMethod, PrivateKey
+from ._client_credentials import client_credentials_manager, required_origins
 from ._dpop import ResourceRequest, Step
 from ._manager import TokenManager
 from ._policy import Destinations
 from ._tokens import TokenSet
 from .errors import InsecureTransportError, ReplayError
+from .stores._base import TokenStore
 
-__all__ = ["TokenAuth"]
+__all__ = ["ClientCredentialsAuth", "TokenAuth"]
 
 
 class TokenAuth(AuthBase):
@@ -102,6 +106,63 @@ class TokenAuth(AuthBase):
 
     def __repr__(self) -> str:
         return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
+
+
+class ClientCredentialsAuth(TokenAuth):
+    """The client credentials grant in one object, for the commonest machine-to-machine case:
+    ``session.auth = ClientCredentialsAuth(token_url, client_id, client_secret,
+    scope="read", origins=[API])``.
+
+    It acquires a token when the first request needs one, re-acquires it before it expires
+    and after a 401, and shares it between threads: a :class:`TokenAuth` over a
+    :class:`~freshtoken.TokenManager` with a :class:`~freshtoken.ClientCredentials`
+    refresher (``manager`` and ``manager.refresher`` are there to look at or use).
+
+    ``origins`` is required: the API origins (or ``https://host/path`` prefixes) the token
+    may go to, since a client's token is good for any API that trusts its issuer. Without a
+    ``client_secret``, ``private_key`` signs private_key_jwt assertions; ``auth_method``,
+    ``scope`` and ``extra_params`` (``audience``, ``resource``...) are those of
+    :class:`~freshtoken.ClientCredentials`, and ``verify`` is for the token endpoint.
+    ``store`` shares the token between processes (:class:`~freshtoken.FileStore`,
+    :class:`~freshtoken.RedisStore`). :meth:`close` closes the manager.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str | None = None,
+        *,
+        origins: Iterable[str],
+        scope: str | None = None,
+        private_key: PrivateKey | None = None,
+        auth_method: ClientAuthMethod | None = None,
+        extra_params: Mapping[str, str] | None = None,
+        store: TokenStore | None = None,
+        verify: bool | str | ssl.SSLContext = True,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        allowed = required_origins(origins)
+        manager = client_credentials_manager(
+            token_url,
+            client_id,
+            client_secret,
+            scope=scope,
+            private_key=private_key,
+            auth_method=auth_method,
+            extra_params=extra_params,
+            store=store,
+            verify=verify,
+            allow_insecure_http=allow_insecure_http,
+        )
+        super().__init__(manager, origins=allowed, allow_insecure_http=allow_insecure_http)
+
+    def close(self) -> None:
+        """Close the manager (see :meth:`~freshtoken.TokenManager.close`)."""
+        self.manager.close()
+
+    def __repr__(self) -> str:
+        return f"ClientCredentialsAuth({self.manager.refresher!r}, origins={self.destinations!r})"
 
 
 class _RejectionHook:
