@@ -193,7 +193,8 @@ def _load_pem(data: str | bytes) -> Any:
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
     except ModuleNotFoundError:
         raise ModuleNotFoundError(
-            "private_key_jwt needs cryptography: pip install 'freshtoken[crypto]'",
+            "signing with a private key (private_key_jwt, JWTBearer) needs cryptography: "
+            "pip install 'freshtoken[crypto]'",
             name="cryptography",
         ) from None
     raw = data.encode() if isinstance(data, str) else data
