@@ -86,6 +86,7 @@ __all__ = [
     "client_credentials_login",
     "json_login",
     "password_login",
+    "token_type",
 ]
 
 T = TypeVar("T")
