@@ -15,10 +15,11 @@ from collections.abc import Iterable, Mapping
 
 from ._client_auth import ClientAuthMethod, PrivateKey
 from ._manager import TokenManager
+from ._policy import Destinations
 from .refreshers import ClientCredentials
 from .stores._base import TokenStore
 
-__all__ = ["client_credentials_manager", "required_origins"]
+__all__ = ["ClientCredentialsMixin", "required_origins"]
 
 
 def required_origins(origins: Iterable[str] | None) -> list[str]:
@@ -35,28 +36,53 @@ def required_origins(origins: Iterable[str] | None) -> list[str]:
     return listed
 
 
-def client_credentials_manager(
-    token_url: str,
-    client_id: str,
-    client_secret: str | None,
-    *,
-    scope: str | None,
-    private_key: PrivateKey | None,
-    auth_method: ClientAuthMethod | None,
-    extra_params: Mapping[str, str] | None,
-    store: TokenStore | None,
-    verify: bool | str | ssl.SSLContext,
-    allow_insecure_http: bool,
-) -> TokenManager:
-    refresher = ClientCredentials(
-        token_url,
-        client_id=client_id,
-        client_secret=client_secret,
-        private_key=private_key,
-        auth_method=auth_method,
-        scope=scope,
-        extra_params=extra_params,
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
-    )
-    return TokenManager(refresher, store)
+class ClientCredentialsMixin:
+    """The constructor, ``close`` and repr of every integration's ``ClientCredentialsAuth``,
+    placed before the integration's own auth class in the bases: it makes the manager and hands
+    it on with the origins (see :class:`freshtoken.httpx.ClientCredentialsAuth`)."""
+
+    __slots__ = ()
+    manager: TokenManager
+    destinations: Destinations
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str | None = None,
+        *,
+        origins: Iterable[str],
+        scope: str | None = None,
+        private_key: PrivateKey | None = None,
+        auth_method: ClientAuthMethod | None = None,
+        extra_params: Mapping[str, str] | None = None,
+        store: TokenStore | None = None,
+        verify: bool | str | ssl.SSLContext = True,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        allowed = required_origins(origins)
+        refresher = ClientCredentials(
+            token_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            private_key=private_key,
+            auth_method=auth_method,
+            scope=scope,
+            extra_params=extra_params,
+            verify=verify,
+            allow_insecure_http=allow_insecure_http,
+        )
+        # The integration's auth: __init__(manager, *, origins, allow_insecure_http).
+        super().__init__(  # type: ignore[call-arg]
+            TokenManager(refresher, store), origins=allowed, allow_insecure_http=allow_insecure_http
+        )
+
+    def close(self) -> None:
+        """Close the manager (see :meth:`~freshtoken.TokenManager.close`)."""
+        self.manager.close()
+
+    async def aclose(self) -> None:
+        await self.manager.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.manager.refresher!r}, origins={self.destinations!r})"

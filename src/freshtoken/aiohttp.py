@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 try:
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
@@ -22,14 +21,12 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
-from ._client_auth import ClientAuthMethod, PrivateKey
-from ._client_credentials import client_credentials_manager, required_origins
+from ._client_credentials import ClientCredentialsMixin
 from ._dpop import Step
 from ._manager import TokenManager
 from ._policy import Destinations, Origin, default_port
 from ._tokens import TokenSet
 from .errors import InsecureTransportError, ReplayError
-from .stores._base import TokenStore
 
 __all__ = [
     "ClientCredentialsAuth",
@@ -215,7 +212,7 @@ TokenAuth = TokenMiddleware
 """The same class under the name the other integrations use."""
 
 
-class ClientCredentialsMiddleware(TokenMiddleware):
+class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
     """The client credentials grant in one object, for the commonest machine-to-machine case:
     ``aiohttp.ClientSession(middlewares=(ClientCredentialsMiddleware(token_url, client_id,
     client_secret, scope="read", origins=[API]),))``.
@@ -235,49 +232,6 @@ class ClientCredentialsMiddleware(TokenMiddleware):
     """
 
     __slots__ = ()
-
-    def __init__(
-        self,
-        token_url: str,
-        client_id: str,
-        client_secret: str | None = None,
-        *,
-        origins: Iterable[str],
-        scope: str | None = None,
-        private_key: PrivateKey | None = None,
-        auth_method: ClientAuthMethod | None = None,
-        extra_params: Mapping[str, str] | None = None,
-        store: TokenStore | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        allow_insecure_http: bool = False,
-    ) -> None:
-        allowed = required_origins(origins)
-        manager = client_credentials_manager(
-            token_url,
-            client_id,
-            client_secret,
-            scope=scope,
-            private_key=private_key,
-            auth_method=auth_method,
-            extra_params=extra_params,
-            store=store,
-            verify=verify,
-            allow_insecure_http=allow_insecure_http,
-        )
-        super().__init__(manager, origins=allowed, allow_insecure_http=allow_insecure_http)
-
-    def close(self) -> None:
-        """Close the manager (see :meth:`~freshtoken.TokenManager.close`)."""
-        self.manager.close()
-
-    async def aclose(self) -> None:
-        await self.manager.aclose()
-
-    def __repr__(self) -> str:
-        return (
-            f"ClientCredentialsMiddleware({self.manager.refresher!r}, "
-            f"origins={self.destinations!r})"
-        )
 
 
 ClientCredentialsAuth = ClientCredentialsMiddleware

@@ -8,20 +8,17 @@ it needs the manager's answer.
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Generator, Iterable
 from typing import Any, TypeAlias
 
 import httpx
 
-from ._client_auth import ClientAuthMethod, PrivateKey
-from ._client_credentials import client_credentials_manager, required_origins
+from ._client_credentials import ClientCredentialsMixin
 from ._dpop import Step
 from ._manager import TokenManager
 from ._policy import Destinations
 from ._tokens import TokenSet
 from .errors import ReplayError
-from .stores._base import TokenStore
 
 # What the DPoP flow yields: a request to send (it receives the response), or the tokens the
 # server rejected (it receives the manager's replacement, or None).
@@ -172,7 +169,7 @@ class TokenAuth(httpx.Auth):
         return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
 
 
-class ClientCredentialsAuth(TokenAuth):
+class ClientCredentialsAuth(ClientCredentialsMixin, TokenAuth):
     """The client credentials grant in one object, for the commonest machine-to-machine case:
     ``httpx.Client(auth=ClientCredentialsAuth(token_url, client_id, client_secret,
     scope="read", origins=[API]))``.
@@ -190,46 +187,6 @@ class ClientCredentialsAuth(TokenAuth):
     ``store`` shares the token between processes (:class:`~freshtoken.FileStore`,
     :class:`~freshtoken.RedisStore`). :meth:`close` closes the manager.
     """
-
-    def __init__(
-        self,
-        token_url: str,
-        client_id: str,
-        client_secret: str | None = None,
-        *,
-        origins: Iterable[str],
-        scope: str | None = None,
-        private_key: PrivateKey | None = None,
-        auth_method: ClientAuthMethod | None = None,
-        extra_params: Mapping[str, str] | None = None,
-        store: TokenStore | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        allow_insecure_http: bool = False,
-    ) -> None:
-        allowed = required_origins(origins)
-        manager = client_credentials_manager(
-            token_url,
-            client_id,
-            client_secret,
-            scope=scope,
-            private_key=private_key,
-            auth_method=auth_method,
-            extra_params=extra_params,
-            store=store,
-            verify=verify,
-            allow_insecure_http=allow_insecure_http,
-        )
-        super().__init__(manager, origins=allowed, allow_insecure_http=allow_insecure_http)
-
-    def close(self) -> None:
-        """Close the manager (see :meth:`~freshtoken.TokenManager.close`)."""
-        self.manager.close()
-
-    async def aclose(self) -> None:
-        await self.manager.aclose()
-
-    def __repr__(self) -> str:
-        return f"ClientCredentialsAuth({self.manager.refresher!r}, origins={self.destinations!r})"
 
 
 def _authorize(request: httpx.Request, tokens: TokenSet) -> httpx.Request:

@@ -10,8 +10,7 @@ start position) lives in that per-request hook, never on the auth object, so one
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -26,14 +25,12 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
-from ._client_auth import ClientAuthMethod, PrivateKey
-from ._client_credentials import client_credentials_manager, required_origins
+from ._client_credentials import ClientCredentialsMixin
 from ._dpop import ResourceRequest, Step
 from ._manager import TokenManager
 from ._policy import Destinations
 from ._tokens import TokenSet
 from .errors import InsecureTransportError, ReplayError
-from .stores._base import TokenStore
 
 __all__ = ["ClientCredentialsAuth", "TokenAuth"]
 
@@ -108,7 +105,7 @@ class TokenAuth(AuthBase):
         return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
 
 
-class ClientCredentialsAuth(TokenAuth):
+class ClientCredentialsAuth(ClientCredentialsMixin, TokenAuth):
     """The client credentials grant in one object, for the commonest machine-to-machine case:
     ``session.auth = ClientCredentialsAuth(token_url, client_id, client_secret,
     scope="read", origins=[API])``.
@@ -126,43 +123,6 @@ class ClientCredentialsAuth(TokenAuth):
     ``store`` shares the token between processes (:class:`~freshtoken.FileStore`,
     :class:`~freshtoken.RedisStore`). :meth:`close` closes the manager.
     """
-
-    def __init__(
-        self,
-        token_url: str,
-        client_id: str,
-        client_secret: str | None = None,
-        *,
-        origins: Iterable[str],
-        scope: str | None = None,
-        private_key: PrivateKey | None = None,
-        auth_method: ClientAuthMethod | None = None,
-        extra_params: Mapping[str, str] | None = None,
-        store: TokenStore | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        allow_insecure_http: bool = False,
-    ) -> None:
-        allowed = required_origins(origins)
-        manager = client_credentials_manager(
-            token_url,
-            client_id,
-            client_secret,
-            scope=scope,
-            private_key=private_key,
-            auth_method=auth_method,
-            extra_params=extra_params,
-            store=store,
-            verify=verify,
-            allow_insecure_http=allow_insecure_http,
-        )
-        super().__init__(manager, origins=allowed, allow_insecure_http=allow_insecure_http)
-
-    def close(self) -> None:
-        """Close the manager (see :meth:`~freshtoken.TokenManager.close`)."""
-        self.manager.close()
-
-    def __repr__(self) -> str:
-        return f"ClientCredentialsAuth({self.manager.refresher!r}, origins={self.destinations!r})"
 
 
 class _RejectionHook:
