@@ -55,6 +55,8 @@ import freshtoken
 import freshtoken.httpx
 import freshtoken.requests
 
+# The feature table, written by hand (not measured): kept here so that a rerun keeps it.
+FEATURES = Path(__file__).with_name("features.md")
 ACCESS_TTL = 3.0  # seconds, storm and steady measurements
 LEEWAY = 1  # seconds before expiry the peers refresh (their defaults exceed ACCESS_TTL)
 CLIENT_ID, CLIENT_SECRET, USERNAME, PASSWORD = "demo", "demo-secret", "demo", "demo"
@@ -909,6 +911,8 @@ def _document(
         "detection on and no grace period: a refresh token presented twice revokes the whole "
         f"session, as many production servers do. Access tokens live {ACCESS_TTL:g} s in the "
         "first two measurements. Every client logs in with the password grant of the demo user.",
+        "",
+        *FEATURES.read_text(encoding="utf-8").rstrip("\n").splitlines(),
         "",
         "## Storm after expiry",
         "",

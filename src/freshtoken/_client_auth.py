@@ -25,7 +25,14 @@ from urllib.parse import quote
 import httpx
 import jwt
 
-__all__ = ["JWT_BEARER", "ClientAuth", "ClientAuthMethod", "PrivateKey", "choose_method"]
+__all__ = [
+    "JWT_BEARER",
+    "ClientAuth",
+    "ClientAuthMethod",
+    "PrivateKey",
+    "Signer",
+    "choose_method",
+]
 
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 # A PEM private key (str or bytes), a JWK (a mapping or its JSON text), or a key object of
@@ -84,11 +91,13 @@ class ClientAuth:
         self.client_secret = client_secret
         self.method: ClientAuthMethod = method
         self.audience = audience
-        self._signer = None if private_key is None else _Signer(private_key, key_id, algorithm)
+        self._signer = None if private_key is None else Signer(private_key, key_id, algorithm)
 
     def request(
-        self, url: str, form: Mapping[str, str], headers: Mapping[str, str]
+        self, url: str, form: Mapping[str, str | Sequence[str]], headers: Mapping[str, str]
     ) -> httpx.Request:
+        """The POST of ``form`` (a field may repeat: give it a list) with this client's
+        authentication added."""
         form = dict(form)
         sent_headers = {"Accept": "application/json", **headers}
         if self.method == "client_secret_basic":
@@ -127,8 +136,9 @@ class ClientAuth:
         return f"ClientAuth({self.client_id!r}, method={self.method!r})"
 
 
-class _Signer:
-    """Signs client assertions with a private key; the key never leaves it, not even in repr."""
+class Signer:
+    """Signs assertions with a private key (client assertions, the JWT bearer grant's); the key
+    never leaves it, not even in repr."""
 
     __slots__ = ("_key", "algorithm", "key_id")
 
@@ -167,11 +177,15 @@ class _Signer:
             "nbf": now,
             "exp": now + ASSERTION_LIFETIME,
         }
+        return self.sign(claims)
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """A JWS of ``claims`` with this key (and its ``kid``, if it has one)."""
         headers = {"kid": self.key_id} if self.key_id else None
-        return jwt.encode(claims, self._key, algorithm=self.algorithm, headers=headers)
+        return jwt.encode(dict(claims), self._key, algorithm=self.algorithm, headers=headers)
 
     def __repr__(self) -> str:
-        return f"_Signer(algorithm={self.algorithm!r}, key_id={self.key_id!r})"
+        return f"Signer(algorithm={self.algorithm!r}, key_id={self.key_id!r})"
 
 
 def _load_pem(data: str | bytes) -> Any:
@@ -179,7 +193,8 @@ def _load_pem(data: str | bytes) -> Any:
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
     except ModuleNotFoundError:
         raise ModuleNotFoundError(
-            "private_key_jwt needs cryptography: pip install 'freshtoken[crypto]'",
+            "signing with a private key (private_key_jwt, JWTBearer) needs cryptography: "
+            "pip install 'freshtoken[crypto]'",
             name="cryptography",
         ) from None
     raw = data.encode() if isinstance(data, str) else data

@@ -103,15 +103,20 @@ class ManagerStats:
 
 
 class _Credential:
-    """A credential's state with the mutex that guards it and the managers that share it."""
+    """A credential's state with the mutex that guards it and the managers that share it.
 
-    __slots__ = ("__weakref__", "managers", "mutex", "rewatch", "state")
+    The store's change watcher belongs to the credential, not to a manager: ``watched`` is the
+    store it was asked of, and the last open manager to close asks that store to stop.
+    """
+
+    __slots__ = ("__weakref__", "managers", "mutex", "rewatch", "state", "watched")
 
     def __init__(self) -> None:
         self.mutex = threading.Lock()
         self.state = CredentialState()
         self.managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
         self.rewatch = False  # in a forked child: the store's watcher thread did not come along
+        self.watched: TokenStore | None = None
 
     def invalidate(self) -> None:
         with self.mutex:
@@ -122,13 +127,29 @@ _credentials: weakref.WeakValueDictionary[Hashable, _Credential] = weakref.WeakV
 _credentials_mutex = threading.Lock()
 
 
-def _credential_for(store: TokenStore) -> _Credential:
+def _credential_for(manager: TokenManager) -> _Credential:
+    store = manager.store
     with _credentials_mutex:
         credential = _credentials.get(store.key)
         if credential is None:
             credential = _credentials[store.key] = _Credential()
+        if credential.watched is None:  # new, or every manager of it closed meanwhile
             store.watch(credential.invalidate)
+            credential.watched = store
+        credential.managers.add(manager)
         return credential
+
+
+def _release(manager: TokenManager, credential: _Credential) -> None:
+    """``manager`` closed: the last open manager of the credential stops its watcher."""
+    with _credentials_mutex:
+        credential.managers.discard(manager)
+        watched = credential.watched
+        if credential.managers or watched is None:
+            return
+        credential.watched = None
+        # Under the mutex: a manager made meanwhile must find the watcher gone, or running.
+        watched.unwatch(credential.invalidate)
 
 
 def _after_fork_in_child() -> None:
@@ -213,12 +234,64 @@ class TokenManager:
         self.clock = clock
         self._monotonic = monotonic_of(clock)
         self.stats = ManagerStats()
-        self._credential = _credential_for(self.store)
-        self._credential.managers.add(self)
+        self._closed = False
+        self._credential = _credential_for(self)
         self._state = self._credential.state
 
     def __repr__(self) -> str:
-        return f"TokenManager(refresher={self.refresher!r}, store={self.store!r})"
+        closed = ", closed" if self._closed else ""
+        return f"TokenManager(refresher={self.refresher!r}, store={self.store!r}{closed})"
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release what this manager holds; closing twice is harmless.
+
+        The store's change watcher (a file watcher thread, a Redis pub/sub connection) is
+        shared by the managers of one credential and stops when the last of them closes. A
+        refresh in flight is not interrupted: it completes and its tokens are saved
+        ([`wait_idle()`][wait_idle] waits for it). The refresher and the store are not closed: they
+        are yours, and may serve other managers (a BFF shares one refresher among its
+        sessions); close them when nothing uses them (``store.close()``).
+
+        Asking a closed manager for tokens (or to store or clear them) raises RuntimeError.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        # The lock-free fast path reads only ``_state.fast``: an empty state sends every
+        # caller to _decide, which refuses. Flights in progress land in the credential.
+        self._state = CredentialState()
+        _release(self, self._credential)
+
+    async def aclose(self) -> None:
+        """[`close()`][close], from async code (nothing it does blocks)."""
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> TokenManager:
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> TokenManager:
+        self._check_open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                f"{self!r} was closed: make a new TokenManager (with the same refresher "
+                "and store) to go on"
+            )
 
     @property
     def rules(self) -> Rules:
@@ -282,6 +355,7 @@ class TokenManager:
         """Log in with ``login`` and keep its tokens: ``manager.login(refresher.browser_login)``
         uses the client settings the refresher already has. The login runs outside every lock
         (it may take minutes); a refresh that lands meanwhile loses to it."""
+        self._check_open()
         tokens = login(*args, **kwargs)
         self.set_tokens(tokens)
         return tokens
@@ -291,27 +365,32 @@ class TokenManager:
     ) -> TokenSet:
         """[`login()`][login] for async logins: ``await
         manager.alogin(refresher.adevice_login)``."""
+        self._check_open()
         tokens = await login(*args, **kwargs)
         await self.aset_tokens(tokens)
         return tokens
 
     def set_tokens(self, tokens: TokenSet) -> None:
         """Store tokens obtained elsewhere (a login), replacing whatever was stored."""
+        self._check_open()
         self._check_binding(tokens)
         self.store.save(tokens, expected_generation=None)
         self._adopt(tokens)
 
     async def aset_tokens(self, tokens: TokenSet) -> None:
+        self._check_open()
         self._check_binding(tokens)
         await self.store.asave(tokens, expected_generation=None)
         self._adopt(tokens)
 
     def clear(self) -> None:
         """Forget the tokens here and in the store (a logout)."""
+        self._check_open()
         self.store.clear()
         self._adopt(None)
 
     async def aclear(self) -> None:
+        self._check_open()
         await self.store.aclear()
         self._adopt(None)
 
@@ -330,7 +409,7 @@ class TokenManager:
         """Wait until no refresh of this credential is in flight (a background refresh of a
         STALE token, say); False if one still is after ``timeout`` seconds."""
         with self._credential.mutex:
-            flight = self._state.flight
+            flight = self._credential.state.flight  # closed managers wait too
         return flight is None or flight.wait(timeout)
 
     # -- the two shells: decide, start, wait --------------------------------------------------
@@ -366,10 +445,12 @@ class TokenManager:
                 return tokens
 
     def _decide(self, demand: Demand) -> Use | Wait | Fail | Pass:
+        self._check_open()
         credential = self._credential
         if credential.rewatch:
             credential.rewatch = False
             self.store.watch(credential.invalidate)
+            credential.watched = self.store
         if self.store.loads_in_memory and not self._state.known:
             self._load_here()
         with credential.mutex:

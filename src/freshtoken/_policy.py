@@ -41,7 +41,7 @@ import math
 import random
 import re
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
@@ -61,6 +61,7 @@ __all__ = [
     "check_transport",
     "freshness_at",
     "interpret_token_response",
+    "normal_path",
     "oauth_error",
     "origin_of",
     "parse_retry_after",
@@ -422,30 +423,107 @@ def check_transport(origin: Origin, *, allow_insecure_http: bool, what: str) -> 
 
 
 _SCHEME_AND_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# Escapes a server may decode into a separator, a NUL or (decoded twice) anything: a path that
+# holds one could be routed outside a prefix that it seems to be below.
+_AMBIGUOUS_ESCAPES = ("%2F", "%5C", "%00", "%25")
+
+# A verdict on an origin: the token goes everywhere on it (True), nowhere (False), or only to
+# paths below these prefixes.
+_Verdict = bool | tuple[str, ...]
+
+
+def normal_path(raw: str) -> str | None:
+    """A raw (still percent-encoded) URL path as prefixes are matched against it.
+
+    Escapes of unreserved characters are decoded (``/%61pi`` is ``/api``, RFC 3986 6.2.2.2)
+    and the others upper-cased. None when servers could read the path two ways, so that no
+    prefix may match it: a dot segment (``..``, ``%2e%2e``, Tomcat's ``..;``), a backslash, an
+    encoded slash, backslash, NUL or percent sign.
+    """
+    path = _ESCAPE.sub(_unescape_unreserved, raw) or "/"
+    if "\\" in path or any(escape in path for escape in _AMBIGUOUS_ESCAPES):
+        return None
+    if any(segment.split(";", 1)[0] in (".", "..") for segment in path.split("/")):
+        return None
+    return path
+
+
+def _unescape_unreserved(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else match.group(0).upper()
+
+
+def _rule_of(entry: str) -> tuple[Origin, str]:
+    """An ``origins`` entry: its origin and path prefix (``""``: the whole origin)."""
+    origin = origin_of(entry)
+    parts = urlsplit(entry)
+    if parts.query or parts.fragment or "?" in entry or "#" in entry:
+        raise ValueError(f"origins entry {entry!r}: a query or fragment has no place in it")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"origins entry {entry!r}: credentials have no place in it")
+    path = normal_path(parts.path)
+    if path is None:
+        raise ValueError(
+            f"origins entry {entry!r}: its path has a dot segment or an encoded separator"
+        )
+    return origin, path.rstrip("/")
 
 
 class Destinations:
     """Where an integration may send the token: the ``origins`` allow-list (None: anywhere),
     and never plain HTTP off loopback unless ``allow_insecure_http``.
 
+    An entry is ``scheme://host[:port]`` (that whole origin) or ``scheme://host[:port]/path``:
+    then only to that path and below it, on a segment boundary (``/api`` allows ``/api`` and
+    ``/api/x``, not ``/apix``), and never to a path servers could read two ways (see
+    [`normal_path()`][normal_path]). Every integration asks this one object, with the path as it
+    goes on the wire.
+
     Verdicts are remembered per origin: integrations ask on every request. The first request
-    to an origin outside the allow-list logs a WARNING naming it and the allowed ones: an
-    ``origins`` entry that says ``localhost`` where requests say ``127.0.0.1`` would otherwise
-    leave the API's 401 unexplained.
+    to an origin outside the allow-list (or to a path outside its prefixes) logs a WARNING
+    naming it and the allowed ones: an ``origins`` entry that says ``localhost`` where requests
+    say ``127.0.0.1`` would otherwise leave the API's 401 unexplained.
     """
 
-    __slots__ = ("_by_prefix", "_mutex", "_verdicts", "_warned", "allow_insecure_http", "origins")
+    __slots__ = (
+        "_by_prefix",
+        "_mutex",
+        "_rules",
+        "_verdicts",
+        "_warned",
+        "allow_insecure_http",
+        "has_paths",
+        "origins",
+    )
 
     def __init__(self, origins: Iterable[str] | None, *, allow_insecure_http: bool) -> None:
-        self.origins = None if origins is None else frozenset(origin_of(url) for url in origins)
+        if isinstance(origins, str):
+            raise TypeError("origins is a list of URLs, not one URL: origins=[...]")
+        self._rules: dict[Origin, _Verdict] | None = None
+        if origins is not None:
+            rules: dict[Origin, _Verdict] = {}
+            for entry in origins:
+                origin, prefix = _rule_of(entry)
+                known = rules.get(origin, ())
+                if not prefix or known is True:
+                    rules[origin] = True
+                else:
+                    assert isinstance(known, tuple)
+                    rules[origin] = (*known, prefix)
+            self._rules = rules
+        self.origins = None if self._rules is None else frozenset(self._rules)
+        # Whether any verdict depends on the path: integrations only read it then.
+        self.has_paths = any(isinstance(v, tuple) for v in (self._rules or {}).values())
         self.allow_insecure_http = allow_insecure_http
-        self._verdicts: dict[tuple[str, str, int | None], bool] = {}
-        self._by_prefix: dict[str, bool] = {}
+        self._verdicts: dict[tuple[str, str, int | None], _Verdict] = {}
+        self._by_prefix: dict[str, _Verdict] = {}
         self._warned: set[Origin] = set()
         self._mutex = threading.Lock()
 
     def allows_url(self, url: str) -> bool:
-        """[`allow()`][allow] for an absolute URL given as text; remembered per
+        """[`allows()`][allows] for an absolute URL given as text; remembered per
         ``scheme://authority`` prefix, so that a repeated origin costs a match and a lookup, not a
         URL parse."""
         match = _SCHEME_AND_AUTHORITY.match(url)
@@ -453,50 +531,83 @@ class Destinations:
         verdict = self._by_prefix.get(prefix)
         if verdict is None:
             parts = urlsplit(url)
-            verdict = self.allows(parts.scheme, parts.hostname or "", parts.port)
+            verdict = self._verdict(parts.scheme, parts.hostname or "", parts.port)
             if len(self._by_prefix) >= 1024:
                 self._by_prefix.clear()
             self._by_prefix[prefix] = verdict
-        return verdict
+        if isinstance(verdict, bool):
+            return verdict
+        rest = url[len(prefix) :]
+        path = rest.split("#", 1)[0].split("?", 1)[0]
+        return self._below(verdict, path, lambda: origin_of(url))
 
-    def allow(self, origin: Origin) -> bool:
-        """True if the token goes to ``origin``; raises InsecureTransportError if it must not
-        but would (plain HTTP to a remote host the caller allowed)."""
-        return self.allows(origin.scheme, origin.host, origin.port)
+    def allows(self, scheme: str, host: str, port: int | None, path: str = "/") -> bool:
+        """True if the token goes to this URL (``port`` None: the scheme's default; ``path``
+        raw, as sent, without the query); raises InsecureTransportError if it must not but
+        would (plain HTTP to a remote host the caller allowed)."""
+        verdict = self._verdict(scheme, host, port)
+        if isinstance(verdict, bool):
+            return verdict
+        scheme = scheme.lower()
+        return self._below(
+            verdict, path, lambda: Origin(scheme, host.lower(), port or default_port(scheme))
+        )
 
-    def allows(self, scheme: str, host: str, port: int | None) -> bool:
-        """[`allow()`][allow] for the parts of a URL (``port`` None: the scheme's default)."""
+    def _verdict(self, scheme: str, host: str, port: int | None) -> _Verdict:
         key = (scheme, host, port)
         verdict = self._verdicts.get(key)
         if verdict is None:
             scheme = scheme.lower()
             origin = Origin(scheme, host.lower(), port or default_port(scheme))
-            verdict = self.origins is None or origin in self.origins
-            if verdict:
+            verdict = True if self._rules is None else self._rules.get(origin, False)
+            if verdict is not False:
                 check_transport(
                     origin, allow_insecure_http=self.allow_insecure_http, what="a token"
                 )
             else:
-                self._warn_once(origin)
+                self._warn_once(origin, "that origin is not in origins")
             if len(self._verdicts) >= 1024:  # bounded: a crawler may visit many origins
                 self._verdicts.clear()
             self._verdicts[key] = verdict
         return verdict
 
-    def _warn_once(self, origin: Origin) -> None:
+    def _below(
+        self, prefixes: tuple[str, ...], raw_path: str, origin: Callable[[], Origin]
+    ) -> bool:
+        path = normal_path(raw_path)
+        if path is not None and any(
+            path == prefix or path.startswith(prefix + "/") for prefix in prefixes
+        ):
+            return True
+        self._warn_once(origin(), "its path is not below the paths origins give for it")
+        return False
+
+    def _warn_once(self, origin: Origin, why: str) -> None:
         with self._mutex:  # verdicts race harmlessly; warnings would come twice
             if origin in self._warned:
                 return
             if len(self._warned) >= 1024:
                 self._warned.clear()
             self._warned.add(origin)
-        allowed = ", ".join(sorted(map(str, self.origins or ())))
         logger.warning(
-            "sending a request to %s without a token: that origin is not in origins (%s); "
-            "origins match scheme, host and port exactly",
+            "sending a request to %s without a token: %s (%s); origins match scheme, host "
+            "and port exactly, and a path prefix on segment boundaries",
             origin,
-            allowed,
+            why,
+            self,
         )
 
+    def __str__(self) -> str:
+        return ", ".join(self._entries())
+
+    def _entries(self) -> list[str]:
+        entries = []
+        for origin, verdict in (self._rules or {}).items():
+            if verdict is True:
+                entries.append(str(origin))
+            elif isinstance(verdict, tuple):
+                entries.extend(f"{origin}{prefix}" for prefix in verdict)
+        return sorted(entries)
+
     def __repr__(self) -> str:
-        return repr(None if self.origins is None else sorted(map(str, self.origins)))
+        return repr(None if self._rules is None else self._entries())

@@ -21,13 +21,19 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
+from ._client_credentials import ClientCredentialsMixin
 from ._dpop import Step
 from ._manager import TokenManager
 from ._policy import Destinations, Origin, default_port
 from ._tokens import TokenSet
-from .errors import ReplayError
+from .errors import InsecureTransportError, ReplayError
 
-__all__ = ["TokenAuth", "TokenMiddleware"]
+__all__ = [
+    "ClientCredentialsAuth",
+    "ClientCredentialsMiddleware",
+    "TokenAuth",
+    "TokenMiddleware",
+]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -44,15 +50,19 @@ class _Redirect:
     """
 
     call: object
+    # The Authorization value that went out before the redirect, when it was ours: aiohttp
+    # copies headers to a hop of the same origin, and a hop out of a path prefix must lose it.
+    authorization: str | None = None
 
     def continues(self, request: ClientRequest) -> bool:
         return _call_of(request) is self.call
 
 
-# The cross-origin redirect last seen in this task. The session follows a redirect in the same
-# task, right after the middleware returned, so the next request through the middleware in
-# this context is either a hop of that call (the mark stays for the hops after it, and for a
-# hop aiohttp re-sends on a fresh connection) or something else (the mark is dropped).
+# The redirect out of the allowed destinations last seen in this task. The session follows a
+# redirect in the same task, right after the middleware returned, so the next request through
+# the middleware in this context is either a hop of that call (the mark stays for the hops
+# after it, and for a hop aiohttp re-sends on a fresh connection) or something else (the mark
+# is dropped).
 _cross_origin_redirect: contextvars.ContextVar[_Redirect | None] = contextvars.ContextVar(
     "freshtoken_aiohttp_cross_origin_redirect", default=None
 )
@@ -61,11 +71,14 @@ _cross_origin_redirect: contextvars.ContextVar[_Redirect | None] = contextvars.C
 class TokenMiddleware:
     """Attach the manager's access token; on a rejection refresh once and retry once.
 
-    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to; requests
-    elsewhere are sent without it. A redirect to another origin, and every hop after it, never
-    carries it, whatever ``origins`` says: aiohttp strips the Authorization header it copies to
-    the redirected request, and this middleware does not add it back. Plain HTTP is refused
-    except to loopback, unless ``allow_insecure_http``.
+    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to, or
+    ``scheme://host[:port]/path`` for that path and below it only; requests elsewhere are
+    sent without it. A redirect to another origin, and every hop after it, never carries it,
+    whatever ``origins`` says: aiohttp strips the Authorization header it copies to the
+    redirected request, and this middleware does not add it back. A redirect within the
+    origin but out of its path prefix is treated the same way: the middleware removes the
+    token that aiohttp copied. Plain HTTP is refused except to loopback, unless
+    ``allow_insecure_http``.
 
     The retry re-sends the same ``ClientRequest``: bytes, str, JSON, forms and seekable files
     are replayed by aiohttp. A payload that aiohttp marks as consumed (an async generator, an
@@ -96,16 +109,20 @@ class TokenMiddleware:
             _cross_origin_redirect.set(None)
             redirect = None
         origin = _origin(request.url)
-        if redirect is not None or not self.destinations.allow(origin):
+        if redirect is not None or not self._applies(request.url, origin):
+            ours = None if redirect is None else redirect.authorization
+            if ours is not None and request.headers.get(hdrs.AUTHORIZATION) == ours:
+                del request.headers[hdrs.AUTHORIZATION]
             request.headers.pop("DPoP", None)
             response = await handler(request)
-            _note_redirect(request, response, origin)
+            if redirect is None:
+                self._note_redirect(request, response, origin, None)
             return response
         manager = self.manager
         tokens = manager.cached_tokens() or await manager.aget_tokens()
         if manager.dpop is not None:
             response = await self._send_with_dpop(request, handler, tokens)
-            _note_redirect(request, response, origin)
+            self._note_redirect(request, response, origin, request.headers.get(hdrs.AUTHORIZATION))
             return response
         request.headers[hdrs.AUTHORIZATION] = tokens.authorization
         response = await handler(request)
@@ -118,8 +135,42 @@ class TokenMiddleware:
                 _ensure_replayable(request, response.status)
                 request.headers[hdrs.AUTHORIZATION] = replacement.authorization
                 response = await handler(request)
-        _note_redirect(request, response, origin)
+        self._note_redirect(request, response, origin, request.headers.get(hdrs.AUTHORIZATION))
         return response
+
+    def _applies(self, url: URL, origin: Origin) -> bool:
+        destinations = self.destinations
+        path = url.raw_path if destinations.has_paths else "/"
+        return destinations.allows(origin.scheme, origin.host, origin.port, path)
+
+    def _note_redirect(
+        self,
+        request: ClientRequest,
+        response: ClientResponse,
+        origin: Origin,
+        authorization: str | None,
+    ) -> None:
+        """Mark the call if ``response`` redirects out of where the token may go: to another
+        origin, or (when ``authorization`` was ours) out of the origin's path prefixes."""
+        if response.status not in _REDIRECTS:
+            return
+        location = response.headers.get(hdrs.LOCATION) or response.headers.get(hdrs.URI)
+        if not location:
+            return
+        try:
+            url = response.url.join(URL(location))
+            target = _origin(url)
+        except ValueError:
+            # Not an http(s) URL: aiohttp refuses to follow it, so there is nothing to guard.
+            return
+        leaves = target != origin
+        if not leaves and authorization is not None and self.destinations.has_paths:
+            try:
+                leaves = not self._applies(url, target)
+            except InsecureTransportError:
+                leaves = True
+        if leaves:
+            _cross_origin_redirect.set(_Redirect(_call_of(request), authorization))
 
     async def _send_with_dpop(
         self, request: ClientRequest, handler: ClientHandlerType, tokens: TokenSet
@@ -161,6 +212,33 @@ TokenAuth = TokenMiddleware
 """The same class under the name the other integrations use."""
 
 
+class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
+    """The client credentials grant in one object, for the commonest machine-to-machine case:
+    ``aiohttp.ClientSession(middlewares=(ClientCredentialsMiddleware(token_url, client_id,
+    client_secret, scope="read", origins=[API]),))``.
+
+    It acquires a token when the first request needs one, re-acquires it before it expires
+    and after a 401, and shares it between threads and tasks: a [`TokenMiddleware`][] over a
+    [`TokenManager`][freshtoken.TokenManager] with a
+    [`ClientCredentials`][freshtoken.ClientCredentials] refresher (``manager`` and
+    ``manager.refresher`` are there to look at or use).
+
+    ``origins`` is required: the API origins (or ``https://host/path`` prefixes) the token
+    may go to, since a client's token is good for any API that trusts its issuer. Without a
+    ``client_secret``, ``private_key`` signs private_key_jwt assertions; ``auth_method``,
+    ``scope`` and ``extra_params`` (``audience``, ``resource``...) are those of
+    [`ClientCredentials`][freshtoken.ClientCredentials], and ``verify`` is for the token endpoint.
+    ``store`` shares the token between processes ([`FileStore`][freshtoken.FileStore],
+    [`RedisStore`][freshtoken.RedisStore]). [`close()`][close] closes the manager.
+    """
+
+    __slots__ = ()
+
+
+ClientCredentialsAuth = ClientCredentialsMiddleware
+"""The same class under the name the other integrations use."""
+
+
 def _origin(url: URL) -> Origin:
     scheme = url.scheme.lower()
     host = url.host
@@ -171,21 +249,6 @@ def _origin(url: URL) -> Origin:
 
 def _call_of(request: ClientRequest) -> object:
     return getattr(request, "_timer", None)
-
-
-def _note_redirect(request: ClientRequest, response: ClientResponse, origin: Origin) -> None:
-    if response.status not in _REDIRECTS:
-        return
-    location = response.headers.get(hdrs.LOCATION) or response.headers.get(hdrs.URI)
-    if not location:
-        return
-    try:
-        target = _origin(response.url.join(URL(location)))
-    except ValueError:
-        # Not an http(s) URL: aiohttp refuses to follow it, so there is nothing to guard.
-        return
-    if target != origin:
-        _cross_origin_redirect.set(_Redirect(_call_of(request)))
 
 
 def _ensure_replayable(request: ClientRequest, status: int) -> None:

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 
 import httpx
 
+from ._client_credentials import ClientCredentialsMixin
 from ._dpop import Step
 from ._manager import TokenManager
 from ._policy import Destinations
@@ -23,16 +24,19 @@ from .errors import ReplayError
 # server rejected (it receives the manager's replacement, or None).
 _DPoPFlow: TypeAlias = Generator["httpx.Request | TokenSet", Any, None]
 
-__all__ = ["TokenAuth"]
+__all__ = ["ClientCredentialsAuth", "TokenAuth"]
 
 
 class TokenAuth(httpx.Auth):
     """Attach the manager's access token; on a rejection refresh once and retry once.
 
-    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to; requests
-    elsewhere are sent without it. Cross-origin redirects never carry it (httpx drops the
-    Authorization header itself). Plain HTTP is refused except to loopback, unless
-    ``allow_insecure_http``.
+    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to, or
+    ``scheme://host[:port]/path`` for that path and below it only; requests elsewhere are
+    sent without it. Cross-origin redirects never carry it (httpx drops the Authorization
+    header itself). A redirect within an origin keeps it, even out of a path prefix: httpx
+    follows redirects (when ``follow_redirects`` is on; it is off by default) without asking
+    the auth, so a prefix limits where requests start, not where such redirects lead. Plain
+    HTTP is refused except to loopback, unless ``allow_insecure_http``.
 
     A request whose body is a one-shot stream (a generator) is sent once: if it is rejected
     the manager still refreshes, so the next request succeeds, and [`ReplayError`][] says
@@ -148,7 +152,9 @@ class TokenAuth(httpx.Auth):
 
     def _applies(self, request: httpx.Request) -> bool:
         url = request.url
-        return self.destinations.allows(url.scheme, url.host, url.port)
+        destinations = self.destinations
+        path = url.raw_path.partition(b"?")[0].decode("ascii") if destinations.has_paths else "/"
+        return destinations.allows(url.scheme, url.host, url.port, path)
 
     def _rejected(self, response: httpx.Response, tokens: TokenSet) -> bool:
         return (
@@ -161,6 +167,27 @@ class TokenAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
+
+
+class ClientCredentialsAuth(ClientCredentialsMixin, TokenAuth):
+    """The client credentials grant in one object, for the commonest machine-to-machine case:
+    ``httpx.Client(auth=ClientCredentialsAuth(token_url, client_id, client_secret,
+    scope="read", origins=[API]))``.
+
+    It acquires a token when the first request needs one, re-acquires it before it expires
+    and after a 401, and shares it between threads and tasks: a [`TokenAuth`][] over a
+    [`TokenManager`][freshtoken.TokenManager] with a
+    [`ClientCredentials`][freshtoken.ClientCredentials] refresher (``manager`` and
+    ``manager.refresher`` are there to look at or use).
+
+    ``origins`` is required: the API origins (or ``https://host/path`` prefixes) the token
+    may go to, since a client's token is good for any API that trusts its issuer. Without a
+    ``client_secret``, ``private_key`` signs private_key_jwt assertions; ``auth_method``,
+    ``scope`` and ``extra_params`` (``audience``, ``resource``...) are those of
+    [`ClientCredentials`][freshtoken.ClientCredentials], and ``verify`` is for the token endpoint.
+    ``store`` shares the token between processes ([`FileStore`][freshtoken.FileStore],
+    [`RedisStore`][freshtoken.RedisStore]). [`close()`][close] closes the manager.
+    """
 
 
 def _authorize(request: httpx.Request, tokens: TokenSet) -> httpx.Request:

@@ -12,33 +12,39 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 try:
     import requests
     from requests.auth import AuthBase
+    from requests.sessions import SessionRedirectMixin
+    from requests.utils import requote_uri
 except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.modules patched
     raise ModuleNotFoundError(
         "freshtoken.requests needs the requests library: pip install 'freshtoken[requests]'",
         name=error.name,
     ) from error
 
+from ._client_credentials import ClientCredentialsMixin
 from ._dpop import ResourceRequest, Step
 from ._manager import TokenManager
 from ._policy import Destinations
 from ._tokens import TokenSet
-from .errors import ReplayError
+from .errors import InsecureTransportError, ReplayError
 
-__all__ = ["TokenAuth"]
+__all__ = ["ClientCredentialsAuth", "TokenAuth"]
 
 
 class TokenAuth(AuthBase):
     """Attach the manager's access token; on a rejection refresh once and retry once.
 
-    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to; requests
-    elsewhere are sent without it. Cross-origin redirects never carry it: requests strips the
+    ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to, or
+    ``scheme://host[:port]/path`` for that path and below it only; requests elsewhere are
+    sent without it. Cross-origin redirects never carry it: requests strips the
     Authorization header itself and this auth is not applied again to the redirected request.
-    Plain HTTP is refused except to loopback, unless ``allow_insecure_http``.
+    A redirect within the host but out of a path prefix loses it too (this auth removes it
+    before requests copies the request). Plain HTTP is refused except to loopback, unless
+    ``allow_insecure_http``.
 
     Bodies of bytes, str, forms, JSON and multipart are replayed; a seekable file is rewound
     to where it was when the request was prepared. A body that cannot be sent again (a
@@ -87,8 +93,37 @@ class TokenAuth(AuthBase):
     def _applies(self, url: str) -> bool:
         return self.destinations.allows_url(url)
 
+    def _follows_with_token(self, response: requests.Response) -> bool:
+        """Whether the redirect ``response`` asks for may carry the token."""
+        target = _redirect_target(response)
+        try:
+            return target is not None and self.destinations.allows_url(target)
+        except InsecureTransportError:
+            return False
+
     def __repr__(self) -> str:
         return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
+
+
+class ClientCredentialsAuth(ClientCredentialsMixin, TokenAuth):
+    """The client credentials grant in one object, for the commonest machine-to-machine case:
+    ``session.auth = ClientCredentialsAuth(token_url, client_id, client_secret,
+    scope="read", origins=[API])``.
+
+    It acquires a token when the first request needs one, re-acquires it before it expires
+    and after a 401, and shares it between threads: a [`TokenAuth`][] over a
+    [`TokenManager`][freshtoken.TokenManager] with a
+    [`ClientCredentials`][freshtoken.ClientCredentials] refresher (``manager`` and
+    ``manager.refresher`` are there to look at or use).
+
+    ``origins`` is required: the API origins (or ``https://host/path`` prefixes) the token
+    may go to, since a client's token is good for any API that trusts its issuer. Without a
+    ``client_secret``, ``private_key`` signs private_key_jwt assertions; ``auth_method``,
+    ``scope`` and ``extra_params`` (``audience``, ``resource``...) are those of
+    [`ClientCredentials`][freshtoken.ClientCredentials], and ``verify`` is for the token endpoint.
+    ``store`` shares the token between processes ([`FileStore`][freshtoken.FileStore],
+    [`RedisStore`][freshtoken.RedisStore]). [`close()`][close] closes the manager.
+    """
 
 
 class _RejectionHook:
@@ -108,6 +143,7 @@ class _RejectionHook:
 
     def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         manager = self._auth.manager
+        _guard_redirect(self._auth, response, response.request, self._tokens.authorization)
         if (
             self._retried
             or response.status_code not in manager.refresh_statuses
@@ -137,6 +173,8 @@ class _RejectionHook:
         retried = response.connection.send(retry, **kwargs)
         retried.history.append(response)
         retried.request = retry
+        # requests follows the retried answer's redirect with a copy of the original request.
+        _guard_redirect(self._auth, retried, request, replacement.authorization)
         return retried
 
     def __repr__(self) -> str:
@@ -159,6 +197,7 @@ class _DPoPHook:
         if response.is_redirect:
             # requests follows it with a copy of this request: the proof names this URL only.
             request.headers.pop("DPoP", None)
+            _guard_redirect(self._auth, response, request, self._resource.tokens.authorization)
             return response
         resource = self._resource
         manager = self._auth.manager
@@ -202,6 +241,35 @@ class _DPoPHook:
 
     def __repr__(self) -> str:
         return f"_DPoPHook({self._resource.method} {self._resource.url})"
+
+
+def _guard_redirect(
+    auth: TokenAuth,
+    response: requests.Response,
+    request: requests.PreparedRequest,
+    authorization: str,
+) -> None:
+    """requests follows a redirect with a copy of ``request``, and strips the token only when
+    the host changes: remove it when the target is not a destination (out of a path prefix)."""
+    if not response.is_redirect or request.headers.get("Authorization") != authorization:
+        return
+    if not auth._follows_with_token(response):
+        del request.headers["Authorization"]
+
+
+def _redirect_target(response: requests.Response) -> str | None:
+    """The absolute URL requests follows ``response`` to (as its resolve_redirects does)."""
+    location = _REDIRECTS.get_redirect_target(response)
+    if location is None:
+        return None
+    if location.startswith("//"):
+        location = f"{urlsplit(response.url).scheme}:{location}"
+    if not urlsplit(location).netloc:
+        return urljoin(response.url, requote_uri(location))
+    return str(requote_uri(location))
+
+
+_REDIRECTS = SessionRedirectMixin()
 
 
 def _sign(request: requests.PreparedRequest, resource: ResourceRequest) -> None:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -191,7 +192,15 @@ class _Recorder(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        status = 401 if self.path.startswith("/401") else 200
+        path, _, query = self.path.partition("?")
+        targets = parse_qs(query).get("to")
+        if targets:
+            self.send_response(302)
+            self.send_header("Location", targets[0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        status = 401 if "401" in path.split("/") else 200
         document = {
             "method": self.command,
             "path": self.path,
@@ -217,8 +226,9 @@ class _Recorder(BaseHTTPRequestHandler):
 def other_origin() -> Iterator[str]:
     """The URL of a listener on another port (so another origin) that reports tokens seen.
 
-    ``/401...`` answers 401 with a Bearer challenge, anything else 200; both as JSON with
-    ``has_authorization``.
+    A path with a ``401`` segment answers 401 with a Bearer challenge, one with ``?to=URL``
+    redirects there (302), anything else 200; 200 and 401 as JSON with ``has_authorization``
+    and the ``path`` as it arrived.
     """
     listener = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     listener.daemon_threads = True

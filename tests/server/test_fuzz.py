@@ -40,6 +40,14 @@ param_names = st.sampled_from(
         "device_code",
         "client_assertion",
         "client_assertion_type",
+        "assertion",
+        "subject_token",
+        "subject_token_type",
+        "actor_token",
+        "actor_token_type",
+        "requested_token_type",
+        "audience",
+        "resource",
     ]
 ) | st.text(max_size=10)
 param_values = (
@@ -50,6 +58,11 @@ param_values = (
             "authorization_code",
             "urn:ietf:params:oauth:grant-type:device_code",
             "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+            "urn:ietf:params:oauth:token-type:access_token",
+            "urn:ietf:params:oauth:token-type:jwt",
+            "freshtoken-api",
             "http://127.0.0.1:1/callback",
             "eyJhbGciOiJub25lIn0.eyJzdWIiOiJkZW1vIn0.x",
             "a" * 43,

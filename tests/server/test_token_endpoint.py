@@ -52,6 +52,8 @@ def test_metadata_names_the_endpoints(oauth_server: ReferenceServer, http: httpx
         "password",
         "refresh_token",
         "client_credentials",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
     }
     assert "client_secret_basic" in metadata["token_endpoint_auth_methods_supported"]
 

@@ -26,7 +26,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._clock import Clock, system_clock
 from . import _pages
-from ._config import DEVICE_CODE_GRANT, Client, ServerConfig, TokenFault
+from ._config import (
+    DEVICE_CODE_GRANT,
+    JWT_BEARER_GRANT,
+    TOKEN_EXCHANGE_GRANT,
+    Client,
+    ServerConfig,
+    TokenFault,
+)
 from ._dpop import DPoPRefused, NonceHeader
 from ._state import (
     IDENTITY_SCOPES,
@@ -150,7 +157,17 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
-def _parse_form(request: Request, body: bytes) -> dict[str, str]:
+class _Form(dict[str, str]):
+    """A form's fields, each once; ``several`` holds those that may repeat (RFC 8693's
+    ``audience`` and ``resource``), every value in order."""
+
+    several: dict[str, list[str]]
+
+
+_REPEATABLE = frozenset({"audience", "resource"})
+
+
+def _parse_form(request: Request, body: bytes) -> _Form:
     if _media_type(request) != _FORM:
         raise _BadRequest(400, "invalid_request", f"the body must be {_FORM}")
     try:
@@ -163,10 +180,14 @@ def _parse_form(request: Request, body: bytes) -> dict[str, str]:
         )
     except ValueError as exc:  # UnicodeDecodeError is one, and so is too many fields
         raise _BadRequest(400, "invalid_request", "the body is not a UTF-8 form") from exc
-    form: dict[str, str] = {}
+    form = _Form()
+    form.several = {}
     for name, value in pairs:
         if not value:
             continue  # RFC 6749 section 3.1: "sent without a value ... treated as omitted"
+        if name in _REPEATABLE:
+            form.several.setdefault(name, []).append(value)
+            continue
         if name in form:
             # RFC 6749 section 3.2: parameters "MUST NOT be included more than once".
             raise _BadRequest(400, "invalid_request", f"parameter {name!r} is repeated")
@@ -284,6 +305,8 @@ class _Endpoints:
                     DEVICE_CODE_GRANT,
                     "client_credentials",
                     "password",
+                    JWT_BEARER_GRANT,
+                    TOKEN_EXCHANGE_GRANT,
                 ],
                 "response_types_supported": ["code"],
                 "response_modes_supported": ["query"],
@@ -354,6 +377,8 @@ class _Endpoints:
             body["refresh_token"] = issued.refresh_token
         if issued.id_token is not None:
             body["id_token"] = issued.id_token
+        if issued.issued_token_type is not None:
+            body["issued_token_type"] = issued.issued_token_type
         if oauth:
             body["scope"] = format_scope(issued.scope)
         refresh_in = self.state.config.refresh_in
@@ -423,11 +448,31 @@ class _Endpoints:
             headers["DPoP-Nonce"] = self.state.dpop.current_nonce()
         return _error(400, refused.error, refused.description, **headers)
 
-    def _grant(self, request: Request, form: dict[str, str]) -> Issued:
+    def _grant(self, request: Request, form: _Form) -> Issued:
         grant = _required(form, "grant_type")
+        if grant == JWT_BEARER_GRANT:
+            # RFC 7523 3.1: client authentication is optional; the assertion names the client.
+            authenticated = self._client_if_any(request, form)
+            scope = parse_scope(form.get("scope"))
+            return self.state.jwt_bearer_grant(
+                authenticated,
+                _required(form, "assertion"),
+                scope,
+                self.state.url + request.url.path,
+                jkt=self._token_proof(request),
+            )
         client = self._authenticate_client(request, form)
         scope = parse_scope(form.get("scope"))
         jkt = self._token_proof(request)
+        if grant == TOKEN_EXCHANGE_GRANT:
+            return self.state.token_exchange_grant(
+                client,
+                form,
+                form.several.get("audience", []),
+                form.several.get("resource", []),
+                scope,
+                jkt=jkt,
+            )
         if grant == "password":
             username, password = _required(form, "username"), _required(form, "password")
             return self.state.password_grant(client, username, password, scope, jkt=jkt)
@@ -448,8 +493,16 @@ class _Endpoints:
             return self.state.device_code_grant(client, _required(form, "device_code"), jkt=jkt)
         raise OAuthError(
             "unsupported_grant_type",
-            "authorization_code, refresh_token, device_code, client_credentials or password",
+            "authorization_code, refresh_token, device_code, client_credentials, password, "
+            "jwt-bearer or token-exchange",
         )
+
+    def _client_if_any(self, request: Request, form: dict[str, str]) -> Client | None:
+        """The authenticated client, or None when the request names none at all."""
+        credentials = ("client_id", "client_secret", "client_assertion", "client_assertion_type")
+        if "authorization" in request.headers or any(name in form for name in credentials):
+            return self._authenticate_client(request, form)
+        return None
 
     async def token(self, request: Request) -> Response:
         # The client "attempted to authenticate via the Authorization header" (RFC 6749 5.2).
@@ -734,15 +787,16 @@ class _Endpoints:
 
     async def me(self, request: Request, principal: Principal | None) -> Response:
         assert principal is not None
-        return _JSON(
-            {
-                "sub": principal.subject,
-                "username": principal.username,
-                "client_id": principal.client_id,
-                "scope": format_scope(principal.scope),
-                "expires_at": principal.expires_at,
-            }
-        )
+        answer: dict[str, Any] = {
+            "sub": principal.subject,
+            "username": principal.username,
+            "client_id": principal.client_id,
+            "scope": format_scope(principal.scope),
+            "expires_at": principal.expires_at,
+        }
+        if principal.act is not None:
+            answer["act"] = principal.act
+        return _JSON(answer)
 
     async def list_items(self, request: Request, principal: Principal | None) -> Response:
         return _JSON({"items": self.state.items()})

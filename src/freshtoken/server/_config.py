@@ -15,7 +15,9 @@ __all__ = [
     "DEMO_CLIENTS",
     "DEMO_USERS",
     "DEVICE_CODE_GRANT",
+    "JWT_BEARER_GRANT",
     "LOOPBACK_REDIRECT_URIS",
+    "TOKEN_EXCHANGE_GRANT",
     "Client",
     "DPoPConfig",
     "FaultKind",
@@ -26,15 +28,24 @@ __all__ = [
 ]
 
 DEVICE_CODE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 3.4
+JWT_BEARER_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 2.1
+TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"  # RFC 8693 2.1
 Grant = Literal[
     "password",
     "refresh_token",
     "client_credentials",
     "authorization_code",
     "urn:ietf:params:oauth:grant-type:device_code",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    "urn:ietf:params:oauth:grant-type:token-exchange",
 ]
 ALL_GRANTS: frozenset[Grant] = frozenset(get_args(Grant))
-USER_GRANTS: frozenset[Grant] = ALL_GRANTS - {"client_credentials"}
+# A public client has no credentials to act with, for itself or for others.
+USER_GRANTS: frozenset[Grant] = ALL_GRANTS - {
+    "client_credentials",
+    JWT_BEARER_GRANT,
+    TOKEN_EXCHANGE_GRANT,
+}
 
 # RFC 8252 section 7.3: a loopback redirect URI matches whatever port the client listens on.
 LOOPBACK_REDIRECT_URIS = (
@@ -66,6 +77,11 @@ class Client:
     ``public_key`` (a PEM public key: RSA, EC or Ed25519) with private_key_jwt (RFC 7523);
     with neither it is public and sends only its ``client_id`` (and must use PKCE).
     ``redirect_uris`` are matched exactly, except that a loopback one accepts any port.
+
+    A client with a ``public_key`` and the JWT bearer grant trades assertions it signed (its
+    ``client_id`` as ``iss``) for tokens: for itself (no ``sub``, or its own id), or for the
+    user its ``sub`` names. A client with the token exchange grant trades this server's access
+    tokens for new ones (RFC 8693).
     """
 
     client_id: str

@@ -50,6 +50,8 @@ from .._authorization import pkce_challenge
 from .._clock import Clock, system_clock
 from ._config import (
     DEVICE_CODE_GRANT,
+    JWT_BEARER_GRANT,
+    TOKEN_EXCHANGE_GRANT,
     Client,
     FaultKind,
     Faults,
@@ -78,6 +80,16 @@ _PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256, un
 _PKCE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 section 4.1
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 section 6.1: no vowels, no look-alikes
 _JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:"
+# The subject and actor token types a token exchange takes: this server's access tokens.
+_EXCHANGEABLE = frozenset({_TOKEN_TYPE + "access_token", _TOKEN_TYPE + "jwt"})
+_GRANT_COUNTERS = {
+    DEVICE_CODE_GRANT: "device_code",
+    JWT_BEARER_GRANT: "jwt_bearer",
+    TOKEN_EXCHANGE_GRANT: "token_exchange",
+}
+_MAX_ACTORS = 8  # nested act claims: a longer delegation chain is refused
+_CLOCK_LEEWAY = 60.0  # seconds an assertion's nbf or iat may lie ahead of the server's clock
 IDENTITY_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
 _PRUNE_EVERY = 1024
 _MAX_ITEMS = 10_000
@@ -148,6 +160,7 @@ class Issued:
     refresh_token: str | None
     id_token: str | None = None
     jkt: str | None = None  # the DPoP key the access token is bound to (cnf.jkt)
+    issued_token_type: str | None = None  # RFC 8693 2.2.1, for a token exchange's answer
 
     def __repr__(self) -> str:
         return f"Issued(expires_at={self.expires_at:.3f}, scope={format_scope(self.scope)!r})"
@@ -164,6 +177,7 @@ class Principal:
     jti: str
     expires_at: float
     jkt: str | None = None  # the token's DPoP binding: the app checks the proof's key
+    act: dict[str, Any] | None = None  # RFC 8693 4.1: who acts for the subject, if anyone
 
 
 @dataclass(frozen=True)
@@ -229,6 +243,11 @@ class _Family:
     revoked: bool = False
     auth_time: float | None = None  # when the user typed the password, if not created_at
     jkt: str | None = None  # a public client's refresh tokens are bound to its DPoP key
+    # Token exchange: the subject when it is another client, the actor chain, and the family
+    # of the subject token (revoking it revokes what was exchanged for it).
+    subject: str | None = None
+    act: dict[str, Any] | None = None
+    parent: str | None = None
 
 
 @dataclass
@@ -258,6 +277,8 @@ def _zero_stats() -> dict[str, Any]:
             "client_credentials": 0,
             "authorization_code": 0,
             "device_code": 0,
+            "jwt_bearer": 0,
+            "token_exchange": 0,
             "other": 0,
         },
         "logins": 0,
@@ -553,6 +574,185 @@ class ServerState:
             self._stats["rotations"] += 1
             return issued
 
+    # -- JWT bearer (RFC 7523 section 2.1) and token exchange (RFC 8693) ------------------
+
+    def jwt_bearer_grant(
+        self,
+        client: Client | None,
+        assertion: str,
+        scope: frozenset[str] | None,
+        endpoint: str,
+        *,
+        jkt: str | None = None,
+    ) -> Issued:
+        """Trade an assertion signed by a registered client's key for an access token.
+
+        ``iss`` names the client (which must hold the grant and a public key; when the request
+        authenticated a client, the same one); ``aud`` this server (issuer, token endpoint or
+        the endpoint called); ``exp`` within ten minutes; ``jti`` never seen before from that
+        issuer; ``nbf`` and ``iat`` not ahead of the server's clock. ``sub`` is the client
+        itself when absent or equal to ``iss``, else a user of this server to act for. The
+        scope is the form's, else the assertion's ``scope`` claim (as Google reads it), within
+        what the client (or the user) may have. Every refusal is ``invalid_grant`` (RFC 7523
+        section 3.1); no refresh token is issued.
+        """
+        claims, issuer = self._verified_assertion(assertion, endpoint)
+        if client is not None and client.client_id != issuer.client_id:
+            raise self._invalid_grant("the assertion was issued by another client")
+        self._require_grant(issuer, JWT_BEARER_GRANT)
+        subject = claims.get("sub", issuer.client_id)
+        if scope is None:
+            claimed = claims.get("scope")
+            if claimed is not None and not isinstance(claimed, str):
+                raise self._invalid_grant("the assertion's scope claim is not a string")
+            scope = parse_scope(claimed)
+        user = None
+        if subject != issuer.client_id:
+            user = self._config.user(subject) if isinstance(subject, str) else None
+            if user is None:
+                raise self._invalid_grant("the assertion's sub is no user of this server")
+        granted = self._narrow(issuer.scopes if user is None else user.scopes, scope)
+        with self._lock:
+            now = self.now()
+            username = None if user is None else user.username
+            family = self._new_family(username, issuer.client_id, granted, now)
+            return self._issue(family, granted, now, jkt=jkt)
+
+    def _verified_assertion(self, assertion: str, endpoint: str) -> tuple[dict[str, Any], Client]:
+        if not looks_like_jwt(assertion):
+            raise self._invalid_grant("the assertion is not a JWT")
+        try:
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise self._invalid_grant("the assertion is not a JWT") from None
+        issuer_id = unverified.get("iss")
+        issuer = self._config.client(issuer_id) if isinstance(issuer_id, str) else None
+        if issuer is None or issuer.public_key is None:
+            raise self._invalid_grant("the assertion's iss is no client with a public key")
+        key, algorithms = client_key(issuer.public_key)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                assertion,
+                key,
+                algorithms=list(algorithms),
+                audience=[self.issuer, self.token_endpoint, endpoint],
+                issuer=issuer.client_id,
+                options={
+                    "require": ["iss", "aud", "exp", "jti"],
+                    # Time is the server's clock, checked below.
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise self._invalid_grant(f"assertion refused: {exc}") from None
+        exp, jti = claims["exp"], claims["jti"]
+        if not _is_time(exp) or not isinstance(jti, str):
+            raise self._invalid_grant("exp must be a number and jti a string")
+        for name in ("nbf", "iat"):
+            if name in claims and not _is_time(claims[name]):
+                raise self._invalid_grant(f"{name} must be a number")
+        with self._lock:
+            now = self.now()
+            if exp <= now:
+                raise self._invalid_grant("the assertion expired")
+            if exp - now > _MAX_ASSERTION_LIFETIME:
+                raise self._invalid_grant("the assertion lives too long (ten minutes at most)")
+            if any(claims.get(name, now) > now + _CLOCK_LEEWAY for name in ("nbf", "iat")):
+                raise self._invalid_grant("the assertion is not valid yet")
+            seen = f"{issuer.client_id} {jti}"
+            if len(self._assertion_ids) >= _MAX_PENDING:
+                self._assertion_ids = {j: e for j, e in self._assertion_ids.items() if e > now}
+            if seen in self._assertion_ids or len(self._assertion_ids) >= _MAX_PENDING:
+                raise self._invalid_grant("the assertion was replayed")
+            self._assertion_ids[seen] = float(exp)
+        return claims, issuer
+
+    def token_exchange_grant(
+        self,
+        client: Client,
+        form: Mapping[str, str],
+        audiences: list[str],
+        resources: list[str],
+        scope: frozenset[str] | None,
+        *,
+        jkt: str | None = None,
+    ) -> Issued:
+        """RFC 8693: trade a valid access token of this server (the subject) for a new one
+        issued to ``client``, for the same subject, narrowed to ``scope``.
+
+        With an actor token (also one of ours) the new token says who acts: ``act`` holds the
+        actor's subject, with the subject token's own ``act`` nested inside (section 4.1), up
+        to a chain of eight. ``audience`` may only name this server's audience and
+        ``resource`` URLs of this server (else ``invalid_target``); the requested token type
+        is an access token (``access_token`` or ``jwt``). An invalid or unsupported subject or
+        actor token is ``invalid_request`` (section 2.2.2). Revoking the subject token's
+        session revokes what was exchanged for it.
+        """
+        self._require_grant(client, TOKEN_EXCHANGE_GRANT)
+        requested = form.get("requested_token_type", _TOKEN_TYPE + "access_token")
+        if requested not in _EXCHANGEABLE:
+            raise OAuthError("invalid_request", "this server issues access tokens only")
+        for audience in audiences:
+            if audience != self._config.audience:
+                raise OAuthError("invalid_target", "an audience this server does not serve")
+        for resource in resources:
+            if not (resource == self.url or resource.startswith(self.url + "/")):
+                raise OAuthError("invalid_target", "a resource this server does not serve")
+        actor_token, actor_type = form.get("actor_token"), form.get("actor_token_type")
+        if (actor_token is None) != (actor_type is None):
+            raise OAuthError("invalid_request", "actor_token and actor_token_type go together")
+        subject = self._exchangeable(
+            _required_field(form, "subject_token"),
+            _required_field(form, "subject_token_type"),
+            "subject",
+        )
+        actor = None
+        if actor_token is not None and actor_type is not None:
+            actor = self._exchangeable(actor_token, actor_type, "actor")
+        with self._lock:
+            record, source = subject
+            granted = self._narrow(record.scope, scope)
+            act = source.act
+            if actor is not None:
+                act = {"sub": actor[0].subject}
+                if source.act is not None:
+                    act["act"] = source.act
+                if _depth(act) > _MAX_ACTORS:
+                    raise OAuthError("invalid_request", "the delegation chain is too long")
+            now = self.now()
+            family = self._new_family(source.username, client.client_id, granted, now)
+            family.subject, family.act, family.parent = record.subject, act, source.id
+            issued = self._issue(family, granted, now, jkt=jkt)
+        return dataclasses.replace(issued, issued_token_type=requested)
+
+    def _exchangeable(self, token: str, kind: str, role: str) -> tuple[_AccessToken, _Family]:
+        """A subject or actor token: one of this server's live access tokens."""
+        if kind not in _EXCHANGEABLE:
+            raise OAuthError("invalid_request", f"unsupported {role}_token_type")
+        jti = self.key.verified_jti(token)
+        with self._lock:
+            record = self._access.get(jti) if jti else None
+            family = None if record is None else self._families[record.family_id]
+            if record is None or family is None:
+                raise OAuthError("invalid_request", f"the {role}_token is not one of ours")
+            if record.revoked or not self._alive(family):
+                raise OAuthError("invalid_request", f"the {role}_token was revoked")
+            if record.seq < self._expired_before_seq or self.now() >= record.expires_at:
+                raise OAuthError("invalid_request", f"the {role}_token expired")
+            return record, family
+
+    def _alive(self, family: _Family) -> bool:
+        """Not revoked, nor is any family it was exchanged from."""
+        for _ in range(_MAX_ACTORS + 2):
+            if family.revoked:
+                return False
+            if family.parent is None:
+                return True
+            family = self._families[family.parent]
+        return False
+
     # -- authorization code (RFC 6749 section 4.1, RFC 7636, RFC 9207) --------------------
 
     def authorization_request(self, params: Mapping[str, str]) -> PendingAuthorization:
@@ -833,7 +1033,7 @@ class ServerState:
             if jti is None or record is None:
                 raise self._unauthorized("the access token is malformed or not ours")
             family = self._families[record.family_id]
-            if record.revoked or family.revoked:
+            if record.revoked or not self._alive(family):
                 raise self._unauthorized("the access token was revoked")
             if record.seq < self._expired_before_seq or self.now() >= record.expires_at:
                 raise self._unauthorized("the access token expired")
@@ -850,6 +1050,7 @@ class ServerState:
                 jti,
                 record.expires_at,
                 record.jkt,
+                family.act,
             )
 
     def count(self, counter: str) -> None:
@@ -860,7 +1061,7 @@ class ServerState:
         with self._lock:
             self._stats["token_requests"] += 1
             by_grant = self._stats["token_requests_by_grant"]
-            grant = "device_code" if grant == DEVICE_CODE_GRANT else grant
+            grant = _GRANT_COUNTERS.get(grant, grant)
             by_grant[grant if grant in by_grant else "other"] += 1
 
     def count_token_error(self, error: str) -> None:
@@ -1054,7 +1255,7 @@ class ServerState:
         if seq % _PRUNE_EVERY == 0:
             self._prune(now)
         jti = secrets.token_urlsafe(16)
-        subject = family.username or family.client_id
+        subject = family.subject or family.username or family.client_id
         expires_at = now + self._config.access_ttl
         claims = {
             "iss": self.issuer,
@@ -1070,6 +1271,8 @@ class ServerState:
         }
         if jkt is not None:
             claims["cnf"] = {"jkt": jkt}  # RFC 9449 section 6.1
+        if family.act is not None:
+            claims["act"] = family.act  # RFC 8693 section 4.1
         access_token = self.key.sign(claims)
         self._access[jti] = _AccessToken(family.id, subject, expires_at, scope, seq, jkt=jkt)
         refresh_token = None
@@ -1126,3 +1329,22 @@ def _check_client_keys(config: ServerConfig) -> None:
                 client_key(client.public_key)
             except ValueError as exc:
                 raise ValueError(f"client {client.client_id!r}: bad public_key: {exc}") from None
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _depth(act: Mapping[str, Any] | None) -> int:
+    depth = 0
+    while isinstance(act, Mapping):
+        depth += 1
+        act = act.get("act")
+    return depth
+
+
+def _required_field(form: Mapping[str, str], name: str) -> str:
+    value = form.get(name)
+    if not value:
+        raise OAuthError("invalid_request", f"{name} is required")
+    return value

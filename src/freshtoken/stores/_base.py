@@ -127,6 +127,13 @@ class TokenStore(abc.ABC):
         without it managers re-read when a refresh is due or after a 401.
         """
 
+    def unwatch(self, on_change: Callable[[], None]) -> None:  # noqa: B027 - optional hook
+        """Stop calling ``on_change`` (given to [`watch()`][watch] before; once per ``watch``).
+
+        The thread or connection that watched is released once nothing is watched any more;
+        the store itself stays usable. Unknown callbacks are ignored.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and watchers. Closing twice is harmless."""
 

@@ -191,7 +191,10 @@ class FileStore(BlockingTokenStore):
         if watch_interval is not None and not watch_interval > 0:
             raise ValueError("watch_interval must be a positive number of seconds, or None")
         self.watch_interval = watch_interval
-        self._unwatch = threading.Event()
+        self._closed = False
+        # One stop event per watch() call, with its callback: unwatch() stops that one thread.
+        self._watchers: list[tuple[Callable[[], None], threading.Event]] = []
+        self._watchers_mutex = threading.Lock()
         self._described: RefresherSettings | None = None
         renew_after_fork(self)
 
@@ -214,15 +217,32 @@ class FileStore(BlockingTokenStore):
     def watch(self, on_change: Callable[[], None]) -> None:
         if self.watch_interval is None:
             return
+        stop = threading.Event()
+        with self._watchers_mutex:
+            if self._closed:
+                return
+            self._watchers.append((on_change, stop))
         threading.Thread(
             target=_watch_file,
-            args=(weakref.ref(self), self.path, self.watch_interval, on_change, self._unwatch),
+            args=(weakref.ref(self), self.path, self.watch_interval, on_change, stop),
             name=f"freshtoken-watch-{self.path.name}",
             daemon=True,
         ).start()
 
+    def unwatch(self, on_change: Callable[[], None]) -> None:
+        with self._watchers_mutex:
+            for index, (callback, stop) in enumerate(self._watchers):
+                if callback == on_change:
+                    del self._watchers[index]
+                    stop.set()
+                    return
+
     def close(self) -> None:
-        self._unwatch.set()
+        with self._watchers_mutex:
+            self._closed = True
+            watchers, self._watchers = self._watchers, []
+        for _, stop in watchers:
+            stop.set()
 
     def remember_refresher(self, refresher: object) -> None:
         """Record ``refresher``'s description (if it has one) with every save from now on."""
@@ -230,12 +250,10 @@ class FileStore(BlockingTokenStore):
         self._described = describe() if callable(describe) else None
 
     def _after_fork_in_child(self) -> None:
-        # The watcher threads are not in the child; the event they waited on may have been
-        # mid-update in one of them. watch() in the child starts new ones on a fresh event.
-        closed = self._unwatch.is_set()
-        self._unwatch = threading.Event()
-        if closed:
-            self._unwatch.set()
+        # The watcher threads are not in the child, and their mutex may have been held by one
+        # of them. watch() in the child starts new ones.
+        self._watchers_mutex = threading.Lock()
+        self._watchers = []
 
     def load(self) -> StoredTokens | None:
         document = self._read()

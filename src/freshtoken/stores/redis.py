@@ -234,6 +234,7 @@ class RedisStore(TokenStore):
         self._where = _describe_connection(self._sync)
         self._db = _pool_kwargs(self._sync).get("db", 0)
         self._watcher: _Watcher | None = None
+        self._unwatched: weakref.finalize[Any, Any] | None = None  # stops the watcher at GC
         self._closed = False
         renew_after_fork(self)
 
@@ -430,10 +431,23 @@ class RedisStore(TokenStore):
                 raise StoreError(f"{self!r} is closed")
             if self._watcher is None:
                 self._watcher = _Watcher(self)
-                weakref.finalize(self, self._watcher.stop, False)
+                self._unwatched = weakref.finalize(self, self._watcher.stop, False)
             watcher = self._watcher
-        watcher.add(on_change)
+            watcher.add(on_change)
         watcher.wait_subscribed(self._options["socket_connect_timeout"])
+
+    def unwatch(self, on_change: Callable[[], None]) -> None:
+        """Stop calling ``on_change``; the watcher thread (and its pub/sub connection) ends
+        when no callback is left, without waiting for it (it notices within 0.2 s)."""
+        with self._mutex:
+            watcher = self._watcher
+            if watcher is None or watcher.remove(on_change):
+                return
+            self._watcher = None
+            if self._unwatched is not None:
+                self._unwatched.detach()
+                self._unwatched = None
+        watcher.stop(False)
 
     def close(self) -> None:
         """Stop the watcher thread and close the connections this store opened."""
@@ -644,6 +658,13 @@ class _Watcher:
     def add(self, callback: Callable[[], None]) -> None:
         with self._mutex:
             self._callbacks.append(callback)
+
+    def remove(self, callback: Callable[[], None]) -> int:
+        """Forget one registration of ``callback``; how many callbacks are left."""
+        with self._mutex:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+            return len(self._callbacks)
 
     def wait_subscribed(self, timeout: float) -> bool:
         return self._subscribed.wait(timeout)
