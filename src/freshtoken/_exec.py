@@ -49,6 +49,7 @@ from ._tokens import TokenSet
 from .errors import AuthError, StoreError
 from .stores._files import write_atomically
 from .stores._sealing import ENV_KEY
+from .stores.file import FileStore
 
 if TYPE_CHECKING:
     from ._manager import TokenManager
@@ -71,6 +72,9 @@ FORWARDED = (
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RECHECK = 60.0  # seconds: look at the store at least this often, whatever the expiry says
+# Seconds between looks at the token file for another process's save: the file follows a
+# refresh made elsewhere within this (plus a read), well inside a second.
+_WATCH_INTERVAL = 0.2
 _MIN_WAIT = 1.0  # seconds between looks while a due refresh has not happened yet
 _FAILED_WAIT = 5.0  # seconds between attempts after a failure (the manager throttles too)
 _KEEPER_JOIN = 60.0  # a refresh under way when the command ends is finished and saved
@@ -135,7 +139,10 @@ def _exec(args: argparse.Namespace) -> int:
         # Before any thread starts (the store's watcher), so that every thread inherits it:
         # these signals are then taken only by the loop below.
         signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
-    store = _store(args)
+    if token_file is None:
+        store = _store(args)
+    else:
+        store = FileStore(args.store, profile=args.profile, watch_interval=_WATCH_INTERVAL)
     manager = open_profile(store)
     try:
         tokens = profile_tokens(manager, store)
@@ -361,12 +368,14 @@ class _Keeper:
     def _run(self) -> None:
         failing = False
         while True:
-            self._wake.wait(_FAILED_WAIT if failing else self._delay())
+            changed = self._wake.wait(_FAILED_WAIT if failing else self._delay())
             if self._stopping.is_set():
                 return
             self._wake.clear()
             try:
-                fresh = self.manager.get_tokens()
+                fresh = self._stored() if changed else None
+                if fresh is None:
+                    fresh = self.manager.get_tokens()  # refreshes when due
                 if fresh.access_token != self.current.access_token:
                     self._replace(fresh)
             except (AuthError, _Failure) as error:
@@ -377,6 +386,12 @@ class _Keeper:
             if failing:
                 _failure_line("exec: the token file is current again")
             failing = False
+
+    def _stored(self) -> TokenSet | None:
+        """What the store holds now. Another process saved: the manager learns of it from a
+        watcher of its own, maybe after this one, and meanwhile still answers from its view."""
+        stored = self.manager.store.load()
+        return None if stored is None else stored.tokens
 
     def _delay(self) -> float:
         due = self.manager.policy.refresh_due_at(self.current)

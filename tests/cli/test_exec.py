@@ -4,16 +4,19 @@ passed on, and a token file kept current across a refresh."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from profile_fixture import LoggedIn, log_in
 
 from freshtoken import system_clock
+from freshtoken.stores import FileStore
 from freshtoken.testing import ServerFactory
 
 PRINT_ENV = "import json, os; print(json.dumps(dict(os.environ)))"
@@ -296,3 +299,53 @@ def test_what_took_the_token_files_place_meanwhile_is_left_alone(
         assert path.read_text() == "the command's own file"
     else:
         assert path.is_symlink()
+
+
+def wait_for_file(path: Path, content: str, deadline: float) -> float:
+    """Seconds until ``path`` holds ``content`` (polled every 20 ms); fails at ``deadline``."""
+    started = time.monotonic()
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_text() == content:
+                return time.monotonic() - started
+        assert time.monotonic() < started + deadline, f"{path} still stale after {deadline} s"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("refresher", ["another-process", "another-manager"])
+def test_the_refresh_file_follows_a_refresh_made_elsewhere(
+    logged_in: LoggedIn, tmp_path: Path, refresher: str
+) -> None:
+    """Another process (or another manager on the same token file) refreshes the profile
+    while exec runs with 5-minute tokens: the file holds the new token promptly (exec's
+    promise is a second; the deadline leaves room for a loaded machine, and is far below the
+    minute that exec used to wait before it looked again). Nothing is refreshed twice."""
+    token_file = tmp_path / "token"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "freshtoken.cli", "exec", "--refresh-file", str(token_file),
+         "--", sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=logged_in.env,
+    )  # fmt: skip
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        first = logged_in.tokens().access_token
+        assert token_file.read_text() == first
+        for _ in range(2):  # the second refresh finds exec's view already moved once
+            if refresher == "another-process":
+                logged_in.expire()  # the next `freshtoken token` must refresh
+                result = logged_in.run("token")
+                assert result.returncode == 0, result.stderr
+                new = result.stdout.strip()
+            else:
+                new = FileStore(logged_in.store, profile="default").manager().refresh().access_token
+            assert new == logged_in.tokens().access_token != first
+            wait_for_file(token_file, new, deadline=5.0)
+            first = new
+    finally:
+        process.stdin.close()
+        assert process.wait(timeout=30) == 0
+        process.stdout.close()
+    assert not token_file.exists()
+    assert logged_in.server.stats()["refreshes"] == 2
