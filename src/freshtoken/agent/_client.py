@@ -146,7 +146,9 @@ class AgentRefresher:
     ``store`` (default: the usual one). ``timeout`` bounds each request to the agent.
 
     Failures: the agent has no such profile, or the session is over: ``SessionExpired``; the
-    agent cannot be reached or its token endpoint failed: ``RefreshFailed``.
+    agent cannot be reached or its token endpoint failed: ``RefreshFailed``; the socket, its
+    directory or the process serving it is not this user's: ``RefreshFailed`` with the code
+    ``agent_untrusted`` (nothing is sent to it).
     """
 
     def __init__(
