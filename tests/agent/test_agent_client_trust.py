@@ -27,6 +27,7 @@ from freshtoken import AgentRefresher, RefreshFailed, RetryPolicy, TokenManager
 from freshtoken.agent._paths import AgentPathError, check_socket
 
 NOBODY = 65534
+PROBE = b"probe"
 PLANTED_TOKEN = "planted-token-of-another-user"
 PLANTED_ANSWER = json.dumps(
     {"profile": "default", "access_token": PLANTED_TOKEN, "token_type": "Bearer"}
@@ -81,20 +82,31 @@ class PlantedAgent:
                 conn.settimeout(5)
                 os.write(report, b"C")
                 with contextlib.suppress(OSError):
-                    if conn.recv(65536):
+                    data = conn.recv(65536)
+                    if data == PROBE:
+                        os.write(report, b"P")
+                    elif data:
                         os.write(report, b"R")
-                    conn.sendall(PLANTED_RESPONSE)
+                        conn.sendall(PLANTED_RESPONSE)
+            os.write(report, b"D")
 
     def _read(self, timeout: float) -> bytes:
         ready, _, _ = select.select([self._events], [], [], timeout)
         return self._events.read(1) if ready else b""
 
     def events(self) -> bytes:
-        """What happened so far: C for a connection, R for a request received."""
+        """What the planted agent saw before now: C for a connection, R for a request in it,
+        D when done with it. A probe connection made here comes after every earlier one (the
+        child takes them in turn), so when its report arrives, theirs have all arrived."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.connect(str(self.path))
+            probe.sendall(PROBE)
         seen = b""
-        while chunk := self._read(0.0):
+        while not seen.endswith(b"CPD"):
+            chunk = self._read(10.0)
+            assert chunk, f"the planted agent did not answer the probe (saw {seen!r})"
             seen += chunk
-        return seen
+        return seen.removesuffix(b"CPD")
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -169,7 +181,7 @@ def test_an_agent_of_another_uid_behind_a_socket_that_looks_right_is_refused(
         error = refused(AgentRefresher(socket=path, autostart=False))
         assert error.error == "agent_untrusted"
         assert f"runs as uid {NOBODY}" in str(error)
-        assert planted.events() == b"C"  # connected, then closed: no request was sent
+        assert planted.events() == b"CD"  # connected, then closed: no request was sent
     finally:
         planted.stop()
 
@@ -187,7 +199,7 @@ async def test_the_async_side_checks_the_same(short_dir: Path) -> None:
             await manager(AgentRefresher(socket=path, autostart=False)).aget_tokens()
         assert failure.value.error == "agent_untrusted"
         assert f"runs as uid {NOBODY}" in str(failure.value)
-        assert planted.events() == b"C"
+        assert planted.events() == b"CD"
     finally:
         planted.stop()
 
