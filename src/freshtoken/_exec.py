@@ -251,11 +251,12 @@ class _TokenFile:
                 return
             try:
                 status = os.lstat(self.path)
+                if (status.st_dev, status.st_ino) == self._written and stat.S_ISREG(status.st_mode):
+                    os.unlink(self.path)
             except FileNotFoundError:
                 return
-            if (status.st_dev, status.st_ino) == self._written and stat.S_ISREG(status.st_mode):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
+            except OSError as error:  # the command's status still goes out; the leftover is said
+                _failure_line(f"exec: could not remove {self.path}: {error.strerror}")
 
 
 def _supervise(

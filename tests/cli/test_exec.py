@@ -151,10 +151,12 @@ def test_the_refresh_file_is_kept_current_across_a_refresh(
     oauth_server_factory: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """3 s tokens: exec refreshes when due, replaces the 0600 file, signals the child, and
-    removes the file when the child ends; one refresh at the server."""
+    removes the file when the child ends; one refresh at the server per expiry (two when a
+    busy machine took so long to start exec that the login's token was due already)."""
     server = oauth_server_factory(clock=system_clock, access_ttl=3.0)
     profile = log_in(server, tmp_path / "tokens.json", monkeypatch)
     server.reset_stats()
+    login_token = profile.tokens().access_token
     token_file = tmp_path / "run" / "token"
     result = profile.run(
         "exec", "--refresh-file", str(token_file), "--signal-on-refresh", "USR1",
@@ -169,7 +171,7 @@ def test_the_refresh_file_is_kept_current_across_a_refresh(
     assert profile.api_status(seen["second"]) == 200
     assert not token_file.exists()
     stats = server.stats()
-    assert stats["refreshes"] == 1
+    assert stats["refreshes"] == (1 if seen["first"] == login_token else 2)
     assert stats["reuse_detections"] == 0
 
 
