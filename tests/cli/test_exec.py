@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,9 @@ from pathlib import Path
 import pytest
 from profile_fixture import LoggedIn, log_in
 
+import freshtoken
 from freshtoken import system_clock
+from freshtoken._exec import SECRET_VARIABLES
 from freshtoken.stores import FileStore
 from freshtoken.testing import ServerFactory
 
@@ -82,6 +85,19 @@ def test_freshtokens_own_secrets_do_not_reach_the_child(
     for name, value in SECRETS.items():
         assert name not in environment
         assert value not in output
+
+
+def test_every_secret_variable_freshtoken_reads_is_one_exec_removes() -> None:
+    """Any FRESHTOKEN_ variable of the package named like a secret (KEY, SECRET, PASSWORD)
+    is in exec's list, and the test's SECRETS cover that list: a new one cannot be forgotten."""
+    package = Path(freshtoken.__file__).parent
+    named = {
+        name
+        for source in package.rglob("*.py")
+        for name in re.findall(r'"(FRESHTOKEN_[A-Z_]+)"', source.read_text())
+        if re.search(r"KEY|SECRET|PASSWORD", name)
+    }
+    assert named == set(SECRET_VARIABLES) == set(SECRETS)
 
 
 def test_keep_secret_env_passes_them_on(logged_in: LoggedIn) -> None:
