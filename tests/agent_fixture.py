@@ -4,6 +4,7 @@ reference server's ManualClock (tests move time instead of sleeping), and ways t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -62,6 +63,42 @@ class RunningAgent:
         self.agent.stop()
         self._thread.join(timeout=30)
         assert not self._thread.is_alive(), "the agent did not stop"
+
+
+class FakeAgent:
+    """A listener on ``path`` (this user's) that answers every request with ``response``,
+    byte for byte: an agent answering what a test wants, such as a malformed answer."""
+
+    def __init__(self, path: Path, response: bytes) -> None:
+        self.response = response
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(8)
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, name="fake-agent", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # closed by close()
+            while True:
+                conn, _ = self.listener.accept()
+                self.connections += 1
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(self.response)
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self._thread.join(timeout=5)
+
+
+def http_answer(status: int, body: bytes) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection."""
+    return (
+        f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ post that the server's metadata lists, and neither means none.
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,8 @@ from urllib.parse import quote
 
 import httpx
 import jwt
+
+from ._policy import read_json
 
 __all__ = [
     "JWT_BEARER",
@@ -145,10 +146,9 @@ class Signer:
     def __init__(self, private_key: PrivateKey, key_id: str | None, algorithm: str | None) -> None:
         jwk: Mapping[str, Any] | None = None
         if isinstance(private_key, str) and private_key.lstrip().startswith("{"):
-            try:
-                jwk = json.loads(private_key)
-            except ValueError:
-                raise ValueError("private_key is neither a PEM key nor a JWK") from None
+            jwk, problem = read_json(private_key.encode("utf-8", "surrogateescape"))
+            if problem is not None:
+                raise ValueError(f"private_key is neither a PEM key nor a JWK: it {problem}")
         elif isinstance(private_key, Mapping):
             jwk = private_key
         try:

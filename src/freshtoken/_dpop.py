@@ -174,10 +174,9 @@ class DPoPKey:
         """
         ec_alg, okp_alg, rsa_alg = _algorithms()
         if isinstance(jwk, str):
-            try:
-                jwk = json.loads(jwk)
-            except ValueError:
-                raise ValueError("a DPoP key must be a JWK (JSON object)") from None
+            jwk, problem = read_json(jwk.encode("utf-8", "surrogateescape"))
+            if problem is not None:
+                raise ValueError(f"a DPoP key must be a JWK (JSON object); this one {problem}")
         if not isinstance(jwk, Mapping):
             raise ValueError("a DPoP key must be a JWK (JSON object)")  # noqa: TRY004 - one kind for every bad key
         kty = jwk.get("kty")

@@ -1,17 +1,22 @@
 """``freshtoken exec [--profile P] [--env NAME] [--refresh-file PATH] -- CMD ARGS...``.
 
 Runs CMD with a fresh access token in ``$NAME`` (default ``FRESHTOKEN_ACCESS_TOKEN``). The
-refresh token never reaches the child.
+refresh token never reaches the child, and neither do freshtoken's own secrets: the variables
+in ``SECRET_VARIABLES`` (the key that opens the token file, the client secret, the
+password) are removed from CMD's environment unless ``--keep-secret-env`` says otherwise.
 
 Without ``--refresh-file`` freshtoken *becomes* CMD (``execvp``): same pid, the child's
 exit status and signals are its own. With it, freshtoken stays as CMD's parent for as long
 as CMD runs, and keeps the file holding the current access token (no newline), replaced
 atomically (mode 0600) whenever the token is refreshed, by this process or by any other
-sharing the profile; ``--signal-on-refresh HUP`` also tells CMD. The file is removed when
-CMD ends. The parent passes CMD's exit status on (death by a signal: it dies by the same
-signal) and forwards the signals it receives: SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1,
-SIGUSR2 and SIGWINCH. A signal the terminal sent to the whole foreground process group
-(Ctrl-C) already reached CMD, so it is not sent twice.
+sharing the profile; ``--signal-on-refresh HUP`` also tells CMD. A regular file already at
+PATH is replaced (one left by an exec that was killed, say); a symbolic link, a directory or
+anything else is refused and left alone. When CMD ends the file is removed if it is still
+the one exec wrote, and left alone if something else took its place meanwhile. The parent
+passes CMD's exit status on (death by a signal: it dies by the same signal) and forwards
+the signals it receives: SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH. A
+signal the terminal sent to the whole foreground process group (Ctrl-C) already reached
+CMD, so it is not sent twice.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import os
 import re
 import signal
+import stat
 import sys
 import threading
 import time
@@ -29,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._profiles_cli import (
+    ENV_CLIENT_SECRET,
+    ENV_PASSWORD,
     _add_store_arguments,
     _Failure,
     _guarded,
@@ -40,6 +48,8 @@ from ._profiles_cli import (
 from ._tokens import TokenSet
 from .errors import AuthError, StoreError
 from .stores._files import write_atomically
+from .stores._sealing import ENV_KEY
+from .stores.file import FileStore
 
 if TYPE_CHECKING:
     from ._manager import TokenManager
@@ -47,6 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["configure_parser", "run"]
 
 DEFAULT_ENV = "FRESHTOKEN_ACCESS_TOKEN"
+# Every secret freshtoken reads from the environment. The key opens the refresh token in any
+# copy of the token file; a child that needs one of them gets it with --keep-secret-env.
+SECRET_VARIABLES = (ENV_KEY, ENV_CLIENT_SECRET, ENV_PASSWORD)
 ENV_TOKEN_FILE = "FRESHTOKEN_TOKEN_FILE"
 FORWARDED = (
     signal.SIGTERM,
@@ -59,6 +72,9 @@ FORWARDED = (
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RECHECK = 60.0  # seconds: look at the store at least this often, whatever the expiry says
+# Seconds between looks at the token file for another process's save: the file follows a
+# refresh made elsewhere within this (plus a read), well inside a second.
+_WATCH_INTERVAL = 0.2
 _MIN_WAIT = 1.0  # seconds between looks while a due refresh has not happened yet
 _FAILED_WAIT = 5.0  # seconds between attempts after a failure (the manager throttles too)
 _KEEPER_JOIN = 60.0  # a refresh under way when the command ends is finished and saved
@@ -87,6 +103,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="with --refresh-file: send this signal (HUP, USR1...) to the command after each "
         "refresh",
     )
+    parser.add_argument(
+        "--keep-secret-env",
+        action="store_true",
+        help=f"pass {', '.join('$' + name for name in SECRET_VARIABLES)} on to the command "
+        "(by default they are removed from its environment)",
+    )
     _add_store_arguments(parser)
     # Not dest="command": the top-level parser keeps the subcommand's name there.
     parser.add_argument(
@@ -109,34 +131,44 @@ def _exec(args: argparse.Namespace) -> int:
     notify = _signal_number(args.signal_on_refresh)
     if notify is not None and args.refresh_file is None:
         raise _Failure("--signal-on-refresh needs --refresh-file")
+    token_file = None
+    if args.refresh_file is not None:
+        token_file = _TokenFile(Path(args.refresh_file).expanduser().absolute())
+        token_file.check()
     if args.refresh_file is not None and hasattr(signal, "sigtimedwait"):
         # Before any thread starts (the store's watcher), so that every thread inherits it:
         # these signals are then taken only by the loop below.
         signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
-    store = _store(args)
+    if token_file is None:
+        store = _store(args)
+    else:
+        store = FileStore(args.store, profile=args.profile, watch_interval=_WATCH_INTERVAL)
     manager = open_profile(store)
     try:
         tokens = profile_tokens(manager, store)
     except BaseException:
         close_refresher(manager.refresher)
         raise
-    environment = {**os.environ, args.env: tokens.access_token}
-    if args.refresh_file is None:
+    environment = dict(os.environ)
+    if not args.keep_secret_env:
+        for name in SECRET_VARIABLES:
+            environment.pop(name, None)
+    environment[args.env] = tokens.access_token
+    if token_file is None:
         close_refresher(manager.refresher)
         return _become(command, environment)
-    path = Path(args.refresh_file).expanduser().absolute()
-    environment[ENV_TOKEN_FILE] = str(path)
+    environment[ENV_TOKEN_FILE] = str(token_file.path)
     try:
-        _write_token(path, tokens)
+        token_file.write(tokens)
         status = _supervise(
-            command, environment, manager=manager, path=path, tokens=tokens, notify=notify
-        )
+            command, environment, manager=manager, token_file=token_file, tokens=tokens,
+            notify=notify,
+        )  # fmt: skip
     except _SpawnFailed as failure:
         return failure.code
     finally:
         close_refresher(manager.refresher)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        token_file.remove()
     return _pass_on(status)
 
 
@@ -171,11 +203,60 @@ def _failure_line(text: str) -> None:
     print(f"freshtoken: {text}", file=sys.stderr)
 
 
-def _write_token(path: Path, tokens: TokenSet) -> None:
-    try:
-        write_atomically(path, tokens.access_token.encode())
-    except StoreError as error:
-        raise _Failure(f"--refresh-file: {error}") from None
+class _TokenFile:
+    """The ``--refresh-file``: exec removes only the file it wrote, never what stood there
+    before it (a link, a directory) or what took its place meanwhile."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._written: tuple[int, int] | None = None  # (device, inode) of our last write
+        self._removed = False
+        # The keeper writes from its thread; removal must not race a write still under way.
+        self._mutex = threading.Lock()
+
+    def check(self) -> None:
+        """Refuse a path that holds something exec must not replace."""
+        try:
+            status = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise _Failure(f"--refresh-file {self.path}: {error.strerror}") from None
+        if stat.S_ISREG(status.st_mode):
+            return
+        if stat.S_ISLNK(status.st_mode):
+            kind = "a symbolic link (exec never writes a token through one)"
+        elif stat.S_ISDIR(status.st_mode):
+            kind = "a directory"
+        else:
+            kind = "not a regular file"
+        raise _Failure(
+            f"--refresh-file {self.path} is {kind}: give the path of a file for exec to write"
+        )
+
+    def write(self, tokens: TokenSet) -> None:
+        with self._mutex:
+            if self._removed:
+                return  # the command has ended: a late refresh must not leave a token behind
+            try:
+                written = write_atomically(self.path, tokens.access_token.encode())
+            except StoreError as error:
+                raise _Failure(f"--refresh-file: {error}") from None
+            self._written = (written.st_dev, written.st_ino)
+
+    def remove(self) -> None:
+        with self._mutex:
+            self._removed = True
+            if self._written is None:
+                return
+            try:
+                status = os.lstat(self.path)
+                if (status.st_dev, status.st_ino) == self._written and stat.S_ISREG(status.st_mode):
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                return
+            except OSError as error:  # the command's status still goes out; the leftover is said
+                _failure_line(f"exec: could not remove {self.path}: {error.strerror}")
 
 
 def _supervise(
@@ -183,7 +264,7 @@ def _supervise(
     environment: dict[str, str],
     *,
     manager: TokenManager,
-    path: Path,
+    token_file: _TokenFile,
     tokens: TokenSet,
     notify: int | None,
 ) -> int:
@@ -202,7 +283,7 @@ def _supervise(
     except PermissionError:
         _failure_line(f"permission denied: {command[0]}")
         raise _SpawnFailed(126) from None
-    keeper = _Keeper(manager, path, tokens, pid, notify)
+    keeper = _Keeper(manager, token_file, tokens, pid, notify)
     keeper.start()
     try:
         return _wait_forwarding(pid)
@@ -258,10 +339,15 @@ class _Keeper:
     """Rewrites the token file whenever the profile's access token changes."""
 
     def __init__(
-        self, manager: TokenManager, path: Path, tokens: TokenSet, child: int, notify: int | None
+        self,
+        manager: TokenManager,
+        token_file: _TokenFile,
+        tokens: TokenSet,
+        child: int,
+        notify: int | None,
     ) -> None:
         self.manager = manager
-        self.path = path
+        self.token_file = token_file
         self.current = tokens
         self.child = child
         self.notify = notify
@@ -283,12 +369,14 @@ class _Keeper:
     def _run(self) -> None:
         failing = False
         while True:
-            self._wake.wait(_FAILED_WAIT if failing else self._delay())
+            changed = self._wake.wait(_FAILED_WAIT if failing else self._delay())
             if self._stopping.is_set():
                 return
             self._wake.clear()
             try:
-                fresh = self.manager.get_tokens()
+                fresh = self._stored() if changed else None
+                if fresh is None:
+                    fresh = self.manager.get_tokens()  # refreshes when due
                 if fresh.access_token != self.current.access_token:
                     self._replace(fresh)
             except (AuthError, _Failure) as error:
@@ -300,6 +388,12 @@ class _Keeper:
                 _failure_line("exec: the token file is current again")
             failing = False
 
+    def _stored(self) -> TokenSet | None:
+        """What the store holds now. Another process saved: the manager learns of it from a
+        watcher of its own, maybe after this one, and meanwhile still answers from its view."""
+        stored = self.manager.store.load()
+        return None if stored is None else stored.tokens
+
     def _delay(self) -> float:
         due = self.manager.policy.refresh_due_at(self.current)
         if due is None:
@@ -307,7 +401,7 @@ class _Keeper:
         return min(_RECHECK, max(_MIN_WAIT, due - time.time()))
 
     def _replace(self, fresh: TokenSet) -> None:
-        _write_token(self.path, fresh)
+        self.token_file.write(fresh)
         self.current = fresh
         if self.notify is not None:
             with contextlib.suppress(ProcessLookupError):

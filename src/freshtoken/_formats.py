@@ -23,6 +23,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from ._policy import read_json
 from ._tokens import TokenSet
 
 __all__ = [
@@ -136,10 +137,9 @@ def _exec_api_version(exec_info: str | None) -> str:
     """The ExecCredential version kubectl asked for (v1 when it did not say)."""
     if not exec_info:
         return EXEC_CREDENTIAL_VERSIONS[0]
-    try:
-        request = json.loads(exec_info)
-    except ValueError:
-        raise ValueError("$KUBERNETES_EXEC_INFO is not JSON (kubectl sets it)") from None
+    request, problem = read_json(exec_info.encode("utf-8", "surrogateescape"))
+    if problem is not None:
+        raise ValueError(f"$KUBERNETES_EXEC_INFO {problem} (kubectl sets it to an ExecCredential)")
     version = request.get("apiVersion") if isinstance(request, Mapping) else None
     if version is None:
         return EXEC_CREDENTIAL_VERSIONS[0]

@@ -19,6 +19,17 @@ A token goes only to a host named here, whatever helper line sends git our way: 
 every helper about every host, and an unmapped host gets no answer (git asks the next
 helper). The longest matching URL wins. Plain ``http://`` is accepted for loopback hosts only.
 
+Hosts are compared as a client would connect to them, and whatever two URL parsers could read
+differently gets no answer: ``host`` must be a plain host name, IPv4 or bracketed IPv6 address
+with an optional port (no user info, ``@``, ``#``, ``%``, ``\\``, spaces, a trailing dot or
+an empty port). Names match without ASCII case; ports match by number (the scheme's default
+port is the same as none); IPv6 addresses match by value. Other spellings of a name (its
+``xn--`` form, Unicode case) are other names: write the mapping as your remotes spell it. A
+``url=`` is split as git splits it, and refused where a WHATWG parser (a browser, many
+tools) would find another host: a ``\\`` before the path, two ``@``, an encoded host. A path
+with ``.`` or ``..`` segments or a ``\\`` gets nothing either (an HTTP client resolves them,
+so the request could leave the mapped path).
+
 ``get`` answers ``username``, ``password`` (the access token, refreshed first when due) and
 ``password_expiry_utc`` (Git 2.41+: when a refresh falls due, so that a storage helper such
 as credential-cache never hands out a stale token). With ``bearer = true`` in the mapping and
@@ -36,12 +47,15 @@ import argparse
 import configparser
 import dataclasses
 import hmac
+import ipaddress
 import os
+import re
+import string
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ._policy import check_transport, default_port, origin_of
 from ._profiles_cli import (
@@ -66,6 +80,10 @@ __all__ = [
 ]
 
 ENV_CONFIG = "FRESHTOKEN_GIT_CONFIG"
+# A host name: letters, digits, hyphens, underscores and dots (any Unicode letter or digit
+# too: such a name matches only when spelled exactly as in the mapping).
+_NAME = re.compile(r"[^\W]([\w.-]*[^\W])?", re.UNICODE)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 DEFAULT_USERNAME = "oauth2"
 MAX_INPUT = 64 * 1024  # git sends a few hundred bytes; anything far larger is not git
 _KEYS = frozenset({"profile", "username", "bearer", "store"})
@@ -190,20 +208,50 @@ def parse_attributes(data: bytes) -> dict[str, list[str]]:
                 "git-credential: a line without key=value; input must be git's "
                 "credential format (see `git help credential`)"
             )
-        if key.endswith("[]"):
+        if key == "url":  # as git does: the URL replaces what came before, later lines win
+            for name in _URL_PARTS:
+                attributes.pop(name, None)
+            attributes.update({name: [value] for name, value in _split_url(value).items()})
+        elif key.endswith("[]"):
             if value:
                 attributes.setdefault(key, []).append(value)
             else:
                 attributes[key] = []  # an empty value clears the list
         else:
             attributes[key] = [value]
-    url = _single(attributes, "url")
-    if url is not None:  # git itself splits url=; a script may not have
-        parts = urlsplit(url)
-        attributes.setdefault("protocol", [parts.scheme])
-        attributes.setdefault("host", [parts.netloc.rpartition("@")[2]])
-        attributes.setdefault("path", [parts.path.lstrip("/")])
     return attributes
+
+
+_URL_PARTS = ("protocol", "host", "path", "username", "password")
+# A host that never matches: what a URL that parsers would read differently amounts to.
+_NO_HOST = {"host": ""}
+
+
+def _split_url(url: str) -> dict[str, str]:
+    """``protocol``, ``host``, ``path`` (and ``username``) of ``url``, split as git's
+    ``credential_from_url`` splits it: the host ends at the first ``/``, ``?`` or ``#``, user
+    info ends at the first ``@``, host and path are percent-decoded. Where a WHATWG parser
+    would read another host, the host is empty (nothing matches it)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return _NO_HOST
+    end = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark)
+        if found != -1:
+            end = min(end, found)
+    authority, tail = rest[:end], rest[end:]
+    if "\\" in authority:
+        return _NO_HOST  # WHATWG ends the host at a backslash in http(s); git does not
+    if authority.count("@") > 1:
+        return _NO_HOST  # git takes the first @, WHATWG the last
+    userinfo, at, host = authority.rpartition("@")
+    if "%" in host:
+        return _NO_HOST  # git decodes it to a host that is no plain name (%40 is an @)
+    parts = {"protocol": scheme, "host": host, "path": unquote(tail.lstrip("/")).rstrip("/")}
+    if at:
+        parts["username"] = unquote(userinfo.partition(":")[0])
+    return parts
 
 
 def _single(attributes: Mapping[str, list[str]], key: str) -> str | None:
@@ -237,8 +285,14 @@ def _section(path: Path, name: str, section: Mapping[str, str]) -> HostMapping:
     parts = urlsplit(name)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _Failure(f"{where}: a section names a URL such as [https://git.example.com]")
-    if parts.username or parts.password or parts.query or parts.fragment:
+    if parts.username or parts.password or parts.query or parts.fragment or "@" in name:
         raise _Failure(f"{where}: the URL may hold a scheme, a host, a port and a path only")
+    host = _host(parts.scheme, parts.netloc)
+    if host is None or "\\" in name:
+        raise _Failure(f"{where}: {parts.netloc!r} is not a plain host name or address with a port")
+    segments = _segments(unquote(parts.path))
+    if segments is None:
+        raise _Failure(f"{where}: the path may not hold . or .. segments")
     try:
         check_transport(origin_of(name), allow_insecure_http=False, what="a git token")
     except InsecureTransportError as error:
@@ -256,8 +310,8 @@ def _section(path: Path, name: str, section: Mapping[str, str]) -> HostMapping:
     return HostMapping(
         url=name,
         scheme=parts.scheme,
-        host=_host(parts.scheme, parts.netloc),
-        path=_segments(parts.path),
+        host=host,
+        path=segments,
         profile=profile,
         username=username,
         bearer=bearer_text in ("true", "yes", "1"),
@@ -275,6 +329,8 @@ def match(
         return None
     host = _host(protocol, host)
     path = _segments(_single(attributes, "path") or "")
+    if host is None or path is None:
+        return None  # not what git sends for a URL a client would connect to as mapped
     best: HostMapping | None = None
     for mapping in mappings:
         if mapping.scheme != protocol or mapping.host != host:
@@ -286,13 +342,40 @@ def match(
     return best
 
 
-def _host(scheme: str, netloc: str) -> str:
-    host = netloc.rpartition("@")[2].lower()
-    name, sep, port = host.rpartition(":")
-    if sep and "]" not in port and port == str(default_port(scheme)):
+def _host(scheme: str, host: str) -> str | None:
+    """``host`` (``name[:port]``, ``[IPv6][:port]``) as compared: ASCII letters in lower
+    case, the port as a number and left out when it is the scheme's default, an IPv6 address
+    in its compressed form; None for anything else (see the module docstring)."""
+    port: str | None
+    if host.startswith("["):
+        literal, bracket, after = host[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            return None
+        try:
+            address = ipaddress.IPv6Address(literal)
+        except ValueError:
+            return None
+        if address.scope_id is not None:
+            return None  # a zone names an interface of the client, not a server
+        name, port = f"[{address.compressed}]", after[1:] if after else None
+    else:
+        name, colon, after = host.partition(":")
+        port = after if colon else None
+        # No trailing dot either: the same host to DNS, but another name to TLS and cookies.
+        if not _NAME.fullmatch(name) or len(name) > 253 or ".." in name:
+            return None
+        name = name.translate(_ASCII_LOWER)
+    if port is None:
         return name
-    return host
+    if not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) <= 65535):
+        return None
+    return name if int(port) == default_port(scheme) else f"{name}:{int(port)}"
 
 
-def _segments(path: str) -> tuple[str, ...]:
-    return tuple(segment for segment in path.split("/") if segment)
+def _segments(path: str) -> tuple[str, ...] | None:
+    """The path's segments, or None when a client would resolve it elsewhere (``.``,
+    ``..``, ``\\``)."""
+    segments = tuple(segment for segment in path.split("/") if segment)
+    if "\\" in path or any(segment in (".", "..") for segment in segments):
+        return None
+    return segments

@@ -229,7 +229,7 @@ class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
     ``scope`` and ``extra_params`` (``audience``, ``resource``...) are those of
     [`ClientCredentials`][freshtoken.ClientCredentials], and ``verify`` is for the token endpoint.
     ``store`` shares the token between processes ([`FileStore`][freshtoken.FileStore],
-    [`RedisStore`][freshtoken.RedisStore]). [`close()`][close] closes the manager.
+    [`RedisStore`][freshtoken.RedisStore]). ``close()`` closes the manager.
     """
 
     __slots__ = ()

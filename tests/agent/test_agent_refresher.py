@@ -3,11 +3,13 @@ never holds a refresh token."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from agent_fixture import RunningAgent
+from agent_fixture import FakeAgent, RunningAgent, http_answer
 from profile_fixture import LoggedIn
 
 from freshtoken import (
@@ -140,3 +142,39 @@ def test_the_refresher_says_where_it_draws_from() -> None:
         AgentRefresher(timeout=0)
     with pytest.raises(ValueError, match="longer than"):
         AgentRefresher(socket="/tmp/" + "x" * 200)
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_an_agent_answer_nested_too_deep_is_a_refresh_failure(agent_dir: Path, status: int) -> None:
+    """JSON nested 100,000 deep from the socket (a success or an error answer): RefreshFailed,
+    as for any malformed answer, not a RecursionError out of the manager."""
+    agent = FakeAgent(agent_dir / "agent.sock", http_answer(status, DEEP))
+    try:
+        refresher = AgentRefresher(socket=agent_dir / "agent.sock", autostart=False)
+        with pytest.raises(RefreshFailed) as failure:
+            refresher.refresh(None)
+    finally:
+        agent.close()
+    assert failure.value.status == status
+    if status == 200:
+        assert failure.value.error == "malformed_response"
+        assert "nested too deeply" in str(failure.value)
+
+
+def test_agent_status_on_a_malformed_answer_is_one_line(agent_dir: Path) -> None:
+    """`freshtoken agent status` against an agent answering deep JSON: exit 1, one line."""
+    agent = FakeAgent(agent_dir / "agent.sock", http_answer(200, DEEP))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "freshtoken.cli", "agent", "status", "--socket",
+             str(agent_dir / "agent.sock")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        agent.close()
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "nested too deeply" in result.stderr

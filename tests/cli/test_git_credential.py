@@ -269,3 +269,113 @@ def test_loopback_may_be_plain_http(logged_in: LoggedIn, git_home: Path) -> None
     result = helper(logged_in, git_home, "get", "protocol=http\nhost=127.0.0.1:3000\n\n")
     assert result.returncode == 0, result.stderr
     assert attributes(result.stdout)["password"] == logged_in.tokens().access_token
+
+
+HOSTILE_MAPPING = """
+[https://git.example.com]
+profile = default
+
+[https://code.example.org:8443/team/]
+profile = default
+
+[http://[::1]:8443]
+profile = default
+
+[https://bücher.example]
+profile = default
+"""
+
+ANSWERED = {
+    "plain": "protocol=https\nhost=git.example.com\n",
+    "upper-case": "protocol=https\nhost=GIT.Example.COM\n",
+    "default-port": "protocol=https\nhost=git.example.com:443\n",
+    "port-leading-zero": "protocol=https\nhost=git.example.com:0443\n",
+    "url": "url=https://git.example.com/org/repo.git\n",
+    "url-with-user": "url=https://someone@git.example.com/org/repo.git\n",
+    "url-upper-case-port": "url=https://GIT.EXAMPLE.COM:443/repo.git\n",
+    "ipv6": "protocol=http\nhost=[::1]:8443\n",
+    "ipv6-long-form": "protocol=http\nhost=[0:0:0:0:0:0:0:1]:8443\n",
+    "unicode-as-mapped": "protocol=https\nhost=bücher.example\n",
+    "path-scoped": "protocol=https\nhost=code.example.org:8443\npath=team/app.git\n",
+    "host-after-url": "url=https://evil.example/\nhost=git.example.com\n",
+}
+
+NOT_ANSWERED = {
+    "userinfo-in-host": "protocol=https\nhost=evil.example@git.example.com\n",
+    "fragment-in-host": "protocol=https\nhost=evil.example#@git.example.com\n",
+    "backslash-in-url": "url=https://evil.example\\@git.example.com/r.git\n",
+    "backslash-other-way": "url=https://git.example.com\\@evil.example/r.git\n",
+    "two-ats": "url=https://a@b@git.example.com/r.git\n",
+    "encoded-at-host": "protocol=https\nhost=evil.example%40git.example.com\n",
+    "encoded-at-url": "url=https://evil.example%40git.example.com/r.git\n",
+    "trailing-dot": "protocol=https\nhost=git.example.com.\n",
+    "empty-port": "protocol=https\nhost=git.example.com:\n",
+    "port-too-large": "protocol=https\nhost=git.example.com:65979\n",
+    "two-ports": "protocol=https\nhost=git.example.com:443:443\n",
+    "space": "protocol=https\nhost=git.example.com \n",
+    "plain-http": "protocol=http\nhost=git.example.com\n",
+    "upper-case-protocol": "protocol=HTTPS\nhost=git.example.com\n",
+    "a-label-of-unicode": "protocol=https\nhost=xn--bcher-kva.example\n",
+    "unicode-upper-case": "protocol=https\nhost=BÜCHER.example\n",
+    "fullwidth": "protocol=https\nhost=\uff47\uff49\uff54.example.com\n",  # what UTS 46 maps to git
+    "ipv6-zone": "protocol=http\nhost=[::1%25lo]:8443\n",
+    "ipv6-unbracketed": "protocol=http\nhost=::1\n",
+    "dot-dot-path": "protocol=https\nhost=code.example.org:8443\npath=team/../other/app.git\n",
+    "dot-path": "protocol=https\nhost=code.example.org:8443\npath=team/./app.git\n",
+    "backslash-path": "protocol=https\nhost=code.example.org:8443\npath=team\\..\\other\n",
+    "encoded-dot-dot": "url=https://code.example.org:8443/team/%2e%2e/other/app.git\n",
+    "url-after-host": "host=git.example.com\nurl=https://evil.example/\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "answered"),
+    [pytest.param(text, True, id=name) for name, text in ANSWERED.items()]
+    + [pytest.param(text, False, id=name) for name, text in NOT_ANSWERED.items()],
+)
+def test_only_a_host_every_parser_reads_as_mapped_gets_the_token(
+    logged_in: LoggedIn, git_home: Path, text: str, answered: bool
+) -> None:
+    """A host a client would connect to as mapped (any ASCII case, the default port, an IPv6
+    address in any form) gets the token; user info, fragments, encodings, backslashes, a
+    trailing dot, odd ports, other spellings of a Unicode name, dot segments in a scoped path:
+    nothing (exit 0, git asks the next helper)."""
+    (git_home.parent / "git-credential.ini").write_text(HOSTILE_MAPPING)
+    result = helper(logged_in, git_home, "get", text + "\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    token = logged_in.tokens().access_token
+    if answered:
+        assert attributes(result.stdout)["password"] == token
+    else:
+        assert result.stdout == ""
+
+
+def test_real_git_passes_a_userinfo_shaped_host_on_and_gets_nothing(
+    logged_in: LoggedIn, git_home: Path
+) -> None:
+    """`git credential fill` hands host=evil.example@git.example.com to the helper as it is:
+    no token comes back, git falls back to its prompt (disabled here)."""
+    text = "protocol=https\nhost=evil.example@git.example.com\n\n"
+    result = git_credential(logged_in, git_home, "fill", text)
+    assert result.returncode != 0
+    assert logged_in.tokens().access_token not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("[https://git.example.com.]", "plain host"),
+        ("[https://evil.example%40git.example.com]", "plain host"),
+        ("[https://git.example.com:0]", "plain host"),
+        ("[https://git.example.com/team/../other/]", ". or .. segments"),
+    ],
+)
+def test_a_mapping_that_names_no_plain_host_is_refused(
+    logged_in: LoggedIn, git_home: Path, section: str, message: str
+) -> None:
+    """A section whose host no client request could match as written: a clear error."""
+    (git_home.parent / "git-credential.ini").write_text(f"{section}\nprofile = default\n")
+    result = helper(logged_in, git_home, "get", "protocol=https\nhost=git.example.com\n\n")
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr

@@ -214,19 +214,38 @@ def test_concurrent_k8s_exec_calls_on_an_expired_token_refresh_once(logged_in: L
     assert logged_in.api_status(tokens.pop()) == 200
 
 
-def test_a_bad_exec_info_is_one_line_on_stderr(logged_in: LoggedIn) -> None:
-    """kubectl asking for a version freshtoken does not speak: exit 1, one line, no token."""
+@pytest.mark.parametrize(
+    ("exec_info", "message"),
+    [
+        ('{"apiVersion": "x/v9"}', "x/v9"),
+        ("[" * 50_000 + "]" * 50_000, "nested too deeply"),
+        ('{"apiVersion": ' * 5_000 + "1" + "}" * 5_000, "nested too deeply"),
+        ('{"apiVersion": "', "not JSON"),
+        ('{"spec": {"interactive": ' + "9" * 5_000 + "}}", "digits"),
+        ("\udcff", "not UTF-8"),
+    ],
+    ids=["unknown-version", "deep-arrays", "deep-objects", "truncated", "huge-number", "bytes"],
+)
+def test_a_bad_exec_info_is_one_line_on_stderr(
+    logged_in: LoggedIn, exec_info: str, message: str
+) -> None:
+    """Whatever $KUBERNETES_EXEC_INFO holds (a version freshtoken does not speak, JSON nested
+    50,000 deep, a 5,000-digit number, bytes that are not UTF-8): exit 1, one line naming
+    the variable, no token and no traceback."""
     env_run = subprocess.run(
         [sys.executable, "-m", "freshtoken.cli", "token", "--format", "k8s-exec"],
-        env={**logged_in.env, "KUBERNETES_EXEC_INFO": '{"apiVersion": "x/v9"}'},
+        env={**logged_in.env, "KUBERNETES_EXEC_INFO": exec_info},
         capture_output=True,
         text=True,
         check=False,
     )
     assert env_run.returncode == 1
     assert env_run.stdout == ""
-    assert len(env_run.stderr.splitlines()) == 1
-    assert "x/v9" in env_run.stderr
+    assert len(env_run.stderr.splitlines()) == 1, env_run.stderr
+    assert "KUBERNETES_EXEC_INFO" in env_run.stderr or "x/v9" in env_run.stderr
+    assert message in env_run.stderr
+    assert "unexpected" not in env_run.stderr
+    assert logged_in.tokens().access_token not in env_run.stderr
 
 
 # -- kubectl, for real ------------------------------------------------------------------------

@@ -132,7 +132,9 @@ def test_a_key_shows_no_secret() -> None:
         ({"kty": "EC", "alg": "HS256", "d": "x"}, "alg must be one of"),
         ("not json", "JSON object"),
         ([1, 2], "JSON object"),
+        ('{"kty": ' * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
     ],
+    ids=["public", "oct", "malformed", "hs256", "not-json", "array", "deep"],
 )
 def test_a_bad_key_is_refused_without_quoting_it(jwk: Any, message: str) -> None:
     """Malformed, public or symmetric keys are ValueErrors that quote nothing of the key."""

@@ -85,6 +85,10 @@ def test_secrets_never_show(oauth_server: ReferenceServer) -> None:
         ),
         (lambda: ClientAuth("a", private_key="-----BEGIN nonsense"), "not an unencrypted PEM"),
         (lambda: ClientAuth("a", private_key='{"kty": "EC"}'), "not a usable JWK"),
+        (
+            lambda: ClientAuth("a", private_key='{"k": ' * 100_000 + "1" + "}" * 100_000),
+            "nested too deeply",
+        ),
     ],
 )
 def test_bad_configurations_are_value_errors(auth: Any, message: str) -> None:

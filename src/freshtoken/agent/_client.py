@@ -14,16 +14,18 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path
 
 import anyio.to_thread
+import httpcore
 import httpx
 
 from .._clock import Clock, system_clock
-from .._policy import parse_retry_after
+from .._policy import parse_retry_after, read_json
 from .._tokens import TokenResponseError, TokenSet
 from ..errors import RefreshFailed, SessionExpired
-from ._paths import AgentPathError, socket_path
+from ._paths import AgentPathError, check_peer, check_socket, socket_path
 from ._protocol import token_id, tokens_from_document
 
 __all__ = ["AgentRefresher", "agent_client", "start_agent"]
@@ -32,9 +34,74 @@ _BASE_URL = "http://freshtoken-agent"
 _START_TIMEOUT = 20.0
 
 
+class _CheckedBackend(httpcore.NetworkBackend):
+    """Connects to the agent socket only if it is this user's (see ``_paths``), and keeps
+    the connection only if this user's process serves it: before a byte is sent."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        real = check_socket(Path(path))
+        stream = self._backend.connect_unix_socket(os.fspath(real), timeout, socket_options)
+        try:
+            check_peer(stream.get_extra_info("socket"), real)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _AsyncCheckedBackend(httpcore.AsyncNetworkBackend):
+    """`_CheckedBackend` for asyncio and trio."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.AnyIOBackend()
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        real = check_socket(Path(path))
+        stream = await self._backend.connect_unix_socket(os.fspath(real), timeout, socket_options)
+        try:
+            check_peer(stream.get_extra_info("socket"), real)
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+class _AgentTransport(httpx.HTTPTransport):
+    def __init__(self, path: str) -> None:
+        super().__init__(uds=path)
+        # httpx has no parameter for a network backend; the pool it wraps does.
+        self._pool = httpcore.ConnectionPool(uds=path, network_backend=_CheckedBackend())
+
+
+class _AsyncAgentTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, path: str) -> None:
+        super().__init__(uds=path)
+        self._pool = httpcore.AsyncConnectionPool(uds=path, network_backend=_AsyncCheckedBackend())
+
+
 def agent_client(path: os.PathLike[str] | str, timeout: float) -> httpx.Client:
-    """An httpx client whose every request goes to the agent socket at ``path``."""
-    transport = httpx.HTTPTransport(uds=os.fspath(path))
+    """An httpx client whose every request goes to the agent socket at ``path``, once the
+    socket and the process serving it are found to be this user's (else AgentPathError)."""
+    transport = _AgentTransport(os.fspath(path))
     return httpx.Client(transport=transport, base_url=_BASE_URL, timeout=timeout, trust_env=False)
 
 
@@ -79,7 +146,9 @@ class AgentRefresher:
     ``store`` (default: the usual one). ``timeout`` bounds each request to the agent.
 
     Failures: the agent has no such profile, or the session is over: ``SessionExpired``; the
-    agent cannot be reached or its token endpoint failed: ``RefreshFailed``.
+    agent cannot be reached or its token endpoint failed: ``RefreshFailed``; the socket, its
+    directory or the process serving it is not this user's: ``RefreshFailed`` with the code
+    ``agent_untrusted`` (nothing is sent to it).
     """
 
     def __init__(
@@ -121,16 +190,16 @@ class AgentRefresher:
         timeout = self._time_left(deadline)
         params = self._params(current, timeout)
         try:
-            response = self._sync_client().get("/v1/token", params=params, timeout=timeout)
-        except httpx.ConnectError:
-            self._start_or_fail(self._time_left(deadline))
-            timeout = self._time_left(deadline)
             try:
                 response = self._sync_client().get("/v1/token", params=params, timeout=timeout)
-            except httpx.TransportError as error:
-                raise self._unreachable(error) from None
+            except httpx.ConnectError:
+                self._start_or_fail(self._time_left(deadline))
+                timeout = self._time_left(deadline)
+                response = self._sync_client().get("/v1/token", params=params, timeout=timeout)
         except httpx.TransportError as error:
             raise self._unreachable(error) from None
+        except AgentPathError as error:
+            raise _untrusted(error) from None
         return _read_answer(response)
 
     async def arefresh(
@@ -142,22 +211,22 @@ class AgentRefresher:
     ) -> TokenSet:
         timeout = self._time_left(deadline)
         params = self._params(current, timeout)
-        transport = httpx.AsyncHTTPTransport(uds=os.fspath(self.socket_path))
+        transport = _AsyncAgentTransport(os.fspath(self.socket_path))
         async with httpx.AsyncClient(
             transport=transport, base_url=_BASE_URL, timeout=timeout, trust_env=False
         ) as client:
             try:
-                response = await client.get("/v1/token", params=params)
-            except httpx.ConnectError:
-                await anyio.to_thread.run_sync(self._start_or_fail, self._time_left(deadline))
                 try:
+                    response = await client.get("/v1/token", params=params)
+                except httpx.ConnectError:
+                    await anyio.to_thread.run_sync(self._start_or_fail, self._time_left(deadline))
                     response = await client.get(
                         "/v1/token", params=params, timeout=self._time_left(deadline)
                     )
-                except httpx.TransportError as error:
-                    raise self._unreachable(error) from None
             except httpx.TransportError as error:
                 raise self._unreachable(error) from None
+            except AgentPathError as error:
+                raise _untrusted(error) from None
         return _read_answer(response)
 
     def close(self) -> None:
@@ -206,11 +275,14 @@ class AgentRefresher:
         )
 
 
+def _untrusted(error: AgentPathError) -> RefreshFailed:
+    return RefreshFailed("agent_untrusted", str(error))
+
+
 def _read_answer(response: httpx.Response) -> TokenSet:
-    try:
-        document: Any = response.json()
-    except ValueError:
-        document = None
+    document, problem = read_json(response.content)
+    if response.status_code == 200 and problem is not None:
+        raise RefreshFailed("malformed_response", f"the agent's answer {problem}", status=200)
     if response.status_code == 200:
         try:
             return tokens_from_document(document)

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from .._policy import read_json
 from ._client import agent_client
 from ._paths import ensure_private_directory, lock_path, log_path
 from ._peer import PeerCheckUnavailable, supported
@@ -267,7 +268,12 @@ def _ask(
         raise AgentStartError(
             f"the agent on {socket_file} refused {method} {path} (HTTP {response.status_code})"
         )
-    document: dict[str, Any] = response.json()
+    document, problem = read_json(response.content)
+    if not isinstance(document, dict):
+        raise AgentStartError(
+            f"the agent on {socket_file} answered {method} {path}, but the answer "
+            f"{problem or 'is not a JSON object'}"
+        )
     return document
 
 

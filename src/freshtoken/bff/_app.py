@@ -623,7 +623,7 @@ class BFF:
             sealed = {"alg": "A256GCM", "kdf": "raw", "nonce": nonce, "ciphertext": ciphertext}
             plain = self._sealer.open(sealed, context=f"freshtoken bff {purpose}", where="cookie")
             document = json.loads(plain)
-        except (ValueError, TypeError, StoreError):
+        except (ValueError, TypeError, RecursionError, StoreError):
             return None
         return document if isinstance(document, dict) else None
 

@@ -99,7 +99,7 @@ def load_config(path: Path) -> dict[str, Any]:
     language = "JSON" if path.suffix == ".json" else "TOML"
     try:
         document = json.loads(text) if language == "JSON" else _toml(text)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise ConfigError(f"{path} is not valid {language}: {error}") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the top level must be a table of settings")

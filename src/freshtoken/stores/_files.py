@@ -155,8 +155,9 @@ def _symlink_refused(path: Path) -> StoreError:
     )
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file (0600), fsync, rename, fsync the directory."""
+def write_atomically(path: Path, data: bytes) -> os.stat_result:
+    """Replace ``path`` with ``data``: temp file (0600), fsync, rename, fsync the directory.
+    Returns the status of the file written (its inode tells it from one put there later)."""
     directory = path.parent
     ensure_private_dir(directory)
     if os.path.islink(path):  # os.replace would replace the link itself
@@ -170,6 +171,7 @@ def write_atomically(path: Path, data: bytes) -> None:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+            written = os.fstat(fd)
         finally:
             os.close(fd)
         os.replace(temporary, path)
@@ -182,6 +184,7 @@ def write_atomically(path: Path, data: bytes) -> None:
             os.unlink(temporary)
         raise
     _fsync_directory(directory)
+    return written
 
 
 def remove_stale_temporaries(path: Path) -> None:
