@@ -28,7 +28,7 @@ import freshtoken
 import freshtoken.httpx
 import freshtoken.requests
 from freshtoken import DPoPKey, TokenManager, TokenSet
-from freshtoken._dpop import access_token_hash
+from freshtoken._oauth.dpop import access_token_hash
 
 URL = "https://api.example/v1/items?page=2"
 ACCESS_TOKEN = "a" * 800  # a JWT access token's usual size

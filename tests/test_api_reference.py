@@ -44,7 +44,7 @@ X = ":class:`NotADocstring`"
 class A:
     """A :class:`MemoryStore`, :meth:`close`, :func:`!hidden`, :class:`the store <MemoryStore>`,
     :meth:`~freshtoken.server.ReferenceServer.advance`, :class:`~redis.lock.Lock`, :py:func:`f`
-    and :mod:`freshtoken._http`: one paragraph that the rewrite makes longer than a line.
+    and :mod:`freshtoken._oauth.http`: one paragraph that the rewrite makes longer than a line.
 
     - a list item that names :class:`~freshtoken.TokenManager` and :class:`~freshtoken.MemoryStore`
       and goes on.
@@ -78,7 +78,7 @@ X = ":class:`NotADocstring`"
 class A:
     """A [`MemoryStore`][], [`close()`][close], `hidden()`, [the store][MemoryStore],
     [`advance()`][freshtoken.server.ReferenceServer.advance], `Lock`, [`f()`][f]
-    and `freshtoken._http`: one paragraph that the rewrite makes longer than a line.
+    and `freshtoken._oauth.http`: one paragraph that the rewrite makes longer than a line.
 
     - a list item that names [`TokenManager`][freshtoken.TokenManager] and
       [`MemoryStore`][freshtoken.MemoryStore] and goes on.

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from freshtoken._demo import run_demo
+from freshtoken.cli.demo import run_demo
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ is looked up the way Python would, from the docstring's own scope):
     :class:`~freshtoken.TokenManager`   -> [`TokenManager`][freshtoken.TokenManager]
     :meth:`close`                       -> [`close()`][close]
     :class:`the manager <TokenManager>` -> [the manager][TokenManager]
-    :class:`!Name`, :mod:`freshtoken._http`, :class:`~redis.lock.Lock` -> `Name`, ...
+    :class:`!Name`, :mod:`freshtoken._oauth.http`, :class:`~redis.lock.Lock` -> `Name`, ...
 
 A target with a private part (``_http``, ``_dpop_flow``) or outside freshtoken (``redis...``)
 becomes plain code: the reference documents neither, so a link could not resolve.

@@ -4,13 +4,13 @@ Integrations live in their own modules so that their libraries stay optional:
 ``freshtoken.httpx``, ``freshtoken.requests``, ``freshtoken.aiohttp``.
 """
 
-from ._authorization import AuthorizationRequest
-from ._client_auth import ClientAuth
-from ._clock import Clock, ManualClock, system_clock
-from ._discovery import ServerMetadata, adiscover, discover
-from ._dpop import DPoPKey
-from ._id_tokens import averify_id_token, verify_id_token
-from ._logins import (
+from ._core.clock import Clock, ManualClock, system_clock
+from ._core.policy import Freshness, RefreshPolicy, RetryPolicy
+from ._core.tokens import TokenResponseError, TokenSet
+from ._engine.manager import ManagerStats, TokenManager
+from ._engine.observers import FlightObserver, FlightOutcome, FlightReport, RefreshObserver, Trigger
+from ._logins.authorization import AuthorizationRequest
+from ._logins.flows import (
     DevicePrompt,
     abrowser_login,
     aclient_credentials_login,
@@ -21,10 +21,11 @@ from ._logins import (
     device_login,
     print_prompt,
 )
-from ._manager import ManagerStats, TokenManager
-from ._observers import FlightObserver, FlightOutcome, FlightReport, RefreshObserver, Trigger
-from ._policy import Freshness, RefreshPolicy, RetryPolicy
-from ._tokens import TokenResponseError, TokenSet
+from ._oauth.client_auth import ClientAuth
+from ._oauth.discovery import ServerMetadata, adiscover, discover
+from ._oauth.dpop import DPoPKey
+from ._oauth.id_tokens import averify_id_token, verify_id_token
+from ._version import __version__ as __version__
 from .agent import AgentRefresher
 from .errors import (
     AuthError,
@@ -58,8 +59,6 @@ from .stores import (
     StoredTokens,
     TokenStore,
 )
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "AgentRefresher",

@@ -21,11 +21,11 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
-from ._client_credentials import ClientCredentialsMixin
-from ._dpop import Step
-from ._manager import TokenManager
-from ._policy import Destinations, Origin, default_port
-from ._tokens import TokenSet
+from ._core.policy import Destinations, Origin, default_port
+from ._core.tokens import TokenSet
+from ._engine.client_credentials import ClientCredentialsMixin
+from ._engine.manager import TokenManager
+from ._oauth.dpop import Step
 from .errors import InsecureTransportError, ReplayError
 
 __all__ = [

@@ -13,11 +13,11 @@ from typing import Any, TypeAlias
 
 import httpx
 
-from ._client_credentials import ClientCredentialsMixin
-from ._dpop import Step
-from ._manager import TokenManager
-from ._policy import Destinations
-from ._tokens import TokenSet
+from ._core.policy import Destinations
+from ._core.tokens import TokenSet
+from ._engine.client_credentials import ClientCredentialsMixin
+from ._engine.manager import TokenManager
+from ._oauth.dpop import Step
 from .errors import ReplayError
 
 # What the DPoP flow yields: a request to send (it receives the response), or the tokens the

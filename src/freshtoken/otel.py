@@ -51,9 +51,9 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
-from . import __version__
-from ._manager import TokenManager
-from ._observers import FlightObserver, FlightReport, RefreshObserver, Trigger
+from ._engine.manager import TokenManager
+from ._engine.observers import FlightObserver, FlightReport, RefreshObserver, Trigger
+from ._version import __version__
 
 __all__ = ["OpenTelemetryObserver", "instrument"]
 

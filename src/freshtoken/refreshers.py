@@ -16,7 +16,8 @@ The grant refreshers authenticate as the client ([`ClientAuth`][]: secret, priva
 none); [`OAuth2Refresher.from_issuer()`][OAuth2Refresher.from_issuer] finds the token endpoint and
 the method through discovery, and such a refresher logs in with the same settings
 (``browser_login``, ``device_login``, ``password_login``). The first-token functions
-([`password_login()`][password_login]...) live in `freshtoken._logins` and are re-exported here.
+([`password_login()`][password_login]...) live in `freshtoken._logins.flows` and are
+re-exported here.
 
 A grant refresher describes itself ([`OAuth2Refresher.describe()`][OAuth2Refresher.describe]): its
 settings, none of them secret, and apart from them its client secret or private key, a
@@ -46,30 +47,30 @@ import anyio
 import httpx
 import sniffio
 
-from ._client_auth import ClientAuth, ClientAuthMethod, PrivateKey, Signer
-from ._clock import Clock, system_clock
-from ._discovery import ServerMetadata, metadata_of
-from ._http import ssl_context
-from ._logins import (
-    LoginMethods,
-    client_credentials_login,
-    client_for,
-    json_login,
-    password_login,
-)
-from ._policy import (
+from ._core.clock import Clock, system_clock
+from ._core.policy import (
     LARGEST_ANSWER,
     check_transport,
     interpret_token_response,
     origin_of,
     parse_retry_after,
 )
-from ._tokens import TokenResponseError, TokenSet
+from ._core.tokens import TokenResponseError, TokenSet
+from ._logins.flows import (
+    LoginMethods,
+    client_credentials_login,
+    client_for,
+    json_login,
+    password_login,
+)
+from ._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey, Signer
+from ._oauth.discovery import ServerMetadata, metadata_of
+from ._oauth.http import ssl_context
 from .errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
 if TYPE_CHECKING:
-    from ._dpop import DPoP, DPoPKey
-    from ._manager import TokenManager
+    from ._engine.manager import TokenManager
+    from ._oauth.dpop import DPoP, DPoPKey
 
 __all__ = [
     "ClientAuth",
@@ -1147,7 +1148,7 @@ async def _read_capped(response: httpx.Response) -> bytes:
 def _check_confirmation(tokens: TokenSet, key: DPoPKey, status: int) -> None:
     """A JWT access token that names its key (``cnf.jkt``, RFC 9449 6.1) must name ours: a
     token bound to another key would be refused everywhere, or be someone else's."""
-    from ._tokens import _jwt_claims
+    from ._core.tokens import _jwt_claims
 
     confirmation = _jwt_claims(tokens.access_token).get("cnf")
     jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None

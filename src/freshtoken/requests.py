@@ -25,11 +25,11 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
-from ._client_credentials import ClientCredentialsMixin
-from ._dpop import ResourceRequest, Step
-from ._manager import TokenManager
-from ._policy import Destinations
-from ._tokens import TokenSet
+from ._core.policy import Destinations
+from ._core.tokens import TokenSet
+from ._engine.client_credentials import ClientCredentialsMixin
+from ._engine.manager import TokenManager
+from ._oauth.dpop import ResourceRequest, Step
 from .errors import InsecureTransportError, ReplayError
 
 __all__ = ["ClientCredentialsAuth", "TokenAuth"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
-from ._clock import Clock, ManualClock
+from ._core.clock import Clock, ManualClock
 
 if TYPE_CHECKING:
     from .server import ReferenceServer, ServerConfig

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from freshtoken._demo import elapsed
+from freshtoken.cli.demo import elapsed
 
 BOX = set("┏┓┗┛┃━┡┩┠┨╇┳┻│─└┘├┤┼┬┴╭╮╰╯")
 STAMP = re.compile(r"t = +\d+\.\d s")

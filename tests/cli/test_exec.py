@@ -18,7 +18,7 @@ from profile_fixture import LoggedIn, log_in
 
 import freshtoken
 from freshtoken import system_clock
-from freshtoken._exec import SECRET_VARIABLES
+from freshtoken.cli.exec import SECRET_VARIABLES
 from freshtoken.stores import FileStore
 from freshtoken.testing import ServerFactory
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from profile_fixture import LoggedIn
 
-from freshtoken._git_credential import parse_attributes
+from freshtoken.cli.git_credential import parse_attributes
 
 MAPPING = """
 # which hosts get which profile's token

@@ -24,7 +24,7 @@ from profile_fixture import LoggedIn
 from tools import require
 
 from freshtoken import TokenSet
-from freshtoken._formats import render
+from freshtoken.cli.formats import render
 
 # -- the ExecCredential v1 schema -----------------------------------------------------------
 # Written from k8s.io/client-go/pkg/apis/clientauthentication/v1 (types.go): ExecCredential

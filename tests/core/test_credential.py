@@ -1,6 +1,6 @@
 """The credential's state machine, stepped by hand: decisions and landings, no I/O, no threads.
 
-Each test states one rule of ``freshtoken._credential`` (its module docstring numbers them)
+Each test states one rule of ``freshtoken._core.credential`` (its module docstring numbers them)
 and walks the state through it with explicit wall and monotonic times.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from freshtoken import RefreshFailed, RefreshPolicy, RetryPolicy, SessionExpired, TokenSet
-from freshtoken._credential import (
+from freshtoken._core.credential import (
     FRESH,
     Adopted,
     Busy,

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from freshtoken import InsecureTransportError
-from freshtoken._policy import Destinations, normal_path
+from freshtoken._core.policy import Destinations, normal_path
 
 API = "https://api.example.com"
 

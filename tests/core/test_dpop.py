@@ -15,7 +15,8 @@ from listener import Answer, Listener, Received, json_answer
 import freshtoken
 import freshtoken.httpx
 from freshtoken import DPoPError, DPoPKey, TokenManager, TokenSet
-from freshtoken._dpop import (
+from freshtoken._core.policy import wants_refresh
+from freshtoken._oauth.dpop import (
     DPoP,
     Nonces,
     Step,
@@ -25,7 +26,6 @@ from freshtoken._dpop import (
     target_uri,
     thumbprint_of,
 )
-from freshtoken._policy import wants_refresh
 
 ALGORITHMS = ["ES256", "EdDSA", "RS256"]
 

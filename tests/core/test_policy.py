@@ -18,7 +18,7 @@ from freshtoken import (
     SessionExpired,
     TokenSet,
 )
-from freshtoken._policy import (
+from freshtoken._core.policy import (
     check_transport,
     interpret_token_response,
     origin_of,

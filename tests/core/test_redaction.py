@@ -27,7 +27,7 @@ from freshtoken import (
     json_login,
     password_login,
 )
-from freshtoken._policy import interpret_token_response
+from freshtoken._core.policy import interpret_token_response
 from freshtoken.cli import main
 from freshtoken.stores import FileStore
 

@@ -18,7 +18,7 @@ from freshtoken import (
     StoreError,
     TokenSet,
 )
-from freshtoken._credential import (
+from freshtoken._core.credential import (
     FRESH,
     Adopted,
     Busy,
@@ -31,8 +31,8 @@ from freshtoken._credential import (
     Replace,
     Rules,
 )
-from freshtoken._flight import Flight
-from freshtoken._steps import Clear, Load, Lock, Refresh, Save, Sleep, classify, flight_steps
+from freshtoken._engine.flight import Flight
+from freshtoken._engine.steps import Clear, Load, Lock, Refresh, Save, Sleep, classify, flight_steps
 from freshtoken.stores import StoredTokens
 
 RETRY = RetryPolicy(attempts=3, initial=1.0, maximum=10.0, jitter=0.0, timeout=30.0)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tools import refused_port
 
-from freshtoken._profiles_cli import _browser_available
+from freshtoken.cli.profiles import _browser_available
 from freshtoken.server import Client, ReferenceServer
 from freshtoken.stores import FileStore
 from freshtoken.testing import ServerFactory

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import freshtoken
 from freshtoken import ClientAuth, LoginFailed, ServerMetadata
-from freshtoken._client_auth import choose_method
+from freshtoken._oauth.client_auth import choose_method
 from freshtoken.server import Client, ReferenceServer
 from freshtoken.testing import ServerFactory
 

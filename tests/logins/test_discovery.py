@@ -7,7 +7,7 @@ from tools import refused_port
 
 import freshtoken
 from freshtoken import LoginFailed, ServerMetadata
-from freshtoken._discovery import metadata_urls
+from freshtoken._oauth.discovery import metadata_urls
 from freshtoken.server import ReferenceServer
 from freshtoken.testing import ServerFactory
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import freshtoken
 from freshtoken import LoginFailed, TokenSet
-from freshtoken._id_tokens import check_id_token_claims
+from freshtoken._oauth.id_tokens import check_id_token_claims
 from freshtoken.server import ReferenceServer
 from freshtoken.testing import ServerFactory
 

@@ -11,7 +11,7 @@ from tools import refused_port
 
 import freshtoken
 from freshtoken import LoginFailed, SessionExpired
-from freshtoken._http import unreachable
+from freshtoken._oauth.http import unreachable
 from freshtoken.server import Client, ReferenceServer
 from freshtoken.testing import ServerFactory
 

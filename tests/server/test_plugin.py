@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from freshtoken._clock import ManualClock
+from freshtoken._core.clock import ManualClock
 from freshtoken.server import ServerConfig
 from freshtoken.testing import ServerFactory, _start_server
 

@@ -21,9 +21,9 @@ import anyio.to_thread
 import httpcore
 import httpx
 
-from .._clock import Clock, system_clock
-from .._policy import parse_retry_after, read_json
-from .._tokens import TokenResponseError, TokenSet
+from .._core.clock import Clock, system_clock
+from .._core.policy import parse_retry_after, read_json
+from .._core.tokens import TokenResponseError, TokenSet
 from ..errors import RefreshFailed, SessionExpired
 from ._paths import AgentPathError, check_peer, check_socket, socket_path
 from ._protocol import token_id, tokens_from_document

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from .._policy import read_json
+from .._core.policy import read_json
 from ._client import agent_client
 from ._paths import ensure_private_directory, lock_path, log_path
 from ._peer import PeerCheckUnavailable, supported

@@ -36,12 +36,12 @@ from urllib.parse import parse_qsl
 
 import h11
 
-from .._clock import Clock, system_clock
-from .._formats import rfc3339
-from .._manager import TokenManager
-from .._policy import Freshness, RetryPolicy
-from .._profiles_cli import close_refresher, profile_refresher
-from .._tokens import TokenSet
+from .._core.clock import Clock, system_clock
+from .._core.policy import Freshness, RetryPolicy
+from .._core.tokens import TokenSet
+from .._engine.manager import TokenManager
+from ..cli.formats import rfc3339
+from ..cli.profiles import close_refresher, profile_refresher
 from ..errors import AuthError, RefreshFailed, SessionExpired, StoreError
 from ..refreshers import Refresher
 from ..stores.file import FileStore, default_path
@@ -444,7 +444,7 @@ class Agent:
         return _Reply(202, {"stopping": True, "pid": os.getpid()})
 
     async def _status(self, query: str) -> _Reply:
-        from .. import __version__
+        from .._version import __version__
 
         now = self.clock()
         profiles = []

@@ -38,13 +38,13 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .._authorization import AuthorizationRequest
-from .._client_auth import ClientAuth
-from .._clock import Clock, system_clock
-from .._discovery import ServerMetadata, adiscover
-from .._manager import TokenManager
-from .._policy import RetryPolicy
-from .._tokens import TokenResponseError, TokenSet
+from .._core.clock import Clock, system_clock
+from .._core.policy import RetryPolicy
+from .._core.tokens import TokenResponseError, TokenSet
+from .._engine.manager import TokenManager
+from .._logins.authorization import AuthorizationRequest
+from .._oauth.client_auth import ClientAuth
+from .._oauth.discovery import ServerMetadata, adiscover
 from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
 from ..refreshers import OAuth2Refresher, Refresher
 from ..stores._sealing import _raw_key

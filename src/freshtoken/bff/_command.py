@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._arguments import port, seconds, whole_number
+from ..cli.arguments import port, seconds, whole_number
 from ..errors import AuthError
 from ._serving import listen, serve_in_foreground
 

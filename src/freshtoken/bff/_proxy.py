@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .._policy import check_transport, origin_of
+from .._core.policy import check_transport, origin_of
 from ._security import HOP_BY_HOP, forwardable_path
 
 __all__ = [

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 import sniffio
 
-from .._tokens import TokenSet
+from .._core.tokens import TokenSet
 from ..errors import LockTimeout, StoreError
 from ..stores._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
 from ..stores._documents import parse_json

@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._clock import Clock, system_clock
+from .._core.clock import Clock, system_clock
 from . import _pages
 from ._config import (
     DEVICE_CODE_GRANT,

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .._arguments import port, seconds
+from ..cli.arguments import port, seconds
 from ._config import ServerConfig
 
 __all__ = ["configure_parser", "run"]

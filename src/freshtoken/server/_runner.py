@@ -12,7 +12,7 @@ import httpx
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .._clock import Clock, ManualClock, system_clock
+from .._core.clock import Clock, ManualClock, system_clock
 from ._app import TRANSPORT_KEY, build_app
 from ._browser import Browser
 from ._config import FaultKind, ServerConfig

@@ -46,8 +46,8 @@ from urllib.parse import urlencode, urlsplit
 
 import jwt
 
-from .._authorization import pkce_challenge
-from .._clock import Clock, system_clock
+from .._core.clock import Clock, system_clock
+from .._logins.authorization import pkce_challenge
 from ._config import (
     DEVICE_CODE_GRANT,
     JWT_BEARER_GRANT,

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 
 import anyio.to_thread
 
-from .._tokens import TokenSet
+from .._core.tokens import TokenSet
 from ..errors import LockTimeout, StoreError
 from ._forks import renew_after_fork
 

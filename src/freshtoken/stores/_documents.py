@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .._tokens import TokenResponseError, TokenSet
+from .._core.tokens import TokenResponseError, TokenSet
 from ..errors import StoreError
 
 __all__ = ["MAX_DEPTH", "corrupt", "parse_json", "too_deep", "token_set"]

@@ -61,7 +61,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from .._tokens import TokenSet
+from .._core.tokens import TokenSet
 from ..errors import LockTimeout, StoreError
 from ._base import BlockingTokenStore, GenerationConflict, StoredTokens, starting_generation
 from ._documents import corrupt, parse_json, token_set, too_deep
@@ -71,7 +71,7 @@ from ._forks import renew_after_fork
 from ._sealing import ENV_KEY, Sealer, resolve_key, shape_problem
 
 if TYPE_CHECKING:
-    from .._manager import TokenManager
+    from .._engine.manager import TokenManager
     from ..refreshers import RefresherSettings
 
 __all__ = ["FORMAT", "FileStore", "Profile", "ProfileInfo", "default_path"]
@@ -346,7 +346,7 @@ class FileStore(BlockingTokenStore):
 
         Raises [`StoreError`][] if the profile does not exist or names no refresher.
         """
-        from .._manager import TokenManager
+        from .._engine.manager import TokenManager
 
         profile = self.load_profile()
         if profile is None:

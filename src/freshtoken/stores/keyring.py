@@ -29,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .._tokens import TokenSet
+from .._core.tokens import TokenSet
 from ..errors import StoreError
 from ._base import BlockingTokenStore, GenerationConflict, StoredTokens, starting_generation
 from ._documents import corrupt, parse_json, token_set

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import anyio.to_thread
 import sniffio
 
-from .._tokens import TokenSet
+from .._core.tokens import TokenSet
 from ..errors import LockTimeout, StoreError
 from ._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
 from ._documents import parse_json, token_set

@@ -35,9 +35,8 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ParamSpec, TypeAlias
 
-from ._challenges import HeaderValues
-from ._clock import Clock, monotonic_of, system_clock
-from ._credential import (
+from .._core.clock import Clock, monotonic_of, system_clock
+from .._core.credential import (
     FRESH,
     Adopted,
     CredentialState,
@@ -56,15 +55,16 @@ from ._credential import (
     Wait,
     answered_by,
 )
-from ._dpop import DPoP, DPoPAlgorithm, DPoPKey
-from ._flight import Flight
-from ._observers import FlightWatch, RefreshObserver, trigger_of
-from ._policy import RefreshPolicy, RetryPolicy, wants_refresh
-from ._steps import _refresh_call, flight_steps, run_steps
-from ._tokens import TokenSet
-from .errors import DPoPError, RefreshFailed, StoreError
-from .refreshers import Refresher, takes_dpop
-from .stores._base import MemoryStore, TokenStore
+from .._core.policy import RefreshPolicy, RetryPolicy, wants_refresh
+from .._core.tokens import TokenSet
+from .._oauth.challenges import HeaderValues
+from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
+from ..errors import DPoPError, RefreshFailed, StoreError
+from ..refreshers import Refresher, takes_dpop
+from ..stores._base import MemoryStore, TokenStore
+from .flight import Flight
+from .observers import FlightWatch, RefreshObserver, trigger_of
+from .steps import _refresh_call, flight_steps, run_steps
 
 __all__ = ["ManagerStats", "TokenManager"]
 

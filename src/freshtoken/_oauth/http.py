@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
-from ._policy import LARGEST_ANSWER
-from .errors import LoginFailed
+from .._core.policy import LARGEST_ANSWER
+from ..errors import LoginFailed
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -81,7 +81,7 @@ def send(
     request: httpx.Request, *, verify: Verify = True, timeout: httpx.Timeout | float | None = None
 ) -> httpx.Response:
     """[`asend()`][asend] from synchronous code (on a private event loop)."""
-    from .refreshers import run_blocking  # here: refreshers imports the login modules
+    from ..refreshers import run_blocking  # here: refreshers imports the login modules
 
     return run_blocking(asend(request, verify=verify, timeout=timeout))
 

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import __version__
+from .._version import __version__
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -58,38 +58,38 @@ SUBCOMMANDS = {
         "run the reference OAuth2 server",
     ),
     "demo": (
-        "freshtoken._demo",
+        "freshtoken.cli.demo",
         "configure_parser",
         "run",
         "run the refresh demo against an embedded reference server",
     ),
-    "login": ("freshtoken._profiles_cli", "configure_login", "run_login", "log in, save a profile"),
+    "login": ("freshtoken.cli.profiles", "configure_login", "run_login", "log in, save a profile"),
     "token": (
-        "freshtoken._profiles_cli",
+        "freshtoken.cli.profiles",
         "configure_token",
         "run_token",
         "print a fresh access token, refreshing if needed",
     ),
     "status": (
-        "freshtoken._profiles_cli",
+        "freshtoken.cli.profiles",
         "configure_status",
         "run_status",
         "show each profile's expiry and scope (no secrets)",
     ),
     "logout": (
-        "freshtoken._profiles_cli",
+        "freshtoken.cli.profiles",
         "configure_logout",
         "run_logout",
         "revoke the refresh token at the server and remove the profile",
     ),
     "exec": (
-        "freshtoken._exec",
+        "freshtoken.cli.exec",
         "configure_parser",
         "run",
         "run a command with a fresh access token in its environment",
     ),
     "git-credential": (
-        "freshtoken._git_credential",
+        "freshtoken.cli.git_credential",
         "configure_parser",
         "run",
         "a git credential helper serving OAuth tokens to mapped hosts",
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt:
-        from ._profiles_cli import cancelled
+        from .profiles import cancelled
 
         _say(cancelled())
         return 130

@@ -35,27 +35,27 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from . import _logins as logins
-from ._arguments import seconds
-from ._discovery import ServerMetadata, discover
-from ._formats import FORMATS, render
-from ._logins import DevicePrompt, client_for
-from ._policy import check_transport, oauth_error, origin_of
-from ._tokens import TokenResponseError, TokenSet
-from .errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
-from .refreshers import (
+from .._core.policy import check_transport, oauth_error, origin_of
+from .._core.tokens import TokenResponseError, TokenSet
+from .._logins import flows as logins
+from .._logins.flows import DevicePrompt, client_for
+from .._oauth.discovery import ServerMetadata, discover
+from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
+from ..refreshers import (
     ClientAuth,
     ClientAuthMethod,
     ClientCredentials,
     OAuth2Refresher,
     Refresher,
 )
-from .stores._files import process_lock
-from .stores.file import _FIX as _CORRUPT_ADVICE
-from .stores.file import ENV_STORE, FileStore, Profile, ProfileInfo
+from ..stores._files import process_lock
+from ..stores.file import _FIX as _CORRUPT_ADVICE
+from ..stores.file import ENV_STORE, FileStore, Profile, ProfileInfo
+from .arguments import seconds
+from .formats import FORMATS, render
 
 if TYPE_CHECKING:
-    from ._manager import TokenManager
+    from .._engine.manager import TokenManager
 
 __all__ = [
     "configure_login",

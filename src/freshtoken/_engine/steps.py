@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, TypeAlias
 
-from ._clock import Clock
-from ._credential import (
+from .._core.clock import Clock
+from .._core.credential import (
     Adopted,
     Busy,
     Cleared,
@@ -37,11 +37,11 @@ from ._credential import (
     View,
     satisfied_by,
 )
-from ._policy import Freshness
-from ._tokens import TokenResponseError, TokenSet
-from .errors import AuthError, LockTimeout, RefreshFailed, SessionExpired, StoreError
-from .refreshers import Refresher
-from .stores._base import GenerationConflict, StoredTokens, TokenStore
+from .._core.policy import Freshness
+from .._core.tokens import TokenResponseError, TokenSet
+from ..errors import AuthError, LockTimeout, RefreshFailed, SessionExpired, StoreError
+from ..refreshers import Refresher
+from ..stores._base import GenerationConflict, StoredTokens, TokenStore
 
 __all__ = [
     "Clear",

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Literal, ParamSpec, TypeAlias, TypeVar
 
-from ._credential import (
+from .._core.credential import (
     Adopted,
     Busy,
     Cleared,
@@ -35,7 +35,7 @@ from ._credential import (
     Refreshed,
     Replace,
 )
-from .errors import AuthError, LockTimeout, RefreshFailed, SessionExpired, StoreError
+from ..errors import AuthError, LockTimeout, RefreshFailed, SessionExpired, StoreError
 
 __all__ = [
     "FlightObserver",

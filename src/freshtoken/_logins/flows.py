@@ -5,7 +5,7 @@ raising [`LoginFailed`][freshtoken.LoginFailed].
 Every OAuth login takes an issuer (discovered, cached) or its [`ServerMetadata`][]; the
 password and client-credentials logins also take a bare ``token_url`` for servers without
 discovery. Client authentication is chosen from the metadata unless ``auth_method`` says
-(see `freshtoken._client_auth`). A refresher made with ``from_issuer`` logs in with the
+(see `freshtoken._oauth.client_auth`). A refresher made with ``from_issuer`` logs in with the
 client settings it already has ([`LoginMethods`][]). The ``*_with`` functions are the
 same logins for a caller that already has the metadata and a [`ClientAuth`][] (the CLI,
 a refresher, a backend-for-frontend).
@@ -26,18 +26,18 @@ from typing import Any
 import anyio
 import httpx
 
-from ._authorization import AuthorizationRequest, default_scope
-from ._client_auth import ClientAuth, ClientAuthMethod, PrivateKey, choose_method
-from ._clock import Clock, system_clock
-from ._discovery import ServerMetadata, ametadata_of, metadata_of
-from ._dpop import DPoP, DPoPKey
-from ._http import Flow, Pause, Verify, adrive, drive
-from ._id_tokens import check_id_token_claims
-from ._loopback import AsyncLoopbackListener, LoopbackListener, OpenBrowser
-from ._policy import read_json
-from ._token_endpoint import check_login_transport, token_flow, tokens_from
-from ._tokens import TokenResponseError, TokenSet
-from .errors import LoginFailed
+from .._core.clock import Clock, system_clock
+from .._core.policy import read_json
+from .._core.tokens import TokenResponseError, TokenSet
+from .._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey, choose_method
+from .._oauth.discovery import ServerMetadata, ametadata_of, metadata_of
+from .._oauth.dpop import DPoP, DPoPKey
+from .._oauth.http import Flow, Pause, Verify, adrive, drive
+from .._oauth.id_tokens import check_id_token_claims
+from ..errors import LoginFailed
+from .authorization import AuthorizationRequest, default_scope
+from .loopback import AsyncLoopbackListener, LoopbackListener, OpenBrowser
+from .token_endpoint import check_login_transport, token_flow, tokens_from
 
 __all__ = [
     "DEVICE_CODE_GRANT",

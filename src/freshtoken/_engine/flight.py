@@ -21,8 +21,8 @@ from collections.abc import Callable
 import anyio
 import sniffio
 
-from ._tokens import TokenSet
-from .errors import AuthError, RefreshFailed
+from .._core.tokens import TokenSet
+from ..errors import AuthError, RefreshFailed
 
 __all__ = ["Flight", "copy_error"]
 

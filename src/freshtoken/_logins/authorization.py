@@ -28,15 +28,15 @@ from urllib.parse import urlencode
 
 import httpx
 
-from ._client_auth import ClientAuth
-from ._clock import Clock, system_clock
-from ._discovery import ServerMetadata
-from ._dpop import DPoPKey
-from ._http import Flow, Verify, adrive, drive
-from ._id_tokens import check_id_token_claims
-from ._token_endpoint import token_flow, tokens_from
-from ._tokens import TokenResponseError, TokenSet
-from .errors import LoginFailed
+from .._core.clock import Clock, system_clock
+from .._core.tokens import TokenResponseError, TokenSet
+from .._oauth.client_auth import ClientAuth
+from .._oauth.discovery import ServerMetadata
+from .._oauth.dpop import DPoPKey
+from .._oauth.http import Flow, Verify, adrive, drive
+from .._oauth.id_tokens import check_id_token_claims
+from ..errors import LoginFailed
+from .token_endpoint import token_flow, tokens_from
 
 __all__ = ["AuthorizationRequest", "default_scope", "pkce_challenge"]
 
@@ -226,7 +226,7 @@ class AuthorizationRequest:
         clock: Clock = system_clock,
         dpop: DPoPKey | None = None,
     ) -> Flow[TokenSet]:
-        """The code exchange as a sans-I/O flow (see `freshtoken._http`); with ``dpop``
+        """The code exchange as a sans-I/O flow (see `freshtoken._oauth.http`); with ``dpop``
         the tokens are bound to that key (RFC 9449)."""
         tokens = yield from token_flow(
             self.token_request(code, client),

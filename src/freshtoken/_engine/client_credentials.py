@@ -13,11 +13,11 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterable, Mapping
 
-from ._client_auth import ClientAuthMethod, PrivateKey
-from ._manager import TokenManager
-from ._policy import Destinations
-from .refreshers import ClientCredentials
-from .stores._base import TokenStore
+from .._core.policy import Destinations
+from .._oauth.client_auth import ClientAuthMethod, PrivateKey
+from ..refreshers import ClientCredentials
+from ..stores._base import TokenStore
+from .manager import TokenManager
 
 __all__ = ["ClientCredentialsMixin", "required_origins"]
 

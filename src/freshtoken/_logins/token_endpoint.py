@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import httpx
 
-from ._clock import Clock
-from ._dpop import DPoP, DPoPKey
-from ._http import Flow
-from ._policy import check_transport, origin_of
-from ._tokens import TokenSet
-from .errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
+from .._core.clock import Clock
+from .._core.policy import check_transport, origin_of
+from .._core.tokens import TokenSet
+from .._oauth.dpop import DPoP, DPoPKey
+from .._oauth.http import Flow
+from ..errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
 __all__ = ["check_login_transport", "token_flow", "tokens_from"]
 
@@ -38,7 +38,7 @@ def tokens_from(
 ) -> TokenSet:
     """The TokenSet of a token endpoint's answer (bound to ``dpop``, the key that signed the
     request); raises LoginFailed for anything else."""
-    from .refreshers import HTTPRefresher  # here: refreshers imports the login modules
+    from ..refreshers import HTTPRefresher  # here: refreshers imports the login modules
 
     parser = HTTPRefresher(str(response.request.url))
     try:

@@ -46,9 +46,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
-from ._challenges import HeaderValues, parse_challenges
-from ._tokens import TokenSet
-from .errors import InsecureTransportError, RefreshFailed, SessionExpired
+from .._oauth.challenges import HeaderValues, parse_challenges
+from ..errors import InsecureTransportError, RefreshFailed, SessionExpired
+from .tokens import TokenSet
 
 logger = logging.getLogger("freshtoken")
 

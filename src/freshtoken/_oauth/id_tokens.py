@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import jwt
 
-from ._clock import Clock, system_clock
-from ._discovery import ServerMetadata, ametadata_of, metadata_of
-from ._http import Flow, Verify, adrive, drive
-from ._policy import read_json
-from .errors import LoginFailed
+from .._core.clock import Clock, system_clock
+from .._core.policy import read_json
+from ..errors import LoginFailed
+from .discovery import ServerMetadata, ametadata_of, metadata_of
+from .http import Flow, Verify, adrive, drive
 
 __all__ = ["averify_id_token", "check_id_token_claims", "verify_id_token"]
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import httpx
 import jwt
 
-from ._policy import read_json
+from .._core.policy import read_json
 
 __all__ = [
     "JWT_BEARER",

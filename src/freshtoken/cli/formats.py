@@ -23,8 +23,8 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from ._policy import read_json
-from ._tokens import TokenSet
+from .._core.policy import read_json
+from .._core.tokens import TokenSet
 
 __all__ = [
     "ENV_NAMES",

@@ -60,11 +60,11 @@ import dataclasses
 import math
 from typing import TypeAlias
 
-from ._flight import Flight, copy_error
-from ._policy import Freshness, RefreshPolicy, RetryPolicy, freshness_at
-from ._tokens import TokenSet
-from .errors import AuthError, RefreshFailed, SessionExpired, StoreError
-from .stores._base import StoredTokens
+from .._engine.flight import Flight, copy_error
+from ..errors import AuthError, RefreshFailed, SessionExpired, StoreError
+from ..stores._base import StoredTokens
+from .policy import Freshness, RefreshPolicy, RetryPolicy, freshness_at
+from .tokens import TokenSet
 
 __all__ = [
     "FRESH",

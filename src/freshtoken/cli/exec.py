@@ -34,7 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._profiles_cli import (
+from .._core.tokens import TokenSet
+from ..errors import AuthError, StoreError
+from ..stores._files import write_atomically
+from ..stores._sealing import ENV_KEY
+from ..stores.file import FileStore
+from .profiles import (
     ENV_CLIENT_SECRET,
     ENV_PASSWORD,
     _add_store_arguments,
@@ -45,14 +50,9 @@ from ._profiles_cli import (
     open_profile,
     profile_tokens,
 )
-from ._tokens import TokenSet
-from .errors import AuthError, StoreError
-from .stores._files import write_atomically
-from .stores._sealing import ENV_KEY
-from .stores.file import FileStore
 
 if TYPE_CHECKING:
-    from ._manager import TokenManager
+    from .._engine.manager import TokenManager
 
 __all__ = ["configure_parser", "run"]
 

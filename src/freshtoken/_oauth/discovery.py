@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ._http import Flow, Verify, adrive, drive
-from ._policy import check_transport, origin_of, read_json
-from .errors import InsecureTransportError, LoginFailed
+from .._core.policy import check_transport, origin_of, read_json
+from ..errors import InsecureTransportError, LoginFailed
+from .http import Flow, Verify, adrive, drive
 
 __all__ = [
     "ServerMetadata",

@@ -34,8 +34,8 @@ import anyio
 import anyio.abc
 import h11
 
-from ._authorization import AuthorizationRequest
-from .errors import LoginFailed
+from ..errors import LoginFailed
+from .authorization import AuthorizationRequest
 
 __all__ = ["AsyncLoopbackListener", "CallbackJudge", "LoopbackListener", "OpenBrowser", "Verdict"]
 

@@ -57,17 +57,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ._policy import check_transport, default_port, origin_of
-from ._profiles_cli import (
+from .._core.policy import check_transport, default_port, origin_of
+from ..errors import AuthError, InsecureTransportError
+from ..stores._files import config_dir
+from ..stores.file import ENV_STORE, FileStore
+from .profiles import (
     _Failure,
     _guarded,
     close_refresher,
     open_profile,
     profile_tokens,
 )
-from .errors import AuthError, InsecureTransportError
-from .stores._files import config_dir
-from .stores.file import ENV_STORE, FileStore
 
 __all__ = [
     "HostMapping",
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``git-credential-freshtoken ACTION``: what git runs for ``helper = freshtoken``."""
-    from .cli import main as cli_main
+    from . import main as cli_main
 
     return cli_main(["git-credential", *(sys.argv[1:] if argv is None else argv)])
 

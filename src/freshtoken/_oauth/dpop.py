@@ -35,14 +35,14 @@ from collections.abc import Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, get_args
 from urllib.parse import urlsplit
 
-from ._challenges import HeaderValues, parse_challenges
-from ._policy import default_port, read_json
-from .errors import DPoPError
+from .._core.policy import default_port, read_json
+from ..errors import DPoPError
+from .challenges import HeaderValues, parse_challenges
 
 if TYPE_CHECKING:
     import httpx
 
-    from ._tokens import TokenSet
+    from .._core.tokens import TokenSet
 
 __all__ = [
     "ALGORITHMS",

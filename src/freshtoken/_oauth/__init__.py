@@ -1,0 +1,2 @@
+"""The wire: sending to token endpoints, client authentication, challenges, discovery,
+ID tokens and DPoP."""
