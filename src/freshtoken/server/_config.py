@@ -214,6 +214,12 @@ class ServerConfig:
     An authorization code lives ``code_ttl`` seconds, a device code ``device_code_ttl``;
     ``device_interval`` is the polling interval the device flow asks for (0 in tests).
     ``dpop`` says how DPoP proofs are checked (see [`DPoPConfig`][]).
+
+    ``registration`` serves dynamic client registration (RFC 7591) at ``/oauth/register``.
+    A grant authorized for a ``resource`` (RFC 8707) gets access tokens for it alone; with
+    ``strict_resource`` its refreshes must name it too (``invalid_target`` otherwise), as
+    strict servers do. The API under ``/api`` publishes its protected resource metadata
+    (RFC 9728) and names it in its challenges.
     """
 
     access_ttl: float = 300.0
@@ -240,6 +246,8 @@ class ServerConfig:
     device_code_ttl: float = 600.0
     device_interval: float = 5.0
     dpop: DPoPConfig = field(default_factory=DPoPConfig)
+    registration: bool = True
+    strict_resource: bool = False
 
     def __post_init__(self) -> None:
         if self.issuer_path and not _ISSUER_PATH.fullmatch(self.issuer_path):
