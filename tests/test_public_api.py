@@ -61,6 +61,7 @@ PUBLIC = {
     "client_credentials_login",
     "device_login",
     "discover",
+    "for_resource",
     "json_login",
     "password_login",
     "print_prompt",

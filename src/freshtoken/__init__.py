@@ -21,6 +21,7 @@ from ._logins.flows import (
     device_login,
     print_prompt,
 )
+from ._logins.resource import for_resource
 from ._oauth.client_auth import ClientAuth
 from ._oauth.discovery import ServerMetadata, adiscover, discover
 from ._oauth.dpop import DPoPKey
@@ -115,6 +116,7 @@ __all__ = [
     "client_credentials_login",
     "device_login",
     "discover",
+    "for_resource",
     "json_login",
     "password_login",
     "print_prompt",

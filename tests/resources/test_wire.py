@@ -85,11 +85,34 @@ def test_a_missing_document_falls_back_to_the_next_url() -> None:
     assert metadata.resource == "https://api.example.com/mcp"
 
 
+def test_the_resources_own_challenge_names_the_metadata_last() -> None:
+    """Nothing at the well-known URLs: a request without a token gets the 401 that says."""
+    flow = resource_metadata_flow(API)
+    request = _request(next(flow))
+    for _ in range(2):
+        request = _request(flow.send(_answer(request, 404, {})))
+    assert str(request.url) == "https://api.example.com/mcp/"  # the URL as given
+    assert "Authorization" not in request.headers
+    challenge = 'Bearer resource_metadata="https://api.example.com/meta/mcp"'
+    request = _request(
+        flow.send(httpx.Response(401, headers={"WWW-Authenticate": challenge}, request=request))
+    )
+    assert str(request.url) == "https://api.example.com/meta/mcp"
+    with pytest.raises(StopIteration) as done:
+        flow.send(_answer(request, 200, DOCUMENT))
+    assert done.value.value.resource == "https://api.example.com/mcp"
+
+
+def _request(step: object) -> httpx.Request:
+    assert isinstance(step, httpx.Request)
+    return step
+
+
 def test_metadata_for_another_resource_is_refused() -> None:
     """RFC 9728 section 3.3: the resource must be the URL asked for (or a path prefix)."""
     other = {**DOCUMENT, "resource": "https://evil.example.com/mcp"}
     with pytest.raises(LoginFailed) as refused:
-        _run(resource_metadata_flow(API), [(200, other), (200, other)])
+        _run(resource_metadata_flow(API), [(200, other), (200, other), (401, {})])
     assert refused.value.error == "resource_mismatch"
     assert "evil.example.com" in str(refused.value)
 
@@ -122,7 +145,7 @@ def test_broken_metadata_is_a_clear_login_failure(document: dict[str, Any], word
 def test_oversized_and_non_json_answers_are_refused_with_what_was_tried() -> None:
     huge = b'{"resource": "' + b"x" * LARGEST_METADATA + b'"}'
     with pytest.raises(LoginFailed) as refused:
-        _run(resource_metadata_flow(API), [(200, huge), (200, b"<html>")])
+        _run(resource_metadata_flow(API), [(200, huge), (200, b"<html>"), (404, {})])
     message = str(refused.value)
     assert "over 65536 bytes" in message
     assert "is not a JSON object" in message

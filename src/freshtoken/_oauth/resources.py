@@ -7,7 +7,8 @@ for (RFC 8707, MCP), and what a rejection asks of the client. Sans-I/O, like dis
 * [`resource_metadata_flow()`][resource_metadata_flow] fetches the resource's metadata (RFC 9728):
   from the ``resource_metadata`` URL of a challenge when there is one, else from the
   path-aware well-known URL (``https://host/.well-known/oauth-protected-resource/path``), then
-  the origin's. A document counts only if its ``resource`` is the URL asked for, or a path
+  the origin's, and last from the challenge of a request to ``url`` without a token. A
+  document counts only if its ``resource`` is the URL asked for, or a path
   prefix of it on the same origin (``https://host/mcp`` for ``https://host/mcp/x``), as
   RFC 9728 section 3.3 requires and the MCP SDK accepts; answers over
   ``LARGEST_METADATA`` bytes are refused. Every failure is a
@@ -186,7 +187,20 @@ def resource_metadata_flow(
         candidates = [metadata_url, *(u for u in candidates if u != metadata_url)]
     problems: list[str] = []
     mismatch: LoginFailed | None = None
-    for candidate in candidates:
+    tried: set[str] = set()
+    probed = metadata_url is not None
+    while True:
+        if not candidates:
+            if probed:
+                break
+            # Nothing at the well-known URLs: the resource's own 401 may name its metadata.
+            probed = True
+            found = yield from _probe(url, problems)
+            if not found or found in tried:
+                break
+            candidates.append(found)
+        candidate = candidates.pop(0)
+        tried.add(candidate)
         try:
             check_transport(
                 origin_of(candidate),
@@ -220,6 +234,17 @@ def resource_metadata_flow(
         "resource_mismatch" if mismatch is not None else "resource_metadata_failed",
         f"no protected resource metadata for {canonical_resource(url)}: " + "; ".join(problems),
     )
+
+
+def _probe(url: str, problems: list[str]) -> Flow[str]:
+    """The ``resource_metadata`` of the challenge ``url`` answers a request without a token
+    with, or "" (no URL: the search ends)."""
+    response = yield httpx.Request("GET", url, headers={"Accept": "application/json"})
+    found = ResourceChallenge.parse(response.headers.get_list("WWW-Authenticate"))
+    if found.resource_metadata is None:
+        problems.append(f"{url.split('?', 1)[0]} answered {response.status_code} naming none")
+        return ""
+    return found.resource_metadata
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
