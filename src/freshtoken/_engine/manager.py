@@ -632,7 +632,8 @@ class _TokenRequests:
         self._dpop = dpop
         self._clock = clock
         self._native = native_async(refresher)
-        self._takes_deadline = _takes(refresher.refresh, "deadline")
+        method = getattr(refresher, "arefresh" if self._native else "refresh")
+        self._takes_deadline = _takes(method, "deadline")
 
     async def arefresh(self, current: TokenSet | None, deadline: float) -> TokenSet:
         options: dict[str, Any] = {}
@@ -640,7 +641,7 @@ class _TokenRequests:
             options = {"deadline": deadline, "dpop": self._dpop}
         elif current is not None and current.dpop_key is not None:
             raise _not_configured()
-        elif self._native or self._takes_deadline:
+        elif self._takes_deadline:
             options = {"deadline": deadline}
         if self._native:
             arefresh: Callable[..., Awaitable[TokenSet]] = self._refresher.arefresh  # type: ignore[attr-defined]
