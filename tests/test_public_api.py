@@ -93,6 +93,7 @@ def test_errors_share_one_base() -> None:
 def test_every_module_declares_its_public_names() -> None:
     for module in (
         "freshtoken.httpx",
+        "freshtoken.httpx2",
         "freshtoken.requests",
         "freshtoken.aiohttp",
         "freshtoken.agent",

@@ -58,9 +58,7 @@ def login(args: argparse.Namespace, open_browser: object) -> int:
 
 def token(args: argparse.Namespace) -> int:
     store = _store(args)
-    manager = for_resource(
-        args.resource, client_name=CLIENT_NAME, store=store, interactive=False
-    )
+    manager = for_resource(args.resource, client_name=CLIENT_NAME, store=store, interactive=False)
     try:
         tokens = manager.get_tokens()
     except SessionExpired as error:

@@ -811,7 +811,10 @@ class _Endpoints:
             proofs = request.headers.getlist("dpop")
             method, url = request.method, str(request.url)
             proof_jkt = self.state.dpop.check(proofs, method, url, access_token=token).jkt
-        principal = self.state.authenticate(token, scope, resource=f"{self.state.url}/api")
+        principal = self.state.authenticate(token, scope)
+        if not principal.serves(f"{self.state.url}/api"):
+            self.state.count("unauthorized_401")
+            raise BearerError(401, "invalid_token", "the access token is for another resource")
         if principal.jkt != proof_jkt:
             self.state.count("unauthorized_401")
             if proof_jkt is None:

@@ -179,6 +179,11 @@ class Principal:
     expires_at: float
     jkt: str | None = None  # the token's DPoP binding: the app checks the proof's key
     act: dict[str, Any] | None = None  # RFC 8693 4.1: who acts for the subject, if anyone
+    resource: tuple[str, ...] = ()  # RFC 8707: where the token may be used (empty: anywhere)
+
+    def serves(self, resource: str) -> bool:
+        """Whether the token may be presented at ``resource``."""
+        return not self.resource or _names(self.resource, resource)
 
 
 @dataclass(frozen=True)
@@ -1119,6 +1124,7 @@ class ServerState:
                 record.expires_at,
                 record.jkt,
                 family.act,
+                record.resource,
             )
 
     def count(self, counter: str) -> None:
