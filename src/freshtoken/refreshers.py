@@ -28,7 +28,6 @@ profile saved from Python can be refreshed by ``freshtoken token`` and the other
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import json
@@ -36,16 +35,14 @@ import math
 import os
 import secrets
 import ssl
-import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl
 
 import anyio
 import httpx
-import sniffio
 
 from ._core.clock import Clock, system_clock
 from ._core.policy import (
@@ -65,7 +62,7 @@ from ._logins.flows import (
 )
 from ._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey, Signer
 from ._oauth.discovery import ServerMetadata, metadata_of
-from ._oauth.http import ssl_context
+from ._oauth.http import run_blocking, ssl_context
 from .errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
 if TYPE_CHECKING:
@@ -1159,34 +1156,6 @@ def _check_confirmation(tokens: TokenSet, key: DPoPKey, status: int) -> None:
             "signed the request",
             status=status,
         )
-
-
-def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to completion from synchronous code, on a private event loop.
-
-    From a thread that already runs an event loop (a sync call made inside async code), the
-    private loop runs in a helper thread: blocking that loop is what a sync call does anyway.
-    Trio's counts too: anyio would take an asyncio loop in a trio thread for trio's.
-    """
-    try:
-        sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return asyncio.run(coroutine)
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(asyncio.run(coroutine))
-        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(error)
-
-    helper = threading.Thread(target=run, name="freshtoken-blocking")
-    helper.start()
-    helper.join()
-    if errors:
-        raise errors[0]
-    return results[0]
 
 
 def _transport_failure(error: httpx.TransportError) -> RefreshFailed:

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from .._oauth.challenges import is_token
+from .challenges import is_token
 
 if TYPE_CHECKING:
-    from .._oauth.dpop import DPoPKey
+    from .dpop_key import DPoPKey
 
 __all__ = ["TokenSet", "TokenResponseError"]
 
@@ -88,7 +88,7 @@ class TokenSet:
             if value is not None and _finite(value) is None:
                 raise TokenResponseError(f"{name} must be a finite number")
         if self.dpop_key is not None:
-            from .._oauth.dpop import DPoPKey
+            from .dpop_key import DPoPKey
 
             if not isinstance(self.dpop_key, DPoPKey):
                 raise TokenResponseError("dpop_key must be a DPoPKey")
@@ -216,7 +216,7 @@ class TokenSet:
         fields = dict(data)
         jwk = fields.get("dpop_key")
         if jwk is not None:
-            from .._oauth.dpop import DPoPKey
+            from .dpop_key import DPoPKey
 
             try:
                 fields["dpop_key"] = DPoPKey.from_jwk(jwk)

@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ParamSpec, TypeAlias
 
+from .._core.challenges import HeaderValues
 from .._core.clock import Clock, monotonic_of, system_clock
 from .._core.credential import (
     FRESH,
@@ -57,7 +58,6 @@ from .._core.credential import (
 )
 from .._core.policy import RefreshPolicy, RetryPolicy, wants_refresh
 from .._core.tokens import TokenSet
-from .._oauth.challenges import HeaderValues
 from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ..errors import DPoPError, RefreshFailed, StoreError
 from ..refreshers import Refresher, takes_dpop

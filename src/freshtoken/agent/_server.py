@@ -36,11 +36,10 @@ from urllib.parse import parse_qsl
 
 import h11
 
-from .._core.clock import Clock, system_clock
+from .._core.clock import Clock, rfc3339, system_clock
 from .._core.policy import Freshness, RetryPolicy
 from .._core.tokens import TokenSet
 from .._engine.manager import TokenManager
-from ..cli.formats import rfc3339
 from ..cli.profiles import close_refresher, profile_refresher
 from ..errors import AuthError, RefreshFailed, SessionExpired, StoreError
 from ..refreshers import Refresher

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .._arguments import seconds
 from .._core.policy import check_transport, oauth_error, origin_of
 from .._core.tokens import TokenResponseError, TokenSet
 from .._logins import flows as logins
@@ -51,7 +52,6 @@ from ..refreshers import (
 from ..stores._files import process_lock
 from ..stores.file import _FIX as _CORRUPT_ADVICE
 from ..stores.file import ENV_STORE, FileStore, Profile, ProfileInfo
-from .arguments import seconds
 from .formats import FORMATS, render
 
 if TYPE_CHECKING:
