@@ -52,8 +52,6 @@ FORBIDDEN: dict[str, set[str]] = {
 # file that has to change first; those files are being edited in parallel this round.
 EXCEPTIONS: list[tuple[str, str, str]] = [
     # TODO(issue 20)
-    ("freshtoken._core.credential", "freshtoken._engine.flight", "todo"),
-    ("freshtoken._core.credential", "freshtoken.stores._base", "todo"),
     ("freshtoken._engine.client_credentials", "freshtoken.refreshers", "todo"),
     ("freshtoken._engine.manager", "freshtoken.refreshers", "todo"),
     ("freshtoken._engine.steps", "freshtoken.refreshers", "todo"),

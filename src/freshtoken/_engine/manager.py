@@ -45,6 +45,7 @@ from .._core.credential import (
     Expired,
     Fail,
     Failed,
+    FlightHandle,
     Force,
     Job,
     Outcome,
@@ -113,7 +114,7 @@ class _Credential:
 
     def __init__(self) -> None:
         self.mutex = threading.Lock()
-        self.state = CredentialState()
+        self.state = CredentialState(Flight)
         self.managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
         self.rewatch = False  # in a forked child: the store's watcher thread did not come along
         self.watched: TokenStore | None = None
@@ -261,7 +262,7 @@ class TokenManager:
         self._closed = True
         # The lock-free fast path reads only ``_state.fast``: an empty state sends every
         # caller to _decide, which refuses. Flights in progress land in the credential.
-        self._state = CredentialState()
+        self._state = CredentialState(Flight)
         _release(self, self._credential)
 
     async def aclose(self) -> None:
@@ -600,7 +601,7 @@ def _not_configured() -> DPoPError:
     )
 
 
-def _gave_up_waiting(flight: Flight, timeout: float | None) -> RefreshFailed:
+def _gave_up_waiting(flight: FlightHandle, timeout: float | None) -> RefreshFailed:
     if timeout is not None and flight.remaining() > 0:
         what = f"gave up waiting for the refresh after {timeout:g} s"
     else:
