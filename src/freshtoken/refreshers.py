@@ -416,22 +416,6 @@ class _GrantRefresher(HTTPRefresher):
 
 
 RefresherKind = Literal["oauth2", "client_credentials"]
-# The meta entries a description owns: describing a refresher replaces all of them.
-SETTING_NAMES = frozenset(
-    {
-        "refresher",
-        "token_url",
-        "client_id",
-        "auth_method",
-        "allow_insecure_http",
-        "issuer",
-        "scope",
-        "extra_params",
-        "key_id",
-        "verify",
-        "private_key_file",
-    }
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
