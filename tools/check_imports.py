@@ -30,11 +30,12 @@ ROOT = "freshtoken"
 # import nothing of freshtoken
 LEAVES = {"errors", "_version", "_arguments", "_uvicorn"}
 
-# package -> the packages it may import (besides itself and LEAVES)
+# package -> the packages it may import (besides itself and LEAVES); "package.module" allows
+# that one module only
 LAYERS: dict[str, set[str]] = {
     "_core": set(),
     "_oauth": {"_core"},
-    "_engine": {"_core", "_oauth", "stores"},
+    "_engine": {"_core", "_oauth", "stores._base"},  # the TokenStore contract and MemoryStore
     "_logins": {"_core", "_oauth"},
     "stores": {"_core"},
     "profiles": {"_core", "_oauth", "_engine", "_logins", "stores", "refreshers"},
@@ -51,11 +52,13 @@ FORBIDDEN: dict[str, set[str]] = {
 # (importing module, imported module, reason): breaks that are allowed for now. Each names the
 # file that has to change first; those files are being edited in parallel this round.
 EXCEPTIONS: list[tuple[str, str, str]] = [
-    # TODO(issue 20)
-    ("freshtoken._engine.client_credentials", "freshtoken.refreshers", "todo"),
-    ("freshtoken._engine.manager", "freshtoken.refreshers", "todo"),
-    ("freshtoken._engine.steps", "freshtoken.refreshers", "todo"),
-    ("freshtoken._logins.token_endpoint", "freshtoken.refreshers", "todo"),
+    # A login reads its token answer with refreshers.HTTPRefresher.parse_response (one reader
+    # for both). It moves to the wire when refreshers.py is split (being edited this round).
+    (
+        "freshtoken._logins.token_endpoint",
+        "freshtoken.refreshers",
+        "the token answer reader lives in refreshers.py until it is split",
+    ),
     # Deprecated until 0.2.0: FileStore.manager() and Profile.refresher_settings() forward to
     # freshtoken.profiles (and name the manager and RefresherSettings in their signatures).
     ("freshtoken.stores.file", "freshtoken.profiles", "deprecated shims, gone in 0.2.0"),
@@ -93,6 +96,12 @@ def imports(path: Path, src: Path) -> Iterator[tuple[str, int]]:
 def package_of(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
+
+
+def _allowed(target: str, entries: set[str]) -> bool:
+    return any(
+        target == f"{ROOT}.{entry}" or target.startswith(f"{ROOT}.{entry}.") for entry in entries
+    )
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -155,7 +164,7 @@ def check(src: Path) -> list[str]:
                 continue
             if mine in LEAVES:
                 problems.append(f"{where}: {mine} imports nothing of freshtoken")
-            elif mine in LAYERS and theirs not in LAYERS[mine] | LEAVES:
+            elif mine in LAYERS and not _allowed(target, LAYERS[mine] | LEAVES):
                 may = ", ".join(sorted(LAYERS[mine] | LEAVES))
                 problems.append(f"{where}: {mine} may import only {may}")
             elif theirs in FORBIDDEN.get(mine, set()):

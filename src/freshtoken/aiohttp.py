@@ -21,9 +21,9 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
+from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations, Origin, default_port
 from ._core.tokens import TokenSet
-from ._engine.client_credentials import ClientCredentialsMixin
 from ._engine.manager import TokenManager
 from ._oauth.dpop import Step
 from .errors import InsecureTransportError, ReplayError

@@ -13,9 +13,9 @@ from typing import Any, TypeAlias
 
 import httpx
 
+from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations
 from ._core.tokens import TokenSet
-from ._engine.client_credentials import ClientCredentialsMixin
 from ._engine.manager import TokenManager
 from ._oauth.dpop import Step
 from .errors import ReplayError

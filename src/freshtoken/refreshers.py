@@ -38,7 +38,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
@@ -53,6 +53,7 @@ from ._core.policy import (
     parse_retry_after,
 )
 from ._core.tokens import TokenResponseError, TokenSet
+from ._engine.refresher import Refresher
 from ._logins.flows import (
     LoginMethods,
     client_credentials_login,
@@ -91,34 +92,6 @@ T = TypeVar("T")
 _Grant = TypeVar("_Grant", bound="_GrantRefresher")
 DEFAULT_TIMEOUT = httpx.Timeout(10.0)
 _MOST_WRAPPERS = 4
-
-
-@runtime_checkable
-class Refresher(Protocol):
-    """What a [`TokenManager`][freshtoken.TokenManager] needs from a refresher.
-
-    ``can_acquire`` says it can get tokens with no refresh token (client credentials).
-    ``refresh`` raises [`SessionExpired`][freshtoken.SessionExpired] when the session is over and
-    [`RefreshFailed`][freshtoken.RefreshFailed] when trying again later may work. ``clock`` is the
-    manager's clock, for timing the answer; ``deadline`` (a ``time.monotonic()`` instant) is
-    when the attempt must have ended. The manager calls ``refresh`` from its own refresh
-    thread, never from an event loop.
-    """
-
-    @property
-    def can_acquire(self) -> bool: ...
-
-    def refresh(
-        self, current: TokenSet | None, clock: Clock, *, deadline: float | None = None
-    ) -> TokenSet: ...
-
-
-def takes_dpop(refresher: object) -> bool:
-    """Whether ``refresher.refresh`` takes ``dpop=``: it can sign its token requests."""
-    try:
-        return "dpop" in inspect.signature(refresher.refresh).parameters  # type: ignore[attr-defined]
-    except (AttributeError, TypeError, ValueError):
-        return False
 
 
 class HTTPRefresher:

@@ -61,10 +61,10 @@ from .._core.policy import RefreshPolicy, RetryPolicy, wants_refresh
 from .._core.tokens import TokenSet
 from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ..errors import DPoPError, RefreshFailed, StoreError
-from ..refreshers import Refresher, takes_dpop
 from ..stores._base import MemoryStore, TokenStore
 from .flight import Flight
 from .observers import FlightWatch, RefreshObserver, trigger_of
+from .refresher import Refresher, takes_dpop
 from .steps import _refresh_call, flight_steps, run_steps
 
 __all__ = ["ManagerStats", "TokenManager"]

@@ -40,8 +40,8 @@ from .._core.credential import (
 from .._core.policy import Freshness
 from .._core.tokens import TokenResponseError, TokenSet
 from ..errors import AuthError, LockTimeout, RefreshFailed, SessionExpired, StoreError
-from ..refreshers import Refresher
 from ..stores._base import GenerationConflict, StoredTokens, TokenStore
+from .refresher import Refresher
 
 __all__ = [
     "Clear",
