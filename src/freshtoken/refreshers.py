@@ -53,6 +53,8 @@ from ._core.policy import (
     parse_retry_after,
 )
 from ._core.tokens import TokenResponseError, TokenSet
+from ._engine import connections
+from ._engine.connections import DEFAULT_CONCURRENCY
 from ._engine.refresher import Refresher
 from ._logins.flows import (
     LoginMethods,
@@ -95,7 +97,14 @@ _MOST_WRAPPERS = 4
 
 
 class HTTPRefresher:
-    """Shared sending logic: subclasses say what to send and how to read the answer."""
+    """Shared sending logic: subclasses say what to send and how to read the answer.
+
+    When a [`TokenManager`][freshtoken.TokenManager] refreshes, the request goes out on the
+    library's flight host over a kept-alive connection shared with the other refreshers of that
+    TLS configuration, and at most ``concurrency`` token requests to one issuer origin are in
+    the air at once (the others queue briefly, then fail as a transient ``RefreshFailed("busy")``
+    that was never sent, and are retried after the usual backoff).
+    """
 
     can_acquire = False
 
@@ -107,6 +116,7 @@ class HTTPRefresher:
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.url = url
         self._origin = origin_of(url)
@@ -114,6 +124,9 @@ class HTTPRefresher:
         self.timeout = timeout
         self.verify = verify
         self.headers = dict(headers or {})
+        if not (isinstance(concurrency, int) and concurrency >= 1):
+            raise ValueError("concurrency must be a whole number >= 1")
+        self.concurrency = concurrency
         self._ssl_context: ssl.SSLContext | None = None
 
     @property
@@ -217,7 +230,7 @@ class HTTPRefresher:
         sent = self._sent_secrets(request)
         if dpop is None:
             sent_at = clock()
-            response = await exchange(request, self.timeout, self._tls(), deadline)
+            response = await exchange(request, self.timeout, self._tls(), deadline, cap=self._cap())
             return self.parse_response(
                 response, sent_at=sent_at, current=current, sent_secrets=sent
             )
@@ -226,7 +239,7 @@ class HTTPRefresher:
         step = next(flow)
         while True:
             sent_at = clock()
-            response = await exchange(step, self.timeout, self._tls(), deadline)
+            response = await exchange(step, self.timeout, self._tls(), deadline, cap=self._cap())
             try:
                 step = flow.send(response)
             except StopIteration as done:
@@ -237,7 +250,11 @@ class HTTPRefresher:
         )
 
     def close(self) -> None:
-        """Nothing to release: each attempt uses a client of its own (kept for symmetry)."""
+        """Nothing to release: the connections are the flight host's (kept for symmetry)."""
+
+    def _cap(self) -> tuple[str, int]:
+        origin = self._origin
+        return f"{origin.scheme}://{origin.host}:{origin.port}", self.concurrency
 
     # Form fields whose values are credentials of their own (an assertion, a subject token):
     # cut out of any error text, as the refresh token is.
@@ -281,6 +298,7 @@ class _GrantRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             token_url,
@@ -288,6 +306,7 @@ class _GrantRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if self.can_acquire and not client_secret and private_key is None:
             raise ValueError("the client_credentials grant needs a client_secret or a private_key")
@@ -314,6 +333,7 @@ class _GrantRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> _Grant:
         """A refresher for the token endpoint of ``issuer`` (discovered, cached; or pass its
         [`ServerMetadata`][freshtoken.ServerMetadata], e.g. from
@@ -338,6 +358,7 @@ class _GrantRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         refresher.client = client  # the same, with the token endpoint as assertion audience
         refresher.metadata = metadata
@@ -564,6 +585,7 @@ class _AcquiringGrant(HTTPRefresher):
         verify: bool | str | ssl.SSLContext,
         allow_insecure_http: bool,
         headers: Mapping[str, str] | None,
+        concurrency: int,
     ) -> None:
         super().__init__(
             token_url,
@@ -571,6 +593,7 @@ class _AcquiringGrant(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if client_id is None and (client_secret or auth_method or client_key is not None):
             raise ValueError("client authentication needs a client_id")
@@ -638,6 +661,7 @@ class JWTBearer(_AcquiringGrant):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             token_url,
@@ -651,6 +675,7 @@ class JWTBearer(_AcquiringGrant):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if not (math.isfinite(lifetime) and lifetime > 0):
             raise ValueError("lifetime must be a finite number of seconds > 0")
@@ -799,6 +824,7 @@ class TokenExchange(_AcquiringGrant):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             token_url,
@@ -812,6 +838,7 @@ class TokenExchange(_AcquiringGrant):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         self.subject = subject
         self.subject_token_type = token_type(subject_token_type)
@@ -934,6 +961,7 @@ class JSONRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             url,
@@ -941,6 +969,7 @@ class JSONRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         self.request_field = request_field
         self.fields = {
@@ -1042,6 +1071,8 @@ async def exchange(
     timeout: httpx.Timeout | float,
     verify: ssl.SSLContext | bool,
     deadline: float | None,
+    *,
+    cap: tuple[str, int] | None = None,
 ) -> httpx.Response:
     """Send ``request`` and read the answer (at most ``LARGEST_ANSWER``) by ``deadline``.
 
@@ -1049,16 +1080,42 @@ async def exchange(
     would hold an attempt for hours. Here the whole exchange (connect, headers, body) is
     cancelled at the deadline. Redirects are not followed: credentials stay with the URL.
     Every failure is a [`RefreshFailed`][] that says whether the answer may be lost.
+
+    On the flight host the request takes one of ``cap`` = (origin, places) first, and goes
+    out on the host's shared keep-alive client (see ``_engine.connections``).
     """
+    if connections.shared() and cap is not None:
+        async with connections.place_for(cap[0], cap[1], deadline):
+            return await _exchange(request, timeout, verify, deadline)
+    return await _exchange(request, timeout, verify, deadline)
+
+
+async def _exchange(
+    request: httpx.Request,
+    timeout: httpx.Timeout | float,
+    verify: ssl.SSLContext | bool,
+    deadline: float | None,
+) -> httpx.Response:
     budget = math.inf if deadline is None else deadline - time.monotonic()
     try:
         with anyio.fail_after(max(budget, 0.0) if math.isfinite(budget) else None):
-            async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
-                response = await client.send(request, stream=True)
+            if connections.shared():
+                request.extensions = {
+                    **request.extensions,
+                    "timeout": httpx.Timeout(timeout).as_dict(),
+                }
+                response = await connections.client_for(verify).send(request, stream=True)
                 try:
                     body = await _read_capped(response)
                 finally:
                     await response.aclose()
+            else:
+                async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
+                    response = await client.send(request, stream=True)
+                    try:
+                        body = await _read_capped(response)
+                    finally:
+                        await response.aclose()
     except TimeoutError:
         raise RefreshFailed(
             "timeout",
