@@ -28,7 +28,6 @@ profile saved from Python can be refreshed by ``freshtoken token`` and the other
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import json
@@ -36,16 +35,14 @@ import math
 import os
 import secrets
 import ssl
-import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
 import httpx
-import sniffio
 
 from ._core.clock import Clock, system_clock
 from ._core.policy import (
@@ -58,6 +55,7 @@ from ._core.policy import (
 from ._core.tokens import TokenResponseError, TokenSet
 from ._engine import connections
 from ._engine.connections import DEFAULT_CONCURRENCY
+from ._engine.refresher import Refresher
 from ._logins.flows import (
     LoginMethods,
     client_credentials_login,
@@ -67,7 +65,7 @@ from ._logins.flows import (
 )
 from ._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey, Signer
 from ._oauth.discovery import ServerMetadata, metadata_of
-from ._oauth.http import ssl_context
+from ._oauth.http import run_blocking, ssl_context
 from .errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
 if TYPE_CHECKING:
@@ -96,34 +94,6 @@ T = TypeVar("T")
 _Grant = TypeVar("_Grant", bound="_GrantRefresher")
 DEFAULT_TIMEOUT = httpx.Timeout(10.0)
 _MOST_WRAPPERS = 4
-
-
-@runtime_checkable
-class Refresher(Protocol):
-    """What a [`TokenManager`][freshtoken.TokenManager] needs from a refresher.
-
-    ``can_acquire`` says it can get tokens with no refresh token (client credentials).
-    ``refresh`` raises [`SessionExpired`][freshtoken.SessionExpired] when the session is over and
-    [`RefreshFailed`][freshtoken.RefreshFailed] when trying again later may work. ``clock`` is the
-    manager's clock, for timing the answer; ``deadline`` (a ``time.monotonic()`` instant) is
-    when the attempt must have ended. The manager calls ``refresh`` from its own refresh
-    thread, never from an event loop.
-    """
-
-    @property
-    def can_acquire(self) -> bool: ...
-
-    def refresh(
-        self, current: TokenSet | None, clock: Clock, *, deadline: float | None = None
-    ) -> TokenSet: ...
-
-
-def takes_dpop(refresher: object) -> bool:
-    """Whether ``refresher.refresh`` takes ``dpop=``: it can sign its token requests."""
-    try:
-        return "dpop" in inspect.signature(refresher.refresh).parameters  # type: ignore[attr-defined]
-    except (AttributeError, TypeError, ValueError):
-        return False
 
 
 class HTTPRefresher:
@@ -440,22 +410,6 @@ class _GrantRefresher(HTTPRefresher):
 
 
 RefresherKind = Literal["oauth2", "client_credentials"]
-# The meta entries a description owns: describing a refresher replaces all of them.
-SETTING_NAMES = frozenset(
-    {
-        "refresher",
-        "token_url",
-        "client_id",
-        "auth_method",
-        "allow_insecure_http",
-        "issuer",
-        "scope",
-        "extra_params",
-        "key_id",
-        "verify",
-        "private_key_file",
-    }
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -1216,34 +1170,6 @@ def _check_confirmation(tokens: TokenSet, key: DPoPKey, status: int) -> None:
             "signed the request",
             status=status,
         )
-
-
-def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to completion from synchronous code, on a private event loop.
-
-    From a thread that already runs an event loop (a sync call made inside async code), the
-    private loop runs in a helper thread: blocking that loop is what a sync call does anyway.
-    Trio's counts too: anyio would take an asyncio loop in a trio thread for trio's.
-    """
-    try:
-        sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return asyncio.run(coroutine)
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(asyncio.run(coroutine))
-        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(error)
-
-    helper = threading.Thread(target=run, name="freshtoken-blocking")
-    helper.start()
-    helper.join()
-    if errors:
-        raise errors[0]
-    return results[0]
 
 
 def _transport_failure(error: httpx.TransportError) -> RefreshFailed:

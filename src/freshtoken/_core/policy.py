@@ -48,8 +48,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
-from .._oauth.challenges import HeaderValues, parse_challenges
 from ..errors import InsecureTransportError, RefreshFailed, SessionExpired
+from .challenges import HeaderValues, parse_challenges
 from .tokens import TokenSet
 
 logger = logging.getLogger("freshtoken")

@@ -47,7 +47,6 @@ from urllib.parse import urlencode, urlsplit
 import jwt
 
 from .._core.clock import Clock, system_clock
-from .._logins.authorization import pkce_challenge
 from ._config import (
     DEVICE_CODE_GRANT,
     JWT_BEARER_GRANT,
@@ -62,6 +61,7 @@ from ._config import (
 )
 from ._dpop import DPoPVerifier
 from ._keys import SigningKey, client_key, looks_like_jwt
+from ._pkce import s256 as pkce_challenge  # the server's own, not the client's
 
 __all__ = [
     "AuthorizationRefused",
