@@ -271,6 +271,8 @@ class _AccessToken:
 def _zero_stats() -> dict[str, Any]:
     return {
         "token_requests": 0,
+        "token_requests_in_flight": 0,
+        "most_token_requests_in_flight": 0,
         "token_requests_by_grant": {
             "password": 0,
             "refresh_token": 0,
@@ -1064,6 +1066,20 @@ class ServerState:
             grant = _GRANT_COUNTERS.get(grant, grant)
             by_grant[grant if grant in by_grant else "other"] += 1
 
+    def token_request_began(self) -> None:
+        """A token request arrived: counted in flight until it is answered (for a client's
+        concurrency cap to be seen from the server's side)."""
+        with self._lock:
+            stats = self._stats
+            stats["token_requests_in_flight"] += 1
+            stats["most_token_requests_in_flight"] = max(
+                stats["most_token_requests_in_flight"], stats["token_requests_in_flight"]
+            )
+
+    def token_request_ended(self) -> None:
+        with self._lock:
+            self._stats["token_requests_in_flight"] -= 1
+
     def count_token_error(self, error: str) -> None:
         with self._lock:
             self._stats["token_errors"] += 1
@@ -1165,7 +1181,10 @@ class ServerState:
 
     def reset_stats(self) -> None:
         with self._lock:
+            in_flight = self._stats["token_requests_in_flight"]  # still to be answered
             self._stats = _zero_stats()
+            self._stats["token_requests_in_flight"] = in_flight
+            self._stats["most_token_requests_in_flight"] = in_flight
         self.dpop.reset_stats()
 
     # -- internals (the lock is held by the caller where it matters) ---------------------
