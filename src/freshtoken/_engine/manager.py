@@ -64,6 +64,7 @@ from ..refreshers import Refresher, takes_dpop
 from ..stores._base import MemoryStore, TokenStore
 from .flight import Flight
 from .observers import FlightWatch, RefreshObserver, trigger_of
+from .resource import ResourceCall
 from .steps import _refresh_call, flight_steps, run_steps
 
 __all__ = ["ManagerStats", "TokenManager"]
@@ -340,12 +341,18 @@ class TokenManager:
 
         If another caller already replaced ``rejected``, its successor comes back at once.
         """
-        self.stats.add("retries")
         return self._counted(self._obtain(Replace(rejected), timeout))
 
     async def ahandle_rejection(self, rejected: TokenSet) -> TokenSet | None:
-        self.stats.add("retries")
         return self._counted(await self._aobtain(Replace(rejected)))
+
+    # -- resource requests: one ResourceCall each (see _engine/resource.py) -------------------
+
+    def call(self, method: str, url: str) -> ResourceCall:
+        """The auth decisions of one request to ``method url``: what to send, and what each
+        answer leads to (a retry with newer tokens, a new DPoP proof, or the caller's answer).
+        Every integration drives one per request; so may an HTTP client of your own."""
+        return ResourceCall(method, url, self)
 
     # -- explicit control ---------------------------------------------------------------------
 
@@ -477,7 +484,10 @@ class TokenManager:
         return Force(None if view is None else view.tokens, known=state.known)
 
     def _counted(self, tokens: TokenSet | None) -> TokenSet | None:
-        if tokens is None:
+        # Every rejection is one or the other: retried with these tokens, or passed back.
+        if tokens is not None:
+            self.stats.add("retries")
+        else:
             self.stats.add("passed_rejections")
             if self.observer is not None:
                 FlightWatch.rejection_passed(self.observer)
