@@ -28,6 +28,10 @@ from ._state import ServerState
 __all__ = ["NAMES", "PERSONALITIES", "Personality", "PersonalityMiddleware", "configure"]
 
 ENTRA_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"  # the consumers tenant's id
+_DAY = 86400.0
+# What a provider's documentation leaves unsaid: refresh tokens live a month, with no idle
+# limit (the reference server's own defaults, a day and an hour, are a test's, not a provider's).
+_UNSAID: Mapping[str, Any] = {"refresh_ttl": 30 * _DAY, "refresh_idle_ttl": None}
 _TOKEN_PATH = "/oauth/token"
 _DEVICE_PATH = "/oauth/device_authorization"
 
@@ -66,7 +70,8 @@ PERSONALITIES: dict[str, Personality] = {
             "rotation": False,
             "reuse_detection": False,
             "access_ttl": 3599.0,
-            "refresh_idle_ttl": None,
+            "refresh_idle_ttl": 180 * _DAY,  # unused for six months, it stops working
+            "refresh_ttl": 3650 * _DAY,
         },
         verification_url=True,
     ),
@@ -129,21 +134,28 @@ PERSONALITIES: dict[str, Personality] = {
     # created_at, refresh tokens rotate.
     "gitlab": Personality(
         "gitlab",
-        config={"refresh_idle_ttl": None, "access_ttl": 7200.0},
+        config={"access_ttl": 7200.0},
         add_fields=("created_at",),
     ),
     # https://developer.okta.com/docs/guides/refresh-tokens/main/: a custom authorization
     # server at /oauth2/default; rotation with a grace period (30 s by default).
     "okta": Personality(
         "okta",
-        config={"issuer_path": "/oauth2/default", "access_ttl": 3600.0, "reuse_grace": 30.0},
+        config={
+            "issuer_path": "/oauth2/default",
+            "access_ttl": 3600.0,
+            "reuse_grace": 30.0,
+            "refresh_idle_ttl": 7 * _DAY,  # the default policy rule: unused for 7 days
+        },
     ),
     # https://auth0.com/docs/secure/tokens/refresh-tokens/refresh-token-rotation: rotation,
     # reuse revokes the family; an unknown refresh token is 403 invalid_grant
     # (https://support.auth0.com/center/s/article/troubleshoot-refresh-token-unknown-or-invalid-before-expiry-403-unknown-or-invalid-refresh-token).
     "auth0": Personality(
         "auth0",
-        config={"access_ttl": 86400.0},
+        # https://auth0.com/docs/secure/tokens/refresh-tokens/configure-refresh-token-expiration:
+        # idle 15 days and absolute 30 days by default.
+        config={"access_ttl": 86400.0, "refresh_idle_ttl": 15 * _DAY},
         status_of={"invalid_grant": 403},
         error_description={"invalid_grant": "Unknown or invalid refresh token."},
     ),
@@ -184,7 +196,7 @@ PERSONALITIES: dict[str, Personality] = {
     # is HTTP 200 with "ok", errors {"ok": false, "error": "invalid_refresh_token"}.
     "slack": Personality(
         "slack",
-        config={"refresh_idle_ttl": None, "access_ttl": 43200.0},
+        config={"access_ttl": 43200.0},
         paths={"/oauth/v2/authorize": "/oauth/authorize", "/api/oauth.v2.access": _TOKEN_PATH},
         discovery=False,
         error_status=200,
@@ -200,7 +212,7 @@ PERSONALITIES: dict[str, Personality] = {
     # refresh; the previous access token stops working.
     "notion": Personality(
         "notion",
-        config={"refresh_idle_ttl": None, "access_ttl": 3600.0, "revoke_access_on_refresh": True},
+        config={"access_ttl": 3600.0, "revoke_access_on_refresh": True},
         paths={"/v1/oauth/authorize": "/oauth/authorize", "/v1/oauth/token": _TOKEN_PATH},
         discovery=False,
         add_fields=("workspace_id", "bot_id"),
@@ -212,7 +224,7 @@ PERSONALITIES: dict[str, Personality] = {
     # invalid_request "...multiple concurrent requests..." (https://github.com/ory/hydra/issues/3604).
     "hydra": Personality(
         "hydra",
-        config={"refresh_idle_ttl": None, "access_ttl": 3600.0, "revoke_access_on_refresh": True},
+        config={"access_ttl": 3600.0, "revoke_access_on_refresh": True},
         refresh_race=True,
     ),
 }
@@ -224,7 +236,7 @@ def configure(config: ServerConfig, name: str) -> ServerConfig:
     personality = PERSONALITIES.get(name)
     if personality is None:
         raise ValueError(f"no personality {name!r}: one of {', '.join(NAMES)}")
-    return config.replace(personality=name, **personality.config)
+    return config.replace(personality=name, **{**_UNSAID, **personality.config})
 
 
 class PersonalityMiddleware:
