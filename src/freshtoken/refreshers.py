@@ -406,7 +406,8 @@ class _GrantRefresher(HTTPRefresher):
             quirks=quirks if quirks is not None else metadata.quirks,
         )
         refresher.client = client  # the same, with the token endpoint as assertion audience
-        refresher.metadata = metadata
+        # Its logins take the same quirks as its refreshes (a default lifetime, say).
+        refresher.metadata = dataclasses.replace(metadata, quirks=refresher.quirks)
         refresher.issuer = metadata.issuer
         refresher.provider = metadata.provider
         return refresher
