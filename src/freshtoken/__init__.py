@@ -6,6 +6,7 @@ Integrations live in their own modules so that their libraries stay optional:
 
 from ._core.clock import Clock, ManualClock, system_clock
 from ._core.policy import Freshness, RefreshPolicy, RetryPolicy
+from ._core.quirks import Quirks
 from ._core.tokens import TokenResponseError, TokenSet
 from ._engine.manager import ManagerStats, TokenManager
 from ._engine.observers import FlightObserver, FlightOutcome, FlightReport, RefreshObserver, Trigger
@@ -38,6 +39,7 @@ from .errors import (
     SessionExpired,
     StoreError,
 )
+from .providers import Provider
 from .refreshers import (
     ClientCredentials,
     FunctionRefresher,
@@ -94,6 +96,8 @@ __all__ = [
     "Refresher",
     "ReplayError",
     "RetryPolicy",
+    "Provider",
+    "Quirks",
     "ServerMetadata",
     "SessionExpired",
     "StoreError",

@@ -35,6 +35,7 @@ from ._config import (
     TokenFault,
 )
 from ._dpop import DPoPRefused, NonceHeader
+from ._personalities import PersonalityMiddleware
 from ._state import (
     IDENTITY_SCOPES,
     AuthorizationRefused,
@@ -993,6 +994,8 @@ def build_app(state: ServerState) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
+            # Outermost: a provider's paths and answer formats wrap the reference server's.
+            *([Middleware(PersonalityMiddleware, state=state)] if config.personality else []),
             Middleware(_ServerDate, state=state),
             Middleware(NonceHeader, verifier=state.dpop),
         ],

@@ -567,6 +567,10 @@ class ServerState:
             granted = self._narrow(family.scope, scope)
             family.last_active_at = now
             self._stats["refreshes"] += 1
+            if config.revoke_access_on_refresh:
+                for token in self._access.values():
+                    if token.family_id == family.id:
+                        token.revoked = True
             if not config.rotation:
                 # RFC 6749 section 6: the client keeps its refresh token; none is returned.
                 return self._issue(family, granted, now, jkt=jkt)
@@ -1329,6 +1333,7 @@ class ServerState:
         }
         if nonce is not None:
             claims["nonce"] = nonce
+        claims.update(self._config.id_token_claims)
         return self.key.sign(claims)
 
     def _prune(self, now: float) -> None:
