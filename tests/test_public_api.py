@@ -40,6 +40,8 @@ PUBLIC = {
     "Refresher",
     "ReplayError",
     "RetryPolicy",
+    "Provider",
+    "Quirks",
     "ServerMetadata",
     "SessionExpired",
     "StoreError",

@@ -6,9 +6,11 @@ Integrations live in their own modules so that their libraries stay optional:
 
 from ._core.clock import Clock, ManualClock, system_clock
 from ._core.policy import Freshness, RefreshPolicy, RetryPolicy
+from ._core.quirks import Quirks
 from ._core.tokens import TokenResponseError, TokenSet
 from ._engine.manager import ManagerStats, TokenManager
 from ._engine.observers import FlightObserver, FlightOutcome, FlightReport, RefreshObserver, Trigger
+from ._for_resource import for_resource
 from ._logins.authorization import AuthorizationRequest
 from ._logins.flows import (
     DevicePrompt,
@@ -21,7 +23,6 @@ from ._logins.flows import (
     device_login,
     print_prompt,
 )
-from ._logins.resource import for_resource
 from ._oauth.client_auth import ClientAuth
 from ._oauth.discovery import ServerMetadata, adiscover, discover
 from ._oauth.dpop import DPoPKey
@@ -39,6 +40,7 @@ from .errors import (
     SessionExpired,
     StoreError,
 )
+from .providers import Provider
 from .refreshers import (
     ClientCredentials,
     FunctionRefresher,
@@ -95,6 +97,8 @@ __all__ = [
     "Refresher",
     "ReplayError",
     "RetryPolicy",
+    "Provider",
+    "Quirks",
     "ServerMetadata",
     "SessionExpired",
     "StoreError",

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Generator
 
 import httpx
 
-from ._engine.client_credentials import ClientCredentialsMixin
+from ._client_credentials import ClientCredentialsMixin
 from ._httpx_flow import HTTPXFlow
 
 __all__ = ["ClientCredentialsAuth", "TokenAuth"]

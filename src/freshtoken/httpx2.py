@@ -18,7 +18,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
-from ._engine.client_credentials import ClientCredentialsMixin
+from ._client_credentials import ClientCredentialsMixin
 from ._httpx_flow import HTTPXFlow
 
 __all__ = ["ClientCredentialsAuth", "TokenAuth"]

@@ -127,6 +127,17 @@ class _SyncDriver(Driver):
             return list(pool.map(lambda _: one(), range(n)))
 
 
+# A storm's requests queue for the pool's few connections; on a loaded machine that queue
+# outlasts httpx's default 5 s pool timeout, which says nothing about the auth under test.
+# Each request still has its own connect/read deadline.
+STORM_TIMEOUT = httpx.Timeout(10.0, pool=None)
+
+
+def _storm_timeout(module: Any) -> Any:
+    """STORM_TIMEOUT in the client library's own class (httpx or httpx2)."""
+    return module.Timeout(10.0, pool=None)
+
+
 class HttpxSyncDriver(_SyncDriver):
     kind = "httpx-sync"
 
@@ -136,7 +147,9 @@ class HttpxSyncDriver(_SyncDriver):
         self.auth = auth
         self.kind = "httpx2-sync" if module is httpx2 else "httpx-sync"
         limits = module.Limits(max_connections=SYNC_STORM_THREADS)
-        self.client = module.Client(auth=auth, follow_redirects=True, limits=limits)
+        self.client = module.Client(
+            auth=auth, follow_redirects=True, limits=limits, timeout=_storm_timeout(module)
+        )
 
     def request(self, method: str, url: str, **body: Any) -> Reply:
         response = self.client.request(method, url, **body)
@@ -261,7 +274,12 @@ class HttpxAsyncDriver(_AsyncDriver):
         # A storm's tasks all reach the auth at once; the requests then share a few
         # connections, which httpx's pool serves much faster than a hundred new ones.
         limits = self.module.Limits(max_connections=16)
-        self.client = self.module.AsyncClient(auth=self.auth, follow_redirects=True, limits=limits)
+        self.client = self.module.AsyncClient(
+            auth=self.auth,
+            follow_redirects=True,
+            limits=limits,
+            timeout=_storm_timeout(self.module),
+        )
 
     async def _arequest(self, method: str, url: str, body: dict[str, Any]) -> Reply:
         if "stream" in body:

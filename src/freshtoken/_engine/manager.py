@@ -36,6 +36,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ParamSpec, TypeAlias
 
+from .._core.challenges import HeaderValues
 from .._core.clock import Clock, monotonic_of, system_clock
 from .._core.credential import (
     FRESH,
@@ -45,6 +46,7 @@ from .._core.credential import (
     Expired,
     Fail,
     Failed,
+    FlightHandle,
     Force,
     Job,
     Outcome,
@@ -58,14 +60,14 @@ from .._core.credential import (
 )
 from .._core.policy import RefreshPolicy, RetryPolicy, wants_refresh
 from .._core.tokens import TokenSet
-from .._oauth.challenges import HeaderValues
 from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ..errors import DPoPError, RefreshFailed, StoreError
-from ..refreshers import FunctionRefresher, Refresher, takes_dpop
+from ..refreshers import FunctionRefresher
 from ..stores._base import MemoryStore, TokenStore
 from .flight import Flight, strip_tracebacks
 from .host import host, in_host_thread
 from .observers import FlightWatch, RefreshObserver, trigger_of
+from .refresher import Refresher, takes_dpop
 from .resource import ResourceCall
 from .steps import flight_steps, run_steps
 
@@ -118,7 +120,7 @@ class _Credential:
 
     def __init__(self) -> None:
         self.mutex = threading.Lock()
-        self.state = CredentialState()
+        self.state = CredentialState(Flight)
         self.managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
         self.rewatch = False  # in a forked child: the store's watcher thread did not come along
         self.watched: TokenStore | None = None
@@ -273,7 +275,7 @@ class TokenManager:
         self._closed = True
         # The lock-free fast path reads only ``_state.fast``: an empty state sends every
         # caller to _decide, which refuses. Flights in progress land in the credential.
-        self._state = CredentialState()
+        self._state = CredentialState(Flight)
         _release(self, self._credential)
 
     async def aclose(self) -> None:
@@ -699,7 +701,7 @@ def _not_configured() -> DPoPError:
     )
 
 
-def _gave_up_waiting(flight: Flight, timeout: float | None) -> RefreshFailed:
+def _gave_up_waiting(flight: FlightHandle, timeout: float | None) -> RefreshFailed:
     if timeout is not None and flight.remaining() > 0:
         what = f"gave up waiting for the refresh after {timeout:g} s"
     else:

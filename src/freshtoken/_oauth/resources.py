@@ -30,9 +30,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from .._core.challenges import HeaderValues, parse_challenges
 from .._core.policy import check_transport, origin_of, read_json
 from ..errors import InsecureTransportError, LoginFailed
-from .challenges import HeaderValues, parse_challenges
 from .http import Flow
 
 __all__ = [

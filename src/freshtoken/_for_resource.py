@@ -37,19 +37,22 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._core.clock import Clock, system_clock
-from .._core.tokens import TokenResponseError, TokenSet
-from .._engine.manager import TokenManager
-from .._oauth.challenges import HeaderValues
-from .._oauth.client_auth import ClientAuth
-from .._oauth.discovery import ServerMetadata, discover
-from .._oauth.http import Verify, drive
-from .._oauth.registration import (
+from ._core.challenges import HeaderValues
+from ._core.clock import Clock, system_clock
+from ._core.tokens import TokenResponseError, TokenSet
+from ._engine.manager import TokenManager
+from ._logins.authorization import AuthorizationRequest
+from ._logins.loopback import LoopbackListener, OpenBrowser
+from ._logins.token_endpoint import token_flow
+from ._oauth.client_auth import ClientAuth
+from ._oauth.discovery import ServerMetadata, discover
+from ._oauth.http import Verify, drive
+from ._oauth.registration import (
     ClientRegistration,
     registration_flow,
     supports_metadata_documents,
 )
-from .._oauth.resources import (
+from ._oauth.resources import (
     ResourceChallenge,
     ResourceMetadata,
     canonical_resource,
@@ -57,11 +60,9 @@ from .._oauth.resources import (
     resource_metadata_flow,
     step_up_scope,
 )
-from ..errors import LoginFailed, RefreshFailed, SessionExpired
-from ..stores._base import MemoryStore, TokenStore
-from .authorization import AuthorizationRequest
-from .loopback import LoopbackListener, OpenBrowser
-from .token_endpoint import token_flow
+from .errors import LoginFailed, RefreshFailed, SessionExpired
+from .refreshers import OAuth2Refresher
+from .stores._base import MemoryStore, TokenStore
 
 __all__ = [
     "DEFAULT_CLIENT_NAME",
@@ -228,8 +229,6 @@ class ResourceRefresher:
             return self.login(clock)
 
     def _refresh_grant(self, current: TokenSet, clock: Clock, deadline: float | None) -> TokenSet:
-        from ..refreshers import OAuth2Refresher  # here: refreshers imports the login modules
-
         server = self.server_metadata()
         registration = self.registration(server)
         assert server.token_endpoint is not None
@@ -419,7 +418,7 @@ def for_resource(
     or ``freshtoken.mcp.auth(url)`` for MCP clients.
     """
     if store is None:
-        from ..stores.file import FileStore
+        from .stores.file import FileStore
 
         store = FileStore(profile=resource_profile(url))
     refresher = ResourceRefresher(
@@ -454,7 +453,7 @@ def _digest(issuer: str) -> str:
 
 def _sibling(store: TokenStore, issuer: str) -> TokenStore:
     """A store of the same kind and place as ``store``, for ``issuer``'s registration."""
-    from ..stores.file import FileStore
+    from .stores.file import FileStore
 
     name = f"client-{_digest(issuer)}"
     if isinstance(store, FileStore):
@@ -463,7 +462,7 @@ def _sibling(store: TokenStore, issuer: str) -> TokenStore:
         return sibling
     kind = type(store).__name__
     if kind == "RedisStore":
-        from ..stores.redis import RedisStore
+        from .stores.redis import RedisStore
 
         assert isinstance(store, RedisStore)
         redis_sibling = RedisStore(
@@ -474,7 +473,7 @@ def _sibling(store: TokenStore, issuer: str) -> TokenStore:
         redis_sibling._sealer = store._sealer
         return redis_sibling
     if kind == "KeyringStore":
-        from ..stores.keyring import KeyringStore
+        from .stores.keyring import KeyringStore
 
         assert isinstance(store, KeyringStore)
         return KeyringStore(store.service, f"{store.username}:{name}")
