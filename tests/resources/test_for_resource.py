@@ -187,3 +187,26 @@ def test_a_given_client_id_is_used_without_registering(oauth_server: ReferenceSe
     )
     assert _me(manager, oauth_server).json()["client_id"] == "demo-public"
     assert oauth_server.stats()["registrations"] == 0
+
+
+def test_a_client_steps_up_once_on_insufficient_scope(oauth_server: ReferenceServer) -> None:
+    """Through an httpx2 client: the 403 leads to one login for read write admin and one
+    retry, never a refresh; the new tokens serve the next requests."""
+    import httpx2
+
+    import freshtoken.httpx2
+
+    manager = freshtoken.for_resource(
+        oauth_server.api_url,
+        store=MemoryStore(),
+        open_browser=oauth_server.browser("admin", "admin"),
+        clock=oauth_server.clock,
+    )
+    auth = freshtoken.httpx2.TokenAuth(manager, origins=[oauth_server.api_url])
+    with httpx2.Client(auth=auth) as http:
+        assert http.get(f"{oauth_server.api_url}/me").status_code == 200
+        admin = http.get(f"{oauth_server.api_url}/admin")
+        assert admin.status_code == 200, admin.text
+        assert http.get(f"{oauth_server.api_url}/admin").status_code == 200
+    stats = oauth_server.stats()
+    assert (stats["logins"], stats["refreshes"], stats["forbidden_403"]) == (2, 0, 1)
