@@ -4,7 +4,9 @@ request, and a refused or failed refresh never throws away an access token that 
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -210,3 +212,27 @@ def test_a_client_steps_up_once_on_insufficient_scope(oauth_server: ReferenceSer
         assert http.get(f"{oauth_server.api_url}/admin").status_code == 200
     stats = oauth_server.stats()
     assert (stats["logins"], stats["refreshes"], stats["forbidden_403"]) == (2, 0, 1)
+
+
+def test_a_fleet_on_redis_shares_the_grant_and_the_registration(
+    oauth_server: ReferenceServer, shared_redis_server: Any
+) -> None:
+    """Two managers on one Redis key (two machines' worth): one registration, kept under a key
+    of its own beside the tokens, and one login."""
+    from freshtoken import RedisStore
+
+    key = f"freshtoken:test:{uuid.uuid4().hex}"
+    browser = oauth_server.browser()
+    managers = [
+        freshtoken.for_resource(
+            oauth_server.api_url,
+            store=RedisStore(shared_redis_server.url, key),
+            open_browser=browser,
+        )
+        for _ in range(2)
+    ]
+    assert [_me(manager, oauth_server).status_code for manager in managers] == [200, 200]
+    stats = oauth_server.stats()
+    assert (stats["registrations"], stats["logins"]) == (1, 1)
+    keys = shared_redis_server.client().keys(f"{key}:client-*")
+    assert len(keys) == 1
