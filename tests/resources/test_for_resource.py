@@ -236,3 +236,25 @@ def test_a_fleet_on_redis_shares_the_grant_and_the_registration(
     assert (stats["registrations"], stats["logins"]) == (1, 1)
     keys = shared_redis_server.client().keys(f"{key}:client-*")
     assert len(keys) == 1
+
+
+def test_a_revoked_grant_logs_in_again_at_once(oauth_server: ReferenceServer) -> None:
+    """The API refuses the token and the refresh is refused: the session is over now, not
+    when the token would have expired; an interactive client logs in again and goes on."""
+    import httpx2
+
+    import freshtoken.httpx2
+
+    manager = freshtoken.for_resource(
+        oauth_server.api_url,
+        store=MemoryStore(),
+        open_browser=oauth_server.browser(),
+        clock=oauth_server.clock,
+    )
+    auth = freshtoken.httpx2.TokenAuth(manager, origins=[oauth_server.api_url])
+    with httpx2.Client(auth=auth) as http:
+        assert http.get(f"{oauth_server.api_url}/me").status_code == 200
+        oauth_server.revoke("demo")
+        assert http.get(f"{oauth_server.api_url}/me").status_code == 200
+    stats = oauth_server.stats()
+    assert (stats["logins"], stats["invalid_grant"]) == (2, 1)
