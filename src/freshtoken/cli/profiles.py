@@ -141,6 +141,11 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
         "--token-url", metavar="URL", help="the token endpoint, for servers without discovery"
     )
     server.add_argument(
+        "--resource",
+        metavar="URL",
+        help="an API (an MCP server) that says where to log in (RFC 9728): nothing else needed",
+    )
+    server.add_argument(
         "--provider",
         choices=providers.NAMES,
         metavar="NAME",
@@ -154,7 +159,9 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
         help="a setting of the --provider preset: tenant=..., base_url=..., realm=...",
     )
     parser.add_argument(
-        "--client-id", required=True, metavar="ID", help="the OAuth client to log in as"
+        "--client-id",
+        metavar="ID",
+        help="the OAuth client to log in as (with --resource: default, register one)",
     )
     parser.add_argument(
         "--flow",
@@ -218,6 +225,12 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_token(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resource",
+        metavar="URL",
+        default=None,
+        help="the token of the API at URL (logged in with `freshtoken login --resource URL`)",
+    )
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -299,6 +312,12 @@ def _store(args: argparse.Namespace, profile: str = "default") -> FileStore:
 
 
 def _login(args: argparse.Namespace) -> int:
+    if args.resource is not None:
+        from .resource import login
+
+        return login(args, _open_browser)
+    if args.client_id is None:
+        raise _Failure("--client-id is required with --issuer and --token-url")
     store = _store(args)
     replace = _writable_store(store, replace_corrupt=args.replace_corrupt)
     secret = args.client_secret or os.environ.get(ENV_CLIENT_SECRET) or None
@@ -648,6 +667,10 @@ def _interactive() -> bool:
 
 
 def _token(args: argparse.Namespace) -> int:
+    if args.resource is not None:
+        from .resource import token
+
+        return token(args)
     store = _store(args)
     manager = open_profile(store)
     try:
