@@ -10,7 +10,6 @@ from ._core.quirks import Quirks
 from ._core.tokens import TokenResponseError, TokenSet
 from ._engine.manager import ManagerStats, TokenManager
 from ._engine.observers import FlightObserver, FlightOutcome, FlightReport, RefreshObserver, Trigger
-from ._for_resource import for_resource
 from ._logins.authorization import AuthorizationRequest
 from ._logins.flows import (
     DevicePrompt,
@@ -27,6 +26,7 @@ from ._oauth.client_auth import ClientAuth
 from ._oauth.discovery import ServerMetadata, adiscover, discover
 from ._oauth.dpop import DPoPKey
 from ._oauth.id_tokens import averify_id_token, verify_id_token
+from ._resource_logins import for_resource
 from ._version import __version__ as __version__
 from .agent import AgentRefresher
 from .errors import (

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._core.clock import Clock, system_clock
 from ._core.tokens import TokenSet
-from ._for_resource import RegistrationStore, for_resource
 from ._logins.loopback import OpenBrowser
 from ._oauth.registration import ClientRegistration
 from ._oauth.resources import canonical_resource
+from ._resource_logins import RegistrationStore, for_resource
 from .httpx2 import TokenAuth
 from .stores._base import TokenStore
 

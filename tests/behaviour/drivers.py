@@ -127,17 +127,6 @@ class _SyncDriver(Driver):
             return list(pool.map(lambda _: one(), range(n)))
 
 
-# A storm's requests queue for the pool's few connections; on a loaded machine that queue
-# outlasts httpx's default 5 s pool timeout, which says nothing about the auth under test.
-# Each request still has its own connect/read deadline.
-STORM_TIMEOUT = httpx.Timeout(10.0, pool=None)
-
-
-def _storm_timeout(module: Any) -> Any:
-    """STORM_TIMEOUT in the client library's own class (httpx or httpx2)."""
-    return module.Timeout(10.0, pool=None)
-
-
 class HttpxSyncDriver(_SyncDriver):
     kind = "httpx-sync"
 
@@ -148,7 +137,10 @@ class HttpxSyncDriver(_SyncDriver):
         self.kind = "httpx2-sync" if module is httpx2 else "httpx-sync"
         limits = module.Limits(max_connections=SYNC_STORM_THREADS)
         self.client = module.Client(
-            auth=auth, follow_redirects=True, limits=limits, timeout=_storm_timeout(module)
+            auth=auth,
+            follow_redirects=True,
+            limits=limits,
+            timeout=module.Timeout(10.0, pool=None),  # see _open below
         )
 
     def request(self, method: str, url: str, **body: Any) -> Reply:
@@ -278,7 +270,10 @@ class HttpxAsyncDriver(_AsyncDriver):
             auth=self.auth,
             follow_redirects=True,
             limits=limits,
-            timeout=_storm_timeout(self.module),
+            # A storm queues for the pool's few connections; on a loaded machine that queue
+            # outlasts the default 5 s pool timeout, which says nothing about the auth under
+            # test. Each request keeps its own 10 s connect/read deadline.
+            timeout=self.module.Timeout(10.0, pool=None),
         )
 
     async def _arequest(self, method: str, url: str, body: dict[str, Any]) -> Reply:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from cli_fixture import CLI
 
-from freshtoken._for_resource import resource_profile
+from freshtoken._resource_logins import resource_profile
 from freshtoken.stores import FileStore
 from freshtoken.testing import ServerFactory
 

@@ -13,7 +13,7 @@ import pytest
 
 import freshtoken
 from freshtoken import FileStore, LoginFailed, MemoryStore, RefreshFailed, SessionExpired
-from freshtoken._for_resource import ResourceRefresher
+from freshtoken._resource_logins import ResourceRefresher
 from freshtoken.httpx import TokenAuth
 from freshtoken.server import ReferenceServer
 from freshtoken.testing import ServerFactory

@@ -5,7 +5,7 @@ request and reads its answer.
 
 A [`ClientRegistration`][] is what a login and every refresh of its grant need: the client id,
 its secret if one was issued, how it authenticates, and the issuer it belongs to. It is stored
-beside the tokens (`freshtoken._for_resource`), so that every process shares one
+beside the tokens (`freshtoken._resource_logins`), so that every process shares one
 registration per authorization server. Its repr shows no secret.
 """
 

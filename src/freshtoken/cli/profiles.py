@@ -25,7 +25,6 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 import time
 import webbrowser
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,6 +38,7 @@ from .. import providers
 from .._arguments import seconds
 from .._core.policy import check_transport, oauth_error, origin_of
 from .._core.tokens import TokenResponseError, TokenSet
+from .._engine.host import flights_in_progress
 from .._logins import flows as logins
 from .._logins.flows import DevicePrompt, client_for
 from .._oauth.discovery import ServerMetadata, discover
@@ -141,15 +141,15 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
         "--token-url", metavar="URL", help="the token endpoint, for servers without discovery"
     )
     server.add_argument(
+        "--resource",
+        metavar="URL",
+        help="an API (an MCP server) that says where to log in (RFC 9728): nothing else needed",
+    )
+    server.add_argument(
         "--provider",
         choices=providers.NAMES,
         metavar="NAME",
         help=f"a provider preset ({', '.join(providers.NAMES)}): its endpoints and quirks",
-    )
-    server.add_argument(
-        "--resource",
-        metavar="URL",
-        help="an API (an MCP server) that says where to log in (RFC 9728): nothing else needed",
     )
     parser.add_argument(
         "--provider-option",
@@ -292,7 +292,7 @@ def _guarded(command: Any, args: argparse.Namespace, prefix: str = "") -> int:
 def cancelled() -> str:
     """What Ctrl-C did. A refresh already sent goes on until its answer is saved (its rotated
     refresh token would be lost otherwise): the process ends then, or at a second Ctrl-C."""
-    if any(thread.name == "freshtoken-refresh" for thread in threading.enumerate()):
+    if flights_in_progress():
         return (
             "cancelled; finishing the refresh already sent so that its tokens are kept "
             "(Ctrl-C again abandons it)"

@@ -1,6 +1,6 @@
 """``freshtoken login --resource URL`` and ``freshtoken token --resource URL``: log in to
 whatever protects a URL and print its token, with nothing else configured
-(see `freshtoken._for_resource`).
+(see `freshtoken._resource_logins`).
 
 The profile is the resource's own (`resource_profile()`: its host and a digest) unless
 ``--profile`` names one; the client registration is kept beside it in the same file.
@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from .._for_resource import for_resource, resource_profile
+from .._resource_logins import for_resource, resource_profile
 from ..errors import RefreshFailed, SessionExpired
 from ..stores.file import FileStore
 from .formats import render

@@ -215,17 +215,16 @@ class ServerConfig:
     ``device_interval`` is the polling interval the device flow asks for (0 in tests).
     ``dpop`` says how DPoP proofs are checked (see [`DPoPConfig`][]).
 
-    ``registration`` serves dynamic client registration (RFC 7591) at ``/oauth/register``.
-    A grant authorized for a ``resource`` (RFC 8707) gets access tokens for it alone; with
-    ``strict_resource`` its refreshes must name it too (``invalid_target`` otherwise), as
-    strict servers do. The API under ``/api`` publishes its protected resource metadata
-    (RFC 9728) and names it in its challenges.
-
     ``personality`` makes the server answer as a real provider does (``"github"``...: see
     ``freshtoken.server._personalities``; [`ServerConfig.as_provider()`][ServerConfig.as_provider]
     sets it with the provider's lifetimes and rotation rules). ``revoke_access_on_refresh``
     revokes a family's earlier access tokens at each refresh (Notion, GitHub, Ory Hydra);
     ``id_token_claims`` are added to every ID token (Entra's ``tid``).
+    ``registration`` serves dynamic client registration (RFC 7591) at ``/oauth/register``.
+    A grant authorized for a ``resource`` (RFC 8707) gets access tokens for it alone; with
+    ``strict_resource`` its refreshes must name it too (``invalid_target`` otherwise), as
+    strict servers do. The API under ``/api`` publishes its protected resource metadata
+    (RFC 9728) and names it in its challenges.
     """
 
     access_ttl: float = 300.0
@@ -252,11 +251,11 @@ class ServerConfig:
     device_code_ttl: float = 600.0
     device_interval: float = 5.0
     dpop: DPoPConfig = field(default_factory=DPoPConfig)
-    registration: bool = True
-    strict_resource: bool = False
     personality: str | None = None
     revoke_access_on_refresh: bool = False
     id_token_claims: tuple[tuple[str, str], ...] = ()
+    registration: bool = True
+    strict_resource: bool = False
 
     def __post_init__(self) -> None:
         if self.issuer_path and not _ISSUER_PATH.fullmatch(self.issuer_path):
