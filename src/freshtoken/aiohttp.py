@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import warnings
 from collections.abc import Iterable
+from typing import Any
 
 try:
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
@@ -27,12 +29,7 @@ from ._engine.manager import TokenManager
 from ._engine.resource import Attempt, Rejected
 from .errors import InsecureTransportError, ReplayError
 
-__all__ = [
-    "ClientCredentialsAuth",
-    "ClientCredentialsMiddleware",
-    "TokenAuth",
-    "TokenMiddleware",
-]
+__all__ = ["ClientCredentialsMiddleware", "TokenMiddleware"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -180,10 +177,6 @@ class TokenMiddleware:
         return f"TokenMiddleware({self.manager!r}, origins={self.destinations!r})"
 
 
-TokenAuth = TokenMiddleware
-"""The same class under the name the other integrations use."""
-
-
 class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
     """The client credentials grant in one object, for the commonest machine-to-machine case:
     ``aiohttp.ClientSession(middlewares=(ClientCredentialsMiddleware(token_url, client_id,
@@ -207,8 +200,24 @@ class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
     __slots__ = ()
 
 
-ClientCredentialsAuth = ClientCredentialsMiddleware
-"""The same class under the name the other integrations use."""
+# The classes' former second names (the other integrations' words): until 0.2.0, with a warning.
+_DEPRECATED = {
+    "TokenAuth": "TokenMiddleware",
+    "ClientCredentialsAuth": "ClientCredentialsMiddleware",
+}
+
+
+def __getattr__(name: str) -> Any:
+    instead = _DEPRECATED.get(name)
+    if instead is None:
+        raise AttributeError(f"module 'freshtoken.aiohttp' has no attribute {name!r}")
+    warnings.warn(
+        f"freshtoken.aiohttp.{name} is deprecated and goes in freshtoken 0.2.0: use {instead}, "
+        "aiohttp's own word for what it is",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[instead]
 
 
 def _origin(url: URL) -> Origin:

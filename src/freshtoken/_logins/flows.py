@@ -1052,7 +1052,13 @@ class LoginMethods:
         )
 
     def password_login(
-        self, *, username: str, password: str, scope: str | None = None, clock: Clock = system_clock
+        self,
+        *,
+        username: str,
+        password: str,
+        scope: str | None = None,
+        clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """[`freshtoken.password_login()`][freshtoken.password_login] at this refresher's token
         endpoint."""
@@ -1066,10 +1072,17 @@ class LoginMethods:
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
             clock=clock,
+            dpop=dpop,
         )
 
     async def apassword_login(
-        self, *, username: str, password: str, scope: str | None = None, clock: Clock = system_clock
+        self,
+        *,
+        username: str,
+        password: str,
+        scope: str | None = None,
+        clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """[`freshtoken.apassword_login()`][freshtoken.apassword_login] at this refresher's token
         endpoint."""
@@ -1083,4 +1096,5 @@ class LoginMethods:
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
             clock=clock,
+            dpop=dpop,
         )

@@ -7,26 +7,46 @@ dependency needs FastAPI too.
 See docs/bff.md.
 """
 
-from ._app import BFF, LoginRequired, derive_key
-from ._serving import ServedApp
-from ._sessions import (
-    MemorySessionStore,
-    RedisSessionStore,
-    Session,
-    SessionStore,
-    handle_of,
-    new_session_id,
-)
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LoginRequired
+from ._app import BFF, derive_key
+from ._sessions import MemorySessionStore, RedisSessionStore, Session, SessionStore
+
+if TYPE_CHECKING:  # deprecated names (see _DEPRECATED): typed, warned about at use
+    from ._serving import ServedApp as ServedApp
+    from ._sessions import handle_of as handle_of
+    from ._sessions import new_session_id as new_session_id
 
 __all__ = [
     "BFF",
     "LoginRequired",
     "MemorySessionStore",
     "RedisSessionStore",
-    "ServedApp",
     "Session",
     "SessionStore",
     "derive_key",
-    "handle_of",
-    "new_session_id",
 ]
+
+# Internals the package used to export: importable from here until 0.2.0, with a warning.
+_DEPRECATED = {
+    "ServedApp": "._serving",
+    "handle_of": "._sessions",
+    "new_session_id": "._sessions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _DEPRECATED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'freshtoken.bff' has no attribute {name!r}")
+    warnings.warn(
+        f"freshtoken.bff.{name} is internal, and importing it from freshtoken.bff goes in "
+        "freshtoken 0.2.0",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

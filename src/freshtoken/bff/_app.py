@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._core.clock import Clock, system_clock
-from .._core.policy import RetryPolicy
+from .._core.policy import RefreshPolicy, RetryPolicy
 from .._core.tokens import TokenResponseError, TokenSet
 from .._engine.manager import TokenManager
 from .._logins.authorization import AuthorizationRequest
@@ -350,7 +350,7 @@ class BFF:
         return TokenManager(
             self.refresher,
             self.sessions.token_store(handle),
-            leeway=self.leeway,
+            policy=RefreshPolicy(leeway=self.leeway),
             retry=self.retry,
             clock=self.clock,
         )
