@@ -281,6 +281,7 @@ def test_the_site_is_searchable(site: Path) -> None:
 
 PUBLIC_MODULES = [
     "freshtoken",
+    "freshtoken.providers",
     "freshtoken.refreshers",
     "freshtoken.stores",
     "freshtoken.errors",

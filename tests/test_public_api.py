@@ -49,6 +49,8 @@ PUBLIC = {
     "Refresher",
     "ReplayError",
     "RetryPolicy",
+    "Provider",
+    "Quirks",
     "ServerMetadata",
     "SessionExpired",
     "StoreError",

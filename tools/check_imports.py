@@ -65,11 +65,18 @@ EXCEPTIONS: list[tuple[str, str, str]] = [
     # connection pools, importing nothing of freshtoken but errors) is runtime the wire and the
     # Redis store stand on: it belongs below them, out of _engine, once issue 19's engine work
     # (which is writing these files now) settles.
-    ("freshtoken._oauth.http", "freshtoken._engine", "the flight host's pools, to move below"),
+    (
+        "freshtoken._oauth.http",
+        "freshtoken._engine.connections",
+        "the flight host's pools, to move below",
+    ),
     ("freshtoken.stores.redis", "freshtoken._engine.host", "the flight host, to move below"),
     # native_async() tells a FunctionRefresher of an async function by its class (issue 19's
     # engine, being written now); to become an attribute the refresher declares itself.
     ("freshtoken._engine.manager", "freshtoken.refreshers", "FunctionRefresher isinstance"),
+    # `serve --personality` offers the provider presets' names as its choices (the answers
+    # themselves are the server's own, in server/); a shared list of names, not shared code.
+    ("freshtoken.server._command", "freshtoken.providers", "the presets' names for --personality"),
     # Deprecated until 0.2.0: FileStore.manager() and Profile.refresher_settings() forward to
     # freshtoken.profiles (and name the manager and RefresherSettings in their signatures).
     ("freshtoken.stores.file", "freshtoken.profiles", "deprecated shims, gone in 0.2.0"),
@@ -85,6 +92,11 @@ def module_name(path: Path, src: Path) -> str:
     return ".".join(parts)
 
 
+def _is_module(src: Path, dotted: str) -> bool:
+    path = src.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def imports(path: Path, src: Path) -> Iterator[tuple[str, int]]:
     """(imported freshtoken module, line) for every import in the file."""
     name = module_name(path, src)
@@ -96,7 +108,18 @@ def imports(path: Path, src: Path) -> Iterator[tuple[str, int]]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            if target == ROOT or target.startswith(ROOT + "."):
+            if not (target == ROOT or target.startswith(ROOT + ".")):
+                continue
+            # `from .. import providers` imports the submodule, not the package's namespace.
+            submodules = [
+                f"{target}.{alias.name}"
+                for alias in node.names
+                if _is_module(src, f"{target}.{alias.name}")
+            ]
+            if submodules and len(submodules) == len(node.names):
+                for submodule in submodules:
+                    yield submodule, node.lineno
+            else:
                 yield target, node.lineno
         elif isinstance(node, ast.Import):
             for alias in node.names:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._core.clock import Clock, ManualClock, system_clock
 from ._core.policy import Freshness, RefreshPolicy, RetryPolicy
+from ._core.quirks import Quirks
 from ._core.tokens import TokenSet
 from ._engine.manager import ManagerStats, TokenManager
 from ._engine.observers import FlightObserver, FlightOutcome, FlightReport, RefreshObserver, Trigger
@@ -39,6 +40,7 @@ from .errors import (
     StoreError,
     TokenResponseError,
 )
+from .providers import Provider
 from .refreshers import (
     ClientCredentials,
     FunctionRefresher,
@@ -103,6 +105,8 @@ __all__ = [
     "Refresher",
     "ReplayError",
     "RetryPolicy",
+    "Provider",
+    "Quirks",
     "ServerMetadata",
     "SessionExpired",
     "StoreError",

@@ -38,13 +38,14 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import providers
 from .._core.clock import Clock, system_clock
 from .._core.policy import RefreshPolicy, RetryPolicy
 from .._core.tokens import TokenResponseError, TokenSet
 from .._engine.manager import TokenManager
 from .._logins.authorization import AuthorizationRequest
 from .._oauth.client_auth import ClientAuth
-from .._oauth.discovery import ServerMetadata, adiscover
+from .._oauth.discovery import ServerMetadata, ametadata_of
 from ..errors import (
     LoginFailed,
     LoginRequired,
@@ -52,6 +53,7 @@ from ..errors import (
     SessionExpired,
     StoreError,
 )
+from ..providers import Provider
 from ..refreshers import OAuth2Refresher, Refresher
 from ..stores._sealing import _raw_key
 from ._keys import KeyRing
@@ -133,6 +135,8 @@ class BFF:
     rotation). ``sessions`` defaults to a [`MemorySessionStore`][] (one worker); give a
     [`RedisSessionStore`][] for more. ``max_calls_per_session`` bounds the calls one
     session has upstream at once (per worker); past it the proxy answers 429.
+    ``provider`` is a [`Provider`][freshtoken.Provider] (or a preset's name, such as
+    ``"github"``) in place of ``issuer``: its endpoints and quirks are used.
     """
 
     def __init__(
@@ -142,7 +146,8 @@ class BFF:
         secret_key: bytes | str,
         previous_keys: Iterable[bytes | str] = (),
         routes: Mapping[str, str] | None = None,
-        issuer: str | ServerMetadata | None = None,
+        issuer: str | ServerMetadata | Provider | None = None,
+        provider: Provider | str | None = None,
         client_secret: str | None = None,
         scope: str | None = None,
         authorize_params: Mapping[str, str] | None = None,
@@ -198,8 +203,12 @@ class BFF:
                 verify=verify,
                 allow_insecure_http=allow_insecure_http,
             )
+        if provider is not None:
+            if issuer is not None:
+                raise ValueError("give an issuer or a provider, not both")
+            issuer = providers.get(provider) if isinstance(provider, str) else provider
         if refresher is None and issuer is None:
-            raise ValueError("give an issuer (or a token_url, or a refresher)")
+            raise ValueError("give an issuer (or a provider, a token_url, or a refresher)")
         self.issuer = issuer
         self.client_id = client_id
         self.client_secret = client_secret
@@ -278,8 +287,8 @@ class BFF:
         if self._refresher is not None and (self.issuer is None or self.metadata is not None):
             return
         async with self._discovery_lock:
-            if self.metadata is None and isinstance(self.issuer, str):
-                self.metadata = await adiscover(
+            if self.metadata is None and self.issuer is not None:
+                self.metadata = await ametadata_of(
                     self.issuer, verify=self.verify, allow_insecure_http=self.allow_insecure_http
                 )
             metadata = self.metadata

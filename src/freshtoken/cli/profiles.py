@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .. import providers
 from .._arguments import seconds
 from .._core.policy import check_transport, oauth_error, origin_of
 from .._core.tokens import TokenResponseError, TokenSet
@@ -43,6 +44,7 @@ from .._logins.flows import DevicePrompt, client_for
 from .._oauth.discovery import ServerMetadata, discover
 from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
 from ..profiles import close_refresher, open_manager, refresher_of
+from ..providers import Provider
 from ..refreshers import (
     ClientAuth,
     ClientAuthMethod,
@@ -137,6 +139,19 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
     )
     server.add_argument(
         "--token-url", metavar="URL", help="the token endpoint, for servers without discovery"
+    )
+    server.add_argument(
+        "--provider",
+        choices=providers.NAMES,
+        metavar="NAME",
+        help=f"a provider preset ({', '.join(providers.NAMES)}): its endpoints and quirks",
+    )
+    parser.add_argument(
+        "--provider-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the --provider preset: tenant=..., base_url=..., realm=...",
     )
     parser.add_argument(
         "--client-id", required=True, metavar="ID", help="the OAuth client to log in as"
@@ -292,7 +307,13 @@ def _login(args: argparse.Namespace) -> int:
     insecure = bool(args.allow_insecure_http)
     _check_client_flags(args.auth_method, secret, key_file)
     metadata: ServerMetadata | None = None
-    if args.issuer is not None:
+    provider = _provider(args.provider, args.provider_option)
+    if provider is not None:
+        metadata = provider.metadata(allow_insecure_http=insecure)
+        token_url = metadata.token_endpoint
+        if token_url is None:
+            raise _Failure(f"the {provider.name} preset names no token endpoint")
+    elif args.issuer is not None:
         metadata = discover(args.issuer, allow_insecure_http=insecure)
         token_url = metadata.token_endpoint
         if token_url is None:
@@ -313,6 +334,9 @@ def _login(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {
         "refresher": "client_credentials" if flow == "client-credentials" else "oauth2",
         "issuer": None if metadata is None else metadata.issuer,
+        "provider": None if provider is None else provider.name,
+        "provider_settings": None if provider is None else dict(provider.settings),
+        "quirks": None if provider is None else provider.quirks.to_settings() or None,
         "token_url": token_url,
         "client_id": args.client_id,
         "auth_method": client.method,
@@ -337,6 +361,24 @@ def _login(args: argparse.Namespace) -> int:
         f"scope {tokens.scope or 'unknown'})"
     )
     return 0
+
+
+def _provider(name: str | None, options: list[str]) -> Provider | None:
+    """The ``--provider`` preset with its ``--provider-option KEY=VALUE`` settings."""
+    if name is None:
+        if options:
+            raise _Failure("--provider-option is for a --provider preset")
+        return None
+    settings: dict[str, Any] = {}
+    for option in options:
+        key, equals, value = option.partition("=")
+        if not equals or not key:
+            raise _Failure(f"--provider-option takes KEY=VALUE, not {option[:40]!r}")
+        settings[key] = {"true": True, "false": False}.get(value.lower(), value)
+    try:
+        return providers.get(name, **settings)
+    except ValueError as error:
+        raise _Failure(str(error)) from None
 
 
 def _writable_store(store: FileStore, *, replace_corrupt: bool) -> bool:
@@ -678,6 +720,7 @@ def _status_record(info: ProfileInfo, now: float) -> dict[str, Any]:
     return {
         "profile": info.name,
         "issuer": meta.get("issuer"),
+        "provider": meta.get("provider"),
         "token_url": meta.get("token_url"),
         "client_id": meta.get("client_id"),
         "username": meta.get("username"),
@@ -832,6 +875,14 @@ def _revocation_endpoint(meta: Mapping[str, Any], token_url: str, insecure: bool
     ``token_endpoint`` is this profile's, so a token never goes to another issuer's endpoint.
     """
     issuer = meta.get("issuer")
+    name, settings = meta.get("provider"), meta.get("provider_settings")
+    if isinstance(name, str) and isinstance(settings, dict):
+        try:
+            preset = providers.get(name, **settings)
+        except ValueError:
+            return None  # a preset this version does not know: no revocation, as without one
+        metadata = preset.metadata(allow_insecure_http=insecure)
+        return metadata.revocation_endpoint if metadata.token_endpoint == token_url else None
     if isinstance(issuer, str):
         metadata = discover(issuer, allow_insecure_http=insecure)
         return metadata.revocation_endpoint if metadata.token_endpoint == token_url else None

@@ -35,6 +35,7 @@ from ._config import (
     TokenFault,
 )
 from ._dpop import DPoPRefused, NonceHeader
+from ._personalities import PersonalityMiddleware
 from ._state import (
     IDENTITY_SCOPES,
     AuthorizationRefused,
@@ -505,6 +506,13 @@ class _Endpoints:
         return None
 
     async def token(self, request: Request) -> Response:
+        self.state.token_request_began()
+        try:
+            return await self._token(request)
+        finally:
+            self.state.token_request_ended()
+
+    async def _token(self, request: Request) -> Response:
         # The client "attempted to authenticate via the Authorization header" (RFC 6749 5.2).
         basic = "authorization" in request.headers
         try:
@@ -986,6 +994,8 @@ def build_app(state: ServerState) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
+            # Outermost: a provider's paths and answer formats wrap the reference server's.
+            *([Middleware(PersonalityMiddleware, state=state)] if config.personality else []),
             Middleware(_ServerDate, state=state),
             Middleware(NonceHeader, verifier=state.dpop),
         ],

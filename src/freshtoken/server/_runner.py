@@ -210,7 +210,10 @@ class ReferenceServer:
             form["client_secret"] = client_secret
         if scope is not None:
             form["scope"] = scope
-        response = self._http.post(self.token_url, data=form)
+        # JSON whatever the personality: some answer form-encoded unless asked (GitHub).
+        response = self._http.post(
+            self.token_url, data=form, headers={"Accept": "application/json"}
+        )
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body

@@ -271,6 +271,8 @@ class _AccessToken:
 def _zero_stats() -> dict[str, Any]:
     return {
         "token_requests": 0,
+        "token_requests_in_flight": 0,
+        "most_token_requests_in_flight": 0,
         "token_requests_by_grant": {
             "password": 0,
             "refresh_token": 0,
@@ -565,6 +567,10 @@ class ServerState:
             granted = self._narrow(family.scope, scope)
             family.last_active_at = now
             self._stats["refreshes"] += 1
+            if config.revoke_access_on_refresh:
+                for token in self._access.values():
+                    if token.family_id == family.id:
+                        token.revoked = True
             if not config.rotation:
                 # RFC 6749 section 6: the client keeps its refresh token; none is returned.
                 return self._issue(family, granted, now, jkt=jkt)
@@ -1064,6 +1070,20 @@ class ServerState:
             grant = _GRANT_COUNTERS.get(grant, grant)
             by_grant[grant if grant in by_grant else "other"] += 1
 
+    def token_request_began(self) -> None:
+        """A token request arrived: counted in flight until it is answered (for a client's
+        concurrency cap to be seen from the server's side)."""
+        with self._lock:
+            stats = self._stats
+            stats["token_requests_in_flight"] += 1
+            stats["most_token_requests_in_flight"] = max(
+                stats["most_token_requests_in_flight"], stats["token_requests_in_flight"]
+            )
+
+    def token_request_ended(self) -> None:
+        with self._lock:
+            self._stats["token_requests_in_flight"] -= 1
+
     def count_token_error(self, error: str) -> None:
         with self._lock:
             self._stats["token_errors"] += 1
@@ -1165,7 +1185,10 @@ class ServerState:
 
     def reset_stats(self) -> None:
         with self._lock:
+            in_flight = self._stats["token_requests_in_flight"]  # still to be answered
             self._stats = _zero_stats()
+            self._stats["token_requests_in_flight"] = in_flight
+            self._stats["most_token_requests_in_flight"] = in_flight
         self.dpop.reset_stats()
 
     # -- internals (the lock is held by the caller where it matters) ---------------------
@@ -1310,6 +1333,7 @@ class ServerState:
         }
         if nonce is not None:
             claims["nonce"] = nonce
+        claims.update(self._config.id_token_claims)
         return self.key.sign(claims)
 
     def _prune(self, now: float) -> None:

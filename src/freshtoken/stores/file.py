@@ -89,6 +89,8 @@ SETTING_NAMES = frozenset(
         "issuer",
         "scope",
         "extra_params",
+        "provider",
+        "quirks",
         "key_id",
         "verify",
         "private_key_file",
