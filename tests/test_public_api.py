@@ -123,6 +123,7 @@ def test_deprecated_names_still_work_and_say_what_replaces_them(
     with pytest.warns(DeprecationWarning, match="0.2.0") as caught:
         value = getattr(module, name)
     assert replacement in str(caught[0].message)
+    assert caught[0].filename == __file__  # the warning points at the line that used the name
     assert callable(value)
     assert name not in module.__all__
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = "freshtoken"
 # import nothing of freshtoken
-LEAVES = {"errors", "_version", "_arguments", "_uvicorn"}
+LEAVES = {"errors", "_version", "_arguments", "_uvicorn", "_deprecation"}
 
 # package -> the packages it may import (besides itself and LEAVES); "package.module" allows
 # that one module only

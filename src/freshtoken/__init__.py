@@ -10,13 +10,13 @@ client's settings again as keyword arguments (``freshtoken.browser_login(issuer,
 and the like) are deprecated until 0.2.0.
 """
 
-import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._core.clock import Clock, ManualClock, system_clock
 from ._core.policy import Freshness, RefreshPolicy, RetryPolicy
 from ._core.quirks import Quirks
 from ._core.tokens import TokenSet
+from ._deprecation import module_getattr
 from ._engine.manager import ManagerStats, TokenManager
 from ._engine.observers import FlightObserver, FlightOutcome, FlightReport, RefreshObserver, Trigger
 from ._logins.authorization import AuthorizationRequest
@@ -128,56 +128,51 @@ __all__ = [
 
 # name -> (module, attribute, what to use instead): importable until 0.2.0, with a warning.
 _DEPRECATED = {
-    "browser_login": ("_logins.flows", "browser_login", "manager.login(refresher.browser_login)"),
+    "browser_login": (
+        "freshtoken._logins.flows",
+        "browser_login",
+        "manager.login(refresher.browser_login)",
+    ),
     "abrowser_login": (
-        "_logins.flows",
+        "freshtoken._logins.flows",
         "abrowser_login",
         "await manager.alogin(refresher.abrowser_login)",
     ),
-    "device_login": ("_logins.flows", "device_login", "manager.login(refresher.device_login)"),
+    "device_login": (
+        "freshtoken._logins.flows",
+        "device_login",
+        "manager.login(refresher.device_login)",
+    ),
     "adevice_login": (
-        "_logins.flows",
+        "freshtoken._logins.flows",
         "adevice_login",
         "await manager.alogin(refresher.adevice_login)",
     ),
     "password_login": (
-        "_logins.flows",
+        "freshtoken._logins.flows",
         "password_login",
         "manager.login(refresher.password_login, username=..., password=...)",
     ),
     "apassword_login": (
-        "_logins.flows",
+        "freshtoken._logins.flows",
         "apassword_login",
         "await manager.alogin(refresher.apassword_login, username=..., password=...)",
     ),
     "client_credentials_login": (
-        "_logins.flows",
+        "freshtoken._logins.flows",
         "client_credentials_login",
         "TokenManager(ClientCredentials(...)), which acquires its tokens itself",
     ),
     "aclient_credentials_login": (
-        "_logins.flows",
+        "freshtoken._logins.flows",
         "aclient_credentials_login",
         "TokenManager(ClientCredentials(...)), which acquires its tokens itself",
     ),
     "print_prompt": (
-        "_logins.flows",
+        "freshtoken._logins.flows",
         "print_prompt",
         "device_login's default on_prompt (it is what it prints)",
     ),
 }
 
-
-def __getattr__(name: str) -> Any:
-    try:
-        module, attribute, instead = _DEPRECATED[name]
-    except KeyError:
-        raise AttributeError(f"module 'freshtoken' has no attribute {name!r}") from None
-    warnings.warn(
-        f"freshtoken.{name} is deprecated and goes in freshtoken 0.2.0: use {instead}",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    import importlib
-
-    return getattr(importlib.import_module(f"freshtoken.{module}"), attribute)
+__getattr__ = module_getattr("freshtoken", _DEPRECATED)

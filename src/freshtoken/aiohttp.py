@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import warnings
 from collections.abc import Iterable
-from typing import Any
 
 try:
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
@@ -25,6 +23,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
 
 from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations, Origin, default_port
+from ._deprecation import module_getattr
 from ._engine.manager import TokenManager
 from ._engine.resource import Attempt, Rejected
 from .errors import InsecureTransportError, ReplayError
@@ -201,23 +200,17 @@ class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
 
 
 # The classes' former second names (the other integrations' words): until 0.2.0, with a warning.
-_DEPRECATED = {
-    "TokenAuth": "TokenMiddleware",
-    "ClientCredentialsAuth": "ClientCredentialsMiddleware",
-}
-
-
-def __getattr__(name: str) -> Any:
-    instead = _DEPRECATED.get(name)
-    if instead is None:
-        raise AttributeError(f"module 'freshtoken.aiohttp' has no attribute {name!r}")
-    warnings.warn(
-        f"freshtoken.aiohttp.{name} is deprecated and goes in freshtoken 0.2.0: use {instead}, "
-        "aiohttp's own word for what it is",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return globals()[instead]
+__getattr__ = module_getattr(
+    "freshtoken.aiohttp",
+    {
+        "TokenAuth": ("freshtoken.aiohttp", "TokenMiddleware", "TokenMiddleware"),
+        "ClientCredentialsAuth": (
+            "freshtoken.aiohttp",
+            "ClientCredentialsMiddleware",
+            "ClientCredentialsMiddleware",
+        ),
+    },
+)
 
 
 def _origin(url: URL) -> Origin:

@@ -32,7 +32,6 @@ import inspect
 import logging
 import os
 import threading
-import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ParamSpec, TypeAlias
@@ -61,6 +60,7 @@ from .._core.credential import (
 )
 from .._core.policy import RefreshPolicy, RetryPolicy, wants_refresh
 from .._core.tokens import TokenSet
+from .._deprecation import warn
 from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ..errors import DPoPError, RefreshFailed, StoreError
 from ..refreshers import FunctionRefresher
@@ -724,11 +724,10 @@ def _refresh_policy(
         return RefreshPolicy() if policy is None else policy
     if policy is not None:
         raise TypeError(f"give policy= or {', '.join(flat)}=, not both")
-    warnings.warn(
-        f"TokenManager({', '.join(f'{name}=' for name in flat)}) is deprecated and goes in "
-        f"freshtoken 0.2.0: use policy=RefreshPolicy({', '.join(f'{name}=...' for name in flat)})",
-        DeprecationWarning,
-        stacklevel=3,
+    warn(
+        f"TokenManager({', '.join(f'{name}=' for name in flat)})",
+        f"policy=RefreshPolicy({', '.join(f'{name}=...' for name in flat)})",
+        stacklevel=4,
     )
     return RefreshPolicy(**flat)
 

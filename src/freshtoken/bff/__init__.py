@@ -7,9 +7,9 @@ dependency needs FastAPI too.
 See docs/bff.md.
 """
 
-import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._deprecation import module_getattr
 from ..errors import LoginRequired
 from ._app import BFF, derive_key
 from ._sessions import MemorySessionStore, RedisSessionStore, Session, SessionStore
@@ -30,23 +30,12 @@ __all__ = [
 ]
 
 # Internals the package used to export: importable from here until 0.2.0, with a warning.
-_DEPRECATED = {
-    "ServedApp": "._serving",
-    "handle_of": "._sessions",
-    "new_session_id": "._sessions",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _DEPRECATED.get(name)
-    if module is None:
-        raise AttributeError(f"module 'freshtoken.bff' has no attribute {name!r}")
-    warnings.warn(
-        f"freshtoken.bff.{name} is internal, and importing it from freshtoken.bff goes in "
-        "freshtoken 0.2.0",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    import importlib
-
-    return getattr(importlib.import_module(module, __name__), name)
+_INTERNAL = "internal: import it from its module, or do without"
+__getattr__ = module_getattr(
+    "freshtoken.bff",
+    {
+        "ServedApp": ("freshtoken.bff._serving", "ServedApp", _INTERNAL),
+        "handle_of": ("freshtoken.bff._sessions", "handle_of", _INTERNAL),
+        "new_session_id": ("freshtoken.bff._sessions", "new_session_id", _INTERNAL),
+    },
+)
