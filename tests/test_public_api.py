@@ -65,6 +65,7 @@ PUBLIC = {
     "ajson_login",
     "averify_id_token",
     "discover",
+    "for_resource",
     "json_login",
     "system_clock",
     "verify_id_token",
@@ -154,6 +155,7 @@ def test_the_refresh_policy_is_one_object_like_the_retry_policy(
 def test_every_module_declares_its_public_names() -> None:
     for module in (
         "freshtoken.httpx",
+        "freshtoken.httpx2",
         "freshtoken.requests",
         "freshtoken.aiohttp",
         "freshtoken.agent",

@@ -25,6 +25,7 @@ from ._oauth.client_auth import ClientAuth
 from ._oauth.discovery import ServerMetadata, adiscover, discover
 from ._oauth.dpop import DPoPKey
 from ._oauth.id_tokens import averify_id_token, verify_id_token
+from ._resource_logins import for_resource
 from ._version import __version__ as __version__
 from .agent import AgentRefresher
 from .errors import (
@@ -121,6 +122,7 @@ __all__ = [
     "ajson_login",
     "averify_id_token",
     "discover",
+    "for_resource",
     "json_login",
     "system_clock",
     "verify_id_token",

@@ -165,7 +165,7 @@ def test_cli_login_with_a_provider_and_the_profile_remembers_it(
     profile = FileStore(store_path).load_profile()
     assert profile is not None
     assert profile.meta["provider"] == "microsoft"
-    refresher = profile.refresher_settings().rebuild()
+    refresher = freshtoken.profiles.settings_of(profile).rebuild()
     assert isinstance(refresher, freshtoken.OAuth2Refresher)
     assert refresher.quirks.refresh_sends_scope
     assert profile.tokens is not None
