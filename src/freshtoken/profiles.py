@@ -6,10 +6,10 @@ the issuer; the client secret or private key with the tokens). ``freshtoken logi
 one; so does a [`TokenManager`][freshtoken.TokenManager] over a FileStore whose refresher can
 describe itself. This module turns a profile back into a refresher and a manager:
 
-    from freshtoken import FileStore
+    from freshtoken import FileStore, RefreshPolicy
     from freshtoken.profiles import open_manager
 
-    manager = open_manager(FileStore(profile="work"), leeway=60)
+    manager = open_manager(FileStore(profile="work"), policy=RefreshPolicy(leeway=60))
 
 The store only keeps the book (which profiles there are, what each holds); making a manager
 out of a profile is here, above both the stores and the engine, so that neither reaches the
@@ -60,7 +60,7 @@ def refresher_of(store: FileStore, profile: Profile) -> OAuth2Refresher | Client
 def open_manager(store: FileStore, **options: Any) -> TokenManager:
     """A [`TokenManager`][freshtoken.TokenManager] over ``store``'s profile, with the refresher
     it was saved with (by ``freshtoken login``, or from Python by a manager whose refresher
-    describes itself). ``options`` go to the manager (``leeway=``, ``on_refresh=``...); tokens
+    describes itself). ``options`` go to the manager (``policy=``, ``on_refresh=``...); tokens
     bound to a DPoP key get ``dpop=`` that key's algorithm, which signs with it.
 
     Raises [`StoreError`][freshtoken.StoreError] if the profile does not exist or names no

@@ -45,7 +45,7 @@ def drive(oauth_server: ReferenceServer, client_kind: str) -> Any:
             session_auth = freshtoken.requests.ClientCredentialsAuth(*arguments, **options)
             driver = RequestsDriver(session_auth)
         else:
-            middleware = freshtoken.aiohttp.ClientCredentialsAuth(*arguments, **options)
+            middleware = freshtoken.aiohttp.ClientCredentialsMiddleware(*arguments, **options)
             driver = AiohttpDriver(middleware)
         made.append(driver)
         return driver
@@ -126,7 +126,7 @@ def test_closing_the_auth_closes_its_manager(drive: Any, oauth_server: Reference
     [
         freshtoken.httpx.ClientCredentialsAuth,
         freshtoken.requests.ClientCredentialsAuth,
-        freshtoken.aiohttp.ClientCredentialsAuth,
+        freshtoken.aiohttp.ClientCredentialsMiddleware,
     ],
 )
 def test_origins_must_be_named(auth: Any) -> None:

@@ -20,7 +20,7 @@ async def readme_usage(token_url: str, api: str, answer: dict[str, object]) -> N
     manager = freshtoken.TokenManager(
         refresher=freshtoken.OAuth2Refresher(token_url, client_id="app", client_secret="s"),
         store=freshtoken.MemoryStore(),
-        leeway=30.0,
+        policy=freshtoken.RefreshPolicy(leeway=30.0),
         on_session_expired=expired,
         retry=freshtoken.RetryPolicy(attempts=5, initial=0.2),
     )
@@ -108,4 +108,6 @@ def profiles(path: str, token_url: str) -> freshtoken.TokenManager:
     profile = store.load_profile()
     if profile is not None:
         print(freshtoken.profiles.settings_of(profile), store.profiles()["work"].refreshed_at)
-    return freshtoken.profiles.open_manager(store, leeway=60.0, on_refresh=print)
+    return freshtoken.profiles.open_manager(
+        store, policy=freshtoken.RefreshPolicy(leeway=60.0), on_refresh=print
+    )

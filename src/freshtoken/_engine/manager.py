@@ -60,6 +60,7 @@ from .._core.credential import (
 )
 from .._core.policy import RefreshPolicy, RetryPolicy, wants_refresh
 from .._core.tokens import TokenSet
+from .._deprecation import warn
 from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ..errors import DPoPError, RefreshFailed, StoreError
 from ..refreshers import FunctionRefresher
@@ -184,10 +185,12 @@ class TokenManager:
     """Keeps one credential's access token fresh for any number of clients.
 
     ``refresher`` turns the current tokens into new ones (see [`freshtoken.refreshers`][]);
-    ``store`` keeps them (default: a new [`MemoryStore`][]). A refresh is due ``leeway``
-    seconds before expiry at most and ``window_fraction`` of the token's lifetime at most, and
-    one credential refreshes at most once per ``min_interval`` seconds. ``retry`` bounds the
-    attempts while callers wait on an expired token and each attempt's duration.
+    ``store`` keeps them (default: a new [`MemoryStore`][]). ``policy`` says when a refresh is
+    due (a [`RefreshPolicy`][freshtoken.RefreshPolicy]: ``leeway`` seconds before expiry at most,
+    ``window_fraction`` of the token's lifetime at most, at most once per ``min_interval``
+    seconds); ``retry`` (a [`RetryPolicy`][freshtoken.RetryPolicy]) bounds the attempts while
+    callers wait on an expired token and each attempt's duration. The flat ``leeway=``,
+    ``window_fraction=`` and ``min_interval=`` keywords still work, deprecated until 0.2.0.
     ``lock_timeout`` bounds the wait for another process's refresh. ``refresh_statuses`` are
     the API statuses that mean "token rejected". Hooks may be plain or async functions:
     ``on_refresh(tokens)`` after each refresh this manager started, ``on_session_expired(error)``
@@ -210,9 +213,7 @@ class TokenManager:
         refresher: Refresher,
         store: TokenStore | None = None,
         *,
-        leeway: float = 30.0,
-        window_fraction: float = 0.25,
-        min_interval: float = 1.0,
+        policy: RefreshPolicy | None = None,
         retry: RetryPolicy | None = None,
         lock_timeout: float = 30.0,
         refresh_statuses: frozenset[int] = frozenset({401}),
@@ -221,7 +222,11 @@ class TokenManager:
         clock: Clock = system_clock,
         dpop: DPoPKey | DPoPAlgorithm | None = None,
         observer: RefreshObserver | None = None,
+        leeway: float | None = None,
+        window_fraction: float | None = None,
+        min_interval: float | None = None,
     ) -> None:
+        policy = _refresh_policy(policy, leeway, window_fraction, min_interval)
         if not lock_timeout > 0:
             raise ValueError("lock_timeout must be positive")
         self.dpop = None if dpop is None else DPoP(dpop)
@@ -235,9 +240,7 @@ class TokenManager:
         self.refresher = refresher
         self.store: TokenStore = MemoryStore() if store is None else store
         self.store.remember_refresher(refresher)  # a FileStore profile records its settings
-        self.policy = RefreshPolicy(
-            leeway=leeway, window_fraction=window_fraction, min_interval=min_interval
-        )
+        self.policy = policy
         self.retry = RetryPolicy() if retry is None else retry
         self.lock_timeout = lock_timeout
         self.refresh_statuses = frozenset(refresh_statuses)
@@ -699,6 +702,34 @@ def _not_configured() -> DPoPError:
         "the tokens are bound to a DPoP key but this manager has no dpop: pass "
         "TokenManager(..., dpop='ES256') (or the key) to use them",
     )
+
+
+def _refresh_policy(
+    policy: RefreshPolicy | None,
+    leeway: float | None,
+    window_fraction: float | None,
+    min_interval: float | None,
+) -> RefreshPolicy:
+    """``policy``, or one made of the deprecated flat keywords (warned about)."""
+    flat = {
+        name: value
+        for name, value in (
+            ("leeway", leeway),
+            ("window_fraction", window_fraction),
+            ("min_interval", min_interval),
+        )
+        if value is not None
+    }
+    if not flat:
+        return RefreshPolicy() if policy is None else policy
+    if policy is not None:
+        raise TypeError(f"give policy= or {', '.join(flat)}=, not both")
+    warn(
+        f"TokenManager({', '.join(f'{name}=' for name in flat)})",
+        f"policy=RefreshPolicy({', '.join(f'{name}=...' for name in flat)})",
+        stacklevel=4,
+    )
+    return RefreshPolicy(**flat)
 
 
 def _gave_up_waiting(flight: FlightHandle, timeout: float | None) -> RefreshFailed:

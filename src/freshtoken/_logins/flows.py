@@ -1074,7 +1074,13 @@ class LoginMethods:
         )
 
     def password_login(
-        self, *, username: str, password: str, scope: str | None = None, clock: Clock = system_clock
+        self,
+        *,
+        username: str,
+        password: str,
+        scope: str | None = None,
+        clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """[`freshtoken.password_login()`][freshtoken.password_login] at this refresher's token
         endpoint."""
@@ -1088,10 +1094,17 @@ class LoginMethods:
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
             clock=clock,
+            dpop=dpop,
         )
 
     async def apassword_login(
-        self, *, username: str, password: str, scope: str | None = None, clock: Clock = system_clock
+        self,
+        *,
+        username: str,
+        password: str,
+        scope: str | None = None,
+        clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """[`freshtoken.apassword_login()`][freshtoken.apassword_login] at this refresher's token
         endpoint."""
@@ -1105,4 +1118,5 @@ class LoginMethods:
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
             clock=clock,
+            dpop=dpop,
         )

@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import providers
 from .._core.clock import Clock, system_clock
-from .._core.policy import RetryPolicy
+from .._core.policy import RefreshPolicy, RetryPolicy
 from .._core.tokens import TokenResponseError, TokenSet
 from .._engine.manager import TokenManager
 from .._logins.authorization import AuthorizationRequest
@@ -359,7 +359,7 @@ class BFF:
         return TokenManager(
             self.refresher,
             self.sessions.token_store(handle),
-            leeway=self.leeway,
+            policy=RefreshPolicy(leeway=self.leeway),
             retry=self.retry,
             clock=self.clock,
         )

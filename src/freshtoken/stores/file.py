@@ -57,13 +57,13 @@ import os
 import re
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from .._core.tokens import TokenSet
+from .._deprecation import warn
 from ..errors import LockTimeout, StoreError
 from ._base import BlockingTokenStore, GenerationConflict, StoredTokens, starting_generation
 from ._documents import corrupt, parse_json, token_set, too_deep
@@ -166,7 +166,7 @@ class Profile:
         [`settings_of(profile)`][freshtoken.profiles.settings_of] of ``freshtoken.profiles``."""
         from ..profiles import settings_of  # a deprecated path, kept until 0.2.0
 
-        _deprecated("Profile.refresher_settings()", "freshtoken.profiles.settings_of(profile)")
+        warn("Profile.refresher_settings()", "freshtoken.profiles.settings_of(profile)")
         return settings_of(self)
 
 
@@ -378,7 +378,7 @@ class FileStore(BlockingTokenStore):
         profiles' job)."""
         from ..profiles import open_manager  # a deprecated path, kept until 0.2.0
 
-        _deprecated("FileStore.manager()", "freshtoken.profiles.open_manager(store)")
+        warn("FileStore.manager()", "freshtoken.profiles.open_manager(store)")
         return open_manager(self, **options)
 
     def save_profile(
@@ -614,14 +614,6 @@ def _described_meta(meta: Mapping[str, Any], described: _Description) -> dict[st
     the account, how the login went)."""
     kept = {name: value for name, value in meta.items() if name not in SETTING_NAMES}
     return {**kept, **described.settings}
-
-
-def _deprecated(old: str, new: str) -> None:
-    warnings.warn(
-        f"{old} is deprecated and goes in freshtoken 0.2.0: use {new}",
-        DeprecationWarning,
-        stacklevel=3,
-    )
 
 
 def _number_or_none(value: object) -> float | None:
