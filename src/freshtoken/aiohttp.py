@@ -21,8 +21,8 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
+from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations, Origin, default_port
-from ._engine.client_credentials import ClientCredentialsMixin
 from ._engine.manager import TokenManager
 from ._engine.resource import Attempt, Rejected
 from .errors import InsecureTransportError, ReplayError

@@ -14,9 +14,9 @@ from typing import Any, TypeAlias
 
 import httpx
 
+from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations
 from ._core.tokens import TokenSet
-from ._engine.client_credentials import ClientCredentialsMixin
 from ._engine.manager import TokenManager
 from ._engine.resource import Attempt, Rejected
 from .errors import ReplayError

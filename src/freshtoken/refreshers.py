@@ -28,7 +28,6 @@ profile saved from Python can be refreshed by ``freshtoken token`` and the other
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import json
@@ -36,16 +35,14 @@ import math
 import os
 import secrets
 import ssl
-import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
 import httpx
-import sniffio
 
 from ._core.clock import Clock, system_clock
 from ._core.policy import (
@@ -57,6 +54,9 @@ from ._core.policy import (
 )
 from ._core.quirks import Quirks
 from ._core.tokens import TokenResponseError, TokenSet
+from ._engine import connections
+from ._engine.connections import DEFAULT_CONCURRENCY
+from ._engine.refresher import Refresher
 from ._logins.flows import (
     LoginMethods,
     client_credentials_login,
@@ -66,7 +66,7 @@ from ._logins.flows import (
 )
 from ._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey, Signer
 from ._oauth.discovery import ServerMetadata, metadata_of
-from ._oauth.http import ssl_context
+from ._oauth.http import run_blocking, ssl_context
 from .errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
 if TYPE_CHECKING:
@@ -98,36 +98,15 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0)
 _MOST_WRAPPERS = 4
 
 
-@runtime_checkable
-class Refresher(Protocol):
-    """What a [`TokenManager`][freshtoken.TokenManager] needs from a refresher.
-
-    ``can_acquire`` says it can get tokens with no refresh token (client credentials).
-    ``refresh`` raises [`SessionExpired`][freshtoken.SessionExpired] when the session is over and
-    [`RefreshFailed`][freshtoken.RefreshFailed] when trying again later may work. ``clock`` is the
-    manager's clock, for timing the answer; ``deadline`` (a ``time.monotonic()`` instant) is
-    when the attempt must have ended. The manager calls ``refresh`` from its own refresh
-    thread, never from an event loop.
-    """
-
-    @property
-    def can_acquire(self) -> bool: ...
-
-    def refresh(
-        self, current: TokenSet | None, clock: Clock, *, deadline: float | None = None
-    ) -> TokenSet: ...
-
-
-def takes_dpop(refresher: object) -> bool:
-    """Whether ``refresher.refresh`` takes ``dpop=``: it can sign its token requests."""
-    try:
-        return "dpop" in inspect.signature(refresher.refresh).parameters  # type: ignore[attr-defined]
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
 class HTTPRefresher:
-    """Shared sending logic: subclasses say what to send and how to read the answer."""
+    """Shared sending logic: subclasses say what to send and how to read the answer.
+
+    When a [`TokenManager`][freshtoken.TokenManager] refreshes, the request goes out on the
+    library's flight host over a kept-alive connection shared with the other refreshers of that
+    TLS configuration, and at most ``concurrency`` token requests to one issuer origin are in
+    the air at once (the others queue briefly, then fail as a transient ``RefreshFailed("busy")``
+    that was never sent, and are retried after the usual backoff).
+    """
 
     can_acquire = False
     quirks = Quirks()
@@ -142,6 +121,7 @@ class HTTPRefresher:
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.url = url
         self._origin = origin_of(url)
@@ -149,6 +129,9 @@ class HTTPRefresher:
         self.timeout = timeout
         self.verify = verify
         self.headers = dict(headers or {})
+        if not (isinstance(concurrency, int) and concurrency >= 1):
+            raise ValueError("concurrency must be a whole number >= 1")
+        self.concurrency = concurrency
         self._ssl_context: ssl.SSLContext | None = None
 
     @property
@@ -276,7 +259,7 @@ class HTTPRefresher:
         sent = self._sent_secrets(request)
         if dpop is None:
             sent_at = clock()
-            response = await exchange(request, self.timeout, self._tls(), deadline)
+            response = await exchange(request, self.timeout, self._tls(), deadline, cap=self._cap())
             return self.parse_response(
                 response, sent_at=sent_at, current=current, sent_secrets=sent
             )
@@ -285,7 +268,7 @@ class HTTPRefresher:
         step = next(flow)
         while True:
             sent_at = clock()
-            response = await exchange(step, self.timeout, self._tls(), deadline)
+            response = await exchange(step, self.timeout, self._tls(), deadline, cap=self._cap())
             try:
                 step = flow.send(response)
             except StopIteration as done:
@@ -296,7 +279,11 @@ class HTTPRefresher:
         )
 
     def close(self) -> None:
-        """Nothing to release: each attempt uses a client of its own (kept for symmetry)."""
+        """Nothing to release: the connections are the flight host's (kept for symmetry)."""
+
+    def _cap(self) -> tuple[str, int]:
+        origin = self._origin
+        return f"{origin.scheme}://{origin.host}:{origin.port}", self.concurrency
 
     # Form fields whose values are credentials of their own (an assertion, a subject token):
     # cut out of any error text, as the refresh token is.
@@ -340,6 +327,7 @@ class _GrantRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
         quirks: Quirks | None = None,
     ) -> None:
         super().__init__(
@@ -348,6 +336,7 @@ class _GrantRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if quirks is not None:
             self.quirks = quirks
@@ -377,6 +366,7 @@ class _GrantRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
         quirks: Quirks | None = None,
     ) -> _Grant:
         """A refresher for the token endpoint of ``issuer`` (discovered, cached; or pass its
@@ -403,6 +393,7 @@ class _GrantRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
             quirks=quirks if quirks is not None else metadata.quirks,
         )
         refresher.client = client  # the same, with the token endpoint as assertion audience
@@ -459,24 +450,6 @@ class _GrantRefresher(HTTPRefresher):
 
 
 RefresherKind = Literal["oauth2", "client_credentials"]
-# The meta entries a description owns: describing a refresher replaces all of them.
-SETTING_NAMES = frozenset(
-    {
-        "refresher",
-        "token_url",
-        "client_id",
-        "auth_method",
-        "allow_insecure_http",
-        "issuer",
-        "scope",
-        "extra_params",
-        "provider",
-        "quirks",
-        "key_id",
-        "verify",
-        "private_key_file",
-    }
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -682,6 +655,7 @@ class _AcquiringGrant(HTTPRefresher):
         verify: bool | str | ssl.SSLContext,
         allow_insecure_http: bool,
         headers: Mapping[str, str] | None,
+        concurrency: int,
     ) -> None:
         super().__init__(
             token_url,
@@ -689,6 +663,7 @@ class _AcquiringGrant(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if client_id is None and (client_secret or auth_method or client_key is not None):
             raise ValueError("client authentication needs a client_id")
@@ -756,6 +731,7 @@ class JWTBearer(_AcquiringGrant):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             token_url,
@@ -769,6 +745,7 @@ class JWTBearer(_AcquiringGrant):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if not (math.isfinite(lifetime) and lifetime > 0):
             raise ValueError("lifetime must be a finite number of seconds > 0")
@@ -917,6 +894,7 @@ class TokenExchange(_AcquiringGrant):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             token_url,
@@ -930,6 +908,7 @@ class TokenExchange(_AcquiringGrant):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         self.subject = subject
         self.subject_token_type = token_type(subject_token_type)
@@ -1052,6 +1031,7 @@ class JSONRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             url,
@@ -1059,6 +1039,7 @@ class JSONRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         self.request_field = request_field
         self.fields = {
@@ -1160,6 +1141,8 @@ async def exchange(
     timeout: httpx.Timeout | float,
     verify: ssl.SSLContext | bool,
     deadline: float | None,
+    *,
+    cap: tuple[str, int] | None = None,
 ) -> httpx.Response:
     """Send ``request`` and read the answer (at most ``LARGEST_ANSWER``) by ``deadline``.
 
@@ -1167,16 +1150,42 @@ async def exchange(
     would hold an attempt for hours. Here the whole exchange (connect, headers, body) is
     cancelled at the deadline. Redirects are not followed: credentials stay with the URL.
     Every failure is a [`RefreshFailed`][] that says whether the answer may be lost.
+
+    On the flight host the request takes one of ``cap`` = (origin, places) first, and goes
+    out on the host's shared keep-alive client (see ``_engine.connections``).
     """
+    if connections.shared() and cap is not None:
+        async with connections.place_for(cap[0], cap[1], deadline):
+            return await _exchange(request, timeout, verify, deadline)
+    return await _exchange(request, timeout, verify, deadline)
+
+
+async def _exchange(
+    request: httpx.Request,
+    timeout: httpx.Timeout | float,
+    verify: ssl.SSLContext | bool,
+    deadline: float | None,
+) -> httpx.Response:
     budget = math.inf if deadline is None else deadline - time.monotonic()
     try:
         with anyio.fail_after(max(budget, 0.0) if math.isfinite(budget) else None):
-            async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
-                response = await client.send(request, stream=True)
+            if connections.shared():
+                request.extensions = {
+                    **request.extensions,
+                    "timeout": httpx.Timeout(timeout).as_dict(),
+                }
+                response = await connections.client_for(verify).send(request, stream=True)
                 try:
                     body = await _read_capped(response)
                 finally:
                     await response.aclose()
+            else:
+                async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
+                    response = await client.send(request, stream=True)
+                    try:
+                        body = await _read_capped(response)
+                    finally:
+                        await response.aclose()
     except TimeoutError:
         raise RefreshFailed(
             "timeout",
@@ -1231,34 +1240,6 @@ def _check_confirmation(tokens: TokenSet, key: DPoPKey, status: int) -> None:
             "signed the request",
             status=status,
         )
-
-
-def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to completion from synchronous code, on a private event loop.
-
-    From a thread that already runs an event loop (a sync call made inside async code), the
-    private loop runs in a helper thread: blocking that loop is what a sync call does anyway.
-    Trio's counts too: anyio would take an asyncio loop in a trio thread for trio's.
-    """
-    try:
-        sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return asyncio.run(coroutine)
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(asyncio.run(coroutine))
-        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(error)
-
-    helper = threading.Thread(target=run, name="freshtoken-blocking")
-    helper.start()
-    helper.join()
-    if errors:
-        raise errors[0]
-    return results[0]
 
 
 def _transport_failure(error: httpx.TransportError) -> RefreshFailed:

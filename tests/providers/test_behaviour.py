@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from behaviour.drivers import Driver, Outcome, make_driver
 from redis_fixture import RedisServer
-from tests.behaviour.drivers import Driver, Outcome, make_driver
 
 import freshtoken
 from freshtoken import providers

@@ -9,6 +9,7 @@ from __future__ import annotations
 import httpx
 
 import freshtoken
+import freshtoken.profiles
 from freshtoken.httpx import TokenAuth
 
 
@@ -106,5 +107,5 @@ def profiles(path: str, token_url: str) -> freshtoken.TokenManager:
     store = freshtoken.FileStore(path, profile="work")
     profile = store.load_profile()
     if profile is not None:
-        print(profile.refresher_settings(), store.profiles()["work"].refreshed_at)
-    return store.manager(leeway=60.0, on_refresh=print)
+        print(freshtoken.profiles.settings_of(profile), store.profiles()["work"].refreshed_at)
+    return freshtoken.profiles.open_manager(store, leeway=60.0, on_refresh=print)

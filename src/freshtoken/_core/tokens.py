@@ -25,30 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from .._oauth.challenges import is_token
+from ..errors import TokenResponseError
+from .challenges import is_token
 
 if TYPE_CHECKING:
-    from .._oauth.dpop import DPoPKey
+    from .dpop_key import DPoPKey
 
-__all__ = ["TokenSet", "TokenResponseError"]
+__all__ = ["StoredTokens", "TokenResponseError", "TokenSet"]
 
 _ACCESS_TOKEN = re.compile(r"[\x21-\x7e]+")  # RFC 6749 A.12 VSCHAR, less the space
 _REFRESH_TOKEN = re.compile(r"[\x20-\x7e]+")  # RFC 6749 A.17 VSCHAR
 _LONGEST_LIFETIME = 1e10  # seconds, about 300 years: more is no lifetime a server means
 _TIME_FIELDS = ("expires_at", "obtained_at", "refresh_at")
 _KEEP_ALIVE_SHARE = 0.8  # of the refresh token's lifetime, spent before keep_alive refreshes
-
-
-class TokenResponseError(ValueError):
-    """A token response that is not a usable RFC 6749 section 5.1 answer (says why, no token).
-
-    ``error`` is the code a refresher reports it under: ``malformed_response``, or
-    ``unsupported_token_type`` for a token freshtoken cannot send.
-    """
-
-    def __init__(self, message: str, *, error: str = "malformed_response") -> None:
-        super().__init__(message)
-        self.error = error
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -89,7 +78,7 @@ class TokenSet:
             if value is not None and _finite(value) is None:
                 raise TokenResponseError(f"{name} must be a finite number")
         if self.dpop_key is not None:
-            from .._oauth.dpop import DPoPKey
+            from .dpop_key import DPoPKey
 
             if not isinstance(self.dpop_key, DPoPKey):
                 raise TokenResponseError("dpop_key must be a DPoPKey")
@@ -233,7 +222,7 @@ class TokenSet:
         fields = dict(data)
         jwk = fields.get("dpop_key")
         if jwk is not None:
-            from .._oauth.dpop import DPoPKey
+            from .dpop_key import DPoPKey
 
             try:
                 fields["dpop_key"] = DPoPKey.from_jwk(jwk)
@@ -339,3 +328,11 @@ def _skew(date_header: str | None, local_now: float | None) -> float:
     except (TypeError, ValueError, IndexError, OverflowError):
         return 0.0
     return server_now - local_now
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredTokens:
+    """Tokens as a store holds them: with the generation that fences concurrent saves."""
+
+    tokens: TokenSet
+    generation: int

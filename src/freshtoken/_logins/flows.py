@@ -21,7 +21,7 @@ import sys
 import time
 import webbrowser
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import httpx
@@ -30,7 +30,7 @@ from .._core.clock import Clock, system_clock
 from .._core.policy import read_token_answer
 from .._core.tokens import TokenResponseError, TokenSet
 from .._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey, choose_method
-from .._oauth.discovery import ServerMetadata, ametadata_of, metadata_of
+from .._oauth.discovery import MetadataSource, ServerMetadata, ametadata_of, metadata_of
 from .._oauth.dpop import DPoP, DPoPKey
 from .._oauth.http import Flow, Pause, Verify, adrive, drive
 from .._oauth.id_tokens import check_id_token_claims
@@ -38,9 +38,6 @@ from ..errors import LoginFailed
 from .authorization import AuthorizationRequest, default_scope, with_default_lifetime
 from .loopback import AsyncLoopbackListener, LoopbackListener, OpenBrowser
 from .token_endpoint import check_login_transport, token_flow, tokens_from
-
-if TYPE_CHECKING:
-    from ..providers import Provider
 
 __all__ = [
     "DEVICE_CODE_GRANT",
@@ -131,7 +128,7 @@ def _check_timeout(timeout: float) -> None:
 
 
 def browser_login(
-    issuer: str | ServerMetadata | Provider,
+    issuer: str | ServerMetadata | MetadataSource,
     *,
     client_id: str,
     client_secret: str | None = None,
@@ -176,7 +173,7 @@ def browser_login(
 
 
 async def abrowser_login(
-    issuer: str | ServerMetadata | Provider,
+    issuer: str | ServerMetadata | MetadataSource,
     *,
     client_id: str,
     client_secret: str | None = None,
@@ -501,7 +498,7 @@ def _checked_id_token(
 
 
 def device_login(
-    issuer: str | ServerMetadata | Provider,
+    issuer: str | ServerMetadata | MetadataSource,
     *,
     client_id: str,
     client_secret: str | None = None,
@@ -538,7 +535,7 @@ def device_login(
 
 
 async def adevice_login(
-    issuer: str | ServerMetadata | Provider,
+    issuer: str | ServerMetadata | MetadataSource,
     *,
     client_id: str,
     client_secret: str | None = None,

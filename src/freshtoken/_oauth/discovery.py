@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -33,9 +33,6 @@ from .._core.policy import check_transport, origin_of, read_json
 from .._core.quirks import Quirks
 from ..errors import InsecureTransportError, LoginFailed
 from .http import Flow, Verify, adrive, drive
-
-if TYPE_CHECKING:
-    from ..providers import Provider
 
 __all__ = [
     "ServerMetadata",
@@ -154,6 +151,22 @@ class ServerMetadata:
         return grant in self.grant_types_supported
 
 
+class MetadataSource(Protocol):
+    """What gives its own metadata in place of an issuer URL: a
+    [`Provider`][freshtoken.Provider] (discovered, or written in the preset). The wire knows
+    only this shape, so that presets sit above it."""
+
+    def metadata(self, *, verify: Verify = ..., allow_insecure_http: bool = ...) -> ServerMetadata:
+        """The metadata, found or written."""
+        ...
+
+    async def ametadata(
+        self, *, verify: Verify = ..., allow_insecure_http: bool = ...
+    ) -> ServerMetadata:
+        """[`metadata()`][freshtoken.Provider.metadata] for async code."""
+        ...
+
+
 TENANT_PLACEHOLDER = "{tenantid}"
 
 
@@ -186,7 +199,7 @@ def metadata_urls(issuer: str) -> list[str]:
 
 
 def discover(
-    issuer: str | Provider,
+    issuer: str | MetadataSource,
     *,
     verify: Verify = True,
     allow_insecure_http: bool = False,
@@ -207,7 +220,7 @@ def discover(
 
 
 async def adiscover(
-    issuer: str | Provider,
+    issuer: str | MetadataSource,
     *,
     verify: Verify = True,
     allow_insecure_http: bool = False,
@@ -314,7 +327,7 @@ _CACHE = _Cache()
 
 
 def metadata_of(
-    issuer: str | ServerMetadata | Provider,
+    issuer: str | ServerMetadata | MetadataSource,
     *,
     verify: Verify = True,
     allow_insecure_http: bool = False,
@@ -329,7 +342,7 @@ def metadata_of(
 
 
 async def ametadata_of(
-    issuer: str | ServerMetadata | Provider,
+    issuer: str | ServerMetadata | MetadataSource,
     *,
     verify: Verify = True,
     allow_insecure_http: bool = False,

@@ -46,7 +46,13 @@ from .._engine.manager import TokenManager
 from .._logins.authorization import AuthorizationRequest
 from .._oauth.client_auth import ClientAuth
 from .._oauth.discovery import ServerMetadata, ametadata_of
-from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
+from ..errors import (
+    LoginFailed,
+    LoginRequired,
+    RefreshFailed,
+    SessionExpired,
+    StoreError,
+)
 from ..providers import Provider
 from ..refreshers import OAuth2Refresher, Refresher
 from ..stores._sealing import _raw_key
@@ -102,13 +108,6 @@ UPSTREAM_POOLS = 8
 # Calls one session may have upstream at once (in one worker): an eighth of the upstream
 # connections (UPSTREAM_POOLS pools of 32), far above what a page's fetches need.
 MAX_CALLS_PER_SESSION = 32
-
-
-class LoginRequired(AuthError):
-    """No session, or one that can no longer be refreshed: the browser must log in again.
-
-    Raised by [`BFF.user_client()`][BFF.user_client]; [`BFF.install()`][BFF.install] turns it into
-    the BFF's 401."""
 
 
 def derive_key(secret: bytes | str) -> bytes:

@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli.arguments import port, seconds, whole_number
+from .._arguments import port, seconds, whole_number
 from ..errors import AuthError
 from ._serving import listen, serve_in_foreground
 
@@ -292,7 +292,7 @@ def demo_page() -> Path:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .. import system_clock
+    from .._core.clock import system_clock
     from ..server import ReferenceServer
     from ._demo import bff_server_config, demo_bff
 

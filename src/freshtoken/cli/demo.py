@@ -29,12 +29,12 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
+from .._arguments import seconds, whole_number
 from .._core.policy import RetryPolicy
 from .._engine.manager import TokenManager
 from ..httpx import TokenAuth
 from ..refreshers import OAuth2Refresher, password_login
 from ..server import ReferenceServer, ServerConfig
-from .arguments import seconds, whole_number
 
 __all__ = ["DemoResult", "configure_parser", "elapsed", "run", "run_demo"]
 

@@ -36,24 +36,22 @@ from urllib.parse import urlsplit
 import httpx
 
 from .. import providers
+from .._arguments import seconds
 from .._core.policy import check_transport, oauth_error, origin_of
 from .._core.tokens import TokenResponseError, TokenSet
 from .._logins import flows as logins
 from .._logins.flows import DevicePrompt, client_for
 from .._oauth.discovery import ServerMetadata, discover
 from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
+from ..profiles import close_refresher, open_manager, refresher_of
 from ..providers import Provider
 from ..refreshers import (
     ClientAuth,
     ClientAuthMethod,
-    ClientCredentials,
-    OAuth2Refresher,
-    Refresher,
 )
 from ..stores._files import process_lock
 from ..stores.file import _FIX as _CORRUPT_ADVICE
 from ..stores.file import ENV_STORE, FileStore, Profile, ProfileInfo
-from .arguments import seconds
 from .formats import FORMATS, render
 
 if TYPE_CHECKING:
@@ -672,7 +670,7 @@ def open_profile(store: FileStore) -> TokenManager:
     profile = store.load_profile()
     if profile is None:
         raise _Failure(f"no profile {store.profile!r} in {store.path}: run `freshtoken login`")
-    manager = store.manager(lock_timeout=LOCK_TIMEOUT)
+    manager = open_manager(store, lock_timeout=LOCK_TIMEOUT)
     if profile.tokens is None and not manager.refresher.can_acquire:
         raise _Failure(
             f"profile {store.profile!r} has no tokens (the session ended): "
@@ -693,25 +691,8 @@ def profile_tokens(manager: TokenManager, store: FileStore) -> TokenSet:
         raise _Failure(f"profile {store.profile!r}: {error}") from None
 
 
-def close_refresher(refresher: Refresher) -> None:
-    close = getattr(refresher, "close", None)
-    if close is not None:
-        close()
-
-
-def profile_refresher(store: FileStore, profile: Profile) -> OAuth2Refresher | ClientCredentials:
-    """The refresher ``profile`` was saved with (a key file read anew)."""
-    try:
-        return profile.refresher_settings().rebuild()
-    except ValueError as error:
-        raise StoreError(
-            f"profile {store.profile!r} in {store.path} cannot be refreshed: {error}; "
-            "run `freshtoken login` again"
-        ) from None
-
-
 def _profile_client(store: FileStore, profile: Profile) -> ClientAuth:
-    return profile_refresher(store, profile).client
+    return refresher_of(store, profile).client
 
 
 def _status(args: argparse.Namespace) -> int:

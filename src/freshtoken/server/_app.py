@@ -506,6 +506,13 @@ class _Endpoints:
         return None
 
     async def token(self, request: Request) -> Response:
+        self.state.token_request_began()
+        try:
+            return await self._token(request)
+        finally:
+            self.state.token_request_ended()
+
+    async def _token(self, request: Request) -> Response:
         # The client "attempted to authenticate via the Authorization header" (RFC 6749 5.2).
         basic = "authorization" in request.headers
         try:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..cli.arguments import port, seconds
+from .._arguments import port, seconds
 from ..providers import NAMES as provider_names
 from ._config import ServerConfig
 
@@ -235,7 +235,8 @@ def _banner(url: str, config: ServerConfig, *, everywhere: str | None = None) ->
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 on a clean stop, 1 if the port cannot be bound."""
     try:
-        from ._runner import base_url, bind_socket, build_uvicorn_server
+        from .._uvicorn import base_url, bind_socket
+        from ._runner import build_uvicorn_server
     except ModuleNotFoundError as exc:
         missing = (exc.name or "?").partition(".")[0]
         print(

@@ -47,7 +47,6 @@ from urllib.parse import urlencode, urlsplit
 import jwt
 
 from .._core.clock import Clock, system_clock
-from .._logins.authorization import pkce_challenge
 from ._config import (
     DEVICE_CODE_GRANT,
     JWT_BEARER_GRANT,
@@ -62,6 +61,7 @@ from ._config import (
 )
 from ._dpop import DPoPVerifier
 from ._keys import SigningKey, client_key, looks_like_jwt
+from ._pkce import s256 as pkce_challenge  # the server's own, not the client's
 
 __all__ = [
     "AuthorizationRefused",
@@ -271,6 +271,8 @@ class _AccessToken:
 def _zero_stats() -> dict[str, Any]:
     return {
         "token_requests": 0,
+        "token_requests_in_flight": 0,
+        "most_token_requests_in_flight": 0,
         "token_requests_by_grant": {
             "password": 0,
             "refresh_token": 0,
@@ -1068,6 +1070,20 @@ class ServerState:
             grant = _GRANT_COUNTERS.get(grant, grant)
             by_grant[grant if grant in by_grant else "other"] += 1
 
+    def token_request_began(self) -> None:
+        """A token request arrived: counted in flight until it is answered (for a client's
+        concurrency cap to be seen from the server's side)."""
+        with self._lock:
+            stats = self._stats
+            stats["token_requests_in_flight"] += 1
+            stats["most_token_requests_in_flight"] = max(
+                stats["most_token_requests_in_flight"], stats["token_requests_in_flight"]
+            )
+
+    def token_request_ended(self) -> None:
+        with self._lock:
+            self._stats["token_requests_in_flight"] -= 1
+
     def count_token_error(self, error: str) -> None:
         with self._lock:
             self._stats["token_errors"] += 1
@@ -1169,7 +1185,10 @@ class ServerState:
 
     def reset_stats(self) -> None:
         with self._lock:
+            in_flight = self._stats["token_requests_in_flight"]  # still to be answered
             self._stats = _zero_stats()
+            self._stats["token_requests_in_flight"] = in_flight
+            self._stats["most_token_requests_in_flight"] = in_flight
         self.dpop.reset_stats()
 
     # -- internals (the lock is held by the caller where it matters) ---------------------
