@@ -15,6 +15,7 @@ import freshtoken
 from freshtoken import Provider, Quirks, providers
 from freshtoken.bff import BFF
 from freshtoken.bff._command import ConfigError, load_config
+from freshtoken.profiles import settings_of
 from freshtoken.stores import FileStore
 
 from .conftest import BedFactory, preset_for
@@ -165,7 +166,7 @@ def test_cli_login_with_a_provider_and_the_profile_remembers_it(
     profile = FileStore(store_path).load_profile()
     assert profile is not None
     assert profile.meta["provider"] == "microsoft"
-    refresher = profile.refresher_settings().rebuild()
+    refresher = settings_of(profile).rebuild()
     assert isinstance(refresher, freshtoken.OAuth2Refresher)
     assert refresher.quirks.refresh_sends_scope
     assert profile.tokens is not None
