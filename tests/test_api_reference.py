@@ -286,6 +286,7 @@ PUBLIC_MODULES = [
     "freshtoken.stores",
     "freshtoken.errors",
     "freshtoken.httpx",
+    "freshtoken.httpx2",
     "freshtoken.requests",
     "freshtoken.aiohttp",
     "freshtoken.otel",

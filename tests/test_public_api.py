@@ -63,6 +63,7 @@ PUBLIC = {
     "client_credentials_login",
     "device_login",
     "discover",
+    "for_resource",
     "json_login",
     "password_login",
     "print_prompt",
@@ -94,6 +95,7 @@ def test_errors_share_one_base() -> None:
 def test_every_module_declares_its_public_names() -> None:
     for module in (
         "freshtoken.httpx",
+        "freshtoken.httpx2",
         "freshtoken.requests",
         "freshtoken.aiohttp",
         "freshtoken.agent",

@@ -26,6 +26,7 @@ from ._oauth.client_auth import ClientAuth
 from ._oauth.discovery import ServerMetadata, adiscover, discover
 from ._oauth.dpop import DPoPKey
 from ._oauth.id_tokens import averify_id_token, verify_id_token
+from ._resource_logins import for_resource
 from ._version import __version__ as __version__
 from .agent import AgentRefresher
 from .errors import (
@@ -119,6 +120,7 @@ __all__ = [
     "client_credentials_login",
     "device_login",
     "discover",
+    "for_resource",
     "json_login",
     "password_login",
     "print_prompt",

@@ -1,15 +1,18 @@
 """``ClientCredentialsAuth``: the client credentials grant in one object, through every
-integration (httpx sync, asyncio and trio, requests, aiohttp), against the reference server."""
+integration (httpx sync, asyncio and trio, httpx2, requests, aiohttp), against the reference
+server."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx2
 import pytest
 
 import freshtoken
 import freshtoken.aiohttp
 import freshtoken.httpx
+import freshtoken.httpx2
 import freshtoken.requests
 from freshtoken.server import ReferenceServer
 
@@ -32,6 +35,12 @@ def drive(oauth_server: ReferenceServer, client_kind: str) -> Any:
         elif client_kind in ("httpx-async", "httpx-trio"):
             auth = freshtoken.httpx.ClientCredentialsAuth(*arguments, **options)
             driver = HttpxAsyncDriver(auth, "trio" if client_kind == "httpx-trio" else "asyncio")
+        elif client_kind == "httpx2-sync":
+            auth2 = freshtoken.httpx2.ClientCredentialsAuth(*arguments, **options)
+            driver = HttpxSyncDriver(auth2, httpx2)
+        elif client_kind == "httpx2-async":
+            auth2 = freshtoken.httpx2.ClientCredentialsAuth(*arguments, **options)
+            driver = HttpxAsyncDriver(auth2, "asyncio", httpx2)
         elif client_kind == "requests":
             session_auth = freshtoken.requests.ClientCredentialsAuth(*arguments, **options)
             driver = RequestsDriver(session_auth)

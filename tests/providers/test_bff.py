@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from tests.bff.bff_support import CSRF, Deployment
-from tests.bff.test_login import Browser
+from bff.bff_support import CSRF, Deployment
+from bff.test_login import Browser
 
 from freshtoken.bff import BFF, ServedApp
 from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config

@@ -25,7 +25,6 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 import time
 import webbrowser
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,6 +38,7 @@ from .. import providers
 from .._arguments import seconds
 from .._core.policy import check_transport, oauth_error, origin_of
 from .._core.tokens import TokenResponseError, TokenSet
+from .._engine.host import flights_in_progress
 from .._logins import flows as logins
 from .._logins.flows import DevicePrompt, client_for
 from .._oauth.discovery import ServerMetadata, discover
@@ -141,6 +141,11 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
         "--token-url", metavar="URL", help="the token endpoint, for servers without discovery"
     )
     server.add_argument(
+        "--resource",
+        metavar="URL",
+        help="an API (an MCP server) that says where to log in (RFC 9728): nothing else needed",
+    )
+    server.add_argument(
         "--provider",
         choices=providers.NAMES,
         metavar="NAME",
@@ -154,7 +159,9 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
         help="a setting of the --provider preset: tenant=..., base_url=..., realm=...",
     )
     parser.add_argument(
-        "--client-id", required=True, metavar="ID", help="the OAuth client to log in as"
+        "--client-id",
+        metavar="ID",
+        help="the OAuth client to log in as (with --resource: default, register one)",
     )
     parser.add_argument(
         "--flow",
@@ -219,6 +226,12 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
 
 def configure_token(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--resource",
+        metavar="URL",
+        default=None,
+        help="the token of the API at URL (logged in with `freshtoken login --resource URL`)",
+    )
+    parser.add_argument(
         "--format",
         choices=FORMATS,
         default="plain",
@@ -279,7 +292,7 @@ def _guarded(command: Any, args: argparse.Namespace, prefix: str = "") -> int:
 def cancelled() -> str:
     """What Ctrl-C did. A refresh already sent goes on until its answer is saved (its rotated
     refresh token would be lost otherwise): the process ends then, or at a second Ctrl-C."""
-    if any(thread.name == "freshtoken-refresh" for thread in threading.enumerate()):
+    if flights_in_progress():
         return (
             "cancelled; finishing the refresh already sent so that its tokens are kept "
             "(Ctrl-C again abandons it)"
@@ -299,6 +312,12 @@ def _store(args: argparse.Namespace, profile: str = "default") -> FileStore:
 
 
 def _login(args: argparse.Namespace) -> int:
+    if args.resource is not None:
+        from .resource import login
+
+        return login(args, _open_browser)
+    if args.client_id is None:
+        raise _Failure("--client-id is required with --issuer and --token-url")
     store = _store(args)
     replace = _writable_store(store, replace_corrupt=args.replace_corrupt)
     secret = args.client_secret or os.environ.get(ENV_CLIENT_SECRET) or None
@@ -648,6 +667,10 @@ def _interactive() -> bool:
 
 
 def _token(args: argparse.Namespace) -> int:
+    if args.resource is not None:
+        from .resource import token
+
+        return token(args)
     store = _store(args)
     manager = open_profile(store)
     try:

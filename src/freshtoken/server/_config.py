@@ -220,6 +220,11 @@ class ServerConfig:
     sets it with the provider's lifetimes and rotation rules). ``revoke_access_on_refresh``
     revokes a family's earlier access tokens at each refresh (Notion, GitHub, Ory Hydra);
     ``id_token_claims`` are added to every ID token (Entra's ``tid``).
+    ``registration`` serves dynamic client registration (RFC 7591) at ``/oauth/register``.
+    A grant authorized for a ``resource`` (RFC 8707) gets access tokens for it alone; with
+    ``strict_resource`` its refreshes must name it too (``invalid_target`` otherwise), as
+    strict servers do. The API under ``/api`` publishes its protected resource metadata
+    (RFC 9728) and names it in its challenges.
     """
 
     access_ttl: float = 300.0
@@ -249,6 +254,8 @@ class ServerConfig:
     personality: str | None = None
     revoke_access_on_refresh: bool = False
     id_token_claims: tuple[tuple[str, str], ...] = ()
+    registration: bool = True
+    strict_resource: bool = False
 
     def __post_init__(self) -> None:
         if self.issuer_path and not _ISSUER_PATH.fullmatch(self.issuer_path):
