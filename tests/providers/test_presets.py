@@ -75,6 +75,8 @@ def test_quirks_settings_round_trip() -> None:
     assert Quirks().to_settings() == {}
     with pytest.raises(ValueError, match="unknown quirks"):
         Quirks.from_settings({"rotation": "yes"})
+    assert hash(quirks) == hash(Quirks.from_settings(quirks.to_settings()))
+    assert len({providers.google(), providers.google(), providers.auth0("x", audience="a")}) == 2
     with pytest.raises(ValueError, match="reused_refresh_token is one of"):
         Quirks(reused_refresh_token="maybe")  # type: ignore[arg-type]
 

@@ -69,6 +69,12 @@ class Quirks:
             raise ValueError("authorization_params maps strings to strings")
         object.__setattr__(self, "authorization_params", dict(params))
 
+    def __hash__(self) -> int:  # a value: usable as a key, though it holds a mapping
+        values = (getattr(self, field.name) for field in dataclasses.fields(self))
+        return hash(
+            tuple(tuple(sorted(v.items())) if isinstance(v, Mapping) else v for v in values)
+        )
+
     def replace(self, **changes: Any) -> Quirks:
         return dataclasses.replace(self, **changes)
 
