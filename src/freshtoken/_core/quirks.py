@@ -25,7 +25,9 @@ issuer can be given by hand:
 ``keep_alive``
     refresh before the refresh token's own lifetime ends (``refresh_expires_in``, Keycloak;
     ``refresh_token_expires_in``, GitHub Apps), so that a session used now and then does not
-    die of idleness between uses.
+    die of idleness between uses. The refresh falls due then and happens at the next call (no
+    timer runs per credential): a process that may make no call for longer than the refresh
+    token lives calls ``manager.get_tokens()`` on a timer of its own.
 ``offline_scope``
     the scope that makes the server issue a refresh token (``offline_access``), added to a
     login's scope.
