@@ -29,7 +29,12 @@ __all__ = ["ClientCredentialsAuth", "TokenAuth"]
 
 
 class TokenAuth(httpx.Auth):
-    """Attach the manager's access token; on a rejection refresh once and retry once.
+    """Attach the manager's access token; on a rejection retry with a new one.
+
+    A rejection of the current token refreshes it; one of a token replaced while the request
+    was in flight is retried with the newest, without a refresh. A request carries at most
+    three tokens, never one twice ([`TokenManager.call()`][freshtoken.TokenManager.call]
+    decides, answer by answer).
 
     ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to, or
     ``scheme://host[:port]/path`` for that path and below it only; requests elsewhere are
@@ -96,11 +101,13 @@ class TokenAuth(httpx.Auth):
 
     def _flow(self, request: httpx.Request, tokens: TokenSet) -> _Flow:
         manager = self.manager
-        call = manager.call(request.method, str(request.url))
+        call = manager.call(request.method, request.url)
         attempt: Attempt | None = call.first(tokens)
         while attempt is not None:
             _authorize(request, attempt)
             response: httpx.Response = yield request
+            if call.settled(response.status_code):
+                return  # the hot path: no header to read
             sent = response.request
             if sent.headers.get("Authorization") != attempt.authorization:
                 # httpx follows redirects inside the flow: a 401 from a hop that went out
