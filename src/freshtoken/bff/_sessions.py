@@ -115,6 +115,11 @@ class SessionStore(abc.ABC):
         """The session if it lives, its idle deadline moved to ``now + idle``; else None (an
         expired one is removed)."""
 
+    async def alive(self, handle: str, *, now: float, idle: float) -> bool:
+        """Whether the session lives, its idle deadline moved as [`get()`][get] moves it: what
+        a proxied call asks, which needs no claims. By default, ``get() is not None``."""
+        return await self.get(handle, now=now, idle=idle) is not None
+
     @abc.abstractmethod
     async def delete(self, handle: str) -> None:
         """End a session and forget its tokens. Deleting twice is harmless."""
@@ -203,6 +208,18 @@ class MemorySessionStore(SessionStore):
             entry.idle_until = now + idle
             self._entries.move_to_end(handle)
         return Session(handle, entry.created_at, entry.expires_at, json.loads(entry.claims))
+
+    async def alive(self, handle: str, *, now: float, idle: float) -> bool:
+        with self._mutex:
+            entry = self._entries.get(handle)
+            if entry is None:
+                return False
+            if now >= entry.idle_until or now >= entry.expires_at:
+                del self._entries[handle]
+                return False
+            entry.idle_until = now + idle
+            self._entries.move_to_end(handle)
+        return True
 
     async def delete(self, handle: str) -> None:
         with self._mutex:
