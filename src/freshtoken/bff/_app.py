@@ -824,7 +824,7 @@ class BFF:
     ) -> None:
         handle = slot.handle
         manager = self.manager(handle)
-        tokens = await self._tokens(manager, handle, send)
+        tokens = manager.cached_tokens() or await self._tokens(manager, handle, send)
         if tokens is None:
             return
         headers = inbound.forward

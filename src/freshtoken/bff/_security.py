@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -178,15 +178,18 @@ def forwardable_method(method: str, headers: Iterable[tuple[bytes, bytes]], quer
     return method_allowed(method, overrides, query)
 
 
-def method_allowed(method: str, overrides: Iterable[bytes], query: bytes) -> bool:
+def method_allowed(method: str, overrides: Sequence[bytes], query: bytes) -> bool:
     """[`forwardable_method()`][forwardable_method] over the override headers' values, already
     picked out of the request's headers."""
+    # A query can name "_method" only as those bytes or with an escape: any other is read
+    # without parsing it.
+    parse = b"_method" in query or b"%" in query
+    if not overrides and not parse:
+        return method.strip().upper() not in _REFUSED_METHODS
     named = [method]
     for value in overrides:
         named.extend(value.decode("latin-1").split(","))
-    # A query can name "_method" only as those bytes or with an escape: any other is read
-    # without parsing it.
-    if b"_method" in query or b"%" in query:
+    if parse:
         for parameter, given in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if parameter == _METHOD_OVERRIDE_PARAMETER:
                 named.append(given)

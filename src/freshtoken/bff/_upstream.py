@@ -7,7 +7,7 @@ pool, h11 and anyio plumbing took most of the BFF's CPU.
 The session is set up so that what reaches the API is what the proxy decided, byte for byte:
 
 * no cookie jar (``DummyCookieJar``): one user's API cookies never ride along another's call;
-* no automatic headers (``skip_auto_headers``): no ``User-Agent``, ``Accept``,
+* no automatic headers: no ``User-Agent``, ``Accept``,
   ``Accept-Encoding`` or ``Content-Type`` of aiohttp's own (``Host`` is the upstream's);
 * no decompression: the API's ``Content-Encoding`` and bytes pass through as they are;
 * the URL is taken as already encoded (``yarl.URL(encoded=True)``): the path checked by the
@@ -24,13 +24,16 @@ from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 import httpx
+from multidict import CIMultiDict
 from yarl import URL
 
 __all__ = ["UPSTREAM_ERRORS", "Upstream", "client_timeout"]
 
 # What a call that never got an answer raises: the proxy's 502.
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-_SKIPPED = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+_SKIPPED: CIMultiDict[None] = CIMultiDict(
+    (name, None) for name in ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+)
 # Response header lines up to 16 KiB (aiohttp's default is 8 KiB; h11, used before, took 16).
 _LONGEST_HEADER = 16 * 1024
 
@@ -52,6 +55,17 @@ def client_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
         sock_connect=connect,
         sock_read=seconds(timeout.read),
     )
+
+
+class _AsDecided(aiohttp.ClientRequest):
+    """A request that gets no header of aiohttp's choosing (``Host`` aside, from the URL).
+
+    What ``skip_auto_headers`` does, without building the list of skipped headers anew for
+    every call (a tenth of a proxied call's CPU when measured)."""
+
+    def update_auto_headers(self, skip_auto_headers: object) -> None:
+        # Read later by aiohttp: no Content-Type of its own for a body, either.
+        self._skip_auto_headers = _SKIPPED
 
 
 class Upstream:
@@ -76,7 +90,7 @@ class Upstream:
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl),
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=_SKIPPED,
+            request_class=_AsDecided,
             auto_decompress=False,
             timeout=self._timeout,
             max_line_size=_LONGEST_HEADER,
