@@ -22,10 +22,9 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
     ) from error
 
 from ._core.policy import Destinations, Origin, default_port
-from ._core.tokens import TokenSet
 from ._engine.client_credentials import ClientCredentialsMixin
 from ._engine.manager import TokenManager
-from ._oauth.dpop import Step
+from ._engine.resource import Attempt, Rejected
 from .errors import InsecureTransportError, ReplayError
 
 __all__ = [
@@ -120,21 +119,26 @@ class TokenMiddleware:
             return response
         manager = self.manager
         tokens = manager.cached_tokens() or await manager.aget_tokens()
-        if manager.dpop is not None:
-            response = await self._send_with_dpop(request, handler, tokens)
-            self._note_redirect(request, response, origin, request.headers.get(hdrs.AUTHORIZATION))
-            return response
-        request.headers[hdrs.AUTHORIZATION] = tokens.authorization
-        response = await handler(request)
-        if response.status in manager.refresh_statuses and manager.wants_refresh(
-            response.status, response.headers.getall(hdrs.WWW_AUTHENTICATE, [])
-        ):
-            replacement = await manager.ahandle_rejection(tokens)
-            if replacement is not None:
+        dpop = manager.dpop is not None
+        call = manager.call(request.method, str(request.url))
+        attempt: Attempt | None = call.first(tokens)
+        while attempt is not None:
+            _sign(request, attempt, dpop)
+            response = await handler(request)
+            if call.settled(response.status):
+                break  # the hot path: nothing to read
+            headers = response.headers
+            decision = call.answer(
+                response.status,
+                headers.getall(hdrs.WWW_AUTHENTICATE, []),
+                headers.get("DPoP-Nonce"),
+            )
+            if isinstance(decision, Rejected):
+                decision = call.replaced(await manager.ahandle_rejection(decision.tokens))
+            if decision is not None:
                 response.release()
                 _ensure_replayable(request, response.status)
-                request.headers[hdrs.AUTHORIZATION] = replacement.authorization
-                response = await handler(request)
+            attempt = decision
         self._note_redirect(request, response, origin, request.headers.get(hdrs.AUTHORIZATION))
         return response
 
@@ -171,38 +175,6 @@ class TokenMiddleware:
                 leaves = True
         if leaves:
             _cross_origin_redirect.set(_Redirect(_call_of(request), authorization))
-
-    async def _send_with_dpop(
-        self, request: ClientRequest, handler: ClientHandlerType, tokens: TokenSet
-    ) -> ClientResponse:
-        manager = self.manager
-        assert manager.dpop is not None
-        resource = manager.dpop.resource_request(
-            request.method, str(request.url), tokens, manager.clock
-        )
-        while True:
-            authorization, proof = resource.headers()
-            request.headers[hdrs.AUTHORIZATION] = authorization
-            if proof is None:
-                request.headers.pop("DPoP", None)
-            else:
-                request.headers["DPoP"] = proof
-            response = await handler(request)
-            step = resource.step(
-                response.status,
-                response.headers.getall(hdrs.WWW_AUTHENTICATE, []),
-                response.headers.get("DPoP-Nonce"),
-                manager.wants_refresh,
-            )
-            if step is Step.DONE:
-                return response
-            if step is Step.REFRESH:
-                replacement = await manager.ahandle_rejection(resource.tokens)
-                if replacement is None:
-                    return response  # fresh tokens are rejected too: the caller's answer
-                resource.use(replacement)
-            response.release()
-            _ensure_replayable(request, response.status)
 
     def __repr__(self) -> str:
         return f"TokenMiddleware({self.manager!r}, origins={self.destinations!r})"
@@ -245,6 +217,14 @@ def _origin(url: URL) -> Origin:
     if not default_port(scheme) or not host:
         raise ValueError(f"not an absolute http(s) URL (scheme {scheme!r})")
     return Origin(scheme, host.lower(), url.port or default_port(scheme))
+
+
+def _sign(request: ClientRequest, attempt: Attempt, dpop: bool) -> None:
+    request.headers[hdrs.AUTHORIZATION] = attempt.authorization
+    if attempt.proof is not None:
+        request.headers["DPoP"] = attempt.proof
+    elif dpop:
+        request.headers.pop("DPoP", None)  # a token issued as Bearer: no proof
 
 
 def _call_of(request: ClientRequest) -> object:

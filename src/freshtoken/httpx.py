@@ -1,9 +1,10 @@
 """httpx integration: ``httpx.Client(auth=TokenAuth(manager))``, sync and async alike.
 
-One flow serves both clients, as httpx's own auth classes do; the sync and async entry points
-differ only in how they ask the manager (which blocks in one and awaits in the other). With a
-DPoP manager the flow is `TokenAuth._dpop_flow()`, which yields the rejected tokens when
-it needs the manager's answer.
+One flow serves both clients, as httpx's own auth classes do: `TokenAuth._flow()` is a thin
+loop over the request's ``ResourceCall`` (``freshtoken/_engine/resource.py``), which decides
+every retry. It yields the requests to send, and the rejected tokens when it needs the
+manager's answer; the sync and async entry points differ only in how they ask the manager
+(one blocks, the other awaits).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from ._core.policy import Destinations
 from ._core.tokens import TokenSet
 from ._engine.client_credentials import ClientCredentialsMixin
 from ._engine.manager import TokenManager
-from ._oauth.dpop import Step
+from ._engine.resource import Attempt, Rejected
 from .errors import ReplayError
 
-# What the DPoP flow yields: a request to send (it receives the response), or the tokens the
-# server rejected (it receives the manager's replacement, or None).
-_DPoPFlow: TypeAlias = Generator["httpx.Request | TokenSet", Any, None]
+# What the flow yields: a request to send (it receives the response), or the tokens the API
+# rejected (it receives the manager's replacement, or None).
+_Flow: TypeAlias = Generator["httpx.Request | Rejected", Any, None]
 
 __all__ = ["ClientCredentialsAuth", "TokenAuth"]
 
@@ -64,26 +65,16 @@ class TokenAuth(httpx.Auth):
             yield request
             return
         manager = self.manager
-        tokens = manager.get_tokens()
-        if manager.dpop is not None:
-            flow = self._dpop_flow(request, tokens)
-            step = next(flow)
-            try:
-                while True:
-                    if isinstance(step, TokenSet):
-                        step = flow.send(manager.handle_rejection(step))
-                    else:
-                        step = flow.send((yield step))
-            except StopIteration:
-                return
-        response = yield _authorize(request, tokens)
-        if not self._rejected(response, tokens):
+        flow = self._flow(request, manager.get_tokens())
+        step = next(flow)
+        try:
+            while True:
+                if isinstance(step, Rejected):
+                    step = flow.send(manager.handle_rejection(step.tokens))
+                else:
+                    step = flow.send((yield step))
+        except StopIteration:
             return
-        replacement = manager.handle_rejection(tokens)
-        if replacement is None:
-            return  # fresh tokens are rejected too: the 401 is the caller's answer
-        _ensure_replayable(request, response)
-        yield _authorize(request, replacement)
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -92,78 +83,56 @@ class TokenAuth(httpx.Auth):
             yield request
             return
         manager = self.manager
-        tokens = manager.cached_tokens() or await manager.aget_tokens()
-        if manager.dpop is not None:
-            flow = self._dpop_flow(request, tokens)
-            step = next(flow)
-            try:
-                while True:
-                    if isinstance(step, TokenSet):
-                        step = flow.send(await manager.ahandle_rejection(step))
-                    else:
-                        step = flow.send((yield step))
-            except StopIteration:
-                return
-        response = yield _authorize(request, tokens)
-        if not self._rejected(response, tokens):
+        flow = self._flow(request, manager.cached_tokens() or await manager.aget_tokens())
+        step = next(flow)
+        try:
+            while True:
+                if isinstance(step, Rejected):
+                    step = flow.send(await manager.ahandle_rejection(step.tokens))
+                else:
+                    step = flow.send((yield step))
+        except StopIteration:
             return
-        replacement = await manager.ahandle_rejection(tokens)
-        if replacement is None:
-            return  # fresh tokens are rejected too: the 401 is the caller's answer
-        _ensure_replayable(request, response)
-        yield _authorize(request, replacement)
 
-    def _dpop_flow(self, request: httpx.Request, tokens: TokenSet) -> _DPoPFlow:
+    def _flow(self, request: httpx.Request, tokens: TokenSet) -> _Flow:
         manager = self.manager
-        assert manager.dpop is not None
-        resource = manager.dpop.resource_request(
-            request.method, str(request.url), tokens, manager.clock
-        )
-        while True:
-            authorization, proof = resource.headers()
-            request.headers["Authorization"] = authorization
-            if proof is not None:
-                request.headers["DPoP"] = proof
+        call = manager.call(request.method, str(request.url))
+        attempt: Attempt | None = call.first(tokens)
+        while attempt is not None:
+            _authorize(request, attempt)
             response: httpx.Response = yield request
             sent = response.request
-            ours = sent.headers.get("Authorization") == authorization
-            if sent is not request:  # a redirect hop answered
-                if not (ours and response.status_code == 401 and resource.retry_proof()):
-                    return
-                # The hop carried the first request's proof: send it again with its own.
+            if sent.headers.get("Authorization") != attempt.authorization:
+                # httpx follows redirects inside the flow: a 401 from a hop that went out
+                # without our token (another origin) says nothing about it.
+                return
+            if sent is not request and manager.dpop is not None:
+                # A hop of the same origin carried the first request's proof: send it again
+                # with its own (once). Its 401 says nothing about the token.
+                attempt = call.hop(
+                    sent.method,
+                    str(sent.url),
+                    response.status_code,
+                    response.headers.get("DPoP-Nonce"),
+                )
                 request = sent
-                resource.retarget(request.method, str(request.url))
-                resource.learn(response.headers.get("DPoP-Nonce"))
                 continue
-            step = resource.step(
+            decision = call.answer(
                 response.status_code,
                 response.headers.get_list("WWW-Authenticate"),
                 response.headers.get("DPoP-Nonce"),
-                manager.wants_refresh,
             )
-            if step is Step.DONE:
-                return
-            if step is Step.REFRESH:
-                replacement: TokenSet | None = yield resource.tokens
-                if not isinstance(replacement, TokenSet):
-                    return  # fresh tokens are rejected too: the 401 is the caller's answer
-                resource.use(replacement)
-            _ensure_replayable(request, response)
+            if isinstance(decision, Rejected):
+                decision = call.replaced((yield decision))
+            if decision is not None:
+                _ensure_replayable(request, response)
+            attempt = decision
 
     def _applies(self, request: httpx.Request) -> bool:
         url = request.url
         destinations = self.destinations
         path = url.raw_path.partition(b"?")[0].decode("ascii") if destinations.has_paths else "/"
         return destinations.allows(url.scheme, url.host, url.port, path)
-
-    def _rejected(self, response: httpx.Response, tokens: TokenSet) -> bool:
-        return (
-            response.status_code in self.manager.refresh_statuses
-            and _answers_our_token(response, tokens)
-            and self.manager.wants_refresh(
-                response.status_code, response.headers.get_list("WWW-Authenticate")
-            )
-        )
 
     def __repr__(self) -> str:
         return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
@@ -190,16 +159,11 @@ class ClientCredentialsAuth(ClientCredentialsMixin, TokenAuth):
     """
 
 
-def _authorize(request: httpx.Request, tokens: TokenSet) -> httpx.Request:
-    request.headers["Authorization"] = tokens.authorization
-    return request
-
-
-def _answers_our_token(response: httpx.Response, tokens: TokenSet) -> bool:
-    # httpx follows redirects inside the auth flow; a 401 from another origin, reached
-    # without our token, says nothing about it.
-    sent: str | None = response.request.headers.get("Authorization")
-    return sent == tokens.authorization
+def _authorize(request: httpx.Request, attempt: Attempt) -> None:
+    headers = request.headers
+    headers["Authorization"] = attempt.authorization
+    if attempt.proof is not None:
+        headers["DPoP"] = attempt.proof
 
 
 def _ensure_replayable(request: httpx.Request, response: httpx.Response) -> None:

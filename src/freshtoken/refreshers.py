@@ -56,6 +56,8 @@ from ._core.policy import (
     parse_retry_after,
 )
 from ._core.tokens import TokenResponseError, TokenSet
+from ._engine import connections
+from ._engine.connections import DEFAULT_CONCURRENCY
 from ._logins.flows import (
     LoginMethods,
     client_credentials_login,
@@ -125,7 +127,14 @@ def takes_dpop(refresher: object) -> bool:
 
 
 class HTTPRefresher:
-    """Shared sending logic: subclasses say what to send and how to read the answer."""
+    """Shared sending logic: subclasses say what to send and how to read the answer.
+
+    When a [`TokenManager`][freshtoken.TokenManager] refreshes, the request goes out on the
+    library's flight host over a kept-alive connection shared with the other refreshers of that
+    TLS configuration, and at most ``concurrency`` token requests to one issuer origin are in
+    the air at once (the others queue briefly, then fail as a transient ``RefreshFailed("busy")``
+    that was never sent, and are retried after the usual backoff).
+    """
 
     can_acquire = False
 
@@ -137,6 +146,7 @@ class HTTPRefresher:
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.url = url
         self._origin = origin_of(url)
@@ -144,6 +154,9 @@ class HTTPRefresher:
         self.timeout = timeout
         self.verify = verify
         self.headers = dict(headers or {})
+        if not (isinstance(concurrency, int) and concurrency >= 1):
+            raise ValueError("concurrency must be a whole number >= 1")
+        self.concurrency = concurrency
         self._ssl_context: ssl.SSLContext | None = None
 
     @property
@@ -247,7 +260,7 @@ class HTTPRefresher:
         sent = self._sent_secrets(request)
         if dpop is None:
             sent_at = clock()
-            response = await exchange(request, self.timeout, self._tls(), deadline)
+            response = await exchange(request, self.timeout, self._tls(), deadline, cap=self._cap())
             return self.parse_response(
                 response, sent_at=sent_at, current=current, sent_secrets=sent
             )
@@ -256,7 +269,7 @@ class HTTPRefresher:
         step = next(flow)
         while True:
             sent_at = clock()
-            response = await exchange(step, self.timeout, self._tls(), deadline)
+            response = await exchange(step, self.timeout, self._tls(), deadline, cap=self._cap())
             try:
                 step = flow.send(response)
             except StopIteration as done:
@@ -267,7 +280,11 @@ class HTTPRefresher:
         )
 
     def close(self) -> None:
-        """Nothing to release: each attempt uses a client of its own (kept for symmetry)."""
+        """Nothing to release: the connections are the flight host's (kept for symmetry)."""
+
+    def _cap(self) -> tuple[str, int]:
+        origin = self._origin
+        return f"{origin.scheme}://{origin.host}:{origin.port}", self.concurrency
 
     # Form fields whose values are credentials of their own (an assertion, a subject token):
     # cut out of any error text, as the refresh token is.
@@ -311,6 +328,7 @@ class _GrantRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             token_url,
@@ -318,6 +336,7 @@ class _GrantRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if self.can_acquire and not client_secret and private_key is None:
             raise ValueError("the client_credentials grant needs a client_secret or a private_key")
@@ -344,6 +363,7 @@ class _GrantRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> _Grant:
         """A refresher for the token endpoint of ``issuer`` (discovered, cached; or pass its
         [`ServerMetadata`][freshtoken.ServerMetadata], e.g. from
@@ -368,6 +388,7 @@ class _GrantRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         refresher.client = client  # the same, with the token endpoint as assertion audience
         refresher.metadata = metadata
@@ -610,6 +631,7 @@ class _AcquiringGrant(HTTPRefresher):
         verify: bool | str | ssl.SSLContext,
         allow_insecure_http: bool,
         headers: Mapping[str, str] | None,
+        concurrency: int,
     ) -> None:
         super().__init__(
             token_url,
@@ -617,6 +639,7 @@ class _AcquiringGrant(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if client_id is None and (client_secret or auth_method or client_key is not None):
             raise ValueError("client authentication needs a client_id")
@@ -684,6 +707,7 @@ class JWTBearer(_AcquiringGrant):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             token_url,
@@ -697,6 +721,7 @@ class JWTBearer(_AcquiringGrant):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if not (math.isfinite(lifetime) and lifetime > 0):
             raise ValueError("lifetime must be a finite number of seconds > 0")
@@ -845,6 +870,7 @@ class TokenExchange(_AcquiringGrant):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             token_url,
@@ -858,6 +884,7 @@ class TokenExchange(_AcquiringGrant):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         self.subject = subject
         self.subject_token_type = token_type(subject_token_type)
@@ -980,6 +1007,7 @@ class JSONRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             url,
@@ -987,6 +1015,7 @@ class JSONRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         self.request_field = request_field
         self.fields = {
@@ -1088,6 +1117,8 @@ async def exchange(
     timeout: httpx.Timeout | float,
     verify: ssl.SSLContext | bool,
     deadline: float | None,
+    *,
+    cap: tuple[str, int] | None = None,
 ) -> httpx.Response:
     """Send ``request`` and read the answer (at most ``LARGEST_ANSWER``) by ``deadline``.
 
@@ -1095,16 +1126,42 @@ async def exchange(
     would hold an attempt for hours. Here the whole exchange (connect, headers, body) is
     cancelled at the deadline. Redirects are not followed: credentials stay with the URL.
     Every failure is a [`RefreshFailed`][] that says whether the answer may be lost.
+
+    On the flight host the request takes one of ``cap`` = (origin, places) first, and goes
+    out on the host's shared keep-alive client (see ``_engine.connections``).
     """
+    if connections.shared() and cap is not None:
+        async with connections.place_for(cap[0], cap[1], deadline):
+            return await _exchange(request, timeout, verify, deadline)
+    return await _exchange(request, timeout, verify, deadline)
+
+
+async def _exchange(
+    request: httpx.Request,
+    timeout: httpx.Timeout | float,
+    verify: ssl.SSLContext | bool,
+    deadline: float | None,
+) -> httpx.Response:
     budget = math.inf if deadline is None else deadline - time.monotonic()
     try:
         with anyio.fail_after(max(budget, 0.0) if math.isfinite(budget) else None):
-            async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
-                response = await client.send(request, stream=True)
+            if connections.shared():
+                request.extensions = {
+                    **request.extensions,
+                    "timeout": httpx.Timeout(timeout).as_dict(),
+                }
+                response = await connections.client_for(verify).send(request, stream=True)
                 try:
                     body = await _read_capped(response)
                 finally:
                     await response.aclose()
+            else:
+                async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
+                    response = await client.send(request, stream=True)
+                    try:
+                        body = await _read_capped(response)
+                    finally:
+                        await response.aclose()
     except TimeoutError:
         raise RefreshFailed(
             "timeout",

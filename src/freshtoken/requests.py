@@ -1,11 +1,11 @@
 """requests integration: ``session.auth = TokenAuth(manager)``.
 
 The auth attaches the token when requests prepares a request and registers a response hook
-for that one request. On a rejection the hook refreshes (single flight, through the manager)
-and re-sends the request once on the same connection adapter, the way requests' own
-``HTTPDigestAuth`` answers a challenge. Everything a retry needs (the tokens sent, the body's
-start position) lives in that per-request hook, never on the auth object, so one
-``requests.Session`` can be shared between threads.
+for that one request. The hook is a thin loop over the request's ``ResourceCall``
+(``freshtoken/_engine/resource.py``), which decides every retry: it re-sends the request on
+the same connection adapter, the way requests' own ``HTTPDigestAuth`` answers a challenge.
+Everything a retry needs (the call, the body's start position) lives in that per-request
+hook, never on the auth object, so one ``requests.Session`` can be shared between threads.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
     ) from error
 
 from ._core.policy import Destinations
-from ._core.tokens import TokenSet
 from ._engine.client_credentials import ClientCredentialsMixin
 from ._engine.manager import TokenManager
-from ._oauth.dpop import ResourceRequest, Step
+from ._engine.resource import Attempt, Rejected, ResourceCall
 from .errors import InsecureTransportError, ReplayError
 
 __all__ = ["ClientCredentialsAuth", "TokenAuth"]
@@ -75,19 +74,10 @@ class TokenAuth(AuthBase):
         if request.url is None or not self._applies(request.url):
             return request
         manager = self.manager
-        tokens = manager.get_tokens()
-        if manager.dpop is not None:
-            assert request.method is not None
-            resource = manager.dpop.resource_request(
-                request.method, request.url, tokens, manager.clock
-            )
-            _sign(request, resource)
-            hook = _DPoPHook(self, resource, _position(request.body))
-            request.hooks["response"].append(hook)
-            return request
-        request.headers["Authorization"] = tokens.authorization
+        call = manager.call(request.method or "GET", request.url)
+        _sign(request, call.first(manager.get_tokens()), manager.dpop is not None)
         # Appended directly: register_hook is the same append, untyped in requests' annotations.
-        request.hooks["response"].append(_RejectionHook(self, tokens, _position(request.body)))
+        request.hooks["response"].append(_CallHook(self, call, _position(request.body)))
         return request
 
     def _applies(self, url: str) -> bool:
@@ -126,121 +116,73 @@ class ClientCredentialsAuth(ClientCredentialsMixin, TokenAuth):
     """
 
 
-class _RejectionHook:
-    """The response hook of one request: what was sent, and whether it was retried already.
+class _CallHook:
+    """The response hook of one request: its [`ResourceCall`][] and where its body starts.
 
     requests shares a request's hooks with the requests of its redirects, so this one object
-    sees every hop; one auth retry in all, as with httpx.
+    sees every hop, and the call's bound on sends covers them all, as with httpx.
     """
 
-    __slots__ = ("_auth", "_position", "_retried", "_tokens")
+    __slots__ = ("_auth", "_call", "_position")
 
-    def __init__(self, auth: TokenAuth, tokens: TokenSet, position: int | None) -> None:
+    def __init__(self, auth: TokenAuth, call: ResourceCall, position: int | None) -> None:
         self._auth = auth
-        self._tokens = tokens
-        self._position = position
-        self._retried = False
-
-    def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
-        manager = self._auth.manager
-        _guard_redirect(self._auth, response, response.request, self._tokens.authorization)
-        if (
-            self._retried
-            or response.status_code not in manager.refresh_statuses
-            or not manager.wants_refresh(response.status_code, _challenge_lines(response))
-        ):
-            return response
-        request = response.request
-        sent = request.headers.get("Authorization")
-        if sent != self._tokens.authorization or request.url is None:
-            return response  # a redirect hop that requests stripped, or the caller's own header
-        if not self._auth._applies(request.url):
-            return response
-        self._retried = True
-        replacement = manager.handle_rejection(self._tokens)
-        if replacement is None:
-            return response  # fresh tokens are rejected too: the 401 is the caller's answer
-        # Read and release the rejected response so that the retry can reuse its connection.
-        _ = response.content
-        response.close()
-        _rewind(request, self._position, response.status_code)
-        self._tokens = replacement
-        # Redirects of the retried response are copied from the original request: give it the
-        # new token too, or they would present the rejected one.
-        request.headers["Authorization"] = replacement.authorization
-        retry = request.copy()
-        retry.headers["Authorization"] = replacement.authorization
-        retried = response.connection.send(retry, **kwargs)
-        retried.history.append(response)
-        retried.request = retry
-        # requests follows the retried answer's redirect with a copy of the original request.
-        _guard_redirect(self._auth, retried, request, replacement.authorization)
-        return retried
-
-    def __repr__(self) -> str:
-        return f"_RejectionHook(retried={self._retried})"
-
-
-class _DPoPHook:
-    """The response hook of one request sent with DPoP: every hop, every retry (at most one
-    with a new proof and one with new tokens, as [`ResourceRequest`][] decides)."""
-
-    __slots__ = ("_auth", "_position", "_resource")
-
-    def __init__(self, auth: TokenAuth, resource: ResourceRequest, position: int | None) -> None:
-        self._auth = auth
-        self._resource = resource
+        self._call = call
         self._position = position
 
     def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
-        request = response.request
-        if response.is_redirect:
-            # requests follows it with a copy of this request: the proof names this URL only.
-            request.headers.pop("DPoP", None)
-            _guard_redirect(self._auth, response, request, self._resource.tokens.authorization)
-            return response
-        resource = self._resource
-        manager = self._auth.manager
-        if (
-            request.url is None
-            or request.method is None
-            or request.headers.get("Authorization") != resource.tokens.authorization
-            or not self._auth._applies(request.url)
-        ):
-            return response  # a hop that requests stripped, or the caller's own header
-        if (request.method, request.url) != (resource.method, resource.url):
-            # A redirect hop of the same origin, sent without a proof.
-            if response.status_code != 401 or not resource.retry_proof():
+        call = self._call
+        if call.settled(response.status_code) and not response.is_redirect:
+            return response  # the hot path: nothing to read
+        auth = self._auth
+        manager = auth.manager
+        dpop = manager.dpop is not None
+        # requests follows a redirect of the answer this hook returns with a copy of the
+        # request it sent: the one this answer is for, not a retry's copy.
+        base = response.request
+        while True:
+            request = response.request
+            if response.is_redirect:
+                if dpop:
+                    base.headers.pop("DPoP", None)  # the proof names this URL only
+                authorization = call.authorization
+                assert authorization is not None
+                _guard_redirect(auth, response, base, authorization)
                 return response
-            resource.retarget(request.method, request.url)
-            resource.learn(response.headers.get("DPoP-Nonce"))
-        else:
-            step = resource.step(
-                response.status_code,
-                _challenge_lines(response),
-                response.headers.get("DPoP-Nonce"),
-                manager.wants_refresh,
-            )
-            if step is Step.DONE:
+            if (
+                request.url is None
+                or request.method is None
+                or request.headers.get("Authorization") != call.authorization
+                or not auth._applies(request.url)
+            ):
+                return response  # a hop that requests stripped, or the caller's own header
+            nonce = response.headers.get("DPoP-Nonce")
+            if dpop and (request.method, request.url) != (call.method, call.url):
+                # A redirect hop of the same origin, sent without a proof.
+                attempt = call.hop(request.method, request.url, response.status_code, nonce)
+            else:
+                decision = call.answer(response.status_code, _challenge_lines(response), nonce)
+                if isinstance(decision, Rejected):
+                    decision = call.replaced(manager.handle_rejection(decision.tokens))
+                attempt = decision
+            if attempt is None:
                 return response
-            if step is Step.REFRESH:
-                replacement = manager.handle_rejection(resource.tokens)
-                if replacement is None:
-                    return response  # fresh tokens are rejected too: the caller's answer
-                resource.use(replacement)
-        # Read and release the answer so that the retry can reuse its connection.
-        _ = response.content
-        response.close()
-        _rewind(request, self._position, response.status_code)
-        retry = request.copy()
-        _sign(retry, resource)
-        retried = response.connection.send(retry, **kwargs)
-        retried.history.append(response)
-        retried.request = retry
-        return self(retried, **kwargs)
+            # Read and release the answer so that the retry can reuse its connection.
+            _ = response.content
+            response.close()
+            _rewind(request, self._position, response.status_code)
+            # Redirects of the retried answer are copied from ``base``: give it the new token
+            # too, or they would present the rejected one.
+            base.headers["Authorization"] = attempt.authorization
+            retry = request.copy()
+            _sign(retry, attempt, dpop)
+            retried = response.connection.send(retry, **kwargs)
+            retried.history.append(response)
+            retried.request = retry
+            response = retried
 
     def __repr__(self) -> str:
-        return f"_DPoPHook({self._resource.method} {self._resource.url})"
+        return f"_CallHook({self._call!r})"
 
 
 def _guard_redirect(
@@ -272,13 +214,12 @@ def _redirect_target(response: requests.Response) -> str | None:
 _REDIRECTS = SessionRedirectMixin()
 
 
-def _sign(request: requests.PreparedRequest, resource: ResourceRequest) -> None:
-    authorization, proof = resource.headers()
-    request.headers["Authorization"] = authorization
-    if proof is None:
-        request.headers.pop("DPoP", None)
-    else:
-        request.headers["DPoP"] = proof
+def _sign(request: requests.PreparedRequest, attempt: Attempt, dpop: bool) -> None:
+    request.headers["Authorization"] = attempt.authorization
+    if attempt.proof is not None:
+        request.headers["DPoP"] = attempt.proof
+    elif dpop:
+        request.headers.pop("DPoP", None)  # a token issued as Bearer: no proof
 
 
 def _challenge_lines(response: requests.Response) -> list[str] | str | None:

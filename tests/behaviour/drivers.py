@@ -116,13 +116,21 @@ class _SyncDriver(Driver):
             return list(pool.map(lambda _: one(), range(n)))
 
 
+# A storm's requests queue for the pool's few connections; on a loaded machine that queue
+# outlasts httpx's default 5 s pool timeout, which says nothing about the auth under test.
+# Each request still has its own connect/read deadline.
+STORM_TIMEOUT = httpx.Timeout(10.0, pool=None)
+
+
 class HttpxSyncDriver(_SyncDriver):
     kind = "httpx-sync"
 
     def __init__(self, auth: freshtoken.httpx.TokenAuth) -> None:
         self.auth = auth
         limits = httpx.Limits(max_connections=SYNC_STORM_THREADS)
-        self.client = httpx.Client(auth=auth, follow_redirects=True, limits=limits)
+        self.client = httpx.Client(
+            auth=auth, follow_redirects=True, limits=limits, timeout=STORM_TIMEOUT
+        )
 
     def request(self, method: str, url: str, **body: Any) -> Reply:
         response = self.client.request(method, url, **body)
@@ -239,7 +247,9 @@ class HttpxAsyncDriver(_AsyncDriver):
         # A storm's tasks all reach the auth at once; the requests then share a few
         # connections, which httpx's pool serves much faster than a hundred new ones.
         limits = httpx.Limits(max_connections=16)
-        self.client = httpx.AsyncClient(auth=self.auth, follow_redirects=True, limits=limits)
+        self.client = httpx.AsyncClient(
+            auth=self.auth, follow_redirects=True, limits=limits, timeout=STORM_TIMEOUT
+        )
 
     async def _arequest(self, method: str, url: str, body: dict[str, Any]) -> Reply:
         if "stream" in body:

@@ -97,12 +97,14 @@ def test_an_api_that_rejects_every_token_gets_the_401_back_not_a_refresh_per_req
 ) -> None:
     """Every token rejected (a wrong audience, say): the first request refreshes once and
     retries once; then fresh tokens are known to be rejected too, and the 401 goes back to
-    the caller untouched while the rejection backoff runs."""
+    the caller untouched while the rejection backoff runs. The first request's second 401 is
+    a rejection of the current token, so the manager decides it too: passed back, like the
+    eleven after it."""
     client = env.driver()
     env.server.fail_api(10_000)
     statuses = [client.get(env.url("/api/me"))[0] for _ in range(12)]
     assert statuses == [401] * 12
     assert env.stats()["refreshes"] == 1
-    assert env.manager.stats.snapshot()["passed_rejections"] == 11
+    assert env.manager.stats.snapshot()["passed_rejections"] == 12
     env.server.clear_faults()
     assert client.get(env.url("/api/me"))[0] == 200  # the tokens themselves were fine

@@ -100,6 +100,39 @@ def test_401_for_an_older_token_retries_without_refreshing(
     assert isinstance(state, ServerState)
 
 
+def test_a_retry_whose_token_was_replaced_in_flight_goes_again_with_the_newest(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry's token is rejected after it was replaced (the retry waited in a pool until
+    its token expired, and a newer one landed meanwhile): a third send with the newest token,
+    with no refresh for it. The 401 never reaches the caller."""
+    first = env.manager.get_tokens()
+    newer = env.login()  # what lands while the retry is in flight
+    state = env.server.state
+    authenticate = state.authenticate
+    presented: list[str] = []
+
+    def expired_in_the_pool(token: str, required_scope: str | None) -> object:
+        presented.append(token)
+        if token not in (first.access_token, newer.access_token):  # the refresh's token
+            env.manager.set_tokens(newer)
+            state.fail_api(1)
+        return authenticate(token, required_scope)
+
+    monkeypatch.setattr(state, "authenticate", expired_in_the_pool)
+    env.server.fail_api(1)  # the first attempt's token is rejected: one refresh
+    status, body = env.driver().get(env.url("/api/echo"))
+    assert status == 200
+    assert body["has_authorization"] is True
+    assert len(presented) == 3
+    assert presented[0] == first.access_token
+    assert presented[2] == newer.access_token
+    assert env.stats()["unauthorized_401"] == 2
+    assert env.stats()["refreshes"] == 1
+    assert env.manager.stats.snapshot()["refreshes"] == 1
+    assert env.manager.stats.snapshot()["retries"] == 2
+
+
 def test_403_insufficient_scope_is_not_refreshed(env: Env) -> None:
     """A 403 insufficient_scope is the caller's answer: no refresh, no retry."""
     status, body = env.driver().get(env.url("/api/admin"))

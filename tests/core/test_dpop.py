@@ -1,5 +1,6 @@
-"""DPoP's pieces without a network: keys, proofs, nonces, the per-request decisions, the
-token endpoint exchange stepped by hand, key binding in the manager, and hostile answers."""
+"""DPoP's pieces without a network: keys, proofs, nonces, the challenges that reject a
+token, the token endpoint exchange stepped by hand, key binding in the manager, and hostile
+answers. (What each answer to a resource request leads to: tests/core/test_resource.py.)"""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from freshtoken._core.policy import wants_refresh
 from freshtoken._oauth.dpop import (
     DPoP,
     Nonces,
-    Step,
     access_token_hash,
     nonce_demanded,
     origin_key,
@@ -189,53 +189,11 @@ def test_nonces_are_per_origin() -> None:
     assert nonces.get(origin_key("http://a.example/")) is None
 
 
-# -- what each answer leads to --------------------------------------------------------------
-
-NONCE_401 = 'DPoP error="use_dpop_nonce", error_description="new nonce"'
-EXPIRED_401 = 'DPoP error="invalid_token"'
-
-
-def _resource(dpop: DPoP) -> Any:
-    tokens = TokenSet("at", token_type="DPoP", dpop_key=DPoPKey.generate())
-    return dpop.resource_request("GET", "https://api.example/x", tokens, lambda: 1000.0)
+# -- which challenges reject the token ---------------------------------------------------------
 
 
 def _refreshes(status: int, lines: Any) -> bool:
     return wants_refresh(status, lines, (401,), ("bearer", "dpop"))
-
-
-def test_a_nonce_demand_is_retried_once_and_never_refreshes() -> None:
-    """use_dpop_nonce with a new nonce: one retry carrying it; again: the 401 is the answer."""
-    dpop = DPoP("ES256")
-    resource = _resource(dpop)
-    resource.headers()
-    assert resource.step(401, NONCE_401, "n1", _refreshes) is Step.NONCE
-    _, proof = resource.headers()
-    assert proof is not None
-    assert _verified(proof)[1]["nonce"] == "n1"
-    assert resource.step(401, NONCE_401, "n2", _refreshes) is Step.DONE
-
-
-def test_a_nonce_demand_without_a_new_nonce_is_not_retried() -> None:
-    """The same nonce again, a hostile one, or none: nothing to retry with."""
-    for given in (None, "bad nonce", "x" * 600):
-        assert _resource(DPoP("ES256")).step(401, NONCE_401, given, _refreshes) is Step.DONE
-
-
-def test_a_rejected_token_is_refreshed_once_even_after_a_nonce_retry() -> None:
-    """invalid_token after a nonce retry: one refresh; a second invalid_token: the answer."""
-    resource = _resource(DPoP("ES256"))
-    resource.headers()
-    assert resource.step(401, NONCE_401, "n1", _refreshes) is Step.NONCE
-    assert resource.step(401, EXPIRED_401, None, _refreshes) is Step.REFRESH
-    assert resource.step(401, EXPIRED_401, None, _refreshes) is Step.DONE
-
-
-def test_a_bearer_token_in_a_dpop_manager_goes_without_a_proof() -> None:
-    """A server that answered Bearer despite the proof gets a Bearer request."""
-    tokens = TokenSet("at", dpop_key=DPoPKey.generate())
-    resource = DPoP("ES256").resource_request("GET", "https://a.example/", tokens, time.time)
-    assert resource.headers() == ("Bearer at", None)
 
 
 @pytest.mark.parametrize(

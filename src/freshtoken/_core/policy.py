@@ -6,8 +6,10 @@ Rules (the manager and every integration follow them; nothing else decides):
   refresh is due but the token still works), EXPIRED after. The refresh falls due at the
   server's ``refresh_in`` hint when given, else ``window`` seconds before expiry, where the
   window is the smaller of ``leeway`` and ``window_fraction`` of the lifetime (so short-lived
-  tokens are not refreshed on every request). A token of unknown expiry is always FRESH: only a
-  401 can tell. ``RefreshPolicy.schedule`` computes the two instants once per token set.
+  tokens are not refreshed on every request), widened to at least ``REFRESH_HEADROOM`` times
+  the observed refresh duration (at most half the lifetime) so that the refresh lands in time.
+  A token of unknown expiry is always FRESH: only a 401 can tell. ``RefreshPolicy.schedule``
+  computes the two instants once per token set.
 * Floor. One credential refreshes at most once per ``min_interval`` seconds (monotonic), so
   that ``expires_in: 0``, ``refresh_in: 0`` or a server whose fresh tokens an API rejects
   cannot turn every request into a token request (see ``_credential``).
@@ -69,6 +71,8 @@ __all__ = [
     "wants_refresh",
 ]
 
+REFRESH_HEADROOM = 3.0  # a refresh falls due at least this many refresh durations early
+
 PERMANENT_ERRORS = frozenset(
     {"invalid_grant", "invalid_client", "unauthorized_client", "unsupported_grant_type"}
 )
@@ -83,11 +87,17 @@ class Freshness(enum.Enum):
 @dataclasses.dataclass(frozen=True, slots=True)
 class RefreshPolicy:
     """When to refresh: ``leeway`` seconds before expiry at most, ``window_fraction`` of the
-    token's lifetime at most, and never more often than once per ``min_interval`` seconds."""
+    token's lifetime at most, and never more often than once per ``min_interval`` seconds.
+
+    ``refresh_duration`` is how long refreshes of this credential have been taking (the
+    manager observes it): the refresh falls due at least ``REFRESH_HEADROOM`` times that
+    before expiry, at most half the lifetime before, so that it lands before the token
+    expires."""
 
     leeway: float = 30.0
     window_fraction: float = 0.25
     min_interval: float = 1.0
+    refresh_duration: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.leeway) and self.leeway >= 0):
@@ -96,6 +106,8 @@ class RefreshPolicy:
             raise ValueError("window_fraction must be in [0, 1)")
         if not (math.isfinite(self.min_interval) and self.min_interval >= 0):
             raise ValueError("min_interval must be a finite number of seconds >= 0")
+        if not (math.isfinite(self.refresh_duration) and self.refresh_duration >= 0):
+            raise ValueError("refresh_duration must be a finite number of seconds >= 0")
 
     def refresh_due_at(self, tokens: TokenSet) -> float | None:
         if tokens.expires_at is None:
@@ -104,6 +116,9 @@ class RefreshPolicy:
         lifetime = tokens.lifetime
         if lifetime is not None:
             window = min(window, self.window_fraction * lifetime)
+            if self.refresh_duration > 0:
+                headroom = min(REFRESH_HEADROOM * self.refresh_duration, lifetime / 2)
+                window = max(window, headroom)
         due = tokens.expires_at - window
         if tokens.refresh_at is not None:
             due = min(due, tokens.refresh_at)

@@ -16,15 +16,14 @@ What the pieces do:
   resource servers alike), refusing values that are not RFC 9449 nonces.
 * [`DPoP`][] is a manager's DPoP configuration: the key policy and the nonce cache.
   [`DPoP.token_request()`][DPoP.token_request] is the token endpoint exchange (sign, send, on
-  ``use_dpop_nonce`` sign again with the new nonce, once) as a sans-I/O generator, and
-  [`ResourceRequest`][] decides, response by response, what a resource request does next:
-  nothing, a retry with the server's new nonce (once), or a token refresh (once).
+  ``use_dpop_nonce`` sign again with the new nonce, once) as a sans-I/O generator. What a
+  resource request sends and how it answers a nonce demand is the request's ``ResourceCall``
+  (``freshtoken/_engine/resource.py``), for Bearer and DPoP alike.
 """
 
 from __future__ import annotations
 
 import base64
-import enum
 import functools
 import hashlib
 import json
@@ -50,8 +49,6 @@ __all__ = [
     "DPoPAlgorithm",
     "DPoPKey",
     "Nonces",
-    "ResourceRequest",
-    "Step",
     "access_token_hash",
     "nonce_demanded",
     "target_uri",
@@ -420,119 +417,6 @@ class DPoP:
                 return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def resource_request(
-        self, method: str, url: str, tokens: TokenSet, clock: Callable[[], float]
-    ) -> ResourceRequest:
-        """The decisions of one request to a resource server (see [`ResourceRequest`][])."""
-        return ResourceRequest(self, method, url, tokens, clock)
-
     def __repr__(self) -> str:
         key = self.key if self.key is not None else f"stored or new {self.algorithm}"
         return f"DPoP({key}, {self.nonces!r})"
-
-
-# -- one resource request -------------------------------------------------------------------
-
-
-class Step(enum.Enum):
-    DONE = "done"  # hand the response to the caller
-    NONCE = "nonce"  # send again with a new proof carrying the server's new nonce
-    REFRESH = "refresh"  # the token was rejected: ask the manager, then send again
-
-
-class ResourceRequest:
-    """What one request to a resource server sends, and what each answer leads to.
-
-    At most one retry with a new proof (RFC 9449 section 9: a 401 ``use_dpop_nonce`` with a
-    new ``DPoP-Nonce``; or a redirect hop that got the first request's proof) and at most one
-    for the token: a server that demands a new nonce every time gets one retry, then its 401
-    goes to the caller; a nonce never causes a refresh.
-    """
-
-    __slots__ = (
-        "_ath",
-        "_clock",
-        "_dpop",
-        "_origin",
-        "_proof_retried",
-        "_sent_nonce",
-        "_token_retried",
-        "method",
-        "tokens",
-        "url",
-    )
-
-    def __init__(
-        self,
-        dpop: DPoP,
-        method: str,
-        url: str,
-        tokens: TokenSet,
-        clock: Callable[[], float],
-    ) -> None:
-        self._dpop = dpop
-        self.method = method
-        self.url = url
-        self._origin = origin_key(url)
-        self._clock = clock
-        self._proof_retried = False
-        self._sent_nonce: str | None = None
-        self._token_retried = False
-        self._ath: str | None = None
-        self.tokens = tokens
-
-    def headers(self) -> tuple[str, str | None]:
-        """``(Authorization, DPoP)`` for the next attempt: a new proof each time, none for a
-        token the server issued as a Bearer token."""
-        tokens = self.tokens
-        key = tokens.dpop_key
-        if key is None or tokens.token_type.lower() != "dpop":
-            return tokens.authorization, None
-        if self._ath is None:
-            self._ath = access_token_hash(tokens.access_token)
-        self._sent_nonce = nonce = self._dpop.nonces.get(self._origin)
-        proof = key.proof(self.method, self.url, now=self._clock(), nonce=nonce, ath=self._ath)
-        return tokens.authorization, proof
-
-    def step(
-        self,
-        status: int,
-        www_authenticate: HeaderValues,
-        nonce: str | None,
-        wants_refresh: Callable[[int, HeaderValues], bool],
-    ) -> Step:
-        """What to do about an answer: its status, its challenges, its ``DPoP-Nonce``."""
-        given = self.learn(nonce)
-        if status < 400:
-            return Step.DONE
-        if nonce_demanded(status, www_authenticate):
-            # Another nonce than the proof carried (a concurrent request may have taught it
-            # to the cache already): one retry with it. The same one again: no use retrying.
-            new_nonce = given is not None and given != self._sent_nonce
-            return Step.NONCE if new_nonce and self.retry_proof() else Step.DONE
-        if not self._token_retried and wants_refresh(status, www_authenticate):
-            self._token_retried = True
-            return Step.REFRESH
-        return Step.DONE
-
-    def learn(self, nonce: str | None) -> str | None:
-        """Remember an answer's ``DPoP-Nonce``; the nonce, or None if it is not usable."""
-        return self._dpop.nonces.learn(self._origin, nonce)
-
-    def retry_proof(self) -> bool:
-        """May the request go again with a new proof (a nonce, a redirect hop)? Once only."""
-        if self._proof_retried:
-            return False
-        self._proof_retried = True
-        return True
-
-    def retarget(self, method: str, url: str) -> None:
-        """Sign for another request from now on: a redirect hop the library followed."""
-        self.method = method
-        self.url = url
-        self._origin = origin_key(url)
-
-    def use(self, tokens: TokenSet) -> None:
-        """Send ``tokens`` from now on (the manager's answer to a rejection)."""
-        self.tokens = tokens
-        self._ath = None

@@ -7,8 +7,8 @@ and return their result. [`drive()`][drive] and [`adrive()`][adrive] are their o
 flow as [`LoginFailed`][freshtoken.LoginFailed] (``cannot reach https://host/path: connection
 refused``), so that a flow may decide to try again.
 
-Each request goes through a client of its own and follows no redirect: credentials stay with
-the URL they were meant for.
+Each request goes through a client of its own (on the flight host: the host's kept-alive
+client) and follows no redirect: credentials stay with the URL they were meant for.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import anyio
 import httpx
 
 from .._core.policy import LARGEST_ANSWER
+from .._engine import connections
 from ..errors import LoginFailed
 
 __all__ = [
@@ -94,16 +95,29 @@ async def asend(
     url = str(request.url)
     try:
         with anyio.fail_after(ANSWER_DEADLINE):
-            async with httpx.AsyncClient(
-                verify=ssl_context(verify),
-                timeout=timeout or DEFAULT_TIMEOUT,
-                follow_redirects=False,
-            ) as client:
+            if connections.shared():
+                # On the flight host: its kept-alive client for this TLS configuration.
+                request.extensions = {
+                    **request.extensions,
+                    "timeout": httpx.Timeout(timeout or DEFAULT_TIMEOUT).as_dict(),
+                }
+                client = connections.client_for(ssl_context(verify))
                 response = await client.send(request, stream=True)
                 try:
                     body = await _read_capped(response, url)
                 finally:
                     await response.aclose()
+            else:
+                async with httpx.AsyncClient(
+                    verify=ssl_context(verify),
+                    timeout=timeout or DEFAULT_TIMEOUT,
+                    follow_redirects=False,
+                ) as own_client:
+                    response = await own_client.send(request, stream=True)
+                    try:
+                        body = await _read_capped(response, url)
+                    finally:
+                        await response.aclose()
     except TimeoutError:
         raise LoginFailed(
             "timeout", f"no complete answer from {_without_query(url)} in {ANSWER_DEADLINE:g} s"
