@@ -42,6 +42,7 @@ from .._core.clock import Clock, system_clock
 from .._core.policy import RetryPolicy
 from .._core.tokens import TokenResponseError, TokenSet
 from .._engine.manager import TokenManager
+from .._engine.resource import Attempt, Rejected
 from .._logins.authorization import AuthorizationRequest
 from .._oauth.client_auth import ClientAuth
 from .._oauth.discovery import ServerMetadata, adiscover
@@ -836,31 +837,48 @@ class BFF:
             except ConnectionAbortedError:
                 return  # the browser went away before sending its body: nobody to answer
         method = scope["method"]
-        response = await self._send_upstream(method, target, headers, tokens, (body, rest))
-        if response is None:
-            await _json(send, 502, {"error": "bad_gateway"})
-            return
-        if self._rejected(manager, response):
-            replacement = None
-            try:
-                # Past refresh_wait the API's own 401 goes back: the refresh goes on, and
-                # the browser's next call finds its tokens.
-                with anyio.move_on_after(self.refresh_wait):
-                    replacement = await manager.ahandle_rejection(tokens)
-            except SessionExpired:
-                response.close()
-                await self._login_required(send, handle)
+        # The auth decisions are the manager's ResourceCall, as in every client integration:
+        # a rejected token is refreshed (or its newer successor taken) and the call sent again,
+        # at most MOST_SENDS tokens in all.
+        call = manager.call(method, target)
+        attempt: Attempt | None = call.first(tokens)
+        content: tuple[bytes | None, AsyncIterator[bytes] | None] = (body, rest)
+        while True:
+            assert attempt is not None
+            response = await self._send_upstream(method, target, headers, attempt, content)
+            if response is None:
+                await _json(send, 502, {"error": "bad_gateway"})
                 return
-            except (RefreshFailed, StoreError):
-                pass  # the API's own 401 tells the browser enough
-            if replacement is not None and rest is None:
-                response.release()
-                response = await self._send_upstream(
-                    method, target, headers, replacement, (body, None)
-                )
-                if response is None:
-                    await _json(send, 502, {"error": "bad_gateway"})
+            if call.settled(response.status):
+                break  # the hot path: nothing to read
+            answer_headers = response.headers
+            decision = call.answer(
+                response.status,
+                answer_headers.getall("WWW-Authenticate", []),
+                answer_headers.get("DPoP-Nonce"),
+            )
+            if not isinstance(decision, Rejected):
+                attempt = decision
+            else:
+                replacement = None
+                try:
+                    # Past refresh_wait the API's own 401 goes back: the refresh goes on,
+                    # and the browser's next call finds its tokens.
+                    with anyio.move_on_after(self.refresh_wait):
+                        replacement = await manager.ahandle_rejection(decision.tokens)
+                except SessionExpired:
+                    response.close()
+                    await self._login_required(send, handle)
                     return
+                except (RefreshFailed, StoreError):
+                    pass  # the API's own 401 tells the browser enough
+                attempt = call.replaced(replacement)
+            # A body streamed through cannot be sent again: its 401 goes back to the browser
+            # (after the refresh above, so that its next call succeeds).
+            if attempt is None or rest is not None:
+                break
+            response.release()
+            content = (body, None)
         await _stream(send, response, slot)
 
     async def _send_upstream(
@@ -868,14 +886,16 @@ class BFF:
         method: str,
         url: str,
         headers: list[tuple[str, str]],
-        tokens: TokenSet,
+        attempt: Attempt,
         body: tuple[bytes | None, AsyncIterator[bytes] | None],
     ) -> aiohttp.ClientResponse | None:
         first, rest = body
         content: bytes | AsyncIterator[bytes] | None = first
         if rest is not None and first is not None:
             content = chained(first, rest)
-        authorized = [*headers, ("authorization", tokens.authorization)]
+        authorized = [*headers, ("authorization", attempt.authorization)]
+        if attempt.proof is not None:
+            authorized.append(("dpop", attempt.proof))
         try:
             return await self._upstream.send(method, url, authorized, content)
         except (*UPSTREAM_ERRORS, ConnectionAbortedError) as error:
@@ -889,12 +909,6 @@ class BFF:
         response = await self._shared.handle_async_request(request)
         response.request = request
         return response
-
-    @staticmethod
-    def _rejected(manager: TokenManager, response: aiohttp.ClientResponse) -> bool:
-        return response.status in manager.refresh_statuses and manager.wants_refresh(
-            response.status, response.headers.getall("WWW-Authenticate", [])
-        )
 
     # -- answers --------------------------------------------------------------------------
 
