@@ -24,6 +24,8 @@ of its own ([`SessionStore.token_store()`][SessionStore.token_store]) that a
 from __future__ import annotations
 
 import abc
+import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -35,7 +37,7 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -64,7 +66,6 @@ __all__ = [
 logger = logging.getLogger("freshtoken.bff")
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
-_LOCK_STRIPES = 256
 
 
 class UnreadableSession(StoreError):
@@ -178,7 +179,10 @@ class MemorySessionStore(SessionStore):
         self._id = next(_memory_ids)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._mutex = threading.Lock()  # request handlers and refresh threads both come here
-        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        # One refresh lock per session that has a refresh in progress or waiting, made on
+        # demand and dropped when released with nobody waiting: an idle session costs none,
+        # and no session ever waits on another's refresh.
+        self._locks: dict[str, _RefreshLock] = {}
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -231,19 +235,91 @@ class MemorySessionStore(SessionStore):
     def _entry(self, handle: str) -> _Entry | None:
         return self._entries.get(handle)
 
-    def _lock_for(self, handle: str) -> threading.Lock:
-        return self._locks[int(handle[:8], 16) % _LOCK_STRIPES]
+    def _acquire(self, handle: str) -> _Waiter | None:
+        """Take ``handle``'s refresh lock now (None), or queue for it (the waiter)."""
+        with self._mutex:
+            lock = self._locks.get(handle)
+            if lock is None:
+                self._locks[handle] = _RefreshLock()
+                return None
+            waiter = _Waiter()
+            lock.waiters.append(waiter)
+            return waiter
+
+    def _release(self, handle: str) -> None:
+        """Hand ``handle``'s lock to its first waiter still waiting, or drop it."""
+        with self._mutex:
+            lock = self._locks[handle]
+            while lock.waiters:
+                if lock.waiters.popleft().grant():
+                    return
+            del self._locks[handle]
+
+    def _abandon(self, handle: str, waiter: _Waiter) -> bool:
+        """A waiter gives up; True if the lock was handed to it meanwhile (it holds it now,
+        and must release it)."""
+        with self._mutex:
+            if waiter.granted:
+                return True
+            waiter.abandoned = True
+            lock = self._locks.get(handle)
+            if lock is not None:
+                with contextlib.suppress(ValueError):
+                    lock.waiters.remove(waiter)
+            return False
+
+    @property
+    def refresh_locks(self) -> int:
+        """Sessions whose refresh lock exists now (held, or waited for)."""
+        return len(self._locks)
 
     def __repr__(self) -> str:
         return f"MemorySessionStore(sessions={len(self._entries)}, max={self.max_sessions})"
 
 
+class _RefreshLock:
+    """A session's refresh lock while it is held: the callers queued for it, first come first
+    served. Guarded by the store's mutex."""
+
+    __slots__ = ("waiters",)
+
+    def __init__(self) -> None:
+        self.waiters: collections.deque[_Waiter] = collections.deque()
+
+
+class _Waiter:
+    """One caller queued for a refresh lock, from a thread or an event loop. The lock is
+    handed over (``grant``) under the store's mutex, so a waiter that gives up at the same
+    moment either gets it (and releases it) or is skipped, never both."""
+
+    __slots__ = ("_wake", "abandoned", "event", "granted")
+
+    def __init__(self) -> None:
+        self.granted = False
+        self.abandoned = False
+        self.event = threading.Event()
+        self._wake: Callable[[], None] | None = None
+
+    def on_grant(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def grant(self) -> bool:
+        if self.abandoned:
+            return False
+        self.granted = True
+        self.event.set()
+        if self._wake is not None:
+            # RuntimeError: the waiter's loop closed; it abandons (and releases) on its side.
+            with contextlib.suppress(RuntimeError):
+                self._wake()
+        return True
+
+
 class _MemoryTokens(TokenStore):
     """One in-memory session's tokens, seen as a TokenStore (a view on its entry).
 
-    The refresh lock is one of a few hundred shared stripes: exclusive for this session (the
-    contract), at no cost per session; a flight holds one lock at a time, so stripes shared
-    by two sessions cannot deadlock, at worst they queue.
+    The refresh lock is the session's own, made while a refresh holds or awaits it: a
+    refresh that hangs, or a caller queued behind it, keeps no other session waiting.
     """
 
     loads_in_memory = True
@@ -288,13 +364,18 @@ class _MemoryTokens(TokenStore):
 
     @contextlib.contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
-        lock = self._sessions._lock_for(self._handle)
-        if not lock.acquire(timeout=max(timeout, 0.0)):
-            raise LockTimeout(f"{self!r}: the refresh lock was not released within {timeout:g} s")
+        sessions, handle = self._sessions, self._handle
+        waiter = sessions._acquire(handle)
+        if (
+            waiter is not None
+            and not waiter.event.wait(max(timeout, 0.0))
+            and not sessions._abandon(handle, waiter)
+        ):
+            raise self._timed_out(timeout)
         try:
             yield
         finally:
-            lock.release()
+            sessions._release(handle)
 
     async def aload(self) -> StoredTokens | None:
         return self.load()
@@ -307,16 +388,42 @@ class _MemoryTokens(TokenStore):
 
     @contextlib.asynccontextmanager
     async def alock(self, timeout: float) -> AsyncIterator[None]:
-        context = self.lock(0.0)
-        try:
-            context.__enter__()
-        except LockTimeout:
-            context = self.lock(timeout)
-            await anyio.to_thread.run_sync(context.__enter__)
+        sessions, handle = self._sessions, self._handle
+        waiter = sessions._acquire(handle)
+        if waiter is not None:
+            await self._await_grant(waiter, timeout)
         try:
             yield
         finally:
-            context.__exit__(None, None, None)
+            sessions._release(handle)
+
+    async def _await_grant(self, waiter: _Waiter, timeout: float) -> None:
+        """Wait for the lock to be handed to ``waiter``, on this task's loop (no thread)."""
+        sessions, handle = self._sessions, self._handle
+        try:
+            if sniffio.current_async_library() == "asyncio":
+                loop = asyncio.get_running_loop()
+                woken = loop.create_future()
+
+                def wake() -> None:
+                    loop.call_soon_threadsafe(_resolve, woken)
+
+                waiter.on_grant(wake)
+                if not waiter.granted:  # granted before the wake was set: nothing to await
+                    with anyio.move_on_after(max(timeout, 0.0)):
+                        await woken
+            else:
+                await anyio.to_thread.run_sync(waiter.event.wait, max(timeout, 0.0))
+        except BaseException:
+            # Cancelled: a lock handed over meanwhile goes on to the next in the queue.
+            if sessions._abandon(handle, waiter):
+                sessions._release(handle)
+            raise
+        if not waiter.granted and not sessions._abandon(handle, waiter):
+            raise self._timed_out(timeout)
+
+    def _timed_out(self, timeout: float) -> LockTimeout:
+        return LockTimeout(f"{self!r}: the refresh lock was not released within {timeout:g} s")
 
     def __repr__(self) -> str:
         return f"session tokens (memory, session {self._handle[:8]}...)"
@@ -606,6 +713,11 @@ class RedisSessionStore(SessionStore):
 
     def __repr__(self) -> str:
         return f"RedisSessionStore(prefix={self.prefix!r})"
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _ms(seconds: float) -> int:
