@@ -46,7 +46,7 @@ from .._engine.resource import Attempt, Rejected
 from .._logins.authorization import AuthorizationRequest
 from .._oauth.client_auth import ClientAuth
 from .._oauth.discovery import ServerMetadata, adiscover
-from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
+from ..errors import AuthError, LoginFailed, SessionExpired, StoreError
 from ..refreshers import OAuth2Refresher, Refresher
 from ..stores._sealing import _raw_key
 from ._keys import KeyRing
@@ -807,7 +807,7 @@ class BFF:
         except (SessionExpired, UnreadableSession):
             await self._login_required(send, handle)
             return None
-        except (RefreshFailed, StoreError) as error:
+        except AuthError as error:  # RefreshFailed, StoreError, DPoPError...: never a 500
             await self._unavailable(send, error)
             return None
         await self._still_refreshing(send)
@@ -870,7 +870,7 @@ class BFF:
                     response.close()
                     await self._login_required(send, handle)
                     return
-                except (RefreshFailed, StoreError):
+                except AuthError:  # RefreshFailed, StoreError, DPoPError...
                     pass  # the API's own 401 tells the browser enough
                 attempt = call.replaced(replacement)
             # A body streamed through cannot be sent again: its 401 goes back to the browser
