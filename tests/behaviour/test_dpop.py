@@ -119,9 +119,8 @@ def test_a_token_endpoint_demanding_a_new_nonce_every_time_fails_clearly(env: En
     )
     with pytest.raises(expected) as caught:
         env.driver().get(env.url("/api/me"))
-    assert caught.value.error == (
-        "temporarily_unavailable" if env.kind == "bff" else "use_dpop_nonce"
-    )
+    reason = "temporarily_unavailable" if env.kind == "bff" else "use_dpop_nonce"
+    assert getattr(caught.value, "error", None) == reason
     assert env.stats()["token_requests"] == 2
     assert env.manager.store.load() == before
 
