@@ -825,6 +825,8 @@ class BFF:
     ) -> None:
         handle = slot.handle
         manager = self.manager(handle)
+        # refresh_wait bounds the call's waits for refreshes, all together.
+        deadline = anyio.current_time() + self.refresh_wait
         tokens = manager.cached_tokens() or await self._tokens(manager, handle, send)
         if tokens is None:
             return
@@ -861,17 +863,26 @@ class BFF:
                 attempt = decision
             else:
                 replacement = None
+                unavailable: AuthError | None = None
                 try:
-                    # Past refresh_wait the API's own 401 goes back: the refresh goes on,
-                    # and the browser's next call finds its tokens.
-                    with anyio.move_on_after(self.refresh_wait):
+                    with anyio.move_on_at(deadline) as waited:
                         replacement = await manager.ahandle_rejection(decision.tokens)
                 except SessionExpired:
                     response.close()
                     await self._login_required(send, handle)
                     return
-                except AuthError:  # RefreshFailed, StoreError, DPoPError...
-                    pass  # the API's own 401 tells the browser enough
+                except AuthError as error:  # RefreshFailed, StoreError, DPoPError...
+                    unavailable = error
+                if unavailable is not None or waited.cancelled_caught:
+                    # The token was rejected and no new one can be had now (the provider is
+                    # down, or slower than refresh_wait): come back later, not "log in
+                    # again", which an app may read the API's 401 as. The refresh goes on.
+                    response.close()
+                    if unavailable is not None:
+                        await self._unavailable(send, unavailable)
+                    else:
+                        await self._still_refreshing(send)
+                    return
                 attempt = call.replaced(replacement)
             # A body streamed through cannot be sent again: its 401 goes back to the browser
             # (after the refresh above, so that its next call succeeds).
@@ -934,9 +945,9 @@ class BFF:
     async def _unavailable(self, send: Send, error: Exception) -> None:
         logger.warning("bff: %s", error)
         retry_after = getattr(error, "retry_after", None)
-        headers = []
-        if isinstance(retry_after, (int, float)) and math.isfinite(retry_after):
-            headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+        if not isinstance(retry_after, (int, float)) or not math.isfinite(retry_after):
+            retry_after = 1  # come back soon: the browser's session is kept
+        headers = [(b"retry-after", str(max(1, math.ceil(retry_after))).encode())]
         await _json(send, 503, {"error": "temporarily_unavailable"}, headers)
 
     async def _still_refreshing(self, send: Send) -> None:
