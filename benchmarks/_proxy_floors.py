@@ -248,9 +248,7 @@ def main() -> None:
     kind, port, api = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if kind == "api":
         if server_settings()["loop"] == "uvloop":
-            import uvloop
-
-            uvloop.install()
+            importlib.import_module("uvloop").install()
         asyncio.run(_fixed_api(port))
         return
     if kind == "aiohttp-web":
