@@ -95,12 +95,14 @@ class HTTPXFlow:
 
     def _flow(self, request: Any, tokens: TokenSet) -> _Flow:
         manager = self.manager
-        call = manager.call(request.method, str(request.url))
+        call = manager.call(request.method, request.url)
         attempt: Attempt | None = call.first(tokens)
         stepped = False
         while attempt is not None:
             _authorize(request, attempt)
             response = yield request
+            if response.status_code != 403 and call.settled(response.status_code):
+                return  # the hot path: no header to read (a 403 may ask for a step-up)
             sent = response.request
             if sent.headers.get("Authorization") != attempt.authorization:
                 # httpx follows redirects inside the flow: a 401 from a hop that went out

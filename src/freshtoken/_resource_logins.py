@@ -420,7 +420,7 @@ def for_resource(
     expiry serves them all. The client registration is stored beside the tokens, keyed by
     authorization server. ``interactive=False`` never opens a browser: with no tokens (or a
     grant that ended) requests fail with [`SessionExpired`][freshtoken.SessionExpired].
-    ``manager_options`` go to the manager (``leeway=``, ``on_refresh=``...).
+    ``manager_options`` go to the manager (``policy=``, ``on_refresh=``...).
 
     Use it with any integration: ``httpx.Client(auth=freshtoken.httpx.TokenAuth(manager))``,
     or ``freshtoken.mcp.auth(url)`` for MCP clients.

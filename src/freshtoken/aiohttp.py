@@ -64,7 +64,12 @@ _cross_origin_redirect: contextvars.ContextVar[_Redirect | None] = contextvars.C
 
 
 class TokenMiddleware:
-    """Attach the manager's access token; on a rejection refresh once and retry once.
+    """Attach the manager's access token; on a rejection retry with a new one.
+
+    A rejection of the current token refreshes it; one of a token replaced while the request
+    was in flight is retried with the newest, without a refresh. A request carries at most
+    three tokens, never one twice ([`TokenManager.call()`][freshtoken.TokenManager.call]
+    decides, answer by answer).
 
     ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to, or
     ``scheme://host[:port]/path`` for that path and below it only; requests elsewhere are
@@ -116,7 +121,7 @@ class TokenMiddleware:
         manager = self.manager
         tokens = manager.cached_tokens() or await manager.aget_tokens()
         dpop = manager.dpop is not None
-        call = manager.call(request.method, str(request.url))
+        call = manager.call(request.method, request.url)
         attempt: Attempt | None = call.first(tokens)
         while attempt is not None:
             _sign(request, attempt, dpop)

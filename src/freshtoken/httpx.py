@@ -19,7 +19,12 @@ __all__ = ["ClientCredentialsAuth", "TokenAuth"]
 
 
 class TokenAuth(HTTPXFlow, httpx.Auth):
-    """Attach the manager's access token; on a rejection refresh once and retry once.
+    """Attach the manager's access token; on a rejection retry with a new one.
+
+    A rejection of the current token refreshes it; one of a token replaced while the request
+    was in flight is retried with the newest, without a refresh. A request carries at most
+    three tokens, never one twice ([`TokenManager.call()`][freshtoken.TokenManager.call]
+    decides, answer by answer).
 
     ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to, or
     ``scheme://host[:port]/path`` for that path and below it only; requests elsewhere are

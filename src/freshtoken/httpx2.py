@@ -27,7 +27,8 @@ __all__ = ["ClientCredentialsAuth", "TokenAuth"]
 
 
 class TokenAuth(HTTPXFlow, httpx2.Auth):
-    """Attach the manager's access token; on a rejection refresh once and retry once.
+    """Attach the manager's access token; on a rejection retry with a new one (at most three
+    tokens per request), exactly as [`freshtoken.httpx.TokenAuth`][] does.
 
     ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to, or
     ``scheme://host[:port]/path`` for that path and below it only; requests elsewhere are

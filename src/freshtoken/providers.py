@@ -103,6 +103,9 @@ class Provider:
         )
         return self._with_quirks(metadata)
 
+    def __hash__(self) -> int:  # equal providers share name and issuer
+        return hash((self.name, self.issuer, self.quirks))
+
     def replace(self, **changes: Any) -> Provider:
         """The same provider with other fields (``quirks=...``)."""
         return dataclasses.replace(self, **changes)

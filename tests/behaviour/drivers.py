@@ -33,7 +33,7 @@ import freshtoken.httpx
 import freshtoken.httpx2
 import freshtoken.requests
 
-__all__ = ["KINDS", "Driver", "Outcome", "Reply", "make_driver"]
+__all__ = ["KINDS", "BffDriver", "Driver", "Outcome", "Reply", "make_driver"]
 
 Reply: TypeAlias = tuple[int, Any]
 """The status and the JSON body (None when the body is not JSON)."""
@@ -49,9 +49,11 @@ KINDS = (
     "aiohttp",
     "httpx2-sync",
     "httpx2-async",
+    "bff",
 )
 """httpx-async runs on asyncio, httpx-trio is the same client on trio; httpx2 is httpx's
-successor (its own classes: freshtoken.httpx2)."""
+successor (its own classes: freshtoken.httpx2); bff sends each request through a BFF session
+(the browser's side: a cookie and the CSRF header)."""
 
 SYNC_STORM_THREADS = 64
 _T = TypeVar("_T")
@@ -311,6 +313,102 @@ class AiohttpDriver(_AsyncDriver):
         await self.session.close()
 
 
+# -- the BFF: the browser's side of a session whose tokens the manager under test keeps -----
+
+
+class BffDriver(_SyncDriver):
+    """Requests through a BFF's proxy, as a browser makes them: the session cookie and the
+    CSRF header, to the BFF's route for the target's origin (one BFF per origin, made on first
+    use, ``/api/`` routed to the origin's root). The session's manager is the test's, so what
+    the suite asserts of the manager and the store holds of the proxy too.
+
+    The BFF's own answers become what the library integrations raise: 401 login_required is
+    SessionExpired (the BFF does not tell the browser the provider's reason), 503
+    temporarily_unavailable is RefreshFailed, 502 bad_gateway an httpx.ConnectError.
+    """
+
+    kind = "bff"
+    PREFIX = "/api/"
+
+    def __init__(
+        self,
+        manager: freshtoken.TokenManager,
+        origins: Iterable[str] | None,
+        allow_insecure_http: bool,
+    ) -> None:
+        self.auth = self._manager = manager
+        self.origins = None if origins is None else list(origins)
+        self.allow_insecure_http = allow_insecure_http
+        self._deployments: dict[str, tuple[Any, str, str]] = {}
+        self._mutex = threading.Lock()
+        limits = httpx.Limits(max_connections=SYNC_STORM_THREADS)
+        self.http = httpx.Client(limits=limits, timeout=httpx.Timeout(10.0, pool=None))
+
+    def _deployment(self, origin: str) -> tuple[Any, str, str]:
+        """The BFF in front of ``origin``: (served app, its URL, the session's cookie)."""
+        from freshtoken.bff import BFF, ServedApp, handle_of, new_session_id
+
+        with self._mutex:
+            found = self._deployments.get(origin)
+            if found is not None:
+                return found
+            manager = self._manager
+            bff = BFF(
+                client_id="behaviour-suite",
+                secret_key="the behaviour suite's BFF passphrase",
+                refresher=manager.refresher,
+                routes={self.PREFIX: origin + "/"},
+                secure_cookies=False,
+                cookie_name="bff",
+                clock=manager.clock,
+                max_calls_per_session=SYNC_STORM_THREADS * 4,
+            )
+            served = ServedApp(bff).start()
+            session_id = new_session_id()
+            handle = handle_of(session_id)
+            now = manager.clock()
+            served.call(bff.sessions.create(handle, {}, now=now, idle=3600, absolute=7200))
+            bff._managers[handle] = manager  # the session's tokens are the manager's
+            found = (served, served.url, f"bff={session_id}")
+            self._deployments[origin] = found
+            return found
+
+    def request(self, method: str, url: str, **body: Any) -> Reply:
+        parts = httpx.URL(url)
+        origin = f"{parts.scheme}://{parts.netloc.decode('ascii')}"
+        _, base, cookie = self._deployment(origin)
+        target = base + self.PREFIX.rstrip("/") + parts.raw_path.decode("ascii")
+        if "data" in body:
+            body["data"] = dict(body["data"])
+        headers = {"X-CSRF": "1", "Cookie": cookie}
+        response = self.http.request(method, target, headers=headers, **body)
+        return self._reply(response.status_code, response.content, response.headers)
+
+    @staticmethod
+    def _reply(status: int, content: bytes, headers: httpx.Headers) -> Reply:
+        reply = _decode(status, content)
+        error = reply[1].get("error") if isinstance(reply[1], dict) else None
+        own = headers.get("cache-control") == "no-store"  # the BFF's own JSON answers
+        if own and status == 401 and error == "login_required":
+            raise freshtoken.SessionExpired("login_required", "the BFF ended the session")
+        if own and status == 503 and error == "temporarily_unavailable":
+            raise freshtoken.RefreshFailed("temporarily_unavailable", "the BFF answered 503")
+        if own and status == 502 and error == "bad_gateway":
+            raise httpx.ConnectError("the BFF could not reach the API")
+        return reply
+
+    def post_stream(self, url: str, chunks: Iterable[bytes]) -> Reply:
+        def stream() -> Iterator[bytes]:
+            yield from chunks
+
+        return self.request("POST", url, content=stream())
+
+    def close(self) -> None:
+        self.http.close()
+        for served, _, _ in self._deployments.values():
+            served.stop()
+
+
 def make_driver(
     kind: str,
     manager: freshtoken.TokenManager,
@@ -334,4 +432,6 @@ def make_driver(
         return RequestsDriver(freshtoken.requests.TokenAuth(manager, **options))
     if kind == "aiohttp":
         return AiohttpDriver(freshtoken.aiohttp.TokenMiddleware(manager, **options))
+    if kind == "bff":
+        return BffDriver(manager, origins, allow_insecure_http)
     raise ValueError(f"unknown integration {kind!r}; one of {KINDS}")

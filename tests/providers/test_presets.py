@@ -15,6 +15,7 @@ import freshtoken
 from freshtoken import Provider, Quirks, providers
 from freshtoken.bff import BFF
 from freshtoken.bff._command import ConfigError, load_config
+from freshtoken.profiles import settings_of
 from freshtoken.stores import FileStore
 
 from .conftest import BedFactory, preset_for
@@ -74,6 +75,8 @@ def test_quirks_settings_round_trip() -> None:
     assert Quirks().to_settings() == {}
     with pytest.raises(ValueError, match="unknown quirks"):
         Quirks.from_settings({"rotation": "yes"})
+    assert hash(quirks) == hash(Quirks.from_settings(quirks.to_settings()))
+    assert len({providers.google(), providers.google(), providers.auth0("x", audience="a")}) == 2
     with pytest.raises(ValueError, match="reused_refresh_token is one of"):
         Quirks(reused_refresh_token="maybe")  # type: ignore[arg-type]
 
@@ -165,7 +168,7 @@ def test_cli_login_with_a_provider_and_the_profile_remembers_it(
     profile = FileStore(store_path).load_profile()
     assert profile is not None
     assert profile.meta["provider"] == "microsoft"
-    refresher = freshtoken.profiles.settings_of(profile).rebuild()
+    refresher = settings_of(profile).rebuild()
     assert isinstance(refresher, freshtoken.OAuth2Refresher)
     assert refresher.quirks.refresh_sends_scope
     assert profile.tokens is not None

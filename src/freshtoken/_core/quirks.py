@@ -25,7 +25,9 @@ issuer can be given by hand:
 ``keep_alive``
     refresh before the refresh token's own lifetime ends (``refresh_expires_in``, Keycloak;
     ``refresh_token_expires_in``, GitHub Apps), so that a session used now and then does not
-    die of idleness between uses.
+    die of idleness between uses. The refresh falls due then and happens at the next call (no
+    timer runs per credential): a process that may make no call for longer than the refresh
+    token lives calls ``manager.get_tokens()`` on a timer of its own.
 ``offline_scope``
     the scope that makes the server issue a refresh token (``offline_access``), added to a
     login's scope.
@@ -68,6 +70,12 @@ class Quirks:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
             raise ValueError("authorization_params maps strings to strings")
         object.__setattr__(self, "authorization_params", dict(params))
+
+    def __hash__(self) -> int:  # a value: usable as a key, though it holds a mapping
+        values = (getattr(self, field.name) for field in dataclasses.fields(self))
+        return hash(
+            tuple(tuple(sorted(v.items())) if isinstance(v, Mapping) else v for v in values)
+        )
 
     def replace(self, **changes: Any) -> Quirks:
         return dataclasses.replace(self, **changes)

@@ -372,10 +372,11 @@ class TokenManager:
 
     # -- resource requests: one ResourceCall each (see _engine/resource.py) -------------------
 
-    def call(self, method: str, url: str) -> ResourceCall:
+    def call(self, method: str, url: object) -> ResourceCall:
         """The auth decisions of one request to ``method url``: what to send, and what each
         answer leads to (a retry with newer tokens, a new DPoP proof, or the caller's answer).
-        Every integration drives one per request; so may an HTTP client of your own."""
+        ``url`` is a str, or a URL object whose ``str()`` is one (read only for DPoP). Every
+        integration drives one per request; so may an HTTP client of your own."""
         return ResourceCall(method, url, self)
 
     # -- explicit control ---------------------------------------------------------------------

@@ -115,7 +115,7 @@ def load_config(path: Path) -> dict[str, Any]:
         if not document.get(required):
             raise ConfigError(f"{path}: {required} is required")
     if not {"issuer", "provider", "token_url"} & document.keys():
-        raise ConfigError(f"{path}: issuer (or provider) is required")
+        raise ConfigError(f"{path}: issuer is required (or a provider preset)")
     provider = document.get("provider")
     if provider is not None:
         document["provider"] = _provider(provider, path)

@@ -65,6 +65,12 @@ class ServedApp:
         return future.result(timeout)
 
     def stop(self) -> None:
+        """Stop serving; an app with an ``aclose()`` coroutine (a BFF) is closed on its loop
+        first, as its lifespan's shutdown would (no lifespan here: a test's wrapped app may
+        still be given exception handlers after the start)."""
+        close = getattr(self.app, "aclose", None)
+        if callable(close) and self._loop is not None and self._thread.is_alive():
+            self.call(close())
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout=10.0)
