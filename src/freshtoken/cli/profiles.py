@@ -25,7 +25,6 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 import time
 import webbrowser
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +36,7 @@ import httpx
 
 from .._core.policy import check_transport, oauth_error, origin_of
 from .._core.tokens import TokenResponseError, TokenSet
+from .._engine.host import flights_in_progress
 from .._logins import flows as logins
 from .._logins.flows import DevicePrompt, client_for
 from .._oauth.discovery import ServerMetadata, discover
@@ -266,7 +266,7 @@ def _guarded(command: Any, args: argparse.Namespace, prefix: str = "") -> int:
 def cancelled() -> str:
     """What Ctrl-C did. A refresh already sent goes on until its answer is saved (its rotated
     refresh token would be lost otherwise): the process ends then, or at a second Ctrl-C."""
-    if any(thread.name == "freshtoken-refresh" for thread in threading.enumerate()):
+    if flights_in_progress():
         return (
             "cancelled; finishing the refresh already sent so that its tokens are kept "
             "(Ctrl-C again abandons it)"
