@@ -3,6 +3,10 @@ second (hot sessions, and 100,000 sessions in turn), and two worker processes on
 (refreshes per session expiry).
 
     python benchmarks/bench_bff.py [--sessions 100000] [--seconds 5] [--concurrency 32]
+    python benchmarks/bench_bff.py --floors [--rounds 3] [--seconds 5]
+
+--floors measures the BFF against bare Python proxies (benchmarks/_proxy_floors.py) in the
+same run, and prints each one's rate and its ratio to the fastest.
 
 Everything runs on loopback: a redis-server, the reference server and a trivial upstream API
 in processes of their own, the BFF in this process (served by uvicorn from a thread), and
@@ -35,7 +39,8 @@ import redis
 from _support import server_process, stats
 
 from freshtoken import TokenSet
-from freshtoken.bff import BFF, MemorySessionStore, RedisSessionStore, ServedApp, SessionStore
+from freshtoken.bff import BFF, MemorySessionStore, RedisSessionStore, SessionStore
+from freshtoken.bff._serving import ServedApp
 
 SECRET = "the benchmark's passphrase, shared by every worker"
 HERE = Path(__file__).resolve()
@@ -435,8 +440,120 @@ def two_workers(redis_url: str, seconds: float, sessions: int) -> None:
     )
 
 
+FLOORS = HERE.parent / "_proxy_floors.py"
+
+
+@contextlib.contextmanager
+def floor_process(*args: str) -> Iterator[tuple[str, int]]:
+    """One of _proxy_floors.py's servers in a process of its own; yields its URL and pid once
+    it answers on its port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(FLOORS), args[0], str(port), *args[1:]],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # a subprocess's readiness: poll its port
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{args[0]} did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def floors(seconds: float, rounds: int, concurrency: int, sessions: int) -> None:
+    """The BFF against bare Python proxies, each in its own process, measured in turn in the
+    same run (rounds interleaved, so that a busy moment of the machine falls on all alike);
+    the median of each kind's rounds, and its ratio to the fastest bare proxy. Also the CPU
+    time each proxy process spent per call: on a machine others load too, calls per second
+    follow the scheduler, CPU per call much less."""
+    from _proxy_floors import KINDS, server_settings
+
+    if not shutil.which("wrk"):
+        raise SystemExit("--floors needs wrk (apt-get install wrk)")
+    kinds = [kind for kind in KINDS if kind != "asgi-httpx2" or _importable("httpx2")]
+    directory = Path(tempfile.mkdtemp(prefix="bench-bff-floors-"))
+    ids_file = directory / "ids"
+    settings = os.environ.get("BENCH_SERVER") or json.dumps(server_settings())
+    print(
+        f"proxied calls per second, one worker each, {concurrency} connections, "
+        f"{rounds} rounds of {seconds:g} s (median), server {settings}; the BFF with "
+        f"{sessions} hot sessions (memory store)"
+    )
+    with contextlib.ExitStack() as stack:
+        api, _ = stack.enter_context(floor_process("api", "-"))
+        urls, pids = {}, {}
+        for kind in kinds:
+            extra = [str(ids_file), str(sessions)] if kind == "bff" else []
+            urls[kind], pids[kind] = stack.enter_context(floor_process(kind, api, *extra))
+        deadline = time.monotonic() + 60
+        while not ids_file.exists() or not ids_file.read_text():  # the BFF's sessions
+            if time.monotonic() > deadline:
+                raise SystemExit("the BFF did not start its sessions")
+            time.sleep(0.05)
+        ids = ids_file.read_text().split()
+        rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+        costs: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(rounds):
+            for kind in kinds:
+                before = cpu_seconds(pids[kind])
+                result = wrk_load(urls[kind], ids, seconds, concurrency)
+                spent = cpu_seconds(pids[kind]) - before
+                if result["counts"]["other"]:
+                    raise SystemExit(f"{kind}: {result['counts']['other']} answers not 200")
+                calls = result["counts"]["200"]
+                rates[kind].append(calls / seconds)
+                costs[kind].append(1e6 * spent / max(calls, 1))
+    shutil.rmtree(directory, ignore_errors=True)
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    rate = {kind: median(found) for kind, found in rates.items()}
+    cost = {kind: median(found) for kind, found in costs.items()}
+    fastest = max(found for kind, found in rate.items() if kind != "bff")
+    cheapest = min(found for kind, found in cost.items() if kind != "bff")
+    header = f"{'calls/s':>8}  {'x fastest':>9}  {'CPU/call':>9}  {'x cheapest':>10}"
+    print(f"  {'':13} {header}  rounds")
+    for kind in kinds:
+        rounds_text = ", ".join(f"{found:,.0f}" for found in rates[kind])
+        print(
+            f"  {kind:13} {rate[kind]:8,.0f}  {rate[kind] / fastest:9.2f}  "
+            f"{cost[kind]:7.0f} us  {cost[kind] / cheapest:10.2f}  {rounds_text}"
+        )
+    print(
+        f"  the BFF: {rate['bff'] / fastest:.2f}x the fastest bare proxy's calls/s, "
+        f"{cost['bff'] / cheapest:.2f}x the cheapest one's CPU per call"
+    )
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--floors", action="store_true", help="the BFF against bare proxies, side by side"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -450,6 +567,10 @@ def main() -> None:
         return
     if args.load is not None:
         run_load(args.load.split(","), args.ids, args.seconds, args.concurrency)
+        return
+
+    if args.floors:
+        floors(args.seconds, args.rounds, args.concurrency, min(args.sessions, 100))
         return
 
     from freshtoken.bff._demo import bff_server_config

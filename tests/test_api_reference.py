@@ -281,10 +281,12 @@ def test_the_site_is_searchable(site: Path) -> None:
 
 PUBLIC_MODULES = [
     "freshtoken",
+    "freshtoken.providers",
     "freshtoken.refreshers",
     "freshtoken.stores",
     "freshtoken.errors",
     "freshtoken.httpx",
+    "freshtoken.httpx2",
     "freshtoken.requests",
     "freshtoken.aiohttp",
     "freshtoken.otel",

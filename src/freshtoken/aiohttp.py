@@ -21,18 +21,14 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
+from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations, Origin, default_port
-from ._engine.client_credentials import ClientCredentialsMixin
+from ._deprecation import module_getattr
 from ._engine.manager import TokenManager
 from ._engine.resource import Attempt, Rejected
 from .errors import InsecureTransportError, ReplayError
 
-__all__ = [
-    "ClientCredentialsAuth",
-    "ClientCredentialsMiddleware",
-    "TokenAuth",
-    "TokenMiddleware",
-]
+__all__ = ["ClientCredentialsMiddleware", "TokenMiddleware"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -185,10 +181,6 @@ class TokenMiddleware:
         return f"TokenMiddleware({self.manager!r}, origins={self.destinations!r})"
 
 
-TokenAuth = TokenMiddleware
-"""The same class under the name the other integrations use."""
-
-
 class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
     """The client credentials grant in one object, for the commonest machine-to-machine case:
     ``aiohttp.ClientSession(middlewares=(ClientCredentialsMiddleware(token_url, client_id,
@@ -212,8 +204,18 @@ class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
     __slots__ = ()
 
 
-ClientCredentialsAuth = ClientCredentialsMiddleware
-"""The same class under the name the other integrations use."""
+# The classes' former second names (the other integrations' words): until 0.2.0, with a warning.
+__getattr__ = module_getattr(
+    "freshtoken.aiohttp",
+    {
+        "TokenAuth": ("freshtoken.aiohttp", "TokenMiddleware", "TokenMiddleware"),
+        "ClientCredentialsAuth": (
+            "freshtoken.aiohttp",
+            "ClientCredentialsMiddleware",
+            "ClientCredentialsMiddleware",
+        ),
+    },
+)
 
 
 def _origin(url: URL) -> Origin:

@@ -28,7 +28,6 @@ profile saved from Python can be refreshed by ``freshtoken token`` and the other
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import json
@@ -36,16 +35,14 @@ import math
 import os
 import secrets
 import ssl
-import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
 import httpx
-import sniffio
 
 from ._core.clock import Clock, system_clock
 from ._core.policy import (
@@ -55,7 +52,11 @@ from ._core.policy import (
     origin_of,
     parse_retry_after,
 )
+from ._core.quirks import Quirks
 from ._core.tokens import TokenResponseError, TokenSet
+from ._engine import connections
+from ._engine.connections import DEFAULT_CONCURRENCY
+from ._engine.refresher import Refresher
 from ._logins.flows import (
     LoginMethods,
     client_credentials_login,
@@ -65,12 +66,13 @@ from ._logins.flows import (
 )
 from ._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey, Signer
 from ._oauth.discovery import ServerMetadata, metadata_of
-from ._oauth.http import ssl_context
+from ._oauth.http import run_blocking, ssl_context
 from .errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
 if TYPE_CHECKING:
     from ._engine.manager import TokenManager
     from ._oauth.dpop import DPoP, DPoPKey
+    from .providers import Provider
 
 __all__ = [
     "ClientAuth",
@@ -96,38 +98,20 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0)
 _MOST_WRAPPERS = 4
 
 
-@runtime_checkable
-class Refresher(Protocol):
-    """What a [`TokenManager`][freshtoken.TokenManager] needs from a refresher.
+class HTTPRefresher:
+    """Shared sending logic: subclasses say what to send and how to read the answer.
 
-    ``can_acquire`` says it can get tokens with no refresh token (client credentials).
-    ``refresh`` raises [`SessionExpired`][freshtoken.SessionExpired] when the session is over and
-    [`RefreshFailed`][freshtoken.RefreshFailed] when trying again later may work. ``clock`` is the
-    manager's clock, for timing the answer; ``deadline`` (a ``time.monotonic()`` instant) is
-    when the attempt must have ended. The manager calls ``refresh`` from its own refresh
-    thread, never from an event loop.
+    When a [`TokenManager`][freshtoken.TokenManager] refreshes, the request goes out on the
+    library's flight host over a kept-alive connection shared with the other refreshers of that
+    TLS configuration, and at most ``concurrency`` token requests to one issuer origin are in
+    the air at once (the others queue briefly, then fail as a transient ``RefreshFailed("busy")``
+    that was never sent, and are retried after the usual backoff).
     """
 
-    @property
-    def can_acquire(self) -> bool: ...
-
-    def refresh(
-        self, current: TokenSet | None, clock: Clock, *, deadline: float | None = None
-    ) -> TokenSet: ...
-
-
-def takes_dpop(refresher: object) -> bool:
-    """Whether ``refresher.refresh`` takes ``dpop=``: it can sign its token requests."""
-    try:
-        return "dpop" in inspect.signature(refresher.refresh).parameters  # type: ignore[attr-defined]
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
-class HTTPRefresher:
-    """Shared sending logic: subclasses say what to send and how to read the answer."""
-
     can_acquire = False
+    quirks = Quirks()
+    # Set once an answer replaced the refresh token presented: the server rotates them.
+    _seen_rotation = False
 
     def __init__(
         self,
@@ -137,6 +121,7 @@ class HTTPRefresher:
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.url = url
         self._origin = origin_of(url)
@@ -144,6 +129,9 @@ class HTTPRefresher:
         self.timeout = timeout
         self.verify = verify
         self.headers = dict(headers or {})
+        if not (isinstance(concurrency, int) and concurrency >= 1):
+            raise ValueError("concurrency must be a whole number >= 1")
+        self.concurrency = concurrency
         self._ssl_context: ssl.SSLContext | None = None
 
     @property
@@ -188,6 +176,8 @@ class HTTPRefresher:
             )
         except RefreshFailed as error:
             error.answer_lost = success and error.error == "malformed_response"
+            if error.answer_lost:
+                self._check_not_spent(current, error)
             if dpop_key is not None and error.error == "use_dpop_nonce":
                 # Asked again after the retry with its nonce: retrying later would not help.
                 raise DPoPError(
@@ -205,14 +195,36 @@ class HTTPRefresher:
                 previous=current,
                 token_types=("Bearer",) if dpop_key is None else ("Bearer", "DPoP"),
                 dpop_key=dpop_key,
+                default_lifetime=self.quirks.default_lifetime,
+                keep_alive=self.quirks.keep_alive,
             )
         except TokenResponseError as error:
-            raise RefreshFailed(
+            failure = RefreshFailed(
                 error.error, str(error), status=response.status_code, answer_lost=success
-            ) from None
+            )
+            self._check_not_spent(current, failure)
+            raise failure from None
         if dpop_key is not None:
             _check_confirmation(tokens, dpop_key, response.status_code)
+        if current is not None and current.refresh_token not in (None, tokens.refresh_token):
+            self._seen_rotation = True
         return tokens
+
+    def _check_not_spent(self, current: TokenSet | None, failure: RefreshFailed) -> None:
+        """A 2xx answer means the server spent the refresh token (DESIGN invariant 14): when
+        it rotates, presenting that token again is a replay that revokes the grant, so the
+        session ends here instead of at the server's reuse detection."""
+        if self.can_acquire or current is None or current.refresh_token is None:
+            return
+        reuse = self.quirks.reused_refresh_token
+        if reuse == "refused" or (reuse == "unknown" and self._seen_rotation):
+            raise SessionExpired(
+                "refresh_token_spent",
+                "the token endpoint accepted the refresh but its answer cannot be read "
+                f"({failure.description}); the refresh token it spent cannot be presented "
+                "again: log in again",
+                status=failure.status,
+            ) from None
 
     def translate(self, document: Mapping[str, Any]) -> Mapping[str, Any]:
         """Map the endpoint's field names onto RFC 6749's; identity by default."""
@@ -247,7 +259,7 @@ class HTTPRefresher:
         sent = self._sent_secrets(request)
         if dpop is None:
             sent_at = clock()
-            response = await exchange(request, self.timeout, self._tls(), deadline)
+            response = await exchange(request, self.timeout, self._tls(), deadline, cap=self._cap())
             return self.parse_response(
                 response, sent_at=sent_at, current=current, sent_secrets=sent
             )
@@ -256,7 +268,7 @@ class HTTPRefresher:
         step = next(flow)
         while True:
             sent_at = clock()
-            response = await exchange(step, self.timeout, self._tls(), deadline)
+            response = await exchange(step, self.timeout, self._tls(), deadline, cap=self._cap())
             try:
                 step = flow.send(response)
             except StopIteration as done:
@@ -267,7 +279,11 @@ class HTTPRefresher:
         )
 
     def close(self) -> None:
-        """Nothing to release: each attempt uses a client of its own (kept for symmetry)."""
+        """Nothing to release: the connections are the flight host's (kept for symmetry)."""
+
+    def _cap(self) -> tuple[str, int]:
+        origin = self._origin
+        return f"{origin.scheme}://{origin.host}:{origin.port}", self.concurrency
 
     # Form fields whose values are credentials of their own (an assertion, a subject token):
     # cut out of any error text, as the refresh token is.
@@ -311,6 +327,8 @@ class _GrantRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        quirks: Quirks | None = None,
     ) -> None:
         super().__init__(
             token_url,
@@ -318,7 +336,10 @@ class _GrantRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
+        if quirks is not None:
+            self.quirks = quirks
         if self.can_acquire and not client_secret and private_key is None:
             raise ValueError("the client_credentials grant needs a client_secret or a private_key")
         self.client = ClientAuth(client_id, client_secret, auth_method, private_key=private_key)
@@ -326,13 +347,14 @@ class _GrantRefresher(HTTPRefresher):
         self.extra_params = dict(extra_params or {})
         self.metadata: ServerMetadata | None = None
         self.issuer: str | None = None  # set by from_issuer, and by a rebuilt description
+        self.provider: str | None = None  # the preset's name, likewise
         self._private_key = private_key  # kept only to describe the refresher (describe())
         self._private_key_file: str | None = None  # where a rebuilt refresher read its key
 
     @classmethod
     def from_issuer(
         cls: type[_Grant],
-        issuer: str | ServerMetadata,
+        issuer: str | ServerMetadata | Provider,
         *,
         client_id: str,
         client_secret: str | None = None,
@@ -344,12 +366,15 @@ class _GrantRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        quirks: Quirks | None = None,
     ) -> _Grant:
         """A refresher for the token endpoint of ``issuer`` (discovered, cached; or pass its
         [`ServerMetadata`][freshtoken.ServerMetadata], e.g. from
-        [`adiscover()`][freshtoken.adiscover] in async code). Without ``auth_method``, the client
-        authentication is chosen from the metadata. The refresher keeps the metadata, so it can also
-        log in (``browser_login``...)."""
+        [`adiscover()`][freshtoken.adiscover] in async code, or a
+        [`Provider`][freshtoken.Provider]). Without ``auth_method``, the client
+        authentication is chosen from the metadata; without ``quirks``, a provider's are used.
+        The refresher keeps the metadata, so it can also log in (``browser_login``...)."""
         metadata = metadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
         if metadata.token_endpoint is None:
             raise LoginFailed("discovery_failed", f"{metadata.issuer} names no token_endpoint")
@@ -368,10 +393,14 @@ class _GrantRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
+            quirks=quirks if quirks is not None else metadata.quirks,
         )
         refresher.client = client  # the same, with the token endpoint as assertion audience
-        refresher.metadata = metadata
+        # Its logins take the same quirks as its refreshes (a default lifetime, say).
+        refresher.metadata = dataclasses.replace(metadata, quirks=refresher.quirks)
         refresher.issuer = metadata.issuer
+        refresher.provider = metadata.provider
         return refresher
 
     def secrets(self) -> tuple[str, ...]:
@@ -397,6 +426,8 @@ class _GrantRefresher(HTTPRefresher):
             "issuer": self.issuer,
             "scope": self.scope,
             "extra_params": self.extra_params or None,
+            "provider": self.provider,
+            "quirks": self.quirks.to_settings() or None,
             "key_id": self.client.key_id,
             "verify": self.verify if isinstance(self.verify, str) or self.verify is False else None,
         }
@@ -419,22 +450,6 @@ class _GrantRefresher(HTTPRefresher):
 
 
 RefresherKind = Literal["oauth2", "client_credentials"]
-# The meta entries a description owns: describing a refresher replaces all of them.
-SETTING_NAMES = frozenset(
-    {
-        "refresher",
-        "token_url",
-        "client_id",
-        "auth_method",
-        "allow_insecure_http",
-        "issuer",
-        "scope",
-        "extra_params",
-        "key_id",
-        "verify",
-        "private_key_file",
-    }
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -477,6 +492,7 @@ class RefresherSettings:
                 ) from None
         extra = settings.get("extra_params")
         verify = settings.get("verify")
+        quirks = settings.get("quirks")
         refresher = cls(
             token_url,
             client_id=client_id,
@@ -489,7 +505,9 @@ class RefresherSettings:
             ),
             verify=verify if isinstance(verify, str) or verify is False else True,
             allow_insecure_http=settings.get("allow_insecure_http") is True,
+            quirks=None if quirks is None else Quirks.from_settings(quirks),
         )
+        refresher.provider = _text_or_none(settings.get("provider"))
         refresher.client = ClientAuth(
             client_id,
             self.client_secret,
@@ -548,10 +566,37 @@ class OAuth2Refresher(_GrantRefresher, LoginMethods):
     [`password_login()`][OAuth2Refresher.password_login] and their async twins.
     """
 
+    _scope_required = False  # learned from a server that refused a refresh without scope
+
     def build_request(self, current: TokenSet | None) -> httpx.Request:
         if current is None or current.refresh_token is None:
             raise SessionExpired("no_refresh_token", "no refresh token is stored: log in again")
-        return self._grant({"grant_type": "refresh_token", "refresh_token": current.refresh_token})
+        form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
+        if self._sends_scope() and not self.scope and current.scope:
+            form["scope"] = current.scope  # _grant puts a configured scope instead
+        return self._grant(form)
+
+    def _sends_scope(self) -> bool:
+        return self.quirks.refresh_sends_scope or self._scope_required
+
+    async def arefresh(
+        self,
+        current: TokenSet | None,
+        clock: Clock = system_clock,
+        *,
+        deadline: float | None = None,
+        dpop: DPoP | None = None,
+    ) -> TokenSet:
+        try:
+            return await super().arefresh(current, clock, deadline=deadline, dpop=dpop)
+        except RefreshFailed as refused:
+            # An error answer spent nothing: the same refresh token goes once more, with the
+            # scope the server asked for, and every later refresh carries it too.
+            retry = refused.error == "scope_required" and not self._sends_scope()
+            if not (retry and (self.scope or (current is not None and current.scope))):
+                raise
+            self._scope_required = True
+        return await super().arefresh(current, clock, deadline=deadline, dpop=dpop)
 
 
 class ClientCredentials(_GrantRefresher):
@@ -610,6 +655,7 @@ class _AcquiringGrant(HTTPRefresher):
         verify: bool | str | ssl.SSLContext,
         allow_insecure_http: bool,
         headers: Mapping[str, str] | None,
+        concurrency: int,
     ) -> None:
         super().__init__(
             token_url,
@@ -617,6 +663,7 @@ class _AcquiringGrant(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if client_id is None and (client_secret or auth_method or client_key is not None):
             raise ValueError("client authentication needs a client_id")
@@ -684,6 +731,7 @@ class JWTBearer(_AcquiringGrant):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             token_url,
@@ -697,6 +745,7 @@ class JWTBearer(_AcquiringGrant):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         if not (math.isfinite(lifetime) and lifetime > 0):
             raise ValueError("lifetime must be a finite number of seconds > 0")
@@ -845,6 +894,7 @@ class TokenExchange(_AcquiringGrant):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             token_url,
@@ -858,6 +908,7 @@ class TokenExchange(_AcquiringGrant):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         self.subject = subject
         self.subject_token_type = token_type(subject_token_type)
@@ -980,6 +1031,7 @@ class JSONRefresher(HTTPRefresher):
         verify: bool | str | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             url,
@@ -987,6 +1039,7 @@ class JSONRefresher(HTTPRefresher):
             verify=verify,
             allow_insecure_http=allow_insecure_http,
             headers=headers,
+            concurrency=concurrency,
         )
         self.request_field = request_field
         self.fields = {
@@ -1088,6 +1141,8 @@ async def exchange(
     timeout: httpx.Timeout | float,
     verify: ssl.SSLContext | bool,
     deadline: float | None,
+    *,
+    cap: tuple[str, int] | None = None,
 ) -> httpx.Response:
     """Send ``request`` and read the answer (at most ``LARGEST_ANSWER``) by ``deadline``.
 
@@ -1095,16 +1150,42 @@ async def exchange(
     would hold an attempt for hours. Here the whole exchange (connect, headers, body) is
     cancelled at the deadline. Redirects are not followed: credentials stay with the URL.
     Every failure is a [`RefreshFailed`][] that says whether the answer may be lost.
+
+    On the flight host the request takes one of ``cap`` = (origin, places) first, and goes
+    out on the host's shared keep-alive client (see ``_engine.connections``).
     """
+    if connections.shared() and cap is not None:
+        async with connections.place_for(cap[0], cap[1], deadline):
+            return await _exchange(request, timeout, verify, deadline)
+    return await _exchange(request, timeout, verify, deadline)
+
+
+async def _exchange(
+    request: httpx.Request,
+    timeout: httpx.Timeout | float,
+    verify: ssl.SSLContext | bool,
+    deadline: float | None,
+) -> httpx.Response:
     budget = math.inf if deadline is None else deadline - time.monotonic()
     try:
         with anyio.fail_after(max(budget, 0.0) if math.isfinite(budget) else None):
-            async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
-                response = await client.send(request, stream=True)
+            if connections.shared():
+                request.extensions = {
+                    **request.extensions,
+                    "timeout": httpx.Timeout(timeout).as_dict(),
+                }
+                response = await connections.client_for(verify).send(request, stream=True)
                 try:
                     body = await _read_capped(response)
                 finally:
                     await response.aclose()
+            else:
+                async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
+                    response = await client.send(request, stream=True)
+                    try:
+                        body = await _read_capped(response)
+                    finally:
+                        await response.aclose()
     except TimeoutError:
         raise RefreshFailed(
             "timeout",
@@ -1159,34 +1240,6 @@ def _check_confirmation(tokens: TokenSet, key: DPoPKey, status: int) -> None:
             "signed the request",
             status=status,
         )
-
-
-def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to completion from synchronous code, on a private event loop.
-
-    From a thread that already runs an event loop (a sync call made inside async code), the
-    private loop runs in a helper thread: blocking that loop is what a sync call does anyway.
-    Trio's counts too: anyio would take an asyncio loop in a trio thread for trio's.
-    """
-    try:
-        sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return asyncio.run(coroutine)
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(asyncio.run(coroutine))
-        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(error)
-
-    helper = threading.Thread(target=run, name="freshtoken-blocking")
-    helper.start()
-    helper.join()
-    if errors:
-        raise errors[0]
-    return results[0]
 
 
 def _transport_failure(error: httpx.TransportError) -> RefreshFailed:

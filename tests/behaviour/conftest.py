@@ -80,7 +80,13 @@ FAST_RETRY = freshtoken.RetryPolicy(attempts=3, initial=0.01, maximum=0.05)
 
 @pytest.fixture(params=KINDS)
 def client_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    """The integration under test. A behaviour that cannot apply to a proxy is marked
+    ``not_bff(reason)`` and skipped for the BFF with that reason."""
+    kind = str(request.param)
+    marker = request.node.get_closest_marker("not_bff")
+    if kind == "bff" and marker is not None:
+        pytest.skip(f"not for the BFF: {marker.args[0]}")
+    return kind
 
 
 @pytest.fixture

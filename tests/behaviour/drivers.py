@@ -23,15 +23,17 @@ import aiohttp
 import anyio
 import anyio.from_thread
 import httpx
+import httpx2
 import requests
 import requests.adapters
 
 import freshtoken
 import freshtoken.aiohttp
 import freshtoken.httpx
+import freshtoken.httpx2
 import freshtoken.requests
 
-__all__ = ["KINDS", "Driver", "Outcome", "Reply", "make_driver"]
+__all__ = ["KINDS", "BffDriver", "Driver", "Outcome", "Reply", "make_driver"]
 
 Reply: TypeAlias = tuple[int, Any]
 """The status and the JSON body (None when the body is not JSON)."""
@@ -39,8 +41,19 @@ Reply: TypeAlias = tuple[int, Any]
 Outcome: TypeAlias = Reply | BaseException
 """One request of a storm: its reply, or what it raised."""
 
-KINDS = ("httpx-sync", "httpx-async", "httpx-trio", "requests", "aiohttp")
-"""httpx-async runs on asyncio, httpx-trio is the same client on trio."""
+KINDS = (
+    "httpx-sync",
+    "httpx-async",
+    "httpx-trio",
+    "requests",
+    "aiohttp",
+    "httpx2-sync",
+    "httpx2-async",
+    "bff",
+)
+"""httpx-async runs on asyncio, httpx-trio is the same client on trio; httpx2 is httpx's
+successor (its own classes: freshtoken.httpx2); bff sends each request through a BFF session
+(the browser's side: a cookie and the CSRF header)."""
 
 SYNC_STORM_THREADS = 64
 _T = TypeVar("_T")
@@ -119,10 +132,18 @@ class _SyncDriver(Driver):
 class HttpxSyncDriver(_SyncDriver):
     kind = "httpx-sync"
 
-    def __init__(self, auth: freshtoken.httpx.TokenAuth) -> None:
+    def __init__(
+        self, auth: freshtoken.httpx.TokenAuth | freshtoken.httpx2.TokenAuth, module: Any = httpx
+    ) -> None:
         self.auth = auth
-        limits = httpx.Limits(max_connections=SYNC_STORM_THREADS)
-        self.client = httpx.Client(auth=auth, follow_redirects=True, limits=limits)
+        self.kind = "httpx2-sync" if module is httpx2 else "httpx-sync"
+        limits = module.Limits(max_connections=SYNC_STORM_THREADS)
+        self.client = module.Client(
+            auth=auth,
+            follow_redirects=True,
+            limits=limits,
+            timeout=module.Timeout(10.0, pool=None),  # see _open below
+        )
 
     def request(self, method: str, url: str, **body: Any) -> Reply:
         response = self.client.request(method, url, **body)
@@ -228,18 +249,34 @@ class _AsyncDriver(Driver):
 
 
 class HttpxAsyncDriver(_AsyncDriver):
-    auth: freshtoken.httpx.TokenAuth
+    auth: freshtoken.httpx.TokenAuth | freshtoken.httpx2.TokenAuth
 
-    def __init__(self, auth: freshtoken.httpx.TokenAuth, backend: str) -> None:
+    def __init__(
+        self,
+        auth: freshtoken.httpx.TokenAuth | freshtoken.httpx2.TokenAuth,
+        backend: str,
+        module: Any = httpx,
+    ) -> None:
         self.kind = "httpx-trio" if backend == "trio" else "httpx-async"
+        if module is httpx2:
+            self.kind = "httpx2-async"
         self.auth = auth
+        self.module = module
         super().__init__(backend)
 
     async def _open(self) -> None:
         # A storm's tasks all reach the auth at once; the requests then share a few
         # connections, which httpx's pool serves much faster than a hundred new ones.
-        limits = httpx.Limits(max_connections=16)
-        self.client = httpx.AsyncClient(auth=self.auth, follow_redirects=True, limits=limits)
+        limits = self.module.Limits(max_connections=16)
+        self.client = self.module.AsyncClient(
+            auth=self.auth,
+            follow_redirects=True,
+            limits=limits,
+            # A storm queues for the pool's few connections; on a loaded machine that queue
+            # outlasts the default 5 s pool timeout, which says nothing about the auth under
+            # test. Each request keeps its own 10 s connect/read deadline.
+            timeout=self.module.Timeout(10.0, pool=None),
+        )
 
     async def _arequest(self, method: str, url: str, body: dict[str, Any]) -> Reply:
         if "stream" in body:
@@ -276,6 +313,102 @@ class AiohttpDriver(_AsyncDriver):
         await self.session.close()
 
 
+# -- the BFF: the browser's side of a session whose tokens the manager under test keeps -----
+
+
+class BffDriver(_SyncDriver):
+    """Requests through a BFF's proxy, as a browser makes them: the session cookie and the
+    CSRF header, to the BFF's route for the target's origin (one BFF per origin, made on first
+    use, ``/api/`` routed to the origin's root). The session's manager is the test's, so what
+    the suite asserts of the manager and the store holds of the proxy too.
+
+    The BFF's own answers become what the library integrations raise: 401 login_required is
+    SessionExpired (the BFF does not tell the browser the provider's reason), 503
+    temporarily_unavailable is RefreshFailed, 502 bad_gateway an httpx.ConnectError.
+    """
+
+    kind = "bff"
+    PREFIX = "/api/"
+
+    def __init__(
+        self,
+        manager: freshtoken.TokenManager,
+        origins: Iterable[str] | None,
+        allow_insecure_http: bool,
+    ) -> None:
+        self.auth = self._manager = manager
+        self.origins = None if origins is None else list(origins)
+        self.allow_insecure_http = allow_insecure_http
+        self._deployments: dict[str, tuple[Any, str, str]] = {}
+        self._mutex = threading.Lock()
+        limits = httpx.Limits(max_connections=SYNC_STORM_THREADS)
+        self.http = httpx.Client(limits=limits, timeout=httpx.Timeout(10.0, pool=None))
+
+    def _deployment(self, origin: str) -> tuple[Any, str, str]:
+        """The BFF in front of ``origin``: (served app, its URL, the session's cookie)."""
+        from freshtoken.bff import BFF, ServedApp, handle_of, new_session_id
+
+        with self._mutex:
+            found = self._deployments.get(origin)
+            if found is not None:
+                return found
+            manager = self._manager
+            bff = BFF(
+                client_id="behaviour-suite",
+                secret_key="the behaviour suite's BFF passphrase",
+                refresher=manager.refresher,
+                routes={self.PREFIX: origin + "/"},
+                secure_cookies=False,
+                cookie_name="bff",
+                clock=manager.clock,
+                max_calls_per_session=SYNC_STORM_THREADS * 4,
+            )
+            served = ServedApp(bff).start()
+            session_id = new_session_id()
+            handle = handle_of(session_id)
+            now = manager.clock()
+            served.call(bff.sessions.create(handle, {}, now=now, idle=3600, absolute=7200))
+            bff._managers[handle] = manager  # the session's tokens are the manager's
+            found = (served, served.url, f"bff={session_id}")
+            self._deployments[origin] = found
+            return found
+
+    def request(self, method: str, url: str, **body: Any) -> Reply:
+        parts = httpx.URL(url)
+        origin = f"{parts.scheme}://{parts.netloc.decode('ascii')}"
+        _, base, cookie = self._deployment(origin)
+        target = base + self.PREFIX.rstrip("/") + parts.raw_path.decode("ascii")
+        if "data" in body:
+            body["data"] = dict(body["data"])
+        headers = {"X-CSRF": "1", "Cookie": cookie}
+        response = self.http.request(method, target, headers=headers, **body)
+        return self._reply(response.status_code, response.content, response.headers)
+
+    @staticmethod
+    def _reply(status: int, content: bytes, headers: httpx.Headers) -> Reply:
+        reply = _decode(status, content)
+        error = reply[1].get("error") if isinstance(reply[1], dict) else None
+        own = headers.get("cache-control") == "no-store"  # the BFF's own JSON answers
+        if own and status == 401 and error == "login_required":
+            raise freshtoken.SessionExpired("login_required", "the BFF ended the session")
+        if own and status == 503 and error == "temporarily_unavailable":
+            raise freshtoken.RefreshFailed("temporarily_unavailable", "the BFF answered 503")
+        if own and status == 502 and error == "bad_gateway":
+            raise httpx.ConnectError("the BFF could not reach the API")
+        return reply
+
+    def post_stream(self, url: str, chunks: Iterable[bytes]) -> Reply:
+        def stream() -> Iterator[bytes]:
+            yield from chunks
+
+        return self.request("POST", url, content=stream())
+
+    def close(self) -> None:
+        self.http.close()
+        for served, _, _ in self._deployments.values():
+            served.stop()
+
+
 def make_driver(
     kind: str,
     manager: freshtoken.TokenManager,
@@ -290,8 +423,15 @@ def make_driver(
     if kind in ("httpx-async", "httpx-trio"):
         backend = "trio" if kind == "httpx-trio" else "asyncio"
         return HttpxAsyncDriver(freshtoken.httpx.TokenAuth(manager, **options), backend)
+    if kind == "httpx2-sync":
+        return HttpxSyncDriver(freshtoken.httpx2.TokenAuth(manager, **options), httpx2)
+    if kind == "httpx2-async":
+        auth = freshtoken.httpx2.TokenAuth(manager, **options)
+        return HttpxAsyncDriver(auth, "asyncio", httpx2)
     if kind == "requests":
         return RequestsDriver(freshtoken.requests.TokenAuth(manager, **options))
     if kind == "aiohttp":
         return AiohttpDriver(freshtoken.aiohttp.TokenMiddleware(manager, **options))
+    if kind == "bff":
+        return BffDriver(manager, origins, allow_insecure_http)
     raise ValueError(f"unknown integration {kind!r}; one of {KINDS}")

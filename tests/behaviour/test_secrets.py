@@ -24,10 +24,11 @@ def test_secrets_never_reach_logs_reprs_or_errors(
     env.server.inject("status_503", 1)
     env.server.advance(301)
     assert client.get(env.url("/api/me"))[0] == 200  # transient failure, then refresh
-    env.server.fail_api(1)
-    with pytest.raises(freshtoken.ReplayError) as replay:
-        client.post_stream(env.url("/api/echo"), [b"x"])
-    texts += [str(replay.value), repr(replay.value)]
+    if env.kind != "bff":  # the BFF replays a small body (test_bodies says why)
+        env.server.fail_api(1)
+        with pytest.raises(freshtoken.ReplayError) as replay:
+            client.post_stream(env.url("/api/echo"), [b"x"])
+        texts += [str(replay.value), repr(replay.value)]
     env.server.inject("status_503", FAST_RETRY.attempts)
     env.server.advance(301)
     with pytest.raises(freshtoken.RefreshFailed) as failed:

@@ -20,8 +20,8 @@ import pytest
 from redis_fixture import RedisServer, _free_port
 
 from freshtoken import system_clock
-from freshtoken.bff import ServedApp
 from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
+from freshtoken.bff._serving import ServedApp
 from freshtoken.server import ReferenceServer
 
 from .bff_support import CSRF
@@ -170,3 +170,101 @@ def test_uvicorn_with_two_workers_serves_a_session(fleet: dict[str, Any], tmp_pa
             f"{url}/api/items", headers={**CSRF, "Cookie": f"__Host-bff={session}"}, timeout=10
         )
         assert answer.status_code == 200
+
+
+@pytest.fixture
+def api_fleet(
+    tmp_path: Path, redis_server: RedisServer, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
+    """Workers whose ``/api/`` is the reference server's own API (it checks every token, and
+    counts the 401s it answers), access tokens of 5 s (or the test's indirect parameter);
+    ``/rec/`` records the tokens seen."""
+    ttl = float(getattr(request, "param", 5.0))
+    server = ReferenceServer(bff_server_config(access_ttl=ttl), clock=system_clock)
+    server.start()
+    api = RecordingAPI()
+    served = ServedApp(api).start()
+    config = {
+        "issuer": server.url,
+        "client_id": BFF_CLIENT_ID,
+        "client_secret": BFF_CLIENT_SECRET,
+        "secret_key": "the workers share this passphrase",
+        "leeway": 0.5,
+        "routes": {"/api/": f"{server.url}/api/", "/rec/": f"{served.url}/"},
+        "sessions": {"kind": "redis", "url": redis_server.url, "prefix": "fleet5:"},
+    }
+    workers: list[Worker] = []
+    try:
+        yield {"server": server, "api": api, "config": config, "workers": workers}
+    finally:
+        for worker in workers:
+            worker.stop()
+        served.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("api_fleet", [300.0], indirect=True)  # B would keep its token minutes
+def test_a_token_one_worker_replaced_is_dropped_by_the_others_at_once(
+    api_fleet: dict[str, Any], tmp_path: Path
+) -> None:
+    """Worker A refreshes (the API rejected the token once); worker B, which had the old
+    token cached for minutes to come, sends the new one within a second: it heard of the
+    change on its one pattern subscription."""
+    server: ReferenceServer = api_fleet["server"]
+    api: RecordingAPI = api_fleet["api"]
+    workers: list[Worker] = api_fleet["workers"]
+    workers += [Worker(api_fleet["config"], tmp_path), Worker(api_fleet["config"], tmp_path)]
+    browser = Browser(httpx.Client(base_url=workers[0].url, timeout=10.0))
+    browser.login()
+    headers = {**CSRF, "Cookie": f"__Host-bff={browser.cookies['__Host-bff']}"}
+    first, second = (httpx.Client(base_url=w.url, timeout=10.0) for w in workers)
+    assert second.get("/rec/x", headers=headers).status_code == 200  # B caches the token
+    old = api.tokens[-1]
+    server.fail_api(1)
+    assert first.get("/api/me", headers=headers).status_code == 200  # A refreshes, retries
+    assert first.get("/rec/x", headers=headers).status_code == 200
+    new = api.tokens[-1]
+    assert new != old
+    deadline = time.monotonic() + 1.0
+    while True:  # the notification crosses Redis on its own schedule: a bounded wait
+        assert second.get("/rec/x", headers=headers).status_code == 200
+        if api.tokens[-1] == new:
+            break
+        assert api.tokens[-1] == old
+        assert time.monotonic() < deadline, "worker B kept sending the replaced token"
+    first.close()
+    second.close()
+
+
+def test_three_workers_on_five_second_tokens_send_no_token_the_api_rejects(
+    api_fleet: dict[str, Any], tmp_path: Path
+) -> None:
+    """Three workers, one session, calls spread over them for three token lifetimes: every
+    call 200, and the API never answered 401 (no worker sent a token another had replaced,
+    nor an expired one); one refresh per expiry, no refresh token reused."""
+    server: ReferenceServer = api_fleet["server"]
+    workers: list[Worker] = api_fleet["workers"]
+    workers += [Worker(api_fleet["config"], tmp_path) for _ in range(3)]
+    browser = Browser(httpx.Client(base_url=workers[0].url, timeout=10.0))
+    browser.login()
+    headers = {**CSRF, "Cookie": f"__Host-bff={browser.cookies['__Host-bff']}"}
+    server.reset_stats()
+    clients = [httpx.Client(base_url=w.url, timeout=10.0) for w in workers]
+    deadline = time.monotonic() + 15.0
+
+    def hammer(index: int) -> list[int]:
+        client = clients[index % 3]
+        statuses = []
+        while time.monotonic() < deadline:
+            statuses.append(client.get("/api/me", headers=headers).status_code)
+        return statuses
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = [status for statuses in pool.map(hammer, range(6)) for status in statuses]
+    for client in clients:
+        client.close()
+    stats = server.stats()
+    assert set(results) == {200}, sorted(set(results))
+    assert stats["unauthorized_401"] == 0
+    assert stats["reuse_detections"] == 0
+    assert 2 <= stats["refreshes"] <= 4  # one per 5 s lifetime (refreshed before expiry)

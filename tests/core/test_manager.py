@@ -464,6 +464,7 @@ def test_a_failed_refresh_while_still_valid_keeps_using_the_old_token(
     endpoint.failures = [RefreshFailed("server_error", status=503)] * 5
     clock.advance(50)  # stale, still valid
     assert manager.get_tokens().access_token == "a0"
+    assert manager.wait_idle(10)  # the background flight runs on the host: let it land
     assert endpoint.calls == 1  # one attempt, no retry storm while the token still works
     assert manager.get_tokens().access_token == "a0"
     assert endpoint.calls == 1  # throttled
@@ -553,7 +554,8 @@ def test_after_a_failed_stale_refresh_expired_callers_wait_out_the_backoff_inste
     endpoint.failures = [RefreshFailed("slow_down", status=429, retry_after=0.01)]
     clock.advance(50)
     assert manager.get_tokens().access_token == "a0"  # one failed attempt, old token kept
-    clock.advance(11)  # expired while the backoff is still running
+    assert manager.wait_idle(10)  # the background attempt failed, its backoff started
+    clock.advance(11)  # expired, the backoff (0.01 s, monotonic) run out meanwhile
     assert manager.get_tokens().access_token == "a2"
     assert endpoint.calls == 2
 

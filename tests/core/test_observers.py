@@ -134,14 +134,15 @@ def test_nothing_is_reported_for_tokens_served_from_the_cache(
 def test_a_refresh_reports_start_lock_attempt_and_outcome_in_order(
     make_manager: ManagerFactory, recorder: Recorder, oauth_server: ReferenceServer
 ) -> None:
-    """Start comes from the caller's thread, the rest from the flight's, all before it wakes."""
+    """Start comes from the caller's thread, the rest from the flight host's loop (never a
+    worker thread, never the caller's), all before it wakes."""
     manager = make_manager()
     oauth_server.advance(301)  # the demo access token lives 300 s
     manager.get_tokens()
     assert recorder.kinds() == ["started", "lock", "attempt", "ended"]
     started, lock, attempt, ended = recorder.events
     assert (started.detail, started.thread) == ("expiry", threading.current_thread().name)
-    assert {lock.thread, attempt.thread, ended.thread} == {"freshtoken-refresh"}
+    assert {lock.thread, attempt.thread, ended.thread} == {"freshtoken-host"}
     assert attempt.detail == 1
     (report,) = recorder.reports()
     assert (report.trigger, report.outcome, report.attempts) == ("expiry", "refreshed", 1)

@@ -32,7 +32,17 @@ from freshtoken._core.credential import (
     Rules,
 )
 from freshtoken._engine.flight import Flight
-from freshtoken._engine.steps import Clear, Load, Lock, Refresh, Save, Sleep, classify, flight_steps
+from freshtoken._engine.steps import (
+    Clear,
+    Load,
+    Lock,
+    Refresh,
+    Save,
+    Sleep,
+    Unlock,
+    classify,
+    flight_steps,
+)
 from freshtoken.stores import StoredTokens
 
 RETRY = RetryPolicy(attempts=3, initial=1.0, maximum=10.0, jitter=0.0, timeout=30.0)
@@ -104,8 +114,17 @@ def test_a_permanent_failure_clears_the_store() -> None:
     assert finish(steps) == Expired(refused)
 
 
+def backoff(steps: Steps, failure: BaseException, seconds: float) -> None:
+    """The lock is let go for the backoff, then taken again and the store re-read."""
+    assert steps.throw(failure) == Unlock()
+    assert steps.send(None) == Sleep(seconds)
+    assert steps.send(None) == Lock(5.0)
+    assert steps.send(None) == Load()
+
+
 def test_transient_failures_sleep_the_backoff_between_attempts() -> None:
-    """Three attempts with 1 s and 2 s between them, then Failed(gave_up)."""
+    """Three attempts with 1 s and 2 s between them, then Failed(gave_up); the refresh lock is
+    not held through the sleeps, and each retry presents what the store holds then."""
     expired = StoredTokens(tokens("a0", lifetime=-1), 4)
     steps = flight_steps(job(), RULES, CLOCK)
     next(steps)
@@ -113,13 +132,42 @@ def test_transient_failures_sleep_the_backoff_between_attempts() -> None:
     steps.send(None)
     steps.send(expired)
     failure = RefreshFailed("server_error", status=503)
-    assert steps.throw(failure) == Sleep(1.0)
-    assert isinstance(steps.send(None), Refresh)
-    assert steps.throw(failure) == Sleep(2.0)
-    assert isinstance(steps.send(None), Refresh)
+    backoff(steps, failure, 1.0)
+    assert steps.send(expired) == Refresh(expired.tokens, 30.0)
+    backoff(steps, failure, 2.0)
+    assert steps.send(expired) == Refresh(expired.tokens, 30.0)
     with pytest.raises(StopIteration) as stop:
         steps.throw(failure)
     assert stop.value.value == Failed(failure, gave_up=True)
+
+
+def test_tokens_another_process_saved_during_the_backoff_are_adopted() -> None:
+    """Re-read after the backoff: the other process's refresh answers us; nothing is sent."""
+    expired = StoredTokens(tokens("a0", lifetime=-1), 4)
+    steps = flight_steps(job(), RULES, CLOCK)
+    next(steps)
+    steps.send(expired)
+    steps.send(None)
+    steps.send(expired)
+    backoff(steps, RefreshFailed("server_error", status=503), 1.0)
+    theirs = StoredTokens(tokens("b1"), 5)
+    assert finish(steps, theirs) == Adopted(theirs)
+
+
+def test_a_retry_after_another_process_rotated_presents_its_refresh_token() -> None:
+    """Re-read after the backoff finds newer tokens that are due too: those are refreshed,
+    fenced on the new generation (the old refresh token is never presented again)."""
+    expired = StoredTokens(tokens("a0", lifetime=-1), 4)
+    steps = flight_steps(job(), RULES, CLOCK)
+    next(steps)
+    steps.send(expired)
+    steps.send(None)
+    steps.send(expired)
+    backoff(steps, RefreshFailed("server_error", status=503), 1.0)
+    rotated = StoredTokens(tokens("b1", lifetime=-1), 7)
+    assert steps.send(rotated) == Refresh(rotated.tokens, 30.0)
+    fresh = tokens("b2")
+    assert steps.send(fresh) == Save(fresh, 7)
 
 
 def test_a_retry_after_beyond_the_maximum_is_not_slept_through() -> None:

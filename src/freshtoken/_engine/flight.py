@@ -1,10 +1,10 @@
 """A flight: one refresh (or re-read) of a credential in progress, and the callers waiting for it.
 
-A flight runs in its own thread (see ``_manager``); the callers only wait, and any of them may
-stop waiting at any time without touching the flight. Waiting works from threads (a
+A flight runs as a task on the flight host (see ``host``); the callers only wait, and any of
+them may stop waiting at any time without touching the flight. Waiting works from threads (a
 ``threading.Event``) and from asyncio and trio tasks on any number of event loops at once: a
-task registers a waker that its own loop runs, so the thread that lands the flight never
-blocks a loop, and a loop that has closed meanwhile is simply skipped.
+task registers a waker that its own loop runs, so the host that lands the flight never blocks
+a loop, and a loop that has closed meanwhile is simply skipped.
 
 Every wait is bounded: a flight carries ``bound``, the seconds after which nobody waits for it
 any longer (the flight itself goes on, and its answer is still saved when it comes).
@@ -21,10 +21,10 @@ from collections.abc import Callable
 import anyio
 import sniffio
 
+from .._core.credential import copy_error
 from .._core.tokens import TokenSet
-from ..errors import AuthError, RefreshFailed
 
-__all__ = ["Flight", "copy_error"]
+__all__ = ["Flight", "copy_error", "strip_tracebacks"]
 
 
 class Flight:
@@ -103,13 +103,21 @@ class Flight:
         return f"Flight({state})"
 
 
-def copy_error(error: BaseException) -> BaseException:
-    """A fresh instance for each caller: re-raising one instance from many threads would
-    tangle their tracebacks and grow them without bound."""
-    if isinstance(error, AuthError):
-        copy = error.__class__.__new__(error.__class__)
-        copy.__dict__.update(error.__dict__)
-        copy.args = error.args
-        copy.__cause__ = error.__cause__
-        return copy
-    return RefreshFailed("refresh_error", f"the refresh failed with {type(error).__name__}")
+def strip_tracebacks(error: BaseException) -> None:
+    """Drop the tracebacks of ``error`` and of its causes and contexts, in place.
+
+    A failure the credential keeps (its last error, its flight's) would otherwise keep every
+    frame it went through alive: the flight's coroutine, its HTTP client and connection, the
+    objects of the loop. Callers get copies raised afresh, with tracebacks of their own.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                pending.append(linked)

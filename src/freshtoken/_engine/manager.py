@@ -4,37 +4,39 @@ How the pieces fit:
 
 * ``_credential`` decides. Every manager whose store has the same ``key`` shares one
   credential state; asking it is a short critical section that never spans I/O.
-* A refresh (or a re-read of the store) is a *flight* that runs in a thread of its own
-  (``_steps`` says what it does). No caller's cancellation reaches it: not asyncio's
-  (``wait_for``, ``task.cancel()``, a closing loop), not trio's or anyio's cancel scopes, not
-  a thread that stops waiting. So a request that went out is always read to the end and its
-  answer saved, and a rotated refresh token is never lost. The thread is not a daemon: an
-  interpreter that exits waits for a refresh in flight (each attempt has a deadline).
-  Callers only wait, each for as long as it likes: threads with ``timeout=``, tasks with
-  their own cancel scope or ``asyncio.timeout``.
-* A thread rather than a task because it is the one thing every caller can wait on (threads,
-  asyncio and trio tasks on any number of loops) and that no event loop's shutdown cancels;
-  refreshes are rare, so its cost is paid rarely. Async refresh functions and async hooks run
-  on a private event loop in that thread.
-* Hooks run in the flight's thread once its outcome is recorded and before its waiters wake:
-  ``on_refresh`` of the manager whose caller started the flight, ``on_session_expired`` of
-  every manager of the credential, once per expiry.
+* A refresh (or a re-read of the store) is a *flight* (``_steps`` says what it does) that runs
+  as a task on the flight host: one event loop in one daemon thread per process (``host``). No
+  caller's cancellation reaches it: not asyncio's (``wait_for``, ``task.cancel()``, a closing
+  loop), not trio's or anyio's cancel scopes, not a thread that stops waiting. So a request
+  that went out is always read to the end and its answer saved, and a rotated refresh token is
+  never lost. At interpreter exit the host waits (boundedly) for the flights in progress.
+  Callers only wait, each for as long as it likes: threads with ``timeout=``, tasks with their
+  own cancel scope or ``asyncio.timeout``.
+* Async stores and refreshers run natively on the host loop; blocking ones in the host's few
+  worker threads. A backoff is a timer. So a credential costs memory, not a thread, however
+  many are refreshing or backing off at once.
+* Hooks run on the host once the flight's outcome is recorded and before its waiters wake
+  (async hooks on its loop, plain ones in a worker thread): ``on_refresh`` of the manager whose
+  caller started the flight, ``on_session_expired`` of every manager of the credential, once
+  per expiry.
 * While a token is FRESH, asking costs one attribute read and one clock call (no lock).
+* How long refreshes take is watched (the slowest recent one, decaying): the background
+  refresh of a STALE token starts at least three times that before expiry (at most half the
+  lifetime earlier), so that it lands before any request has to wait for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import logging
-import math
 import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ParamSpec, TypeAlias
 
+from .._core.challenges import HeaderValues
 from .._core.clock import Clock, monotonic_of, system_clock
 from .._core.credential import (
     FRESH,
@@ -44,6 +46,7 @@ from .._core.credential import (
     Expired,
     Fail,
     Failed,
+    FlightHandle,
     Force,
     Job,
     Outcome,
@@ -57,15 +60,17 @@ from .._core.credential import (
 )
 from .._core.policy import RefreshPolicy, RetryPolicy, wants_refresh
 from .._core.tokens import TokenSet
-from .._oauth.challenges import HeaderValues
+from .._deprecation import warn
 from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ..errors import DPoPError, RefreshFailed, StoreError
-from ..refreshers import Refresher, takes_dpop
+from ..refreshers import FunctionRefresher
 from ..stores._base import MemoryStore, TokenStore
-from .flight import Flight
+from .flight import Flight, strip_tracebacks
+from .host import host, in_host_thread
 from .observers import FlightWatch, RefreshObserver, trigger_of
+from .refresher import Refresher, takes_dpop
 from .resource import ResourceCall
-from .steps import _refresh_call, flight_steps, run_steps
+from .steps import flight_steps, run_steps
 
 __all__ = ["ManagerStats", "TokenManager"]
 
@@ -73,6 +78,8 @@ logger = logging.getLogger("freshtoken")
 
 Hook: TypeAlias = Callable[..., Any]
 _P = ParamSpec("_P")
+
+_DECAY = 0.5  # each refresh halves the weight of the slowest one seen before it
 
 
 @dataclasses.dataclass
@@ -110,14 +117,20 @@ class _Credential:
     store it was asked of, and the last open manager to close asks that store to stop.
     """
 
-    __slots__ = ("__weakref__", "managers", "mutex", "rewatch", "state", "watched")
+    __slots__ = ("__weakref__", "managers", "mutex", "rewatch", "slowest", "state", "watched")
 
     def __init__(self) -> None:
         self.mutex = threading.Lock()
-        self.state = CredentialState()
+        self.state = CredentialState(Flight)
         self.managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
         self.rewatch = False  # in a forked child: the store's watcher thread did not come along
         self.watched: TokenStore | None = None
+        self.slowest = 0.0  # seconds: the slowest recent refresh, decaying (see _observed)
+
+    def observed(self, seconds: float) -> None:
+        """A refresh attempt answered after ``seconds``: remember the slowest, decaying."""
+        with self.mutex:
+            self.slowest = max(seconds, self.slowest * _DECAY)
 
     def invalidate(self) -> None:
         with self.mutex:
@@ -172,10 +185,12 @@ class TokenManager:
     """Keeps one credential's access token fresh for any number of clients.
 
     ``refresher`` turns the current tokens into new ones (see [`freshtoken.refreshers`][]);
-    ``store`` keeps them (default: a new [`MemoryStore`][]). A refresh is due ``leeway``
-    seconds before expiry at most and ``window_fraction`` of the token's lifetime at most, and
-    one credential refreshes at most once per ``min_interval`` seconds. ``retry`` bounds the
-    attempts while callers wait on an expired token and each attempt's duration.
+    ``store`` keeps them (default: a new [`MemoryStore`][]). ``policy`` says when a refresh is
+    due (a [`RefreshPolicy`][freshtoken.RefreshPolicy]: ``leeway`` seconds before expiry at most,
+    ``window_fraction`` of the token's lifetime at most, at most once per ``min_interval``
+    seconds); ``retry`` (a [`RetryPolicy`][freshtoken.RetryPolicy]) bounds the attempts while
+    callers wait on an expired token and each attempt's duration. The flat ``leeway=``,
+    ``window_fraction=`` and ``min_interval=`` keywords still work, deprecated until 0.2.0.
     ``lock_timeout`` bounds the wait for another process's refresh. ``refresh_statuses`` are
     the API statuses that mean "token rejected". Hooks may be plain or async functions:
     ``on_refresh(tokens)`` after each refresh this manager started, ``on_session_expired(error)``
@@ -198,9 +213,7 @@ class TokenManager:
         refresher: Refresher,
         store: TokenStore | None = None,
         *,
-        leeway: float = 30.0,
-        window_fraction: float = 0.25,
-        min_interval: float = 1.0,
+        policy: RefreshPolicy | None = None,
         retry: RetryPolicy | None = None,
         lock_timeout: float = 30.0,
         refresh_statuses: frozenset[int] = frozenset({401}),
@@ -209,7 +222,11 @@ class TokenManager:
         clock: Clock = system_clock,
         dpop: DPoPKey | DPoPAlgorithm | None = None,
         observer: RefreshObserver | None = None,
+        leeway: float | None = None,
+        window_fraction: float | None = None,
+        min_interval: float | None = None,
     ) -> None:
+        policy = _refresh_policy(policy, leeway, window_fraction, min_interval)
         if not lock_timeout > 0:
             raise ValueError("lock_timeout must be positive")
         self.dpop = None if dpop is None else DPoP(dpop)
@@ -223,9 +240,7 @@ class TokenManager:
         self.refresher = refresher
         self.store: TokenStore = MemoryStore() if store is None else store
         self.store.remember_refresher(refresher)  # a FileStore profile records its settings
-        self.policy = RefreshPolicy(
-            leeway=leeway, window_fraction=window_fraction, min_interval=min_interval
-        )
+        self.policy = policy
         self.retry = RetryPolicy() if retry is None else retry
         self.lock_timeout = lock_timeout
         self.refresh_statuses = frozenset(refresh_statuses)
@@ -238,6 +253,7 @@ class TokenManager:
         self._closed = False
         self._credential = _credential_for(self)
         self._state = self._credential.state
+        self._observed_policy = (self.policy, 0.0, self.policy)
 
     def __repr__(self) -> str:
         closed = ", closed" if self._closed else ""
@@ -262,7 +278,7 @@ class TokenManager:
         self._closed = True
         # The lock-free fast path reads only ``_state.fast``: an empty state sends every
         # caller to _decide, which refuses. Flights in progress land in the credential.
-        self._state = CredentialState()
+        self._state = CredentialState(Flight)
         _release(self, self._credential)
 
     async def aclose(self) -> None:
@@ -296,7 +312,15 @@ class TokenManager:
 
     @property
     def rules(self) -> Rules:
-        return Rules(self.policy, self.retry, self.refresher.can_acquire, self.lock_timeout)
+        policy = self.policy
+        slowest = self._credential.slowest
+        if slowest > 0:
+            base, seen, observed = self._observed_policy
+            if base is not policy or seen != slowest:
+                observed = dataclasses.replace(policy, refresh_duration=slowest)
+                self._observed_policy = (policy, slowest, observed)
+            policy = observed
+        return Rules(policy, self.retry, self.refresher.can_acquire, self.lock_timeout)
 
     # -- the questions integrations ask -------------------------------------------------------
 
@@ -431,6 +455,12 @@ class TokenManager:
                 raise decision.error
             if isinstance(decision, Pass):
                 return None
+            if in_host_thread():
+                # The flight runs on this very thread's loop: blocking here would stall it.
+                raise RuntimeError(
+                    "a blocking TokenManager call inside an async refresher, store or hook "
+                    "would stall every refresh: await the async method (aget_tokens...)"
+                )
             if not decision.flight.wait(timeout):
                 raise _gave_up_waiting(decision.flight, timeout)
             tokens = decision.flight.outcome()
@@ -511,51 +541,81 @@ class TokenManager:
         watch = None
         if self.observer is not None:
             watch = FlightWatch.start(self.observer, trigger_of(job, self._state.view is not None))
-        thread = threading.Thread(target=self._fly, args=(job, watch), name="freshtoken-refresh")
         try:
-            thread.start()
-        except RuntimeError as error:  # "can't start new thread": the interpreter is exiting
-            failed = Failed(RefreshFailed("no_thread", str(error)), gave_up=False)
-            self._finish(job, failed, watch)
+            host().submit(lambda: self._fly(job, watch))
+        except RuntimeError as error:  # the interpreter is exiting, or no thread can start
+            failed = Failed(RefreshFailed("no_host", str(error)), gave_up=False)
+            result, landed_error, _ = self._record(job, failed, watch)
+            job.flight.land(result, landed_error)
 
-    def _fly(self, job: Job, watch: FlightWatch | None) -> None:
+    async def _fly(self, job: Job, watch: FlightWatch | None) -> None:
         def attempted() -> None:
             self.stats.add("refresh_attempts")
             if watch is not None:
                 watch.attempt()
 
+        requests = _TokenRequests(self.refresher, self.dpop, self.clock)
         try:
-            outcome = run_steps(
+            outcome = await run_steps(
                 flight_steps(job, self.rules, self.clock),
                 self.store,
-                _TokenRequests(self.refresher, self.dpop),
-                self.clock,
+                self._timed(requests.arefresh),
                 on_attempt=attempted,
                 on_lock=None if watch is None else watch.lock_acquired,
             )
         except Exception as error:
             logger.exception("freshtoken: a refresh flight failed unexpectedly")
             outcome = Failed(RefreshFailed("internal_error", type(error).__name__), gave_up=False)
-        self._finish(job, outcome, watch)
+        await self._finish(job, outcome, watch)
 
-    def _finish(self, job: Job, outcome: Outcome, watch: FlightWatch | None = None) -> None:
-        """Record the outcome, run the hooks, then wake the waiters (whatever fails)."""
+    def _timed(
+        self, refresh: Callable[[TokenSet | None, float], Awaitable[TokenSet]]
+    ) -> Callable[[TokenSet | None, float], Awaitable[TokenSet]]:
+        """``refresh`` that tells the credential how long each answered attempt took (on the
+        manager's monotonic clock, which a test controls)."""
+        monotonic, credential = self._monotonic, self._credential
+
+        async def timed(current: TokenSet | None, deadline: float) -> TokenSet:
+            began = monotonic()
+            tokens = await refresh(current, deadline)
+            credential.observed(monotonic() - began)
+            return tokens
+
+        return timed
+
+    def _record(
+        self, job: Job, outcome: Outcome, watch: FlightWatch | None
+    ) -> tuple[TokenSet | None, BaseException | None, list[TokenManager]]:
+        """Record the outcome in the credential: what the waiters get, and the managers."""
+        if isinstance(outcome, (Failed, Expired)):
+            # Kept as the credential's last error: without its traceback, which would keep
+            # the flight's frames, its HTTP client and its loop's objects alive.
+            strip_tracebacks(outcome.error)
         credential = self._credential
+        with credential.mutex:
+            result, error = credential.state.land(job, outcome, self.rules, self._monotonic())
+            managers = list(credential.managers)
+        if job.background and isinstance(outcome, Failed):
+            # A waiter of a background flight (its token expired meanwhile, or was rejected)
+            # decides again: it gets a flight of its own, with the retries it is owed.
+            error = None
+        self._report(outcome)
+        if watch is not None:
+            watch.ended(outcome)
+        return result, error, managers
+
+    async def _finish(self, job: Job, outcome: Outcome, watch: FlightWatch | None) -> None:
+        """Record the outcome, run the hooks, then wake the waiters (whatever fails)."""
         result: TokenSet | None = None
         error: BaseException | None = RefreshFailed("internal_error", "the refresh did not land")
         try:
-            with credential.mutex:
-                result, error = credential.state.land(job, outcome, self.rules, self._monotonic())
-                managers = list(credential.managers)
-            self._report(outcome)
-            if watch is not None:
-                watch.ended(outcome)
+            result, error, managers = self._record(job, outcome, watch)
             if isinstance(outcome, Refreshed):
-                _run_hook(self.on_refresh, outcome.stored.tokens)
+                await _run_hook(self.on_refresh, outcome.stored.tokens)
             elif isinstance(outcome, Expired):
                 for manager in managers:
                     manager.stats.add("session_expirations")
-                    _run_hook(manager.on_session_expired, outcome.error)
+                    await _run_hook(manager.on_session_expired, outcome.error)
         finally:
             job.flight.land(result, error)
 
@@ -578,29 +638,63 @@ class TokenManager:
 
 class _TokenRequests:
     """The refresher as a flight calls it: with the manager's DPoP, which decides the key
-    (and refuses tokens bound to another), or refusing DPoP-bound tokens without one."""
+    (and refuses tokens bound to another), or refusing DPoP-bound tokens without one. Its
+    ``arefresh`` when that does native async I/O, else its ``refresh`` in a host worker."""
 
-    __slots__ = ("_dpop", "_refresher")
+    __slots__ = ("_clock", "_dpop", "_native", "_refresher", "_takes_deadline")
 
-    def __init__(self, refresher: Refresher, dpop: DPoP | None) -> None:
+    def __init__(self, refresher: Refresher, dpop: DPoP | None, clock: Clock) -> None:
         self._refresher = refresher
         self._dpop = dpop
+        self._clock = clock
+        self._native = native_async(refresher)
+        method = getattr(refresher, "arefresh" if self._native else "refresh")
+        self._takes_deadline = _takes(method, "deadline")
 
-    @property
-    def can_acquire(self) -> bool:
-        return self._refresher.can_acquire
-
-    def refresh(
-        self, current: TokenSet | None, clock: Clock, *, deadline: float | None = None
-    ) -> TokenSet:
+    async def arefresh(self, current: TokenSet | None, deadline: float) -> TokenSet:
+        options: dict[str, Any] = {}
         if self._dpop is not None:
-            refresh: Callable[..., TokenSet] = self._refresher.refresh
-            return refresh(current, clock, deadline=deadline, dpop=self._dpop)
-        if current is not None and current.dpop_key is not None:
+            options = {"deadline": deadline, "dpop": self._dpop}
+        elif current is not None and current.dpop_key is not None:
             raise _not_configured()
-        return _refresh_call(self._refresher)(
-            current, clock, math.inf if deadline is None else deadline
+        elif self._takes_deadline:
+            options = {"deadline": deadline}
+        if self._native:
+            arefresh: Callable[..., Awaitable[TokenSet]] = self._refresher.arefresh  # type: ignore[attr-defined]
+            return await arefresh(current, self._clock, **options)
+        refresh: Callable[..., TokenSet] = self._refresher.refresh
+        return await host().run_sync(lambda: refresh(current, self._clock, **options))
+
+
+def native_async(refresher: object) -> bool:
+    """Whether ``refresher.arefresh`` does its I/O natively, so the host loop may await it.
+
+    Not when a subclass overrides ``refresh`` below the class that defines ``arefresh`` (the
+    override is what its author means), nor for a FunctionRefresher of a plain function.
+    """
+    if isinstance(refresher, FunctionRefresher):
+        function = refresher.function
+        return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+            getattr(function, "__call__", None)  # noqa: B004 - an async callable object
         )
+    arefresh = getattr(refresher, "arefresh", None)
+    if not inspect.iscoroutinefunction(arefresh):
+        return False
+    if "refresh" in vars(refresher) or "arefresh" in vars(refresher):
+        return False
+    owners = type(refresher).__mro__
+    sync_owner = next((c for c in owners if "refresh" in vars(c)), None)
+    async_owner = next((c for c in owners if "arefresh" in vars(c)), None)
+    if sync_owner is None or async_owner is None:
+        return async_owner is not None
+    return owners.index(async_owner) <= owners.index(sync_owner)
+
+
+def _takes(function: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _not_configured() -> DPoPError:
@@ -611,7 +705,35 @@ def _not_configured() -> DPoPError:
     )
 
 
-def _gave_up_waiting(flight: Flight, timeout: float | None) -> RefreshFailed:
+def _refresh_policy(
+    policy: RefreshPolicy | None,
+    leeway: float | None,
+    window_fraction: float | None,
+    min_interval: float | None,
+) -> RefreshPolicy:
+    """``policy``, or one made of the deprecated flat keywords (warned about)."""
+    flat = {
+        name: value
+        for name, value in (
+            ("leeway", leeway),
+            ("window_fraction", window_fraction),
+            ("min_interval", min_interval),
+        )
+        if value is not None
+    }
+    if not flat:
+        return RefreshPolicy() if policy is None else policy
+    if policy is not None:
+        raise TypeError(f"give policy= or {', '.join(flat)}=, not both")
+    warn(
+        f"TokenManager({', '.join(f'{name}=' for name in flat)})",
+        f"policy=RefreshPolicy({', '.join(f'{name}=...' for name in flat)})",
+        stacklevel=4,
+    )
+    return RefreshPolicy(**flat)
+
+
+def _gave_up_waiting(flight: FlightHandle, timeout: float | None) -> RefreshFailed:
     if timeout is not None and flight.remaining() > 0:
         what = f"gave up waiting for the refresh after {timeout:g} s"
     else:
@@ -619,16 +741,17 @@ def _gave_up_waiting(flight: Flight, timeout: float | None) -> RefreshFailed:
     return RefreshFailed("refresh_timeout", f"{what}; it goes on in the background")
 
 
-def _run_hook(hook: Hook | None, argument: object) -> None:
+async def _run_hook(hook: Hook | None, argument: object) -> None:
+    """Run a hook on the host: an async one on its loop, a plain one in a worker thread (it
+    may block); whatever it raises is logged."""
     if hook is None:
         return
     try:
-        result = hook(argument)
+        if inspect.iscoroutinefunction(hook):
+            await hook(argument)
+            return
+        result = await host().run_sync(hook, argument)
         if inspect.isawaitable(result):
-            asyncio.run(_await(result))  # the flight's thread has no loop: a private one
+            await result
     except Exception:
         logger.exception("freshtoken hook %r raised", getattr(hook, "__name__", hook))
-
-
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable

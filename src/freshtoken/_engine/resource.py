@@ -34,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+from .._core.challenges import HeaderValues
 from .._core.tokens import TokenSet
-from .._oauth.challenges import HeaderValues
 from .._oauth.dpop import DPoP, OriginKey, access_token_hash, nonce_demanded, origin_key
 
 __all__ = ["MOST_SENDS", "Attempt", "CallRules", "Rejected", "ResourceCall"]

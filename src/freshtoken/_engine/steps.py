@@ -4,8 +4,13 @@
 lock, re-read under it, refresh with retries, save with a fence, clear on a permanent failure) and
 yields each piece of I/O as an effect; the answers are sent back in, failures are thrown back
 in. It does no I/O itself, so tests drive it by hand. [`run_steps()`][run_steps] performs the
-effects with blocking calls; a flight always runs in its own thread (see ``_manager``), so there is
-no second, async runner to keep in step with this one.
+effects on the flight host's event loop (see ``host``): async stores and refreshers natively,
+blocking ones in the host's bounded worker threads, and a backoff as a timer on the loop.
+
+Between two attempts the flight lets go of the store's cross-process lock for the backoff, so
+that another process may refresh meanwhile; it takes the lock again after it and re-reads the
+store: tokens another process saved are adopted, and a refresh token it rotated is never
+presented again.
 
 Failures are classified once, here ([`classify()`][classify]): a permanent one clears the store and
 ends the session; a transient one (token endpoint, network, store) keeps the tokens; anything
@@ -16,9 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import time
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, TypeAlias
 
 from .._core.clock import Clock
@@ -40,8 +44,8 @@ from .._core.credential import (
 from .._core.policy import Freshness
 from .._core.tokens import TokenResponseError, TokenSet
 from ..errors import AuthError, LockTimeout, RefreshFailed, SessionExpired, StoreError
-from ..refreshers import Refresher
-from ..stores._base import GenerationConflict, StoredTokens, TokenStore
+from ..stores._base import BlockingTokenStore, GenerationConflict, StoredTokens, TokenStore
+from .host import host
 
 __all__ = [
     "Clear",
@@ -51,6 +55,7 @@ __all__ = [
     "Refresh",
     "Save",
     "Sleep",
+    "Unlock",
     "classify",
     "flight_steps",
     "run_steps",
@@ -67,6 +72,11 @@ class Lock:
     """Take the store's cross-process refresh lock until the steps end."""
 
     timeout: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unlock:
+    """Let go of the store's refresh lock (for a backoff); a later ``Lock`` takes it again."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,7 +101,7 @@ class Sleep:
     seconds: float
 
 
-Effect: TypeAlias = Load | Lock | Refresh | Save | Clear | Sleep
+Effect: TypeAlias = Load | Lock | Unlock | Refresh | Save | Clear | Sleep
 Steps: TypeAlias = Generator[Effect, Any, Outcome]
 
 
@@ -116,17 +126,17 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
         settled = _settled(job, stored, rules, clock)
         if settled is not None:
             return settled
-        current = None if stored is None else stored.tokens
-        if not rules.can_acquire and (current is None or current.refresh_token is None):
-            if current is None:
-                return Loaded(None)
-            yield Clear()
-            return Expired(
-                SessionExpired("no_refresh_token", "no refresh token is stored: log in again")
-            )
         attempts = 1 if job.background else rules.retry.attempts
         attempt = 0
         while True:
+            current = None if stored is None else stored.tokens
+            if not rules.can_acquire and (current is None or current.refresh_token is None):
+                if current is None:
+                    return Loaded(None)
+                yield Clear()
+                return Expired(
+                    SessionExpired("no_refresh_token", "no refresh token is stored: log in again")
+                )
             attempt += 1
             try:
                 tokens: TokenSet = yield Refresh(current, rules.retry.timeout)
@@ -136,16 +146,30 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
             if isinstance(error, SessionExpired):
                 yield Clear()
                 return Expired(error)
+            if isinstance(error, RefreshFailed) and error.error == "refresh_conflict":
+                # Another client refreshed with this refresh token at the same moment (the
+                # server said so): its tokens may be in the store by now; the retry is last.
+                newer: StoredTokens | None = yield Load()
+                if newer is not None and (stored is None or newer.generation != stored.generation):
+                    return Adopted(newer)
             delay = rules.retry.delay(attempt, error if isinstance(error, RefreshFailed) else None)
             if not retryable or attempt >= attempts or not rules.retry.honours(delay):
                 return Failed(error, gave_up=not job.background)
+            # The lock is not held through the backoff: another process may refresh meanwhile,
+            # and what it saved is read (and adopted) once the lock is ours again.
+            yield Unlock()
             yield Sleep(delay)
+            yield Lock(rules.lock_timeout)
+            stored = yield Load()
+            settled = _settled(job, stored, rules, clock)
+            if settled is not None:
+                return settled
         try:
             saved: StoredTokens = yield Save(tokens, 0 if stored is None else stored.generation)
         except GenerationConflict:
             # Our lock lapsed and someone saved newer tokens (or logged out): theirs win.
-            newer: StoredTokens | None = yield Load()
-            return Cleared() if newer is None else Adopted(newer)
+            latest: StoredTokens | None = yield Load()
+            return Cleared() if latest is None else Adopted(latest)
         return Refreshed(saved)
     except StoreError as error:
         return Failed(error, gave_up=not job.background)
@@ -182,20 +206,25 @@ def classify(error: BaseException) -> tuple[AuthError, bool]:
     return failure, False
 
 
-def run_steps(
+RefreshCall: TypeAlias = Callable[[TokenSet | None, float], Awaitable[TokenSet]]
+
+
+async def run_steps(
     steps: Steps,
     store: TokenStore,
-    refresher: Refresher,
-    clock: Clock,
+    refresh: RefreshCall,
     *,
     on_attempt: Callable[[], None] = lambda: None,
     on_lock: Callable[[float], None] | None = None,
 ) -> Outcome:
-    """Perform ``steps`` with blocking calls; the refresh lock is held until they end.
-    ``on_attempt`` is told of each refresh attempt (the manager counts them), ``on_lock`` of
-    the seconds it took to get the lock (for an observer)."""
-    refresh = _refresh_call(refresher)
-    with contextlib.ExitStack() as held:
+    """Perform ``steps`` on the flight host's loop. ``refresh(current, deadline)`` makes one
+    attempt by ``deadline`` (monotonic). The refresh lock is held from a ``Lock`` to the next
+    ``Unlock`` or to the end. ``on_attempt`` is told of each refresh attempt (the manager counts
+    them), ``on_lock`` of the seconds it took to get the lock the first time (for an
+    observer)."""
+    calls = StoreCalls(store)
+    held: contextlib.AsyncExitStack | None = None
+    try:
         value: Any = None
         error: BaseException | None = None
         while True:
@@ -207,36 +236,80 @@ def run_steps(
             value, error = None, None
             try:
                 if isinstance(effect, Load):
-                    value = store.load()
+                    value = await calls.load()
                 elif isinstance(effect, Lock):
                     asked = time.monotonic()
-                    held.enter_context(store.lock(effect.timeout))
+                    stack = contextlib.AsyncExitStack()
+                    await stack.enter_async_context(calls.lock(effect.timeout))
+                    held = stack
                     if on_lock is not None:
                         on_lock(time.monotonic() - asked)
+                        on_lock = None  # the flight's first wait is reported, not re-takings
+                elif isinstance(effect, Unlock):
+                    if held is not None:
+                        stack, held = held, None
+                        await stack.aclose()
                 elif isinstance(effect, Refresh):
                     on_attempt()
-                    value = refresh(effect.current, clock, time.monotonic() + effect.timeout)
+                    value = await refresh(effect.current, time.monotonic() + effect.timeout)
                 elif isinstance(effect, Save):
-                    value = store.save(
-                        effect.tokens, expected_generation=effect.expected_generation
-                    )
+                    value = await calls.save(effect.tokens, effect.expected_generation)
                 elif isinstance(effect, Clear):
-                    store.clear()
+                    await calls.clear()
                 else:
-                    time.sleep(effect.seconds)
+                    await host().sleep(effect.seconds)
             except Exception as raised:  # noqa: BLE001 - handed to the steps, which decide
                 error = raised
+    finally:
+        if held is not None:
+            await held.aclose()
 
 
-RefreshCall: TypeAlias = Callable[[TokenSet | None, Clock, float], TokenSet]
+class StoreCalls:
+    """A store as the host loop calls it: its async methods when they do native async I/O,
+    else its blocking ones in the host's worker threads (never anyio's default pool, whose
+    threads are not bounded by the host's)."""
 
+    __slots__ = ("_native", "_store")
 
-def _refresh_call(refresher: Refresher) -> RefreshCall:
-    """``refresher.refresh`` with the attempt's deadline, for refreshers that take one."""
-    try:
-        takes_deadline = "deadline" in inspect.signature(refresher.refresh).parameters
-    except (TypeError, ValueError):
-        takes_deadline = False
-    if takes_deadline:
-        return lambda current, clock, deadline: refresher.refresh(current, clock, deadline=deadline)
-    return lambda current, clock, deadline: refresher.refresh(current, clock)
+    def __init__(self, store: TokenStore) -> None:
+        self._store = store
+        native = getattr(store, "native_async", None)
+        self._native = (
+            not isinstance(store, BlockingTokenStore) if native is None else bool(native())
+        )
+
+    async def load(self) -> StoredTokens | None:
+        if self._native:
+            return await self._store.aload()
+        return await host().run_sync(self._store.load)
+
+    async def save(self, tokens: TokenSet, expected_generation: int) -> StoredTokens:
+        if self._native:
+            return await self._store.asave(tokens, expected_generation=expected_generation)
+        store = self._store
+        return await host().run_sync(
+            lambda: store.save(tokens, expected_generation=expected_generation)
+        )
+
+    async def clear(self) -> None:
+        if self._native:
+            await self._store.aclear()
+        else:
+            await host().run_sync(self._store.clear)
+
+    def lock(self, timeout: float) -> contextlib.AbstractAsyncContextManager[None]:
+        if self._native:
+            return self._store.alock(timeout)
+        return self._blocking_lock(timeout)
+
+    @contextlib.asynccontextmanager
+    async def _blocking_lock(self, timeout: float) -> AsyncIterator[None]:
+        # Taken in one worker thread and released in another: every store's lock allows it
+        # (the protocol's locks are process locks, not thread-owned).
+        context = self._store.lock(timeout)
+        await host().run_sync(context.__enter__)
+        try:
+            yield
+        finally:
+            await host().run_sync(context.__exit__, None, None, None)

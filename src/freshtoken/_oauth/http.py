@@ -7,24 +7,28 @@ and return their result. [`drive()`][drive] and [`adrive()`][adrive] are their o
 flow as [`LoginFailed`][freshtoken.LoginFailed] (``cannot reach https://host/path: connection
 refused``), so that a flow may decide to try again.
 
-Each request goes through a client of its own and follows no redirect: credentials stay with
-the URL they were meant for.
+Each request goes through a client of its own (on the flight host: the host's kept-alive
+client) and follows no redirect: credentials stay with the URL they were meant for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import os
 import ssl
+import threading
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 import anyio
 import httpx
+import sniffio
 
 from .._core.policy import LARGEST_ANSWER
+from .._engine import connections
 from ..errors import LoginFailed
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "adrive",
     "asend",
     "drive",
+    "run_blocking",
     "send",
     "ssl_context",
     "unreachable",
@@ -81,8 +86,6 @@ def send(
     request: httpx.Request, *, verify: Verify = True, timeout: httpx.Timeout | float | None = None
 ) -> httpx.Response:
     """[`asend()`][asend] from synchronous code (on a private event loop)."""
-    from ..refreshers import run_blocking  # here: refreshers imports the login modules
-
     return run_blocking(asend(request, verify=verify, timeout=timeout))
 
 
@@ -94,16 +97,29 @@ async def asend(
     url = str(request.url)
     try:
         with anyio.fail_after(ANSWER_DEADLINE):
-            async with httpx.AsyncClient(
-                verify=ssl_context(verify),
-                timeout=timeout or DEFAULT_TIMEOUT,
-                follow_redirects=False,
-            ) as client:
+            if connections.shared():
+                # On the flight host: its kept-alive client for this TLS configuration.
+                request.extensions = {
+                    **request.extensions,
+                    "timeout": httpx.Timeout(timeout or DEFAULT_TIMEOUT).as_dict(),
+                }
+                client = connections.client_for(ssl_context(verify))
                 response = await client.send(request, stream=True)
                 try:
                     body = await _read_capped(response, url)
                 finally:
                     await response.aclose()
+            else:
+                async with httpx.AsyncClient(
+                    verify=ssl_context(verify),
+                    timeout=timeout or DEFAULT_TIMEOUT,
+                    follow_redirects=False,
+                ) as own_client:
+                    response = await own_client.send(request, stream=True)
+                    try:
+                        body = await _read_capped(response, url)
+                    finally:
+                        await response.aclose()
     except TimeoutError:
         raise LoginFailed(
             "timeout", f"no complete answer from {_without_query(url)} in {ANSWER_DEADLINE:g} s"
@@ -209,3 +225,31 @@ def _reason(error: BaseException) -> str:
         return "timed out"
     text = " ".join(str(error).split())
     return text[:200] if text else type(error).__name__
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion from synchronous code, on a private event loop.
+
+    From a thread that already runs an event loop (a sync call made inside async code), the
+    private loop runs in a helper thread: blocking that loop is what a sync call does anyway.
+    Trio's counts too: anyio would take an asyncio loop in a trio thread for trio's.
+    """
+    try:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return asyncio.run(coroutine)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(asyncio.run(coroutine))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(error)
+
+    helper = threading.Thread(target=run, name="freshtoken-blocking")
+    helper.start()
+    helper.join()
+    if errors:
+        raise errors[0]
+    return results[0]

@@ -25,7 +25,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import math
@@ -33,30 +32,39 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import providers
 from .._core.clock import Clock, system_clock
-from .._core.policy import RetryPolicy
+from .._core.policy import RefreshPolicy, RetryPolicy
 from .._core.tokens import TokenResponseError, TokenSet
 from .._engine.manager import TokenManager
+from .._engine.resource import Attempt, Rejected
 from .._logins.authorization import AuthorizationRequest
 from .._oauth.client_auth import ClientAuth
-from .._oauth.discovery import ServerMetadata, adiscover
-from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
+from .._oauth.discovery import ServerMetadata, ametadata_of
+from ..errors import (
+    AuthError,
+    LoginFailed,
+    LoginRequired,
+    SessionExpired,
+    StoreError,
+)
+from ..providers import Provider
 from ..refreshers import OAuth2Refresher, Refresher
 from ..stores._sealing import _raw_key
 from ._keys import KeyRing
 from ._proxy import (
     CallLimit,
+    Inbound,
     Route,
     Routes,
     chained,
-    forwarded_request_headers,
     forwarded_response_headers,
-    has_body,
     read_replayable,
 )
 from ._security import (
@@ -66,7 +74,7 @@ from ._security import (
     cookie_header,
     csrf_ok,
     expired_cookie_header,
-    forwardable_method,
+    method_allowed,
     safe_return_to,
     uri_encoded,
 )
@@ -79,6 +87,7 @@ from ._sessions import (
     new_session_id,
     valid_session_id,
 )
+from ._upstream import UPSTREAM_ERRORS, Upstream
 
 __all__ = ["BFF", "LoginRequired", "derive_key"]
 
@@ -96,17 +105,11 @@ MAX_PENDING_LOGINS = 4  # login cookies a browser may hold at once (tabs logging
 # ID token claims that describe the login, not the user: not shown by /user.
 _PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash", "azp", "auth_time"})
 UPSTREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-UPSTREAM_POOLS = 8
+UPSTREAM_CONNECTIONS = 256
 # Calls one session may have upstream at once (in one worker): an eighth of the upstream
-# connections (UPSTREAM_POOLS pools of 32), far above what a page's fetches need.
+# connections, far above what a page's fetches need.
 MAX_CALLS_PER_SESSION = 32
-
-
-class LoginRequired(AuthError):
-    """No session, or one that can no longer be refreshed: the browser must log in again.
-
-    Raised by [`BFF.user_client()`][BFF.user_client]; [`BFF.install()`][BFF.install] turns it into
-    the BFF's 401."""
+REFRESH_WAIT = 2.0
 
 
 def derive_key(secret: bytes | str) -> bytes:
@@ -134,6 +137,11 @@ class BFF:
     rotation). ``sessions`` defaults to a [`MemorySessionStore`][] (one worker); give a
     [`RedisSessionStore`][] for more. ``max_calls_per_session`` bounds the calls one
     session has upstream at once (per worker); past it the proxy answers 429.
+    ``provider`` is a [`Provider`][freshtoken.Provider] (or a preset's name, such as
+    ``"github"``) in place of ``issuer``: its endpoints and quirks are used.
+    ``refresh_wait`` bounds how long a proxied call waits for its session's refresh: past it
+    the browser gets 503 temporarily_unavailable with Retry-After (the refresh goes on, and
+    the session is kept).
     """
 
     def __init__(
@@ -143,7 +151,8 @@ class BFF:
         secret_key: bytes | str,
         previous_keys: Iterable[bytes | str] = (),
         routes: Mapping[str, str] | None = None,
-        issuer: str | ServerMetadata | None = None,
+        issuer: str | ServerMetadata | Provider | None = None,
+        provider: Provider | str | None = None,
         client_secret: str | None = None,
         scope: str | None = None,
         authorize_params: Mapping[str, str] | None = None,
@@ -168,6 +177,7 @@ class BFF:
         max_calls_per_session: int = MAX_CALLS_PER_SESSION,
         max_warm_sessions: int = 10_000,
         upstream_timeout: httpx.Timeout | float = UPSTREAM_TIMEOUT,
+        refresh_wait: float = REFRESH_WAIT,
         verify: bool | str = True,
         allow_insecure_http: bool = False,
         leeway: float = 30.0,
@@ -187,6 +197,8 @@ class BFF:
             or max_calls_per_session < 1
         ):
             raise ValueError("max_calls_per_session must be a whole number, at least 1")
+        if not (isinstance(refresh_wait, (int, float)) and 0 < refresh_wait < math.inf):
+            raise ValueError("refresh_wait is a positive number of seconds")
         if isinstance(previous_keys, (str, bytes)) or not all(
             isinstance(key, (str, bytes)) for key in previous_keys
         ):
@@ -199,8 +211,12 @@ class BFF:
                 verify=verify,
                 allow_insecure_http=allow_insecure_http,
             )
+        if provider is not None:
+            if issuer is not None:
+                raise ValueError("give an issuer or a provider, not both")
+            issuer = providers.get(provider) if isinstance(provider, str) else provider
         if refresher is None and issuer is None:
-            raise ValueError("give an issuer (or a token_url, or a refresher)")
+            raise ValueError("give an issuer (or a provider, a token_url, or a refresher)")
         self.issuer = issuer
         self.client_id = client_id
         self.client_secret = client_secret
@@ -243,20 +259,17 @@ class BFF:
         self._managers: OrderedDict[str, TokenManager] = OrderedDict()
         self.api_origins = frozenset(api_origins)
         self._timeout = httpx.Timeout(upstream_timeout)
-        # The proxy and revocation go straight to transports: no client, so no cookie jar
-        # that would carry one user's API cookies into another user's calls, no redirects
-        # followed, and less work per call. Several small pools rather than one large one:
-        # httpcore's pool spends time in the square of its size on every request.
-        ssl_context = httpx.create_ssl_context(verify=verify)
-        self._upstreams = [
-            httpx.AsyncHTTPTransport(
-                verify=ssl_context,
-                limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-            )
-            for _ in range(UPSTREAM_POOLS)
-        ]
-        self._next_pool = itertools.count()
+        self.refresh_wait = float(refresh_wait)
+        # The proxy's client: no cookie jar (one user's API cookies never reach another's
+        # calls), no redirects followed, nothing added; see _upstream.
+        self._upstream = Upstream(verify=verify, timeout=self._timeout, limit=UPSTREAM_CONNECTIONS)
+        # user_client() and revocation: httpx, one shared transport.
         self._shared = _SharedTransport(httpx.AsyncHTTPTransport(verify=verify))
+        self._cookie_bytes = cookie_name.encode("latin-1")
+        self._csrf_bytes = csrf_header.lower().encode("latin-1")
+        self._csrf_value_bytes = csrf_value.encode("latin-1")
+        self._handles: dict[str, str] = {}
+        self._ready = False
         self._endpoints: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             f"{prefix}/login": self._login,
             f"{prefix}/callback": self._callback,
@@ -277,10 +290,11 @@ class BFF:
         """Discover the issuer (once) and make the refresher from its metadata. Requests do
         this by themselves; call it at start-up to fail early on a wrong issuer."""
         if self._refresher is not None and (self.issuer is None or self.metadata is not None):
+            self._ready = True
             return
         async with self._discovery_lock:
-            if self.metadata is None and isinstance(self.issuer, str):
-                self.metadata = await adiscover(
+            if self.metadata is None and self.issuer is not None:
+                self.metadata = await ametadata_of(
                     self.issuer, verify=self.verify, allow_insecure_http=self.allow_insecure_http
                 )
             metadata = self.metadata
@@ -297,6 +311,7 @@ class BFF:
                 self.revocation_url = metadata.revocation_endpoint
             if self.end_session_url is None:
                 self.end_session_url = metadata.end_session_endpoint
+            self._ready = True
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -351,7 +366,7 @@ class BFF:
         return TokenManager(
             self.refresher,
             self.sessions.token_store(handle),
-            leeway=self.leeway,
+            policy=RefreshPolicy(leeway=self.leeway),
             retry=self.retry,
             clock=self.clock,
         )
@@ -447,7 +462,7 @@ class BFF:
         path: str = scope["path"]
         endpoint = self._endpoints.get(path)
         route = None if endpoint is not None else self.routes.match(path)
-        if endpoint is not None or route is not None:
+        if (endpoint is not None or route is not None) and not self._ready:
             try:
                 await self.ready()
             except LoginFailed as error:  # the provider cannot be discovered
@@ -493,8 +508,7 @@ class BFF:
                 return
 
     async def aclose(self) -> None:
-        for pool in self._upstreams:
-            await pool.aclose()
+        await self._upstream.aclose()
         await self._shared.close()
         await self.sessions.aclose()
 
@@ -733,12 +747,19 @@ class BFF:
     # -- the proxy ------------------------------------------------------------------------
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        inbound = Inbound(
+            scope["headers"],
+            cookie_name=self._cookie_bytes,
+            csrf_header=self._csrf_bytes,
+            csrf_value=self._csrf_value_bytes,
+        )
         query: bytes = scope.get("query_string", b"")
-        if not forwardable_method(scope["method"], scope["headers"], query):
+        method: str = scope["method"]
+        if not method_allowed(method, inbound.overrides, query):
             allow = [(b"allow", ALLOWED_METHODS.encode())]
             await _json(send, 405, {"error": "method_not_allowed"}, allow)
             return
-        if not self._csrf(scope):
+        if not inbound.csrf:
             await _json(send, 403, {"error": "csrf"})
             return
         raw_path = scope.get("raw_path")
@@ -749,100 +770,164 @@ class BFF:
         if target is None:
             await _json(send, 400, {"error": "invalid_path"})
             return
-        try:
-            session = await self.current_session(scope)
-        except StoreError as error:
-            await self._unavailable(send, error)
-            return
-        if session is None:
+        session_id = inbound.session_id
+        handle = None
+        if session_id is not None and valid_session_id(session_id):
+            handle = self._handle_of(session_id)
+            try:
+                alive = await self.sessions.alive(handle, now=self.clock(), idle=self.idle_timeout)
+            except StoreError as error:
+                await self._unavailable(send, error)
+                return
+            if not alive:
+                handle = None
+        if handle is None:
             await self._login_required(send, None)
             return
-        if not self.calls.enter(session.handle):
+        if not self.calls.enter(handle):
             await _json(send, 429, {"error": "too_many_calls"}, [(b"retry-after", b"1")])
             return
-        slot = _Slot(self.calls, session.handle)
+        slot = _Slot(self.calls, handle)
         try:
-            await self._forward(scope, receive, slot.sending_through(send), session, target)
+            await self._forward(scope, receive, send, slot, inbound=inbound, target=target)
         finally:
             slot.leave()
 
-    async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, session: Session, target: str
-    ) -> None:
-        manager = self.manager(session.handle)
+    def _handle_of(self, session_id: str) -> str:
+        """handle_of(), remembered for the sessions that call now (a hash per call saved)."""
+        handles = self._handles
+        handle = handles.get(session_id)
+        if handle is None:
+            if len(handles) >= self.max_warm_sessions:
+                handles.clear()
+            handle = handles[session_id] = handle_of(session_id)
+        return handle
+
+    async def _tokens(self, manager: TokenManager, handle: str, send: Send) -> TokenSet | None:
+        """The session's tokens to send, waiting at most ``refresh_wait`` for a refresh; None
+        once the browser has its answer (401 login_required, or 503 to come back later)."""
+        tokens = manager.cached_tokens()
+        if tokens is not None:
+            return tokens
         try:
-            tokens = manager.cached_tokens() or await manager.aget_tokens()
+            with anyio.move_on_after(self.refresh_wait):
+                return await manager.aget_tokens()
         except (SessionExpired, UnreadableSession):
-            await self._login_required(send, session.handle)
-            return
-        except (RefreshFailed, StoreError) as error:
+            await self._login_required(send, handle)
+            return None
+        except AuthError as error:  # RefreshFailed, StoreError, DPoPError...: never a 500
             await self._unavailable(send, error)
+            return None
+        await self._still_refreshing(send)
+        return None
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        slot: _Slot,
+        *,
+        inbound: Inbound,
+        target: str,
+    ) -> None:
+        handle = slot.handle
+        manager = self.manager(handle)
+        # refresh_wait bounds the call's waits for refreshes, all together.
+        deadline = anyio.current_time() + self.refresh_wait
+        tokens = manager.cached_tokens() or await self._tokens(manager, handle, send)
+        if tokens is None:
             return
-        headers = forwarded_request_headers(scope["headers"], self.csrf_header)
+        headers = inbound.forward
         body: bytes | None = None
         rest: AsyncIterator[bytes] | None = None
-        if has_body(_headers(scope)):  # before filtering: Transfer-Encoding is hop-by-hop
+        if inbound.has_body:
             try:
                 body, rest = await read_replayable(_body_chunks(receive), self.replay_limit)
             except ConnectionAbortedError:
                 return  # the browser went away before sending its body: nobody to answer
         method = scope["method"]
-        response = await self._send_upstream(method, target, headers, tokens, (body, rest))
-        if response is None:
-            await _json(send, 502, {"error": "bad_gateway"})
-            return
-        if self._rejected(manager, response):
-            try:
-                replacement = await manager.ahandle_rejection(tokens)
-            except SessionExpired:
-                await response.aclose()
-                await self._login_required(send, session.handle)
+        # The auth decisions are the manager's ResourceCall, as in every client integration:
+        # a rejected token is refreshed (or its newer successor taken) and the call sent again,
+        # at most MOST_SENDS tokens in all.
+        call = manager.call(method, target)
+        attempt: Attempt | None = call.first(tokens)
+        content: tuple[bytes | None, AsyncIterator[bytes] | None] = (body, rest)
+        while True:
+            assert attempt is not None
+            response = await self._send_upstream(method, target, headers, attempt, content)
+            if response is None:
+                await _json(send, 502, {"error": "bad_gateway"})
                 return
-            except (RefreshFailed, StoreError):
-                replacement = None  # the API's own 401 tells the browser enough
-            if replacement is not None and rest is None:
-                await response.aclose()
-                response = await self._send_upstream(
-                    method, target, headers, replacement, (body, None)
-                )
-                if response is None:
-                    await _json(send, 502, {"error": "bad_gateway"})
+            if call.settled(response.status):
+                break  # the hot path: nothing to read
+            answer_headers = response.headers
+            decision = call.answer(
+                response.status,
+                answer_headers.getall("WWW-Authenticate", []),
+                answer_headers.get("DPoP-Nonce"),
+            )
+            if not isinstance(decision, Rejected):
+                attempt = decision
+            else:
+                replacement = None
+                unavailable: AuthError | None = None
+                try:
+                    with anyio.move_on_at(deadline) as waited:
+                        replacement = await manager.ahandle_rejection(decision.tokens)
+                except SessionExpired:
+                    response.close()
+                    await self._login_required(send, handle)
                     return
-        await _stream(send, response)
+                except AuthError as error:  # RefreshFailed, StoreError, DPoPError...
+                    unavailable = error
+                if unavailable is not None or waited.cancelled_caught:
+                    # The token was rejected and no new one can be had now (the provider is
+                    # down, or slower than refresh_wait): come back later, not "log in
+                    # again", which an app may read the API's 401 as. The refresh goes on.
+                    response.close()
+                    if unavailable is not None:
+                        await self._unavailable(send, unavailable)
+                    else:
+                        await self._still_refreshing(send)
+                    return
+                attempt = call.replaced(replacement)
+            # A body streamed through cannot be sent again: its 401 goes back to the browser
+            # (after the refresh above, so that its next call succeeds).
+            if attempt is None or rest is not None:
+                break
+            response.release()
+            content = (body, None)
+        await _stream(send, response, slot)
 
     async def _send_upstream(
         self,
         method: str,
         url: str,
         headers: list[tuple[str, str]],
-        tokens: TokenSet,
+        attempt: Attempt,
         body: tuple[bytes | None, AsyncIterator[bytes] | None],
-    ) -> httpx.Response | None:
+    ) -> aiohttp.ClientResponse | None:
         first, rest = body
         content: bytes | AsyncIterator[bytes] | None = first
         if rest is not None and first is not None:
             content = chained(first, rest)
-        authorized = [*headers, ("authorization", tokens.authorization)]
-        request = httpx.Request(method, url, headers=authorized, content=content)
+        authorized = [*headers, ("authorization", attempt.authorization)]
+        if attempt.proof is not None:
+            authorized.append(("dpop", attempt.proof))
         try:
-            return await self._exchange(request)
-        except (httpx.HTTPError, ConnectionAbortedError) as error:
+            return await self._upstream.send(method, url, authorized, content)
+        except (*UPSTREAM_ERRORS, ConnectionAbortedError) as error:
             logger.warning("proxy: %s %s failed: %s", method, _redacted(url), type(error).__name__)
             return None
 
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` upstream; the answer's body is still to be read (or streamed)."""
+        """Send ``request`` (a revocation) with the shared httpx transport; the answer's body
+        is still to be read."""
         request.extensions["timeout"] = self._timeout.as_dict()
-        pool = self._upstreams[next(self._next_pool) % UPSTREAM_POOLS]
-        response = await pool.handle_async_request(request)
+        response = await self._shared.handle_async_request(request)
         response.request = request
         return response
-
-    @staticmethod
-    def _rejected(manager: TokenManager, response: httpx.Response) -> bool:
-        return response.status_code in manager.refresh_statuses and manager.wants_refresh(
-            response.status_code, response.headers.get_list("WWW-Authenticate")
-        )
 
     # -- answers --------------------------------------------------------------------------
 
@@ -868,10 +953,14 @@ class BFF:
     async def _unavailable(self, send: Send, error: Exception) -> None:
         logger.warning("bff: %s", error)
         retry_after = getattr(error, "retry_after", None)
-        headers = []
-        if isinstance(retry_after, (int, float)) and math.isfinite(retry_after):
-            headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+        if not isinstance(retry_after, (int, float)) or not math.isfinite(retry_after):
+            retry_after = 1  # come back soon: the browser's session is kept
+        headers = [(b"retry-after", str(max(1, math.ceil(retry_after))).encode())]
         await _json(send, 503, {"error": "temporarily_unavailable"}, headers)
+
+    async def _still_refreshing(self, send: Send) -> None:
+        """The session's refresh takes longer than refresh_wait: come back in a second."""
+        await _json(send, 503, {"error": "temporarily_unavailable"}, [(b"retry-after", b"1")])
 
     def __repr__(self) -> str:
         return f"BFF(client_id={self.client_id!r}, prefix={self.prefix!r}, {self.sessions!r})"
@@ -969,21 +1058,34 @@ async def _redirect(send: Send, location: str, headers: list[tuple[bytes, bytes]
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _stream(send: Send, response: httpx.Response) -> None:
-    """Send the upstream response as it arrives; close it whatever happens."""
+async def _stream(send: Send, response: aiohttp.ClientResponse, slot: _Slot) -> None:
+    """Send the upstream response as it arrives; release it (its connection kept) once read
+    to the end, close it otherwise. The call's place is given back before the answer's last
+    message goes out: a browser that sends its next call as soon as this one ends finds it
+    free."""
+    done = False
     try:
         await send(
             {
                 "type": "http.response.start",
-                "status": response.status_code,
-                "headers": forwarded_response_headers(response),
+                "status": response.status,
+                "headers": forwarded_response_headers(response.raw_headers),
             }
         )
-        async for chunk in response.aiter_raw():
+        content = response.content
+        while True:
+            chunk = await content.readany()
+            if not chunk or content.at_eof():
+                break
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        done = True
+        slot.leave()
+        await send({"type": "http.response.body", "body": chunk})
     finally:
-        await response.aclose()
+        if done:
+            response.release()
+        else:
+            response.close()
 
 
 def _shown_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
@@ -996,25 +1098,19 @@ def _redacted(url: str) -> str:
 
 class _Slot:
     """One call's place in its session's [`CallLimit`][], given back exactly once: before
-    the answer's last message goes out (a browser that sends its next call as soon as this one
-    ends finds the place free), or when the call ends otherwise."""
+    the answer's last message goes out, or when the call ends otherwise."""
+
+    __slots__ = ("_calls", "_taken", "handle")
 
     def __init__(self, calls: CallLimit, handle: str) -> None:
         self._calls = calls
-        self._handle: str | None = handle
+        self.handle = handle
+        self._taken = True
 
     def leave(self) -> None:
-        if self._handle is not None:
-            self._calls.leave(self._handle)
-            self._handle = None
-
-    def sending_through(self, send: Send) -> Send:
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                self.leave()
-            await send(message)
-
-        return sending
+        if self._taken:
+            self._taken = False
+            self._calls.leave(self.handle)
 
 
 class _SharedTransport(httpx.AsyncBaseTransport):

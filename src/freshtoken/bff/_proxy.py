@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from .._core.policy import check_transport, origin_of
-from ._security import HOP_BY_HOP, forwardable_path
+from ._security import (
+    _METHOD_OVERRIDE_HEADERS,
+    HOP_BY_HOP,
+    forwardable_path,
+    forwardable_path_cached,
+)
 
 __all__ = [
     "CallLimit",
+    "Inbound",
     "Route",
     "Routes",
     "forwarded_request_headers",
@@ -86,7 +89,8 @@ class Routes:
         if end is None:
             return None
         rest = raw_path[end:]
-        if not forwardable_path(rest):
+        # Short paths (those an app calls again and again) have their answer remembered.
+        if not (forwardable_path_cached(rest) if len(rest) <= 256 else forwardable_path(rest)):
             return None
         url = route.upstream + rest
         if query:
@@ -160,25 +164,98 @@ def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> set[str]:
     return listed
 
 
+# Never forwarded up, whatever the request: the browser's cookies (the session's above all),
+# its own Authorization, Host (the upstream's is sent), and what a browser could forge.
+_NEVER_UP = frozenset(
+    name.encode() for name in HOP_BY_HOP | _FORGEABLE | {"host", "cookie", "authorization"}
+)
+_NEVER_DOWN = frozenset(name.encode() for name in HOP_BY_HOP | {"set-cookie"})
+_VARY_COOKIE = (b"vary", b"Cookie")
+
+
+class Inbound:
+    """What the proxy needs of a browser's request headers, read in one pass: the session
+    cookie, whether the CSRF header proves the app's own script, whether a body follows, the
+    methods an override header names, and the headers to forward (as ``str`` pairs)."""
+
+    __slots__ = ("csrf", "forward", "has_body", "overrides", "session_id")
+
+    def __init__(
+        self,
+        raw: Iterable[tuple[bytes, bytes]],
+        *,
+        cookie_name: bytes,
+        csrf_header: bytes,
+        csrf_value: bytes,
+    ) -> None:
+        session_id: bytes | None = None
+        csrf: bytes | None = None
+        fetch_site = b"same-origin"
+        has_body = False
+        overrides: list[bytes] = []
+        forward: list[tuple[str, str]] = []
+        connection = False
+        for raw_name, value in raw:
+            name = raw_name.lower()
+            if name in _NEVER_UP:
+                if name == b"cookie":
+                    found = _cookie_value(value, cookie_name)
+                    if found is not None and session_id is None:
+                        session_id = found
+                elif name == b"transfer-encoding":
+                    has_body = True
+                elif name == b"connection":
+                    connection = True
+                continue
+            if name == csrf_header:
+                csrf = value  # the last one counts, as in a dict of the headers
+                continue
+            if name == b"content-length":
+                has_body = True
+            elif name == b"sec-fetch-site":
+                fetch_site = value
+            elif name in _METHOD_OVERRIDE_HEADERS:
+                overrides.append(value)
+            forward.append((name.decode("latin-1"), value.decode("latin-1")))
+        if connection:  # the headers the Connection header names are hop-by-hop too
+            listed = _connection_listed(raw)
+            forward = [(name, value) for name, value in forward if name not in listed]
+        self.session_id = None if session_id is None else session_id.decode("latin-1")
+        self.csrf = csrf == csrf_value and fetch_site != b"cross-site"
+        self.has_body = has_body
+        self.overrides = overrides
+        self.forward = forward
+
+
+def _cookie_value(header: bytes, name: bytes) -> bytes | None:
+    """The first cookie named ``name`` in one Cookie header (``a=1; b=2``)."""
+    for part in header.split(b";"):
+        key, _, value = part.strip().partition(b"=")
+        if key == name:
+            return value
+    return None
+
+
 def forwarded_request_headers(
     raw: Iterable[tuple[bytes, bytes]], csrf_header: str
 ) -> list[tuple[str, str]]:
-    headers = list(raw)
-    drop = HOP_BY_HOP | _connection_listed(headers) | {"host", "cookie", "authorization"}
-    drop |= {csrf_header.lower()} | _FORGEABLE
+    csrf = csrf_header.lower().encode("latin-1")
+    return Inbound(raw, cookie_name=b"", csrf_header=csrf, csrf_value=b"").forward
+
+
+def forwarded_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     kept = []
-    for name, value in headers:
-        lowered = name.decode("latin-1").lower()
-        if lowered not in drop:
-            kept.append((lowered, value.decode("latin-1")))
-    return kept
-
-
-def forwarded_response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
-    raw = response.headers.raw
-    drop = HOP_BY_HOP | _connection_listed(raw) | {"set-cookie"}
-    kept = [(name.lower(), value) for name, value in raw if name.lower().decode() not in drop]
-    kept.append((b"vary", b"Cookie"))
+    connection = False
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in _NEVER_DOWN:
+            connection = connection or lowered == b"connection"
+            continue
+        kept.append((lowered, value))
+    if connection:
+        listed = {name.encode("latin-1") for name in _connection_listed(raw)}
+        kept = [(name, value) for name, value in kept if name not in listed]
+    kept.append(_VARY_COOKIE)
     return kept
 
 
@@ -199,7 +276,3 @@ async def chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[byt
     yield first
     async for chunk in rest:
         yield chunk
-
-
-def has_body(headers: Mapping[str, Any]) -> bool:
-    return "content-length" in headers or "transfer-encoding" in headers

@@ -4,8 +4,9 @@ which request paths and methods may be forwarded. No I/O; each is a function of 
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -17,6 +18,8 @@ __all__ = [
     "expired_cookie_header",
     "forwardable_method",
     "forwardable_path",
+    "forwardable_path_cached",
+    "method_allowed",
     "safe_return_to",
     "uri_encoded",
 ]
@@ -171,14 +174,33 @@ def forwardable_method(method: str, headers: Iterable[tuple[bytes, bytes]], quer
     """Whether a call may go upstream with the session's token: not TRACE, TRACK or CONNECT,
     in any case, nor one of them named in a method-override header or ``_method`` query
     parameter (every value of each: frameworks differ on which one they read)."""
+    overrides = [value for name, value in headers if name.lower() in _METHOD_OVERRIDE_HEADERS]
+    return method_allowed(method, overrides, query)
+
+
+def method_allowed(method: str, overrides: Sequence[bytes], query: bytes) -> bool:
+    """[`forwardable_method()`][forwardable_method] over the override headers' values, already
+    picked out of the request's headers."""
+    # A query can name "_method" only as those bytes or with an escape: any other is read
+    # without parsing it.
+    parse = b"_method" in query or b"%" in query
+    if not overrides and not parse:
+        return method.strip().upper() not in _REFUSED_METHODS
     named = [method]
-    for name, value in headers:
-        if name.lower() in _METHOD_OVERRIDE_HEADERS:
-            named.extend(value.decode("latin-1").split(","))
-    for parameter, given in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if parameter == _METHOD_OVERRIDE_PARAMETER:
-            named.append(given)
+    for value in overrides:
+        named.extend(value.decode("latin-1").split(","))
+    if parse:
+        for parameter, given in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if parameter == _METHOD_OVERRIDE_PARAMETER:
+                named.append(given)
     return not any(word.strip().upper() in _REFUSED_METHODS for word in named)
+
+
+@functools.lru_cache(maxsize=4096)
+def forwardable_path_cached(raw_rest: str) -> bool:
+    """[`forwardable_path()`][forwardable_path], remembered for the paths an app calls over and
+    over (a pure function of its argument, so a cache cannot change an answer)."""
+    return forwardable_path(raw_rest)
 
 
 def _may_climb(path: str) -> bool:

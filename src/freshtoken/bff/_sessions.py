@@ -24,6 +24,8 @@ of its own ([`SessionStore.token_store()`][SessionStore.token_store]) that a
 from __future__ import annotations
 
 import abc
+import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -34,15 +36,17 @@ import logging
 import re
 import secrets
 import threading
+import uuid
+import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import sniffio
 
 from .._core.tokens import TokenSet
-from ..errors import LockTimeout, StoreError
+from ..errors import LockTimeout, StoreError, UnreadableSession
 from ..stores._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
 from ..stores._documents import parse_json
 from ._keys import KeyRing
@@ -64,12 +68,6 @@ __all__ = [
 logger = logging.getLogger("freshtoken.bff")
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
-_LOCK_STRIPES = 256
-
-
-class UnreadableSession(StoreError):
-    """A session's stored tokens that none of the BFF's keys opens, or that are not what
-    freshtoken writes: the session is over, and its user must log in again."""
 
 
 def new_session_id() -> str:
@@ -114,6 +112,11 @@ class SessionStore(abc.ABC):
     async def get(self, handle: str, *, now: float, idle: float) -> Session | None:
         """The session if it lives, its idle deadline moved to ``now + idle``; else None (an
         expired one is removed)."""
+
+    async def alive(self, handle: str, *, now: float, idle: float) -> bool:
+        """Whether the session lives, its idle deadline moved as [`get()`][get] moves it: what
+        a proxied call asks, which needs no claims. By default, ``get() is not None``."""
+        return await self.get(handle, now=now, idle=idle) is not None
 
     @abc.abstractmethod
     async def delete(self, handle: str) -> None:
@@ -173,7 +176,10 @@ class MemorySessionStore(SessionStore):
         self._id = next(_memory_ids)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._mutex = threading.Lock()  # request handlers and refresh threads both come here
-        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        # One refresh lock per session that has a refresh in progress or waiting, made on
+        # demand and dropped when released with nobody waiting: an idle session costs none,
+        # and no session ever waits on another's refresh.
+        self._locks: dict[str, _RefreshLock] = {}
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -204,6 +210,18 @@ class MemorySessionStore(SessionStore):
             self._entries.move_to_end(handle)
         return Session(handle, entry.created_at, entry.expires_at, json.loads(entry.claims))
 
+    async def alive(self, handle: str, *, now: float, idle: float) -> bool:
+        with self._mutex:
+            entry = self._entries.get(handle)
+            if entry is None:
+                return False
+            if now >= entry.idle_until or now >= entry.expires_at:
+                del self._entries[handle]
+                return False
+            entry.idle_until = now + idle
+            self._entries.move_to_end(handle)
+        return True
+
     async def delete(self, handle: str) -> None:
         with self._mutex:
             self._entries.pop(handle, None)
@@ -214,19 +232,91 @@ class MemorySessionStore(SessionStore):
     def _entry(self, handle: str) -> _Entry | None:
         return self._entries.get(handle)
 
-    def _lock_for(self, handle: str) -> threading.Lock:
-        return self._locks[int(handle[:8], 16) % _LOCK_STRIPES]
+    def _acquire(self, handle: str) -> _Waiter | None:
+        """Take ``handle``'s refresh lock now (None), or queue for it (the waiter)."""
+        with self._mutex:
+            lock = self._locks.get(handle)
+            if lock is None:
+                self._locks[handle] = _RefreshLock()
+                return None
+            waiter = _Waiter()
+            lock.waiters.append(waiter)
+            return waiter
+
+    def _release(self, handle: str) -> None:
+        """Hand ``handle``'s lock to its first waiter still waiting, or drop it."""
+        with self._mutex:
+            lock = self._locks[handle]
+            while lock.waiters:
+                if lock.waiters.popleft().grant():
+                    return
+            del self._locks[handle]
+
+    def _abandon(self, handle: str, waiter: _Waiter) -> bool:
+        """A waiter gives up; True if the lock was handed to it meanwhile (it holds it now,
+        and must release it)."""
+        with self._mutex:
+            if waiter.granted:
+                return True
+            waiter.abandoned = True
+            lock = self._locks.get(handle)
+            if lock is not None:
+                with contextlib.suppress(ValueError):
+                    lock.waiters.remove(waiter)
+            return False
+
+    @property
+    def refresh_locks(self) -> int:
+        """Sessions whose refresh lock exists now (held, or waited for)."""
+        return len(self._locks)
 
     def __repr__(self) -> str:
         return f"MemorySessionStore(sessions={len(self._entries)}, max={self.max_sessions})"
 
 
+class _RefreshLock:
+    """A session's refresh lock while it is held: the callers queued for it, first come first
+    served. Guarded by the store's mutex."""
+
+    __slots__ = ("waiters",)
+
+    def __init__(self) -> None:
+        self.waiters: collections.deque[_Waiter] = collections.deque()
+
+
+class _Waiter:
+    """One caller queued for a refresh lock, from a thread or an event loop. The lock is
+    handed over (``grant``) under the store's mutex, so a waiter that gives up at the same
+    moment either gets it (and releases it) or is skipped, never both."""
+
+    __slots__ = ("_wake", "abandoned", "event", "granted")
+
+    def __init__(self) -> None:
+        self.granted = False
+        self.abandoned = False
+        self.event = threading.Event()
+        self._wake: Callable[[], None] | None = None
+
+    def on_grant(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def grant(self) -> bool:
+        if self.abandoned:
+            return False
+        self.granted = True
+        self.event.set()
+        if self._wake is not None:
+            # RuntimeError: the waiter's loop closed; it abandons (and releases) on its side.
+            with contextlib.suppress(RuntimeError):
+                self._wake()
+        return True
+
+
 class _MemoryTokens(TokenStore):
     """One in-memory session's tokens, seen as a TokenStore (a view on its entry).
 
-    The refresh lock is one of a few hundred shared stripes: exclusive for this session (the
-    contract), at no cost per session; a flight holds one lock at a time, so stripes shared
-    by two sessions cannot deadlock, at worst they queue.
+    The refresh lock is the session's own, made while a refresh holds or awaits it: a
+    refresh that hangs, or a caller queued behind it, keeps no other session waiting.
     """
 
     loads_in_memory = True
@@ -271,13 +361,18 @@ class _MemoryTokens(TokenStore):
 
     @contextlib.contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
-        lock = self._sessions._lock_for(self._handle)
-        if not lock.acquire(timeout=max(timeout, 0.0)):
-            raise LockTimeout(f"{self!r}: the refresh lock was not released within {timeout:g} s")
+        sessions, handle = self._sessions, self._handle
+        waiter = sessions._acquire(handle)
+        if (
+            waiter is not None
+            and not waiter.event.wait(max(timeout, 0.0))
+            and not sessions._abandon(handle, waiter)
+        ):
+            raise self._timed_out(timeout)
         try:
             yield
         finally:
-            lock.release()
+            sessions._release(handle)
 
     async def aload(self) -> StoredTokens | None:
         return self.load()
@@ -290,16 +385,42 @@ class _MemoryTokens(TokenStore):
 
     @contextlib.asynccontextmanager
     async def alock(self, timeout: float) -> AsyncIterator[None]:
-        context = self.lock(0.0)
-        try:
-            context.__enter__()
-        except LockTimeout:
-            context = self.lock(timeout)
-            await anyio.to_thread.run_sync(context.__enter__)
+        sessions, handle = self._sessions, self._handle
+        waiter = sessions._acquire(handle)
+        if waiter is not None:
+            await self._await_grant(waiter, timeout)
         try:
             yield
         finally:
-            context.__exit__(None, None, None)
+            sessions._release(handle)
+
+    async def _await_grant(self, waiter: _Waiter, timeout: float) -> None:
+        """Wait for the lock to be handed to ``waiter``, on this task's loop (no thread)."""
+        sessions, handle = self._sessions, self._handle
+        try:
+            if sniffio.current_async_library() == "asyncio":
+                loop = asyncio.get_running_loop()
+                woken = loop.create_future()
+
+                def wake() -> None:
+                    loop.call_soon_threadsafe(_resolve, woken)
+
+                waiter.on_grant(wake)
+                if not waiter.granted:  # granted before the wake was set: nothing to await
+                    with anyio.move_on_after(max(timeout, 0.0)):
+                        await woken
+            else:
+                await anyio.to_thread.run_sync(waiter.event.wait, max(timeout, 0.0))
+        except BaseException:
+            # Cancelled: a lock handed over meanwhile goes on to the next in the queue.
+            if sessions._abandon(handle, waiter):
+                sessions._release(handle)
+            raise
+        if not waiter.granted and not sessions._abandon(handle, waiter):
+            raise self._timed_out(timeout)
+
+    def _timed_out(self, timeout: float) -> LockTimeout:
+        return LockTimeout(f"{self!r}: the refresh lock was not released within {timeout:g} s")
 
     def __repr__(self) -> str:
         return f"session tokens (memory, session {self._handle[:8]}...)"
@@ -387,6 +508,10 @@ class RedisSessionStore(SessionStore):
         self._owns = owns_clients
         self._sealer: KeyRing | None = None
         self._scripts = tuple(client.register_script(source) for source in _SCRIPTS)
+        # One pattern subscription for every session of this worker: a session's tokens
+        # replaced by another worker are dropped here at once (see _SessionWatcher).
+        self._origin = uuid.uuid4().hex
+        self._watcher = _SessionWatcher(client, prefix, self._origin, module.exceptions)
         self._async_scripts: tuple[Any, ...] | None = None
         if async_client is not None:
             self._async_scripts = tuple(async_client.register_script(source) for source in _SCRIPTS)
@@ -479,6 +604,10 @@ class RedisSessionStore(SessionStore):
             watch=False,
         )
         store._sealer = keys  # seal with the current key, open with any (key rotation)
+        # Saves of this worker say so (its own watcher ignores them); changes are heard
+        # through the worker's one subscription, not a thread per session.
+        store._origin = self._origin
+        store._session_watch = (self._watcher, handle)  # type: ignore[attr-defined]
         return store
 
     async def create(
@@ -527,6 +656,7 @@ class RedisSessionStore(SessionStore):
                 await anyio.to_thread.run_sync(self.client.delete, key)
 
     async def aclose(self) -> None:
+        self._watcher.stop()
         if self._owns:
             if self.async_client is not None:
                 await self.async_client.aclose()
@@ -591,6 +721,134 @@ class RedisSessionStore(SessionStore):
         return f"RedisSessionStore(prefix={self.prefix!r})"
 
 
+_WATCH_POLL = 0.2  # seconds the subscriber blocks on its socket before it checks for stop()
+_WATCH_BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
+
+
+class _SessionWatcher:
+    """One worker's subscription to every session's change channel (``PSUBSCRIBE
+    <prefix>{*}:changed``; each token save publishes ``<generation> <origin>`` there): when
+    another worker replaced a session's tokens, the managers of that session here drop what
+    they cached, so this worker never sends a token another one already replaced.
+
+    A daemon thread, started with the first session watched, reconnecting with backoff; after
+    each (re)subscription every session watched is told to re-read (a change may have gone
+    unheard meanwhile). Callbacks are held weakly: a session's manager dropped from the BFF's
+    warm set costs nothing here.
+    """
+
+    def __init__(self, client: Any, prefix: str, origin: str, errors: Any) -> None:
+        self._client = client
+        self._errors = errors
+        self._prefix = prefix
+        self._pattern = _glob_escaped(prefix) + "{*}:changed"
+        self._origin = origin.encode()
+        self._callbacks: dict[str, list[Callable[[], Callable[[], None] | None]]] = {}
+        self._mutex = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, handle: str, callback: Callable[[], None]) -> None:
+        reference = _weakly(callback)
+        with self._mutex:
+            if self._stopped.is_set():
+                return
+            self._callbacks.setdefault(handle, []).append(reference)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="freshtoken-bff-sessions-watch", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, handle: str, callback: Callable[[], None]) -> None:
+        with self._mutex:
+            kept = [ref for ref in self._callbacks.get(handle, []) if ref() not in (None, callback)]
+            if kept:
+                self._callbacks[handle] = kept
+            else:
+                self._callbacks.pop(handle, None)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        pause = _WATCH_BACKOFF[0]
+        while not self._stopped.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.psubscribe(self._pattern)
+                self._notify(None)  # whatever changed before (or between) subscriptions
+                pause = _WATCH_BACKOFF[0]
+                while not self._stopped.is_set():
+                    message = pubsub.get_message(timeout=_WATCH_POLL)
+                    if message is not None and message.get("type") == "pmessage":
+                        self._on_message(message.get("channel"), message.get("data"))
+            except self._errors.RedisError as error:
+                logger.warning(
+                    "bff: session change notifications interrupted (%s); reconnecting",
+                    type(error).__name__,
+                )
+            finally:
+                with contextlib.suppress(self._errors.RedisError, OSError):
+                    pubsub.close()
+            if self._stopped.wait(pause):
+                return
+            pause = min(pause * 2, _WATCH_BACKOFF[1])
+
+    def _on_message(self, channel: object, data: object) -> None:
+        if isinstance(channel, bytes):
+            channel = channel.decode("utf-8", "replace")
+        if isinstance(data, str):
+            data = data.encode("utf-8", "replace")
+        if not isinstance(channel, str) or not isinstance(data, bytes):
+            return
+        start = len(self._prefix) + 1
+        handle = channel[start : channel.find("}", start)]
+        if data.partition(b" ")[2] == self._origin:
+            return  # this worker's own save: its managers already hold those tokens
+        self._notify(handle)
+
+    def _notify(self, handle: str | None) -> None:
+        """Tell ``handle``'s managers (every session's, for None) to re-read."""
+        with self._mutex:
+            if handle is None:
+                found = [ref for refs in self._callbacks.values() for ref in refs]
+            else:
+                found = list(self._callbacks.get(handle, ()))
+        for reference in found:
+            callback = reference()
+            if callback is None:
+                continue
+            try:
+                callback()
+            except Exception:
+                logger.exception("bff: a session change callback raised")
+        if handle is not None and any(reference() is None for reference in found):
+            with self._mutex:  # managers collected since: forget them
+                kept = [ref for ref in self._callbacks.get(handle, []) if ref() is not None]
+                if kept:
+                    self._callbacks[handle] = kept
+                else:
+                    self._callbacks.pop(handle, None)
+
+
+def _weakly(callback: Callable[[], None]) -> Callable[[], Callable[[], None] | None]:
+    """A weak reference to a bound method (a credential's ``invalidate``), else a strong one."""
+    if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
+        return weakref.WeakMethod(callback)
+    return lambda: callback
+
+
+def _glob_escaped(text: str) -> str:
+    """``text`` matched literally in a Redis glob pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
@@ -603,6 +861,18 @@ def _session_tokens() -> type[RedisStore]:
     from ..stores.redis import RedisStore
 
     class SessionTokens(RedisStore):
+        _session_watch: tuple[_SessionWatcher, str] | None = None
+
+        def watch(self, on_change: Callable[[], None]) -> None:
+            if self._session_watch is not None:
+                watcher, handle = self._session_watch
+                watcher.add(handle, on_change)
+
+        def unwatch(self, on_change: Callable[[], None]) -> None:
+            if self._session_watch is not None:
+                watcher, handle = self._session_watch
+                watcher.remove(handle, on_change)
+
         def _parse(self, generation: Any, raw: Any) -> StoredTokens | None:
             try:
                 return super()._parse(generation, raw)

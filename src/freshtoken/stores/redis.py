@@ -61,6 +61,7 @@ import anyio.to_thread
 import sniffio
 
 from .._core.tokens import TokenSet
+from .._engine.host import in_host_thread
 from ..errors import LockTimeout, StoreError
 from ._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
 from ._documents import parse_json, token_set
@@ -118,6 +119,18 @@ _GENERATION_RE = re.compile(rb"[0-9]{1,14}")
 _MAX_LOCK_POLL = 0.25
 _WATCH_POLL = 0.2  # how long the watcher blocks on the socket before it checks for close()
 _WATCH_BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
+
+
+def _twin(module: Any, given: redis.asyncio.Redis) -> redis.asyncio.Redis:
+    """A new redis.asyncio client with ``given``'s connection settings and pool of its own."""
+    pool = given.connection_pool
+    twin_pool = module.asyncio.ConnectionPool(
+        connection_class=pool.connection_class,
+        max_connections=pool.max_connections,
+        **pool.connection_kwargs,
+    )
+    twin: redis.asyncio.Redis = module.asyncio.Redis(connection_pool=twin_pool)
+    return twin
 
 
 def _import_redis() -> Any:
@@ -388,23 +401,41 @@ class RedisStore(TokenStore):
             except (self._errors.ConnectionError, self._errors.TimeoutError) as error:
                 self._renewal_failed(error)
 
+    def native_async(self) -> bool:
+        """Whether the async methods do native I/O on the running loop (else a thread would);
+        the flight host calls the blocking ones in its own bounded workers then."""
+        return self._async_client() is not None
+
     def _async_client(self) -> AsyncClient | None:
-        """The redis.asyncio client for this event loop; None means: use a worker thread."""
+        """The redis.asyncio client for this event loop; None means: use a worker thread.
+
+        On freshtoken's flight host a given ``async_client`` is not used: it belongs to the
+        application's loop, and its connections cannot be awaited on another. A twin made with
+        the same connection settings serves the host's loop instead (a cluster client, whose
+        settings are spread over its nodes, is used through the blocking client there).
+        """
         if sniffio.current_async_library() != "asyncio":
             return None
-        if self._async_given is not None:
-            given: AsyncClient = self._async_given
+        given: AsyncClient | None = self._async_given
+        if given is not None and not in_host_thread():
             return given
-        if self._url is None:
+        if given is None and self._url is None:
             return None
+        module = _import_redis()
+        if given is not None and not isinstance(given, module.asyncio.Redis):
+            return None  # a cluster client
         loop = asyncio.get_running_loop()
         with self._mutex:
             client = self._async_clients.get(loop)
             if client is None:
                 for old in [old for old in self._async_clients if old.is_closed()]:
                     del self._async_clients[old]  # its loop is gone, and its sockets with it
-                module = _import_redis()
-                client = module.asyncio.Redis.from_url(self._url, **self._async_options(module))
+                if given is None:
+                    assert self._url is not None
+                    options = self._async_options(module)
+                    client = module.asyncio.Redis.from_url(self._url, **options)
+                else:
+                    client = _twin(module, given)
                 self._async_clients[loop] = client
             return client
 

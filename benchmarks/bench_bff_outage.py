@@ -1,0 +1,558 @@
+"""A BFF worker through a token endpoint outage: threads, browser call latency, lost sessions,
+the herd at recovery, and how long until every session works again.
+
+    python benchmarks/bench_bff_outage.py [--sessions 2000] [--mode refused|503|hanging]
+        [--outage 60] [--warmup 25] [--recovery 30] [--rate 400]
+
+Processes: the reference server (access tokens of 20 s), a gate in front of its token endpoint
+that passes, refuses, answers 503 or hangs on command, a light API that accepts a token until
+its JWT ``exp``, one BFF worker (uvicorn) with every session in a MemorySessionStore, and
+this process, which logs every session in (a password grant each: a refresh token of its own),
+then calls the BFF round-robin over the sessions at ``--rate`` calls/s and records each call.
+
+Goals (issue 19): threads at most 50; during the outage every call answers within 2 s (200
+while its token works, else 503, never 500); no session lost; at recovery at most the
+per-issuer cap of token requests in the air; every session working again within 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _support import server_process
+
+HERE = Path(__file__).resolve()
+SECRET = "the outage benchmark's passphrase"
+MODES = ("refused", "503", "hanging")
+
+
+# -- the light API: a token works until its JWT exp ------------------------------------------
+
+
+async def _api(port: int) -> None:
+    ok = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n"
+        b'{"items":[]}'
+    )
+    rejected = (
+        b'HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer error="invalid_token"\r\n'
+        b"content-length: 0\r\n\r\n"
+    )
+
+    def works(head: bytes) -> bool:
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"authorization":
+                token = value.strip().split(b" ", 1)[-1]
+                try:
+                    payload = token.split(b".")[1]
+                    claims = json.loads(
+                        base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4))
+                    )
+                    return float(claims["exp"]) > time.time()
+                except (IndexError, ValueError, KeyError, TypeError):
+                    return False
+        return False
+
+    class Protocol(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.buffer = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while b"\r\n\r\n" in self.buffer:
+                head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+                self.transport.write(ok if works(head) else rejected)
+
+    server = await asyncio.get_running_loop().create_server(Protocol, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+# -- the gate: the token endpoint's availability, on command ---------------------------------
+
+
+class Gate:
+    """A TCP relay to the reference server; ``mode`` is pass, refused, 503 or hanging. Counts
+    the token requests in the air (a request sent, its answer not begun) and their peak."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port, self.target = port, target
+        self.mode = "pass"
+        self.in_air = 0
+        self.peak = 0
+        self.requests = 0
+        self.server: asyncio.base_events.Server | None = None
+        self.connections: set[asyncio.StreamWriter] = set()
+
+    async def listen(self) -> None:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", self.port)
+
+    async def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        for writer in list(self.connections):  # every kept-alive connection ends with the mode
+            writer.close()
+        self.connections.clear()
+        if mode == "refused" and self.server is not None:
+            self.server.close()
+            self.server = None
+        elif mode != "refused" and self.server is None:
+            await self.listen()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.add(writer)
+        try:
+            if self.mode == "pass":
+                await self.relay(reader, writer)
+            elif self.mode == "503":
+                while head := await reader.readuntil(b"\r\n\r\n"):
+                    length = 0
+                    for line in head.split(b"\r\n"):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line.split(b":")[1])
+                    await reader.readexactly(length)
+                    self.requests += 1
+                    writer.write(
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                        b'content-length: 35\r\n\r\n{"error":"temporarily_unavailable"}'
+                    )
+            else:  # hanging: read and never answer
+                while await reader.read(65536):
+                    self.requests += 1
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self.connections.discard(writer)
+            writer.close()
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        waiting = False
+
+        async def upward() -> None:
+            nonlocal waiting
+            while data := await reader.read(65536):
+                if not waiting:
+                    waiting = True
+                    self.requests += 1
+                    self.in_air += 1
+                    self.peak = max(self.peak, self.in_air)
+                up_writer.write(data)
+            up_writer.close()
+
+        async def downward() -> None:
+            nonlocal waiting
+            while data := await up_reader.read(65536):
+                if waiting:
+                    waiting = False
+                    self.in_air -= 1
+                writer.write(data)
+            writer.close()
+
+        try:
+            await asyncio.gather(upward(), downward())
+        finally:
+            if waiting:
+                self.in_air -= 1
+            up_writer.close()
+
+    def stats(self) -> dict[str, int]:
+        return {"in_air": self.in_air, "peak": self.peak, "requests": self.requests}
+
+
+async def _gate(port: int, target: int) -> None:
+    """Commands on stdin, one a line: ``mode M``, ``reset`` (the peak), ``stats``; each
+    answered with the stats as one JSON line."""
+    gate = Gate(port, target)
+    await gate.listen()
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        words = line.split()
+        if words[:1] == ["mode"]:
+            await gate.set_mode(words[1])
+        elif words[:1] == ["reset"]:
+            gate.peak = gate.in_air
+            gate.requests = 0
+        print(json.dumps(gate.stats()), flush=True)
+
+
+# -- the BFF worker --------------------------------------------------------------------------
+
+
+def _bff(port: int, token_url: str, api: str, ids_file: str, tokens_file: str) -> None:
+    import uvicorn
+
+    from freshtoken import TokenSet
+    from freshtoken.bff import BFF, MemorySessionStore
+
+    answers = json.loads(Path(tokens_file).read_text())
+    bff = BFF(
+        token_url=token_url,
+        client_id="demo",
+        client_secret="demo-secret",
+        secret_key=SECRET,
+        routes={"/api/": f"{api}/"},
+        sessions=MemorySessionStore(),
+        allow_insecure_http=True,
+        leeway=5.0,
+    )
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await bff(scope, receive, send)
+            return
+
+        async def started(message: Any) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                ids = []
+                for answer, sent_at in answers:
+                    tokens = TokenSet.from_response(answer, sent_at=sent_at)
+                    session_id, _ = await bff.start_session(tokens, {"sub": "demo"})
+                    ids.append(session_id)
+                Path(ids_file).write_text("\n".join(ids))
+            await send(message)
+
+        await bff(scope, receive, started)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+# -- this process: logins, load, measures ----------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def child(*args: str, stdin: bool = False) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, str(HERE), *args],
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def wait_port(port: int, seconds: float = 60.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while True:  # a subprocess's readiness: poll its port
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def logins(issuer: str, count: int) -> list[tuple[dict[str, Any], float]]:
+    form = {
+        "grant_type": "password",
+        "username": "demo",
+        "password": "demo",
+        "client_id": "demo",
+        "client_secret": "demo-secret",
+        "scope": "read write",
+    }
+    with httpx.Client(timeout=30.0) as http:
+
+        def one(_: int) -> tuple[dict[str, Any], float]:
+            sent_at = time.time()
+            answer = http.post(issuer + "/oauth/token", data=form)
+            answer.raise_for_status()
+            return answer.json(), sent_at
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return list(pool.map(one, range(count)))
+
+
+def threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Gatekeeper:
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lock = threading.Lock()
+
+    def __call__(self, command: str) -> dict[str, int]:
+        with self.lock:
+            assert self.process.stdin is not None
+            assert self.process.stdout is not None
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+            result: dict[str, int] = json.loads(self.process.stdout.readline())
+            return result
+
+
+async def load(
+    url: str,
+    ids: list[str],
+    rate: float,
+    seconds: float,
+    calls: list[tuple[float, float, int, int]],
+) -> None:
+    """GET /api/items round-robin over the sessions at ``rate`` calls/s for ``seconds``;
+    each call recorded as (start, latency, status, session index); 599 for no answer."""
+    import aiohttp
+
+    position = 0
+    started = time.monotonic()
+    connector = aiohttp.TCPConnector(limit=256)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(index: int) -> None:
+            begun = time.monotonic()
+            headers = {"X-CSRF": "1", "Cookie": f"__Host-bff={ids[index]}"}
+            try:
+                async with session.get(url + "/api/items", headers=headers) as response:
+                    await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                status = 599
+            calls.append((begun, time.monotonic() - begun, status, index))
+
+        tasks = set()
+        while (now := time.monotonic()) - started < seconds:
+            due = int((now - started) * rate)
+            while position < due:
+                task = asyncio.ensure_future(one(position % len(ids)))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                position += 1
+            await asyncio.sleep(0.005)
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+def run(args: argparse.Namespace) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="bench-bff-outage-"))
+    ids_file, tokens_file = directory / "ids", directory / "tokens.json"
+    with contextlib.ExitStack() as stack:
+        issuer = stack.enter_context(server_process("--access-ttl", "20"))
+        issuer_port = int(issuer.rsplit(":", 1)[1])
+        gate_port, api_port, bff_port = free_port(), free_port(), free_port()
+        gate = Gatekeeper(
+            stack.enter_context(child("--gate", str(gate_port), str(issuer_port), stdin=True))
+        )
+        stack.enter_context(child("--api", str(api_port)))
+        started = time.monotonic()
+        tokens_file.write_text(json.dumps(logins(issuer, args.sessions)))
+        print(f"{args.sessions:,} logins in {time.monotonic() - started:.1f} s")
+        bff = stack.enter_context(
+            child(
+                "--bff",
+                str(bff_port),
+                f"http://127.0.0.1:{gate_port}/oauth/token",
+                f"http://127.0.0.1:{api_port}",
+                str(ids_file),
+                str(tokens_file),
+            )
+        )
+        wait_port(api_port)
+        deadline = time.monotonic() + 600
+        while not ids_file.exists() or not ids_file.read_text():
+            if time.monotonic() > deadline or bff.poll() is not None:
+                raise SystemExit("the BFF did not start its sessions")
+            time.sleep(0.1)
+        ids = ids_file.read_text().split()
+        url = f"http://127.0.0.1:{bff_port}"
+        calls: list[tuple[float, float, int, int]] = []
+        samples: list[tuple[float, int]] = []
+        marks: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        gate_stats: dict[str, dict[str, int]] = {}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.25):
+                samples.append((time.monotonic(), threads_of(bff.pid)))
+
+        def schedule() -> None:
+            marks["start"] = time.monotonic()
+            cpu["start"] = cpu_of(bff.pid)
+            gate("reset")
+            time.sleep(args.warmup)
+            gate_stats["warmup"] = gate("stats")
+            gate("reset")
+            marks["down"] = time.monotonic()
+            cpu["down"] = cpu_of(bff.pid)
+            gate(f"mode {args.mode}")
+            time.sleep(args.outage)
+            gate_stats["outage"] = gate("stats")
+            gate("mode pass")
+            gate("reset")
+            marks["up"] = time.monotonic()
+            cpu["up"] = cpu_of(bff.pid)
+            time.sleep(args.recovery)
+            gate_stats["recovery"] = gate("stats")
+            cpu["end"] = cpu_of(bff.pid)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        scheduler = threading.Thread(target=schedule, daemon=True)
+        scheduler.start()
+        total = args.warmup + args.outage + args.recovery
+        asyncio.run(load(url, ids, args.rate, total, calls))
+        scheduler.join()
+        # Lost sessions: every one called once more, now that the provider is back.
+        final: list[tuple[float, float, int, int]] = []
+        asyncio.run(load(url, ids, max(args.rate, 500.0), len(ids) / max(args.rate, 500.0), final))
+        stop.set()
+        threads_now = threads_of(bff.pid)
+    report(
+        args,
+        ids=ids,
+        calls=calls,
+        final=final,
+        samples=samples,
+        marks=marks,
+        cpu=cpu,
+        gate_stats=gate_stats,
+        threads_end=threads_now,
+    )
+
+
+def report(
+    args: argparse.Namespace,
+    *,
+    ids: list[str],
+    calls: list[tuple[float, float, int, int]],
+    final: list[tuple[float, float, int, int]],
+    samples: list[tuple[float, int]],
+    marks: dict[str, float],
+    cpu: dict[str, float],
+    gate_stats: dict[str, dict[str, int]],
+    threads_end: int,
+) -> None:
+    down, up = marks["down"], marks["up"]
+    during = [call for call in calls if down <= call[0] < up]
+    latencies = [call[1] for call in during]
+    statuses: dict[int, int] = {}
+    for call in during:
+        statuses[call[2]] = statuses.get(call[2], 0) + 1
+    slow = sum(1 for latency in latencies if latency > 2.0)
+    recovered: dict[int, float] = {}
+    for begun, latency, status, index in calls:
+        if begun >= up and status == 200 and index not in recovered:
+            recovered[index] = begun + latency - up
+    called_after = {call[3] for call in calls if call[0] >= up}
+    lost = sum(1 for call in final if call[2] == 401)
+    final_statuses: dict[int, int] = {}
+    for call in final:
+        final_statuses[call[2]] = final_statuses.get(call[2], 0) + 1
+    threads = [count for _, count in samples]
+    phase_threads = {
+        name: max((count for at, count in samples if lo <= at < hi), default=0)
+        for name, lo, hi in (
+            ("warm-up", marks["start"], down),
+            ("outage", down, up),
+            ("recovery", up, up + args.recovery),
+        )
+    }
+    print(
+        f"BFF outage, mode {args.mode}: {len(ids):,} sessions, tokens of 20 s, "
+        f"{args.rate:g} calls/s; warm-up {args.warmup:g} s, outage {args.outage:g} s, "
+        f"recovery {args.recovery:g} s"
+    )
+    print(
+        f"  threads: max {max(threads, default=0)} (warm-up {phase_threads['warm-up']}, "
+        f"outage {phase_threads['outage']}, recovery {phase_threads['recovery']}; "
+        f"{threads_end} at the end)"
+    )
+    print(
+        f"  calls during the outage: {len(during):,} {dict(sorted(statuses.items()))}; "
+        f"latency p50 {1000 * percentile(latencies, 0.5):.0f} ms, "
+        f"p99 {1000 * percentile(latencies, 0.99):.0f} ms, "
+        f"max {1000 * max(latencies, default=0):.0f} ms; {slow} over 2 s"
+    )
+    for phase, (lo, hi) in (("warm-up", ("start", "down")), ("outage", ("down", "up"))):
+        seconds = marks[hi] - marks[lo]
+        print(f"  BFF CPU, {phase}: {(cpu[hi] - cpu[lo]) / seconds:.2f} core")
+    print(f"  BFF CPU, recovery: {(cpu['end'] - cpu['up']) / args.recovery:.2f} core")
+    outage_requests = gate_stats["outage"]["requests"]
+    print(
+        f"  token requests: {gate_stats['warmup']['requests'] / args.warmup:.0f}/s before, "
+        f"{outage_requests / args.outage:.0f}/s during the outage reached the gate"
+    )
+    print(
+        f"  at recovery: at most {gate_stats['recovery']['peak']} token requests in the air; "
+        f"{gate_stats['recovery']['requests']} in {args.recovery:g} s"
+    )
+    if recovered:
+        slowest = max(recovered.values())
+        print(
+            f"  sessions working again (first 200 after recovery): {len(recovered):,} of "
+            f"{len(called_after):,} called; the last {slowest:.1f} s after the provider "
+            f"(a round over every session takes {len(ids) / args.rate:.1f} s at this rate)"
+        )
+    print(f"  sessions lost (401 login_required afterwards): {lost} {final_statuses}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=2000)
+    parser.add_argument("--mode", choices=MODES, default="refused")
+    parser.add_argument("--outage", type=float, default=60.0)
+    parser.add_argument("--warmup", type=float, default=25.0)
+    parser.add_argument("--recovery", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=400.0)
+    parser.add_argument("--api", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--gate", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bff", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.api is not None:
+        asyncio.run(_api(args.api))
+    elif args.gate is not None:
+        asyncio.run(_gate(*args.gate))
+    elif args.bff is not None:
+        port, token_url, api, ids_file, tokens_file = args.bff
+        _bff(int(port), token_url, api, ids_file, tokens_file)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
