@@ -65,6 +65,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python tools/check_imports.py
 
 # The documentation site (docs/, mkdocs.yml), built strictly: a broken link, a cross-reference
 # to nothing or a docstring mkdocstrings cannot read fails it. Its runnable code blocks are run

@@ -12,6 +12,7 @@ and httptools when installed), except aiohttp.web, which is its own server.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -38,20 +39,10 @@ SECRET = "the floors benchmark's passphrase"
 
 def server_settings() -> dict[str, str]:
     """uvicorn's event loop and HTTP parser: the fastest installed (what ``auto`` picks)."""
-    settings = {"loop": "asyncio", "http": "h11"}
-    try:
-        import uvloop  # noqa: F401
-
-        settings["loop"] = "uvloop"
-    except ImportError:
-        pass
-    try:
-        import httptools  # noqa: F401
-
-        settings["http"] = "httptools"
-    except ImportError:
-        pass
-    return settings
+    return {
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+    }
 
 
 async def _body(receive: Any) -> bytes:
@@ -221,9 +212,7 @@ def serve_aiohttp_web(api: str, port: int) -> None:
     app.on_cleanup.append(cleanup)
     app.router.add_route("*", "/{tail:.*}", handler)
     if server_settings()["loop"] == "uvloop":
-        import uvloop
-
-        uvloop.install()
+        importlib.import_module("uvloop").install()
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
@@ -259,9 +248,7 @@ def main() -> None:
     kind, port, api = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if kind == "api":
         if server_settings()["loop"] == "uvloop":
-            import uvloop
-
-            uvloop.install()
+            importlib.import_module("uvloop").install()
         asyncio.run(_fixed_api(port))
         return
     if kind == "aiohttp-web":

@@ -39,7 +39,8 @@ import redis
 from _support import server_process, stats
 
 from freshtoken import TokenSet
-from freshtoken.bff import BFF, MemorySessionStore, RedisSessionStore, ServedApp, SessionStore
+from freshtoken.bff import BFF, MemorySessionStore, RedisSessionStore, SessionStore
+from freshtoken.bff._serving import ServedApp
 
 SECRET = "the benchmark's passphrase, shared by every worker"
 HERE = Path(__file__).resolve()

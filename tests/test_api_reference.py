@@ -233,7 +233,7 @@ def test_the_token_manager_reference_reads_well(
         "refresher: Refresher",
         "store: TokenStore | None = None",
         "*,",
-        "leeway: float = 30.0",
+        "policy: RefreshPolicy | None = None",
         "retry: RetryPolicy | None = None",
         "on_refresh: Hook | None = None",
         "observer: RefreshObserver | None = None",
@@ -281,10 +281,13 @@ def test_the_site_is_searchable(site: Path) -> None:
 
 PUBLIC_MODULES = [
     "freshtoken",
+    "freshtoken.providers",
     "freshtoken.refreshers",
     "freshtoken.stores",
     "freshtoken.errors",
     "freshtoken.httpx",
+    "freshtoken.httpx2",
+    "freshtoken.mcp",
     "freshtoken.requests",
     "freshtoken.aiohttp",
     "freshtoken.otel",

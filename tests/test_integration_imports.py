@@ -20,6 +20,7 @@ import pytest
         ("freshtoken.requests", "requests", "requests"),
         ("freshtoken.aiohttp", "aiohttp", "aiohttp"),
         ("freshtoken.aiohttp", "yarl", "aiohttp"),
+        ("freshtoken.httpx2", "httpx2", "httpx2"),
     ],
 )
 def test_missing_library_names_the_extra(
@@ -34,7 +35,9 @@ def test_missing_library_names_the_extra(
     assert caught.value.name == library
 
 
-@pytest.mark.parametrize("module", ["freshtoken.requests", "freshtoken.aiohttp"])
+@pytest.mark.parametrize(
+    "module", ["freshtoken.requests", "freshtoken.aiohttp", "freshtoken.httpx2"]
+)
 def test_integrations_import_with_their_library(module: str) -> None:
     """With the library present the integration imports and exports TokenAuth."""
     assert hasattr(importlib.import_module(module), "TokenAuth")

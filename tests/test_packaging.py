@@ -213,7 +213,7 @@ def _extras_table(page: Path) -> list[tuple[list[str], str]]:
     rows = []
     for line in table.splitlines()[2:]:
         first, adds = line.strip("|").split("|", 1)
-        rows.append((re.findall(r"`([a-z]+)`", first), adds.strip()))
+        rows.append((re.findall(r"`([a-z][a-z0-9]*)`", first), adds.strip()))
     return rows
 
 
@@ -229,7 +229,7 @@ def test_the_extras_table_lists_every_extra_and_all_is_every_extra_above_it(page
     assert rows[position][1] == "every extra above"
     above = {name for names, _ in rows[:position] for name in names}
     (requirement,) = extras["all"]
-    installs = re.fullmatch(r"freshtoken\[([a-z,]+)\]", requirement)
+    installs = re.fullmatch(r"freshtoken\[([a-z0-9,]+)\]", requirement)
     assert installs is not None, requirement
     assert set(installs.group(1).split(",")) == above
 

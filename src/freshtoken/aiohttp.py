@@ -21,18 +21,14 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
+from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations, Origin, default_port
-from ._engine.client_credentials import ClientCredentialsMixin
+from ._deprecation import module_getattr
 from ._engine.manager import TokenManager
 from ._engine.resource import Attempt, Rejected
 from .errors import InsecureTransportError, ReplayError
 
-__all__ = [
-    "ClientCredentialsAuth",
-    "ClientCredentialsMiddleware",
-    "TokenAuth",
-    "TokenMiddleware",
-]
+__all__ = ["ClientCredentialsMiddleware", "TokenMiddleware"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -68,7 +64,12 @@ _cross_origin_redirect: contextvars.ContextVar[_Redirect | None] = contextvars.C
 
 
 class TokenMiddleware:
-    """Attach the manager's access token; on a rejection refresh once and retry once.
+    """Attach the manager's access token; on a rejection retry with a new one.
+
+    A rejection of the current token refreshes it; one of a token replaced while the request
+    was in flight is retried with the newest, without a refresh. A request carries at most
+    three tokens, never one twice ([`TokenManager.call()`][freshtoken.TokenManager.call]
+    decides, answer by answer).
 
     ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to, or
     ``scheme://host[:port]/path`` for that path and below it only; requests elsewhere are
@@ -120,7 +121,7 @@ class TokenMiddleware:
         manager = self.manager
         tokens = manager.cached_tokens() or await manager.aget_tokens()
         dpop = manager.dpop is not None
-        call = manager.call(request.method, str(request.url))
+        call = manager.call(request.method, request.url)
         attempt: Attempt | None = call.first(tokens)
         while attempt is not None:
             _sign(request, attempt, dpop)
@@ -180,10 +181,6 @@ class TokenMiddleware:
         return f"TokenMiddleware({self.manager!r}, origins={self.destinations!r})"
 
 
-TokenAuth = TokenMiddleware
-"""The same class under the name the other integrations use."""
-
-
 class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
     """The client credentials grant in one object, for the commonest machine-to-machine case:
     ``aiohttp.ClientSession(middlewares=(ClientCredentialsMiddleware(token_url, client_id,
@@ -207,8 +204,18 @@ class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
     __slots__ = ()
 
 
-ClientCredentialsAuth = ClientCredentialsMiddleware
-"""The same class under the name the other integrations use."""
+# The classes' former second names (the other integrations' words): until 0.2.0, with a warning.
+__getattr__ = module_getattr(
+    "freshtoken.aiohttp",
+    {
+        "TokenAuth": ("freshtoken.aiohttp", "TokenMiddleware", "TokenMiddleware"),
+        "ClientCredentialsAuth": (
+            "freshtoken.aiohttp",
+            "ClientCredentialsMiddleware",
+            "ClientCredentialsMiddleware",
+        ),
+    },
+)
 
 
 def _origin(url: URL) -> Origin:

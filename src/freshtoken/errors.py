@@ -1,17 +1,23 @@
-"""Every error freshtoken raises, under one base class.
+"""Every error freshtoken raises on purpose, under one base class.
 
     AuthError
     ├── LoginFailed             a login gave no tokens (wrong password, denied, unreachable...)
     ├── SessionExpired          refresh is impossible: tokens cleared, the user must log in again
     ├── RefreshFailed           transient failure (network, 5xx, 429, bad body): tokens kept
+    ├── TokenResponseError      a token answer that is not a usable one (also a ValueError)
     ├── InsecureTransportError  a token would have crossed plain HTTP to a non-loopback host
     ├── StoreError              a token store cannot be read or written (names the store)
-    │   └── LockTimeout         the cross-process refresh lock was not acquired in time
+    │   ├── LockTimeout         the cross-process refresh lock was not acquired in time
+    │   ├── GenerationConflict  a fenced save found a newer generation: nothing was written
+    │   └── UnreadableSession   a BFF session's tokens that none of its keys opens
     ├── ReplayError             a request that got a 401 has a body that cannot be re-sent
-    └── DPoPError               DPoP cannot be done as configured (tokens kept, not retried)
+    ├── DPoPError               DPoP cannot be done as configured (tokens kept, not retried)
+    └── LoginRequired           the BFF has no session that can be refreshed: log in again
 
 Messages carry the token endpoint's error code and description, a status and a store's name,
-never a token.
+never a token. Programming errors (a wrong argument type, a misconfigured value) are the
+built-in ``TypeError`` and ``ValueError``; the reference server (``freshtoken.server``), a
+test tool, has errors of its own that never reach a client.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "DPoPError",
+    "GenerationConflict",
     "InsecureTransportError",
     "LockTimeout",
     "LoginFailed",
+    "LoginRequired",
     "RefreshFailed",
     "ReplayError",
     "SessionExpired",
     "StoreError",
+    "TokenResponseError",
+    "UnreadableSession",
 ]
 
 
@@ -96,6 +106,19 @@ class RefreshFailed(AuthError):
         super().__init__(_describe("token refresh failed", error, description, status))
 
 
+class TokenResponseError(AuthError, ValueError):
+    """A token response that is not a usable RFC 6749 section 5.1 answer (says why, no token).
+
+    ``error`` is the code a refresher reports it under: ``malformed_response``, or
+    ``unsupported_token_type`` for a token freshtoken cannot send. It is a ``ValueError`` too,
+    as it was before it joined the tree.
+    """
+
+    def __init__(self, message: str, *, error: str = "malformed_response") -> None:
+        super().__init__(message)
+        self.error = error
+
+
 class InsecureTransportError(AuthError):
     """A token would have been sent over plain HTTP to a host that is not loopback."""
 
@@ -106,6 +129,15 @@ class StoreError(AuthError):
 
 class LockTimeout(StoreError):
     """The cross-process refresh lock was not acquired within the configured timeout."""
+
+
+class GenerationConflict(StoreError):
+    """A fenced save found a newer generation than the one it was given: nothing was written."""
+
+
+class UnreadableSession(StoreError):
+    """A session's stored tokens that none of the BFF's keys opens, or that are not what
+    freshtoken writes: the session is over, and its user must log in again."""
 
 
 class ReplayError(AuthError):
@@ -129,6 +161,13 @@ class DPoPError(AuthError):
         self.description = description
         self.status = status
         super().__init__(_describe("DPoP failed", error, description, status))
+
+
+class LoginRequired(AuthError):
+    """No session, or one that can no longer be refreshed: the browser must log in again.
+
+    Raised by [`BFF.user_client()`][freshtoken.bff.BFF.user_client];
+    [`BFF.install()`][freshtoken.bff.BFF.install] turns it into the BFF's 401."""
 
 
 def _describe(summary: str, error: str, description: str | None, status: int | None) -> str:

@@ -28,7 +28,6 @@ profile saved from Python can be refreshed by ``freshtoken token`` and the other
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import json
@@ -36,16 +35,14 @@ import math
 import os
 import secrets
 import ssl
-import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
 import httpx
-import sniffio
 
 from ._core.clock import Clock, system_clock
 from ._core.policy import (
@@ -55,9 +52,11 @@ from ._core.policy import (
     origin_of,
     parse_retry_after,
 )
+from ._core.quirks import Quirks
 from ._core.tokens import TokenResponseError, TokenSet
 from ._engine import connections
 from ._engine.connections import DEFAULT_CONCURRENCY
+from ._engine.refresher import Refresher
 from ._logins.flows import (
     LoginMethods,
     client_credentials_login,
@@ -67,12 +66,13 @@ from ._logins.flows import (
 )
 from ._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey, Signer
 from ._oauth.discovery import ServerMetadata, metadata_of
-from ._oauth.http import ssl_context
+from ._oauth.http import run_blocking, ssl_context
 from .errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
 if TYPE_CHECKING:
     from ._engine.manager import TokenManager
     from ._oauth.dpop import DPoP, DPoPKey
+    from .providers import Provider
 
 __all__ = [
     "ClientAuth",
@@ -98,34 +98,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0)
 _MOST_WRAPPERS = 4
 
 
-@runtime_checkable
-class Refresher(Protocol):
-    """What a [`TokenManager`][freshtoken.TokenManager] needs from a refresher.
-
-    ``can_acquire`` says it can get tokens with no refresh token (client credentials).
-    ``refresh`` raises [`SessionExpired`][freshtoken.SessionExpired] when the session is over and
-    [`RefreshFailed`][freshtoken.RefreshFailed] when trying again later may work. ``clock`` is the
-    manager's clock, for timing the answer; ``deadline`` (a ``time.monotonic()`` instant) is
-    when the attempt must have ended. The manager calls ``refresh`` from its own refresh
-    thread, never from an event loop.
-    """
-
-    @property
-    def can_acquire(self) -> bool: ...
-
-    def refresh(
-        self, current: TokenSet | None, clock: Clock, *, deadline: float | None = None
-    ) -> TokenSet: ...
-
-
-def takes_dpop(refresher: object) -> bool:
-    """Whether ``refresher.refresh`` takes ``dpop=``: it can sign its token requests."""
-    try:
-        return "dpop" in inspect.signature(refresher.refresh).parameters  # type: ignore[attr-defined]
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
 class HTTPRefresher:
     """Shared sending logic: subclasses say what to send and how to read the answer.
 
@@ -137,6 +109,9 @@ class HTTPRefresher:
     """
 
     can_acquire = False
+    quirks = Quirks()
+    # Set once an answer replaced the refresh token presented: the server rotates them.
+    _seen_rotation = False
 
     def __init__(
         self,
@@ -201,6 +176,8 @@ class HTTPRefresher:
             )
         except RefreshFailed as error:
             error.answer_lost = success and error.error == "malformed_response"
+            if error.answer_lost:
+                self._check_not_spent(current, error)
             if dpop_key is not None and error.error == "use_dpop_nonce":
                 # Asked again after the retry with its nonce: retrying later would not help.
                 raise DPoPError(
@@ -218,14 +195,36 @@ class HTTPRefresher:
                 previous=current,
                 token_types=("Bearer",) if dpop_key is None else ("Bearer", "DPoP"),
                 dpop_key=dpop_key,
+                default_lifetime=self.quirks.default_lifetime,
+                keep_alive=self.quirks.keep_alive,
             )
         except TokenResponseError as error:
-            raise RefreshFailed(
+            failure = RefreshFailed(
                 error.error, str(error), status=response.status_code, answer_lost=success
-            ) from None
+            )
+            self._check_not_spent(current, failure)
+            raise failure from None
         if dpop_key is not None:
             _check_confirmation(tokens, dpop_key, response.status_code)
+        if current is not None and current.refresh_token not in (None, tokens.refresh_token):
+            self._seen_rotation = True
         return tokens
+
+    def _check_not_spent(self, current: TokenSet | None, failure: RefreshFailed) -> None:
+        """A 2xx answer means the server spent the refresh token (DESIGN invariant 14): when
+        it rotates, presenting that token again is a replay that revokes the grant, so the
+        session ends here instead of at the server's reuse detection."""
+        if self.can_acquire or current is None or current.refresh_token is None:
+            return
+        reuse = self.quirks.reused_refresh_token
+        if reuse == "refused" or (reuse == "unknown" and self._seen_rotation):
+            raise SessionExpired(
+                "refresh_token_spent",
+                "the token endpoint accepted the refresh but its answer cannot be read "
+                f"({failure.description}); the refresh token it spent cannot be presented "
+                "again: log in again",
+                status=failure.status,
+            ) from None
 
     def translate(self, document: Mapping[str, Any]) -> Mapping[str, Any]:
         """Map the endpoint's field names onto RFC 6749's; identity by default."""
@@ -329,6 +328,7 @@ class _GrantRefresher(HTTPRefresher):
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        quirks: Quirks | None = None,
     ) -> None:
         super().__init__(
             token_url,
@@ -338,6 +338,8 @@ class _GrantRefresher(HTTPRefresher):
             headers=headers,
             concurrency=concurrency,
         )
+        if quirks is not None:
+            self.quirks = quirks
         if self.can_acquire and not client_secret and private_key is None:
             raise ValueError("the client_credentials grant needs a client_secret or a private_key")
         self.client = ClientAuth(client_id, client_secret, auth_method, private_key=private_key)
@@ -345,13 +347,14 @@ class _GrantRefresher(HTTPRefresher):
         self.extra_params = dict(extra_params or {})
         self.metadata: ServerMetadata | None = None
         self.issuer: str | None = None  # set by from_issuer, and by a rebuilt description
+        self.provider: str | None = None  # the preset's name, likewise
         self._private_key = private_key  # kept only to describe the refresher (describe())
         self._private_key_file: str | None = None  # where a rebuilt refresher read its key
 
     @classmethod
     def from_issuer(
         cls: type[_Grant],
-        issuer: str | ServerMetadata,
+        issuer: str | ServerMetadata | Provider,
         *,
         client_id: str,
         client_secret: str | None = None,
@@ -364,12 +367,14 @@ class _GrantRefresher(HTTPRefresher):
         allow_insecure_http: bool = False,
         headers: Mapping[str, str] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        quirks: Quirks | None = None,
     ) -> _Grant:
         """A refresher for the token endpoint of ``issuer`` (discovered, cached; or pass its
         [`ServerMetadata`][freshtoken.ServerMetadata], e.g. from
-        [`adiscover()`][freshtoken.adiscover] in async code). Without ``auth_method``, the client
-        authentication is chosen from the metadata. The refresher keeps the metadata, so it can also
-        log in (``browser_login``...)."""
+        [`adiscover()`][freshtoken.adiscover] in async code, or a
+        [`Provider`][freshtoken.Provider]). Without ``auth_method``, the client
+        authentication is chosen from the metadata; without ``quirks``, a provider's are used.
+        The refresher keeps the metadata, so it can also log in (``browser_login``...)."""
         metadata = metadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
         if metadata.token_endpoint is None:
             raise LoginFailed("discovery_failed", f"{metadata.issuer} names no token_endpoint")
@@ -389,10 +394,13 @@ class _GrantRefresher(HTTPRefresher):
             allow_insecure_http=allow_insecure_http,
             headers=headers,
             concurrency=concurrency,
+            quirks=quirks if quirks is not None else metadata.quirks,
         )
         refresher.client = client  # the same, with the token endpoint as assertion audience
-        refresher.metadata = metadata
+        # Its logins take the same quirks as its refreshes (a default lifetime, say).
+        refresher.metadata = dataclasses.replace(metadata, quirks=refresher.quirks)
         refresher.issuer = metadata.issuer
+        refresher.provider = metadata.provider
         return refresher
 
     def secrets(self) -> tuple[str, ...]:
@@ -418,6 +426,8 @@ class _GrantRefresher(HTTPRefresher):
             "issuer": self.issuer,
             "scope": self.scope,
             "extra_params": self.extra_params or None,
+            "provider": self.provider,
+            "quirks": self.quirks.to_settings() or None,
             "key_id": self.client.key_id,
             "verify": self.verify if isinstance(self.verify, str) or self.verify is False else None,
         }
@@ -440,22 +450,6 @@ class _GrantRefresher(HTTPRefresher):
 
 
 RefresherKind = Literal["oauth2", "client_credentials"]
-# The meta entries a description owns: describing a refresher replaces all of them.
-SETTING_NAMES = frozenset(
-    {
-        "refresher",
-        "token_url",
-        "client_id",
-        "auth_method",
-        "allow_insecure_http",
-        "issuer",
-        "scope",
-        "extra_params",
-        "key_id",
-        "verify",
-        "private_key_file",
-    }
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -498,6 +492,7 @@ class RefresherSettings:
                 ) from None
         extra = settings.get("extra_params")
         verify = settings.get("verify")
+        quirks = settings.get("quirks")
         refresher = cls(
             token_url,
             client_id=client_id,
@@ -510,7 +505,9 @@ class RefresherSettings:
             ),
             verify=verify if isinstance(verify, str) or verify is False else True,
             allow_insecure_http=settings.get("allow_insecure_http") is True,
+            quirks=None if quirks is None else Quirks.from_settings(quirks),
         )
+        refresher.provider = _text_or_none(settings.get("provider"))
         refresher.client = ClientAuth(
             client_id,
             self.client_secret,
@@ -569,10 +566,37 @@ class OAuth2Refresher(_GrantRefresher, LoginMethods):
     [`password_login()`][OAuth2Refresher.password_login] and their async twins.
     """
 
+    _scope_required = False  # learned from a server that refused a refresh without scope
+
     def build_request(self, current: TokenSet | None) -> httpx.Request:
         if current is None or current.refresh_token is None:
             raise SessionExpired("no_refresh_token", "no refresh token is stored: log in again")
-        return self._grant({"grant_type": "refresh_token", "refresh_token": current.refresh_token})
+        form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
+        if self._sends_scope() and not self.scope and current.scope:
+            form["scope"] = current.scope  # _grant puts a configured scope instead
+        return self._grant(form)
+
+    def _sends_scope(self) -> bool:
+        return self.quirks.refresh_sends_scope or self._scope_required
+
+    async def arefresh(
+        self,
+        current: TokenSet | None,
+        clock: Clock = system_clock,
+        *,
+        deadline: float | None = None,
+        dpop: DPoP | None = None,
+    ) -> TokenSet:
+        try:
+            return await super().arefresh(current, clock, deadline=deadline, dpop=dpop)
+        except RefreshFailed as refused:
+            # An error answer spent nothing: the same refresh token goes once more, with the
+            # scope the server asked for, and every later refresh carries it too.
+            retry = refused.error == "scope_required" and not self._sends_scope()
+            if not (retry and (self.scope or (current is not None and current.scope))):
+                raise
+            self._scope_required = True
+        return await super().arefresh(current, clock, deadline=deadline, dpop=dpop)
 
 
 class ClientCredentials(_GrantRefresher):
@@ -1216,34 +1240,6 @@ def _check_confirmation(tokens: TokenSet, key: DPoPKey, status: int) -> None:
             "signed the request",
             status=status,
         )
-
-
-def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to completion from synchronous code, on a private event loop.
-
-    From a thread that already runs an event loop (a sync call made inside async code), the
-    private loop runs in a helper thread: blocking that loop is what a sync call does anyway.
-    Trio's counts too: anyio would take an asyncio loop in a trio thread for trio's.
-    """
-    try:
-        sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return asyncio.run(coroutine)
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(asyncio.run(coroutine))
-        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(error)
-
-    helper = threading.Thread(target=run, name="freshtoken-blocking")
-    helper.start()
-    helper.join()
-    if errors:
-        raise errors[0]
-    return results[0]
 
 
 def _transport_failure(error: httpx.TransportError) -> RefreshFailed:

@@ -25,8 +25,8 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
         name=error.name,
     ) from error
 
+from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations
-from ._engine.client_credentials import ClientCredentialsMixin
 from ._engine.manager import TokenManager
 from ._engine.resource import Attempt, Rejected, ResourceCall
 from .errors import InsecureTransportError, ReplayError
@@ -35,7 +35,12 @@ __all__ = ["ClientCredentialsAuth", "TokenAuth"]
 
 
 class TokenAuth(AuthBase):
-    """Attach the manager's access token; on a rejection refresh once and retry once.
+    """Attach the manager's access token; on a rejection retry with a new one.
+
+    A rejection of the current token refreshes it; one of a token replaced while the request
+    was in flight is retried with the newest, without a refresh. A request carries at most
+    three tokens, never one twice ([`TokenManager.call()`][freshtoken.TokenManager.call]
+    decides, answer by answer).
 
     ``origins`` (recommended) lists the ``scheme://host[:port]`` the token may go to, or
     ``scheme://host[:port]/path`` for that path and below it only; requests elsewhere are

@@ -10,6 +10,8 @@ Fixtures
 ``oauth_server_factory``
     Makes more servers, each with its own configuration:
     ``oauth_server_factory(access_ttl=1, reuse_grace=2)``. All are stopped after the test.
+    ``as_="github"`` makes the server answer as that provider does (its personality, with
+    the provider's lifetimes and rules; other changes apply on top).
 
 The plugin imports nothing beyond pytest until a fixture is used, so it loads even without
 the ``server`` extra; the fixtures then fail with ``pip install 'freshtoken[server]'``.
@@ -55,6 +57,9 @@ def _start_server(
             name=exc.name,
         ) from exc
     base = config if config is not None else ServerConfig(admin=True)
+    provider = changes.pop("as_", None)
+    if provider is not None:
+        base = base.as_provider(provider)
     server = ReferenceServer(base.replace(**changes), clock=clock or ManualClock())
     return server.start()
 

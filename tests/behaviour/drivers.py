@@ -23,12 +23,14 @@ import aiohttp
 import anyio
 import anyio.from_thread
 import httpx
+import httpx2
 import requests
 import requests.adapters
 
 import freshtoken
 import freshtoken.aiohttp
 import freshtoken.httpx
+import freshtoken.httpx2
 import freshtoken.requests
 
 __all__ = ["KINDS", "BffDriver", "Driver", "Outcome", "Reply", "make_driver"]
@@ -39,9 +41,19 @@ Reply: TypeAlias = tuple[int, Any]
 Outcome: TypeAlias = Reply | BaseException
 """One request of a storm: its reply, or what it raised."""
 
-KINDS = ("httpx-sync", "httpx-async", "httpx-trio", "requests", "aiohttp", "bff")
-"""httpx-async runs on asyncio, httpx-trio is the same client on trio; bff sends each request
-through a BFF session (the browser's side: a cookie and the CSRF header)."""
+KINDS = (
+    "httpx-sync",
+    "httpx-async",
+    "httpx-trio",
+    "requests",
+    "aiohttp",
+    "httpx2-sync",
+    "httpx2-async",
+    "bff",
+)
+"""httpx-async runs on asyncio, httpx-trio is the same client on trio; httpx2 is httpx's
+successor (its own classes: freshtoken.httpx2); bff sends each request through a BFF session
+(the browser's side: a cookie and the CSRF header)."""
 
 SYNC_STORM_THREADS = 64
 _T = TypeVar("_T")
@@ -117,20 +129,20 @@ class _SyncDriver(Driver):
             return list(pool.map(lambda _: one(), range(n)))
 
 
-# A storm's requests queue for the pool's few connections; on a loaded machine that queue
-# outlasts httpx's default 5 s pool timeout, which says nothing about the auth under test.
-# Each request still has its own connect/read deadline.
-STORM_TIMEOUT = httpx.Timeout(10.0, pool=None)
-
-
 class HttpxSyncDriver(_SyncDriver):
     kind = "httpx-sync"
 
-    def __init__(self, auth: freshtoken.httpx.TokenAuth) -> None:
+    def __init__(
+        self, auth: freshtoken.httpx.TokenAuth | freshtoken.httpx2.TokenAuth, module: Any = httpx
+    ) -> None:
         self.auth = auth
-        limits = httpx.Limits(max_connections=SYNC_STORM_THREADS)
-        self.client = httpx.Client(
-            auth=auth, follow_redirects=True, limits=limits, timeout=STORM_TIMEOUT
+        self.kind = "httpx2-sync" if module is httpx2 else "httpx-sync"
+        limits = module.Limits(max_connections=SYNC_STORM_THREADS)
+        self.client = module.Client(
+            auth=auth,
+            follow_redirects=True,
+            limits=limits,
+            timeout=module.Timeout(10.0, pool=None),  # see _open below
         )
 
     def request(self, method: str, url: str, **body: Any) -> Reply:
@@ -237,19 +249,33 @@ class _AsyncDriver(Driver):
 
 
 class HttpxAsyncDriver(_AsyncDriver):
-    auth: freshtoken.httpx.TokenAuth
+    auth: freshtoken.httpx.TokenAuth | freshtoken.httpx2.TokenAuth
 
-    def __init__(self, auth: freshtoken.httpx.TokenAuth, backend: str) -> None:
+    def __init__(
+        self,
+        auth: freshtoken.httpx.TokenAuth | freshtoken.httpx2.TokenAuth,
+        backend: str,
+        module: Any = httpx,
+    ) -> None:
         self.kind = "httpx-trio" if backend == "trio" else "httpx-async"
+        if module is httpx2:
+            self.kind = "httpx2-async"
         self.auth = auth
+        self.module = module
         super().__init__(backend)
 
     async def _open(self) -> None:
         # A storm's tasks all reach the auth at once; the requests then share a few
         # connections, which httpx's pool serves much faster than a hundred new ones.
-        limits = httpx.Limits(max_connections=16)
-        self.client = httpx.AsyncClient(
-            auth=self.auth, follow_redirects=True, limits=limits, timeout=STORM_TIMEOUT
+        limits = self.module.Limits(max_connections=16)
+        self.client = self.module.AsyncClient(
+            auth=self.auth,
+            follow_redirects=True,
+            limits=limits,
+            # A storm queues for the pool's few connections; on a loaded machine that queue
+            # outlasts the default 5 s pool timeout, which says nothing about the auth under
+            # test. Each request keeps its own 10 s connect/read deadline.
+            timeout=self.module.Timeout(10.0, pool=None),
         )
 
     async def _arequest(self, method: str, url: str, body: dict[str, Any]) -> Reply:
@@ -316,7 +342,7 @@ class BffDriver(_SyncDriver):
         self._deployments: dict[str, tuple[Any, str, str]] = {}
         self._mutex = threading.Lock()
         limits = httpx.Limits(max_connections=SYNC_STORM_THREADS)
-        self.http = httpx.Client(limits=limits, timeout=STORM_TIMEOUT)
+        self.http = httpx.Client(limits=limits, timeout=httpx.Timeout(10.0, pool=None))
 
     def _deployment(self, origin: str) -> tuple[Any, str, str]:
         """The BFF in front of ``origin``: (served app, its URL, the session's cookie)."""
@@ -400,6 +426,11 @@ def make_driver(
     if kind in ("httpx-async", "httpx-trio"):
         backend = "trio" if kind == "httpx-trio" else "asyncio"
         return HttpxAsyncDriver(freshtoken.httpx.TokenAuth(manager, **options), backend)
+    if kind == "httpx2-sync":
+        return HttpxSyncDriver(freshtoken.httpx2.TokenAuth(manager, **options), httpx2)
+    if kind == "httpx2-async":
+        auth = freshtoken.httpx2.TokenAuth(manager, **options)
+        return HttpxAsyncDriver(auth, "asyncio", httpx2)
     if kind == "requests":
         return RequestsDriver(freshtoken.requests.TokenAuth(manager, **options))
     if kind == "aiohttp":

@@ -1,15 +1,18 @@
 """``ClientCredentialsAuth``: the client credentials grant in one object, through every
-integration (httpx sync, asyncio and trio, requests, aiohttp), against the reference server."""
+integration (httpx sync, asyncio and trio, httpx2, requests, aiohttp), against the reference
+server."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx2
 import pytest
 
 import freshtoken
 import freshtoken.aiohttp
 import freshtoken.httpx
+import freshtoken.httpx2
 import freshtoken.requests
 from freshtoken.server import ReferenceServer
 
@@ -32,11 +35,17 @@ def drive(oauth_server: ReferenceServer, client_kind: str) -> Any:
         elif client_kind in ("httpx-async", "httpx-trio"):
             auth = freshtoken.httpx.ClientCredentialsAuth(*arguments, **options)
             driver = HttpxAsyncDriver(auth, "trio" if client_kind == "httpx-trio" else "asyncio")
+        elif client_kind == "httpx2-sync":
+            auth2 = freshtoken.httpx2.ClientCredentialsAuth(*arguments, **options)
+            driver = HttpxSyncDriver(auth2, httpx2)
+        elif client_kind == "httpx2-async":
+            auth2 = freshtoken.httpx2.ClientCredentialsAuth(*arguments, **options)
+            driver = HttpxAsyncDriver(auth2, "asyncio", httpx2)
         elif client_kind == "requests":
             session_auth = freshtoken.requests.ClientCredentialsAuth(*arguments, **options)
             driver = RequestsDriver(session_auth)
         else:
-            middleware = freshtoken.aiohttp.ClientCredentialsAuth(*arguments, **options)
+            middleware = freshtoken.aiohttp.ClientCredentialsMiddleware(*arguments, **options)
             driver = AiohttpDriver(middleware)
         made.append(driver)
         return driver
@@ -117,7 +126,7 @@ def test_closing_the_auth_closes_its_manager(drive: Any, oauth_server: Reference
     [
         freshtoken.httpx.ClientCredentialsAuth,
         freshtoken.requests.ClientCredentialsAuth,
-        freshtoken.aiohttp.ClientCredentialsAuth,
+        freshtoken.aiohttp.ClientCredentialsMiddleware,
     ],
 )
 def test_origins_must_be_named(auth: Any) -> None:

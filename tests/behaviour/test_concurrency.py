@@ -15,7 +15,11 @@ pytestmark = [pytest.mark.every_store, pytest.mark.dpop]
 
 
 def _storm_size(env: Env) -> int:
-    return SYNC_STORM_THREADS if env.kind in ("httpx-sync", "requests") else ASYNC_STORM_TASKS
+    return (
+        SYNC_STORM_THREADS
+        if env.kind in ("httpx-sync", "httpx2-sync", "requests")
+        else ASYNC_STORM_TASKS
+    )
 
 
 def _statuses(outcomes: list[Outcome]) -> list[int | str]:

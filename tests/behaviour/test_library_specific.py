@@ -13,8 +13,8 @@ import pytest
 import requests
 
 import freshtoken
-from freshtoken.aiohttp import TokenAuth as AiohttpTokenAuth
 from freshtoken.aiohttp import TokenMiddleware
+from freshtoken.aiohttp import TokenMiddleware as AiohttpTokenAuth
 from freshtoken.requests import TokenAuth
 
 from .conftest import Env

@@ -18,8 +18,9 @@ import pytest
 from redis_fixture import RedisServer
 
 from freshtoken import ManualClock, TokenSet
-from freshtoken.bff import BFF, MemorySessionStore, RedisSessionStore, ServedApp, SessionStore
+from freshtoken.bff import BFF, MemorySessionStore, RedisSessionStore, SessionStore
 from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
+from freshtoken.bff._serving import ServedApp
 from freshtoken.server import ReferenceServer
 
 SECRET = "a bff test passphrase, long enough"

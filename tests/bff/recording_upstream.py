@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from freshtoken.bff import ServedApp
+from freshtoken.bff._serving import ServedApp
 
 from .bff_support import CSRF, Deployment
 

@@ -25,9 +25,11 @@ from browser_fixture import WAIT, sign_in
 from tools import require
 
 from freshtoken import TokenSet, system_clock
-from freshtoken.bff import BFF, ServedApp, handle_of
+from freshtoken.bff import BFF
 from freshtoken.bff._command import demo_page, static_files
 from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config, demo_bff
+from freshtoken.bff._serving import ServedApp
+from freshtoken.bff._sessions import handle_of
 from freshtoken.server import ReferenceServer
 
 pytestmark = pytest.mark.slow

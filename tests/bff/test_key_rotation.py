@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from freshtoken import ManualClock
-from freshtoken.bff import RedisSessionStore, handle_of
+from freshtoken.bff import RedisSessionStore
+from freshtoken.bff._sessions import handle_of
 from freshtoken.server import ReferenceServer
 
 from .bff_support import Deployment, DeploymentFactory

@@ -14,7 +14,7 @@ from .bff_support import CSRF, Deployment, DeploymentFactory
 
 
 def refresh_token_of(deployment: Deployment, session: str) -> str:
-    from freshtoken.bff import handle_of
+    from freshtoken.bff._sessions import handle_of
 
     stored = deployment.served.call(deployment.bff.sessions.token_store(handle_of(session)).aload())
     assert stored is not None

@@ -12,8 +12,8 @@ import pytest
 from redis_fixture import RedisServer
 
 from freshtoken import GenerationConflict, TokenSet
-from freshtoken.bff import MemorySessionStore, RedisSessionStore, derive_key, handle_of
-from freshtoken.bff._sessions import new_session_id, valid_session_id
+from freshtoken.bff import MemorySessionStore, RedisSessionStore, derive_key
+from freshtoken.bff._sessions import handle_of, new_session_id, valid_session_id
 
 KEY = derive_key("a session test passphrase, long")
 IDLE, ABSOLUTE = 600.0, 3600.0

@@ -11,7 +11,8 @@ import pytest
 from redis_fixture import RedisCluster, RedisSentinel
 
 from freshtoken import TokenSet
-from freshtoken.bff import RedisSessionStore, derive_key, handle_of, new_session_id
+from freshtoken.bff import RedisSessionStore, derive_key
+from freshtoken.bff._sessions import handle_of, new_session_id
 
 pytestmark = pytest.mark.redis
 

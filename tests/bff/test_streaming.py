@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from freshtoken.bff import ServedApp
+from freshtoken.bff._serving import ServedApp
 
 from .bff_support import CSRF, DeploymentFactory
 

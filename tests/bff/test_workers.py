@@ -20,8 +20,8 @@ import pytest
 from redis_fixture import RedisServer, _free_port
 
 from freshtoken import system_clock
-from freshtoken.bff import ServedApp
 from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
+from freshtoken.bff._serving import ServedApp
 from freshtoken.server import ReferenceServer
 
 from .bff_support import CSRF

@@ -19,6 +19,7 @@ from profile_fixture import LoggedIn, log_in
 import freshtoken
 from freshtoken import system_clock
 from freshtoken.cli.exec import SECRET_VARIABLES
+from freshtoken.profiles import open_manager
 from freshtoken.stores import FileStore
 from freshtoken.testing import ServerFactory
 
@@ -357,7 +358,8 @@ def test_the_refresh_file_follows_a_refresh_made_elsewhere(
                 assert result.returncode == 0, result.stderr
                 new = result.stdout.strip()
             else:
-                new = FileStore(logged_in.store, profile="default").manager().refresh().access_token
+                store = FileStore(logged_in.store, profile="default")
+                new = open_manager(store).refresh().access_token
             assert new == logged_in.tokens().access_token != first
             wait_for_file(token_file, new, deadline=5.0)
             first = new

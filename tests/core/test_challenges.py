@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from freshtoken._core.challenges import Challenge, parse_challenges
 from freshtoken._core.policy import wants_refresh
-from freshtoken._oauth.challenges import Challenge, parse_challenges
 
 
 def parsed(header: str | list[str]) -> list[tuple[str, dict[str, str], str | None]]:

@@ -29,6 +29,7 @@ from freshtoken._core.credential import (
     View,
     Wait,
 )
+from freshtoken._engine.flight import Flight
 from freshtoken.errors import StoreError
 from freshtoken.stores import StoredTokens
 
@@ -51,7 +52,7 @@ def stored(name: str, generation: int = 1, **options: float) -> StoredTokens:
 
 
 def known(name: str = "a0", **options: float) -> CredentialState:
-    state = CredentialState()
+    state = CredentialState(Flight)
     state.set_tokens(tokens(name, **options), RULES)
     return state
 
@@ -211,7 +212,7 @@ def test_a_quiet_spell_resets_the_rejection_backoff() -> None:
 
 def test_no_tokens_and_no_way_to_acquire_fails_without_io() -> None:
     """Rule 5: SessionExpired("no_tokens"), no flight."""
-    state = CredentialState()
+    state = CredentialState(Flight)
     state.set_tokens(None, RULES)
     decision = state.decide(FRESH, RULES, NOW, 0.0)
     assert isinstance(decision, Fail)
@@ -222,7 +223,7 @@ def test_no_tokens_and_no_way_to_acquire_fails_without_io() -> None:
 
 def test_a_refused_acquisition_is_not_retried_per_caller() -> None:
     """Rule 5: client credentials answered invalid_client: no token request per API call."""
-    state = CredentialState()
+    state = CredentialState(Flight)
     state.set_tokens(None, ACQUIRING)
     job = started(state.decide(FRESH, ACQUIRING, NOW, 0.0))
     refused = SessionExpired("invalid_client", status=401)

@@ -16,6 +16,7 @@ from listener import Answer, Listener, Received, json_answer
 import freshtoken
 import freshtoken.httpx
 from freshtoken import DPoPError, DPoPKey, TokenManager, TokenSet
+from freshtoken._core.dpop_key import thumbprint_of
 from freshtoken._core.policy import wants_refresh
 from freshtoken._oauth.dpop import (
     DPoP,
@@ -24,7 +25,6 @@ from freshtoken._oauth.dpop import (
     nonce_demanded,
     origin_key,
     target_uri,
-    thumbprint_of,
 )
 
 ALGORITHMS = ["ES256", "EdDSA", "RS256"]

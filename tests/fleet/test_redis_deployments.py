@@ -18,7 +18,14 @@ from typing import TypeVar
 import pytest
 from redis_fixture import RedisCluster, RedisSentinel, RedisServer
 
-from freshtoken import FunctionRefresher, StoredTokens, StoreError, TokenManager, TokenSet
+from freshtoken import (
+    FunctionRefresher,
+    RefreshPolicy,
+    StoredTokens,
+    StoreError,
+    TokenManager,
+    TokenSet,
+)
 from freshtoken.stores.redis import RedisStore
 
 pytestmark = pytest.mark.redis
@@ -119,7 +126,9 @@ def test_managers_on_two_cluster_clients_refresh_once(
     for _ in range(2):
         store = RedisStore(closing.enter_context(contextlib.closing(redis_cluster.client())), key)
         closing.callback(store.close)
-        managers.append(TokenManager(FunctionRefresher(refresh), store, leeway=0))
+        managers.append(
+            TokenManager(FunctionRefresher(refresh), store, policy=RefreshPolicy(leeway=0))
+        )
     managers[0].store.save(tokens(1, lifetime=-1), expected_generation=None)
     results: list[str] = []
     threads = [

@@ -70,3 +70,25 @@ async def test_async_browser_login_with_dpop(server: ReferenceServer) -> None:
         server.issuer, client_id="demo-public", open_browser=browser, dpop=key
     )
     assert tokens.dpop_key == key
+
+
+def test_the_refresher_s_password_login_binds_the_tokens_to_its_dpop_key(
+    server: ReferenceServer,
+) -> None:
+    """manager.login(refresher.password_login, ..., dpop=key): the one way to log in binds a
+    password login as the free function did."""
+    key = DPoPKey.generate()
+    refresher = freshtoken.OAuth2Refresher.from_issuer(server.issuer, client_id="demo-public")
+    manager = TokenManager(refresher, clock=server.clock, dpop=key)
+    tokens = manager.login(refresher.password_login, username="alice", password="alice", dpop=key)
+    assert_bound(server, tokens, key)
+
+
+@pytest.mark.anyio
+async def test_the_refresher_s_async_password_login_binds_too(server: ReferenceServer) -> None:
+    """apassword_login(dpop=key) on the refresher binds the same way."""
+    key = DPoPKey.generate()
+    refresher = freshtoken.OAuth2Refresher.from_issuer(server.issuer, client_id="demo-public")
+    tokens = await refresher.apassword_login(username="alice", password="alice", dpop=key)
+    assert tokens.dpop_key == key
+    assert tokens.token_type == "DPoP"

@@ -27,7 +27,10 @@ def test_no_token_gets_a_bare_challenge(oauth_server: ReferenceServer, http: htt
     """RFC 6750 section 3.1: without credentials, the challenge has no error code."""
     response = http.get(f"{oauth_server.api_url}/me")
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == 'Bearer realm="freshtoken"'
+    metadata = f"{oauth_server.url}/.well-known/oauth-protected-resource/api"
+    assert response.headers["www-authenticate"] == (
+        f'Bearer realm="freshtoken", resource_metadata="{metadata}"'
+    )
     assert response.json()["error"] == "unauthorized"
     assert oauth_server.stats()["unauthorized_401"] == 1
 
@@ -51,7 +54,10 @@ def test_other_schemes_get_a_bare_challenge(
     """Basic credentials on the API are no bearer token at all."""
     response = http.get(f"{oauth_server.api_url}/me", auth=("demo", "demo"))
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == 'Bearer realm="freshtoken"'
+    metadata = f"{oauth_server.url}/.well-known/oauth-protected-resource/api"
+    assert response.headers["www-authenticate"] == (
+        f'Bearer realm="freshtoken", resource_metadata="{metadata}"'
+    )
 
 
 def test_token_signed_by_another_server_is_invalid(

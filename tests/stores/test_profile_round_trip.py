@@ -1,5 +1,5 @@
 """Profiles both ways: saved from Python, used by ``freshtoken token | status | logout``;
-made by ``freshtoken login``, used from Python in one line (``FileStore(...).manager()``)."""
+made by ``freshtoken login``, used from Python in one line (``open_manager(FileStore(...))``)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import freshtoken
+import freshtoken.profiles
 from freshtoken import ClientCredentials, OAuth2Refresher, TokenManager, password_login
 from freshtoken.cli import main
 from freshtoken.httpx import TokenAuth
+from freshtoken.profiles import open_manager
 from freshtoken.refreshers import RefresherSettings
 from freshtoken.server import Client, ReferenceServer
 from freshtoken.stores import FileStore
@@ -187,7 +189,7 @@ def test_a_cli_login_is_a_manager_in_one_line(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`freshtoken login` then FileStore().manager(): the Python side refreshes with the
+    """`freshtoken login` then open_manager(FileStore()): the Python side refreshes with the
     profile's client, and the login's account survives its saves."""
     monkeypatch.setenv("FRESHTOKEN_PASSWORD", "demo")
     monkeypatch.setenv("FRESHTOKEN_CLIENT_SECRET", "demo-secret")
@@ -199,7 +201,7 @@ def test_a_cli_login_is_a_manager_in_one_line(
     monkeypatch.delenv("FRESHTOKEN_CLIENT_SECRET")
     expire(store_path)
 
-    manager = FileStore().manager()
+    manager = open_manager(FileStore())
     assert isinstance(manager.refresher, OAuth2Refresher)
     with httpx.Client(auth=TokenAuth(manager, origins=[oauth_server.url])) as client:
         assert client.get(f"{oauth_server.api_url}/me").status_code == 200
@@ -236,7 +238,7 @@ def test_a_key_file_profile_keeps_naming_its_file(
         "--private-key", str(key_file),
     )  # fmt: skip
     assert code == 0, err
-    manager = FileStore().manager()
+    manager = open_manager(FileStore())
     manager.refresh()
     record = json.loads(store_path.read_text())["profiles"]["default"]
     assert record["meta"]["private_key_file"] == str(key_file)
@@ -247,7 +249,7 @@ def test_a_profile_that_cannot_be_rebuilt_is_one_clear_line(
     store_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Tokens saved through a refresher that cannot describe itself: `token` says what to do
-    in one line; FileStore.manager() raises a StoreError."""
+    in one line; open_manager() raises a StoreError."""
 
     def refresh(current: Any) -> dict[str, Any]:
         return {"access_token": "new", "expires_in": 60}
@@ -262,7 +264,7 @@ def test_a_profile_that_cannot_be_rebuilt_is_one_clear_line(
     assert err.startswith("freshtoken: ")
     assert "freshtoken login" in err
     with pytest.raises(freshtoken.StoreError, match="cannot be refreshed"):
-        FileStore(store_path).manager()
+        open_manager(FileStore(store_path))
 
 
 def test_settings_rebuild_the_same_refresher_and_say_no_secret() -> None:
@@ -312,3 +314,27 @@ def test_a_dpop_bound_profile_is_refreshed_by_the_cli_with_its_key(
     assert stored.tokens.dpop_key is not None
     assert stored.tokens.dpop_key.thumbprint == key.thumbprint
     assert out.strip() == stored.tokens.access_token
+
+
+def test_the_old_spellings_still_work_and_warn(
+    oauth_server: ReferenceServer, store_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """FileStore.manager() and Profile.refresher_settings() (before freshtoken.profiles) give
+    what the new functions give, with a DeprecationWarning naming the replacement."""
+    monkeypatch.setenv("FRESHTOKEN_PASSWORD", "demo")
+    monkeypatch.setenv("FRESHTOKEN_CLIENT_SECRET", "demo-secret")
+    code, _, err = cli(
+        capsys, "login", "--issuer", oauth_server.issuer, "--client-id", "demo",
+        "--username", "demo",
+    )  # fmt: skip
+    assert code == 0, err
+    store = FileStore()
+    with pytest.warns(DeprecationWarning, match=r"freshtoken\.profiles\.open_manager"):
+        manager = store.manager()
+    assert manager.get_tokens().access_token == open_manager(store).get_tokens().access_token
+    profile = store.load_profile()
+    assert profile is not None
+    with pytest.warns(DeprecationWarning, match=r"freshtoken\.profiles\.settings_of"):
+        described = profile.refresher_settings()
+    assert described.settings == freshtoken.profiles.settings_of(profile).settings

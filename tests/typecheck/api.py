@@ -9,6 +9,7 @@ from __future__ import annotations
 import httpx
 
 import freshtoken
+import freshtoken.profiles
 from freshtoken.httpx import TokenAuth
 
 
@@ -19,7 +20,7 @@ async def readme_usage(token_url: str, api: str, answer: dict[str, object]) -> N
     manager = freshtoken.TokenManager(
         refresher=freshtoken.OAuth2Refresher(token_url, client_id="app", client_secret="s"),
         store=freshtoken.MemoryStore(),
-        leeway=30.0,
+        policy=freshtoken.RefreshPolicy(leeway=30.0),
         on_session_expired=expired,
         retry=freshtoken.RetryPolicy(attempts=5, initial=0.2),
     )
@@ -106,5 +107,7 @@ def profiles(path: str, token_url: str) -> freshtoken.TokenManager:
     store = freshtoken.FileStore(path, profile="work")
     profile = store.load_profile()
     if profile is not None:
-        print(profile.refresher_settings(), store.profiles()["work"].refreshed_at)
-    return store.manager(leeway=60.0, on_refresh=print)
+        print(freshtoken.profiles.settings_of(profile), store.profiles()["work"].refreshed_at)
+    return freshtoken.profiles.open_manager(
+        store, policy=freshtoken.RefreshPolicy(leeway=60.0), on_refresh=print
+    )

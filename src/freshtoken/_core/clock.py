@@ -11,12 +11,14 @@ Tests share a [`ManualClock`][] with the reference server and move both faces at
 
 from __future__ import annotations
 
+import datetime
+import math
 import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "monotonic_of", "system_clock"]
+__all__ = ["Clock", "ManualClock", "monotonic_of", "rfc3339", "system_clock"]
 
 
 class Clock(Protocol):
@@ -73,3 +75,20 @@ class ManualClock:
 
     def __repr__(self) -> str:
         return f"ManualClock({self():.3f})"
+
+
+def rfc3339(epoch: float, *, fraction: bool = False) -> str:
+    """``2024-05-01T12:00:00Z`` (UTC); with ``fraction``, milliseconds too.
+
+    Raises ValueError for an instant a timestamp cannot carry (not finite, before 1970 or
+    after 9999).
+    """
+    if not math.isfinite(epoch) or epoch < 0:
+        raise ValueError(f"the expiry {epoch!r} is not a representable instant")
+    try:
+        moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"the expiry {epoch!r} is not a representable instant") from None
+    if fraction:
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

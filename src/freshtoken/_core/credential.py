@@ -58,16 +58,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TypeAlias
+from collections.abc import Callable
+from typing import Protocol, TypeAlias
 
-from .._engine.flight import Flight, copy_error
 from ..errors import AuthError, RefreshFailed, SessionExpired, StoreError
-from ..stores._base import StoredTokens
 from .policy import Freshness, RefreshPolicy, RetryPolicy, freshness_at
-from .tokens import TokenSet
+from .tokens import StoredTokens, TokenSet
 
 __all__ = [
     "FRESH",
+    "FlightHandle",
+    "copy_error",
     "Adopted",
     "Busy",
     "Cleared",
@@ -144,6 +145,38 @@ def answered_by(demand: Demand, flight_result: TokenSet) -> bool:
     return satisfied_by(demand, flight_result)
 
 
+class FlightHandle(Protocol):
+    """A refresh in progress, as the rules hold it: started with a ``bound`` (the seconds after
+    which nobody waits for it), handed to the callers that wait, landed by the engine. The
+    engine's flight (``_engine/flight.py``) is the one kind there is; the rules only create,
+    keep and compare them, through the factory a [`CredentialState`][] is given."""
+
+    @property
+    def bound(self) -> float: ...
+
+    def land(self, result: TokenSet | None, error: BaseException | None) -> None: ...
+
+    def outcome(self) -> TokenSet | None: ...
+
+    def remaining(self, timeout: float | None = None) -> float: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+    async def wait_async(self) -> bool: ...
+
+
+def copy_error(error: BaseException) -> BaseException:
+    """A fresh instance for each caller: re-raising one instance from many threads would
+    tangle their tracebacks and grow them without bound."""
+    if isinstance(error, AuthError):
+        copy = error.__class__.__new__(error.__class__)
+        copy.__dict__.update(error.__dict__)
+        copy.args = error.args
+        copy.__cause__ = error.__cause__
+        return copy
+    return RefreshFailed("refresh_error", f"the refresh failed with {type(error).__name__}")
+
+
 # -- what a flight is asked to do, and how it can end ----------------------------------------
 
 
@@ -152,7 +185,7 @@ class Job:
     """The work of one flight. ``background``: nobody waits for it (one attempt, the lock tried
     once). ``reload_only``: just re-read the store. ``delay``: backoff left to sleep first."""
 
-    flight: Flight
+    flight: FlightHandle
     demand: Demand
     version: int
     background: bool = False
@@ -217,7 +250,7 @@ class Use:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Wait:
-    flight: Flight
+    flight: FlightHandle
     start: Job | None = None
 
 
@@ -279,12 +312,13 @@ class CredentialState:
     (one attribute read of an immutable value) and falls back to [`decide()`][decide].
     """
 
-    def __init__(self) -> None:
+    def __init__(self, new_flight: Callable[[float], FlightHandle]) -> None:
+        self._new_flight = new_flight
         self.view: View | None = None
         self.known = False
         self.fast: View | None = None
         self.version = 0
-        self.flight: Flight | None = None
+        self.flight: FlightHandle | None = None
         # failure backoff (transient failures)
         self.failures = 0
         self.last_failure: AuthError | None = None
@@ -389,7 +423,7 @@ class CredentialState:
 
     def _started(
         self, demand: Demand, rules: Rules, *, delay: float, suspect: bool = False
-    ) -> tuple[Flight, Job]:
+    ) -> tuple[FlightHandle, Job]:
         job = self._start(demand, rules, delay=delay, suspect=suspect)
         return job.flight, job
 
@@ -403,7 +437,7 @@ class CredentialState:
         delay: float = 0.0,
         suspect: bool = False,
     ) -> Job:
-        flight = self.flight = Flight(rules.flight_bound(delay))
+        flight = self.flight = self._new_flight(rules.flight_bound(delay))
         return Job(flight, demand, self.version, background, reload, delay, suspect)
 
     def _rejection_backoff(self, rules: Rules) -> float:

@@ -25,29 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from .._oauth.challenges import is_token
+from ..errors import TokenResponseError
+from .challenges import is_token
 
 if TYPE_CHECKING:
-    from .._oauth.dpop import DPoPKey
+    from .dpop_key import DPoPKey
 
-__all__ = ["TokenSet", "TokenResponseError"]
+__all__ = ["StoredTokens", "TokenResponseError", "TokenSet"]
 
 _ACCESS_TOKEN = re.compile(r"[\x21-\x7e]+")  # RFC 6749 A.12 VSCHAR, less the space
 _REFRESH_TOKEN = re.compile(r"[\x20-\x7e]+")  # RFC 6749 A.17 VSCHAR
 _LONGEST_LIFETIME = 1e10  # seconds, about 300 years: more is no lifetime a server means
 _TIME_FIELDS = ("expires_at", "obtained_at", "refresh_at")
-
-
-class TokenResponseError(ValueError):
-    """A token response that is not a usable RFC 6749 section 5.1 answer (says why, no token).
-
-    ``error`` is the code a refresher reports it under: ``malformed_response``, or
-    ``unsupported_token_type`` for a token freshtoken cannot send.
-    """
-
-    def __init__(self, message: str, *, error: str = "malformed_response") -> None:
-        super().__init__(message)
-        self.error = error
+_KEEP_ALIVE_SHARE = 0.8  # of the refresh token's lifetime, spent before keep_alive refreshes
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -88,7 +78,7 @@ class TokenSet:
             if value is not None and _finite(value) is None:
                 raise TokenResponseError(f"{name} must be a finite number")
         if self.dpop_key is not None:
-            from .._oauth.dpop import DPoPKey
+            from .dpop_key import DPoPKey
 
             if not isinstance(self.dpop_key, DPoPKey):
                 raise TokenResponseError("dpop_key must be a DPoPKey")
@@ -139,6 +129,8 @@ class TokenSet:
         previous: TokenSet | None = None,
         token_types: Collection[str] = ("Bearer",),
         dpop_key: DPoPKey | None = None,
+        default_lifetime: float | None = None,
+        keep_alive: bool = False,
     ) -> TokenSet:
         """Parse a token endpoint's JSON answer.
 
@@ -148,6 +140,11 @@ class TokenSet:
         caller can send, compared without case; any other is an error with the code
         ``unsupported_token_type``, so that a ``mac`` token never goes out as a Bearer one.
         ``dpop_key`` is the key the request was signed with: the tokens are bound to it.
+        ``default_lifetime`` is the access token's lifetime when neither ``expires_in`` nor a
+        JWT ``exp`` gives one (a Salesforce answer's ``issued_at`` is the server's clock in
+        milliseconds and says nothing of the lifetime: it is not read). With ``keep_alive``
+        the refresh falls due before the refresh token's own lifetime
+        (``refresh_expires_in`` or ``refresh_token_expires_in``) is four-fifths spent.
         """
         if not isinstance(data, Mapping):
             raise TokenResponseError("token response is not a JSON object")
@@ -182,7 +179,16 @@ class TokenSet:
             exp = _finite(_jwt_claims(access).get("exp"))
             if exp is not None:
                 expires_at = exp - _skew(date_header, sent_at)
+        if expires_at is None and default_lifetime is not None:
+            expires_at = sent_at + default_lifetime
         refresh_at = None if refresh_in is None else sent_at + refresh_in
+        if keep_alive:
+            refresh_life = _seconds(data, "refresh_expires_in") or _seconds(
+                data, "refresh_token_expires_in"
+            )
+            if refresh_life:  # 0 is Keycloak's "no limit" (offline tokens)
+                due = sent_at + _KEEP_ALIVE_SHARE * refresh_life
+                refresh_at = due if refresh_at is None else min(refresh_at, due)
         return cls(
             access_token=access,
             token_type=token_type,
@@ -216,7 +222,7 @@ class TokenSet:
         fields = dict(data)
         jwk = fields.get("dpop_key")
         if jwk is not None:
-            from .._oauth.dpop import DPoPKey
+            from .dpop_key import DPoPKey
 
             try:
                 fields["dpop_key"] = DPoPKey.from_jwk(jwk)
@@ -322,3 +328,11 @@ def _skew(date_header: str | None, local_now: float | None) -> float:
     except (TypeError, ValueError, IndexError, OverflowError):
         return 0.0
     return server_now - local_now
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredTokens:
+    """Tokens as a store holds them: with the generation that fences concurrent saves."""
+
+    tokens: TokenSet
+    generation: int

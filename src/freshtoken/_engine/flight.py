@@ -21,8 +21,8 @@ from collections.abc import Callable
 import anyio
 import sniffio
 
+from .._core.credential import copy_error
 from .._core.tokens import TokenSet
-from ..errors import AuthError, RefreshFailed
 
 __all__ = ["Flight", "copy_error", "strip_tracebacks"]
 
@@ -101,18 +101,6 @@ class Flight:
     def __repr__(self) -> str:
         state = "landed" if self.done.is_set() else "in flight"
         return f"Flight({state})"
-
-
-def copy_error(error: BaseException) -> BaseException:
-    """A fresh instance for each caller: re-raising one instance from many threads would
-    tangle their tracebacks and grow them without bound."""
-    if isinstance(error, AuthError):
-        copy = error.__class__.__new__(error.__class__)
-        copy.__dict__.update(error.__dict__)
-        copy.args = error.args
-        copy.__cause__ = error.__cause__
-        return copy
-    return RefreshFailed("refresh_error", f"the refresh failed with {type(error).__name__}")
 
 
 def strip_tracebacks(error: BaseException) -> None:

@@ -36,6 +36,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ParamSpec, TypeAlias
 
+from .._core.challenges import HeaderValues
 from .._core.clock import Clock, monotonic_of, system_clock
 from .._core.credential import (
     FRESH,
@@ -45,6 +46,7 @@ from .._core.credential import (
     Expired,
     Fail,
     Failed,
+    FlightHandle,
     Force,
     Job,
     Outcome,
@@ -58,14 +60,15 @@ from .._core.credential import (
 )
 from .._core.policy import RefreshPolicy, RetryPolicy, wants_refresh
 from .._core.tokens import TokenSet
-from .._oauth.challenges import HeaderValues
+from .._deprecation import warn
 from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ..errors import DPoPError, RefreshFailed, StoreError
-from ..refreshers import FunctionRefresher, Refresher, takes_dpop
+from ..refreshers import FunctionRefresher
 from ..stores._base import MemoryStore, TokenStore
 from .flight import Flight, strip_tracebacks
 from .host import host, in_host_thread
 from .observers import FlightWatch, RefreshObserver, trigger_of
+from .refresher import Refresher, takes_dpop
 from .resource import ResourceCall
 from .steps import flight_steps, run_steps
 
@@ -118,7 +121,7 @@ class _Credential:
 
     def __init__(self) -> None:
         self.mutex = threading.Lock()
-        self.state = CredentialState()
+        self.state = CredentialState(Flight)
         self.managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
         self.rewatch = False  # in a forked child: the store's watcher thread did not come along
         self.watched: TokenStore | None = None
@@ -182,10 +185,12 @@ class TokenManager:
     """Keeps one credential's access token fresh for any number of clients.
 
     ``refresher`` turns the current tokens into new ones (see [`freshtoken.refreshers`][]);
-    ``store`` keeps them (default: a new [`MemoryStore`][]). A refresh is due ``leeway``
-    seconds before expiry at most and ``window_fraction`` of the token's lifetime at most, and
-    one credential refreshes at most once per ``min_interval`` seconds. ``retry`` bounds the
-    attempts while callers wait on an expired token and each attempt's duration.
+    ``store`` keeps them (default: a new [`MemoryStore`][]). ``policy`` says when a refresh is
+    due (a [`RefreshPolicy`][freshtoken.RefreshPolicy]: ``leeway`` seconds before expiry at most,
+    ``window_fraction`` of the token's lifetime at most, at most once per ``min_interval``
+    seconds); ``retry`` (a [`RetryPolicy`][freshtoken.RetryPolicy]) bounds the attempts while
+    callers wait on an expired token and each attempt's duration. The flat ``leeway=``,
+    ``window_fraction=`` and ``min_interval=`` keywords still work, deprecated until 0.2.0.
     ``lock_timeout`` bounds the wait for another process's refresh. ``refresh_statuses`` are
     the API statuses that mean "token rejected". Hooks may be plain or async functions:
     ``on_refresh(tokens)`` after each refresh this manager started, ``on_session_expired(error)``
@@ -208,9 +213,7 @@ class TokenManager:
         refresher: Refresher,
         store: TokenStore | None = None,
         *,
-        leeway: float = 30.0,
-        window_fraction: float = 0.25,
-        min_interval: float = 1.0,
+        policy: RefreshPolicy | None = None,
         retry: RetryPolicy | None = None,
         lock_timeout: float = 30.0,
         refresh_statuses: frozenset[int] = frozenset({401}),
@@ -219,7 +222,11 @@ class TokenManager:
         clock: Clock = system_clock,
         dpop: DPoPKey | DPoPAlgorithm | None = None,
         observer: RefreshObserver | None = None,
+        leeway: float | None = None,
+        window_fraction: float | None = None,
+        min_interval: float | None = None,
     ) -> None:
+        policy = _refresh_policy(policy, leeway, window_fraction, min_interval)
         if not lock_timeout > 0:
             raise ValueError("lock_timeout must be positive")
         self.dpop = None if dpop is None else DPoP(dpop)
@@ -233,9 +240,7 @@ class TokenManager:
         self.refresher = refresher
         self.store: TokenStore = MemoryStore() if store is None else store
         self.store.remember_refresher(refresher)  # a FileStore profile records its settings
-        self.policy = RefreshPolicy(
-            leeway=leeway, window_fraction=window_fraction, min_interval=min_interval
-        )
+        self.policy = policy
         self.retry = RetryPolicy() if retry is None else retry
         self.lock_timeout = lock_timeout
         self.refresh_statuses = frozenset(refresh_statuses)
@@ -273,7 +278,7 @@ class TokenManager:
         self._closed = True
         # The lock-free fast path reads only ``_state.fast``: an empty state sends every
         # caller to _decide, which refuses. Flights in progress land in the credential.
-        self._state = CredentialState()
+        self._state = CredentialState(Flight)
         _release(self, self._credential)
 
     async def aclose(self) -> None:
@@ -367,10 +372,11 @@ class TokenManager:
 
     # -- resource requests: one ResourceCall each (see _engine/resource.py) -------------------
 
-    def call(self, method: str, url: str) -> ResourceCall:
+    def call(self, method: str, url: object) -> ResourceCall:
         """The auth decisions of one request to ``method url``: what to send, and what each
         answer leads to (a retry with newer tokens, a new DPoP proof, or the caller's answer).
-        Every integration drives one per request; so may an HTTP client of your own."""
+        ``url`` is a str, or a URL object whose ``str()`` is one (read only for DPoP). Every
+        integration drives one per request; so may an HTTP client of your own."""
         return ResourceCall(method, url, self)
 
     # -- explicit control ---------------------------------------------------------------------
@@ -699,7 +705,35 @@ def _not_configured() -> DPoPError:
     )
 
 
-def _gave_up_waiting(flight: Flight, timeout: float | None) -> RefreshFailed:
+def _refresh_policy(
+    policy: RefreshPolicy | None,
+    leeway: float | None,
+    window_fraction: float | None,
+    min_interval: float | None,
+) -> RefreshPolicy:
+    """``policy``, or one made of the deprecated flat keywords (warned about)."""
+    flat = {
+        name: value
+        for name, value in (
+            ("leeway", leeway),
+            ("window_fraction", window_fraction),
+            ("min_interval", min_interval),
+        )
+        if value is not None
+    }
+    if not flat:
+        return RefreshPolicy() if policy is None else policy
+    if policy is not None:
+        raise TypeError(f"give policy= or {', '.join(flat)}=, not both")
+    warn(
+        f"TokenManager({', '.join(f'{name}=' for name in flat)})",
+        f"policy=RefreshPolicy({', '.join(f'{name}=...' for name in flat)})",
+        stacklevel=4,
+    )
+    return RefreshPolicy(**flat)
+
+
+def _gave_up_waiting(flight: FlightHandle, timeout: float | None) -> RefreshFailed:
     if timeout is not None and flight.remaining() > 0:
         what = f"gave up waiting for the refresh after {timeout:g} s"
     else:

@@ -34,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+from .._core.challenges import HeaderValues
 from .._core.tokens import TokenSet
-from .._oauth.challenges import HeaderValues
 from .._oauth.dpop import DPoP, OriginKey, access_token_hash, nonce_demanded, origin_key
 
 __all__ = ["MOST_SENDS", "Attempt", "CallRules", "Rejected", "ResourceCall"]
@@ -50,6 +50,9 @@ class Attempt(NamedTuple):
     tokens: TokenSet
     authorization: str
     proof: str | None
+
+
+_new_tuple = tuple.__new__  # an Attempt without NamedTuple's __new__: the hot path makes one
 
 
 class Rejected(NamedTuple):
@@ -90,23 +93,29 @@ class ResourceCall:
         "_rules",
         "_sent",
         "_sent_nonce",
+        "_url",
         "method",
         "tokens",
-        "url",
     )
 
-    def __init__(self, method: str, url: str, rules: CallRules) -> None:
+    def __init__(self, method: str, url: object, rules: CallRules) -> None:
         self.method = method
-        self.url = url
+        self._url = url  # a str, or a URL object whose str() is one: read only when needed
         self._rules = rules
         self._sent: tuple[str, ...] = ()  # access tokens sent, in order: never one twice
         self.tokens: TokenSet | None = None
         self._dpop = rules.dpop
         if self._dpop is not None:  # set only for DPoP: a Bearer call is made per request, cheaply
+            self._url = url = str(url)
             self._origin: OriginKey = origin_key(url)
             self._proof_retried = False
             self._sent_nonce: str | None = None
             self._ath: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL the proofs name: the request's, or the redirect hop's after ``hop()``."""
+        return str(self._url)
 
     @property
     def sends(self) -> int:
@@ -125,7 +134,7 @@ class ResourceCall:
         if self._dpop is None:  # the hot path: two tuples
             self.tokens = tokens
             self._sent = (tokens.access_token,)
-            return Attempt(tokens, tokens.authorization, None)
+            return _new_tuple(Attempt, (tokens, tokens.authorization, None))
         return self._send(tokens)
 
     def settled(self, status: int) -> bool:
@@ -174,7 +183,7 @@ class ResourceCall:
         if not self._retry_proof():
             return None
         self.method = method
-        self.url = url
+        self._url = url
         self._origin = origin_key(url)
         self._learn(nonce)
         return self._sign(self.tokens)
@@ -196,7 +205,7 @@ class ResourceCall:
             self._ath = access_token_hash(tokens.access_token)
         self._sent_nonce = nonce = self._dpop.nonces.get(self._origin)
         now = self._rules.clock()
-        proof = key.proof(self.method, self.url, now=now, nonce=nonce, ath=self._ath)
+        proof = key.proof(self.method, str(self._url), now=now, nonce=nonce, ath=self._ath)
         return Attempt(tokens, tokens.authorization, proof)
 
     def _learn(self, nonce: str | None) -> str | None:

@@ -146,6 +146,12 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
             if isinstance(error, SessionExpired):
                 yield Clear()
                 return Expired(error)
+            if isinstance(error, RefreshFailed) and error.error == "refresh_conflict":
+                # Another client refreshed with this refresh token at the same moment (the
+                # server said so): its tokens may be in the store by now; the retry is last.
+                newer: StoredTokens | None = yield Load()
+                if newer is not None and (stored is None or newer.generation != stored.generation):
+                    return Adopted(newer)
             delay = rules.retry.delay(attempt, error if isinstance(error, RefreshFailed) else None)
             if not retryable or attempt >= attempts or not rules.retry.honours(delay):
                 return Failed(error, gave_up=not job.background)
@@ -162,8 +168,8 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
             saved: StoredTokens = yield Save(tokens, 0 if stored is None else stored.generation)
         except GenerationConflict:
             # Our lock lapsed and someone saved newer tokens (or logged out): theirs win.
-            newer: StoredTokens | None = yield Load()
-            return Cleared() if newer is None else Adopted(newer)
+            latest: StoredTokens | None = yield Load()
+            return Cleared() if latest is None else Adopted(latest)
         return Refreshed(saved)
     except StoreError as error:
         return Failed(error, gave_up=not job.background)

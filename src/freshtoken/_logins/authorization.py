@@ -31,7 +31,7 @@ import httpx
 from .._core.clock import Clock, system_clock
 from .._core.tokens import TokenResponseError, TokenSet
 from .._oauth.client_auth import ClientAuth
-from .._oauth.discovery import ServerMetadata
+from .._oauth.discovery import TENANT_PLACEHOLDER, ServerMetadata, issuer_matches
 from .._oauth.dpop import DPoPKey
 from .._oauth.http import Flow, Verify, adrive, drive
 from .._oauth.id_tokens import check_id_token_claims
@@ -67,12 +67,30 @@ def pkce_challenge(verifier: str) -> str:
     return urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+def _one_tenant_of(issuer: str, iss: str) -> bool:
+    """Whether ``iss`` is one tenant of a multi-tenant ``{tenantid}`` issuer."""
+    return TENANT_PLACEHOLDER in issuer and issuer_matches(issuer, iss)
+
+
+def with_default_lifetime(tokens: TokenSet, metadata: ServerMetadata) -> TokenSet:
+    """``tokens`` with the expiry the provider's quirks assume when the answer gave none."""
+    lifetime = None if metadata.quirks is None else metadata.quirks.default_lifetime
+    if tokens.expires_at is not None or lifetime is None or tokens.obtained_at is None:
+        return tokens
+    return dataclasses.replace(tokens, expires_at=tokens.obtained_at + lifetime)
+
+
 def default_scope(metadata: ServerMetadata) -> str | None:
-    """``openid`` (an ID token) and ``offline_access`` (a refresh token), where offered."""
+    """``openid`` (an ID token) and ``offline_access`` (a refresh token), where offered, and
+    the scope a provider's quirks name for a refresh token (``offline_scope``)."""
     supported = metadata.scopes_supported
     if supported is None:
-        return "openid" if metadata.id_token_signing_alg_values_supported else None
-    wanted = [scope for scope in ("openid", "offline_access") if scope in supported]
+        wanted = ["openid"] if metadata.id_token_signing_alg_values_supported else []
+    else:
+        wanted = [scope for scope in ("openid", "offline_access") if scope in supported]
+    offline = None if metadata.quirks is None else metadata.quirks.offline_scope
+    if offline and offline not in wanted:
+        wanted.append(offline)
     return " ".join(wanted) or None
 
 
@@ -113,6 +131,8 @@ class AuthorizationRequest:
         if params and (clash := sorted(_RESERVED & set(params))):
             raise ValueError(f"these parameters are set by freshtoken itself: {clash}")
         scope = default_scope(metadata) if scope is None else scope
+        if metadata.quirks is not None and metadata.quirks.authorization_params:
+            params = {**metadata.quirks.authorization_params, **dict(params or {})}
         verifier = secrets.token_urlsafe(64)  # 86 characters: RFC 7636 asks for 43 to 128
         state = secrets.token_urlsafe(32)
         nonce = secrets.token_urlsafe(32) if scope and "openid" in scope.split() else None
@@ -158,7 +178,7 @@ class AuthorizationRequest:
                 "the answer belongs to another login (its state differs): start again",
             )
         iss = params.get("iss")
-        if iss is not None and iss != self.issuer:
+        if iss is not None and iss != self.issuer and not _one_tenant_of(self.issuer, iss):
             raise LoginFailed(
                 "issuer_mismatch",
                 f"the answer comes from {_printable(iss, 120)!r}, not {self.issuer!r} (RFC 9207)",

@@ -27,15 +27,15 @@ import anyio
 import httpx
 
 from .._core.clock import Clock, system_clock
-from .._core.policy import read_json
+from .._core.policy import read_token_answer
 from .._core.tokens import TokenResponseError, TokenSet
 from .._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey, choose_method
-from .._oauth.discovery import ServerMetadata, ametadata_of, metadata_of
+from .._oauth.discovery import MetadataSource, ServerMetadata, ametadata_of, metadata_of
 from .._oauth.dpop import DPoP, DPoPKey
 from .._oauth.http import Flow, Pause, Verify, adrive, drive
 from .._oauth.id_tokens import check_id_token_claims
 from ..errors import LoginFailed
-from .authorization import AuthorizationRequest, default_scope
+from .authorization import AuthorizationRequest, default_scope, with_default_lifetime
 from .loopback import AsyncLoopbackListener, LoopbackListener, OpenBrowser
 from .token_endpoint import check_login_transport, token_flow, tokens_from
 
@@ -71,6 +71,7 @@ DEFAULT_REDIRECT_URI = "http://127.0.0.1/callback"
 BROWSER_TIMEOUT = 300.0
 _SLOW_DOWN = 5.0  # RFC 8628 section 3.5
 _TRANSIENT_POLL_FAILURES = 3
+_LONGEST_INTERVAL = 60.0  # a server's slow_down interval beyond this is hostile, not slow
 
 
 # -- shared set-up ------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def _check_timeout(timeout: float) -> None:
 
 
 def browser_login(
-    issuer: str | ServerMetadata,
+    issuer: str | ServerMetadata | MetadataSource,
     *,
     client_id: str,
     client_secret: str | None = None,
@@ -172,7 +173,7 @@ def browser_login(
 
 
 async def abrowser_login(
-    issuer: str | ServerMetadata,
+    issuer: str | ServerMetadata | MetadataSource,
     *,
     client_id: str,
     client_secret: str | None = None,
@@ -234,9 +235,10 @@ def browser_with(
             params=params,
         )
         code = listener.wait_for_code(request, open_browser=open_browser, timeout=timeout)
-    return request.exchange(
+    tokens = request.exchange(
         code, client, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
     )
+    return with_default_lifetime(tokens, metadata)
 
 
 async def abrowser_with(
@@ -263,9 +265,10 @@ async def abrowser_with(
             params=params,
         )
         code = await listener.wait_for_code(request, open_browser=open_browser, timeout=timeout)
-    return await request.aexchange(
+    tokens = await request.aexchange(
         code, client, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
     )
+    return with_default_lifetime(tokens, metadata)
 
 
 # -- device login (RFC 8628) --------------------------------------------------------------------
@@ -341,12 +344,15 @@ class DeviceAuthorization:
         if response.status_code != 200:
             tokens_from(response, sent_at=now, secrets=self.client.secrets())  # raises its error
             raise LoginFailed("invalid_response", f"HTTP {response.status_code}")
-        document, problem = read_json(response.content)
+        document, problem = read_token_answer(response.content)
         if not isinstance(document, dict):
             raise LoginFailed(
                 "invalid_response",
                 f"the device authorization {problem or 'is not a JSON object'}",
             )
+        if "verification_uri" not in document:
+            # Google's spelling (https://developers.google.com/identity/protocols/oauth2/limited-input-device#step-2:-handle-the-authorization-server-response)
+            document = {**document, "verification_uri": document.get("verification_url")}
         fields = {}
         for name in ("device_code", "user_code", "verification_uri"):
             value = document.get(name)
@@ -378,17 +384,24 @@ class DeviceAuthorization:
         return LoginFailed("expired_token", "the code expired before anyone approved it")
 
     def outcome(self, response: httpx.Response, *, sent_at: float) -> TokenSet | None:
-        """The tokens, or ``None`` to poll again after ``interval``; raises LoginFailed."""
-        if response.status_code == 200:
-            tokens = tokens_from(response, sent_at=sent_at, secrets=self._secrets(), dpop=self.dpop)
-            return _checked_id_token(tokens, self.metadata, self.client.client_id, sent_at)
+        """The tokens, or ``None`` to poll again after ``interval``; raises LoginFailed.
+
+        The error decides, whatever the status: GitHub answers ``authorization_pending`` and
+        ``slow_down`` with 200 (and the new ``interval`` with ``slow_down``)."""
         error = _error_code(response)
+        if response.status_code == 200 and error is None:
+            tokens = tokens_from(response, sent_at=sent_at, secrets=self._secrets(), dpop=self.dpop)
+            tokens = with_default_lifetime(tokens, self.metadata)
+            return _checked_id_token(tokens, self.metadata, self.client.client_id, sent_at)
         if error == "authorization_pending":
             self._failures = 0
             return None
         if error == "slow_down":
             self._failures = 0
             self.interval += _SLOW_DOWN
+            asked = _interval_of(response)
+            if asked is not None and asked > self.interval:
+                self.interval = min(asked, _LONGEST_INTERVAL)
             return None
         if error == "access_denied":
             raise LoginFailed(
@@ -456,9 +469,18 @@ def _number(value: object, name: str) -> float:
 
 
 def _error_code(response: httpx.Response) -> str | None:
-    document = read_json(response.content)[0]
+    document = read_token_answer(response.content)[0]
     error = document.get("error") if isinstance(document, dict) else None
-    return error if isinstance(error, str) else None
+    return error if isinstance(error, str) and error else None
+
+
+def _interval_of(response: httpx.Response) -> float | None:
+    document = read_token_answer(response.content)[0]
+    value = document.get("interval") if isinstance(document, dict) else None
+    try:
+        return _number(value, "interval")
+    except LoginFailed:
+        return None
 
 
 def _checked_id_token(
@@ -476,7 +498,7 @@ def _checked_id_token(
 
 
 def device_login(
-    issuer: str | ServerMetadata,
+    issuer: str | ServerMetadata | MetadataSource,
     *,
     client_id: str,
     client_secret: str | None = None,
@@ -513,7 +535,7 @@ def device_login(
 
 
 async def adevice_login(
-    issuer: str | ServerMetadata,
+    issuer: str | ServerMetadata | MetadataSource,
     *,
     client_id: str,
     client_secret: str | None = None,
@@ -1052,7 +1074,13 @@ class LoginMethods:
         )
 
     def password_login(
-        self, *, username: str, password: str, scope: str | None = None, clock: Clock = system_clock
+        self,
+        *,
+        username: str,
+        password: str,
+        scope: str | None = None,
+        clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """[`freshtoken.password_login()`][freshtoken.password_login] at this refresher's token
         endpoint."""
@@ -1066,10 +1094,17 @@ class LoginMethods:
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
             clock=clock,
+            dpop=dpop,
         )
 
     async def apassword_login(
-        self, *, username: str, password: str, scope: str | None = None, clock: Clock = system_clock
+        self,
+        *,
+        username: str,
+        password: str,
+        scope: str | None = None,
+        clock: Clock = system_clock,
+        dpop: DPoPKey | None = None,
     ) -> TokenSet:
         """[`freshtoken.apassword_login()`][freshtoken.apassword_login] at this refresher's token
         endpoint."""
@@ -1083,4 +1118,5 @@ class LoginMethods:
             verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
             clock=clock,
+            dpop=dpop,
         )

@@ -20,15 +20,17 @@ sans-I/O flow.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
 from .._core.policy import check_transport, origin_of, read_json
+from .._core.quirks import Quirks
 from ..errors import InsecureTransportError, LoginFailed
 from .http import Flow, Verify, adrive, drive
 
@@ -72,7 +74,13 @@ class ServerMetadata:
     Absent lists are ``None`` (the server did not say), except where the RFC defines a
     default: ``grant_types_supported`` is then ``("authorization_code", "implicit")`` and
     ``token_endpoint_auth_methods_supported`` ``("client_secret_basic",)``. ``raw`` is the
-    whole document, for fields not modelled here.
+    whole document, for fields not modelled here. ``quirks`` and ``provider`` are set when the
+    metadata comes from a [`Provider`][freshtoken.Provider]: refreshers and logins made from it
+    take its quirks.
+
+    A multi-tenant issuer may name itself with a ``{tenantid}`` placeholder (Microsoft Entra's
+    ``common``, ``organizations`` and ``consumers``): the document counts for any tenant, and
+    an ID token's ``iss`` is checked with its ``tid`` put in the placeholder.
     """
 
     issuer: str
@@ -94,6 +102,8 @@ class ServerMetadata:
     scopes_supported: tuple[str, ...] | None = None
     authorization_response_iss_parameter_supported: bool = False
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    quirks: Quirks | None = dataclasses.field(default=None, compare=False)
+    provider: str | None = None
 
     @classmethod
     def from_document(
@@ -101,7 +111,7 @@ class ServerMetadata:
     ) -> ServerMetadata:
         """Validate a metadata document fetched for ``issuer``; raises LoginFailed."""
         named = document.get("issuer")
-        if not isinstance(named, str) or named.rstrip("/") != issuer.rstrip("/"):
+        if not isinstance(named, str) or not issuer_matches(named, issuer):
             raise LoginFailed(
                 "issuer_mismatch",
                 f"the metadata names issuer {_shown(named)}, not {issuer!r}",
@@ -141,6 +151,36 @@ class ServerMetadata:
         return grant in self.grant_types_supported
 
 
+class MetadataSource(Protocol):
+    """What gives its own metadata in place of an issuer URL: a
+    [`Provider`][freshtoken.Provider] (discovered, or written in the preset). The wire knows
+    only this shape, so that presets sit above it."""
+
+    def metadata(self, *, verify: Verify = ..., allow_insecure_http: bool = ...) -> ServerMetadata:
+        """The metadata, found or written."""
+        ...
+
+    async def ametadata(
+        self, *, verify: Verify = ..., allow_insecure_http: bool = ...
+    ) -> ServerMetadata:
+        """[`metadata()`][freshtoken.Provider.metadata] for async code."""
+        ...
+
+
+TENANT_PLACEHOLDER = "{tenantid}"
+
+
+def issuer_matches(named: str, issuer: str) -> bool:
+    """Whether a document naming ``named`` is the metadata of ``issuer``: the same, a trailing
+    slash aside, or a ``{tenantid}`` template of which ``issuer`` is one tenant's spelling
+    (https://learn.microsoft.com/entra/identity-platform/v2-protocols-oidc#find-your-apps-openid-configuration-document-uri)."""
+    named, issuer = named.rstrip("/"), issuer.rstrip("/")
+    if TENANT_PLACEHOLDER not in named:
+        return named == issuer
+    pattern = re.escape(named).replace(re.escape(TENANT_PLACEHOLDER), "[^/?#]+")
+    return re.fullmatch(pattern, issuer) is not None
+
+
 def metadata_urls(issuer: str) -> list[str]:
     """Where the metadata of ``issuer`` may be, in the order they are tried."""
     parts = urlsplit(issuer)
@@ -159,14 +199,17 @@ def metadata_urls(issuer: str) -> list[str]:
 
 
 def discover(
-    issuer: str,
+    issuer: str | MetadataSource,
     *,
     verify: Verify = True,
     allow_insecure_http: bool = False,
     cache: bool = True,
 ) -> ServerMetadata:
     """The metadata of ``issuer``; raises [`LoginFailed`][freshtoken.LoginFailed] when there is none
-    (``discovery_failed``, ``issuer_mismatch``) or the server cannot be reached."""
+    (``discovery_failed``, ``issuer_mismatch``) or the server cannot be reached. A
+    [`Provider`][freshtoken.Provider] gives its own (discovered, or written in the preset)."""
+    if not isinstance(issuer, str):
+        return issuer.metadata(verify=verify, allow_insecure_http=allow_insecure_http)
     key = _cache_key(issuer, verify, allow_insecure_http)
     if cache and (cached := _CACHE.get(key)) is not None:
         return cached
@@ -177,13 +220,15 @@ def discover(
 
 
 async def adiscover(
-    issuer: str,
+    issuer: str | MetadataSource,
     *,
     verify: Verify = True,
     allow_insecure_http: bool = False,
     cache: bool = True,
 ) -> ServerMetadata:
     """[`discover()`][discover] for async code (asyncio or trio)."""
+    if not isinstance(issuer, str):
+        return await issuer.ametadata(verify=verify, allow_insecure_http=allow_insecure_http)
     key = _cache_key(issuer, verify, allow_insecure_http)
     if cache and (cached := _CACHE.get(key)) is not None:
         return cached
@@ -282,18 +327,29 @@ _CACHE = _Cache()
 
 
 def metadata_of(
-    issuer: str | ServerMetadata, *, verify: Verify = True, allow_insecure_http: bool = False
+    issuer: str | ServerMetadata | MetadataSource,
+    *,
+    verify: Verify = True,
+    allow_insecure_http: bool = False,
 ) -> ServerMetadata:
-    """``issuer``'s metadata: discovered (and cached) from its URL, or as given."""
+    """``issuer``'s metadata: discovered (and cached) from its URL, as given, or a
+    [`Provider`][freshtoken.Provider]'s (discovered or written in the preset)."""
     if isinstance(issuer, ServerMetadata):
         return issuer
+    if not isinstance(issuer, str):
+        return issuer.metadata(verify=verify, allow_insecure_http=allow_insecure_http)
     return discover(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
 
 
 async def ametadata_of(
-    issuer: str | ServerMetadata, *, verify: Verify = True, allow_insecure_http: bool = False
+    issuer: str | ServerMetadata | MetadataSource,
+    *,
+    verify: Verify = True,
+    allow_insecure_http: bool = False,
 ) -> ServerMetadata:
     """[`metadata_of()`][metadata_of] for async code."""
     if isinstance(issuer, ServerMetadata):
         return issuer
+    if not isinstance(issuer, str):
+        return await issuer.ametadata(verify=verify, allow_insecure_http=allow_insecure_http)
     return await adiscover(issuer, verify=verify, allow_insecure_http=allow_insecure_http)

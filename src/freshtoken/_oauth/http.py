@@ -13,16 +13,19 @@ client) and follows no redirect: credentials stay with the URL they were meant f
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import os
 import ssl
+import threading
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 import anyio
 import httpx
+import sniffio
 
 from .._core.policy import LARGEST_ANSWER
 from .._engine import connections
@@ -36,6 +39,7 @@ __all__ = [
     "adrive",
     "asend",
     "drive",
+    "run_blocking",
     "send",
     "ssl_context",
     "unreachable",
@@ -82,8 +86,6 @@ def send(
     request: httpx.Request, *, verify: Verify = True, timeout: httpx.Timeout | float | None = None
 ) -> httpx.Response:
     """[`asend()`][asend] from synchronous code (on a private event loop)."""
-    from ..refreshers import run_blocking  # here: refreshers imports the login modules
-
     return run_blocking(asend(request, verify=verify, timeout=timeout))
 
 
@@ -223,3 +225,31 @@ def _reason(error: BaseException) -> str:
         return "timed out"
     text = " ".join(str(error).split())
     return text[:200] if text else type(error).__name__
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion from synchronous code, on a private event loop.
+
+    From a thread that already runs an event loop (a sync call made inside async code), the
+    private loop runs in a helper thread: blocking that loop is what a sync call does anyway.
+    Trio's counts too: anyio would take an asyncio loop in a trio thread for trio's.
+    """
+    try:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return asyncio.run(coroutine)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(asyncio.run(coroutine))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(error)
+
+    helper = threading.Thread(target=run, name="freshtoken-blocking")
+    helper.start()
+    helper.join()
+    if errors:
+        raise errors[0]
+    return results[0]

@@ -21,7 +21,7 @@ import jwt
 from .._core.clock import Clock, system_clock
 from .._core.policy import read_json
 from ..errors import LoginFailed
-from .discovery import ServerMetadata, ametadata_of, metadata_of
+from .discovery import TENANT_PLACEHOLDER, ServerMetadata, ametadata_of, metadata_of
 from .http import Flow, Verify, adrive, drive
 
 __all__ = ["averify_id_token", "check_id_token_claims", "verify_id_token"]
@@ -48,6 +48,10 @@ def check_id_token_claims(
     leeway: float = DEFAULT_LEEWAY,
 ) -> None:
     """Raise ``LoginFailed("invalid_id_token")`` unless the claims are for this login."""
+    tenant = claims.get("tid")
+    if TENANT_PLACEHOLDER in issuer and isinstance(tenant, str) and tenant.isprintable():
+        # A multi-tenant issuer: the token names its tenant (``tid``), the issuer must too.
+        issuer = issuer.replace(TENANT_PLACEHOLDER, tenant)
     if claims.get("iss") != issuer:
         raise _invalid(f"issued by {claims.get('iss')!r}, not {issuer!r}")
     audience = claims.get("aud")
@@ -158,6 +162,10 @@ def _verification(
         if a in SIGNING_ALGORITHMS
     ]
     algorithm, kid = header.get("alg"), header.get("kid")
+    if kid is None:
+        # Keys named only by their certificate's thumbprint (RFC 7515 4.1.7; AD FS, older
+        # Entra tokens): the JWKS names them so too (x5t), or by the same value as kid.
+        kid = header.get("x5t")
     if algorithm not in allowed:
         raise _invalid(f"signed with {algorithm!r}; accepted: {', '.join(allowed) or 'none'}")
     if metadata.jwks_uri is None:
@@ -227,7 +235,7 @@ def _key_for(keys: jwt.PyJWKSet | None, kid: object, algorithm: str) -> jwt.PyJW
         declared = key.algorithm_name if "alg" in key._jwk_data else None
         if declared is not None and declared != algorithm:
             continue
-        if kid is None or key.key_id == kid:
+        if kid is None or kid in (key.key_id, key._jwk_data.get("x5t")):
             return key
     return None
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli.arguments import seconds, whole_number
+from .._arguments import seconds, whole_number
 from ..stores.file import ENV_STORE
 from ._paths import ENV_SOCKET, AgentPathError, socket_path
 from ._runtime import AgentStartError, agent_status, lock_holder, run_agent, start_in_background

@@ -28,8 +28,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from .._core.clock import rfc3339
 from .._core.tokens import TokenResponseError, TokenSet
-from ..cli.formats import rfc3339
 
 __all__ = ["parse_instant", "token_document", "token_id", "tokens_from_document"]
 

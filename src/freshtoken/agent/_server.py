@@ -36,13 +36,12 @@ from urllib.parse import parse_qsl
 
 import h11
 
-from .._core.clock import Clock, system_clock
+from .._core.clock import Clock, rfc3339, system_clock
 from .._core.policy import Freshness, RetryPolicy
 from .._core.tokens import TokenSet
 from .._engine.manager import TokenManager
-from ..cli.formats import rfc3339
-from ..cli.profiles import close_refresher, profile_refresher
 from ..errors import AuthError, RefreshFailed, SessionExpired, StoreError
+from ..profiles import close_refresher, refresher_of
 from ..refreshers import Refresher
 from ..stores.file import FileStore, default_path
 from ._peer import peer_uid
@@ -585,7 +584,7 @@ class Agent:
             ).hexdigest()
             if profile.manager is not None and profile.settings == settings:
                 return profile
-            refresher = profile_refresher(profile.store, loaded)
+            refresher = refresher_of(profile.store, loaded)
             if profile.manager is not None:
                 self._retired.append(profile.manager.refresher)
             if not profile.watched:

@@ -7,26 +7,35 @@ dependency needs FastAPI too.
 See docs/bff.md.
 """
 
-from ._app import BFF, LoginRequired, derive_key
-from ._serving import ServedApp
-from ._sessions import (
-    MemorySessionStore,
-    RedisSessionStore,
-    Session,
-    SessionStore,
-    handle_of,
-    new_session_id,
-)
+from typing import TYPE_CHECKING
+
+from .._deprecation import module_getattr
+from ..errors import LoginRequired
+from ._app import BFF, derive_key
+from ._sessions import MemorySessionStore, RedisSessionStore, Session, SessionStore
+
+if TYPE_CHECKING:  # deprecated names (see _DEPRECATED): typed, warned about at use
+    from ._serving import ServedApp as ServedApp
+    from ._sessions import handle_of as handle_of
+    from ._sessions import new_session_id as new_session_id
 
 __all__ = [
     "BFF",
     "LoginRequired",
     "MemorySessionStore",
     "RedisSessionStore",
-    "ServedApp",
     "Session",
     "SessionStore",
     "derive_key",
-    "handle_of",
-    "new_session_id",
 ]
+
+# Internals the package used to export: importable from here until 0.2.0, with a warning.
+_INTERNAL = "internal: import it from its module, or do without"
+__getattr__ = module_getattr(
+    "freshtoken.bff",
+    {
+        "ServedApp": ("freshtoken.bff._serving", "ServedApp", _INTERNAL),
+        "handle_of": ("freshtoken.bff._sessions", "handle_of", _INTERNAL),
+        "new_session_id": ("freshtoken.bff._sessions", "new_session_id", _INTERNAL),
+    },
+)

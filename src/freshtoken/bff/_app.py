@@ -38,15 +38,23 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import providers
 from .._core.clock import Clock, system_clock
-from .._core.policy import RetryPolicy
+from .._core.policy import RefreshPolicy, RetryPolicy
 from .._core.tokens import TokenResponseError, TokenSet
 from .._engine.manager import TokenManager
 from .._engine.resource import Attempt, Rejected
 from .._logins.authorization import AuthorizationRequest
 from .._oauth.client_auth import ClientAuth
-from .._oauth.discovery import ServerMetadata, adiscover
-from ..errors import AuthError, LoginFailed, SessionExpired, StoreError
+from .._oauth.discovery import ServerMetadata, ametadata_of
+from ..errors import (
+    AuthError,
+    LoginFailed,
+    LoginRequired,
+    SessionExpired,
+    StoreError,
+)
+from ..providers import Provider
 from ..refreshers import OAuth2Refresher, Refresher
 from ..stores._sealing import _raw_key
 from ._keys import KeyRing
@@ -105,13 +113,6 @@ REFRESH_WAIT = 2.0
 _SMALL_ANSWER = 64 * 1024  # a rejection's body up to this is read before the refresh wait
 
 
-class LoginRequired(AuthError):
-    """No session, or one that can no longer be refreshed: the browser must log in again.
-
-    Raised by [`BFF.user_client()`][BFF.user_client]; [`BFF.install()`][BFF.install] turns it into
-    the BFF's 401."""
-
-
 def derive_key(secret: bytes | str) -> bytes:
     """The BFF's 32-byte key: ``secret`` itself if it is 32 bytes (raw or url-safe base64),
     else a passphrase stretched once with scrypt. Every worker given the same secret derives
@@ -137,6 +138,8 @@ class BFF:
     rotation). ``sessions`` defaults to a [`MemorySessionStore`][] (one worker); give a
     [`RedisSessionStore`][] for more. ``max_calls_per_session`` bounds the calls one
     session has upstream at once (per worker); past it the proxy answers 429.
+    ``provider`` is a [`Provider`][freshtoken.Provider] (or a preset's name, such as
+    ``"github"``) in place of ``issuer``: its endpoints and quirks are used.
     ``refresh_wait`` bounds how long a proxied call waits for its session's refresh: past it
     the browser gets 503 temporarily_unavailable with Retry-After (the refresh goes on, and
     the session is kept).
@@ -149,7 +152,8 @@ class BFF:
         secret_key: bytes | str,
         previous_keys: Iterable[bytes | str] = (),
         routes: Mapping[str, str] | None = None,
-        issuer: str | ServerMetadata | None = None,
+        issuer: str | ServerMetadata | Provider | None = None,
+        provider: Provider | str | None = None,
         client_secret: str | None = None,
         scope: str | None = None,
         authorize_params: Mapping[str, str] | None = None,
@@ -208,8 +212,12 @@ class BFF:
                 verify=verify,
                 allow_insecure_http=allow_insecure_http,
             )
+        if provider is not None:
+            if issuer is not None:
+                raise ValueError("give an issuer or a provider, not both")
+            issuer = providers.get(provider) if isinstance(provider, str) else provider
         if refresher is None and issuer is None:
-            raise ValueError("give an issuer (or a token_url, or a refresher)")
+            raise ValueError("give an issuer (or a provider, a token_url, or a refresher)")
         self.issuer = issuer
         self.client_id = client_id
         self.client_secret = client_secret
@@ -286,8 +294,8 @@ class BFF:
             self._ready = True
             return
         async with self._discovery_lock:
-            if self.metadata is None and isinstance(self.issuer, str):
-                self.metadata = await adiscover(
+            if self.metadata is None and self.issuer is not None:
+                self.metadata = await ametadata_of(
                     self.issuer, verify=self.verify, allow_insecure_http=self.allow_insecure_http
                 )
             metadata = self.metadata
@@ -359,7 +367,7 @@ class BFF:
         return TokenManager(
             self.refresher,
             self.sessions.token_store(handle),
-            leeway=self.leeway,
+            policy=RefreshPolicy(leeway=self.leeway),
             retry=self.retry,
             clock=self.clock,
         )

@@ -2,8 +2,8 @@
 
 ``freshtoken bff --config bff.toml`` (TOML, or JSON for a ``.json`` file):
 
-    issuer = "https://idp.example.com"
-    client_id = "my-spa"
+    issuer = "https://idp.example.com"        # or a preset: provider = "github", or a table
+    client_id = "my-spa"                      # [provider] name = "keycloak" base_url = ...
     client_secret_env = "BFF_CLIENT_SECRET"   # or client_secret = "..."
     secret_key_env = "BFF_SECRET_KEY"         # 32 random bytes (base64url) or a passphrase
     previous_keys_env = ["BFF_OLD_KEY"]       # optional: keys secret_key replaced (rotation)
@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli.arguments import port, seconds, whole_number
+from .._arguments import port, seconds, whole_number
 from ..errors import AuthError
 from ._serving import listen, serve_in_foreground
 
@@ -114,12 +114,29 @@ def load_config(path: Path) -> dict[str, Any]:
     for required in ("client_id", "secret_key"):
         if not document.get(required):
             raise ConfigError(f"{path}: {required} is required")
-    if "issuer" not in document and "token_url" not in document:
-        raise ConfigError(f"{path}: issuer is required")
+    if not {"issuer", "provider", "token_url"} & document.keys():
+        raise ConfigError(f"{path}: issuer is required (or a provider preset)")
+    provider = document.get("provider")
+    if provider is not None:
+        document["provider"] = _provider(provider, path)
     for section in _SECTIONS:
         if not isinstance(document.get(section, {}), dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
     return document
+
+
+def _provider(value: object, path: Path) -> Any:
+    """``provider = "github"``, or a table: ``name`` and the preset's settings."""
+    from .. import providers
+
+    settings = dict(value) if isinstance(value, dict) else {"name": value}
+    name = settings.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: provider is a preset's name, or a table with a name")
+    try:
+        return providers.get(name, **settings)
+    except ValueError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def _previous_keys(document: dict[str, Any], path: Path) -> None:
@@ -275,7 +292,7 @@ def demo_page() -> Path:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .. import system_clock
+    from .._core.clock import system_clock
     from ..server import ReferenceServer
     from ._demo import bff_server_config, demo_bff
 

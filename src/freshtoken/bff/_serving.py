@@ -24,7 +24,7 @@ class ServedApp:
     """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        from ..server._runner import _Server, base_url, bind_socket, uvicorn_config
+        from .._uvicorn import ReadyServer, base_url, bind_socket, uvicorn_config
 
         self.app = app
         self._socket = bind_socket(host, port)
@@ -33,7 +33,7 @@ class ServedApp:
         loop_ready = threading.Event()
         served = self
 
-        class _Capturing(_Server):
+        class _Capturing(ReadyServer):
             async def startup(self, sockets: Any = None) -> None:
                 served._loop = asyncio.get_running_loop()
                 loop_ready.set()
@@ -89,7 +89,7 @@ class ServedApp:
 def listen(host: str, port: int) -> socket.socket:
     """A socket listening on ``host:port`` now (port 0: any free one), so that a busy port or a
     bad address is one clear error (OSError) before anything is announced or started."""
-    from ..server._runner import bind_socket
+    from .._uvicorn import bind_socket
 
     try:
         return bind_socket(host, port)

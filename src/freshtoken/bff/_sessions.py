@@ -46,7 +46,7 @@ import anyio.to_thread
 import sniffio
 
 from .._core.tokens import TokenSet
-from ..errors import LockTimeout, StoreError
+from ..errors import LockTimeout, StoreError, UnreadableSession
 from ..stores._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
 from ..stores._documents import parse_json
 from ._keys import KeyRing
@@ -68,11 +68,6 @@ __all__ = [
 logger = logging.getLogger("freshtoken.bff")
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
-
-
-class UnreadableSession(StoreError):
-    """A session's stored tokens that none of the BFF's keys opens, or that are not what
-    freshtoken writes: the session is over, and its user must log in again."""
 
 
 def new_session_id() -> str:

@@ -29,12 +29,12 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from .._core.policy import RetryPolicy
+from .._arguments import seconds, whole_number
+from .._core.policy import RefreshPolicy, RetryPolicy
 from .._engine.manager import TokenManager
 from ..httpx import TokenAuth
 from ..refreshers import OAuth2Refresher, password_login
 from ..server import ReferenceServer, ServerConfig
-from .arguments import seconds, whole_number
 
 __all__ = ["DemoResult", "configure_parser", "elapsed", "run", "run_demo"]
 
@@ -163,7 +163,7 @@ async def run_demo(
     with ReferenceServer(config) as server:
         manager = TokenManager(
             OAuth2Refresher(server.token_url, client_id="demo", client_secret="demo-secret"),
-            leeway=ttl / 4,
+            policy=RefreshPolicy(leeway=ttl / 4),
             retry=RetryPolicy(attempts=6, initial=0.1, maximum=1.5),
         )
         manager.set_tokens(

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from .._core.tokens import TokenSet
 from ..errors import AuthError, StoreError
+from ..profiles import close_refresher
 from ..stores._files import write_atomically
 from ..stores._sealing import ENV_KEY
 from ..stores.file import FileStore
@@ -46,7 +47,6 @@ from .profiles import (
     _Failure,
     _guarded,
     _store,
-    close_refresher,
     open_profile,
     profile_tokens,
 )

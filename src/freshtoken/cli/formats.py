@@ -16,13 +16,13 @@ is exactly when freshtoken would refresh. Everything here is a pure function of 
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from .._core.clock import rfc3339
 from .._core.policy import read_json
 from .._core.tokens import TokenSet
 
@@ -46,23 +46,6 @@ ENV_NAMES = {
     "expires_at": "FRESHTOKEN_EXPIRES_AT",
     "scope": "FRESHTOKEN_SCOPE",
 }
-
-
-def rfc3339(epoch: float, *, fraction: bool = False) -> str:
-    """``2024-05-01T12:00:00Z`` (UTC); with ``fraction``, milliseconds too.
-
-    Raises ValueError for an instant a timestamp cannot carry (not finite, before 1970 or
-    after 9999).
-    """
-    if not math.isfinite(epoch) or epoch < 0:
-        raise ValueError(f"the expiry {epoch!r} is not a representable instant")
-    try:
-        moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        raise ValueError(f"the expiry {epoch!r} is not a representable instant") from None
-    if fraction:
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def render(

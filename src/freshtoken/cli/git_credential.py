@@ -59,12 +59,12 @@ from urllib.parse import unquote, urlsplit
 
 from .._core.policy import check_transport, default_port, origin_of
 from ..errors import AuthError, InsecureTransportError
+from ..profiles import close_refresher
 from ..stores._files import config_dir
 from ..stores.file import ENV_STORE, FileStore
 from .profiles import (
     _Failure,
     _guarded,
-    close_refresher,
     open_profile,
     profile_tokens,
 )

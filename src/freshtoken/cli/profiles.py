@@ -25,7 +25,6 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 import time
 import webbrowser
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,23 +34,24 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .. import providers
+from .._arguments import seconds
 from .._core.policy import check_transport, oauth_error, origin_of
 from .._core.tokens import TokenResponseError, TokenSet
+from .._engine.host import flights_in_progress
 from .._logins import flows as logins
 from .._logins.flows import DevicePrompt, client_for
 from .._oauth.discovery import ServerMetadata, discover
 from ..errors import AuthError, LoginFailed, RefreshFailed, SessionExpired, StoreError
+from ..profiles import close_refresher, open_manager, refresher_of
+from ..providers import Provider
 from ..refreshers import (
     ClientAuth,
     ClientAuthMethod,
-    ClientCredentials,
-    OAuth2Refresher,
-    Refresher,
 )
 from ..stores._files import process_lock
 from ..stores.file import _FIX as _CORRUPT_ADVICE
 from ..stores.file import ENV_STORE, FileStore, Profile, ProfileInfo
-from .arguments import seconds
 from .formats import FORMATS, render
 
 if TYPE_CHECKING:
@@ -140,8 +140,28 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--token-url", metavar="URL", help="the token endpoint, for servers without discovery"
     )
+    server.add_argument(
+        "--resource",
+        metavar="URL",
+        help="an API (an MCP server) that says where to log in (RFC 9728): nothing else needed",
+    )
+    server.add_argument(
+        "--provider",
+        choices=providers.NAMES,
+        metavar="NAME",
+        help=f"a provider preset ({', '.join(providers.NAMES)}): its endpoints and quirks",
+    )
     parser.add_argument(
-        "--client-id", required=True, metavar="ID", help="the OAuth client to log in as"
+        "--provider-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the --provider preset: tenant=..., base_url=..., realm=...",
+    )
+    parser.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="the OAuth client to log in as (with --resource: default, register one)",
     )
     parser.add_argument(
         "--flow",
@@ -206,6 +226,12 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
 
 def configure_token(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--resource",
+        metavar="URL",
+        default=None,
+        help="the token of the API at URL (logged in with `freshtoken login --resource URL`)",
+    )
+    parser.add_argument(
         "--format",
         choices=FORMATS,
         default="plain",
@@ -266,7 +292,7 @@ def _guarded(command: Any, args: argparse.Namespace, prefix: str = "") -> int:
 def cancelled() -> str:
     """What Ctrl-C did. A refresh already sent goes on until its answer is saved (its rotated
     refresh token would be lost otherwise): the process ends then, or at a second Ctrl-C."""
-    if any(thread.name == "freshtoken-refresh" for thread in threading.enumerate()):
+    if flights_in_progress():
         return (
             "cancelled; finishing the refresh already sent so that its tokens are kept "
             "(Ctrl-C again abandons it)"
@@ -286,6 +312,12 @@ def _store(args: argparse.Namespace, profile: str = "default") -> FileStore:
 
 
 def _login(args: argparse.Namespace) -> int:
+    if args.resource is not None:
+        from .resource import login
+
+        return login(args, _open_browser)
+    if args.client_id is None:
+        raise _Failure("--client-id is required with --issuer, --token-url and --provider")
     store = _store(args)
     replace = _writable_store(store, replace_corrupt=args.replace_corrupt)
     secret = args.client_secret or os.environ.get(ENV_CLIENT_SECRET) or None
@@ -294,7 +326,13 @@ def _login(args: argparse.Namespace) -> int:
     insecure = bool(args.allow_insecure_http)
     _check_client_flags(args.auth_method, secret, key_file)
     metadata: ServerMetadata | None = None
-    if args.issuer is not None:
+    provider = _provider(args.provider, args.provider_option)
+    if provider is not None:
+        metadata = provider.metadata(allow_insecure_http=insecure)
+        token_url = metadata.token_endpoint
+        if token_url is None:
+            raise _Failure(f"the {provider.name} preset names no token endpoint")
+    elif args.issuer is not None:
         metadata = discover(args.issuer, allow_insecure_http=insecure)
         token_url = metadata.token_endpoint
         if token_url is None:
@@ -315,6 +353,9 @@ def _login(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {
         "refresher": "client_credentials" if flow == "client-credentials" else "oauth2",
         "issuer": None if metadata is None else metadata.issuer,
+        "provider": None if provider is None else provider.name,
+        "provider_settings": None if provider is None else dict(provider.settings),
+        "quirks": None if provider is None else provider.quirks.to_settings() or None,
         "token_url": token_url,
         "client_id": args.client_id,
         "auth_method": client.method,
@@ -339,6 +380,24 @@ def _login(args: argparse.Namespace) -> int:
         f"scope {tokens.scope or 'unknown'})"
     )
     return 0
+
+
+def _provider(name: str | None, options: list[str]) -> Provider | None:
+    """The ``--provider`` preset with its ``--provider-option KEY=VALUE`` settings."""
+    if name is None:
+        if options:
+            raise _Failure("--provider-option is for a --provider preset")
+        return None
+    settings: dict[str, Any] = {}
+    for option in options:
+        key, equals, value = option.partition("=")
+        if not equals or not key:
+            raise _Failure(f"--provider-option takes KEY=VALUE, not {option[:40]!r}")
+        settings[key] = {"true": True, "false": False}.get(value.lower(), value)
+    try:
+        return providers.get(name, **settings)
+    except ValueError as error:
+        raise _Failure(str(error)) from None
 
 
 def _writable_store(store: FileStore, *, replace_corrupt: bool) -> bool:
@@ -608,6 +667,10 @@ def _interactive() -> bool:
 
 
 def _token(args: argparse.Namespace) -> int:
+    if args.resource is not None:
+        from .resource import token
+
+        return token(args)
     store = _store(args)
     manager = open_profile(store)
     try:
@@ -630,7 +693,7 @@ def open_profile(store: FileStore) -> TokenManager:
     profile = store.load_profile()
     if profile is None:
         raise _Failure(f"no profile {store.profile!r} in {store.path}: run `freshtoken login`")
-    manager = store.manager(lock_timeout=LOCK_TIMEOUT)
+    manager = open_manager(store, lock_timeout=LOCK_TIMEOUT)
     if profile.tokens is None and not manager.refresher.can_acquire:
         raise _Failure(
             f"profile {store.profile!r} has no tokens (the session ended): "
@@ -651,25 +714,8 @@ def profile_tokens(manager: TokenManager, store: FileStore) -> TokenSet:
         raise _Failure(f"profile {store.profile!r}: {error}") from None
 
 
-def close_refresher(refresher: Refresher) -> None:
-    close = getattr(refresher, "close", None)
-    if close is not None:
-        close()
-
-
-def profile_refresher(store: FileStore, profile: Profile) -> OAuth2Refresher | ClientCredentials:
-    """The refresher ``profile`` was saved with (a key file read anew)."""
-    try:
-        return profile.refresher_settings().rebuild()
-    except ValueError as error:
-        raise StoreError(
-            f"profile {store.profile!r} in {store.path} cannot be refreshed: {error}; "
-            "run `freshtoken login` again"
-        ) from None
-
-
 def _profile_client(store: FileStore, profile: Profile) -> ClientAuth:
-    return profile_refresher(store, profile).client
+    return refresher_of(store, profile).client
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -697,6 +743,7 @@ def _status_record(info: ProfileInfo, now: float) -> dict[str, Any]:
     return {
         "profile": info.name,
         "issuer": meta.get("issuer"),
+        "provider": meta.get("provider"),
         "token_url": meta.get("token_url"),
         "client_id": meta.get("client_id"),
         "username": meta.get("username"),
@@ -851,6 +898,14 @@ def _revocation_endpoint(meta: Mapping[str, Any], token_url: str, insecure: bool
     ``token_endpoint`` is this profile's, so a token never goes to another issuer's endpoint.
     """
     issuer = meta.get("issuer")
+    name, settings = meta.get("provider"), meta.get("provider_settings")
+    if isinstance(name, str) and isinstance(settings, dict):
+        try:
+            preset = providers.get(name, **settings)
+        except ValueError:
+            return None  # a preset this version does not know: no revocation, as without one
+        metadata = preset.metadata(allow_insecure_http=insecure)
+        return metadata.revocation_endpoint if metadata.token_endpoint == token_url else None
     if isinstance(issuer, str):
         metadata = discover(issuer, allow_insecure_http=insecure)
         return metadata.revocation_endpoint if metadata.token_endpoint == token_url else None

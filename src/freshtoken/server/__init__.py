@@ -15,6 +15,7 @@ from ._config import Client, DPoPConfig, FaultKind, Faults, ServerConfig, TokenF
 if TYPE_CHECKING:
     from ._app import create_app
     from ._browser import Browser, BrowserError
+    from ._mcp import MCPResourceServer
     from ._runner import ReferenceServer
     from ._state import ServerState
 
@@ -25,6 +26,7 @@ __all__ = [
     "DPoPConfig",
     "FaultKind",
     "Faults",
+    "MCPResourceServer",
     "ReferenceServer",
     "ServerConfig",
     "ServerState",
@@ -37,6 +39,7 @@ _LAZY = {
     "Browser": "._browser",
     "BrowserError": "._browser",
     "create_app": "._app",
+    "MCPResourceServer": "._mcp",
     "ReferenceServer": "._runner",
     "ServerState": "._state",
 }

@@ -35,6 +35,8 @@ from ._config import (
     TokenFault,
 )
 from ._dpop import DPoPRefused, NonceHeader
+from ._personalities import PersonalityMiddleware
+from ._registration import RegistrationRefused
 from ._state import (
     IDENTITY_SCOPES,
     AuthorizationRefused,
@@ -323,6 +325,52 @@ class _Endpoints:
                 "id_token_signing_alg_values_supported": [self.state.key.algorithm],
                 "claims_supported": _ID_TOKEN_CLAIMS,
                 "dpop_signing_alg_values_supported": list(config.dpop.algorithms),
+                **(
+                    {"registration_endpoint": f"{issuer}/oauth/register"}
+                    if config.registration
+                    else {}
+                ),
+            }
+        )
+
+    async def register(self, request: Request) -> Response:
+        """RFC 7591 dynamic client registration."""
+        if not self.state.config.registration:
+            return _error(404, "not_found", "dynamic client registration is off")
+        try:
+            body = await _read_body(request, self.max_body)
+            document = _parse_json_object(request, body)
+            answer = self.state.register_client(document, f"{self.state.issuer}/oauth/register")
+        except _BadRequest as problem:
+            return _error(400, "invalid_client_metadata", problem.description)
+        except RegistrationRefused as refused:
+            return _error(400, refused.error, refused.description)
+        return _JSON(answer, status_code=201, headers=dict(_NO_STORE))
+
+    async def registration(self, request: Request) -> Response:
+        """RFC 7592 read, with the registration access token."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        client_id = request.path_params["client_id"]
+        client = None
+        if scheme.lower() == "bearer" and token:
+            client = self.state.registered_client(client_id, token.strip())
+        if client is None:
+            return _error(401, "invalid_token", "a valid registration access token is required")
+        return _JSON(
+            {"client_id": client.client_id, "redirect_uris": list(client.redirect_uris)},
+            headers=dict(_NO_STORE),
+        )
+
+    async def resource_metadata(self, request: Request) -> Response:
+        """RFC 9728 protected resource metadata of the API under /api."""
+        return _JSON(
+            {
+                "resource": f"{self.state.url}/api",
+                "authorization_servers": [self.state.issuer],
+                # What every user may have; admin comes by a step-up (insufficient_scope).
+                "scopes_supported": ["read", "write"],
+                "bearer_methods_supported": ["header"],
+                "resource_name": "freshtoken reference API",
             }
         )
 
@@ -478,7 +526,9 @@ class _Endpoints:
             return self.state.password_grant(client, username, password, scope, jkt=jkt)
         if grant == "refresh_token":
             refresh_token = _required(form, "refresh_token")
-            return self.state.refresh_grant(client, refresh_token, scope, jkt=jkt)
+            return self.state.refresh_grant(
+                client, refresh_token, scope, jkt=jkt, resource=form.several.get("resource")
+            )
         if grant == "client_credentials":
             return self.state.client_credentials_grant(client, scope, jkt=jkt)
         if grant == "authorization_code":
@@ -488,6 +538,7 @@ class _Endpoints:
                 form.get("redirect_uri"),
                 form.get("code_verifier"),
                 jkt=jkt,
+                resource=form.several.get("resource"),
             )
         if grant == DEVICE_CODE_GRANT:
             return self.state.device_code_grant(client, _required(form, "device_code"), jkt=jkt)
@@ -505,6 +556,13 @@ class _Endpoints:
         return None
 
     async def token(self, request: Request) -> Response:
+        self.state.token_request_began()
+        try:
+            return await self._token(request)
+        finally:
+            self.state.token_request_ended()
+
+    async def _token(self, request: Request) -> Response:
         # The client "attempted to authenticate via the Authorization header" (RFC 6749 5.2).
         basic = "authorization" in request.headers
         try:
@@ -728,6 +786,9 @@ class _Endpoints:
             params.append(f"error_description={_quoted(error.description)}")
         if error.scope is not None:
             params.append(f"scope={_quoted(error.scope)}")
+        # RFC 9728 section 5.1: where the client learns how to get a token for this API.
+        metadata = f"{self.state.url}/.well-known/oauth-protected-resource/api"
+        params.append(f"resource_metadata={_quoted(metadata)}")
         headers = {"WWW-Authenticate": f"{scheme} " + ", ".join(params)}
         return _error(error.status, error.error or "unauthorized", error.description, **headers)
 
@@ -759,6 +820,9 @@ class _Endpoints:
             method, url = request.method, str(request.url)
             proof_jkt = self.state.dpop.check(proofs, method, url, access_token=token).jkt
         principal = self.state.authenticate(token, scope)
+        if not principal.serves(f"{self.state.url}/api"):
+            self.state.count("unauthorized_401")
+            raise BearerError(401, "invalid_token", "the access token is for another resource")
         if principal.jkt != proof_jkt:
             self.state.count("unauthorized_401")
             if proof_jkt is None:
@@ -956,6 +1020,9 @@ def build_app(state: ServerState) -> Starlette:
         Route(f"{issuer_path}/oauth/authorize", e.authorize_answer, methods=["POST"]),
         Route(f"{issuer_path}/oauth/token", e.token, methods=["POST"]),
         Route(f"{issuer_path}/oauth/revoke", e.revoke, methods=["POST"]),
+        Route(f"{issuer_path}/oauth/register", e.register, methods=["POST"]),
+        Route(f"{issuer_path}/oauth/register/{{client_id}}", e.registration, methods=["GET"]),
+        Route("/.well-known/oauth-protected-resource/api", e.resource_metadata, methods=["GET"]),
         Route(
             f"{issuer_path}/oauth/device_authorization", e.device_authorization, methods=["POST"]
         ),
@@ -986,6 +1053,8 @@ def build_app(state: ServerState) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
+            # Outermost: a provider's paths and answer formats wrap the reference server's.
+            *([Middleware(PersonalityMiddleware, state=state)] if config.personality else []),
             Middleware(_ServerDate, state=state),
             Middleware(NonceHeader, verifier=state.dpop),
         ],

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..cli.arguments import port, seconds
+from .._arguments import port, seconds
+from ..providers import NAMES as provider_names
 from ._config import ServerConfig
 
 __all__ = ["configure_parser", "run"]
@@ -148,6 +149,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
+        "--as",
+        dest="as_provider",
+        choices=provider_names,
+        default=_env("AS", None),
+        metavar="PROVIDER",
+        help=env_help(
+            f"answer as a real provider does ({', '.join(provider_names)}): its paths, answer "
+            "formats, errors, lifetimes and rotation rules (they override the flags above)",
+            "AS",
+        ),
+    )
+    parser.add_argument(
         "--admin",
         action=_Switch,
         default=_env("ADMIN", d.admin),
@@ -156,7 +169,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(
+    config = ServerConfig(
         access_ttl=args.access_ttl,
         refresh_ttl=args.refresh_ttl,
         refresh_idle_ttl=args.refresh_idle_ttl or None,
@@ -169,6 +182,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         device_interval=args.device_interval,
         issuer_path=args.issuer_path,
     )
+    name = getattr(args, "as_provider", None)
+    return config if name is None else config.as_provider(name)
 
 
 def _banner(url: str, config: ServerConfig, *, everywhere: str | None = None) -> str:
@@ -196,6 +211,11 @@ def _banner(url: str, config: ServerConfig, *, everywhere: str | None = None) ->
     ]
     if config.admin:
         lines.append(f"  admin         {url}/admin/stats, {url}/admin/faults")
+    if config.personality is not None:
+        lines.append(
+            f"  answering as  {config.personality}  (freshtoken login --provider "
+            f"{config.personality} --provider-option base_url={url} --client-id demo ...)"
+        )
     lines += [
         "demo credentials",
         "  confidential client  demo / demo-secret",
@@ -215,7 +235,8 @@ def _banner(url: str, config: ServerConfig, *, everywhere: str | None = None) ->
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 on a clean stop, 1 if the port cannot be bound."""
     try:
-        from ._runner import base_url, bind_socket, build_uvicorn_server
+        from .._uvicorn import base_url, bind_socket
+        from ._runner import build_uvicorn_server
     except ModuleNotFoundError as exc:
         missing = (exc.name or "?").partition(".")[0]
         print(

@@ -214,6 +214,17 @@ class ServerConfig:
     An authorization code lives ``code_ttl`` seconds, a device code ``device_code_ttl``;
     ``device_interval`` is the polling interval the device flow asks for (0 in tests).
     ``dpop`` says how DPoP proofs are checked (see [`DPoPConfig`][]).
+
+    ``personality`` makes the server answer as a real provider does (``"github"``...: see
+    ``freshtoken.server._personalities``; [`ServerConfig.as_provider()`][ServerConfig.as_provider]
+    sets it with the provider's lifetimes and rotation rules). ``revoke_access_on_refresh``
+    revokes a family's earlier access tokens at each refresh (Notion, GitHub, Ory Hydra);
+    ``id_token_claims`` are added to every ID token (Entra's ``tid``).
+    ``registration`` serves dynamic client registration (RFC 7591) at ``/oauth/register``.
+    A grant authorized for a ``resource`` (RFC 8707) gets access tokens for it alone; with
+    ``strict_resource`` its refreshes must name it too (``invalid_target`` otherwise), as
+    strict servers do. The API under ``/api`` publishes its protected resource metadata
+    (RFC 9728) and names it in its challenges.
     """
 
     access_ttl: float = 300.0
@@ -240,6 +251,11 @@ class ServerConfig:
     device_code_ttl: float = 600.0
     device_interval: float = 5.0
     dpop: DPoPConfig = field(default_factory=DPoPConfig)
+    personality: str | None = None
+    revoke_access_on_refresh: bool = False
+    id_token_claims: tuple[tuple[str, str], ...] = ()
+    registration: bool = True
+    strict_resource: bool = False
 
     def __post_init__(self) -> None:
         if self.issuer_path and not _ISSUER_PATH.fullmatch(self.issuer_path):
@@ -263,6 +279,13 @@ class ServerConfig:
 
     def replace(self, **changes: object) -> ServerConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def as_provider(self, name: str, **changes: object) -> ServerConfig:
+        """This configuration answering as the provider ``name`` (``github``, ``google``...),
+        with its documented lifetimes and rules, then ``changes``."""
+        from ._personalities import configure  # the personalities read this module
+
+        return configure(self, name).replace(**changes)
 
     def client(self, client_id: str) -> Client | None:
         return next((c for c in self.clients if c.client_id == client_id), None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from types import TracebackType
 from typing import Any
@@ -13,6 +12,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .._core.clock import Clock, ManualClock, system_clock
+from .._uvicorn import ReadyServer, base_url, bind_socket, uvicorn_config
 from ._app import TRANSPORT_KEY, build_app
 from ._browser import Browser
 from ._config import FaultKind, ServerConfig
@@ -37,67 +37,10 @@ class _H11WithTransport(H11Protocol):
         self.app_state = {**self.app_state, TRANSPORT_KEY: transport}
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-    async def main_loop(self) -> None:
-        # uvicorn looks at should_exit every 0.1 s; test suites start and stop a server per
-        # test, so look ten times as often (on_tick's once-a-second chores then run 10/s).
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + 1) % 864_000
-            await asyncio.sleep(0.01)
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket bound now, so that the port (and the issuer URL) is known."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on accepted sockets
-    # whose proto says TCP, and without it every answer stalls 40 ms on delayed ACKs.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
-def base_url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def uvicorn_config(app: Any) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        lifespan="off",
-        log_level="warning",
-        # No dictConfig per server: it resets uvicorn's loggers to INFO for a moment, and a
-        # server of the same process shutting down then prints "INFO: Shutting down" into
-        # whatever test is running (seen in a CLI test that reads stderr).
-        log_config=None,
-        access_log=False,
-        http=_H11WithTransport,
-        ws="none",
-        server_header=False,
-        date_header=False,  # the app sends the date of the server's own (maybe skewed) clock
-    )
-
-
 def build_uvicorn_server(config: ServerConfig, url: str) -> uvicorn.Server:
     """A foreground server (for ``serve``) on the system clock; it handles SIGINT itself."""
     state = ServerState(config, clock=system_clock, url=url)
-    return uvicorn.Server(uvicorn_config(build_app(state)))
+    return uvicorn.Server(uvicorn_config(build_app(state), http=_H11WithTransport))
 
 
 class ReferenceServer:
@@ -122,7 +65,7 @@ class ReferenceServer:
         self._host = host
         self._port = port
         self._state: ServerState | None = None
-        self._server: _Server | None = None
+        self._server: ReadyServer | None = None
         self._thread: threading.Thread | None = None
         self._http: httpx.Client | None = None
         self.url = ""
@@ -137,7 +80,7 @@ class ReferenceServer:
         sock = bind_socket(self._host, self._port)
         self.url = base_url(sock)
         self._state = ServerState(self._initial_config, clock=self.clock, url=self.url)
-        self._server = _Server(uvicorn_config(build_app(self._state)))
+        self._server = ReadyServer(uvicorn_config(build_app(self._state), http=_H11WithTransport))
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [sock]},
@@ -267,7 +210,10 @@ class ReferenceServer:
             form["client_secret"] = client_secret
         if scope is not None:
             form["scope"] = scope
-        response = self._http.post(self.token_url, data=form)
+        # JSON whatever the personality: some answer form-encoded unless asked (GitHub).
+        response = self._http.post(
+            self.token_url, data=form, headers={"Accept": "application/json"}
+        )
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body

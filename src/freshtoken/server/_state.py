@@ -47,7 +47,6 @@ from urllib.parse import urlencode, urlsplit
 import jwt
 
 from .._core.clock import Clock, system_clock
-from .._logins.authorization import pkce_challenge
 from ._config import (
     DEVICE_CODE_GRANT,
     JWT_BEARER_GRANT,
@@ -62,6 +61,8 @@ from ._config import (
 )
 from ._dpop import DPoPVerifier
 from ._keys import SigningKey, client_key, looks_like_jwt
+from ._pkce import s256 as pkce_challenge  # the server's own, not the client's
+from ._registration import RegistrationRefused, check_resources, register
 
 __all__ = [
     "AuthorizationRefused",
@@ -178,6 +179,11 @@ class Principal:
     expires_at: float
     jkt: str | None = None  # the token's DPoP binding: the app checks the proof's key
     act: dict[str, Any] | None = None  # RFC 8693 4.1: who acts for the subject, if anyone
+    resource: tuple[str, ...] = ()  # RFC 8707: where the token may be used (empty: anywhere)
+
+    def serves(self, resource: str) -> bool:
+        """Whether the token may be presented at ``resource``."""
+        return not self.resource or _names(self.resource, resource)
 
 
 @dataclass(frozen=True)
@@ -192,6 +198,7 @@ class PendingAuthorization:
     nonce: str | None
     code_challenge: str | None
     created_at: float
+    resource: tuple[str, ...] = ()  # RFC 8707: what the tokens will be for
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,7 @@ class _Code:
     expires_at: float
     family_id: str | None = None  # the family its redemption started
     used: bool = False
+    resource: tuple[str, ...] = ()
 
 
 @dataclass
@@ -248,6 +256,7 @@ class _Family:
     subject: str | None = None
     act: dict[str, Any] | None = None
     parent: str | None = None
+    resource: tuple[str, ...] = ()  # RFC 8707: the audience of its access tokens
 
 
 @dataclass
@@ -266,11 +275,14 @@ class _AccessToken:
     seq: int
     revoked: bool = False
     jkt: str | None = None
+    resource: tuple[str, ...] = ()
 
 
 def _zero_stats() -> dict[str, Any]:
     return {
         "token_requests": 0,
+        "token_requests_in_flight": 0,
+        "most_token_requests_in_flight": 0,
         "token_requests_by_grant": {
             "password": 0,
             "refresh_token": 0,
@@ -300,6 +312,9 @@ def _zero_stats() -> dict[str, Any]:
         "consents_denied": 0,
         "device_codes": 0,
         "device_approvals": 0,
+        "registrations": 0,
+        "refreshes_without_resource": 0,
+        "invalid_target": 0,
     }
 
 
@@ -378,6 +393,7 @@ class ServerState:
         self._token_faults: collections.deque[TokenFault] = collections.deque()
         self._latency = 0.0
         self._fail_api = 0
+        self._registered: dict[str, tuple[Client, str]] = {}  # RFC 7591: client, access token
         self.dpop = DPoPVerifier(lambda: self._config.dpop, self.now)
         self.arm(config.faults)
 
@@ -411,9 +427,41 @@ class ServerState:
 
     # -- clients and grants --------------------------------------------------------------
 
+    def client(self, client_id: str) -> Client | None:
+        """A configured client, or one registered at run time (RFC 7591)."""
+        configured = self._config.client(client_id)
+        if configured is not None:
+            return configured
+        registered = self._registered.get(client_id)
+        return None if registered is None else registered[0]
+
+    def register_client(self, body: Mapping[str, Any], client_uri_base: str) -> dict[str, Any]:
+        """Dynamic client registration (RFC 7591); raises RegistrationRefused."""
+        scopes = frozenset(s for u in self._config.users for s in u.scopes) | frozenset(
+            {"openid", "profile", "email", "offline_access"}
+        )
+        registered = register(body, scopes=scopes, now=self.now(), client_uri_base=client_uri_base)
+        with self._lock:
+            if len(self._registered) >= _MAX_PENDING:
+                raise RegistrationRefused("invalid_client_metadata", "too many registrations")
+            client = registered.client
+            self._registered[client.client_id] = (client, registered.registration_access_token)
+            self._stats["registrations"] += 1
+        return registered.answer
+
+    def registered_client(self, client_id: str, access_token: str) -> Client | None:
+        """RFC 7592 read: the client whose registration access token this is."""
+        with self._lock:
+            registered = self._registered.get(client_id)
+        if registered is None or not secrets.compare_digest(
+            access_token.encode(), registered[1].encode()
+        ):
+            return None
+        return registered[0]
+
     def authenticate_client(self, client_id: str, secret: str | None) -> Client:
         """client_secret_basic, client_secret_post, or a public client sending no secret."""
-        client = self._config.client(client_id)
+        client = self.client(client_id)
         if client is None:
             raise OAuthError("invalid_client", "unknown client", 401)
         if client.public_key is not None:
@@ -445,7 +493,7 @@ class ServerState:
         except jwt.PyJWTError as exc:
             raise OAuthError("invalid_client", "the client assertion is not a JWT", 401) from exc
         subject = unverified.get("sub")
-        client = self._config.client(subject) if isinstance(subject, str) else None
+        client = self.client(subject) if isinstance(subject, str) else None
         if client is None or client.public_key is None:
             raise OAuthError("invalid_client", "no client with a public key is the subject", 401)
         if client_id is not None and client_id != client.client_id:
@@ -525,6 +573,7 @@ class ServerState:
         scope: frozenset[str] | None,
         *,
         jkt: str | None = None,
+        resource: list[str] | None = None,
     ) -> Issued:
         self._require_grant(client, "refresh_token")
         with self._lock:
@@ -536,6 +585,13 @@ class ServerState:
             family = self._families[record.family_id]
             if family.client_id != client.client_id:
                 raise self._invalid_grant("the refresh token was issued to another client")
+            if family.resource and not resource:
+                self._stats["refreshes_without_resource"] += 1
+                if config.strict_resource:
+                    # As strict servers do: the grant was for a resource, so must its refresh be.
+                    self._stats["invalid_target"] += 1
+                    raise OAuthError("invalid_target", "this grant needs its resource parameter")
+            self._granted_resource(family.resource, resource)
             if family.revoked:
                 raise self._invalid_grant("the session was revoked")
             if now >= family.created_at + config.refresh_ttl:
@@ -565,6 +621,10 @@ class ServerState:
             granted = self._narrow(family.scope, scope)
             family.last_active_at = now
             self._stats["refreshes"] += 1
+            if config.revoke_access_on_refresh:
+                for token in self._access.values():
+                    if token.family_id == family.id:
+                        token.revoked = True
             if not config.rotation:
                 # RFC 6749 section 6: the client keeps its refresh token; none is returned.
                 return self._issue(family, granted, now, jkt=jkt)
@@ -626,7 +686,7 @@ class ServerState:
         except jwt.PyJWTError:
             raise self._invalid_grant("the assertion is not a JWT") from None
         issuer_id = unverified.get("iss")
-        issuer = self._config.client(issuer_id) if isinstance(issuer_id, str) else None
+        issuer = self.client(issuer_id) if isinstance(issuer_id, str) else None
         if issuer is None or issuer.public_key is None:
             raise self._invalid_grant("the assertion's iss is no client with a public key")
         key, algorithms = client_key(issuer.public_key)
@@ -757,9 +817,8 @@ class ServerState:
 
     def authorization_request(self, params: Mapping[str, str]) -> PendingAuthorization:
         """Validate an authorization request; the login form then carries the result's id."""
-        config = self._config
         client_id = params.get("client_id")
-        client = config.client(client_id) if client_id else None
+        client = self.client(client_id) if client_id else None
         if client is None:
             raise AuthorizationRefused("invalid_request", "unknown or missing client_id")
         redirect_uri = params.get("redirect_uri")
@@ -803,6 +862,9 @@ class ServerState:
             scope = parse_scope(params.get("scope"))
         except OAuthError as error:
             raise refused(error.error, error.description) from None
+        resource = (params["resource"],) if params.get("resource") else ()
+        if (problem := check_resources(list(resource))) is not None:
+            raise refused("invalid_target", problem)
         with self._lock:
             now = self.now()
             self._prune_pending(now)
@@ -817,6 +879,7 @@ class ServerState:
                 nonce,
                 challenge,
                 now,
+                resource,
             )
             self._pending[pending.id] = pending
             return pending
@@ -867,6 +930,7 @@ class ServerState:
                 pending.nonce,
                 now,
                 now + self._config.code_ttl,
+                resource=pending.resource,
             )
             self._stats["authorization_codes"] += 1
             return self._redirect(pending, code=code)
@@ -879,6 +943,7 @@ class ServerState:
         code_verifier: str | None,
         *,
         jkt: str | None = None,
+        resource: list[str] | None = None,
     ) -> Issued:
         self._require_grant(client, "authorization_code")
         with self._lock:
@@ -909,6 +974,7 @@ class ServerState:
             elif not secrets.compare_digest(pkce_challenge(code_verifier), record.code_challenge):
                 raise self._invalid_grant("code_verifier does not match the code_challenge")
             family = self._new_family(record.username, client.client_id, record.scope, now)
+            family.resource = self._granted_resource(record.resource, resource)
             family.auth_time = record.auth_time
             family.jkt = _refresh_binding(client, jkt)
             record.family_id = family.id
@@ -1021,7 +1087,17 @@ class ServerState:
 
     # -- the protected API ---------------------------------------------------------------
 
-    def authenticate(self, token: str, required_scope: str | None) -> Principal:
+    def authenticate(
+        self,
+        token: str,
+        required_scope: str | None,
+        *,
+        resource: str | None = None,
+        strict_resource: bool = False,
+    ) -> Principal:
+        """Who ``token`` speaks for. A token issued for resources (RFC 8707) is good only at
+        them: ``resource`` is where it is presented; ``strict_resource`` refuses tokens issued
+        for no resource at all (an MCP server's audience check)."""
         with self._lock:
             if self._fail_api > 0:
                 self._fail_api -= 1
@@ -1037,6 +1113,9 @@ class ServerState:
                 raise self._unauthorized("the access token was revoked")
             if record.seq < self._expired_before_seq or self.now() >= record.expires_at:
                 raise self._unauthorized("the access token expired")
+            bound = record.resource or strict_resource
+            if resource is not None and bound and not _names(record.resource, resource):
+                raise self._unauthorized("the access token is for another resource")
             if required_scope is not None and required_scope not in record.scope:
                 self._stats["forbidden_403"] += 1
                 raise BearerError(
@@ -1051,6 +1130,7 @@ class ServerState:
                 record.expires_at,
                 record.jkt,
                 family.act,
+                record.resource,
             )
 
     def count(self, counter: str) -> None:
@@ -1063,6 +1143,20 @@ class ServerState:
             by_grant = self._stats["token_requests_by_grant"]
             grant = _GRANT_COUNTERS.get(grant, grant)
             by_grant[grant if grant in by_grant else "other"] += 1
+
+    def token_request_began(self) -> None:
+        """A token request arrived: counted in flight until it is answered (for a client's
+        concurrency cap to be seen from the server's side)."""
+        with self._lock:
+            stats = self._stats
+            stats["token_requests_in_flight"] += 1
+            stats["most_token_requests_in_flight"] = max(
+                stats["most_token_requests_in_flight"], stats["token_requests_in_flight"]
+            )
+
+    def token_request_ended(self) -> None:
+        with self._lock:
+            self._stats["token_requests_in_flight"] -= 1
 
     def count_token_error(self, error: str) -> None:
         with self._lock:
@@ -1165,7 +1259,10 @@ class ServerState:
 
     def reset_stats(self) -> None:
         with self._lock:
+            in_flight = self._stats["token_requests_in_flight"]  # still to be answered
             self._stats = _zero_stats()
+            self._stats["token_requests_in_flight"] = in_flight
+            self._stats["most_token_requests_in_flight"] = in_flight
         self.dpop.reset_stats()
 
     # -- internals (the lock is held by the caller where it matters) ---------------------
@@ -1222,6 +1319,17 @@ class ServerState:
         if record is not None:
             self._user_codes.pop(normalize_user_code(record.user_code), None)
 
+    @staticmethod
+    def _granted_resource(authorized: tuple[str, ...], asked: list[str] | None) -> tuple[str, ...]:
+        """RFC 8707 2.2: a token request may name the authorized resources or fewer."""
+        if not asked:
+            return authorized
+        if (problem := check_resources(asked)) is not None:
+            raise OAuthError("invalid_target", problem)
+        if authorized and not set(asked) <= set(authorized):
+            raise OAuthError("invalid_target", "a resource the grant was not authorized for")
+        return tuple(dict.fromkeys(asked))
+
     def _invalid_grant(self, description: str) -> OAuthError:
         return OAuthError("invalid_grant", description)
 
@@ -1257,10 +1365,14 @@ class ServerState:
         jti = secrets.token_urlsafe(16)
         subject = family.subject or family.username or family.client_id
         expires_at = now + self._config.access_ttl
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": subject,
-            "aud": self._config.audience,
+            # A resource's tokens name it too (RFC 8707); the server's own audience stays so
+            # that it still reads them, and authenticate() checks where they are presented.
+            "aud": [self._config.audience, *family.resource]
+            if family.resource
+            else self._config.audience,
             # Whole seconds, rounded towards the past: a client reading them never believes a
             # token lives longer than the server (which keeps the exact expiry) lets it.
             "iat": int(now),
@@ -1274,7 +1386,9 @@ class ServerState:
         if family.act is not None:
             claims["act"] = family.act  # RFC 8693 section 4.1
         access_token = self.key.sign(claims)
-        self._access[jti] = _AccessToken(family.id, subject, expires_at, scope, seq, jkt=jkt)
+        self._access[jti] = _AccessToken(
+            family.id, subject, expires_at, scope, seq, jkt=jkt, resource=family.resource
+        )
         refresh_token = None
         if with_refresh:
             refresh_token = secrets.token_urlsafe(32)
@@ -1310,6 +1424,7 @@ class ServerState:
         }
         if nonce is not None:
             claims["nonce"] = nonce
+        claims.update(self._config.id_token_claims)
         return self.key.sign(claims)
 
     def _prune(self, now: float) -> None:
@@ -1320,6 +1435,10 @@ class ServerState:
 
     def __repr__(self) -> str:
         return f"ServerState(issuer={self.issuer!r}, families={len(self._families)})"
+
+
+def _names(resources: tuple[str, ...], resource: str) -> bool:
+    return resource.rstrip("/") in {r.rstrip("/") for r in resources}
 
 
 def _check_client_keys(config: ServerConfig) -> None:

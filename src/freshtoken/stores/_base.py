@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
 import itertools
 import secrets
 import threading
@@ -31,8 +30,8 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 
 import anyio.to_thread
 
-from .._core.tokens import TokenSet
-from ..errors import LockTimeout, StoreError
+from .._core.tokens import StoredTokens, TokenSet
+from ..errors import GenerationConflict, LockTimeout
 from ._forks import renew_after_fork
 
 __all__ = [
@@ -58,16 +57,6 @@ def starting_generation() -> int:
     numbers as its parent.
     """
     return secrets.randbelow(_START_RANGE)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoredTokens:
-    tokens: TokenSet
-    generation: int
-
-
-class GenerationConflict(StoreError):
-    """A fenced save found a newer generation than the one it was given: nothing was written."""
 
 
 class TokenStore(abc.ABC):

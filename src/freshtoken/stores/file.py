@@ -41,9 +41,10 @@ tells it its refresher; when that refresher can describe itself (``OAuth2Refresh
 ``ClientCredentials``, see [`RefresherSettings`][freshtoken.refreshers.RefresherSettings]) every
 save records the description: the settings in ``meta``, the client secret or private key with the
 tokens. ``freshtoken token``, ``status`` and ``logout`` then refresh and revoke the profile,
-and [`FileStore.manager()`][FileStore.manager] rebuilds a manager from any profile, ``freshtoken
-login``'s included. A save without a ``expected_generation`` (a login: ``set_tokens``) or into an
-empty profile stamps ``logged_in_at``; a fenced save over tokens (a refresh) ``refreshed_at``.
+and [`freshtoken.profiles.open_manager()`][freshtoken.profiles.open_manager] rebuilds a manager
+from any profile, ``freshtoken login``'s included. A save without a ``expected_generation`` (a
+login: ``set_tokens``) or into an empty profile stamps ``logged_in_at``; a fenced save over
+tokens (a refresh) ``refreshed_at``.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ import time
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from .._core.tokens import TokenSet
+from .._deprecation import warn
 from ..errors import LockTimeout, StoreError
 from ._base import BlockingTokenStore, GenerationConflict, StoredTokens, starting_generation
 from ._documents import corrupt, parse_json, token_set, too_deep
@@ -74,7 +76,40 @@ if TYPE_CHECKING:
     from .._engine.manager import TokenManager
     from ..refreshers import RefresherSettings
 
-__all__ = ["FORMAT", "FileStore", "Profile", "ProfileInfo", "default_path"]
+__all__ = ["FORMAT", "SETTING_NAMES", "FileStore", "Profile", "ProfileInfo", "default_path"]
+
+# The meta entries a refresher's description owns: describing a refresher replaces all of them.
+SETTING_NAMES = frozenset(
+    {
+        "refresher",
+        "token_url",
+        "client_id",
+        "auth_method",
+        "allow_insecure_http",
+        "issuer",
+        "scope",
+        "extra_params",
+        "provider",
+        "quirks",
+        "key_id",
+        "verify",
+        "private_key_file",
+    }
+)
+
+
+class _Description(Protocol):
+    """What a refresher's ``describe()`` returns (a RefresherSettings), as the store reads it."""
+
+    @property
+    def settings(self) -> Mapping[str, Any]: ...
+
+    @property
+    def client_secret(self) -> str | None: ...
+
+    @property
+    def private_key(self) -> str | None: ...
+
 
 FORMAT = "freshtoken/1"
 ENV_STORE = "FRESHTOKEN_STORE"
@@ -127,14 +162,12 @@ class Profile:
         )
 
     def refresher_settings(self) -> RefresherSettings:
-        """The refresher this profile was saved with, described (``.rebuild()`` makes it)."""
-        from ..refreshers import SETTING_NAMES, RefresherSettings
+        """Deprecated (until 0.2.0): use
+        [`settings_of(profile)`][freshtoken.profiles.settings_of] of ``freshtoken.profiles``."""
+        from ..profiles import settings_of  # a deprecated path, kept until 0.2.0
 
-        return RefresherSettings(
-            {name: value for name, value in self.meta.items() if name in SETTING_NAMES | {"grant"}},
-            client_secret=self.client_secret,
-            private_key=self.private_key,
-        )
+        warn("Profile.refresher_settings()", "freshtoken.profiles.settings_of(profile)")
+        return settings_of(self)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -195,7 +228,7 @@ class FileStore(BlockingTokenStore):
         # One stop event per watch() call, with its callback: unwatch() stops that one thread.
         self._watchers: list[tuple[Callable[[], None], threading.Event]] = []
         self._watchers_mutex = threading.Lock()
-        self._described: RefresherSettings | None = None
+        self._described: _Description | None = None
         renew_after_fork(self)
 
     @property
@@ -339,34 +372,14 @@ class FileStore(BlockingTokenStore):
         )
 
     def manager(self, **options: Any) -> TokenManager:
-        """A [`TokenManager`][freshtoken.TokenManager] over this profile, with the refresher it was
-        saved with (by ``freshtoken login``, or from Python by a manager whose refresher
-        describes itself). ``options`` go to the manager (``leeway=``, ``on_refresh=``...);
-        tokens bound to a DPoP key get ``dpop=`` that key's algorithm, which signs with it.
+        """Deprecated (until 0.2.0): use
+        [`open_manager(store, **options)`][freshtoken.profiles.open_manager] of
+        ``freshtoken.profiles`` (the store keeps the profiles; making a manager of one is the
+        profiles' job)."""
+        from ..profiles import open_manager  # a deprecated path, kept until 0.2.0
 
-        Raises [`StoreError`][] if the profile does not exist or names no refresher.
-        """
-        from .._engine.manager import TokenManager
-
-        profile = self.load_profile()
-        if profile is None:
-            raise StoreError(
-                f"{self.path} has no profile {self.profile!r}: log in with `freshtoken login`"
-                " (or save tokens from Python through a manager over this store)"
-            )
-        try:
-            refresher = profile.refresher_settings().rebuild()
-        except ValueError as error:
-            raise StoreError(
-                f"{self._where} cannot be refreshed: {error}. It was saved without its "
-                "refresher's settings (by a refresher that cannot describe itself, or by an "
-                "older freshtoken): log in again with `freshtoken login`, or save it from "
-                "Python through a manager with an OAuth2Refresher"
-            ) from None
-        if profile.tokens is not None and profile.tokens.dpop_key is not None:
-            # Tokens bound to a DPoP key are refreshed with it: the key is stored with them.
-            options.setdefault("dpop", profile.tokens.dpop_key.algorithm)
-        return TokenManager(refresher, self, **options)
+        warn("FileStore.manager()", "freshtoken.profiles.open_manager(store)")
+        return open_manager(self, **options)
 
     def save_profile(
         self,
@@ -596,11 +609,9 @@ def _stamp(record: Mapping[str, Any] | None, name: str) -> float | None:
     return _number_or_none(record.get(name))
 
 
-def _described_meta(meta: Mapping[str, Any], described: RefresherSettings) -> dict[str, Any]:
+def _described_meta(meta: Mapping[str, Any], described: _Description) -> dict[str, Any]:
     """``meta`` with the refresher's settings replaced by ``described``'s (the rest kept:
     the account, how the login went)."""
-    from ..refreshers import SETTING_NAMES
-
     kept = {name: value for name, value in meta.items() if name not in SETTING_NAMES}
     return {**kept, **described.settings}
 

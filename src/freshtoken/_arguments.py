@@ -1,4 +1,6 @@
-"""argparse value types shared by the ``freshtoken`` subcommands: clear errors, no crash."""
+"""argparse value types shared by every `freshtoken` subcommand (the CLI's own and those of
+the agent, the BFF and the reference server, which live in their packages): clear errors, no
+crash."""
 
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterable, Mapping
 
-from .._core.policy import Destinations
-from .._oauth.client_auth import ClientAuthMethod, PrivateKey
-from ..refreshers import ClientCredentials
-from ..stores._base import TokenStore
-from .manager import TokenManager
+from ._core.policy import Destinations
+from ._engine.manager import TokenManager
+from ._oauth.client_auth import ClientAuthMethod, PrivateKey
+from .refreshers import ClientCredentials
+from .stores._base import TokenStore
 
 __all__ = ["ClientCredentialsMixin", "required_origins"]
 

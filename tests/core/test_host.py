@@ -1,0 +1,377 @@
+"""The flight host: every refresh runs on one loop in one thread, whatever the number of
+credentials, with a cap per issuer; callers cannot cancel it; forks start afresh; kept failures
+pin nothing; the refresh window widens after slow refreshes.
+
+Over real TCP against the reference server where the wire matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pytest
+
+from freshtoken import (
+    FlightObserver,
+    FlightReport,
+    FunctionRefresher,
+    ManualClock,
+    OAuth2Refresher,
+    RefreshFailed,
+    RefreshObserver,
+    RefreshPolicy,
+    RetryPolicy,
+    TokenManager,
+    TokenSet,
+    Trigger,
+)
+from freshtoken._engine import connections
+from freshtoken._engine.host import THREAD_NAME, WORKERS, host
+from freshtoken.server import ReferenceServer
+
+TIMEOUT = 30.0
+
+
+class ThreadCounter(RefreshObserver, FlightObserver):
+    """Records the process's thread count at every attempt (reported on the host loop)."""
+
+    def __init__(self) -> None:
+        self.most = threading.active_count()
+        self.attempts = 0
+        self.lock = threading.Lock()
+
+    def flight_started(self, trigger: Trigger) -> FlightObserver:
+        return self
+
+    def attempt(self, number: int) -> None:
+        with self.lock:
+            self.attempts += 1
+            self.most = max(self.most, threading.active_count())
+
+    def ended(self, report: FlightReport) -> None:
+        with self.lock:
+            self.most = max(self.most, threading.active_count())
+
+
+def sessions(
+    server: ReferenceServer, count: int, refresher: OAuth2Refresher, **options: Any
+) -> list[TokenManager]:
+    """``count`` logged-in sessions of one client, each a credential of its own."""
+    managers = []
+    for _ in range(count):
+        manager = TokenManager(refresher, clock=server.clock, **options)
+        manager.set_tokens(TokenSet.from_response(server.login(), sent_at=server.clock()))
+        managers.append(manager)
+    return managers
+
+
+async def everyone(managers: list[TokenManager]) -> list[Any]:
+    return await asyncio.gather(*(m.aget_tokens() for m in managers), return_exceptions=True)
+
+
+def test_five_hundred_credentials_in_backoff_hold_no_thread_each(
+    oauth_server: ReferenceServer,
+) -> None:
+    """500 expired sessions, a token endpoint answering 503: two attempts each with a backoff
+    between them, and the process never holds more than the host and its few workers beyond
+    what it had; the cap per issuer holds at the server; every session keeps its tokens."""
+    refresher = OAuth2Refresher(
+        oauth_server.token_url, client_id="demo", client_secret="demo-secret"
+    )
+    counter = ThreadCounter()
+    retry = RetryPolicy(attempts=2, initial=0.5, maximum=0.5, jitter=0.0, timeout=10.0)
+    managers = sessions(oauth_server, 500, refresher, retry=retry, observer=counter)
+    host().wait_idle(TIMEOUT)
+    baseline = threading.active_count()
+    counter.most = baseline
+    oauth_server.reset_stats()
+    oauth_server.inject("status_503", count=10_000)
+    oauth_server.advance(301)  # every access token has expired
+
+    results = asyncio.run(everyone(managers))
+
+    assert all(isinstance(r, RefreshFailed) for r in results), {type(r) for r in results}
+    assert counter.attempts == 1000
+    assert counter.most - baseline <= 1 + WORKERS, (baseline, counter.most)
+    stats = oauth_server.stats()
+    assert 0 < stats["most_token_requests_in_flight"] <= connections.DEFAULT_CONCURRENCY
+    oauth_server.clear_faults()
+    oauth_server.reset_stats()
+    oauth_server.advance(1)  # past the failure backoff (the managers run on the server's clock)
+    fresh = asyncio.run(everyone(managers[:20]))
+    assert all(isinstance(tokens, TokenSet) for tokens in fresh)
+    assert oauth_server.stats()["reuse_detections"] == 0
+
+
+def test_the_cap_per_issuer_holds_at_the_server_and_everyone_is_served(
+    oauth_server: ReferenceServer,
+) -> None:
+    """concurrency=3 with a slow endpoint: 40 sessions due at once are refreshed, never more
+    than 3 token requests in the air, and the cap is reached (they do go out together)."""
+    refresher = OAuth2Refresher(
+        oauth_server.token_url, client_id="demo", client_secret="demo-secret", concurrency=3
+    )
+    managers = sessions(oauth_server, 40, refresher)
+    oauth_server.reset_stats()
+    oauth_server.set_latency(0.05)
+    oauth_server.advance(301)
+    results = asyncio.run(everyone(managers))
+    assert all(isinstance(tokens, TokenSet) for tokens in results), results
+    stats = oauth_server.stats()
+    assert stats["refreshes"] == 40
+    assert stats["most_token_requests_in_flight"] == 3
+
+
+def test_a_request_that_finds_no_place_fails_unsent_and_its_refresh_token_stays_good(
+    oauth_server: ReferenceServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """concurrency=1, one refresh hanging: the other fails at once as "busy", never sent (the
+    server saw one request), and refreshes with the same refresh token once there is room."""
+    monkeypatch.setattr(connections, "QUEUE_WAIT", 0.2)
+    refresher = OAuth2Refresher(
+        oauth_server.token_url, client_id="demo", client_secret="demo-secret", concurrency=1
+    )
+    retry = RetryPolicy(attempts=1, timeout=10.0)
+    slow, queued = sessions(oauth_server, 2, refresher, retry=retry)
+    oauth_server.reset_stats()
+    oauth_server.set_latency(1.5)
+    oauth_server.advance(301)
+
+    async def both() -> tuple[Any, Any]:
+        first = asyncio.ensure_future(slow.aget_tokens())
+        while oauth_server.stats()["token_requests_in_flight"] == 0:
+            await asyncio.sleep(0.01)  # a poll of the server's gauge, not a synchronisation
+        second = await asyncio.gather(queued.aget_tokens(), return_exceptions=True)
+        return await first, second[0]
+
+    tokens, busy = asyncio.run(both())
+    assert isinstance(tokens, TokenSet)
+    assert isinstance(busy, RefreshFailed)
+    assert busy.error == "busy"
+    assert not busy.answer_lost
+    assert oauth_server.stats()["token_requests"] == 1
+    oauth_server.set_latency(0)
+    assert queued.refresh().access_token != ""
+    assert oauth_server.stats()["reuse_detections"] == 0
+
+
+def test_refreshes_of_one_client_reuse_a_kept_alive_connection(
+    oauth_server: ReferenceServer,
+) -> None:
+    """Ten refreshes one after another: one client on the host for the TLS configuration,
+    its pool holding the connection between them."""
+    refresher = OAuth2Refresher(
+        oauth_server.token_url, client_id="demo", client_secret="demo-secret"
+    )
+    (manager,) = sessions(oauth_server, 1, refresher)
+    for _ in range(10):
+        manager.refresh(timeout=TIMEOUT)
+    loop = host()._loop
+    assert loop is not None
+    clients = connections._loops[loop].clients
+    assert len(clients) >= 1
+    pool = clients[(0, False)]._transport._pool  # type: ignore[attr-defined]
+    assert 1 <= len(pool.connections) <= 2
+
+
+def test_flights_run_on_the_host_thread_with_none_of_the_callers_context() -> None:
+    """An async refresher runs on the host's loop thread, and sees no context variable of the
+    caller that started its flight."""
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+    seen: list[tuple[str, str]] = []
+
+    async def endpoint(current: TokenSet | None) -> dict[str, Any]:
+        seen.append((threading.current_thread().name, request_id.get()))
+        return {"access_token": "a1", "refresh_token": "r1", "expires_in": 60}
+
+    clock = ManualClock(1_000_000.0)
+    manager = TokenManager(FunctionRefresher(endpoint), clock=clock)
+    manager.set_tokens(TokenSet("a0", refresh_token="r0", expires_at=clock() - 1))
+    request_id.set("caller's")
+    assert manager.get_tokens(timeout=TIMEOUT).access_token == "a1"
+    assert seen == [(THREAD_NAME, "-")]
+
+
+def test_a_caller_cancelled_during_the_backoff_leaves_the_flight_to_finish() -> None:
+    """The caller's task is cancelled while its flight backs off between attempts; the flight
+    makes its second attempt, saves, and the next caller gets those tokens with no request."""
+    clock = ManualClock(1_000_000.0)
+    calls: list[str | None] = []
+    failed = threading.Event()
+
+    async def endpoint(current: TokenSet | None) -> dict[str, Any]:
+        calls.append(None if current is None else current.refresh_token)
+        if len(calls) == 1:
+            failed.set()
+            raise RefreshFailed("server_error", status=503)
+        return {"access_token": "a1", "refresh_token": "r1", "expires_in": 60}
+
+    retry = RetryPolicy(attempts=2, initial=0.2, maximum=0.2, jitter=0.0)
+    manager = TokenManager(FunctionRefresher(endpoint), clock=clock, retry=retry)
+    manager.set_tokens(TokenSet("a0", refresh_token="r0", expires_at=clock() - 1))
+
+    async def caller() -> None:
+        task = asyncio.ensure_future(manager.aget_tokens())
+        assert await asyncio.to_thread(failed.wait, TIMEOUT)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(caller())
+    assert manager.wait_idle(TIMEOUT)
+    assert calls == ["r0", "r0"]
+    assert manager.get_tokens().access_token == "a1"
+    assert len(calls) == 2
+
+
+def test_an_expired_waiter_of_a_failed_background_flight_gets_a_refresh_of_its_own() -> None:
+    """The token was STALE, a background flight started; it expired while that flight ran, and
+    a caller joined it; the flight fails: the caller does not get that error, it decides again
+    and its own flight (with retries) refreshes. (The test_demo flake.)"""
+    clock = ManualClock(1_000_000.0)
+    gate = threading.Event()
+    calls: list[str] = []
+
+    def endpoint(current: TokenSet | None) -> dict[str, Any]:
+        calls.append("call")
+        if len(calls) == 1:
+            assert gate.wait(TIMEOUT)
+            raise RefreshFailed("server_error", status=503)
+        return {"access_token": "a1", "refresh_token": "r1", "expires_in": 60}
+
+    retry = RetryPolicy(attempts=3, initial=0.001, maximum=0.005)
+    manager = TokenManager(FunctionRefresher(endpoint), clock=clock, retry=retry)
+    manager.set_tokens(
+        TokenSet.from_response(
+            {"access_token": "a0", "refresh_token": "r0", "expires_in": 60}, sent_at=clock()
+        )
+    )
+    clock.advance(50)  # stale: a background flight starts and blocks at the gate
+    assert manager.get_tokens().access_token == "a0"
+    clock.advance(11)  # expired
+
+    async def waiter() -> TokenSet:
+        task = asyncio.ensure_future(manager.aget_tokens())
+        await asyncio.sleep(0)  # the task decides: it waits for the background flight
+        assert not task.done()
+        gate.set()
+        return await task
+
+    assert asyncio.run(waiter()).access_token == "a1"
+    assert len(calls) == 2
+
+
+def test_a_kept_failure_holds_no_traceback() -> None:
+    """The credential's last error (and its cause) keep no frames: no flight, client or loop
+    stays alive through them."""
+    clock = ManualClock(1_000_000.0)
+
+    def endpoint(current: TokenSet | None) -> dict[str, Any]:
+        raise KeyError("a bug in the refresher")
+
+    manager = TokenManager(FunctionRefresher(endpoint), clock=clock)
+    manager.set_tokens(TokenSet("a0", refresh_token="r0", expires_at=clock() - 1))
+    with pytest.raises(RefreshFailed) as raised:
+        manager.get_tokens(timeout=TIMEOUT)
+    assert raised.value.error == "refresher_error"
+    kept = manager._credential.state.last_failure
+    assert kept is not None
+    assert kept.__traceback__ is None
+    assert isinstance(kept.__cause__, KeyError)
+    assert kept.__cause__.__traceback__ is None
+
+
+def test_the_refresh_window_widens_after_slow_refreshes() -> None:
+    """2 s tokens: due 0.5 s before expiry (window_fraction). After a refresh that took 0.3 s
+    the background refresh falls due 0.9 s before expiry (3 x 0.3 s), early enough to land."""
+    clock = ManualClock(1_000_000.0)
+    calls: list[int] = []
+
+    def endpoint(current: TokenSet | None) -> dict[str, Any]:
+        calls.append(1)
+        clock.advance(0.3)  # a slow token endpoint
+        n = len(calls)
+        return {"access_token": f"a{n}", "refresh_token": f"r{n}", "expires_in": 2}
+
+    manager = TokenManager(FunctionRefresher(endpoint), clock=clock, min_interval=0.0)
+    manager.set_tokens(
+        TokenSet.from_response(
+            {"access_token": "a0", "refresh_token": "r0", "expires_in": 2}, sent_at=clock()
+        )
+    )
+    clock.advance(1.15)  # 0.85 s left: fresh by the configured window (0.5 s)
+    assert manager.get_tokens().access_token == "a0"
+    assert manager.wait_idle(TIMEOUT)
+    assert calls == []
+    refreshed = manager.refresh(timeout=TIMEOUT)  # takes 0.3 s: now the window is 0.9 s
+    assert refreshed.access_token == "a1"
+    clock.advance(1.15 - 0.3)  # 0.85 s left of a1: due now
+    assert manager.get_tokens().access_token == "a1"  # still works: served at once...
+    assert manager.wait_idle(TIMEOUT)
+    assert len(calls) == 2  # ...and refreshed in the background, before expiry
+    assert manager.cached_tokens() is not None
+
+
+def test_the_observed_duration_is_a_value_the_policy_is_given() -> None:
+    """The policy stays pure: the duration comes in as a value, bounded by half the lifetime."""
+    now = 1_000_000.0
+    tokens = TokenSet("a", expires_at=now + 2, obtained_at=now)
+    assert RefreshPolicy().refresh_due_at(tokens) == pytest.approx(now + 1.5)
+    assert RefreshPolicy(refresh_duration=0.3).refresh_due_at(tokens) == pytest.approx(now + 1.1)
+    assert RefreshPolicy(refresh_duration=5.0).refresh_due_at(tokens) == pytest.approx(now + 1.0)
+    with pytest.raises(ValueError, match="refresh_duration"):
+        RefreshPolicy(refresh_duration=-1)
+
+
+pytestmark_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def forked(target: Callable[[Connection], None]) -> object:
+    context = multiprocessing.get_context("fork")
+    parent_end, child_end = context.Pipe()
+    child = context.Process(target=target, args=(child_end,), daemon=True)
+    child.start()
+    child_end.close()
+    try:
+        assert parent_end.poll(TIMEOUT), "the child did not answer"
+        return parent_end.recv()
+    finally:
+        child.join(TIMEOUT)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+
+
+@pytestmark_fork
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_starts_a_host_of_its_own() -> None:
+    """The parent's host thread is not in the child: the child's first flight starts a new
+    host (another object, another thread), and an async refresher runs on it."""
+    clock = ManualClock(1_000_000.0)
+
+    async def endpoint(current: TokenSet | None) -> dict[str, Any]:
+        where = f"{os.getpid()}:{threading.get_ident()}"
+        return {"access_token": where, "refresh_token": "r", "expires_in": 60}
+
+    manager = TokenManager(FunctionRefresher(endpoint), clock=clock)
+    manager.set_tokens(TokenSet("a0", refresh_token="r0", expires_at=clock() - 1))
+    in_parent = manager.get_tokens(timeout=TIMEOUT).access_token
+    parent_host = host()
+
+    def child(pipe: Connection) -> None:
+        manager.set_tokens(TokenSet("a0", refresh_token="r0", expires_at=clock() - 1))
+        tokens = manager.get_tokens(timeout=10)
+        pipe.send((tokens.access_token, host() is parent_host))
+
+    answer = forked(child)
+    assert isinstance(answer, tuple)
+    in_child, same_host = answer
+    assert not same_host
+    assert in_child.split(":")[0] != in_parent.split(":")[0]
