@@ -36,9 +36,9 @@ from ._config import (
 )
 from ._dpop import DPoPRefused, NonceHeader
 from ._personalities import PersonalityMiddleware
+from ._records import IDENTITY_SCOPES, format_scope, parse_scope
 from ._registration import RegistrationRefused
 from ._state import (
-    IDENTITY_SCOPES,
     AuthorizationRefused,
     BearerError,
     Issued,
@@ -46,8 +46,6 @@ from ._state import (
     OAuthError,
     Principal,
     ServerState,
-    format_scope,
-    parse_scope,
 )
 
 __all__ = ["TRANSPORT_KEY", "build_app", "create_app"]
