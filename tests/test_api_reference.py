@@ -287,6 +287,7 @@ PUBLIC_MODULES = [
     "freshtoken.errors",
     "freshtoken.httpx",
     "freshtoken.httpx2",
+    "freshtoken.mcp",
     "freshtoken.requests",
     "freshtoken.aiohttp",
     "freshtoken.otel",
