@@ -10,9 +10,7 @@ from typing import Any
 import jwt
 
 from ._base import StateBase
-from ._config import (
-    Client,
-)
+from ._config import Client
 from ._keys import client_key, looks_like_jwt
 from ._records import (
     _JWT_BEARER,

@@ -7,9 +7,7 @@ import secrets
 from collections.abc import Mapping
 
 from ._base import StateBase
-from ._config import (
-    Client,
-)
+from ._config import Client
 from ._pkce import s256 as pkce_challenge  # the server's own, not the client's
 from ._records import (
     _MAX_PARAMETER,

@@ -7,10 +7,7 @@ import secrets
 from typing import Literal
 
 from ._base import StateBase
-from ._config import (
-    DEVICE_CODE_GRANT,
-    Client,
-)
+from ._config import DEVICE_CODE_GRANT, Client
 from ._records import (
     _MAX_PENDING,
     _SLOW_DOWN,

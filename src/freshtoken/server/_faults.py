@@ -8,14 +8,8 @@ import itertools
 from typing import Any
 
 from ._base import StateBase
-from ._config import (
-    FaultKind,
-    Faults,
-    TokenFault,
-)
-from ._records import (
-    _MAX_FAULTS,
-)
+from ._config import FaultKind, Faults, TokenFault
+from ._records import _MAX_FAULTS
 
 
 class FaultsMixin(StateBase):

@@ -11,11 +11,7 @@ from typing import Any
 import jwt
 
 from ._base import StateBase
-from ._config import (
-    JWT_BEARER_GRANT,
-    TOKEN_EXCHANGE_GRANT,
-    Client,
-)
+from ._config import JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT, Client
 from ._keys import client_key, looks_like_jwt
 from ._records import (
     _CLOCK_LEEWAY,
