@@ -63,7 +63,7 @@ from .._core.tokens import TokenSet
 from .._deprecation import warn
 from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ..errors import DPoPError, RefreshFailed, StoreError
-from ..refreshers import FunctionRefresher
+from ..refreshers._function import FunctionRefresher
 from ..stores._base import MemoryStore, TokenStore
 from .flight import Flight, strip_tracebacks
 from .host import host, in_host_thread

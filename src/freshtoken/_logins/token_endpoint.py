@@ -38,7 +38,7 @@ def tokens_from(
 ) -> TokenSet:
     """The TokenSet of a token endpoint's answer (bound to ``dpop``, the key that signed the
     request); raises LoginFailed for anything else."""
-    from ..refreshers import HTTPRefresher  # here: refreshers imports the login modules
+    from ..refreshers._http import HTTPRefresher  # here: refreshers imports the login modules
 
     parser = HTTPRefresher(str(response.request.url))
     try:

@@ -74,7 +74,7 @@ from ._sealing import ENV_KEY, Sealer, resolve_key, shape_problem
 
 if TYPE_CHECKING:
     from .._engine.manager import TokenManager
-    from ..refreshers import RefresherSettings
+    from ..refreshers._oauth2 import RefresherSettings
 
 __all__ = ["FORMAT", "SETTING_NAMES", "FileStore", "Profile", "ProfileInfo", "default_path"]
 
