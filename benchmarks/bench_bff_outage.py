@@ -334,7 +334,7 @@ async def load(
 
     position = 0
     started = time.monotonic()
-    connector = aiohttp.TCPConnector(limit=256)
+    connector = aiohttp.TCPConnector(limit=0)  # browsers each have their own connections
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 

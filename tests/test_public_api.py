@@ -156,6 +156,7 @@ def test_every_module_declares_its_public_names() -> None:
     for module in (
         "freshtoken.httpx",
         "freshtoken.httpx2",
+        "freshtoken.mcp",
         "freshtoken.requests",
         "freshtoken.aiohttp",
         "freshtoken.agent",

@@ -124,7 +124,7 @@ class HTTPXFlow:
                 response.status_code, challenges, response.headers.get("DPoP-Nonce")
             )
             if isinstance(decision, Rejected):
-                _learn(manager, challenges)
+                _learn(manager, challenges, decision.tokens)
                 decision = call.replaced((yield decision))
             elif decision is None and not stepped and _wants_step_up(manager, response, attempt):
                 stepped = True
@@ -167,11 +167,12 @@ def _authorize(request: Any, attempt: Attempt) -> None:
         headers["DPoP"] = attempt.proof
 
 
-def _learn(manager: TokenManager, challenges: list[str]) -> None:
-    """A resource refresher reads a 401's ``resource_metadata`` and ``scope``."""
+def _learn(manager: TokenManager, challenges: list[str], rejected: TokenSet) -> None:
+    """A resource refresher reads a 401's ``resource_metadata`` and ``scope``, and which
+    tokens the API refused."""
     learn = getattr(manager.refresher, "learn", None)
     if learn is not None:
-        learn(challenges)
+        learn(challenges, rejected)
 
 
 def _wants_step_up(manager: TokenManager, response: Any, attempt: Attempt) -> bool:

@@ -19,8 +19,8 @@ How the pieces share the work:
   protections), keyed by authorization server, and made under that store's lock: every
   process uses one registration.
 * A refresh refused while the access token still works keeps it (a ``RefreshFailed``, not the
-  end of the session); once it has expired, a refused refresh ends the grant and, when
-  ``interactive``, the next request logs in again.
+  end of the session); once it has expired, or an API has refused it (the grant was revoked),
+  a refused refresh ends the grant and, when ``interactive``, the next request logs in again.
 * A 403 ``insufficient_scope`` asks for a step-up: [`ResourceRefresher.step_up()`][] says whether
   a login for the union of the scopes may help (once per scope set, never a loop), and the
   manager's forced refresh then logs in for it. A step-up is never a refresh.
@@ -61,6 +61,7 @@ from ._oauth.resources import (
     step_up_scope,
 )
 from .errors import LoginFailed, RefreshFailed, SessionExpired
+from .refreshers import OAuth2Refresher
 from .stores._base import MemoryStore, TokenStore
 
 __all__ = [
@@ -164,16 +165,22 @@ class ResourceRefresher:
         self._step_up: str | None = None  # the scope the next login asks for
         self._stepped_up: set[frozenset[str]] = set()
         self._last_scope: str | None = None
+        self._rejected: str | None = None  # the access token an API last refused
 
     # -- what the integrations tell it ---------------------------------------------------------
 
-    def learn(self, www_authenticate: HeaderValues) -> ResourceChallenge:
+    def learn(
+        self, www_authenticate: HeaderValues, rejected: TokenSet | None = None
+    ) -> ResourceChallenge:
         """Read a resource server's challenge: its ``resource_metadata`` and ``scope`` serve
-        the next discovery and login."""
+        the next discovery and login. ``rejected``: the API refused these tokens (a refused
+        refresh then ends the session at once: the access token no longer works)."""
         challenge = ResourceChallenge.parse(www_authenticate)
         with self._mutex:
             if challenge.resource_metadata or challenge.scope:
                 self._challenge = challenge
+            if rejected is not None:
+                self._rejected = rejected.access_token
         return challenge
 
     def step_up(self, www_authenticate: HeaderValues, granted: TokenSet) -> bool:
@@ -212,7 +219,9 @@ class ResourceRefresher:
         try:
             return self._refresh_grant(current, clock, deadline)
         except SessionExpired as ended:
-            if not current.is_expired(clock()):
+            with self._mutex:
+                refused = self._rejected == current.access_token
+            if not current.is_expired(clock()) and not refused:
                 # Refused while the access token still works (a server that will not refresh
                 # early, a grant that moved on): use it until it expires, then decide.
                 raise RefreshFailed(
@@ -228,8 +237,6 @@ class ResourceRefresher:
             return self.login(clock)
 
     def _refresh_grant(self, current: TokenSet, clock: Clock, deadline: float | None) -> TokenSet:
-        from .refreshers import OAuth2Refresher  # here: refreshers imports the login modules
-
         server = self.server_metadata()
         registration = self.registration(server)
         assert server.token_endpoint is not None

@@ -3,7 +3,8 @@
 httpx2 is Pydantic's maintained successor of httpx (the MCP Python SDK 2.x and FastMCP use
 it). Its ``Auth`` protocol is httpx's, but its classes are its own, so an ``httpx.Auth`` is
 refused by an ``httpx2.Client``: this module is the same flow as ``freshtoken.httpx``
-(`freshtoken._httpx_flow`) over ``httpx2.Auth``. Needs ``pip install 'freshtoken[httpx2]'``.
+(`freshtoken._httpx_flow`) over ``httpx2.Auth``. Needs ``pip install 'freshtoken[httpx2]'``
+(httpx2 needs Python 3.11+).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ try:
     import httpx2
 except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.modules patched
     raise ModuleNotFoundError(
-        "freshtoken.httpx2 needs the httpx2 library: pip install 'freshtoken[httpx2]'",
+        "freshtoken.httpx2 needs the httpx2 library (Python 3.11+): "
+        "pip install 'freshtoken[httpx2]'",
         name=error.name,
     ) from error
 

@@ -362,6 +362,9 @@ class BffDriver(_SyncDriver):
                 cookie_name="bff",
                 clock=manager.clock,
                 max_calls_per_session=SYNC_STORM_THREADS * 4,
+                # The suite proves decisions, not the time bound: a loaded machine must not
+                # turn a storm's slow refresh into 503s (tests/bff/test_refresh_wait.py).
+                refresh_wait=30.0,
             )
             served = ServedApp(bff).start()
             session_id = new_session_id()

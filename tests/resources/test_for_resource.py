@@ -4,7 +4,9 @@ request, and a refused or failed refresh never throws away an access token that 
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -187,3 +189,72 @@ def test_a_given_client_id_is_used_without_registering(oauth_server: ReferenceSe
     )
     assert _me(manager, oauth_server).json()["client_id"] == "demo-public"
     assert oauth_server.stats()["registrations"] == 0
+
+
+def test_a_client_steps_up_once_on_insufficient_scope(oauth_server: ReferenceServer) -> None:
+    """Through an httpx2 client: the 403 leads to one login for read write admin and one
+    retry, never a refresh; the new tokens serve the next requests."""
+    import httpx2
+
+    import freshtoken.httpx2
+
+    manager = freshtoken.for_resource(
+        oauth_server.api_url,
+        store=MemoryStore(),
+        open_browser=oauth_server.browser("admin", "admin"),
+        clock=oauth_server.clock,
+    )
+    auth = freshtoken.httpx2.TokenAuth(manager, origins=[oauth_server.api_url])
+    with httpx2.Client(auth=auth) as http:
+        assert http.get(f"{oauth_server.api_url}/me").status_code == 200
+        admin = http.get(f"{oauth_server.api_url}/admin")
+        assert admin.status_code == 200, admin.text
+        assert http.get(f"{oauth_server.api_url}/admin").status_code == 200
+    stats = oauth_server.stats()
+    assert (stats["logins"], stats["refreshes"], stats["forbidden_403"]) == (2, 0, 1)
+
+
+def test_a_fleet_on_redis_shares_the_grant_and_the_registration(
+    oauth_server: ReferenceServer, shared_redis_server: Any
+) -> None:
+    """Two managers on one Redis key (two machines' worth): one registration, kept under a key
+    of its own beside the tokens, and one login."""
+    from freshtoken import RedisStore
+
+    key = f"freshtoken:test:{uuid.uuid4().hex}"
+    browser = oauth_server.browser()
+    managers = [
+        freshtoken.for_resource(
+            oauth_server.api_url,
+            store=RedisStore(shared_redis_server.url, key),
+            open_browser=browser,
+        )
+        for _ in range(2)
+    ]
+    assert [_me(manager, oauth_server).status_code for manager in managers] == [200, 200]
+    stats = oauth_server.stats()
+    assert (stats["registrations"], stats["logins"]) == (1, 1)
+    keys = shared_redis_server.client().keys(f"{key}:client-*")
+    assert len(keys) == 1
+
+
+def test_a_revoked_grant_logs_in_again_at_once(oauth_server: ReferenceServer) -> None:
+    """The API refuses the token and the refresh is refused: the session is over now, not
+    when the token would have expired; an interactive client logs in again and goes on."""
+    import httpx2
+
+    import freshtoken.httpx2
+
+    manager = freshtoken.for_resource(
+        oauth_server.api_url,
+        store=MemoryStore(),
+        open_browser=oauth_server.browser(),
+        clock=oauth_server.clock,
+    )
+    auth = freshtoken.httpx2.TokenAuth(manager, origins=[oauth_server.api_url])
+    with httpx2.Client(auth=auth) as http:
+        assert http.get(f"{oauth_server.api_url}/me").status_code == 200
+        oauth_server.revoke("demo")
+        assert http.get(f"{oauth_server.api_url}/me").status_code == 200
+    stats = oauth_server.stats()
+    assert (stats["logins"], stats["invalid_grant"]) == (2, 1)

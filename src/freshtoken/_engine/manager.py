@@ -194,7 +194,8 @@ class TokenManager:
     ``lock_timeout`` bounds the wait for another process's refresh. ``refresh_statuses`` are
     the API statuses that mean "token rejected". Hooks may be plain or async functions:
     ``on_refresh(tokens)`` after each refresh this manager started, ``on_session_expired(error)``
-    once per expiry; both run in freshtoken's refresh thread, so keep them short.
+    once per expiry; both run on freshtoken's flight host (async ones on its event loop,
+    plain ones in one of its few worker threads), so keep them short.
 
     ``dpop`` turns on DPoP (RFC 9449): a [`DPoPKey`][freshtoken.DPoPKey] binds new tokens to
     that key (and refuses to refresh tokens bound to another); an algorithm name (``"ES256"``,
@@ -254,6 +255,7 @@ class TokenManager:
         self._credential = _credential_for(self)
         self._state = self._credential.state
         self._observed_policy = (self.policy, 0.0, self.policy)
+        self._requests: _TokenRequests | None = None  # built at the first flight, then kept
 
     def __repr__(self) -> str:
         closed = ", closed" if self._closed else ""
@@ -554,7 +556,9 @@ class TokenManager:
             if watch is not None:
                 watch.attempt()
 
-        requests = _TokenRequests(self.refresher, self.dpop, self.clock)
+        requests = self._requests
+        if requests is None or not requests.serves(self.refresher, self.dpop, self.clock):
+            requests = self._requests = _TokenRequests(self.refresher, self.dpop, self.clock)
         try:
             outcome = await run_steps(
                 flight_steps(job, self.rules, self.clock),
@@ -650,6 +654,11 @@ class _TokenRequests:
         self._native = native_async(refresher)
         method = getattr(refresher, "arefresh" if self._native else "refresh")
         self._takes_deadline = _takes(method, "deadline")
+
+    def serves(self, refresher: Refresher, dpop: DPoP | None, clock: Clock) -> bool:
+        """Whether this is still the manager's refresher, DPoP and clock (all are attributes
+        an application may replace)."""
+        return self._refresher is refresher and self._dpop is dpop and self._clock is clock
 
     async def arefresh(self, current: TokenSet | None, deadline: float) -> TokenSet:
         options: dict[str, Any] = {}

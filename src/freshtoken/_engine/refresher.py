@@ -24,8 +24,9 @@ class Refresher(Protocol):
     ``refresh`` raises [`SessionExpired`][freshtoken.SessionExpired] when the session is over and
     [`RefreshFailed`][freshtoken.RefreshFailed] when trying again later may work. ``clock`` is the
     manager's clock, for timing the answer; ``deadline`` (a ``time.monotonic()`` instant) is
-    when the attempt must have ended. The manager calls ``refresh`` from its own refresh
-    thread, never from an event loop.
+    when the attempt must have ended. The manager calls ``refresh`` from a worker thread of
+    its flight host, never from an event loop; a refresher whose ``arefresh`` is a coroutine
+    function (defined with ``refresh`` or below it) is awaited on the host's loop instead.
     """
 
     @property

@@ -110,6 +110,7 @@ UPSTREAM_CONNECTIONS = 256
 # connections, far above what a page's fetches need.
 MAX_CALLS_PER_SESSION = 32
 REFRESH_WAIT = 2.0
+_SMALL_ANSWER = 64 * 1024  # a rejection's body up to this is read before the refresh wait
 
 
 def derive_key(secret: bytes | str) -> bytes:
@@ -853,6 +854,7 @@ class BFF:
         call = manager.call(method, target)
         attempt: Attempt | None = call.first(tokens)
         content: tuple[bytes | None, AsyncIterator[bytes] | None] = (body, rest)
+        rejected: bytes | None = None  # a 401's body, read while its refresh is waited for
         while True:
             assert attempt is not None
             response = await self._send_upstream(method, target, headers, attempt, content)
@@ -872,6 +874,11 @@ class BFF:
             else:
                 replacement = None
                 unavailable: AuthError | None = None
+                length = response.content_length
+                if length is not None and length <= _SMALL_ANSWER and rejected is None:
+                    # Read now: the connection goes back to the pool while this call waits
+                    # for the refresh (during an outage, waiting calls held them all).
+                    rejected = await response.read()
                 try:
                     with anyio.move_on_at(deadline) as waited:
                         replacement = await manager.ahandle_rejection(decision.tokens)
@@ -898,7 +905,8 @@ class BFF:
                 break
             response.release()
             content = (body, None)
-        await _stream(send, response, slot)
+            rejected = None
+        await _stream(send, response, slot, rejected)
 
     async def _send_upstream(
         self,
@@ -1058,11 +1066,13 @@ async def _redirect(send: Send, location: str, headers: list[tuple[bytes, bytes]
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _stream(send: Send, response: aiohttp.ClientResponse, slot: _Slot) -> None:
-    """Send the upstream response as it arrives; release it (its connection kept) once read
-    to the end, close it otherwise. The call's place is given back before the answer's last
-    message goes out: a browser that sends its next call as soon as this one ends finds it
-    free."""
+async def _stream(
+    send: Send, response: aiohttp.ClientResponse, slot: _Slot, read: bytes | None = None
+) -> None:
+    """Send the upstream response as it arrives (or its body ``read`` already); release it
+    (its connection kept) once read to the end, close it otherwise. The call's place is given
+    back before the answer's last message goes out: a browser that sends its next call as
+    soon as this one ends finds it free."""
     done = False
     try:
         await send(
@@ -1073,7 +1083,8 @@ async def _stream(send: Send, response: aiohttp.ClientResponse, slot: _Slot) -> 
             }
         )
         content = response.content
-        while True:
+        chunk = b"" if read is None else read
+        while read is None:
             chunk = await content.readany()
             if not chunk or content.at_eof():
                 break

@@ -317,7 +317,7 @@ def _login(args: argparse.Namespace) -> int:
 
         return login(args, _open_browser)
     if args.client_id is None:
-        raise _Failure("--client-id is required with --issuer and --token-url")
+        raise _Failure("--client-id is required with --issuer, --token-url and --provider")
     store = _store(args)
     replace = _writable_store(store, replace_corrupt=args.replace_corrupt)
     secret = args.client_secret or os.environ.get(ENV_CLIENT_SECRET) or None

@@ -107,7 +107,7 @@ class TokenStore(abc.ABC):
 
     loads_in_memory = False
     """True for stores whose ``load`` reads this process's memory (no I/O, never blocks): a
-    manager then reads them in the caller's thread, with no refresh thread for a first use."""
+    manager then reads them in the caller's thread, with no flight for a first use."""
 
     def watch(self, on_change: Callable[[], None]) -> None:  # noqa: B027 - optional hook
         """Call ``on_change`` (from any thread) when another process saves new tokens.
