@@ -72,8 +72,9 @@ def test_storm_on_a_token_learnt_late_ends_with_no_401(
     (from a store, a slow network), so the server has expired it while the client still
     thinks it fresh, and every first attempt is rejected. The retries' token is rejected too
     (they waited in a pool until it expired) after a newer one landed: they go a third time
-    with the newest. One refresh in all, and no caller sees a 401."""
-    n = _storm_size(env)
+    with the newest. One refresh in all, and no caller sees a 401. (64 requests for every
+    driver: each is sent three times, with a DPoP proof each time in the DPoP run.)"""
+    n = SYNC_STORM_THREADS
     issued = env.manager.get_tokens()
     assert issued.expires_at is not None
     assert issued.obtained_at is not None
