@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -532,6 +533,9 @@ def report(
 
 
 def main() -> None:
+    # Thousands of browsers' connections: the BFF, and this process, need the fds (inherited).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=2000)
     parser.add_argument("--mode", choices=MODES, default="refused")
