@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from behaviour.drivers import Driver, Outcome, make_driver
 from redis_fixture import RedisServer
+from workers import released_together
 
 import freshtoken
 from freshtoken import providers
@@ -105,26 +106,7 @@ def run_fleet(config: dict[str, Any], count: int) -> list[dict[str, dict[str, in
         )
         for kind in (["httpx-async", "requests"] * count)[:count]
     ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            line = worker.stdout.readline()
-            assert line == "ready\n", worker.communicate()[1][-3000:]
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        reports = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err[-3000:]
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-        return reports
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.communicate()
+    return released_together(workers)
 
 
 def fleet_beds(bed: BedFactory) -> dict[str, Bed]:

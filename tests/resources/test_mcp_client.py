@@ -5,7 +5,6 @@ no refresh without its resource. Logins are played headlessly on the server's lo
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from workers import released_together
 
 pytest.importorskip("mcp")
 
@@ -84,26 +84,7 @@ def _burst(store_path: Path, profile: str, url: str, kind: str = "freshtoken") -
         )
         for _ in range(PROCESSES)
     ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            line = worker.stdout.readline()
-            assert line.strip() == "ready", worker.stderr.read() if worker.stderr else line
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        reports = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err[-2000:]
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-        return reports
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+    return released_together(workers)
 
 
 def test_expiry_during_a_burst_from_8_tasks_in_4_processes_is_one_refresh(

@@ -9,7 +9,6 @@ requests.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from workers import released_together
 
 from freshtoken import OAuth2Refresher, SessionExpired, TokenSet, system_clock
 from freshtoken.server import ReferenceServer
@@ -61,22 +61,7 @@ def release(children: Sequence[subprocess.Popen[str]]) -> None:
 
 def run_together(argvs: Sequence[Sequence[str]], timeout: float = 60) -> list[dict[str, Any]]:
     """Start every worker, release them at once, and return each one's JSON report."""
-    children = [spawn(argv) for argv in argvs]
-    try:
-        wait_ready(children)
-        release(children)
-        reports = []
-        for child in children:
-            assert child.stdout is not None
-            output = child.stdout.read()
-            assert child.wait(timeout) == 0, f"worker failed: {output!r}"
-            reports.append(json.loads(output.strip().splitlines()[-1]))
-        return reports
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+    return released_together([spawn(argv) for argv in argvs], timeout)
 
 
 def login_expired(server: ReferenceServer, store: FileStore) -> None:
