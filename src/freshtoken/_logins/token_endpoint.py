@@ -1,9 +1,9 @@
 """A login's token request: sent once, its answer read as a TokenSet or a LoginFailed.
 
 The answer is read exactly as a refresh's is
-([`HTTPRefresher.parse_response()`][HTTPRefresher.parse_response]: the same validation, the same
-redaction of secrets), then any failure is reported as a failed login: ``invalid_grant`` after a
-wrong password is not a session that expired.
+([`read_token_answer()`][freshtoken._oauth.token_answers.read_token_answer]: the same validation,
+the same redaction of secrets), then any failure is reported as a failed login:
+``invalid_grant`` after a wrong password is not a session that expired.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .._core.policy import check_transport, origin_of
 from .._core.tokens import TokenSet
 from .._oauth.dpop import DPoP, DPoPKey
 from .._oauth.http import Flow
+from .._oauth.token_answers import read_token_answer
 from ..errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
 __all__ = ["check_login_transport", "token_flow", "tokens_from"]
@@ -38,13 +39,8 @@ def tokens_from(
 ) -> TokenSet:
     """The TokenSet of a token endpoint's answer (bound to ``dpop``, the key that signed the
     request); raises LoginFailed for anything else."""
-    from ..refreshers._http import HTTPRefresher  # here: refreshers imports the login modules
-
-    parser = HTTPRefresher(str(response.request.url))
     try:
-        return parser.parse_response(
-            response, sent_at=sent_at, current=None, sent_secrets=secrets, dpop_key=dpop
-        )
+        return read_token_answer(response, sent_at=sent_at, secrets=secrets, dpop_key=dpop)
     except (SessionExpired, RefreshFailed, DPoPError) as error:
         raise LoginFailed(error.error, error.description, status=error.status) from None
 
