@@ -13,12 +13,19 @@ import httpx
 from .._core.clock import Clock
 from .._core.policy import check_transport, origin_of
 from .._core.tokens import TokenSet
+from .._oauth.discovery import ServerMetadata
 from .._oauth.dpop import DPoP, DPoPKey
 from .._oauth.http import Flow
 from .._oauth.token_answers import read_token_answer
 from ..errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
-__all__ = ["check_login_transport", "token_flow", "tokens_from"]
+__all__ = [
+    "check_login_transport",
+    "require_grant",
+    "token_endpoint_of",
+    "token_flow",
+    "tokens_from",
+]
 
 
 def check_login_transport(url: str, *, allow_insecure_http: bool) -> None:
@@ -28,6 +35,24 @@ def check_login_transport(url: str, *, allow_insecure_http: bool) -> None:
     except ValueError:
         raise LoginFailed("invalid_request", f"not an http(s) URL: {url!r}") from None
     check_transport(origin, allow_insecure_http=allow_insecure_http, what="credentials")
+
+
+def token_endpoint_of(metadata: ServerMetadata) -> str:
+    """The metadata's token endpoint; a login cannot go on without one."""
+    if metadata.token_endpoint is None:
+        raise LoginFailed("discovery_failed", f"{metadata.issuer} names no token_endpoint")
+    return metadata.token_endpoint
+
+
+def require_grant(metadata: ServerMetadata | None, grant: str, name: str) -> None:
+    # The server would refuse anyway; asking first keeps a password from being sent at all.
+    listed = metadata is not None and "grant_types_supported" in metadata.raw
+    if metadata is not None and listed and grant not in metadata.grant_types_supported:
+        offered = ", ".join(metadata.grant_types_supported) or "none"
+        raise LoginFailed(
+            "unsupported_grant_type",
+            f"{metadata.issuer} does not offer the {name} grant (it offers: {offered})",
+        )
 
 
 def tokens_from(
