@@ -208,38 +208,44 @@ async def _completed(result: object) -> None:
         await result
 
 
+_ClientKeys = tuple[str, "str | None", "ClientAuthMethod | None", "PrivateKey | None"]
+
+
 async def _client_at(
-    issuer: str | ServerMetadata | MetadataSource | None,
+    issuer: str | ServerMetadata | MetadataSource | None, keys: _ClientKeys, options: LoginOptions
+) -> tuple[ServerMetadata | None, ClientAuth]:
+    """The issuer's metadata (discovered unless given; none without an issuer) and the
+    client of ``keys`` (id, secret, method, private key)."""
+    metadata = None
+    if issuer is not None:
+        verify, insecure = options.verify, options.allow_insecure_http
+        metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=insecure)
+    client_id, secret, method, key = keys
+    return metadata, client_for(metadata, client_id, secret, auth_method=method, private_key=key)
+
+
+def _options_of(arguments: Mapping[str, Any]) -> LoginOptions:
+    """The options among a free login function's arguments (its ``locals()``): the keyword
+    arguments are named as [`LoginOptions`][]' fields, so each is written once, there."""
+    names = {field.name for field in dataclasses.fields(LoginOptions)}
+    return LoginOptions(**{name: value for name, value in arguments.items() if name in names})
+
+
+async def _grant_login(
     token_url: str | None,
-    client: Callable[[ServerMetadata | None], ClientAuth],
+    issuer: str | ServerMetadata | None,
+    keys: _ClientKeys,
+    form: dict[str, str],
     options: LoginOptions,
-) -> tuple[ServerMetadata | None, str, ClientAuth]:
-    """The metadata (discovered unless given), the token endpoint and the client."""
-    if token_url is not None:
-        return None, token_url, client(None)
-    assert issuer is not None
-    verify, insecure = options.verify, options.allow_insecure_http
-    metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=insecure)
-    return metadata, token_endpoint_of(metadata), client(metadata)
-
-
-def _client_keys(
-    client_id: str,
-    client_secret: str | None,
-    auth_method: ClientAuthMethod | None,
-    private_key: PrivateKey | None,
-) -> Callable[[ServerMetadata | None], ClientAuth]:
-    def client(metadata: ServerMetadata | None) -> ClientAuth:
-        return client_for(
-            metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
-        )
-
-    return client
-
-
-def _one_of(token_url: str | None, issuer: object) -> None:
+) -> TokenSet:
+    """A grant at ``token_url`` or at the ``issuer``'s token endpoint (exactly one)."""
     if (token_url is None) == (issuer is None):
         raise ValueError("give either a token_url or an issuer")
+    metadata, client = await _client_at(issuer, keys, options)
+    url = token_url if metadata is None else token_endpoint_of(metadata)
+    assert url is not None
+    flow = _grant_flow(metadata, url, client, form, options)
+    return await adrive(flow, verify=options.verify)
 
 
 # -- with a ready client (the CLI) --------------------------------------------------------------
@@ -310,19 +316,9 @@ async def abrowser_login(
     is redeemed with proofs of that key and the tokens are bound to it (RFC 9449). Cancelling
     the login closes the listener. Raises [`LoginFailed`][freshtoken.LoginFailed]
     (``access_denied``, ``timeout``...)."""
-    options = LoginOptions(
-        scope=scope,
-        open_browser=open_browser,
-        timeout=timeout,
-        redirect_uri=redirect_uri,
-        authorization_params=authorization_params,
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
-        clock=clock,
-        dpop=dpop,
-    )
-    keys = _client_keys(client_id, client_secret, auth_method, private_key)
-    metadata, _, client = await _client_at(issuer, None, keys, options)
+    options = _options_of(locals())
+    keys = (client_id, client_secret, auth_method, private_key)
+    metadata, client = await _client_at(issuer, keys, options)
     assert metadata is not None
     return await _browser(metadata, client, options)
 
@@ -353,17 +349,9 @@ async def adevice_login(
     expires. With ``dpop`` every poll carries a proof of that key and the tokens are bound to
     it (RFC 9449). ``on_prompt`` and ``sleep`` may be plain or async functions; ``sleep`` and
     ``clock`` are for tests."""
-    options = LoginOptions(
-        scope=scope,
-        on_prompt=on_prompt,
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
-        clock=clock,
-        dpop=dpop,
-        sleep=sleep,
-    )
-    keys = _client_keys(client_id, client_secret, auth_method, private_key)
-    metadata, _, client = await _client_at(issuer, None, keys, options)
+    options = _options_of(locals())
+    keys = (client_id, client_secret, auth_method, private_key)
+    metadata, client = await _client_at(issuer, keys, options)
     assert metadata is not None
     return await _device(metadata, client, options)
 
@@ -393,14 +381,9 @@ async def apassword_login(
     ``token_url`` or at the ``issuer``'s token endpoint. A wrong password is
     ``LoginFailed("invalid_grant")``. OAuth 2.1 drops this grant: prefer a browser login. With
     ``dpop`` the tokens are bound to that DPoP key from the first (RFC 9449)."""
-    _one_of(token_url, issuer)
-    options = LoginOptions(
-        scope=scope, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
-    )
-    keys = _client_keys(client_id, client_secret, auth_method, private_key)
-    metadata, url, client = await _client_at(issuer, token_url, keys, options)
     form = {"grant_type": "password", "username": username, "password": password}
-    return await adrive(_grant_flow(metadata, url, client, form, options), verify=verify)
+    keys = (client_id, client_secret, auth_method, private_key)
+    return await _grant_login(token_url, issuer, keys, form, _options_of(locals()))
 
 
 password_login = blocking(apassword_login)
@@ -424,14 +407,9 @@ async def aclient_credentials_login(
 ) -> TokenSet:
     """A token through the client credentials grant (RFC 6749 section 4.4), authenticated
     with a secret or a private key (private_key_jwt); with ``dpop``, bound to that DPoP key."""
-    _one_of(token_url, issuer)
-    options = LoginOptions(
-        scope=scope, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
-    )
-    keys = _client_keys(client_id, client_secret, auth_method, private_key)
-    metadata, url, client = await _client_at(issuer, token_url, keys, options)
+    keys = (client_id, client_secret, auth_method, private_key)
     form = {"grant_type": "client_credentials"}
-    return await adrive(_grant_flow(metadata, url, client, form, options), verify=verify)
+    return await _grant_login(token_url, issuer, keys, form, _options_of(locals()))
 
 
 client_credentials_login = blocking(aclient_credentials_login)
