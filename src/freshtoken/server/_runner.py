@@ -161,13 +161,19 @@ class ReferenceServer:
         return self.url + self._initial_config.issuer_path
 
     token_url = _Endpoint("/oauth/token")
+    """The token endpoint (RFC 6749 section 3.2)."""
     revoke_url = _Endpoint("/oauth/revoke")
+    """Token revocation (RFC 7009)."""
     authorize_url = _Endpoint("/oauth/authorize")
+    """The authorization endpoint: a login form, PKCE, any loopback redirect port."""
     device_authorization_url = _Endpoint("/oauth/device_authorization")
+    """Device authorization (RFC 8628)."""
     device_url = _Endpoint("/device")
     """The device flow's verification page."""
     userinfo_url = _Endpoint("/oauth/userinfo")
+    """OpenID Connect userinfo."""
     jwks_url = _Endpoint("/.well-known/jwks.json")
+    """The signing keys, for ID tokens and JWT access tokens."""
 
     @property
     def metadata_url(self) -> str:
@@ -177,9 +183,13 @@ class ReferenceServer:
         )
 
     openid_configuration_url = _Endpoint("/.well-known/openid-configuration")
+    """OpenID Connect discovery."""
     login_url = _Endpoint("/auth/login", of_origin=True)
+    """The JSON login API (``POST`` a user and password), for in-house style clients."""
     refresh_url = _Endpoint("/auth/refresh", of_origin=True)
+    """The JSON login API's refresh."""
     api_url = _Endpoint("/api", of_origin=True)
+    """The demo resource API (``/api/me``, ``/api/items``, ...)."""
 
     @property
     def state(self) -> ServerState:
