@@ -268,6 +268,6 @@ def blocking(function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         return run_blocking(function(*args, **kwargs))
 
     twin.__name__ = function.__name__.removeprefix("a")
-    twin.__qualname__ = twin.__qualname__.rpartition(".")[0] + "." + twin.__name__
-    twin.__qualname__ = twin.__qualname__.lstrip(".")
+    owner, dot, _ = function.__qualname__.rpartition(".")
+    twin.__qualname__ = owner + dot + twin.__name__
     return twin
