@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ssl
 import time
 import weakref
@@ -33,7 +34,45 @@ import httpx
 from ..errors import RefreshFailed
 from .host import in_host_thread
 
-__all__ = ["DEFAULT_CONCURRENCY", "QUEUE_WAIT", "client_for", "place_for", "shared"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "QUEUE_WAIT",
+    "Queued",
+    "busy",
+    "client_for",
+    "place_for",
+    "queued",
+    "shared",
+]
+
+
+class Queued:
+    """The engine's view of a request under the cap: the deadline of its attempt (monotonic),
+    past which it is not sent (a request lingers past it once sent, see ``attempts``), and
+    whether it got its place."""
+
+    __slots__ = ("cap", "deadline", "origin", "sent")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.sent = False
+        self.origin = "the token endpoint"
+        self.cap = 0
+
+
+def busy(origin: str, cap: int) -> RefreshFailed:
+    """The failure of a request that found no place under the cap: it was not sent."""
+    return RefreshFailed(
+        "busy",
+        f"{cap} token requests to {origin} were in the air until this one's deadline (the "
+        "cap of HTTPRefresher(concurrency=...)); this one was not sent",
+        answer_lost=False,
+    )
+
+
+queued: contextvars.ContextVar[Queued | None] = contextvars.ContextVar(
+    "freshtoken_queued", default=None
+)
 
 DEFAULT_CONCURRENCY = 8
 QUEUE_WAIT = 2.0  # seconds a token request without a deadline waits for a place
@@ -97,7 +136,8 @@ async def place_for(origin: str, cap: int, deadline: float | None) -> AsyncItera
     """Hold one of ``cap`` places for ``origin`` (on the host loop) while the request runs.
 
     Raises ``RefreshFailed("busy")``, known not to have reached the server, when no place
-    frees up by ``deadline`` (monotonic), or within ``QUEUE_WAIT`` seconds without one.
+    frees up by ``deadline`` (monotonic) or the attempt's (``queued``), or within
+    ``QUEUE_WAIT`` seconds without either.
     asyncio's semaphore serves its waiters in order: the first queued is the first sent.
     """
     held = _connections()
@@ -107,19 +147,20 @@ async def place_for(origin: str, cap: int, deadline: float | None) -> AsyncItera
         # requests; those in the air finish under the semaphore they took.
         entry = held.caps[origin] = (cap, asyncio.Semaphore(cap))
     semaphore = entry[1]
+    mark = queued.get()
+    if mark is not None:
+        deadline = mark.deadline if deadline is None else min(deadline, mark.deadline)
+        mark.origin, mark.cap = origin, cap
     wait = QUEUE_WAIT if deadline is None else deadline - time.monotonic()
     if semaphore.locked():
         try:
             await asyncio.wait_for(semaphore.acquire(), max(wait, 0.0))
-        except TimeoutError:
-            raise RefreshFailed(
-                "busy",
-                f"{cap} token requests to {origin} are already in the air (the cap of "
-                f"HTTPRefresher(concurrency=...)); this one was not sent",
-                answer_lost=False,
-            ) from None
+        except asyncio.TimeoutError:  # not the builtin on Python 3.10
+            raise busy(origin, cap) from None
     else:
         await semaphore.acquire()
+    if mark is not None:
+        mark.sent = True
     try:
         yield
     finally:

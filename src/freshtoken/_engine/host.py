@@ -179,6 +179,13 @@ class FlightHost:
         self._workers.put(job)
         return await done
 
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Count ``task`` (started on the loop by a flight, outliving it: a request still in
+        the air) as work in progress until it ends, so that the exit drain waits for it."""
+        with self._mutex:
+            self._flights += 1
+        task.add_done_callback(lambda _: self._ended())
+
     async def sleep(self, seconds: float) -> None:
         """A backoff: a timer on the loop, cut short when the interpreter exits."""
         if self._exiting or seconds <= 0:

@@ -65,6 +65,7 @@ from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
 from ..errors import DPoPError, RefreshFailed, StoreError
 from ..refreshers._function import FunctionRefresher
 from ..stores._base import MemoryStore, TokenStore
+from .attempts import Attempts
 from .flight import Flight, strip_tracebacks
 from .host import host, in_host_thread
 from .observers import FlightWatch, RefreshObserver, trigger_of
@@ -117,9 +118,19 @@ class _Credential:
     store it was asked of, and the last open manager to close asks that store to stop.
     """
 
-    __slots__ = ("__weakref__", "managers", "mutex", "rewatch", "slowest", "state", "watched")
+    __slots__ = (
+        "__weakref__",
+        "attempts",
+        "managers",
+        "mutex",
+        "rewatch",
+        "slowest",
+        "state",
+        "watched",
+    )
 
     def __init__(self) -> None:
+        self.attempts = Attempts()  # on the host loop only
         self.mutex = threading.Lock()
         self.state = CredentialState(Flight)
         self.managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
@@ -173,6 +184,7 @@ def _after_fork_in_child() -> None:
     _credentials_mutex = threading.Lock()
     for credential in list(_credentials.values()):
         credential.mutex = threading.Lock()
+        credential.attempts = Attempts()  # its requests were the parent's host's
         credential.state.after_fork()
         credential.rewatch = True
 
@@ -559,13 +571,21 @@ class TokenManager:
         requests = self._requests
         if requests is None or not requests.serves(self.refresher, self.dpop, self.clock):
             requests = self._requests = _TokenRequests(self.refresher, self.dpop, self.clock)
+        attempts, send = self._credential.attempts, requests.arefresh
+
+        async def attempt(current: TokenSet | None, deadline: float) -> TokenSet:
+            return await attempts.attempt(
+                current, deadline, lambda until: send(current, until), self._collect_late
+            )
+
         try:
             outcome = await run_steps(
                 flight_steps(job, self.rules, self.clock),
                 self.store,
-                self._timed(requests.arefresh),
+                self._timed(attempt),
                 on_attempt=attempted,
                 on_lock=None if watch is None else watch.lock_acquired,
+                collect=attempts.collect,
             )
         except Exception as error:
             logger.exception("freshtoken: a refresh flight failed unexpectedly")
@@ -622,6 +642,17 @@ class TokenManager:
                     await _run_hook(manager.on_session_expired, outcome.error)
         finally:
             job.flight.land(result, error)
+            if self._credential.attempts.uncollected():
+                self._collect_late()  # it answered while this flight was past its attempts
+
+    def _collect_late(self) -> None:
+        """A request an attempt stopped waiting for has answered (on the host loop): save its
+        tokens with a flight that sends nothing, unless a flight runs (which takes them)."""
+        credential = self._credential
+        with credential.mutex:
+            job = credential.state.collect(self.rules)
+        if job is not None:
+            self._launch(job)
 
     def _report(self, outcome: Outcome) -> None:
         if isinstance(outcome, Refreshed):
