@@ -32,7 +32,7 @@ from freshtoken import (
     TokenManager,
     TokenSet,
 )
-from freshtoken._engine.host import host
+from freshtoken._runtime.host import host
 from freshtoken.server import ReferenceServer
 from freshtoken.testing import ServerFactory
 

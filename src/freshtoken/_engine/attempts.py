@@ -31,9 +31,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeAlias
 
 from .._core.tokens import TokenSet
+from .._runtime import connections
+from .._runtime.host import host
 from ..errors import RefreshFailed
-from . import connections
-from .host import host
 
 __all__ = ["LINGER", "Attempts"]
 

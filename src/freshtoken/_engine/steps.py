@@ -45,9 +45,9 @@ from .._core.credential import (
 )
 from .._core.policy import Freshness
 from .._core.tokens import TokenResponseError, TokenSet
+from .._runtime.host import host
 from ..errors import AuthError, LockTimeout, RefreshFailed, SessionExpired, StoreError
 from ..stores._base import BlockingTokenStore, GenerationConflict, StoredTokens, TokenStore
-from .host import host
 
 __all__ = [
     "Clear",

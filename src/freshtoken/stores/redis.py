@@ -61,7 +61,7 @@ import anyio.to_thread
 import sniffio
 
 from .._core.tokens import TokenSet
-from .._engine.host import in_host_thread
+from .._runtime.host import in_host_thread
 from ..errors import LockTimeout, StoreError
 from ._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
 from ._documents import parse_json, token_set
