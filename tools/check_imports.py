@@ -54,14 +54,6 @@ FORBIDDEN: dict[str, set[str]] = {
 # (importing module, imported module, reason): breaks that are allowed for now. Each names the
 # file that has to change first; those files are being edited in parallel this round.
 EXCEPTIONS: list[tuple[str, str, str]] = [
-    # A login reads its token answer with refreshers.HTTPRefresher.parse_response (one reader
-    # for both). refreshers/ is split now; the reader is to move from refreshers/_http.py to
-    # the wire next.
-    (
-        "freshtoken._logins.token_endpoint",
-        "freshtoken.refreshers._http",
-        "the token answer reader lives in refreshers/_http.py until it moves to the wire",
-    ),
     # The flight host (_engine/host.py, _engine/connections.py: a loop thread and the shared
     # connection pools, importing nothing of freshtoken but errors) is runtime the wire and the
     # Redis store stand on: it belongs below them, out of _engine, once issue 19's engine work

@@ -6,11 +6,13 @@ configuration, so the token endpoint sees a handshake per connection, not per re
 
 Each issuer origin (scheme, host, port) also has a cap on the token requests in the air at
 once (``HTTPRefresher(..., concurrency=8)``). A fleet of sessions whose tokens all fall due
-together (the end of a provider outage, a process start) queues behind it instead of
-opening thousands of connections. A request that cannot get a place within ``QUEUE_WAIT``
-seconds (or by its deadline) fails as ``RefreshFailed("busy")`` without being sent: the
-refresh token was not presented, so the retry (after the usual jittered backoff) may present it
-again safely. The backoff's jitter spreads the queue out; the cap bounds the burst.
+together (the end of a provider outage, a process start) queues behind it, first come first
+served, instead of opening thousands of connections: the queue drains at the pace the
+provider answers, never more than the cap at once. A request waits for its place until its
+attempt's deadline (``QUEUE_WAIT`` seconds when it has none); only then does it fail, as
+``RefreshFailed("busy")``, without being sent. The refresh token was not presented, so a
+retry may present it again safely, and the failure says nothing about the server: the
+credential's backoff does not grow for it (see ``_core/credential.py``, rule 4).
 
 Outside the host loop (a refresher's ``arefresh`` awaited by an application) nothing is shared:
 a client of its own per request, as before, since a loop that is not ours may close at any time.
@@ -34,7 +36,7 @@ from .host import in_host_thread
 __all__ = ["DEFAULT_CONCURRENCY", "QUEUE_WAIT", "client_for", "place_for", "shared"]
 
 DEFAULT_CONCURRENCY = 8
-QUEUE_WAIT = 2.0  # seconds a token request waits for a place under its issuer's cap
+QUEUE_WAIT = 2.0  # seconds a token request without a deadline waits for a place
 
 _TLSKey: TypeAlias = tuple[int, bool]  # id of the SSLContext (kept alive by the client), or verify
 
@@ -95,7 +97,8 @@ async def place_for(origin: str, cap: int, deadline: float | None) -> AsyncItera
     """Hold one of ``cap`` places for ``origin`` (on the host loop) while the request runs.
 
     Raises ``RefreshFailed("busy")``, known not to have reached the server, when no place
-    frees up within ``QUEUE_WAIT`` seconds or by ``deadline`` (monotonic).
+    frees up by ``deadline`` (monotonic), or within ``QUEUE_WAIT`` seconds without one.
+    asyncio's semaphore serves its waiters in order: the first queued is the first sent.
     """
     held = _connections()
     entry = held.caps.get(origin)
@@ -104,9 +107,7 @@ async def place_for(origin: str, cap: int, deadline: float | None) -> AsyncItera
         # requests; those in the air finish under the semaphore they took.
         entry = held.caps[origin] = (cap, asyncio.Semaphore(cap))
     semaphore = entry[1]
-    wait = QUEUE_WAIT
-    if deadline is not None:
-        wait = min(wait, deadline - time.monotonic())
+    wait = QUEUE_WAIT if deadline is None else deadline - time.monotonic()
     if semaphore.locked():
         try:
             await asyncio.wait_for(semaphore.acquire(), max(wait, 0.0))

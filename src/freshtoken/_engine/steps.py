@@ -39,7 +39,9 @@ from .._core.credential import (
     Refreshed,
     Rules,
     View,
+    busy_retry_delay,
     satisfied_by,
+    unsent,
 )
 from .._core.policy import Freshness
 from .._core.tokens import TokenResponseError, TokenSet
@@ -126,8 +128,8 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
         settled = _settled(job, stored, rules, clock)
         if settled is not None:
             return settled
-        attempts = 1 if job.background else rules.retry.attempts
-        attempt = 0
+        attempts = 1 if job.background or job.probe else rules.retry.attempts
+        attempt = failed = 0  # attempts made; those the server was asked (the backoff's count)
         while True:
             current = None if stored is None else stored.tokens
             if not rules.can_acquire and (current is None or current.refresh_token is None):
@@ -152,7 +154,12 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
                 newer: StoredTokens | None = yield Load()
                 if newer is not None and (stored is None or newer.generation != stored.generation):
                     return Adopted(newer)
-            delay = rules.retry.delay(attempt, error if isinstance(error, RefreshFailed) else None)
+            if unsent(error):
+                delay = busy_retry_delay()  # the server was not asked: nothing to back off from
+            else:
+                failed += 1
+                failure = error if isinstance(error, RefreshFailed) else None
+                delay = rules.retry.delay(failed, failure)
             if not retryable or attempt >= attempts or not rules.retry.honours(delay):
                 return Failed(error, gave_up=not job.background)
             # The lock is not held through the backoff: another process may refresh meanwhile,

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from .._deprecation import module_getattr
 from ..errors import LoginRequired
 from ._app import BFF, derive_key
-from ._sessions import MemorySessionStore, RedisSessionStore, Session, SessionStore
+from ._memory_sessions import MemorySessionStore
+from ._redis_sessions import RedisSessionStore
+from ._sessions import Session, SessionStore
 
 if TYPE_CHECKING:  # deprecated names (see _DEPRECATED): typed, warned about at use
     from ._serving import ServedApp as ServedApp

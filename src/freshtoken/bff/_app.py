@@ -58,6 +58,7 @@ from ..providers import Provider
 from ..refreshers import OAuth2Refresher, Refresher
 from ..stores._sealing import _raw_key
 from ._keys import KeyRing
+from ._memory_sessions import MemorySessionStore
 from ._proxy import (
     CallLimit,
     Inbound,
@@ -79,7 +80,6 @@ from ._security import (
     uri_encoded,
 )
 from ._sessions import (
-    MemorySessionStore,
     Session,
     SessionStore,
     UnreadableSession,
