@@ -32,8 +32,8 @@ from freshtoken import (
     TokenSet,
     Trigger,
 )
-from freshtoken._engine import connections
-from freshtoken._engine.host import THREAD_NAME, WORKERS, host
+from freshtoken._runtime import connections
+from freshtoken._runtime.host import THREAD_NAME, WORKERS, host
 from freshtoken.server import ReferenceServer
 
 TIMEOUT = 30.0

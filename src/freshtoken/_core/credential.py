@@ -57,6 +57,10 @@ The rules, in order (``now`` is the wall clock, for expiry; everything that wait
 7. A forced refresh ignores the floor and the backoffs, and is single-flighted like the rest.
 8. A landing never overwrites tokens saved or cleared by the application after the flight
    began (``set_tokens``/``clear`` bump ``version``): its waiters decide again instead.
+9. An attempt's deadline ends the wait, not the request (``_engine/attempts.py``): a retry
+   waits for the answer of the request still in the air instead of presenting the same
+   refresh token again, and an answer that comes when no flight waits any more is saved by
+   a flight of its own ([`collect()`][CredentialState.collect]).
 """
 
 from __future__ import annotations
@@ -214,6 +218,7 @@ class Job:
     delay: float = 0.0
     suspect: bool = False  # answers the rejection of a token that was FRESH (rule 6)
     probe: bool = False
+    collect: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -506,6 +511,16 @@ class CredentialState:
             return None, None
         self._see(None, rules)
         return None, SessionExpired("no_tokens", "the tokens were cleared during a refresh")
+
+    def collect(self, rules: Rules) -> Job | None:
+        """Rule 9: a request an attempt stopped waiting for has answered after all, and no
+        flight runs to take the answer: a flight that saves it (and sends nothing)."""
+        if self.flight is not None:
+            return None  # the running flight takes it at its next attempt, or at its landing
+        view = self.view
+        flight = self.flight = self._new_flight(rules.flight_bound(0.0))
+        demand = Force(None if view is None else view.tokens, known=self.known)
+        return Job(flight, demand, self.version, collect=True)
 
     def set_tokens(self, tokens: TokenSet | None, rules: Rules) -> None:
         """The application saved (a login) or cleared (a logout) the tokens itself."""

@@ -28,7 +28,7 @@ import httpx
 import sniffio
 
 from .._core.policy import LARGEST_ANSWER
-from .._engine import connections
+from .._runtime import connections
 from ..errors import LoginFailed
 
 __all__ = [
