@@ -129,15 +129,15 @@ def test_previous_keys_and_the_call_bound_come_from_the_config(
     }
     app = build(load_config(write(tmp_path, document)))
     assert isinstance(app, BFF)
-    assert len(app._sealer.previous) == 3
+    assert len(app._cookies.keys.previous) == 3
     assert app.calls.limit == 8
-    assert "passphrase" not in repr(app._sealer)
+    assert "passphrase" not in repr(app._cookies.keys)
 
 
 def test_the_call_bound_defaults_to_32_and_no_previous_keys(tmp_path: Path) -> None:
     app = build(load_config(write(tmp_path, BASE)))
     assert app.calls.limit == 32
-    assert app._sealer.previous == ()
+    assert app._cookies.keys.previous == ()
 
 
 # -- serving: the port, the demo's page, the shutdown -------------------------------------------

@@ -19,7 +19,7 @@ def test_a_login_cookie_of_deeply_nested_json_is_login_expired(deployment: Deplo
     """A callback whose login cookie decodes to JSON nested 3,000 deep (anyone can send
     one): 400 login_expired, as for any cookie this BFF did not seal, not a 500."""
     state = "forged"
-    name = deployment.bff._login_cookie_name(state)
+    name = deployment.bff._cookies.login_name(state)
     value = base64.urlsafe_b64encode(DEEP).decode().rstrip("=")
     response = deployment.http.get(
         f"{deployment.bff.prefix}/callback?state={state}&code=x",

@@ -291,10 +291,10 @@ def test_a_login_cookie_holding_a_now_refused_return_path_starts_no_session(
     callback = browser.sign_in(start.headers["location"])
     (name,) = [n for n in browser.cookies if "-login-" in n]
     bff = deployment.bff
-    pending = bff._open_cookie(browser.cookies[name], "login")
+    pending = bff._cookies.open(browser.cookies[name], "login")
     assert pending is not None
     pending["return_to"] = "/app/..//evil.example/"
-    browser.cookies[name] = bff._seal_cookie(pending, "login")
+    browser.cookies[name] = bff._cookies.seal(pending, "login")
     deployment.server.reset_stats()
     answer = browser.visit(callback)
     assert answer.status_code == 400

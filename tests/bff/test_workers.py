@@ -143,6 +143,7 @@ def test_two_workers_refresh_each_sessions_tokens_once_per_expiry(
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         results = [status for statuses in pool.map(hammer, range(6)) for status in statuses]
     for client in clients:
+        _one_date_and_no_server_header(client.get("/api/items", headers=headers))
         client.close()
     stats = server.stats()
     seen = {token for token in api.tokens if token}
@@ -170,6 +171,15 @@ def test_uvicorn_with_two_workers_serves_a_session(fleet: dict[str, Any], tmp_pa
             f"{url}/api/items", headers={**CSRF, "Cookie": f"__Host-bff={session}"}, timeout=10
         )
         assert answer.status_code == 200
+        _one_date_and_no_server_header(answer)
+
+
+def _one_date_and_no_server_header(answer: httpx.Response) -> None:
+    """A proxied answer carries the API's Date only, and no Server header of uvicorn's
+    (uvicorn adds both by default: the answer had two Date headers)."""
+    assert answer.status_code == 200
+    assert len(answer.headers.get_list("date")) <= 1
+    assert "uvicorn" not in answer.headers.get_list("server")
 
 
 @pytest.fixture
@@ -262,6 +272,7 @@ def test_three_workers_on_five_second_tokens_send_no_token_the_api_rejects(
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         results = [status for statuses in pool.map(hammer, range(6)) for status in statuses]
     for client in clients:
+        _one_date_and_no_server_header(client.get("/api/items", headers=headers))
         client.close()
     stats = server.stats()
     assert set(results) == {200}, sorted(set(results))

@@ -4,7 +4,7 @@ credentials and in-house JSON logins, each returning a TokenSet or raising
 
 Each login is written once. Its requests are sans-I/O flows (`freshtoken._oauth.http`:
 the code exchange, the device polls, the grant requests), its settings one frozen
-[`LoginOptions`][], and its body one coroutine: `_browser`, `_device`, or a flow that
+[`LoginOptions`][], and its body one coroutine: `in_browser`, `on_device`, or a flow that
 [`adrive()`][freshtoken._oauth.http.adrive] sends. The blocking logins are generated from the
 async ones ([`blocking()`][freshtoken._oauth.http.blocking]: the same coroutine on a private
 event loop), so there is one loopback listener, one polling loop, one place for a timeout or a
@@ -14,7 +14,7 @@ Every OAuth login takes an issuer (discovered, cached) or its [`ServerMetadata`]
 password and client-credentials logins also take a bare ``token_url`` for servers without
 discovery. Client authentication is chosen from the metadata unless ``auth_method`` says
 (see `freshtoken._oauth.client_auth`). A refresher made with ``from_issuer`` logs in with the
-client settings it already has ([`LoginMethods`][]). The ``*_with`` functions are the
+client settings it already has (`freshtoken._logins.methods`). The ``*_with`` functions are the
 same logins for a caller that already has the metadata and a [`ClientAuth`][] (the CLI).
 """
 
@@ -42,10 +42,11 @@ from .loopback import LoopbackListener, OpenBrowser
 from .token_endpoint import require_grant, token_endpoint_of, token_flow
 
 __all__ = [
+    "BROWSER_TIMEOUT",
+    "DEFAULT_REDIRECT_URI",
     "DEVICE_CODE_GRANT",
     "DeviceAuthorization",
     "DevicePrompt",
-    "LoginMethods",
     "LoginOptions",
     "abrowser_login",
     "aclient_credentials_login",
@@ -59,7 +60,10 @@ __all__ = [
     "client_for",
     "device_login",
     "device_with",
+    "grant_flow",
+    "in_browser",
     "json_login",
+    "on_device",
     "password_login",
     "password_with",
     "print_prompt",
@@ -123,7 +127,9 @@ def client_for(
 # -- each login, once ---------------------------------------------------------------------------
 
 
-async def _browser(metadata: ServerMetadata, client: ClientAuth, options: LoginOptions) -> TokenSet:
+async def in_browser(
+    metadata: ServerMetadata, client: ClientAuth, options: LoginOptions
+) -> TokenSet:
     """Authorization code with PKCE S256 and a loopback redirect (RFC 8252)."""
     params = dict(options.authorization_params or {})
     resource = {} if options.resource is None else {"resource": options.resource}
@@ -149,7 +155,9 @@ async def _browser(metadata: ServerMetadata, client: ClientAuth, options: LoginO
     return with_default_lifetime(await adrive(exchange, verify=options.verify), metadata)
 
 
-async def _device(metadata: ServerMetadata, client: ClientAuth, options: LoginOptions) -> TokenSet:
+async def on_device(
+    metadata: ServerMetadata, client: ClientAuth, options: LoginOptions
+) -> TokenSet:
     """RFC 8628: show the prompt, then poll until the user answers or the code expires."""
     device = DeviceAuthorization(metadata, client, options.scope, dpop=options.dpop)
     prompt = device.prompt_flow(
@@ -163,7 +171,7 @@ async def _device(metadata: ServerMetadata, client: ClientAuth, options: LoginOp
     return await adrive(device.poll_flow(clock=options.clock), verify=options.verify, sleep=sleep)
 
 
-def _grant_flow(
+def grant_flow(
     metadata: ServerMetadata | None,
     token_url: str,
     client: ClientAuth,
@@ -208,38 +216,44 @@ async def _completed(result: object) -> None:
         await result
 
 
+_ClientKeys = tuple[str, "str | None", "ClientAuthMethod | None", "PrivateKey | None"]
+
+
 async def _client_at(
-    issuer: str | ServerMetadata | MetadataSource | None,
+    issuer: str | ServerMetadata | MetadataSource | None, keys: _ClientKeys, options: LoginOptions
+) -> tuple[ServerMetadata | None, ClientAuth]:
+    """The issuer's metadata (discovered unless given; none without an issuer) and the
+    client of ``keys`` (id, secret, method, private key)."""
+    metadata = None
+    if issuer is not None:
+        verify, insecure = options.verify, options.allow_insecure_http
+        metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=insecure)
+    client_id, secret, method, key = keys
+    return metadata, client_for(metadata, client_id, secret, auth_method=method, private_key=key)
+
+
+def _options_of(arguments: Mapping[str, Any]) -> LoginOptions:
+    """The options among a free login function's arguments (its ``locals()``): the keyword
+    arguments are named as [`LoginOptions`][]' fields, so each is written once, there."""
+    names = {field.name for field in dataclasses.fields(LoginOptions)}
+    return LoginOptions(**{name: value for name, value in arguments.items() if name in names})
+
+
+async def _grant_login(
     token_url: str | None,
-    client: Callable[[ServerMetadata | None], ClientAuth],
+    issuer: str | ServerMetadata | None,
+    keys: _ClientKeys,
+    form: dict[str, str],
     options: LoginOptions,
-) -> tuple[ServerMetadata | None, str, ClientAuth]:
-    """The metadata (discovered unless given), the token endpoint and the client."""
-    if token_url is not None:
-        return None, token_url, client(None)
-    assert issuer is not None
-    verify, insecure = options.verify, options.allow_insecure_http
-    metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=insecure)
-    return metadata, token_endpoint_of(metadata), client(metadata)
-
-
-def _client_keys(
-    client_id: str,
-    client_secret: str | None,
-    auth_method: ClientAuthMethod | None,
-    private_key: PrivateKey | None,
-) -> Callable[[ServerMetadata | None], ClientAuth]:
-    def client(metadata: ServerMetadata | None) -> ClientAuth:
-        return client_for(
-            metadata, client_id, client_secret, auth_method=auth_method, private_key=private_key
-        )
-
-    return client
-
-
-def _one_of(token_url: str | None, issuer: object) -> None:
+) -> TokenSet:
+    """A grant at ``token_url`` or at the ``issuer``'s token endpoint (exactly one)."""
     if (token_url is None) == (issuer is None):
         raise ValueError("give either a token_url or an issuer")
+    metadata, client = await _client_at(issuer, keys, options)
+    url = token_url if metadata is None else token_endpoint_of(metadata)
+    assert url is not None
+    flow = grant_flow(metadata, url, client, form, options)
+    return await adrive(flow, verify=options.verify)
 
 
 # -- with a ready client (the CLI) --------------------------------------------------------------
@@ -248,13 +262,13 @@ def _one_of(token_url: str | None, issuer: object) -> None:
 def browser_with(metadata: ServerMetadata, client: ClientAuth, **options: Any) -> TokenSet:
     """The browser login with a ready client authentication; ``options`` are
     [`LoginOptions`][]' fields."""
-    return run_blocking(_browser(metadata, client, LoginOptions(**options)))
+    return run_blocking(in_browser(metadata, client, LoginOptions(**options)))
 
 
 def device_with(metadata: ServerMetadata, client: ClientAuth, **options: Any) -> TokenSet:
     """The device login with a ready client authentication; ``options`` are
     [`LoginOptions`][]' fields."""
-    return run_blocking(_device(metadata, client, LoginOptions(**options)))
+    return run_blocking(on_device(metadata, client, LoginOptions(**options)))
 
 
 def password_with(
@@ -269,7 +283,7 @@ def password_with(
     """The password login with a ready client authentication."""
     settings = LoginOptions(**options)
     form = {"grant_type": "password", "username": username, "password": password}
-    return drive(_grant_flow(metadata, token_url, client, form, settings), verify=settings.verify)
+    return drive(grant_flow(metadata, token_url, client, form, settings), verify=settings.verify)
 
 
 def client_credentials_with(
@@ -278,7 +292,7 @@ def client_credentials_with(
     """The client credentials login with a ready client authentication."""
     settings = LoginOptions(**options)
     form = {"grant_type": "client_credentials"}
-    return drive(_grant_flow(metadata, token_url, client, form, settings), verify=settings.verify)
+    return drive(grant_flow(metadata, token_url, client, form, settings), verify=settings.verify)
 
 
 # -- the free functions (deprecated in the public API until 0.2.0) -----------------------------
@@ -302,7 +316,7 @@ async def abrowser_login(
     dpop: DPoPKey | None = None,
 ) -> TokenSet:
     """Log in through the user's browser: authorization code with PKCE S256 and a loopback
-    redirect (RFC 8252), in async code (asyncio or trio). ``open_browser(url)`` may be an
+    redirect (RFC 8252), in async code (asyncio or trio). ``openbrowser_flow(url)`` may be an
     async function; a plain one is called in a worker thread; any callable works (tests and
     headless scripts play the browser through it); returning ``False`` means no browser could
     be opened. ``redirect_uri`` must be a loopback ``http`` URI; without a port a free one is
@@ -310,21 +324,11 @@ async def abrowser_login(
     is redeemed with proofs of that key and the tokens are bound to it (RFC 9449). Cancelling
     the login closes the listener. Raises [`LoginFailed`][freshtoken.LoginFailed]
     (``access_denied``, ``timeout``...)."""
-    options = LoginOptions(
-        scope=scope,
-        open_browser=open_browser,
-        timeout=timeout,
-        redirect_uri=redirect_uri,
-        authorization_params=authorization_params,
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
-        clock=clock,
-        dpop=dpop,
-    )
-    keys = _client_keys(client_id, client_secret, auth_method, private_key)
-    metadata, _, client = await _client_at(issuer, None, keys, options)
+    options = _options_of(locals())
+    keys = (client_id, client_secret, auth_method, private_key)
+    metadata, client = await _client_at(issuer, keys, options)
     assert metadata is not None
-    return await _browser(metadata, client, options)
+    return await in_browser(metadata, client, options)
 
 
 browser_login = blocking(abrowser_login)
@@ -353,19 +357,11 @@ async def adevice_login(
     expires. With ``dpop`` every poll carries a proof of that key and the tokens are bound to
     it (RFC 9449). ``on_prompt`` and ``sleep`` may be plain or async functions; ``sleep`` and
     ``clock`` are for tests."""
-    options = LoginOptions(
-        scope=scope,
-        on_prompt=on_prompt,
-        verify=verify,
-        allow_insecure_http=allow_insecure_http,
-        clock=clock,
-        dpop=dpop,
-        sleep=sleep,
-    )
-    keys = _client_keys(client_id, client_secret, auth_method, private_key)
-    metadata, _, client = await _client_at(issuer, None, keys, options)
+    options = _options_of(locals())
+    keys = (client_id, client_secret, auth_method, private_key)
+    metadata, client = await _client_at(issuer, keys, options)
     assert metadata is not None
-    return await _device(metadata, client, options)
+    return await on_device(metadata, client, options)
 
 
 device_login = blocking(adevice_login)
@@ -393,14 +389,9 @@ async def apassword_login(
     ``token_url`` or at the ``issuer``'s token endpoint. A wrong password is
     ``LoginFailed("invalid_grant")``. OAuth 2.1 drops this grant: prefer a browser login. With
     ``dpop`` the tokens are bound to that DPoP key from the first (RFC 9449)."""
-    _one_of(token_url, issuer)
-    options = LoginOptions(
-        scope=scope, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
-    )
-    keys = _client_keys(client_id, client_secret, auth_method, private_key)
-    metadata, url, client = await _client_at(issuer, token_url, keys, options)
     form = {"grant_type": "password", "username": username, "password": password}
-    return await adrive(_grant_flow(metadata, url, client, form, options), verify=verify)
+    keys = (client_id, client_secret, auth_method, private_key)
+    return await _grant_login(token_url, issuer, keys, form, _options_of(locals()))
 
 
 password_login = blocking(apassword_login)
@@ -424,14 +415,9 @@ async def aclient_credentials_login(
 ) -> TokenSet:
     """A token through the client credentials grant (RFC 6749 section 4.4), authenticated
     with a secret or a private key (private_key_jwt); with ``dpop``, bound to that DPoP key."""
-    _one_of(token_url, issuer)
-    options = LoginOptions(
-        scope=scope, verify=verify, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
-    )
-    keys = _client_keys(client_id, client_secret, auth_method, private_key)
-    metadata, url, client = await _client_at(issuer, token_url, keys, options)
+    keys = (client_id, client_secret, auth_method, private_key)
     form = {"grant_type": "client_credentials"}
-    return await adrive(_grant_flow(metadata, url, client, form, options), verify=verify)
+    return await _grant_login(token_url, issuer, keys, form, _options_of(locals()))
 
 
 client_credentials_login = blocking(aclient_credentials_login)
@@ -464,113 +450,3 @@ async def ajson_login(
     """[`json_login()`][json_login] for async code."""
     flow = _json_flow(url, body, allow_insecure_http=allow_insecure_http, clock=clock)
     return await adrive(flow, verify=verify)
-
-
-# -- a refresher's own logins -------------------------------------------------------------------
-
-
-class LoginMethods:
-    """Logins with the client settings an [`OAuth2Refresher`][freshtoken.OAuth2Refresher] already
-    has (its client id and authentication, scope, TLS settings, and for browser and device
-    logins the server's metadata, which [`from_issuer()`][freshtoken.OAuth2Refresher.from_issuer]
-    keeps). Hand the result to the manager: ``manager.login(refresher.browser_login)``.
-    Each blocking method is generated from its async twin (the same login on a private event
-    loop).
-    """
-
-    url: str
-    client: ClientAuth
-    scope: str | None
-    metadata: ServerMetadata | None
-    verify: Verify
-    allow_insecure_http: bool
-
-    def _login_metadata(self, flow: str) -> ServerMetadata:
-        if self.metadata is None:
-            raise ValueError(
-                f"a {flow} login needs the server's metadata: "
-                "make the refresher with from_issuer(issuer, ...)"
-            )
-        return self.metadata
-
-    async def abrowser_login(
-        self,
-        *,
-        scope: str | None = None,
-        open_browser: OpenBrowser = webbrowser.open,
-        timeout: float = BROWSER_TIMEOUT,
-        redirect_uri: str = DEFAULT_REDIRECT_URI,
-        authorization_params: Mapping[str, str] | None = None,
-        clock: Clock = system_clock,
-        dpop: DPoPKey | None = None,
-    ) -> TokenSet:
-        """The browser login (see [`freshtoken.abrowser_login()`][freshtoken.abrowser_login]) as
-        this refresher's client, in async code."""
-        options = LoginOptions(
-            scope=scope or self.scope,
-            open_browser=open_browser,
-            timeout=timeout,
-            redirect_uri=redirect_uri,
-            authorization_params=authorization_params,
-            verify=self.verify,
-            allow_insecure_http=self.allow_insecure_http,
-            clock=clock,
-            dpop=dpop,
-        )
-        return await _browser(self._login_metadata("browser"), self.client, options)
-
-    browser_login = blocking(abrowser_login)
-    """The browser login (authorization code with PKCE S256, a loopback redirect) as this
-    refresher's client: [`abrowser_login()`][abrowser_login] from synchronous code."""
-
-    async def adevice_login(
-        self,
-        *,
-        scope: str | None = None,
-        on_prompt: Callable[[DevicePrompt], object] = print_prompt,
-        clock: Clock = system_clock,
-        dpop: DPoPKey | None = None,
-        sleep: Callable[[float], object] = anyio.sleep,
-    ) -> TokenSet:
-        """The device login (see [`freshtoken.adevice_login()`][freshtoken.adevice_login]) as
-        this refresher's client, in async code."""
-        options = LoginOptions(
-            scope=scope or self.scope,
-            on_prompt=on_prompt,
-            verify=self.verify,
-            allow_insecure_http=self.allow_insecure_http,
-            clock=clock,
-            dpop=dpop,
-            sleep=sleep,
-        )
-        return await _device(self._login_metadata("device"), self.client, options)
-
-    device_login = blocking(adevice_login)
-    """The device login (RFC 8628) as this refresher's client:
-    [`adevice_login()`][adevice_login] from synchronous code."""
-
-    async def apassword_login(
-        self,
-        *,
-        username: str,
-        password: str,
-        scope: str | None = None,
-        clock: Clock = system_clock,
-        dpop: DPoPKey | None = None,
-    ) -> TokenSet:
-        """The password login (see [`freshtoken.apassword_login()`][freshtoken.apassword_login])
-        at this refresher's token endpoint, in async code."""
-        options = LoginOptions(
-            scope=scope or self.scope,
-            verify=self.verify,
-            allow_insecure_http=self.allow_insecure_http,
-            clock=clock,
-            dpop=dpop,
-        )
-        form = {"grant_type": "password", "username": username, "password": password}
-        flow = _grant_flow(self.metadata, self.url, self.client, form, options)
-        return await adrive(flow, verify=self.verify)
-
-    password_login = blocking(apassword_login)
-    """The password login at this refresher's token endpoint:
-    [`apassword_login()`][apassword_login] from synchronous code."""

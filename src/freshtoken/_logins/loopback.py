@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import inspect
 import ipaddress
+import threading
 from collections.abc import Callable
 from html import escape
 from types import TracebackType
@@ -30,6 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 import h11
 
 from ..errors import LoginFailed
@@ -290,9 +293,7 @@ class LoopbackListener:
                         if _is_async(open_browser):
                             result = await open_browser(request.url)  # type: ignore[misc]
                         else:
-                            result = await anyio.to_thread.run_sync(
-                                open_browser, request.url, abandon_on_cancel=True
-                            )
+                            result = await _in_daemon_thread(open_browser, request.url)
                     except Exception as error:  # noqa: BLE001 - any failure ends the login
                         finish(_browser_failure(error))
                         return
@@ -326,6 +327,30 @@ async def _serve_stream(
             with contextlib.suppress(anyio.BrokenResourceError, OSError):
                 await stream.send(answer)
         return None if verdict is None else verdict.outcome
+
+
+async def _in_daemon_thread(open_browser: OpenBrowser, url: str) -> object:
+    """``open_browser(url)`` in a daemon thread of its own, its result (or error) awaited: a
+    launcher that never returns (a console browser holding the terminal) holds neither the
+    login, which ends with the answer or the timeout, nor the exit of the process."""
+    token = anyio.lowlevel.current_token()
+    finished = anyio.Event()
+    outcome: list[tuple[object, Exception | None]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((open_browser(url), None))
+        except Exception as error:  # noqa: BLE001 - re-raised in the login
+            outcome.append((None, error))
+        with contextlib.suppress(RuntimeError):  # the login and its loop are over: nobody waits
+            anyio.from_thread.run_sync(finished.set, token=token)
+
+    threading.Thread(target=run, name="freshtoken-open-browser", daemon=True).start()
+    await finished.wait()
+    result, error = outcome[0]
+    if error is not None:
+        raise error
+    return result
 
 
 def _is_async(function: Callable[..., Any]) -> bool:

@@ -21,18 +21,12 @@ Errors a browser sees, always JSON:
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
-import json
-import logging
+import functools
 import math
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
-import aiohttp
 import anyio
 import httpx
 from starlette.requests import Request
@@ -41,44 +35,32 @@ from starlette.responses import JSONResponse, Response
 from .. import providers
 from .._core.clock import Clock, system_clock
 from .._core.policy import RefreshPolicy, RetryPolicy
-from .._core.tokens import TokenResponseError, TokenSet
+from .._core.tokens import TokenSet
 from .._engine.manager import TokenManager
-from .._engine.resource import Attempt, Rejected
-from .._logins.authorization import AuthorizationRequest
-from .._oauth.client_auth import ClientAuth
 from .._oauth.discovery import ServerMetadata, ametadata_of
-from ..errors import (
-    AuthError,
-    LoginFailed,
-    LoginRequired,
-    SessionExpired,
-    StoreError,
-)
+from ..errors import LoginFailed, LoginRequired, SessionExpired, StoreError
 from ..providers import Provider
 from ..refreshers import OAuth2Refresher, Refresher
 from ..stores._sealing import _raw_key
+from ._asgi import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    cookie_of,
+    headers_of,
+    send_json,
+    send_unavailable,
+)
+from ._cookies import Cookies
+from ._endpoints import callback, login, logout, user
+from ._forward import proxy
 from ._keys import KeyRing
+from ._managers import WarmManagers
 from ._memory_sessions import MemorySessionStore
-from ._proxy import (
-    CallLimit,
-    Inbound,
-    Route,
-    Routes,
-    chained,
-    forwarded_response_headers,
-    read_replayable,
-)
-from ._security import (
-    ALLOWED_METHODS,
-    SameSite,
-    check_cookie_name,
-    cookie_header,
-    csrf_ok,
-    expired_cookie_header,
-    method_allowed,
-    safe_return_to,
-    uri_encoded,
-)
+from ._proxy import CallLimit, Routes
+from ._security import SameSite, check_cookie_name, csrf_ok
 from ._sessions import (
     Session,
     SessionStore,
@@ -87,30 +69,17 @@ from ._sessions import (
     new_session_id,
     valid_session_id,
 )
-from ._upstream import UPSTREAM_ERRORS, Upstream
+from ._upstream import Upstream
 
 __all__ = ["BFF", "LoginRequired", "derive_key"]
 
-logger = logging.getLogger("freshtoken.bff")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 _KEY_SALT = b"freshtoken bff key v1"
-LOGIN_TIMEOUT = 600.0  # seconds a user may spend at the provider's login page
-MAX_PENDING_LOGINS = 4  # login cookies a browser may hold at once (tabs logging in)
-# ID token claims that describe the login, not the user: not shown by /user.
-_PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash", "azp", "auth_time"})
 UPSTREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 UPSTREAM_CONNECTIONS = 256
 # Calls one session may have upstream at once (in one worker): an eighth of the upstream
 # connections, far above what a page's fetches need.
 MAX_CALLS_PER_SESSION = 32
 REFRESH_WAIT = 2.0
-_SMALL_ANSWER = 64 * 1024  # a rejection's body up to this is read before the refresh wait
 
 
 def derive_key(secret: bytes | str) -> bytes:
@@ -237,9 +206,10 @@ class BFF:
             previous = [derive_key(key) for key in previous_keys]
         except ValueError as error:
             raise ValueError(f"previous_keys: {error}") from None
-        self._sealer = KeyRing(self.key, previous)
+        keys = KeyRing(self.key, previous)
         self.sessions: SessionStore = MemorySessionStore() if sessions is None else sessions
-        self.sessions.use_keys(self.key, self._sealer.previous)
+        self.sessions.use_keys(self.key, keys.previous)
+        self._cookies = Cookies(cookie_name, same_site=same_site, secure=secure_cookies, keys=keys)
         self.app = app
         self.prefix = prefix
         self.cookie_name = cookie_name
@@ -257,7 +227,9 @@ class BFF:
         self.leeway = leeway
         self.retry = retry
         self.clock = clock
-        self._managers: OrderedDict[str, TokenManager] = OrderedDict()
+        # The sessions that call now: their managers, and their ids' handles.
+        self._warm = WarmManagers(self._new_manager, max_warm_sessions)
+        self._managers = self._warm  # the name tests and benchmarks set sessions up through
         self.api_origins = frozenset(api_origins)
         self._timeout = httpx.Timeout(upstream_timeout)
         self.refresh_wait = float(refresh_wait)
@@ -269,13 +241,15 @@ class BFF:
         self._cookie_bytes = cookie_name.encode("latin-1")
         self._csrf_bytes = csrf_header.lower().encode("latin-1")
         self._csrf_value_bytes = csrf_value.encode("latin-1")
-        self._handles: dict[str, str] = {}
         self._ready = False
-        self._endpoints: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
-            f"{prefix}/login": self._login,
-            f"{prefix}/callback": self._callback,
-            f"{prefix}/user": self._user,
-            f"{prefix}/logout": self._logout,
+        self._endpoints: dict[str, ASGIApp] = {
+            f"{prefix}/{name}": functools.partial(endpoint, self)
+            for name, endpoint in (
+                ("login", login),
+                ("callback", callback),
+                ("user", user),
+                ("logout", logout),
+            )
         }
         self._discovery_lock = anyio.Lock()
 
@@ -335,33 +309,19 @@ class BFF:
     async def end_session(self, handle: str) -> None:
         """Forget a session and its tokens here and in the store (no revocation)."""
         await self.ready()
-        manager = self._managers.pop(handle, None) or self._new_manager(handle)
+        manager = self._warm.pop(handle) or self._new_manager(handle)
         with contextlib.suppress(StoreError):
             await manager.aclear()  # the session's deletion below removes them anyway
         await self.sessions.delete(handle)
 
     def session_cookie(self, session_id: str) -> str:
         """The Set-Cookie header value that gives the browser ``session_id``."""
-        return cookie_header(
-            self.cookie_name,
-            session_id,
-            max_age=int(self.absolute_timeout),
-            same_site=self.same_site,
-            secure=self.secure_cookies,
-        )
+        return self._cookies.session(session_id, max_age=int(self.absolute_timeout))
 
     def manager(self, handle: str) -> TokenManager:
         """The TokenManager of a session: warm ones are kept (least recently used dropped past
         ``max_warm_sessions``); a cold one is made on demand and reads the store."""
-        managers = self._managers
-        manager = managers.get(handle)
-        if manager is None:
-            manager = managers[handle] = self._new_manager(handle)
-            if len(managers) > self.max_warm_sessions:
-                managers.popitem(last=False)
-        else:
-            managers.move_to_end(handle)
-        return manager
+        return self._warm.get(handle)
 
     def _new_manager(self, handle: str) -> TokenManager:
         return TokenManager(
@@ -374,7 +334,7 @@ class BFF:
 
     async def current_session(self, scope: Scope) -> Session | None:
         """The live session of a request's cookie, or None."""
-        session_id = _cookie(scope, self.cookie_name)
+        session_id = cookie_of(scope, self.cookie_name)
         if session_id is None or not valid_session_id(session_id):
             return None
         return await self.sessions.get(
@@ -384,18 +344,7 @@ class BFF:
     def logout_sid(self, handle: str, key: bytes | None = None) -> str:
         """A value only this session's ``/user`` answer knows: it lets a plain link log out
         (``logout?sid=``) without the CSRF header, and no other site can forge it."""
-        message = b"logout " + handle.encode()
-        digest = hmac.new(key or self.key, message, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest[:18]).decode()
-
-    def _logout_sid_ok(self, handle: str, sid: str) -> bool:
-        """Whether ``sid`` is the session's, under any of the keys (a link shown before a key
-        rotation still works)."""
-        given = sid.encode()
-        return any(
-            hmac.compare_digest(given, self.logout_sid(handle, key).encode())
-            for key in self._sealer.keys
-        )
+        return self._cookies.logout_sid(handle, key)
 
     # -- server-side calls ----------------------------------------------------------------
 
@@ -437,7 +386,7 @@ class BFF:
             return JSONResponse(
                 {"error": "login_required"},
                 status_code=401,
-                headers={"set-cookie": self._expired_cookie(), "cache-control": "no-store"},
+                headers={"set-cookie": self._cookies.expired(), "cache-control": "no-store"},
             )
 
         app.add_exception_handler(LoginRequired, login_required)
@@ -467,18 +416,18 @@ class BFF:
             try:
                 await self.ready()
             except LoginFailed as error:  # the provider cannot be discovered
-                await self._unavailable(send, error)
+                await send_unavailable(send, error)
                 return
         if endpoint is not None:
             await endpoint(scope, receive, send)
             return
         if route is not None:
-            await self._proxy(scope, receive, send, route)
+            await proxy(self, scope, receive, send, route)
             return
         if self.app is not None:
             await self.app(scope, receive, send)
             return
-        await _json(send, 404, {"error": "not_found"})
+        await send_json(send, 404, {"error": "not_found"})
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.app is not None:
@@ -513,422 +462,6 @@ class BFF:
         await self._shared.close()
         await self.sessions.aclose()
 
-    # -- endpoints ------------------------------------------------------------------------
-
-    async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the browser to the provider (code + PKCE + state + nonce); what the callback
-        needs to finish travels in a sealed, short-lived cookie named after this login's
-        state, so several tabs may log in at once and nothing is stored for a login that is
-        never finished."""
-        origin = _own_origin(scope)
-        back = safe_return_to(_query(scope).get("returnTo") or "/", origin)
-        if back is None:
-            await _json(send, 400, {"error": "invalid_return_to"})
-            return
-        if self.metadata is None:  # made with a token_url or a refresher, not an issuer
-            await _json(send, 404, {"error": "login_not_configured"})
-            return
-        try:
-            request = AuthorizationRequest.start(
-                self.metadata,
-                client_id=self.client_id,
-                redirect_uri=self.redirect_uri or f"{origin}{self.prefix}/callback",
-                scope=self.scope,
-                params=self.authorize_params,
-            )
-        except LoginFailed as error:
-            await _json(send, 500, {"error": error.error})
-            return
-        saved = request.to_dict()
-        saved["url"] = ""  # the browser carries it once, in the Location header
-        pending = {"request": saved, "return_to": back, "started_at": self.clock()}
-        cookie = cookie_header(
-            self._login_cookie_name(request.state),
-            self._seal_cookie(pending, "login"),
-            max_age=int(LOGIN_TIMEOUT),
-            same_site="lax",  # the provider's redirect back is a top-level GET: Lax sends it
-            secure=self.secure_cookies,
-        )
-        headers = [(b"set-cookie", cookie.encode())]
-        # A page that sends the browser to /login over and over must not pile up cookies until
-        # its requests grow too large to serve: past a few pending logins, the older go.
-        pending_logins = _cookie_names(scope, f"{self.cookie_name}-login-")
-        if len(pending_logins) >= MAX_PENDING_LOGINS:
-            for name in pending_logins:
-                forget = expired_cookie_header(name, same_site="lax", secure=self.secure_cookies)
-                headers.append((b"set-cookie", forget.encode()))
-        await _redirect(send, request.url, headers)
-
-    async def _callback(self, scope: Scope, receive: Receive, send: Send) -> None:
-        params = _query(scope)
-        state = params.get("state", "")
-        cookie_name = self._login_cookie_name(state)
-        forget = expired_cookie_header(cookie_name, same_site="lax", secure=self.secure_cookies)
-        headers = [(b"set-cookie", forget.encode())]
-        sealed = _cookie(scope, cookie_name) if state else None
-        pending = None if sealed is None else self._open_cookie(sealed, "login")
-        started = None if pending is None else pending.get("started_at")
-        if (
-            pending is None
-            or not isinstance(started, (int, float))
-            or not 0 <= self.clock() - started <= LOGIN_TIMEOUT
-        ):
-            await _json(send, 400, {"error": "login_expired"}, headers)
-            return
-        # Checked again (a login cookie sealed by an earlier version may hold what is now
-        # refused), and made the Location now: no session is started for an answer that
-        # could not be sent.
-        back = pending.get("return_to")
-        back = safe_return_to(back, _own_origin(scope)) if isinstance(back, str) else None
-        if back is None:
-            await _json(send, 400, {"error": "invalid_return_to"}, headers)
-            return
-        try:
-            request = AuthorizationRequest.from_dict({**pending["request"], "url": ""})
-            code = request.code_from(params)
-            tokens = await request.aexchange(
-                code,
-                self._client(),
-                verify=self.verify,
-                allow_insecure_http=self.allow_insecure_http,
-                clock=self.clock,
-            )
-            claims = tokens.id_claims()
-        except (LoginFailed, TokenResponseError, ValueError, TypeError, KeyError) as error:
-            code_name = getattr(error, "error", "invalid_login")
-            logger.warning(
-                "login failed: %s", error if isinstance(error, LoginFailed) else code_name
-            )
-            await _json(send, 400, {"error": code_name}, headers)
-            return
-        # A new session id at every login: an id planted before (fixation) or left from an
-        # earlier login ends here.
-        try:
-            previous = await self.current_session(scope)
-            if previous is not None:
-                await self.end_session(previous.handle)
-            session_id, _ = await self.start_session(tokens, _shown_claims(claims))
-        except StoreError as error:
-            await self._unavailable(send, error)
-            return
-        headers.append((b"set-cookie", self.session_cookie(session_id).encode()))
-        await _redirect(send, back, headers)
-
-    def _client(self) -> ClientAuth:
-        client = getattr(self.refresher, "client", None)
-        if not isinstance(client, ClientAuth):
-            raise LoginFailed("invalid_client", "the refresher has no client to log in with")
-        return client
-
-    def _login_cookie_name(self, state: str) -> str:
-        tag = hashlib.sha256(state.encode("utf-8", "replace")).hexdigest()[:16]
-        return f"{self.cookie_name}-login-{tag}"
-
-    def _seal_cookie(self, document: Mapping[str, Any], purpose: str) -> str:
-        plain = json.dumps(document, separators=(",", ":")).encode()
-        sealed = self._sealer.seal(plain, context=f"freshtoken bff {purpose}")
-        packed = json.dumps([sealed["nonce"], sealed["ciphertext"]], separators=(",", ":"))
-        return base64.urlsafe_b64encode(packed.encode()).decode().rstrip("=")
-
-    def _open_cookie(self, value: str, purpose: str) -> dict[str, Any] | None:
-        """The sealed document, or None for anything not sealed by this BFF's key."""
-        try:
-            packed = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-            nonce, ciphertext = packed
-            sealed = {"alg": "A256GCM", "kdf": "raw", "nonce": nonce, "ciphertext": ciphertext}
-            plain = self._sealer.open(sealed, context=f"freshtoken bff {purpose}", where="cookie")
-            document = json.loads(plain)
-        except (ValueError, TypeError, RecursionError, StoreError):
-            return None
-        return document if isinstance(document, dict) else None
-
-    async def _user(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._csrf(scope):
-            await _json(send, 403, {"error": "csrf"})
-            return
-        try:
-            session = await self.current_session(scope)
-        except StoreError as error:
-            await self._unavailable(send, error)
-            return
-        if session is None:
-            await _json(send, 200, {"authenticated": False})
-            return
-        await _json(
-            send,
-            200,
-            {
-                "authenticated": True,
-                "claims": dict(session.claims),
-                "logout_url": f"{self.prefix}/logout?sid={self.logout_sid(session.handle)}",
-            },
-        )
-
-    async def _logout(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        query = _query(scope)
-        try:
-            session = await self.current_session(scope)
-        except StoreError as error:
-            await self._unavailable(send, error)
-            return
-        sid = query.get("sid")
-        by_link = (
-            method == "GET"
-            and session is not None
-            and sid is not None
-            and self._logout_sid_ok(session.handle, sid)
-        )
-        if not by_link and not (method == "POST" and self._csrf(scope)):
-            await _json(send, 403, {"error": "csrf"})
-            return
-        origin = _own_origin(scope)
-        back = safe_return_to(query.get("returnTo") or self.post_logout_redirect, origin)
-        if back is None:
-            await _json(send, 400, {"error": "invalid_return_to"})
-            return
-        id_token: str | None = None
-        if session is not None:
-            id_token = await self._revoke(session.handle)
-            await self.end_session(session.handle)
-        target = self._end_session_redirect(origin + back, id_token) or back
-        headers = [(b"set-cookie", self._expired_cookie().encode())]
-        if method == "GET":
-            await _redirect(send, target, headers)
-        else:
-            await _json(send, 200, {"redirect": target}, headers)
-
-    def _end_session_redirect(self, back: str, id_token: str | None) -> str | None:
-        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0), when offered."""
-        if self.end_session_url is None:
-            return None
-        params = {"client_id": self.client_id, "post_logout_redirect_uri": back}
-        if id_token is not None:
-            params["id_token_hint"] = id_token
-        separator = "&" if "?" in self.end_session_url else "?"
-        return self.end_session_url + separator + str(httpx.QueryParams(params))
-
-    async def _revoke(self, handle: str) -> str | None:
-        """Revoke the session's refresh token (RFC 7009); returns its ID token, if any, for
-        the end-session hint. A failure is logged: the local logout goes on regardless."""
-        try:
-            stored = await self.sessions.token_store(handle).aload()
-        except StoreError as error:
-            logger.warning("logout: cannot read the session's tokens to revoke them: %s", error)
-            return None
-        if stored is None:
-            return None
-        tokens = stored.tokens
-        id_token = getattr(tokens, "id_token", None)
-        if self.revocation_url is None or tokens.refresh_token is None:
-            return id_token
-        try:
-            client = self._client()
-        except LoginFailed:
-            logger.warning("logout: the refresher has no client to revoke the refresh token with")
-            return id_token
-        request = client.request(
-            self.revocation_url,
-            {"token": tokens.refresh_token, "token_type_hint": "refresh_token"},
-            {},
-        )
-        try:
-            response = await self._exchange(request)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as error:
-            logger.warning("logout: revocation failed: %s", type(error).__name__)
-            return id_token
-        if response.status_code != 200:
-            logger.warning("logout: the revocation endpoint answered %d", response.status_code)
-        return id_token
-
-    # -- the proxy ------------------------------------------------------------------------
-
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
-        inbound = Inbound(
-            scope["headers"],
-            cookie_name=self._cookie_bytes,
-            csrf_header=self._csrf_bytes,
-            csrf_value=self._csrf_value_bytes,
-        )
-        query: bytes = scope.get("query_string", b"")
-        method: str = scope["method"]
-        if not method_allowed(method, inbound.overrides, query):
-            allow = [(b"allow", ALLOWED_METHODS.encode())]
-            await _json(send, 405, {"error": "method_not_allowed"}, allow)
-            return
-        if not inbound.csrf:
-            await _json(send, 403, {"error": "csrf"})
-            return
-        raw_path = scope.get("raw_path")
-        # ASGI servers may leave raw_path out: then the decoded path, encoded again (an
-        # encoded slash has become a slash, so its dot segments are seen and refused).
-        path = raw_path.decode("latin-1") if raw_path else uri_encoded(scope["path"])
-        target = self.routes.target(route, path.split("?", 1)[0], query)
-        if target is None:
-            await _json(send, 400, {"error": "invalid_path"})
-            return
-        session_id = inbound.session_id
-        handle = None
-        if session_id is not None and valid_session_id(session_id):
-            handle = self._handle_of(session_id)
-            try:
-                alive = await self.sessions.alive(handle, now=self.clock(), idle=self.idle_timeout)
-            except StoreError as error:
-                await self._unavailable(send, error)
-                return
-            if not alive:
-                handle = None
-        if handle is None:
-            await self._login_required(send, None)
-            return
-        if not self.calls.enter(handle):
-            await _json(send, 429, {"error": "too_many_calls"}, [(b"retry-after", b"1")])
-            return
-        slot = _Slot(self.calls, handle)
-        try:
-            await self._forward(scope, receive, send, slot, inbound=inbound, target=target)
-        finally:
-            slot.leave()
-
-    def _handle_of(self, session_id: str) -> str:
-        """handle_of(), remembered for the sessions that call now (a hash per call saved)."""
-        handles = self._handles
-        handle = handles.get(session_id)
-        if handle is None:
-            if len(handles) >= self.max_warm_sessions:
-                handles.clear()
-            handle = handles[session_id] = handle_of(session_id)
-        return handle
-
-    async def _tokens(self, manager: TokenManager, handle: str, send: Send) -> TokenSet | None:
-        """The session's tokens to send, waiting at most ``refresh_wait`` for a refresh; None
-        once the browser has its answer (401 login_required, or 503 to come back later)."""
-        tokens = manager.cached_tokens()
-        if tokens is not None:
-            return tokens
-        try:
-            with anyio.move_on_after(self.refresh_wait):
-                return await manager.aget_tokens()
-        except (SessionExpired, UnreadableSession):
-            await self._login_required(send, handle)
-            return None
-        except AuthError as error:  # RefreshFailed, StoreError, DPoPError...: never a 500
-            await self._unavailable(send, error)
-            return None
-        await self._still_refreshing(send)
-        return None
-
-    async def _forward(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        slot: _Slot,
-        *,
-        inbound: Inbound,
-        target: str,
-    ) -> None:
-        handle = slot.handle
-        manager = self.manager(handle)
-        # refresh_wait bounds the call's waits for refreshes, all together.
-        deadline = anyio.current_time() + self.refresh_wait
-        tokens = manager.cached_tokens() or await self._tokens(manager, handle, send)
-        if tokens is None:
-            return
-        headers = inbound.forward
-        body: bytes | None = None
-        rest: AsyncIterator[bytes] | None = None
-        if inbound.has_body:
-            try:
-                body, rest = await read_replayable(_body_chunks(receive), self.replay_limit)
-            except ConnectionAbortedError:
-                return  # the browser went away before sending its body: nobody to answer
-        method = scope["method"]
-        # The auth decisions are the manager's ResourceCall, as in every client integration:
-        # a rejected token is refreshed (or its newer successor taken) and the call sent again,
-        # at most MOST_SENDS tokens in all.
-        call = manager.call(method, target)
-        attempt: Attempt | None = call.first(tokens)
-        content: tuple[bytes | None, AsyncIterator[bytes] | None] = (body, rest)
-        rejected: bytes | None = None  # a 401's body, read while its refresh is waited for
-        while True:
-            assert attempt is not None
-            response = await self._send_upstream(method, target, headers, attempt, content)
-            if response is None:
-                await _json(send, 502, {"error": "bad_gateway"})
-                return
-            if call.settled(response.status):
-                break  # the hot path: nothing to read
-            answer_headers = response.headers
-            decision = call.answer(
-                response.status,
-                answer_headers.getall("WWW-Authenticate", []),
-                answer_headers.get("DPoP-Nonce"),
-            )
-            if not isinstance(decision, Rejected):
-                attempt = decision
-            else:
-                replacement = None
-                unavailable: AuthError | None = None
-                length = response.content_length
-                if length is not None and length <= _SMALL_ANSWER and rejected is None:
-                    # Read now: the connection goes back to the pool while this call waits
-                    # for the refresh (during an outage, waiting calls held them all).
-                    rejected = await response.read()
-                try:
-                    with anyio.move_on_at(deadline) as waited:
-                        replacement = await manager.ahandle_rejection(decision.tokens)
-                except SessionExpired:
-                    response.close()
-                    await self._login_required(send, handle)
-                    return
-                except AuthError as error:  # RefreshFailed, StoreError, DPoPError...
-                    unavailable = error
-                if unavailable is not None or waited.cancelled_caught:
-                    # The token was rejected and no new one can be had now (the provider is
-                    # down, or slower than refresh_wait): come back later, not "log in
-                    # again", which an app may read the API's 401 as. The refresh goes on.
-                    response.close()
-                    if unavailable is not None:
-                        await self._unavailable(send, unavailable)
-                    else:
-                        await self._still_refreshing(send)
-                    return
-                attempt = call.replaced(replacement)
-            # A body streamed through cannot be sent again: its 401 goes back to the browser
-            # (after the refresh above, so that its next call succeeds).
-            if attempt is None or rest is not None:
-                break
-            response.release()
-            content = (body, None)
-            rejected = None
-        await _stream(send, response, slot, rejected)
-
-    async def _send_upstream(
-        self,
-        method: str,
-        url: str,
-        headers: list[tuple[str, str]],
-        attempt: Attempt,
-        body: tuple[bytes | None, AsyncIterator[bytes] | None],
-    ) -> aiohttp.ClientResponse | None:
-        first, rest = body
-        content: bytes | AsyncIterator[bytes] | None = first
-        if rest is not None and first is not None:
-            content = chained(first, rest)
-        authorized = [*headers, ("authorization", attempt.authorization)]
-        if attempt.proof is not None:
-            authorized.append(("dpop", attempt.proof))
-        try:
-            return await self._upstream.send(method, url, authorized, content)
-        except (*UPSTREAM_ERRORS, ConnectionAbortedError) as error:
-            logger.warning("proxy: %s %s failed: %s", method, _redacted(url), type(error).__name__)
-            return None
-
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` (a revocation) with the shared httpx transport; the answer's body
         is still to be read."""
@@ -940,188 +473,23 @@ class BFF:
     # -- answers --------------------------------------------------------------------------
 
     def _csrf(self, scope: Scope) -> bool:
-        return csrf_ok(_headers(scope), self.csrf_header.lower(), self.csrf_value)
-
-    def _expired_cookie(self) -> str:
-        return expired_cookie_header(
-            self.cookie_name, same_site=self.same_site, secure=self.secure_cookies
-        )
+        return csrf_ok(headers_of(scope), self.csrf_header.lower(), self.csrf_value)
 
     async def _login_required(self, send: Send, handle: str | None) -> None:
+        """401 login_required, the session's cookie cleared; ``handle``'s session (one that
+        can no longer be refreshed) ended."""
         if handle is not None:
             with contextlib.suppress(StoreError):
                 await self.end_session(handle)
-        await _json(
+        await send_json(
             send,
             401,
             {"error": "login_required"},
-            [(b"set-cookie", self._expired_cookie().encode())],
+            [(b"set-cookie", self._cookies.expired().encode())],
         )
-
-    async def _unavailable(self, send: Send, error: Exception) -> None:
-        logger.warning("bff: %s", error)
-        retry_after = getattr(error, "retry_after", None)
-        if not isinstance(retry_after, (int, float)) or not math.isfinite(retry_after):
-            retry_after = 1  # come back soon: the browser's session is kept
-        headers = [(b"retry-after", str(max(1, math.ceil(retry_after))).encode())]
-        await _json(send, 503, {"error": "temporarily_unavailable"}, headers)
-
-    async def _still_refreshing(self, send: Send) -> None:
-        """The session's refresh takes longer than refresh_wait: come back in a second."""
-        await _json(send, 503, {"error": "temporarily_unavailable"}, [(b"retry-after", b"1")])
 
     def __repr__(self) -> str:
         return f"BFF(client_id={self.client_id!r}, prefix={self.prefix!r}, {self.sessions!r})"
-
-
-# -- ASGI helpers ---------------------------------------------------------------------------
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {
-        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
-    }
-
-
-def _cookie(scope: Scope, name: str) -> str | None:
-    for header, value in scope["headers"]:
-        if header.lower() != b"cookie":
-            continue
-        for part in value.decode("latin-1").split(";"):
-            key, _, found = part.strip().partition("=")
-            if key == name:
-                return str(found)
-    return None
-
-
-def _cookie_names(scope: Scope, prefix: str) -> list[str]:
-    names = []
-    for header, value in scope["headers"]:
-        if header.lower() == b"cookie":
-            for part in value.decode("latin-1").split(";"):
-                name = part.strip().partition("=")[0]
-                if name.startswith(prefix):
-                    names.append(name)
-    return names
-
-
-def _query(scope: Scope) -> dict[str, str]:
-    raw = scope.get("query_string", b"").decode("latin-1")
-    return dict(httpx.QueryParams(raw))
-
-
-def _own_origin(scope: Scope) -> str:
-    scheme = scope.get("scheme", "http")
-    host = _headers(scope).get("host")
-    if host is None:
-        server = scope.get("server") or ("localhost", None)
-        host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
-    return f"{scheme}://{host}"
-
-
-async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionAbortedError("the browser went away")
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
-
-
-async def _json(
-    send: Send, status: int, document: Any, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = json.dumps(document, separators=(",", ":")).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _redirect(send: Send, location: str, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 302,
-            "headers": [
-                (b"location", uri_encoded(location).encode("ascii")),
-                (b"cache-control", b"no-store"),
-                (b"content-length", b"0"),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b""})
-
-
-async def _stream(
-    send: Send, response: aiohttp.ClientResponse, slot: _Slot, read: bytes | None = None
-) -> None:
-    """Send the upstream response as it arrives (or its body ``read`` already); release it
-    (its connection kept) once read to the end, close it otherwise. The call's place is given
-    back before the answer's last message goes out: a browser that sends its next call as
-    soon as this one ends finds it free."""
-    done = False
-    try:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": forwarded_response_headers(response.raw_headers),
-            }
-        )
-        content = response.content
-        chunk = b"" if read is None else read
-        while read is None:
-            chunk = await content.readany()
-            if not chunk or content.at_eof():
-                break
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        done = True
-        slot.leave()
-        await send({"type": "http.response.body", "body": chunk})
-    finally:
-        if done:
-            response.release()
-        else:
-            response.close()
-
-
-def _shown_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in claims.items() if name not in _PROTOCOL_CLAIMS}
-
-
-def _redacted(url: str) -> str:
-    return url.split("?", 1)[0]
-
-
-class _Slot:
-    """One call's place in its session's [`CallLimit`][], given back exactly once: before
-    the answer's last message goes out, or when the call ends otherwise."""
-
-    __slots__ = ("_calls", "_taken", "handle")
-
-    def __init__(self, calls: CallLimit, handle: str) -> None:
-        self._calls = calls
-        self.handle = handle
-        self._taken = True
-
-    def leave(self) -> None:
-        if self._taken:
-            self._taken = False
-            self._calls.leave(self.handle)
 
 
 class _SharedTransport(httpx.AsyncBaseTransport):

@@ -266,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
         port=port,
         workers=workers,
         log_level="info",
+        server_header=False,  # a proxied answer carries the API's (see serve_in_foreground)
+        date_header=False,
     )
     return 0
 

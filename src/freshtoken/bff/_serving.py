@@ -109,7 +109,16 @@ def serve_in_foreground(
     import uvicorn
 
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan=lifespan)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan=lifespan,
+        # A proxied answer carries the API's Date and Server: uvicorn's would make two of each.
+        server_header=False,
+        date_header=False,
+    )
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
