@@ -5,6 +5,7 @@ shows signatures, links that land, and code that fits the page."""
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import importlib
 import json
@@ -154,12 +155,23 @@ def mkdocs_build(config: Path, site_dir: Path) -> subprocess.CompletedProcess[st
     )
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The documentation site, built as `make docs` builds it (strict)."""
-    site_dir = tmp_path_factory.mktemp("site")
-    result = mkdocs_build(ROOT / "mkdocs.yml", site_dir)
-    assert result.returncode == 0, result.stderr
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The documentation site, built as `make docs` builds it (strict), once per test run.
+
+    The build takes half a minute; under pytest-xdist the first worker to need it builds it
+    in the run's shared temporary directory, under a lock, and the others wait and reuse it.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # the run's, shared by its workers
+    site_dir = shared / "docs-site"
+    with (shared / "docs-site.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (site_dir / "built").exists():
+            shutil.rmtree(site_dir, ignore_errors=True)
+            result = mkdocs_build(ROOT / "mkdocs.yml", site_dir)
+            assert result.returncode == 0, result.stderr
+            (site_dir / "built").touch()
     return site_dir
 
 

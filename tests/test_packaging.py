@@ -64,10 +64,28 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 
 def make_venv(wheel: Path, extras: str, where: Path) -> Path:
-    """A fresh venv with ``wheel[extras]`` installed, as the README says; its bin directory."""
-    assert run(sys.executable, "-m", "venv", where, cwd=where.parent).returncode == 0
+    """A fresh venv with ``wheel[extras]`` installed by pip, as the README says; its bin
+    directory.
+
+    The venv gets no pip of its own: this process's pip installs into it (``pip --python``),
+    without byte-compiling. Same resolver, same wheels, a quarter of the time (4.5 s against
+    19.5 s for the ``cli`` extra on this machine), which is most of what these tests wait for.
+    """
+    created = run(sys.executable, "-m", "venv", "--without-pip", where, cwd=where.parent)
+    assert created.returncode == 0, created.stderr
     python = where / "bin" / "python"
-    installed = run(python, "-m", "pip", "install", "-q", f"{wheel}[{extras}]", cwd=where.parent)
+    installed = run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "-q",
+        "--no-compile",
+        f"{wheel}[{extras}]",
+        cwd=where.parent,
+    )
     assert installed.returncode == 0, installed.stderr
     return where / "bin"
 

@@ -34,10 +34,13 @@ LEAVES = {"errors", "_version", "_arguments", "_uvicorn", "_deprecation"}
 # that one module only
 LAYERS: dict[str, set[str]] = {
     "_core": set(),
-    "_oauth": {"_core"},
-    "_engine": {"_core", "_oauth", "stores._base"},  # the TokenStore contract and MemoryStore
+    # The flight host and its connection pools: what the wire and the stores run on.
+    "_runtime": set(),
+    "_oauth": {"_core", "_runtime"},
+    # stores._base: the TokenStore contract and MemoryStore
+    "_engine": {"_core", "_runtime", "_oauth", "stores._base"},
     "_logins": {"_core", "_oauth"},
-    "stores": {"_core"},
+    "stores": {"_core", "_runtime"},
     "profiles": {"_core", "_oauth", "_engine", "_logins", "stores", "refreshers"},
     # The reference server checks the client's protocol with code of its own (PKCE, proofs,
     # answers), so that a bug on one side cannot pass on both; it shares only the clock.
@@ -54,31 +57,6 @@ FORBIDDEN: dict[str, set[str]] = {
 # (importing module, imported module, reason): breaks that are allowed for now. Each names the
 # file that has to change first; those files are being edited in parallel this round.
 EXCEPTIONS: list[tuple[str, str, str]] = [
-    # A login reads its token answer with refreshers.HTTPRefresher.parse_response (one reader
-    # for both). refreshers/ is split now; the reader is to move from refreshers/_http.py to
-    # the wire next.
-    (
-        "freshtoken._logins.token_endpoint",
-        "freshtoken.refreshers._http",
-        "the token answer reader lives in refreshers/_http.py until it moves to the wire",
-    ),
-    # The flight host (_engine/host.py, _engine/connections.py: a loop thread and the shared
-    # connection pools, importing nothing of freshtoken but errors) is runtime the wire and the
-    # Redis store stand on: it belongs below them, out of _engine, once issue 19's engine work
-    # (which is writing these files now) settles.
-    (
-        "freshtoken._oauth.http",
-        "freshtoken._engine.connections",
-        "the flight host's pools, to move below",
-    ),
-    ("freshtoken.stores.redis", "freshtoken._engine.host", "the flight host, to move below"),
-    # native_async() tells a FunctionRefresher of an async function by its class (issue 19's
-    # engine, being written now); to become an attribute the refresher declares itself.
-    (
-        "freshtoken._engine.manager",
-        "freshtoken.refreshers._function",
-        "FunctionRefresher isinstance",
-    ),
     # `serve --personality` offers the provider presets' names as its choices (the answers
     # themselves are the server's own, in server/); a shared list of names, not shared code.
     ("freshtoken.server._command", "freshtoken.providers", "the presets' names for --personality"),

@@ -20,7 +20,7 @@ from ._deprecation import module_getattr
 from ._engine.manager import ManagerStats, TokenManager
 from ._engine.observers import FlightObserver, FlightOutcome, FlightReport, RefreshObserver, Trigger
 from ._logins.authorization import AuthorizationRequest
-from ._logins.flows import DevicePrompt, ajson_login
+from ._logins.flows import DevicePrompt, ajson_login, json_login
 from ._oauth.client_auth import ClientAuth
 from ._oauth.discovery import ServerMetadata, adiscover, discover
 from ._oauth.dpop import DPoPKey
@@ -50,7 +50,6 @@ from .refreshers import (
     OAuth2Refresher,
     Refresher,
     TokenExchange,
-    json_login,
 )
 
 if TYPE_CHECKING:  # deprecated names (see _DEPRECATED): typed, documented, warned about at use

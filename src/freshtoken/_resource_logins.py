@@ -41,9 +41,8 @@ from ._core.challenges import HeaderValues
 from ._core.clock import Clock, system_clock
 from ._core.tokens import TokenResponseError, TokenSet
 from ._engine.manager import TokenManager
-from ._logins.authorization import AuthorizationRequest
-from ._logins.loopback import LoopbackListener, OpenBrowser
-from ._logins.token_endpoint import token_flow
+from ._logins.flows import browser_with
+from ._logins.loopback import OpenBrowser
 from ._oauth.client_auth import ClientAuth
 from ._oauth.discovery import ServerMetadata, discover
 from ._oauth.http import Verify, drive
@@ -352,32 +351,18 @@ class ResourceRefresher:
             registration.auth_method,  # type: ignore[arg-type]
             audience=server.token_endpoint,
         )
-        with LoopbackListener(self.redirect_uri) as listener:
-            request = AuthorizationRequest.start(
-                server,
-                client_id=registration.client_id,
-                redirect_uri=listener.redirect_uri,
-                scope=scope or "",
-                params={"resource": self.resource},
-            )
-            code = listener.wait_for_code(
-                request, open_browser=self.open_browser, timeout=self.login_timeout
-            )
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": request.redirect_uri,
-            "code_verifier": request.code_verifier,
-            "resource": self.resource,
-        }
-        flow = token_flow(
-            client.request(request.token_endpoint, form, {}),
-            clock=clock,
-            secrets=(code, request.code_verifier, *client.secrets()),
+        tokens = browser_with(
+            server,
+            client,
+            scope=scope or "",
+            resource=self.resource,
+            open_browser=self.open_browser,
+            redirect_uri=self.redirect_uri,
+            timeout=self.login_timeout,
+            verify=self.verify,
             allow_insecure_http=self.allow_insecure_http,
+            clock=clock,
         )
-        tokens = drive(flow, verify=self.verify)
-        tokens = request.checked(tokens, now=tokens.obtained_at or clock())
         with self._mutex:
             self._last_scope = scope
         self.logins += 1

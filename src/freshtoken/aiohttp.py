@@ -182,23 +182,11 @@ class TokenMiddleware:
 
 
 class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
-    """The client credentials grant in one object, for the commonest machine-to-machine case:
+    """[`freshtoken.httpx.ClientCredentialsAuth`][] for aiohttp, with the same arguments:
     ``aiohttp.ClientSession(middlewares=(ClientCredentialsMiddleware(token_url, client_id,
-    client_secret, scope="read", origins=[API]),))``.
-
-    It acquires a token when the first request needs one, re-acquires it before it expires
-    and after a 401, and shares it between threads and tasks: a [`TokenMiddleware`][] over a
-    [`TokenManager`][freshtoken.TokenManager] with a
-    [`ClientCredentials`][freshtoken.ClientCredentials] refresher (``manager`` and
-    ``manager.refresher`` are there to look at or use).
-
-    ``origins`` is required: the API origins (or ``https://host/path`` prefixes) the token
-    may go to, since a client's token is good for any API that trusts its issuer. Without a
-    ``client_secret``, ``private_key`` signs private_key_jwt assertions; ``auth_method``,
-    ``scope`` and ``extra_params`` (``audience``, ``resource``...) are those of
-    [`ClientCredentials`][freshtoken.ClientCredentials], and ``verify`` is for the token endpoint.
-    ``store`` shares the token between processes ([`FileStore`][freshtoken.FileStore],
-    [`RedisStore`][freshtoken.RedisStore]). ``close()`` closes the manager.
+    client_secret, scope="read", origins=[API]),))``, a [`TokenMiddleware`][] over a manager
+    with a [`ClientCredentials`][freshtoken.ClientCredentials] refresher. ``origins`` is
+    required, since a client's token is good for any API that trusts its issuer.
     """
 
     __slots__ = ()

@@ -101,23 +101,11 @@ class TokenAuth(AuthBase):
 
 
 class ClientCredentialsAuth(ClientCredentialsMixin, TokenAuth):
-    """The client credentials grant in one object, for the commonest machine-to-machine case:
+    """[`freshtoken.httpx.ClientCredentialsAuth`][] for requests, with the same arguments:
     ``session.auth = ClientCredentialsAuth(token_url, client_id, client_secret,
-    scope="read", origins=[API])``.
-
-    It acquires a token when the first request needs one, re-acquires it before it expires
-    and after a 401, and shares it between threads: a [`TokenAuth`][] over a
-    [`TokenManager`][freshtoken.TokenManager] with a
-    [`ClientCredentials`][freshtoken.ClientCredentials] refresher (``manager`` and
-    ``manager.refresher`` are there to look at or use).
-
-    ``origins`` is required: the API origins (or ``https://host/path`` prefixes) the token
-    may go to, since a client's token is good for any API that trusts its issuer. Without a
-    ``client_secret``, ``private_key`` signs private_key_jwt assertions; ``auth_method``,
-    ``scope`` and ``extra_params`` (``audience``, ``resource``...) are those of
-    [`ClientCredentials`][freshtoken.ClientCredentials], and ``verify`` is for the token endpoint.
-    ``store`` shares the token between processes ([`FileStore`][freshtoken.FileStore],
-    [`RedisStore`][freshtoken.RedisStore]). ``close()`` closes the manager.
+    scope="read", origins=[API])``, a [`TokenAuth`][] over a manager with a
+    [`ClientCredentials`][freshtoken.ClientCredentials] refresher, shared between threads.
+    ``origins`` is required, since a client's token is good for any API that trusts its issuer.
     """
 
 

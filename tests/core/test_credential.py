@@ -10,6 +10,7 @@ import pytest
 
 from freshtoken import RefreshFailed, RefreshPolicy, RetryPolicy, SessionExpired, TokenSet
 from freshtoken._core.credential import (
+    BUSY_RETRY,
     FRESH,
     Adopted,
     Busy,
@@ -330,3 +331,54 @@ def test_a_retry_does_not_go_out_with_a_token_that_is_due_itself() -> None:
     assert not job.suspect
     state.land(job, Refreshed(stored("a2", 3, at=NOW + 50)), RULES, 0.0)
     assert state.rejections == 0  # not a sign of fresh tokens being rejected
+
+
+def test_a_request_our_own_cap_held_back_does_not_lengthen_the_backoff() -> None:
+    """Rule 4: "busy" (never sent: the issuer's cap had no place for it) leaves the failure
+    count alone. After many of them the next flight may start within BUSY_RETRY, and a real
+    failure then backs off as if none had happened (1 s after the first, 2 s after the
+    second), not 10 s as five escalations would."""
+    state = known()
+    job = started(state.decide(FRESH, RULES, NOW + 61, 0.0))
+    state.land(job, Failed(RefreshFailed("server_error", status=503), gave_up=True), RULES, 0.0)
+    assert state.failures == 1
+    assert isinstance(state.decide(FRESH, RULES, NOW + 61, 0.99), Fail)
+    mono = 1.0
+    for _ in range(5):
+        job = started(state.decide(FRESH, RULES, NOW + 61, mono))
+        busy = RefreshFailed("busy", "no place under the cap", answer_lost=False)
+        _, error = state.land(job, Failed(busy, gave_up=True), RULES, mono)
+        assert isinstance(error, RefreshFailed)
+        assert error.error == "busy"
+        assert state.failures == 1
+        assert mono < state.not_before <= mono + BUSY_RETRY
+        assert isinstance(state.decide(FRESH, RULES, NOW + 61, mono), Fail)  # promptly
+        mono += BUSY_RETRY
+    job = started(state.decide(FRESH, RULES, NOW + 61, mono))
+    state.land(job, Failed(RefreshFailed("server_error", status=503), gave_up=True), RULES, mono)
+    assert state.failures == 2
+    assert state.not_before == pytest.approx(mono + 2.0)
+
+
+def test_after_a_flight_that_gave_up_the_next_one_is_a_single_attempt_probe() -> None:
+    """Rule 4: during an outage a caller waits for one answer, not for a flight's retries and
+    backoffs; a success ends the outage and flights get their attempts again."""
+    state = known()
+    first = started(state.decide(FRESH, RULES, NOW + 61, 0.0))
+    assert not first.probe
+    state.land(first, Failed(RefreshFailed("server_error", status=503), gave_up=True), RULES, 0.0)
+    probe = started(state.decide(FRESH, RULES, NOW + 61, 1.0))
+    assert probe.probe
+    state.land(probe, Refreshed(stored("a1", 2, at=NOW + 61)), RULES, 1.0)
+    assert state.failures == 0
+    later = started(state.decide(FRESH, RULES, NOW + 200, 100.0))
+    assert not later.probe
+
+
+def test_a_background_failure_does_not_make_a_probe() -> None:
+    """One failed background attempt is a blip, not an outage: the waiting flight that follows
+    has all its attempts."""
+    state = known()
+    job = started(state.decide(FRESH, RULES, NOW + 50, 0.0))
+    state.land(job, Failed(RefreshFailed("server_error"), gave_up=False), RULES, 0.0)
+    assert not started(state.decide(FRESH, RULES, NOW + 61, 1.0)).probe

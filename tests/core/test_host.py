@@ -32,8 +32,8 @@ from freshtoken import (
     TokenSet,
     Trigger,
 )
-from freshtoken._engine import connections
-from freshtoken._engine.host import THREAD_NAME, WORKERS, host
+from freshtoken._runtime import connections
+from freshtoken._runtime.host import THREAD_NAME, WORKERS, host
 from freshtoken.server import ReferenceServer
 
 TIMEOUT = 30.0
@@ -129,17 +129,17 @@ def test_the_cap_per_issuer_holds_at_the_server_and_everyone_is_served(
     assert stats["most_token_requests_in_flight"] == 3
 
 
-def test_a_request_that_finds_no_place_fails_unsent_and_its_refresh_token_stays_good(
-    oauth_server: ReferenceServer, monkeypatch: pytest.MonkeyPatch
+def test_a_request_that_finds_no_place_by_its_deadline_fails_unsent_and_its_token_stays_good(
+    oauth_server: ReferenceServer,
 ) -> None:
-    """concurrency=1, one refresh hanging: the other fails at once as "busy", never sent (the
-    server saw one request), and refreshes with the same refresh token once there is room."""
-    monkeypatch.setattr(connections, "QUEUE_WAIT", 0.2)
+    """concurrency=1, one refresh hanging: the other waits for a place until its attempt's
+    deadline, then fails as "busy", never sent (the server saw one request), and refreshes with
+    the same refresh token once there is room."""
     refresher = OAuth2Refresher(
         oauth_server.token_url, client_id="demo", client_secret="demo-secret", concurrency=1
     )
-    retry = RetryPolicy(attempts=1, timeout=10.0)
-    slow, queued = sessions(oauth_server, 2, refresher, retry=retry)
+    (slow,) = sessions(oauth_server, 1, refresher, retry=RetryPolicy(attempts=1, timeout=10.0))
+    (queued,) = sessions(oauth_server, 1, refresher, retry=RetryPolicy(attempts=1, timeout=0.2))
     oauth_server.reset_stats()
     oauth_server.set_latency(1.5)
     oauth_server.advance(301)
@@ -160,6 +160,44 @@ def test_a_request_that_finds_no_place_fails_unsent_and_its_refresh_token_stays_
     oauth_server.set_latency(0)
     assert queued.refresh().access_token != ""
     assert oauth_server.stats()["reuse_detections"] == 0
+
+
+def test_many_credentials_recover_from_an_outage_on_their_first_call_at_most_cap_at_a_time(
+    oauth_server: ReferenceServer,
+) -> None:
+    """120 sessions, concurrency=2, the token endpoint answering 503: calls fail, and while
+    the backoff runs they fail at once, without a request. Then the provider is back and slow
+    (50 ms a refresh, so the queue behind the cap is 3 s long, longer than any fixed queue
+    wait): every session's first call gets new tokens, with one token request each, never
+    more than 2 in the air, and no refresh token presented twice."""
+    refresher = OAuth2Refresher(
+        oauth_server.token_url, client_id="demo", client_secret="demo-secret", concurrency=2
+    )
+    retry = RetryPolicy(attempts=2, initial=0.5, maximum=5.0, jitter=0.0, timeout=TIMEOUT)
+    managers = sessions(oauth_server, 120, refresher, retry=retry)
+    host().wait_idle(TIMEOUT)
+    oauth_server.inject("status_503", count=10_000)
+    oauth_server.advance(301)  # every access token has expired
+    for _ in range(3):  # the outage goes on: flights, then probes
+        failed = asyncio.run(everyone(managers))
+        assert all(isinstance(r, RefreshFailed) for r in failed), {type(r) for r in failed}
+        sent = oauth_server.stats()["token_requests"]
+        during_backoff = asyncio.run(everyone(managers))
+        assert all(isinstance(r, RefreshFailed) for r in during_backoff)
+        assert oauth_server.stats()["token_requests"] == sent
+        oauth_server.advance(6)  # past the longest backoff
+
+    oauth_server.clear_faults()
+    oauth_server.reset_stats()
+    oauth_server.set_latency(0.05)
+    recovered = asyncio.run(everyone(managers))
+    assert all(isinstance(tokens, TokenSet) for tokens in recovered), {
+        str(r) for r in recovered if not isinstance(r, TokenSet)
+    }
+    stats = oauth_server.stats()
+    assert stats["token_requests"] == stats["refreshes"] == 120
+    assert stats["most_token_requests_in_flight"] == 2
+    assert stats["reuse_detections"] == 0
 
 
 def test_refreshes_of_one_client_reuse_a_kept_alive_connection(

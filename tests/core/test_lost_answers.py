@@ -26,11 +26,13 @@ import pytest
 
 from freshtoken import (
     OAuth2Refresher,
+    RefreshFailed,
     RetryPolicy,
     SessionExpired,
     TokenManager,
     TokenSet,
 )
+from freshtoken._runtime.host import host
 from freshtoken.server import ReferenceServer
 from freshtoken.testing import ServerFactory
 
@@ -169,3 +171,65 @@ def test_without_grace_the_server_revokes_the_session(
     assert len(expired) == 1
     assert manager.store.load() is None  # the dead session's tokens are gone
     assert manager.stats.snapshot()["refresh_attempts"] == 2  # one lost, one refused
+
+
+def hanging(server: ReferenceServer, seconds: float) -> TokenManager:
+    """A session whose attempts give up after 0.3 s, on a token endpoint that processes
+    every request ``seconds`` after it arrives (a provider or a proxy that hangs, then
+    catches up). The refresher's own read timeout is longer: the connection stays open."""
+    manager = TokenManager(
+        OAuth2Refresher(
+            server.token_url, client_id="demo", client_secret="demo-secret", timeout=30.0
+        ),
+        clock=server.clock,
+        retry=RetryPolicy(attempts=3, initial=0.001, maximum=0.01, jitter=0.0, timeout=0.3),
+    )
+    manager.set_tokens(TokenSet.from_response(server.login(), sent_at=server.clock()))
+    server.advance(301)
+    server.reset_stats()
+    server.set_latency(seconds)
+    return manager
+
+
+def test_a_hanging_token_endpoint_is_not_sent_the_same_refresh_token_twice(
+    oauth_server_factory: ServerFactory,
+) -> None:
+    """Without a reuse grace interval: the attempts give up on the request, but it stays in
+    the air and the retries wait for it instead of presenting the refresh token again. When
+    the server answers (after every attempt gave up), its tokens are saved: one token
+    request, one rotation, no reuse detected, and the session goes on."""
+    server = oauth_server_factory(reuse_grace=0)
+    manager = hanging(server, 1.5)
+    with pytest.raises(RefreshFailed) as raised:
+        manager.get_tokens()
+    assert raised.value.error == "timeout"
+    assert host().wait_idle(30.0)  # the request in the air, then the flight that saves it
+    stats = server.stats()
+    assert stats["token_requests_by_grant"]["refresh_token"] == 1
+    assert stats["rotations"] == 1
+    assert stats["reuse_detections"] == 0
+    server.set_latency(0)
+    tokens = manager.get_tokens()  # saved by the late answer's flight: no new request
+    assert works(server, tokens)
+    assert server.stats()["token_requests_by_grant"]["refresh_token"] == 1
+    assert manager.stats.snapshot()["refreshes"] == 1
+    assert works(server, manager.refresh())  # its refresh token is the live one
+    assert server.stats()["reuse_detections"] == 0
+
+
+@pytest.mark.anyio
+async def test_a_retry_that_waits_for_the_request_in_the_air_takes_its_answer(
+    oauth_server_factory: ServerFactory,
+) -> None:
+    """The answer comes while a flight still waits for it (the caller's second call, after
+    the first gave up): that flight takes the tokens; still one token request."""
+    server = oauth_server_factory(reuse_grace=0)
+    manager = hanging(server, 1.5)
+    with pytest.raises(RefreshFailed):
+        await manager.aget_tokens()  # three attempts of 0.3 s: the request is still in the air
+    manager.retry = RetryPolicy(attempts=1, timeout=20.0)
+    tokens = await manager.aget_tokens()
+    assert works(server, tokens)
+    stats = server.stats()
+    assert stats["token_requests_by_grant"]["refresh_token"] == 1
+    assert stats["reuse_detections"] == 0

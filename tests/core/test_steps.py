@@ -19,6 +19,7 @@ from freshtoken import (
     TokenSet,
 )
 from freshtoken._core.credential import (
+    BUSY_RETRY,
     FRESH,
     Adopted,
     Busy,
@@ -231,3 +232,36 @@ def test_classify_turns_any_exception_into_one_of_ours() -> None:
     assert classify(transient) == (transient, True)
     expired = SessionExpired("invalid_grant")
     assert classify(expired) == (expired, False)
+
+
+def test_a_request_the_cap_held_back_is_retried_soon_without_growing_the_backoff() -> None:
+    """ "busy" (never sent): the retry comes within BUSY_RETRY, and a real failure after it
+    backs off as the first one (1 s), not the second (2 s)."""
+    expired = StoredTokens(tokens("a0", lifetime=-1), 4)
+    steps = flight_steps(job(), RULES, CLOCK)
+    next(steps)
+    steps.send(expired)
+    steps.send(None)
+    steps.send(expired)
+    assert steps.throw(RefreshFailed("busy", answer_lost=False)) == Unlock()
+    sleep = steps.send(None)
+    assert isinstance(sleep, Sleep)
+    assert 0 <= sleep.seconds <= BUSY_RETRY
+    assert steps.send(None) == Lock(5.0)
+    assert steps.send(None) == Load()
+    assert steps.send(expired) == Refresh(expired.tokens, 30.0)
+    backoff(steps, RefreshFailed("server_error", status=503), 1.0)
+
+
+def test_a_probe_makes_one_attempt() -> None:
+    """A flight after one that gave up: one attempt, then Failed(gave_up)."""
+    expired = StoredTokens(tokens("a0", lifetime=-1), 4)
+    steps = flight_steps(job(probe=True), RULES, CLOCK)
+    next(steps)
+    steps.send(expired)
+    steps.send(None)
+    assert steps.send(expired) == Refresh(expired.tokens, 30.0)
+    failure = RefreshFailed("server_error", status=503)
+    with pytest.raises(StopIteration) as stop:
+        steps.throw(failure)
+    assert stop.value.value == Failed(failure, gave_up=True)

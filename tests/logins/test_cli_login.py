@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tools import refused_port
 
-from freshtoken.cli.profiles import _browser_available
+from freshtoken.cli._login import browser_available as _browser_available
 from freshtoken.server import Client, ReferenceServer
 from freshtoken.stores import FileStore
 from freshtoken.testing import ServerFactory

@@ -35,7 +35,12 @@ The rules, in order (``now`` is the wall clock, for expiry; everything that wait
    retries with backoff. After a failure the next flight starts only once the backoff has run
    out; callers arriving earlier wait the rest of it, or, when the last flight already used all
    its attempts or the server asked for more than ``RetryPolicy.maximum``, fail at once with a
-   copy of the last error.
+   copy of the last error. A flight that starts after one that used all its attempts makes a
+   single attempt (a *probe*): during an outage a caller waits for one answer at most, and
+   the credential's own backoff spaces the probes.
+   A request our own per-issuer cap held back until its deadline (``RefreshFailed("busy")``)
+   never reached the server: it says nothing of the server's health, so it does not lengthen
+   the backoff; the next flight may start after a short jitter (``BUSY_RETRY``).
 5. No tokens and a refresher that cannot acquire: ``SessionExpired("no_tokens")``, no I/O.
    After a permanent failure a refresher that can acquire (client credentials) is not asked
    again before a backoff has passed: meanwhile callers get the same error.
@@ -52,12 +57,17 @@ The rules, in order (``now`` is the wall clock, for expiry; everything that wait
 7. A forced refresh ignores the floor and the backoffs, and is single-flighted like the rest.
 8. A landing never overwrites tokens saved or cleared by the application after the flight
    began (``set_tokens``/``clear`` bump ``version``): its waiters decide again instead.
+9. An attempt's deadline ends the wait, not the request (``_engine/attempts.py``): a retry
+   waits for the answer of the request still in the air instead of presenting the same
+   refresh token again, and an answer that comes when no flight waits any more is saved by
+   a flight of its own ([`collect()`][CredentialState.collect]).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from collections.abc import Callable
 from typing import Protocol, TypeAlias
 
@@ -91,10 +101,13 @@ __all__ = [
     "View",
     "Wait",
     "answered_by",
+    "busy_retry_delay",
     "satisfied_by",
+    "unsent",
 ]
 
 BUSY_RECHECK = 0.1  # seconds before a background flight tries another process's lock again
+BUSY_RETRY = 0.2  # at most this (jittered) before retrying a request our own cap held back
 STORE_RETRY_CAP = 1.0  # a store outage is retried soon: backing off protects no server
 REJECTION_BACKOFF_CAP = 300.0
 _FLIGHT_MARGIN = 5.0  # seconds waiters allow a flight beyond its computed bound
@@ -165,6 +178,18 @@ class FlightHandle(Protocol):
     async def wait_async(self) -> bool: ...
 
 
+def unsent(error: BaseException) -> bool:
+    """Whether ``error`` is a request that never left this process because the issuer's cap
+    had no place for it (``RefreshFailed("busy")``): no news about the server at all."""
+    return isinstance(error, RefreshFailed) and error.error == "busy"
+
+
+def busy_retry_delay(rng: random.Random | None = None) -> float:
+    """A short jittered wait before retrying an unsent request: the jitter spreads the
+    retries of many credentials instead of sending them back to the queue together."""
+    return (rng or random).uniform(0.0, BUSY_RETRY)
+
+
 def copy_error(error: BaseException) -> BaseException:
     """A fresh instance for each caller: re-raising one instance from many threads would
     tangle their tracebacks and grow them without bound."""
@@ -192,6 +217,8 @@ class Job:
     reload_only: bool = False
     delay: float = 0.0
     suspect: bool = False  # answers the rejection of a token that was FRESH (rule 6)
+    probe: bool = False
+    collect: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -438,7 +465,8 @@ class CredentialState:
         suspect: bool = False,
     ) -> Job:
         flight = self.flight = self._new_flight(rules.flight_bound(delay))
-        return Job(flight, demand, self.version, background, reload, delay, suspect)
+        probe = self.gave_up and self.last_failure is not None
+        return Job(flight, demand, self.version, background, reload, delay, suspect, probe)
 
     def _rejection_backoff(self, rules: Rules) -> float:
         steps = min(self.rejections - 1, 30)
@@ -484,6 +512,16 @@ class CredentialState:
         self._see(None, rules)
         return None, SessionExpired("no_tokens", "the tokens were cleared during a refresh")
 
+    def collect(self, rules: Rules) -> Job | None:
+        """Rule 9: a request an attempt stopped waiting for has answered after all, and no
+        flight runs to take the answer: a flight that saves it (and sends nothing)."""
+        if self.flight is not None:
+            return None  # the running flight takes it at its next attempt, or at its landing
+        view = self.view
+        flight = self.flight = self._new_flight(rules.flight_bound(0.0))
+        demand = Force(None if view is None else view.tokens, known=self.known)
+        return Job(flight, demand, self.version, collect=True)
+
     def set_tokens(self, tokens: TokenSet | None, rules: Rules) -> None:
         """The application saved (a login) or cleared (a logout) the tokens itself."""
         self._see(tokens, rules)
@@ -522,9 +560,13 @@ class CredentialState:
 
     def _failed(self, outcome: Failed, rules: Rules, mono: float) -> None:
         error = outcome.error
-        self.failures += 1
         self.last_failure = error
         self.gave_up = outcome.gave_up
+        if unsent(error):
+            # Our own queue was full: the server was not asked, so nothing to back off from.
+            self.not_before = mono + busy_retry_delay()
+            return
+        self.failures += 1
         if isinstance(error, StoreError):
             delay = min(rules.retry.delay(self.failures), STORE_RETRY_CAP)
         elif isinstance(error, RefreshFailed):

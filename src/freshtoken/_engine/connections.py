@@ -1,134 +1,15 @@
-"""Connections to token endpoints from the flight host: kept alive, shared, and capped per issuer.
-
-A refresh used to open a client, a TCP connection and a TLS session of its own. On the host loop
-(see ``host``) the refreshers share instead one pooled, keep-alive ``httpx.AsyncClient`` per TLS
-configuration, so the token endpoint sees a handshake per connection, not per refresh.
-
-Each issuer origin (scheme, host, port) also has a cap on the token requests in the air at
-once (``HTTPRefresher(..., concurrency=8)``). A fleet of sessions whose tokens all fall due
-together (the end of a provider outage, a process start) queues behind it instead of
-opening thousands of connections. A request that cannot get a place within ``QUEUE_WAIT``
-seconds (or by its deadline) fails as ``RefreshFailed("busy")`` without being sent: the
-refresh token was not presented, so the retry (after the usual jittered backoff) may present it
-again safely. The backoff's jitter spreads the queue out; the cap bounds the burst.
-
-Outside the host loop (a refresher's ``arefresh`` awaited by an application) nothing is shared:
-a client of its own per request, as before, since a loop that is not ours may close at any time.
-"""
+"""The token endpoint connections moved to ``freshtoken._runtime.connections`` (below the
+wire, which uses them); these names stay importable from here for code written against the
+old place."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ssl
-import time
-import weakref
-from collections.abc import AsyncIterator
-from typing import TypeAlias
-
-import httpx
-
-from ..errors import RefreshFailed
-from .host import in_host_thread
-
-__all__ = ["DEFAULT_CONCURRENCY", "QUEUE_WAIT", "client_for", "place_for", "shared"]
-
-DEFAULT_CONCURRENCY = 8
-QUEUE_WAIT = 2.0  # seconds a token request waits for a place under its issuer's cap
-
-_TLSKey: TypeAlias = tuple[int, bool]  # id of the SSLContext (kept alive by the client), or verify
-
-
-class _LoopConnections:
-    """What one event loop holds: its clients and its per-origin caps."""
-
-    __slots__ = ("caps", "clients", "contexts")
-
-    def __init__(self) -> None:
-        self.clients: dict[_TLSKey, httpx.AsyncClient] = {}
-        self.contexts: list[ssl.SSLContext] = []  # keeps the ids in the keys meaningful
-        self.caps: dict[str, tuple[int, asyncio.Semaphore]] = {}
-
-
-_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = (
-    weakref.WeakKeyDictionary()
+from .._runtime.connections import (
+    DEFAULT_CONCURRENCY,
+    QUEUE_WAIT,
+    client_for,
+    place_for,
+    shared,
 )
 
-
-def shared() -> bool:
-    """Whether the running task may use the shared clients and caps (it runs on the host)."""
-    return in_host_thread()
-
-
-def _connections() -> _LoopConnections:
-    loop = asyncio.get_running_loop()
-    held = _loops.get(loop)
-    if held is None:
-        held = _loops[loop] = _LoopConnections()
-    return held
-
-
-def client_for(verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
-    """The host loop's pooled client for this TLS configuration (made on first use).
-
-    Timeouts travel with each request (``request.extensions``), redirects are never followed
-    and no environment settings apply: the client carries nothing from one refresher to another.
-    """
-    held = _connections()
-    key: _TLSKey = (id(verify), True) if isinstance(verify, ssl.SSLContext) else (0, verify)
-    client = held.clients.get(key)
-    if client is None:
-        if isinstance(verify, ssl.SSLContext):
-            held.contexts.append(verify)
-        client = httpx.AsyncClient(
-            verify=verify,
-            follow_redirects=False,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        )
-        held.clients[key] = client
-    return client
-
-
-@contextlib.asynccontextmanager
-async def place_for(origin: str, cap: int, deadline: float | None) -> AsyncIterator[None]:
-    """Hold one of ``cap`` places for ``origin`` (on the host loop) while the request runs.
-
-    Raises ``RefreshFailed("busy")``, known not to have reached the server, when no place
-    frees up within ``QUEUE_WAIT`` seconds or by ``deadline`` (monotonic).
-    """
-    held = _connections()
-    entry = held.caps.get(origin)
-    if entry is None or entry[0] != cap:
-        # A refresher with another cap for the same origin: the latest setting wins for new
-        # requests; those in the air finish under the semaphore they took.
-        entry = held.caps[origin] = (cap, asyncio.Semaphore(cap))
-    semaphore = entry[1]
-    wait = QUEUE_WAIT
-    if deadline is not None:
-        wait = min(wait, deadline - time.monotonic())
-    if semaphore.locked():
-        try:
-            await asyncio.wait_for(semaphore.acquire(), max(wait, 0.0))
-        except TimeoutError:
-            raise RefreshFailed(
-                "busy",
-                f"{cap} token requests to {origin} are already in the air (the cap of "
-                f"HTTPRefresher(concurrency=...)); this one was not sent",
-                answer_lost=False,
-            ) from None
-    else:
-        await semaphore.acquire()
-    try:
-        yield
-    finally:
-        semaphore.release()
-
-
-def in_the_air(origin: str) -> int:
-    """Token requests to ``origin`` holding a place on the running loop (for tests)."""
-    entry = _connections().caps.get(origin)
-    if entry is None:
-        return 0
-    cap, semaphore = entry
-    return cap - semaphore._value  # asyncio exposes no count
+__all__ = ["DEFAULT_CONCURRENCY", "QUEUE_WAIT", "client_for", "place_for", "shared"]

@@ -2,13 +2,14 @@
 
 How the pieces fit:
 
-* ``_credential`` decides. Every manager whose store has the same ``key`` shares one
-  credential state; asking it is a short critical section that never spans I/O.
-* A refresh (or a re-read of the store) is a *flight* (``_steps`` says what it does) that runs
-  as a task on the flight host: one event loop in one daemon thread per process (``host``). No
-  caller's cancellation reaches it: not asyncio's (``wait_for``, ``task.cancel()``, a closing
-  loop), not trio's or anyio's cancel scopes, not a thread that stops waiting. So a request
-  that went out is always read to the end and its answer saved, and a rotated refresh token is
+* ``_core/credential.py`` decides. Every manager whose store has the same ``key`` shares one
+  credential (``credentials``); asking it is a short critical section that never spans I/O.
+* A refresh (or a re-read of the store) is a *flight* (``steps`` says what it does, ``flights``
+  runs it) that runs as a task on the flight host: one event loop in one daemon thread per
+  process (``_runtime/host.py``). No caller's cancellation reaches it: not asyncio's
+  (``wait_for``, ``task.cancel()``, a closing loop), not trio's or anyio's cancel scopes, not
+  a thread that stops waiting. So a request that went out is read to the end (past its
+  attempt's deadline too: ``attempts``) and its answer saved, and a rotated refresh token is
   never lost. At interpreter exit the host waits (boundedly) for the flights in progress.
   Callers only wait, each for as long as it likes: threads with ``timeout=``, tasks with their
   own cancel scope or ``asyncio.timeout``.
@@ -28,30 +29,20 @@ How the pieces fit:
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import logging
-import os
 import threading
-import weakref
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, ParamSpec, TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec
 
 from .._core.challenges import HeaderValues
 from .._core.clock import Clock, monotonic_of, system_clock
 from .._core.credential import (
     FRESH,
-    Adopted,
     CredentialState,
     Demand,
-    Expired,
     Fail,
-    Failed,
     FlightHandle,
     Force,
-    Job,
-    Outcome,
     Pass,
-    Refreshed,
     Replace,
     Rules,
     Use,
@@ -62,24 +53,19 @@ from .._core.policy import RefreshPolicy, RetryPolicy, wants_refresh
 from .._core.tokens import TokenSet
 from .._deprecation import warn
 from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
+from .._runtime.host import in_host_thread
 from ..errors import DPoPError, RefreshFailed, StoreError
-from ..refreshers._function import FunctionRefresher
 from ..stores._base import MemoryStore, TokenStore
-from .flight import Flight, strip_tracebacks
-from .host import host, in_host_thread
-from .observers import FlightWatch, RefreshObserver, trigger_of
+from .credentials import credential_for, release
+from .flight import Flight
+from .flights import Flights, Hook, TokenRequests, not_configured
+from .observers import FlightWatch, RefreshObserver
 from .refresher import Refresher, takes_dpop
 from .resource import ResourceCall
-from .steps import flight_steps, run_steps
 
 __all__ = ["ManagerStats", "TokenManager"]
 
-logger = logging.getLogger("freshtoken")
-
-Hook: TypeAlias = Callable[..., Any]
 _P = ParamSpec("_P")
-
-_DECAY = 0.5  # each refresh halves the weight of the slowest one seen before it
 
 
 @dataclasses.dataclass
@@ -110,78 +96,7 @@ class ManagerStats:
             }
 
 
-class _Credential:
-    """A credential's state with the mutex that guards it and the managers that share it.
-
-    The store's change watcher belongs to the credential, not to a manager: ``watched`` is the
-    store it was asked of, and the last open manager to close asks that store to stop.
-    """
-
-    __slots__ = ("__weakref__", "managers", "mutex", "rewatch", "slowest", "state", "watched")
-
-    def __init__(self) -> None:
-        self.mutex = threading.Lock()
-        self.state = CredentialState(Flight)
-        self.managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
-        self.rewatch = False  # in a forked child: the store's watcher thread did not come along
-        self.watched: TokenStore | None = None
-        self.slowest = 0.0  # seconds: the slowest recent refresh, decaying (see _observed)
-
-    def observed(self, seconds: float) -> None:
-        """A refresh attempt answered after ``seconds``: remember the slowest, decaying."""
-        with self.mutex:
-            self.slowest = max(seconds, self.slowest * _DECAY)
-
-    def invalidate(self) -> None:
-        with self.mutex:
-            self.state.invalidate()
-
-
-_credentials: weakref.WeakValueDictionary[Hashable, _Credential] = weakref.WeakValueDictionary()
-_credentials_mutex = threading.Lock()
-
-
-def _credential_for(manager: TokenManager) -> _Credential:
-    store = manager.store
-    with _credentials_mutex:
-        credential = _credentials.get(store.key)
-        if credential is None:
-            credential = _credentials[store.key] = _Credential()
-        if credential.watched is None:  # new, or every manager of it closed meanwhile
-            store.watch(credential.invalidate)
-            credential.watched = store
-        credential.managers.add(manager)
-        return credential
-
-
-def _release(manager: TokenManager, credential: _Credential) -> None:
-    """``manager`` closed: the last open manager of the credential stops its watcher."""
-    with _credentials_mutex:
-        credential.managers.discard(manager)
-        watched = credential.watched
-        if credential.managers or watched is None:
-            return
-        credential.watched = None
-        # Under the mutex: a manager made meanwhile must find the watcher gone, or running.
-        watched.unwatch(credential.invalidate)
-
-
-def _after_fork_in_child() -> None:
-    # Locks held by other threads at fork time stay held forever in the child, and flights'
-    # threads did not come along: start every credential afresh (the view stays as fallback).
-    global _credentials_mutex
-    _credentials_mutex = threading.Lock()
-    for credential in list(_credentials.values()):
-        credential.mutex = threading.Lock()
-        credential.state.after_fork()
-        credential.rewatch = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class TokenManager:
+class TokenManager(Flights):
     """Keeps one credential's access token fresh for any number of clients.
 
     ``refresher`` turns the current tokens into new ones (see [`freshtoken.refreshers`][]);
@@ -252,10 +167,10 @@ class TokenManager:
         self._monotonic = monotonic_of(clock)
         self.stats = ManagerStats()
         self._closed = False
-        self._credential = _credential_for(self)
+        self._credential = credential_for(self)
         self._state = self._credential.state
         self._observed_policy = (self.policy, 0.0, self.policy)
-        self._requests: _TokenRequests | None = None  # built at the first flight, then kept
+        self._requests: TokenRequests | None = None  # built at the first flight, then kept
 
     def __repr__(self) -> str:
         closed = ", closed" if self._closed else ""
@@ -281,7 +196,7 @@ class TokenManager:
         # The lock-free fast path reads only ``_state.fast``: an empty state sends every
         # caller to _decide, which refuses. Flights in progress land in the credential.
         self._state = CredentialState(Flight)
-        _release(self, self._credential)
+        release(self, self._credential)
 
     async def aclose(self) -> None:
         """[`close()`][close], from async code (nothing it does blocks)."""
@@ -530,188 +445,12 @@ class TokenManager:
         if self.dpop is not None:
             self.dpop.check(tokens.dpop_key)
         elif tokens.dpop_key is not None:
-            raise _not_configured()
+            raise not_configured()
 
     def _adopt(self, tokens: TokenSet | None) -> None:
         credential = self._credential
         with credential.mutex:
             credential.state.set_tokens(tokens, self.rules)
-
-    # -- the flight ---------------------------------------------------------------------------
-
-    def _launch(self, job: Job) -> None:
-        watch = None
-        if self.observer is not None:
-            watch = FlightWatch.start(self.observer, trigger_of(job, self._state.view is not None))
-        try:
-            host().submit(lambda: self._fly(job, watch))
-        except RuntimeError as error:  # the interpreter is exiting, or no thread can start
-            failed = Failed(RefreshFailed("no_host", str(error)), gave_up=False)
-            result, landed_error, _ = self._record(job, failed, watch)
-            job.flight.land(result, landed_error)
-
-    async def _fly(self, job: Job, watch: FlightWatch | None) -> None:
-        def attempted() -> None:
-            self.stats.add("refresh_attempts")
-            if watch is not None:
-                watch.attempt()
-
-        requests = self._requests
-        if requests is None or not requests.serves(self.refresher, self.dpop, self.clock):
-            requests = self._requests = _TokenRequests(self.refresher, self.dpop, self.clock)
-        try:
-            outcome = await run_steps(
-                flight_steps(job, self.rules, self.clock),
-                self.store,
-                self._timed(requests.arefresh),
-                on_attempt=attempted,
-                on_lock=None if watch is None else watch.lock_acquired,
-            )
-        except Exception as error:
-            logger.exception("freshtoken: a refresh flight failed unexpectedly")
-            outcome = Failed(RefreshFailed("internal_error", type(error).__name__), gave_up=False)
-        await self._finish(job, outcome, watch)
-
-    def _timed(
-        self, refresh: Callable[[TokenSet | None, float], Awaitable[TokenSet]]
-    ) -> Callable[[TokenSet | None, float], Awaitable[TokenSet]]:
-        """``refresh`` that tells the credential how long each answered attempt took (on the
-        manager's monotonic clock, which a test controls)."""
-        monotonic, credential = self._monotonic, self._credential
-
-        async def timed(current: TokenSet | None, deadline: float) -> TokenSet:
-            began = monotonic()
-            tokens = await refresh(current, deadline)
-            credential.observed(monotonic() - began)
-            return tokens
-
-        return timed
-
-    def _record(
-        self, job: Job, outcome: Outcome, watch: FlightWatch | None
-    ) -> tuple[TokenSet | None, BaseException | None, list[TokenManager]]:
-        """Record the outcome in the credential: what the waiters get, and the managers."""
-        if isinstance(outcome, (Failed, Expired)):
-            # Kept as the credential's last error: without its traceback, which would keep
-            # the flight's frames, its HTTP client and its loop's objects alive.
-            strip_tracebacks(outcome.error)
-        credential = self._credential
-        with credential.mutex:
-            result, error = credential.state.land(job, outcome, self.rules, self._monotonic())
-            managers = list(credential.managers)
-        if job.background and isinstance(outcome, Failed):
-            # A waiter of a background flight (its token expired meanwhile, or was rejected)
-            # decides again: it gets a flight of its own, with the retries it is owed.
-            error = None
-        self._report(outcome)
-        if watch is not None:
-            watch.ended(outcome)
-        return result, error, managers
-
-    async def _finish(self, job: Job, outcome: Outcome, watch: FlightWatch | None) -> None:
-        """Record the outcome, run the hooks, then wake the waiters (whatever fails)."""
-        result: TokenSet | None = None
-        error: BaseException | None = RefreshFailed("internal_error", "the refresh did not land")
-        try:
-            result, error, managers = self._record(job, outcome, watch)
-            if isinstance(outcome, Refreshed):
-                await _run_hook(self.on_refresh, outcome.stored.tokens)
-            elif isinstance(outcome, Expired):
-                for manager in managers:
-                    manager.stats.add("session_expirations")
-                    await _run_hook(manager.on_session_expired, outcome.error)
-        finally:
-            job.flight.land(result, error)
-
-    def _report(self, outcome: Outcome) -> None:
-        if isinstance(outcome, Refreshed):
-            self.stats.add("refreshes")
-            lifetime = outcome.stored.tokens.lifetime
-            logger.info(
-                "tokens refreshed; new access token expires in %s s",
-                "unknown" if lifetime is None else f"{lifetime:.0f}",
-            )
-        elif isinstance(outcome, Adopted):
-            self.stats.add("adopted")
-        elif isinstance(outcome, Failed):
-            self.stats.add("refresh_failures")
-            logger.warning("refresh failed: %s", outcome.error)
-        elif isinstance(outcome, Expired):
-            logger.warning("session expired: %s", outcome.error)
-
-
-class _TokenRequests:
-    """The refresher as a flight calls it: with the manager's DPoP, which decides the key
-    (and refuses tokens bound to another), or refusing DPoP-bound tokens without one. Its
-    ``arefresh`` when that does native async I/O, else its ``refresh`` in a host worker."""
-
-    __slots__ = ("_clock", "_dpop", "_native", "_refresher", "_takes_deadline")
-
-    def __init__(self, refresher: Refresher, dpop: DPoP | None, clock: Clock) -> None:
-        self._refresher = refresher
-        self._dpop = dpop
-        self._clock = clock
-        self._native = native_async(refresher)
-        method = getattr(refresher, "arefresh" if self._native else "refresh")
-        self._takes_deadline = _takes(method, "deadline")
-
-    def serves(self, refresher: Refresher, dpop: DPoP | None, clock: Clock) -> bool:
-        """Whether this is still the manager's refresher, DPoP and clock (all are attributes
-        an application may replace)."""
-        return self._refresher is refresher and self._dpop is dpop and self._clock is clock
-
-    async def arefresh(self, current: TokenSet | None, deadline: float) -> TokenSet:
-        options: dict[str, Any] = {}
-        if self._dpop is not None:
-            options = {"deadline": deadline, "dpop": self._dpop}
-        elif current is not None and current.dpop_key is not None:
-            raise _not_configured()
-        elif self._takes_deadline:
-            options = {"deadline": deadline}
-        if self._native:
-            arefresh: Callable[..., Awaitable[TokenSet]] = self._refresher.arefresh  # type: ignore[attr-defined]
-            return await arefresh(current, self._clock, **options)
-        refresh: Callable[..., TokenSet] = self._refresher.refresh
-        return await host().run_sync(lambda: refresh(current, self._clock, **options))
-
-
-def native_async(refresher: object) -> bool:
-    """Whether ``refresher.arefresh`` does its I/O natively, so the host loop may await it.
-
-    Not when a subclass overrides ``refresh`` below the class that defines ``arefresh`` (the
-    override is what its author means), nor for a FunctionRefresher of a plain function.
-    """
-    if isinstance(refresher, FunctionRefresher):
-        function = refresher.function
-        return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-            getattr(function, "__call__", None)  # noqa: B004 - an async callable object
-        )
-    arefresh = getattr(refresher, "arefresh", None)
-    if not inspect.iscoroutinefunction(arefresh):
-        return False
-    if "refresh" in vars(refresher) or "arefresh" in vars(refresher):
-        return False
-    owners = type(refresher).__mro__
-    sync_owner = next((c for c in owners if "refresh" in vars(c)), None)
-    async_owner = next((c for c in owners if "arefresh" in vars(c)), None)
-    if sync_owner is None or async_owner is None:
-        return async_owner is not None
-    return owners.index(async_owner) <= owners.index(sync_owner)
-
-
-def _takes(function: Callable[..., Any], name: str) -> bool:
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _not_configured() -> DPoPError:
-    return DPoPError(
-        "dpop_not_configured",
-        "the tokens are bound to a DPoP key but this manager has no dpop: pass "
-        "TokenManager(..., dpop='ES256') (or the key) to use them",
-    )
 
 
 def _refresh_policy(
@@ -748,19 +487,3 @@ def _gave_up_waiting(flight: FlightHandle, timeout: float | None) -> RefreshFail
     else:
         what = f"the refresh did not finish within {flight.bound:g} s"
     return RefreshFailed("refresh_timeout", f"{what}; it goes on in the background")
-
-
-async def _run_hook(hook: Hook | None, argument: object) -> None:
-    """Run a hook on the host: an async one on its loop, a plain one in a worker thread (it
-    may block); whatever it raises is logged."""
-    if hook is None:
-        return
-    try:
-        if inspect.iscoroutinefunction(hook):
-            await hook(argument)
-            return
-        result = await host().run_sync(hook, argument)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        logger.exception("freshtoken hook %r raised", getattr(hook, "__name__", hook))

@@ -26,7 +26,9 @@ class Refresher(Protocol):
     manager's clock, for timing the answer; ``deadline`` (a ``time.monotonic()`` instant) is
     when the attempt must have ended. The manager calls ``refresh`` from a worker thread of
     its flight host, never from an event loop; a refresher whose ``arefresh`` is a coroutine
-    function (defined with ``refresh`` or below it) is awaited on the host's loop instead.
+    function (defined with ``refresh`` or below it) is awaited on the host's loop instead. A
+    refresher may decide that itself with a ``native_async()`` method returning a bool (a
+    ``FunctionRefresher`` does: its ``arefresh`` is native only for an async function).
     """
 
     @property

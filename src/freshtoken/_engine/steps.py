@@ -39,16 +39,19 @@ from .._core.credential import (
     Refreshed,
     Rules,
     View,
+    busy_retry_delay,
     satisfied_by,
+    unsent,
 )
 from .._core.policy import Freshness
 from .._core.tokens import TokenResponseError, TokenSet
+from .._runtime.host import host
 from ..errors import AuthError, LockTimeout, RefreshFailed, SessionExpired, StoreError
 from ..stores._base import BlockingTokenStore, GenerationConflict, StoredTokens, TokenStore
-from .host import host
 
 __all__ = [
     "Clear",
+    "Collect",
     "Effect",
     "Load",
     "Lock",
@@ -86,6 +89,14 @@ class Refresh:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Collect:
+    """The late answer to a request that presented ``current``, if one came: tokens or None.
+    Nothing is sent."""
+
+    current: TokenSet | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Save:
     tokens: TokenSet
     expected_generation: int
@@ -101,7 +112,7 @@ class Sleep:
     seconds: float
 
 
-Effect: TypeAlias = Load | Lock | Unlock | Refresh | Save | Clear | Sleep
+Effect: TypeAlias = Load | Lock | Unlock | Refresh | Collect | Save | Clear | Sleep
 Steps: TypeAlias = Generator[Effect, Any, Outcome]
 
 
@@ -110,6 +121,8 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
     try:
         if job.delay > 0:
             yield Sleep(job.delay)
+        if job.collect:
+            return (yield from _collect_steps(rules))
         stored: StoredTokens | None = yield Load()
         if job.reload_only:
             return Loaded(stored)
@@ -126,8 +139,8 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
         settled = _settled(job, stored, rules, clock)
         if settled is not None:
             return settled
-        attempts = 1 if job.background else rules.retry.attempts
-        attempt = 0
+        attempts = 1 if job.background or job.probe else rules.retry.attempts
+        attempt = failed = 0  # attempts made; those the server was asked (the backoff's count)
         while True:
             current = None if stored is None else stored.tokens
             if not rules.can_acquire and (current is None or current.refresh_token is None):
@@ -152,7 +165,12 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
                 newer: StoredTokens | None = yield Load()
                 if newer is not None and (stored is None or newer.generation != stored.generation):
                     return Adopted(newer)
-            delay = rules.retry.delay(attempt, error if isinstance(error, RefreshFailed) else None)
+            if unsent(error):
+                delay = busy_retry_delay()  # the server was not asked: nothing to back off from
+            else:
+                failed += 1
+                failure = error if isinstance(error, RefreshFailed) else None
+                delay = rules.retry.delay(failed, failure)
             if not retryable or attempt >= attempts or not rules.retry.honours(delay):
                 return Failed(error, gave_up=not job.background)
             # The lock is not held through the backoff: another process may refresh meanwhile,
@@ -164,15 +182,29 @@ def flight_steps(job: Job, rules: Rules, clock: Clock) -> Steps:
             settled = _settled(job, stored, rules, clock)
             if settled is not None:
                 return settled
-        try:
-            saved: StoredTokens = yield Save(tokens, 0 if stored is None else stored.generation)
-        except GenerationConflict:
-            # Our lock lapsed and someone saved newer tokens (or logged out): theirs win.
-            latest: StoredTokens | None = yield Load()
-            return Cleared() if latest is None else Adopted(latest)
-        return Refreshed(saved)
+        return (yield from _save_steps(tokens, stored))
     except StoreError as error:
         return Failed(error, gave_up=not job.background)
+
+
+def _collect_steps(rules: Rules) -> Steps:
+    """Save the late answer to a request that presented what the store still holds."""
+    yield Lock(rules.lock_timeout)
+    stored: StoredTokens | None = yield Load()
+    tokens: TokenSet | None = yield Collect(None if stored is None else stored.tokens)
+    if tokens is None:
+        return Loaded(stored)  # taken already, or the store moved on: a plain re-read
+    return (yield from _save_steps(tokens, stored))
+
+
+def _save_steps(tokens: TokenSet, stored: StoredTokens | None) -> Steps:
+    try:
+        saved: StoredTokens = yield Save(tokens, 0 if stored is None else stored.generation)
+    except GenerationConflict:
+        # Our lock lapsed and someone saved newer tokens (or logged out): theirs win.
+        latest: StoredTokens | None = yield Load()
+        return Cleared() if latest is None else Adopted(latest)
+    return Refreshed(saved)
 
 
 def _settled(job: Job, stored: StoredTokens | None, rules: Rules, clock: Clock) -> Outcome | None:
@@ -216,12 +248,13 @@ async def run_steps(
     *,
     on_attempt: Callable[[], None] = lambda: None,
     on_lock: Callable[[float], None] | None = None,
+    collect: Callable[[TokenSet | None], TokenSet | None] = lambda current: None,
 ) -> Outcome:
     """Perform ``steps`` on the flight host's loop. ``refresh(current, deadline)`` makes one
     attempt by ``deadline`` (monotonic). The refresh lock is held from a ``Lock`` to the next
     ``Unlock`` or to the end. ``on_attempt`` is told of each refresh attempt (the manager counts
     them), ``on_lock`` of the seconds it took to get the lock the first time (for an
-    observer)."""
+    observer). ``collect(current)`` takes a late answer (see ``attempts``)."""
     calls = StoreCalls(store)
     held: contextlib.AsyncExitStack | None = None
     try:
@@ -252,6 +285,8 @@ async def run_steps(
                 elif isinstance(effect, Refresh):
                     on_attempt()
                     value = await refresh(effect.current, time.monotonic() + effect.timeout)
+                elif isinstance(effect, Collect):
+                    value = collect(effect.current)
                 elif isinstance(effect, Save):
                     value = await calls.save(effect.tokens, effect.expected_generation)
                 elif isinstance(effect, Clear):

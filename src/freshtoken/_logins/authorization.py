@@ -33,7 +33,7 @@ from .._core.tokens import TokenResponseError, TokenSet
 from .._oauth.client_auth import ClientAuth
 from .._oauth.discovery import TENANT_PLACEHOLDER, ServerMetadata, issuer_matches
 from .._oauth.dpop import DPoPKey
-from .._oauth.http import Flow, Verify, adrive, drive
+from .._oauth.http import Flow, Verify, adrive, blocking
 from .._oauth.id_tokens import check_id_token_claims
 from ..errors import LoginFailed
 from .token_endpoint import token_flow, tokens_from
@@ -199,8 +199,11 @@ class AuthorizationRequest:
 
     # -- the code exchange ---------------------------------------------------------------------
 
-    def token_request(self, code: str, client: ClientAuth) -> httpx.Request:
-        """The token request that redeems ``code`` (RFC 6749 section 4.1.3, with the verifier)."""
+    def token_request(
+        self, code: str, client: ClientAuth, params: Mapping[str, str] | None = None
+    ) -> httpx.Request:
+        """The token request that redeems ``code`` (RFC 6749 section 4.1.3, with the verifier);
+        ``params`` are added to the form (the ``resource`` of RFC 8707)."""
         if client.client_id != self.client_id:
             raise ValueError("the code was requested for another client_id")
         form = {
@@ -208,6 +211,7 @@ class AuthorizationRequest:
             "code": code,
             "redirect_uri": self.redirect_uri,
             "code_verifier": self.code_verifier,
+            **dict(params or {}),
         }
         return client.request(self.token_endpoint, form, {})
 
@@ -245,33 +249,18 @@ class AuthorizationRequest:
         allow_insecure_http: bool = False,
         clock: Clock = system_clock,
         dpop: DPoPKey | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> Flow[TokenSet]:
         """The code exchange as a sans-I/O flow (see `freshtoken._oauth.http`); with ``dpop``
-        the tokens are bound to that key (RFC 9449)."""
+        the tokens are bound to that key (RFC 9449); ``params`` go on the token request."""
         tokens = yield from token_flow(
-            self.token_request(code, client),
+            self.token_request(code, client, params),
             clock=clock,
             secrets=(code, self.code_verifier, *client.secrets()),
             allow_insecure_http=allow_insecure_http,
             dpop=dpop,
         )
         return self.checked(tokens, now=tokens.obtained_at or clock())
-
-    def exchange(
-        self,
-        code: str,
-        client: ClientAuth,
-        *,
-        verify: Verify = True,
-        allow_insecure_http: bool = False,
-        clock: Clock = system_clock,
-        dpop: DPoPKey | None = None,
-    ) -> TokenSet:
-        """Redeem ``code`` at the token endpoint."""
-        flow = self.exchange_flow(
-            code, client, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
-        )
-        return drive(flow, verify=verify)
 
     async def aexchange(
         self,
@@ -283,11 +272,14 @@ class AuthorizationRequest:
         clock: Clock = system_clock,
         dpop: DPoPKey | None = None,
     ) -> TokenSet:
-        """[`exchange()`][exchange] for async code."""
+        """Redeem ``code`` at the token endpoint (in async code: asyncio or trio)."""
         flow = self.exchange_flow(
             code, client, allow_insecure_http=allow_insecure_http, clock=clock, dpop=dpop
         )
         return await adrive(flow, verify=verify)
+
+    exchange = blocking(aexchange)
+    """[`aexchange()`][aexchange] from synchronous code: redeem ``code`` at the token endpoint."""
 
     # -- keeping it between requests -----------------------------------------------------------
 

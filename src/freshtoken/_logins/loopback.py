@@ -10,8 +10,10 @@ close this tab", or what went wrong); then the listener closes. A mismatched sta
 clear [`LoginFailed`][freshtoken.LoginFailed], as does the timeout.
 
 [`CallbackJudge`][] decides and `_Connection` speaks HTTP/1.1 (h11), with no I/O;
-[`LoopbackListener`][] (sockets and a selector) and [`AsyncLoopbackListener`][] (anyio:
-asyncio or trio) only move bytes.
+[`LoopbackListener`][] (anyio: asyncio or trio) only moves bytes. There is one listener: a
+blocking login runs the same coroutine on a private event loop (``run_blocking``), so a
+timeout, a cancellation (Ctrl-C cancels that loop's task) and a flood of strays are handled
+by one piece of code.
 """
 
 from __future__ import annotations
@@ -20,10 +22,7 @@ import contextlib
 import dataclasses
 import inspect
 import ipaddress
-import selectors
-import socket
 import threading
-import time
 from collections.abc import Callable
 from html import escape
 from types import TracebackType
@@ -32,12 +31,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 import h11
 
 from ..errors import LoginFailed
 from .authorization import AuthorizationRequest
 
-__all__ = ["AsyncLoopbackListener", "CallbackJudge", "LoopbackListener", "OpenBrowser", "Verdict"]
+__all__ = ["CallbackJudge", "LoopbackListener", "OpenBrowser", "Verdict"]
 
 OpenBrowser = Callable[[str], object]
 CONNECTION_TIMEOUT = 10.0  # a connection that sends no full request in this time is dropped
@@ -205,148 +206,8 @@ def _timeout(timeout: float) -> LoginFailed:
 
 
 class LoopbackListener:
-    """A listening socket on a loopback address for one browser login (blocking I/O)."""
-
-    def __init__(self, redirect_uri: str = "http://127.0.0.1/callback") -> None:
-        self._address = _Address.parse(redirect_uri)
-        family = socket.AF_INET6 if ":" in self._address.bind_host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self._socket.bind((self._address.bind_host, self._address.port))
-            self._socket.listen(MAX_CONNECTIONS)
-        except OSError as error:
-            self._socket.close()
-            raise LoginFailed(
-                "listener_failed", f"cannot listen on {redirect_uri}: {error.strerror or error}"
-            ) from None
-        self._socket.setblocking(False)
-        self.port: int = self._socket.getsockname()[1]
-        self.redirect_uri = self._address.redirect_uri(self.port)
-
-    def wait_for_code(
-        self, request: AuthorizationRequest, *, open_browser: OpenBrowser, timeout: float
-    ) -> str:
-        """Open the browser at ``request.url`` (in a worker thread, so that a blocking
-        ``open_browser`` is fine) and serve until the answer comes or ``timeout`` passes."""
-        judge = CallbackJudge(
-            request, hosts=self._address.hosts(self.port), path=self._address.path
-        )
-        deadline = time.monotonic() + timeout
-        wake_read, wake_write = socket.socketpair()
-        browser_outcome: list[LoginFailed | None] = []
-
-        def run_browser() -> None:
-            try:
-                browser_outcome.append(_browser_result(open_browser(request.url)))
-            except Exception as error:  # noqa: BLE001 - any failure ends the login, named
-                browser_outcome.append(_browser_failure(error))
-            with contextlib.suppress(OSError):
-                wake_write.send(b"x")
-
-        threading.Thread(target=run_browser, name="freshtoken-open-browser", daemon=True).start()
-        connections: dict[socket.socket, tuple[_Connection, float]] = {}
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._socket, selectors.EVENT_READ, "accept")
-            selector.register(wake_read, selectors.EVENT_READ, "browser")
-            try:
-                while True:
-                    now = time.monotonic()
-                    if now >= deadline:
-                        raise _timeout(timeout)
-                    for conn, (_, dropped_at) in list(connections.items()):
-                        if now >= dropped_at:
-                            self._drop(selector, connections, conn)
-                    wake = min([deadline, *(d for _, d in connections.values())])
-                    for key, _ in selector.select(max(0.0, wake - now)):
-                        if key.data == "accept":
-                            self._accept(selector, connections, judge)
-                        elif key.data == "browser":
-                            wake_read.recv(16)
-                            if browser_outcome and browser_outcome[0] is not None:
-                                raise browser_outcome[0]
-                        else:
-                            outcome = self._serve(selector, connections, key.fileobj)  # type: ignore[arg-type]
-                            if isinstance(outcome, LoginFailed):
-                                raise outcome
-                            if outcome is not None:
-                                return outcome
-            finally:
-                for conn in list(connections):
-                    self._drop(selector, connections, conn)
-                wake_read.close()
-                wake_write.close()
-
-    def _accept(
-        self,
-        selector: selectors.BaseSelector,
-        connections: dict[socket.socket, tuple[_Connection, float]],
-        judge: CallbackJudge,
-    ) -> None:
-        try:
-            conn, _ = self._socket.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return
-        if len(connections) >= MAX_CONNECTIONS:  # a flood: the oldest idle one makes room
-            self._drop(selector, connections, next(iter(connections)))
-        conn.setblocking(False)
-        connections[conn] = (_Connection(judge), time.monotonic() + CONNECTION_TIMEOUT)
-        selector.register(conn, selectors.EVENT_READ, "connection")
-
-    def _serve(
-        self,
-        selector: selectors.BaseSelector,
-        connections: dict[socket.socket, tuple[_Connection, float]],
-        conn: socket.socket,
-    ) -> str | LoginFailed | None:
-        connection, _ = connections[conn]
-        try:
-            data = conn.recv(_READ)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError:
-            data = b""
-        answered = connection.receive(data)
-        if answered is None:
-            return None
-        answer, verdict = answered
-        if answer:
-            conn.setblocking(True)
-            conn.settimeout(CONNECTION_TIMEOUT)
-            with contextlib.suppress(OSError):
-                conn.sendall(answer)
-        self._drop(selector, connections, conn)
-        return None if verdict is None else verdict.outcome
-
-    @staticmethod
-    def _drop(
-        selector: selectors.BaseSelector,
-        connections: dict[socket.socket, tuple[_Connection, float]],
-        conn: socket.socket,
-    ) -> None:
-        connections.pop(conn, None)
-        with contextlib.suppress(KeyError, ValueError):
-            selector.unregister(conn)
-        with contextlib.suppress(OSError):
-            conn.shutdown(socket.SHUT_RDWR)
-        conn.close()
-
-    def close(self) -> None:
-        self._socket.close()
-
-    def __enter__(self) -> LoopbackListener:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncLoopbackListener:
-    """[`LoopbackListener`][] for async code (asyncio or trio, through anyio)."""
+    """A listening socket on a loopback address for one browser login, in async code (asyncio
+    or trio, through anyio); a blocking login runs it on a private event loop."""
 
     def __init__(self, redirect_uri: str = "http://127.0.0.1/callback") -> None:
         self._address = _Address.parse(redirect_uri)
@@ -354,7 +215,7 @@ class AsyncLoopbackListener:
         self.port = 0
         self.redirect_uri = ""
 
-    async def __aenter__(self) -> AsyncLoopbackListener:
+    async def __aenter__(self) -> LoopbackListener:
         try:
             listeners = await anyio.create_tcp_listener(
                 local_host=self._address.bind_host, local_port=self._address.port
@@ -391,7 +252,7 @@ class AsyncLoopbackListener:
         Cancelling the caller closes every connection (the listener closes with the context)."""
         listener = self._listener
         if listener is None:
-            raise RuntimeError("use `async with AsyncLoopbackListener(...)` first")
+            raise RuntimeError("use `async with LoopbackListener(...)` first")
         judge = CallbackJudge(
             request, hosts=self._address.hosts(self.port), path=self._address.path
         )
@@ -432,9 +293,7 @@ class AsyncLoopbackListener:
                         if _is_async(open_browser):
                             result = await open_browser(request.url)  # type: ignore[misc]
                         else:
-                            result = await anyio.to_thread.run_sync(
-                                open_browser, request.url, abandon_on_cancel=True
-                            )
+                            result = await _in_daemon_thread(open_browser, request.url)
                     except Exception as error:  # noqa: BLE001 - any failure ends the login
                         finish(_browser_failure(error))
                         return
@@ -468,6 +327,30 @@ async def _serve_stream(
             with contextlib.suppress(anyio.BrokenResourceError, OSError):
                 await stream.send(answer)
         return None if verdict is None else verdict.outcome
+
+
+async def _in_daemon_thread(open_browser: OpenBrowser, url: str) -> object:
+    """``open_browser(url)`` in a daemon thread of its own, its result (or error) awaited: a
+    launcher that never returns (a console browser holding the terminal) holds neither the
+    login, which ends with the answer or the timeout, nor the exit of the process."""
+    token = anyio.lowlevel.current_token()
+    finished = anyio.Event()
+    outcome: list[tuple[object, Exception | None]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((open_browser(url), None))
+        except Exception as error:  # noqa: BLE001 - re-raised in the login
+            outcome.append((None, error))
+        with contextlib.suppress(RuntimeError):  # the login and its loop are over: nobody waits
+            anyio.from_thread.run_sync(finished.set, token=token)
+
+    threading.Thread(target=run, name="freshtoken-open-browser", daemon=True).start()
+    await finished.wait()
+    result, error = outcome[0]
+    if error is not None:
+        raise error
+    return result
 
 
 def _is_async(function: Callable[..., Any]) -> bool:

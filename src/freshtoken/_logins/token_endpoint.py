@@ -1,9 +1,9 @@
 """A login's token request: sent once, its answer read as a TokenSet or a LoginFailed.
 
 The answer is read exactly as a refresh's is
-([`HTTPRefresher.parse_response()`][HTTPRefresher.parse_response]: the same validation, the same
-redaction of secrets), then any failure is reported as a failed login: ``invalid_grant`` after a
-wrong password is not a session that expired.
+([`read_token_answer()`][freshtoken._oauth.token_answers.read_token_answer]: the same validation,
+the same redaction of secrets), then any failure is reported as a failed login:
+``invalid_grant`` after a wrong password is not a session that expired.
 """
 
 from __future__ import annotations
@@ -13,11 +13,19 @@ import httpx
 from .._core.clock import Clock
 from .._core.policy import check_transport, origin_of
 from .._core.tokens import TokenSet
+from .._oauth.discovery import ServerMetadata
 from .._oauth.dpop import DPoP, DPoPKey
 from .._oauth.http import Flow
+from .._oauth.token_answers import read_token_answer
 from ..errors import DPoPError, LoginFailed, RefreshFailed, SessionExpired
 
-__all__ = ["check_login_transport", "token_flow", "tokens_from"]
+__all__ = [
+    "check_login_transport",
+    "require_grant",
+    "token_endpoint_of",
+    "token_flow",
+    "tokens_from",
+]
 
 
 def check_login_transport(url: str, *, allow_insecure_http: bool) -> None:
@@ -29,6 +37,24 @@ def check_login_transport(url: str, *, allow_insecure_http: bool) -> None:
     check_transport(origin, allow_insecure_http=allow_insecure_http, what="credentials")
 
 
+def token_endpoint_of(metadata: ServerMetadata) -> str:
+    """The metadata's token endpoint; a login cannot go on without one."""
+    if metadata.token_endpoint is None:
+        raise LoginFailed("discovery_failed", f"{metadata.issuer} names no token_endpoint")
+    return metadata.token_endpoint
+
+
+def require_grant(metadata: ServerMetadata | None, grant: str, name: str) -> None:
+    # The server would refuse anyway; asking first keeps a password from being sent at all.
+    listed = metadata is not None and "grant_types_supported" in metadata.raw
+    if metadata is not None and listed and grant not in metadata.grant_types_supported:
+        offered = ", ".join(metadata.grant_types_supported) or "none"
+        raise LoginFailed(
+            "unsupported_grant_type",
+            f"{metadata.issuer} does not offer the {name} grant (it offers: {offered})",
+        )
+
+
 def tokens_from(
     response: httpx.Response,
     *,
@@ -38,13 +64,8 @@ def tokens_from(
 ) -> TokenSet:
     """The TokenSet of a token endpoint's answer (bound to ``dpop``, the key that signed the
     request); raises LoginFailed for anything else."""
-    from ..refreshers._http import HTTPRefresher  # here: refreshers imports the login modules
-
-    parser = HTTPRefresher(str(response.request.url))
     try:
-        return parser.parse_response(
-            response, sent_at=sent_at, current=None, sent_secrets=secrets, dpop_key=dpop
-        )
+        return read_token_answer(response, sent_at=sent_at, secrets=secrets, dpop_key=dpop)
     except (SessionExpired, RefreshFailed, DPoPError) as error:
         raise LoginFailed(error.error, error.description, status=error.status) from None
 

@@ -21,14 +21,14 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import httpx
 import sniffio
 
 from .._core.policy import LARGEST_ANSWER
-from .._engine import connections
+from .._runtime import connections
 from ..errors import LoginFailed
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "Verify",
     "adrive",
     "asend",
+    "blocking",
     "drive",
     "run_blocking",
     "send",
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -253,3 +255,19 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
     if errors:
         raise errors[0]
     return results[0]
+
+
+def blocking(function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The blocking twin of the async ``function``, generated rather than written twice: the
+    same coroutine run to completion by [`run_blocking()`][run_blocking], with the same
+    parameters (``inspect.signature`` follows ``__wrapped__``). The twin's name drops the
+    ``a`` prefix; give it a docstring of its own."""
+
+    @functools.wraps(function)
+    def twin(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_blocking(function(*args, **kwargs))
+
+    twin.__name__ = function.__name__.removeprefix("a")
+    twin.__qualname__ = twin.__qualname__.rpartition(".")[0] + "." + twin.__name__
+    twin.__qualname__ = twin.__qualname__.lstrip(".")
+    return twin

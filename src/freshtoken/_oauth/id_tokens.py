@@ -21,8 +21,8 @@ import jwt
 from .._core.clock import Clock, system_clock
 from .._core.policy import read_json
 from ..errors import LoginFailed
-from .discovery import TENANT_PLACEHOLDER, ServerMetadata, ametadata_of, metadata_of
-from .http import Flow, Verify, adrive, drive
+from .discovery import TENANT_PLACEHOLDER, ServerMetadata, ametadata_of
+from .http import Flow, Verify, adrive, blocking
 
 __all__ = ["averify_id_token", "check_id_token_claims", "verify_id_token"]
 
@@ -77,7 +77,7 @@ def check_id_token_claims(
             raise _invalid("its nonce is not this login's (a replayed ID token?)")
 
 
-def verify_id_token(
+async def averify_id_token(
     id_token: str,
     *,
     issuer: str | ServerMetadata,
@@ -96,34 +96,9 @@ def verify_id_token(
     ``issuer`` is the issuer URL (discovered, cached) or its [`ServerMetadata`][].
     ``algorithms`` defaults to the metadata's ``id_token_signing_alg_values_supported``,
     asymmetric ones only. Needs ``cryptography`` (``pip install 'freshtoken[crypto]'``).
+    This is for async code (asyncio or trio); [`verify_id_token()`][verify_id_token] is the
+    same from synchronous code.
     """
-    metadata = metadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
-    flow = _verification(
-        id_token,
-        metadata,
-        client_id=client_id,
-        nonce=nonce,
-        leeway=leeway,
-        algorithms=algorithms,
-        clock=clock,
-        verify=verify,
-    )
-    return drive(flow, verify=verify)
-
-
-async def averify_id_token(
-    id_token: str,
-    *,
-    issuer: str | ServerMetadata,
-    client_id: str,
-    nonce: str | None = None,
-    leeway: float = DEFAULT_LEEWAY,
-    algorithms: Sequence[str] | None = None,
-    clock: Clock = system_clock,
-    verify: Verify = True,
-    allow_insecure_http: bool = False,
-) -> dict[str, Any]:
-    """[`verify_id_token()`][verify_id_token] for async code (asyncio or trio)."""
     metadata = await ametadata_of(issuer, verify=verify, allow_insecure_http=allow_insecure_http)
     flow = _verification(
         id_token,
@@ -136,6 +111,12 @@ async def averify_id_token(
         verify=verify,
     )
     return await adrive(flow, verify=verify)
+
+
+verify_id_token = blocking(averify_id_token)
+"""The claims of ``id_token`` once its signature, ``iss``, ``aud``, ``exp`` and ``nonce`` check
+out: [`averify_id_token()`][averify_id_token] (which says what is checked, and how) from
+synchronous code. Raises ``LoginFailed("invalid_id_token")`` otherwise."""
 
 
 def _verification(

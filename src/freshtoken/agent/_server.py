@@ -13,6 +13,9 @@ Each profile of the token file gets one [`TokenManager`][freshtoken.TokenManager
 clients ask, and cooperates through the file's lock with any other process (``freshtoken
 token``, a Python program) using the same profile. The profile's settings are re-read when
 the file changes, so a new ``freshtoken login`` takes effect without a restart.
+
+This module is the server: its life cycle, connections and routes. Reading and answering HTTP
+is `freshtoken.agent._wire`; the profiles and their managers are `freshtoken.agent._profiles`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
@@ -29,7 +30,6 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -41,17 +41,24 @@ from .._core.policy import Freshness, RetryPolicy
 from .._core.tokens import TokenSet
 from .._engine.manager import TokenManager
 from ..errors import AuthError, RefreshFailed, SessionExpired, StoreError
-from ..profiles import close_refresher, refresher_of
-from ..refreshers import Refresher
-from ..stores.file import FileStore, default_path
+from ..stores.file import default_path
 from ._peer import peer_uid
+from ._profiles import Profiles
 from ._protocol import token_document, token_id
+from ._wire import (
+    FORBIDDEN,
+    Reply,
+    RequestTimeout,
+    TooLarge,
+    error_reply,
+    read_request,
+    send_reply,
+)
 
 __all__ = ["Agent", "AgentLimits"]
 
 logger = logging.getLogger("freshtoken.agent")
 
-_READ_CHUNK = 16 * 1024
 _SHUTDOWN_GRACE = 2.0  # seconds handlers get to finish their answer when the agent stops
 _REFRESH_DRAIN = 60.0  # seconds shutdown waits for refreshes in flight (each has a deadline)
 # A client may say its token was rejected; the agent then refreshes, but not a token younger
@@ -95,48 +102,6 @@ class _Counters:
     errors: int = 0
 
 
-class _Reply:
-    __slots__ = ("document", "headers", "status")
-
-    def __init__(
-        self, status: int, document: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()
-    ) -> None:
-        self.status = status
-        self.document = document
-        self.headers = headers
-
-
-def _error(status: int, error: str, description: str, **extra: Any) -> _Reply:
-    return _Reply(status, {"error": error, "error_description": description, **extra})
-
-
-class _Profile:
-    """The agent's state for one profile: its store, its manager, what was last served."""
-
-    __slots__ = ("changed", "last", "manager", "served", "settings", "store", "watched")
-
-    def __init__(self, store: FileStore) -> None:
-        self.store = store
-        self.manager: TokenManager | None = None  # None while the profile is logged out
-        self.settings = ""
-        self.changed = True  # set from the store's watch thread; read on the loop
-        self.watched = False
-        self.served = 0
-        self.last: TokenSet | None = None  # the last tokens served, for status
-
-    def mark_changed(self) -> None:
-        self.changed = True
-
-
-class _Timeout(Exception):
-    def __init__(self, started: bool) -> None:
-        self.started = started
-
-
-class _TooLarge(Exception):
-    pass
-
-
 class Agent:
     """Serves tokens from the profiles of one token file over a listening unix socket.
 
@@ -169,9 +134,7 @@ class Agent:
         self.started_at = time.time()
         self.socket_path: str | None = None
         self._uid = os.geteuid()
-        self._profiles: dict[str, _Profile] = {}
-        self._profile_locks: dict[str, asyncio.Lock] = {}
-        self._retired: list[Refresher] = []  # replaced while they may still be refreshing
+        self._profiles = Profiles(self)
         self._handlers: set[asyncio.Task[Any]] = set()
         self._busy: set[asyncio.Task[Any]] = set()  # handlers with a request under way
         self._fetches: set[asyncio.Task[TokenSet]] = set()
@@ -179,7 +142,7 @@ class Agent:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = threading.Event()
         self._last_activity = 0.0
-        self._routes: dict[str, tuple[str, Callable[[str], Awaitable[_Reply]]]] = {
+        self._routes: dict[str, tuple[str, Callable[[str], Awaitable[Reply]]]] = {
             "/v1/token": ("GET", self._token),
             "/v1/status": ("GET", self._status),
             "/v1/health": ("GET", self._health),
@@ -212,7 +175,7 @@ class Agent:
             if idle is not None:
                 idle.cancel()
             await self._drain()
-            self._close_profiles()
+            self._profiles.close()
 
     def stop(self) -> None:
         """Ask the agent to stop; safe from any thread and from signal handlers."""
@@ -238,16 +201,6 @@ class Agent:
             _, late = await asyncio.wait(fetches, timeout=_REFRESH_DRAIN)
             if late:
                 logger.error("%d refresh(es) still running at shutdown were abandoned", len(late))
-
-    def _close_profiles(self) -> None:
-        for profile in self._profiles.values():
-            if profile.manager is not None:
-                close_refresher(profile.manager.refresher)
-            profile.store.close()
-        for refresher in self._retired:
-            close_refresher(refresher)
-        self._profiles.clear()
-        self._retired.clear()
 
     async def _exit_when_idle(self) -> None:
         assert self._loop is not None
@@ -302,24 +255,32 @@ class Agent:
         assert self._stopping is not None
         while not self._stopping.is_set():
             try:
-                request = await self._read_request(connection, reader)
-            except _Timeout as timeout:
+                request = await read_request(connection, reader, self.limits)
+            except RequestTimeout as timeout:
                 self.counters.timeouts += 1
                 if timeout.started:
-                    reply = _error(408, "timeout", "the request took too long to arrive")
-                    await self._send(connection, writer, reply, close=True)
+                    reply = error_reply(408, "timeout", "the request took too long to arrive")
+                    await send_reply(
+                        connection, writer, reply, close=True, timeout=self.limits.request_timeout
+                    )
                 return
-            except _TooLarge:
+            except TooLarge:
                 self.counters.bad_requests += 1
-                reply = _error(
+                reply = error_reply(
                     413, "too_large", f"bodies are limited to {self.limits.max_body_bytes} bytes"
                 )
-                await self._send(connection, writer, reply, close=True)
+                await send_reply(
+                    connection, writer, reply, close=True, timeout=self.limits.request_timeout
+                )
                 return
             except h11.RemoteProtocolError as error:
                 self.counters.bad_requests += 1
-                reply = _error(error.error_status_hint, "invalid_request", "malformed HTTP request")
-                await self._send(connection, writer, reply, close=True)
+                reply = error_reply(
+                    error.error_status_hint, "invalid_request", "malformed HTTP request"
+                )
+                await send_reply(
+                    connection, writer, reply, close=True, timeout=self.limits.request_timeout
+                )
                 return
             if request is None:
                 return
@@ -331,7 +292,13 @@ class Agent:
             self._last_activity = self._loop.time()
             try:
                 reply = await self._route(*request)
-                await self._send(connection, writer, reply, close=self._stopping.is_set())
+                await send_reply(
+                    connection,
+                    writer,
+                    reply,
+                    close=self._stopping.is_set(),
+                    timeout=self.limits.request_timeout,
+                )
             finally:
                 self._busy.discard(task)
             self._last_activity = self._loop.time()
@@ -339,92 +306,23 @@ class Agent:
                 return
             connection.start_next_cycle()
 
-    async def _read_request(
-        self, connection: h11.Connection, reader: asyncio.StreamReader
-    ) -> tuple[h11.Request, bytes] | None:
-        assert self._loop is not None
-        loop = self._loop
-        started = False
-        deadline = loop.time() + self.limits.idle_timeout
-        request: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise _Timeout(started)
-                try:
-                    data = await asyncio.wait_for(reader.read(_READ_CHUNK), remaining)
-                except asyncio.TimeoutError:
-                    raise _Timeout(started) from None
-                if data and not started:
-                    started = True
-                    deadline = loop.time() + self.limits.request_timeout
-                connection.receive_data(data)
-            elif isinstance(event, h11.Request):
-                request = event
-                length = dict(event.headers).get(b"content-length")
-                if length is not None and int(length) > self.limits.max_body_bytes:
-                    raise _TooLarge
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > self.limits.max_body_bytes:
-                    raise _TooLarge
-            elif isinstance(event, h11.EndOfMessage):
-                assert request is not None
-                return request, bytes(body)
-            else:  # ConnectionClosed, or PAUSED after a close: nothing more will come
-                return None
-
-    async def _send(
-        self,
-        connection: h11.Connection,
-        writer: asyncio.StreamWriter,
-        reply: _Reply,
-        *,
-        close: bool,
-    ) -> None:
-        if connection.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        body = json.dumps(reply.document).encode()
-        headers = [
-            ("content-type", "application/json"),
-            ("content-length", str(len(body))),
-            ("cache-control", "no-store"),
-            *reply.headers,
-        ]
-        if close:
-            headers.append(("connection", "close"))
-        try:
-            head = h11.Response(
-                status_code=reply.status, headers=headers, reason=HTTPStatus(reply.status).phrase
-            )
-            data = connection.send(head)
-            data += connection.send(h11.Data(data=body))
-            data += connection.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            return  # the request was too broken to answer in HTTP at all
-        writer.write(data)
-        await asyncio.wait_for(writer.drain(), self.limits.request_timeout)
-
     async def _refuse(self, writer: asyncio.StreamWriter) -> None:
         """403 to another user, before reading a byte of what it sent."""
-        writer.write(_FORBIDDEN)
+        writer.write(FORBIDDEN)
         await asyncio.wait_for(writer.drain(), self.limits.request_timeout)
 
     # -- routes -------------------------------------------------------------------------------
 
-    async def _route(self, request: h11.Request, body: bytes) -> _Reply:
+    async def _route(self, request: h11.Request, body: bytes) -> Reply:
         target = request.target.decode("ascii", "replace")
         path, _, query = target.partition("?")
         method = request.method.decode("ascii", "replace")
         route = self._routes.get(path)
         if route is None:
-            return _error(404, "not_found", "no such route: see GET /v1/status")
+            return error_reply(404, "not_found", "no such route: see GET /v1/status")
         allowed, handler = route
         if method != allowed:
-            reply = _error(405, "method_not_allowed", f"{path} takes {allowed}")
+            reply = error_reply(405, "method_not_allowed", f"{path} takes {allowed}")
             reply.headers = (("allow", allowed),)
             return reply
         try:
@@ -432,22 +330,22 @@ class Agent:
         except Exception:
             self.counters.errors += 1
             logger.exception("the agent failed to answer %s", path)
-            return _error(500, "internal_error", "the agent failed; see its log")
+            return error_reply(500, "internal_error", "the agent failed; see its log")
         return result
 
-    async def _health(self, query: str) -> _Reply:
-        return _Reply(200, {"ok": True, "pid": os.getpid()})
+    async def _health(self, query: str) -> Reply:
+        return Reply(200, {"ok": True, "pid": os.getpid()})
 
-    async def _stop_route(self, query: str) -> _Reply:
+    async def _stop_route(self, query: str) -> Reply:
         self.stop()
-        return _Reply(202, {"stopping": True, "pid": os.getpid()})
+        return Reply(202, {"stopping": True, "pid": os.getpid()})
 
-    async def _status(self, query: str) -> _Reply:
+    async def _status(self, query: str) -> Reply:
         from .._version import __version__
 
         now = self.clock()
         profiles = []
-        for name, profile in sorted(self._profiles.items()):
+        for name, profile in self._profiles.in_order():
             if profile.manager is None:
                 continue
             tokens = profile.last
@@ -462,7 +360,7 @@ class Agent:
                     "refreshes": profile.manager.stats.snapshot()["refreshes"],
                 }
             )
-        return _Reply(
+        return Reply(
             200,
             {
                 "agent": "freshtoken",
@@ -479,19 +377,19 @@ class Agent:
             },
         )
 
-    async def _token(self, query: str) -> _Reply:
+    async def _token(self, query: str) -> Reply:
         try:
             params = dict(
                 parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=8)
             )
         except ValueError:
-            return _error(400, "invalid_request", "too many query parameters")
+            return error_reply(400, "invalid_request", "too many query parameters")
         name = params.get("profile") or "default"
         stale = params.get("stale") or None
         if stale is not None and (
             len(stale) != 32 or not all(c in "0123456789abcdef" for c in stale)
         ):
-            return _error(400, "invalid_request", "stale must be a token_id (32 hex digits)")
+            return error_reply(400, "invalid_request", "stale must be a token_id (32 hex digits)")
         wait = self.limits.max_wait
         if params.get("wait"):
             try:
@@ -499,16 +397,18 @@ class Agent:
             except ValueError:
                 asked = math.nan
             if not (math.isfinite(asked) and asked > 0):
-                return _error(400, "invalid_request", "wait must be a positive number of seconds")
+                return error_reply(
+                    400, "invalid_request", "wait must be a positive number of seconds"
+                )
             wait = min(wait, asked)
         try:
-            profile = await self._profile(name)
+            profile = await self._profiles.get(name)
         except ValueError as error:  # a profile name FileStore refuses
-            return _error(400, "invalid_request", str(error))
+            return error_reply(400, "invalid_request", str(error))
         except StoreError as error:
-            return _error(500, "store_error", str(error))
+            return error_reply(500, "store_error", str(error))
         if profile is None or profile.manager is None:
-            return _error(
+            return error_reply(
                 404,
                 "unknown_profile",
                 f"no profile {name!r} in {self.store_path}: "
@@ -518,9 +418,9 @@ class Agent:
         try:
             tokens = await asyncio.wait_for(asyncio.shield(fetch), wait)
         except asyncio.TimeoutError:
-            return _error(504, "refresh_pending", "the refresh is still running: ask again")
+            return error_reply(504, "refresh_pending", "the refresh is still running: ask again")
         except SessionExpired as error:
-            return _error(
+            return error_reply(
                 409,
                 "session_expired",
                 str(error),
@@ -531,7 +431,7 @@ class Agent:
             headers: tuple[tuple[str, str], ...] = ()
             if error.retry_after is not None:
                 headers = (("retry-after", str(math.ceil(error.retry_after))),)
-            reply = _error(
+            reply = error_reply(
                 502,
                 "refresh_failed",
                 str(error),
@@ -541,9 +441,9 @@ class Agent:
             reply.headers = headers
             return reply
         except StoreError as error:
-            return _error(500, "store_error", str(error))
+            return error_reply(500, "store_error", str(error))
         except AuthError as error:
-            return _error(500, "auth_error", str(error))
+            return error_reply(500, "auth_error", str(error))
         self.counters.tokens_served += 1
         profile.served += 1
         profile.last = tokens
@@ -553,53 +453,9 @@ class Agent:
             now=self.clock(),
             refresh_due_at=profile.manager.policy.refresh_due_at(tokens),
         )
-        return _Reply(200, document)
+        return Reply(200, document)
 
     # -- profiles and refreshes ---------------------------------------------------------------
-
-    async def _profile(self, name: str) -> _Profile | None:
-        """The profile's state, its manager rebuilt if ``freshtoken login`` changed it."""
-        profile = self._profiles.get(name)
-        if profile is not None and not profile.changed:
-            return profile
-        lock = self._profile_locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            profile = self._profiles.get(name)
-            if profile is not None and not profile.changed:
-                return profile
-            if profile is None:
-                store = FileStore(self.store_path, profile=name)  # ValueError for a bad name
-                profile = _Profile(store)
-            profile.changed = False  # before reading: a change during the read is not lost
-            loaded = await asyncio.to_thread(profile.store.load_profile)
-            if loaded is None:  # logged out, or never logged in
-                if profile.manager is not None:
-                    self._retired.append(profile.manager.refresher)
-                    profile.manager = None
-                return None
-            settings = hashlib.sha256(
-                json.dumps(
-                    [dict(loaded.meta), loaded.client_secret, loaded.private_key], sort_keys=True
-                ).encode()
-            ).hexdigest()
-            if profile.manager is not None and profile.settings == settings:
-                return profile
-            refresher = refresher_of(profile.store, loaded)
-            if profile.manager is not None:
-                self._retired.append(profile.manager.refresher)
-            if not profile.watched:
-                profile.store.watch(profile.mark_changed)
-                profile.watched = True
-            profile.manager = TokenManager(
-                refresher,
-                profile.store,
-                clock=self.clock,
-                lock_timeout=self.lock_timeout,
-                retry=self.retry,
-            )
-            profile.settings = settings
-            self._profiles[name] = profile
-            return profile
 
     def _start_fetch(self, manager: TokenManager, stale: str | None) -> asyncio.Task[TokenSet]:
         task = asyncio.ensure_future(self._fetch(manager, stale))
@@ -631,15 +487,3 @@ class Agent:
         if manager.policy.freshness(tokens, now) is not Freshness.FRESH:
             return False
         return tokens.obtained_at is None or now - tokens.obtained_at >= _FORCED_REFRESH_MIN_AGE
-
-
-def _forbidden() -> bytes:
-    body = json.dumps({"error": "forbidden", "error_description": "this agent serves another user"})
-    head = (
-        "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
-    )
-    return (head + body).encode()
-
-
-_FORBIDDEN = _forbidden()

@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt:
-        from .profiles import cancelled
+        from ._profile_common import cancelled
 
         _say(cancelled())
         return 130

@@ -32,8 +32,9 @@ from rich.text import Text
 from .._arguments import seconds, whole_number
 from .._core.policy import RefreshPolicy, RetryPolicy
 from .._engine.manager import TokenManager
+from .._logins.flows import password_login
 from ..httpx import TokenAuth
-from ..refreshers import OAuth2Refresher, password_login
+from ..refreshers import OAuth2Refresher
 from ..server import ReferenceServer, ServerConfig
 
 __all__ = ["DemoResult", "configure_parser", "elapsed", "run", "run_demo"]

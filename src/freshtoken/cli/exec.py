@@ -40,14 +40,14 @@ from ..profiles import close_refresher
 from ..stores._files import write_atomically
 from ..stores._sealing import ENV_KEY
 from ..stores.file import FileStore
-from .profiles import (
+from ._profile_common import (
     ENV_CLIENT_SECRET,
     ENV_PASSWORD,
-    _add_store_arguments,
-    _Failure,
-    _guarded,
-    _store,
+    Failure,
+    add_store_arguments,
+    guarded,
     open_profile,
+    profile_store,
     profile_tokens,
 )
 
@@ -109,7 +109,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"pass {', '.join('$' + name for name in SECRET_VARIABLES)} on to the command "
         "(by default they are removed from its environment)",
     )
-    _add_store_arguments(parser)
+    add_store_arguments(parser)
     # Not dest="command": the top-level parser keeps the subcommand's name there.
     parser.add_argument(
         "argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]", help="what to run"
@@ -117,7 +117,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return _guarded(_exec, args)
+    return guarded(_exec, args)
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -125,12 +125,12 @@ def _exec(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise _Failure("exec needs a command: freshtoken exec [options] -- COMMAND [ARGS...]")
+        raise Failure("exec needs a command: freshtoken exec [options] -- COMMAND [ARGS...]")
     if not _NAME.fullmatch(args.env):
-        raise _Failure(f"--env {args.env!r} is not a valid environment variable name")
+        raise Failure(f"--env {args.env!r} is not a valid environment variable name")
     notify = _signal_number(args.signal_on_refresh)
     if notify is not None and args.refresh_file is None:
-        raise _Failure("--signal-on-refresh needs --refresh-file")
+        raise Failure("--signal-on-refresh needs --refresh-file")
     token_file = None
     if args.refresh_file is not None:
         token_file = _TokenFile(Path(args.refresh_file).expanduser().absolute())
@@ -140,7 +140,7 @@ def _exec(args: argparse.Namespace) -> int:
         # these signals are then taken only by the loop below.
         signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
     if token_file is None:
-        store = _store(args)
+        store = profile_store(args)
     else:
         store = FileStore(args.store, profile=args.profile, watch_interval=_WATCH_INTERVAL)
     manager = open_profile(store)
@@ -184,7 +184,7 @@ def _signal_number(name: str | None) -> int | None:
     text = text if text.startswith("SIG") else f"SIG{text}"
     number = getattr(signal.Signals, text, None) if text.isidentifier() else None
     if number is None:
-        raise _Failure(f"--signal-on-refresh {name!r} is not a signal name (HUP, USR1...)")
+        raise Failure(f"--signal-on-refresh {name!r} is not a signal name (HUP, USR1...)")
     return int(number)
 
 
@@ -221,7 +221,7 @@ class _TokenFile:
         except FileNotFoundError:
             return
         except OSError as error:
-            raise _Failure(f"--refresh-file {self.path}: {error.strerror}") from None
+            raise Failure(f"--refresh-file {self.path}: {error.strerror}") from None
         if stat.S_ISREG(status.st_mode):
             return
         if stat.S_ISLNK(status.st_mode):
@@ -230,7 +230,7 @@ class _TokenFile:
             kind = "a directory"
         else:
             kind = "not a regular file"
-        raise _Failure(
+        raise Failure(
             f"--refresh-file {self.path} is {kind}: give the path of a file for exec to write"
         )
 
@@ -241,7 +241,7 @@ class _TokenFile:
             try:
                 written = write_atomically(self.path, tokens.access_token.encode())
             except StoreError as error:
-                raise _Failure(f"--refresh-file: {error}") from None
+                raise Failure(f"--refresh-file: {error}") from None
             self._written = (written.st_dev, written.st_ino)
 
     def remove(self) -> None:
@@ -379,7 +379,7 @@ class _Keeper:
                     fresh = self.manager.get_tokens()  # refreshes when due
                 if fresh.access_token != self.current.access_token:
                     self._replace(fresh)
-            except (AuthError, _Failure) as error:
+            except (AuthError, Failure) as error:
                 if not failing:
                     _failure_line(f"exec: the token file could not be refreshed: {error}")
                 failing = True

@@ -62,9 +62,9 @@ from ..errors import AuthError, InsecureTransportError
 from ..profiles import close_refresher
 from ..stores._files import config_dir
 from ..stores.file import ENV_STORE, FileStore
-from .profiles import (
-    _Failure,
-    _guarded,
+from ._profile_common import (
+    Failure,
+    guarded,
     open_profile,
     profile_tokens,
 )
@@ -121,7 +121,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return _guarded(_helper, args)
+    return guarded(_helper, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,7 +177,7 @@ def _erase(store: FileStore, attributes: Mapping[str, list[str]]) -> int:
         if current.access_token == stored.tokens.access_token:
             manager.handle_rejection(current)
     except AuthError as error:
-        raise _Failure(
+        raise Failure(
             f"git rejected profile {store.profile!r}'s token and the refresh failed: {error}"
         ) from None
     finally:
@@ -271,9 +271,9 @@ def load_mappings(path: Path) -> list[HostMapping]:
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as error:
-        raise _Failure(f"cannot read {path}: {error}") from None
+        raise Failure(f"cannot read {path}: {error}") from None
     except configparser.Error as error:
-        raise _Failure(f"{path} is not valid: {' '.join(str(error).split())}") from None
+        raise Failure(f"{path} is not valid: {' '.join(str(error).split())}") from None
     return [_section(path, name, parser[name]) for name in parser.sections()]
 
 
@@ -281,31 +281,31 @@ def _section(path: Path, name: str, section: Mapping[str, str]) -> HostMapping:
     where = f"{path} [{name}]"
     unknown = set(section) - _KEYS
     if unknown:
-        raise _Failure(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+        raise Failure(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     parts = urlsplit(name)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _Failure(f"{where}: a section names a URL such as [https://git.example.com]")
+        raise Failure(f"{where}: a section names a URL such as [https://git.example.com]")
     if parts.username or parts.password or parts.query or parts.fragment or "@" in name:
-        raise _Failure(f"{where}: the URL may hold a scheme, a host, a port and a path only")
+        raise Failure(f"{where}: the URL may hold a scheme, a host, a port and a path only")
     host = _host(parts.scheme, parts.netloc)
     if host is None or "\\" in name:
-        raise _Failure(f"{where}: {parts.netloc!r} is not a plain host name or address with a port")
+        raise Failure(f"{where}: {parts.netloc!r} is not a plain host name or address with a port")
     segments = _segments(unquote(parts.path))
     if segments is None:
-        raise _Failure(f"{where}: the path may not hold . or .. segments")
+        raise Failure(f"{where}: the path may not hold . or .. segments")
     try:
         check_transport(origin_of(name), allow_insecure_http=False, what="a git token")
     except InsecureTransportError as error:
-        raise _Failure(f"{where}: {error}") from None
+        raise Failure(f"{where}: {error}") from None
     profile = section.get("profile", "").strip()
     if not profile:
-        raise _Failure(f"{where}: `profile = NAME` is required")
+        raise Failure(f"{where}: `profile = NAME` is required")
     username = section.get("username", DEFAULT_USERNAME).strip()
     if not username or "\n" in username:
-        raise _Failure(f"{where}: username must be one non-empty line")
+        raise Failure(f"{where}: username must be one non-empty line")
     bearer_text = section.get("bearer", "false").strip().lower()
     if bearer_text not in ("true", "false", "yes", "no", "1", "0"):
-        raise _Failure(f"{where}: bearer is true or false")
+        raise Failure(f"{where}: bearer is true or false")
     store = section.get("store")
     return HostMapping(
         url=name,

@@ -15,9 +15,9 @@ that triggered them. Redirects are not followed: credentials stay with the confi
 The grant refreshers authenticate as the client ([`ClientAuth`][]: secret, private key or
 none); [`OAuth2Refresher.from_issuer()`][OAuth2Refresher.from_issuer] finds the token endpoint and
 the method through discovery, and such a refresher logs in with the same settings
-(``browser_login``, ``device_login``, ``password_login``). The first-token functions
-([`password_login()`][password_login]...) live in `freshtoken._logins.flows` and are
-re-exported here.
+(``browser_login``, ``device_login``, ``password_login``). The free first-token functions
+(``password_login``, ``client_credentials_login``, ``json_login``) are still importable from
+here until 0.2.0, with a DeprecationWarning, as from ``freshtoken``.
 
 A grant refresher describes itself ([`OAuth2Refresher.describe()`][OAuth2Refresher.describe]): its
 settings, none of them secret, and apart from them its client secret or private key, a
@@ -28,8 +28,10 @@ profile saved from Python can be refreshed by ``freshtoken token`` and the other
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from .._deprecation import module_getattr
 from .._engine.refresher import Refresher
-from .._logins.flows import client_credentials_login, json_login, password_login
 from .._oauth.client_auth import ClientAuth, ClientAuthMethod
 from ._function import FunctionRefresher
 from ._grants import JWT_BEARER_GRANT as JWT_BEARER_GRANT
@@ -44,6 +46,11 @@ from ._json import JSONRefresher
 from ._oauth2 import ClientCredentials, OAuth2Refresher, RefresherSettings
 from ._oauth2 import RefresherKind as RefresherKind
 
+if TYPE_CHECKING:  # deprecated names (see _DEPRECATED): typed, warned about at use
+    from .._logins.flows import client_credentials_login as client_credentials_login
+    from .._logins.flows import json_login as json_login
+    from .._logins.flows import password_login as password_login
+
 __all__ = [
     "ClientAuth",
     "ClientAuthMethod",
@@ -56,8 +63,22 @@ __all__ = [
     "Refresher",
     "RefresherSettings",
     "TokenExchange",
-    "client_credentials_login",
-    "json_login",
-    "password_login",
     "token_type",
 ]
+
+# name -> (module, attribute, what to use instead): importable until 0.2.0, with a warning.
+_DEPRECATED = {
+    "password_login": (
+        "freshtoken._logins.flows",
+        "password_login",
+        "manager.login(refresher.password_login, username=..., password=...)",
+    ),
+    "client_credentials_login": (
+        "freshtoken._logins.flows",
+        "client_credentials_login",
+        "TokenManager(ClientCredentials(...)), which acquires its tokens itself",
+    ),
+    "json_login": ("freshtoken._logins.flows", "json_login", "freshtoken.json_login"),
+}
+
+__getattr__ = module_getattr("freshtoken.refreshers", _DEPRECATED)

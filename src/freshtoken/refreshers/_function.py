@@ -39,6 +39,11 @@ class FunctionRefresher:
     def can_acquire(self) -> bool:
         return self._can_acquire
 
+    def native_async(self) -> bool:
+        """Whether ``arefresh`` awaits an async function (the engine then awaits it)."""
+        call = getattr(self.function, "__call__", None)  # noqa: B004 - an async callable object
+        return inspect.iscoroutinefunction(self.function) or inspect.iscoroutinefunction(call)
+
     def refresh(
         self,
         current: TokenSet | None,

@@ -15,19 +15,14 @@ import anyio
 import httpx
 
 from .._core.clock import Clock, system_clock
-from .._core.policy import (
-    LARGEST_ANSWER,
-    check_transport,
-    interpret_token_response,
-    origin_of,
-    parse_retry_after,
-)
+from .._core.policy import LARGEST_ANSWER, check_transport, origin_of
 from .._core.quirks import Quirks
-from .._core.tokens import TokenResponseError, TokenSet
+from .._core.tokens import TokenSet
 from .._engine import connections
 from .._engine.connections import DEFAULT_CONCURRENCY
 from .._oauth.http import run_blocking, ssl_context
-from ..errors import DPoPError, RefreshFailed, SessionExpired
+from .._oauth.token_answers import read_token_answer
+from ..errors import RefreshFailed, SessionExpired
 
 if TYPE_CHECKING:
     from .._oauth.dpop import DPoP, DPoPKey
@@ -106,50 +101,22 @@ class HTTPRefresher:
         any error text, as are the current tokens and the client's own secret. Whatever the
         answer holds, this raises SessionExpired, RefreshFailed or DPoPError, nothing else.
         ``dpop_key`` is the key the request was signed with: ``DPoP`` tokens are accepted,
-        bound to it."""
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), sent_at)
-        secrets = sent_secrets + self.secrets()
-        if current is not None:
-            secrets += (current.refresh_token or "", current.access_token)
-        # A 2xx the server sent may carry a rotated refresh token we cannot read: call the
-        # answer lost, so that the retry comes at once (a reuse grace period may save it).
-        success = 200 <= response.status_code < 300
+        bound to it. The wire reads the answer (`freshtoken._oauth.token_answers`); the
+        refresher decides what an unreadable 2xx means for its refresh token."""
         try:
-            document = interpret_token_response(
-                response.status_code, response.content, retry_after=retry_after, secrets=secrets
-            )
-        except RefreshFailed as error:
-            error.answer_lost = success and error.error == "malformed_response"
-            if error.answer_lost:
-                self._check_not_spent(current, error)
-            if dpop_key is not None and error.error == "use_dpop_nonce":
-                # Asked again after the retry with its nonce: retrying later would not help.
-                raise DPoPError(
-                    "use_dpop_nonce",
-                    "the token endpoint demanded a new DPoP nonce again after one retry with "
-                    "the nonce it gave (or gave none that can be used)",
-                    status=error.status,
-                ) from None
-            raise
-        try:
-            tokens = TokenSet.from_response(
-                self.translate(document),
+            tokens = read_token_answer(
+                response,
                 sent_at=sent_at,
-                date_header=response.headers.get("Date"),
                 previous=current,
-                token_types=("Bearer",) if dpop_key is None else ("Bearer", "DPoP"),
+                secrets=sent_secrets + self.secrets(),
                 dpop_key=dpop_key,
-                default_lifetime=self.quirks.default_lifetime,
-                keep_alive=self.quirks.keep_alive,
+                quirks=self.quirks,
+                translate=self.translate,
             )
-        except TokenResponseError as error:
-            failure = RefreshFailed(
-                error.error, str(error), status=response.status_code, answer_lost=success
-            )
-            self._check_not_spent(current, failure)
-            raise failure from None
-        if dpop_key is not None:
-            _check_confirmation(tokens, dpop_key, response.status_code)
+        except RefreshFailed as failure:
+            if failure.answer_lost:
+                self._check_not_spent(current, failure)
+            raise
         if current is not None and current.refresh_token not in (None, tokens.refresh_token):
             self._seen_rotation = True
         return tokens
@@ -342,22 +309,6 @@ async def _read_capped(response: httpx.Response) -> bytes:
                 answer_lost=True,
             )
     return bytes(body)
-
-
-def _check_confirmation(tokens: TokenSet, key: DPoPKey, status: int) -> None:
-    """A JWT access token that names its key (``cnf.jkt``, RFC 9449 6.1) must name ours: a
-    token bound to another key would be refused everywhere, or be someone else's."""
-    from .._core.tokens import _jwt_claims
-
-    confirmation = _jwt_claims(tokens.access_token).get("cnf")
-    jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None
-    if jkt is not None and jkt != key.thumbprint:
-        raise RefreshFailed(
-            "invalid_dpop_binding",
-            "the token endpoint bound the access token to another DPoP key than the one that "
-            "signed the request",
-            status=status,
-        )
 
 
 def _transport_failure(error: httpx.TransportError) -> RefreshFailed:

@@ -18,7 +18,8 @@ from .._core.clock import Clock, system_clock
 from .._core.quirks import Quirks
 from .._core.tokens import TokenSet
 from .._engine.connections import DEFAULT_CONCURRENCY
-from .._logins.flows import LoginMethods, client_for
+from .._logins.flows import client_for
+from .._logins.methods import LoginMethods
 from .._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey
 from .._oauth.discovery import ServerMetadata, metadata_of
 from ..errors import LoginFailed, RefreshFailed, SessionExpired

@@ -86,67 +86,35 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=port, default=_env("PORT", 8400), help=env_help("port, 0 for any", "PORT")
     )
-    parser.add_argument(
-        "--access-ttl",
-        type=seconds(positive=True),
-        default=_env("ACCESS_TTL", d.access_ttl),
-        help=env_help("access token lifetime, seconds", "ACCESS_TTL"),
-    )
-    parser.add_argument(
-        "--refresh-ttl",
-        type=seconds(positive=True),
-        default=_env("REFRESH_TTL", d.refresh_ttl),
-        help=env_help("absolute session lifetime from login, seconds", "REFRESH_TTL"),
-    )
-    parser.add_argument(
-        "--refresh-idle-ttl",
-        type=seconds(),
-        default=_env("REFRESH_IDLE_TTL", d.refresh_idle_ttl),
-        help=env_help("session idle timeout, seconds; 0 turns it off", "REFRESH_IDLE_TTL"),
-    )
-    parser.add_argument(
-        "--rotation",
-        action=_Switch,
-        default=_env("ROTATION", d.rotation),
-        help=env_help("issue a new refresh token on each refresh", "ROTATION"),
-    )
-    parser.add_argument(
-        "--reuse-detection",
-        action=_Switch,
-        default=_env("REUSE_DETECTION", d.reuse_detection),
-        help=env_help("a reused rotated refresh token revokes its session", "REUSE_DETECTION"),
-    )
-    parser.add_argument(
-        "--reuse-grace",
-        type=seconds(),
-        default=_env("REUSE_GRACE", d.reuse_grace),
-        help=env_help("seconds a rotated refresh token is still accepted", "REUSE_GRACE"),
-    )
-    parser.add_argument(
+
+    def add(flag: str, kind: Any, text: str) -> None:
+        """A flag that sets the `ServerConfig` field of its name, ``_Switch`` or typed."""
+        name = flag[2:].replace("-", "_")
+        env = name.upper()
+        described = env_help(text, env)
+        default = _env(env, getattr(d, name))
+        if kind is _Switch:
+            parser.add_argument(flag, action=_Switch, default=default, help=described)
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=described)
+
+    add("--access-ttl", seconds(positive=True), "access token lifetime, seconds")
+    add("--refresh-ttl", seconds(positive=True), "absolute session lifetime from login, seconds")
+    add("--refresh-idle-ttl", seconds(), "session idle timeout, seconds; 0 turns it off")
+    add("--rotation", _Switch, "issue a new refresh token on each refresh")
+    add("--reuse-detection", _Switch, "a reused rotated refresh token revokes its session")
+    add("--reuse-grace", seconds(), "seconds a rotated refresh token is still accepted")
+    add(
         "--clock-offset",
-        type=seconds(signed=True),
-        default=_env("CLOCK_OFFSET", d.clock_offset),
-        help=env_help("server clock minus real clock, seconds (simulated skew)", "CLOCK_OFFSET"),
+        seconds(signed=True),
+        "server clock minus real clock, seconds (simulated skew)",
     )
-    parser.add_argument(
-        "--refresh-in",
-        type=seconds(),
-        default=_env("REFRESH_IN", None),
-        help=env_help("add a refresh_in hint to token responses, seconds", "REFRESH_IN"),
-    )
-    parser.add_argument(
-        "--device-interval",
-        type=seconds(),
-        default=_env("DEVICE_INTERVAL", d.device_interval),
-        help=env_help("polling interval the device flow asks for, seconds", "DEVICE_INTERVAL"),
-    )
-    parser.add_argument(
+    add("--refresh-in", seconds(), "add a refresh_in hint to token responses, seconds")
+    add("--device-interval", seconds(), "polling interval the device flow asks for, seconds")
+    add(
         "--issuer-path",
-        type=_issuer_path,
-        default=_env("ISSUER_PATH", d.issuer_path),
-        help=env_help(
-            "a path for the issuer, e.g. /tenant (endpoints move under it)", "ISSUER_PATH"
-        ),
+        _issuer_path,
+        "a path for the issuer, e.g. /tenant (endpoints move under it)",
     )
     parser.add_argument(
         "--as",
@@ -160,12 +128,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             "AS",
         ),
     )
-    parser.add_argument(
-        "--admin",
-        action=_Switch,
-        default=_env("ADMIN", d.admin),
-        help=env_help("serve /admin/stats and /admin/faults", "ADMIN"),
-    )
+    add("--admin", _Switch, "serve /admin/stats and /admin/faults")
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import httpx
 import uvicorn
@@ -41,6 +41,31 @@ def build_uvicorn_server(config: ServerConfig, url: str) -> uvicorn.Server:
     """A foreground server (for ``serve``) on the system clock; it handles SIGINT itself."""
     state = ServerState(config, clock=system_clock, url=url)
     return uvicorn.Server(uvicorn_config(build_app(state), http=_H11WithTransport))
+
+
+class _Endpoint:
+    """A read-only URL of a [`ReferenceServer`][]: ``path`` under its issuer, or under its own
+    origin with ``of_origin`` (one line per endpoint, where a property each took four)."""
+
+    __slots__ = ("_of_origin", "_path")
+
+    def __init__(self, path: str, *, of_origin: bool = False) -> None:
+        self._path = path
+        self._of_origin = of_origin
+
+    @overload
+    def __get__(self, server: None, owner: type[ReferenceServer]) -> _Endpoint: ...
+    @overload
+    def __get__(self, server: ReferenceServer, owner: type[ReferenceServer]) -> str: ...
+    def __get__(
+        self, server: ReferenceServer | None, owner: type[ReferenceServer]
+    ) -> str | _Endpoint:
+        if server is None:
+            return self
+        return (server.url if self._of_origin else server.issuer) + self._path
+
+    def __set__(self, server: ReferenceServer, value: object) -> None:
+        raise AttributeError("a ReferenceServer's URLs follow its address: they cannot be set")
 
 
 class ReferenceServer:
@@ -135,34 +160,20 @@ class ReferenceServer:
         """The issuer: [`url`][] plus ``config.issuer_path``; the OAuth endpoints are under it."""
         return self.url + self._initial_config.issuer_path
 
-    @property
-    def token_url(self) -> str:
-        return f"{self.issuer}/oauth/token"
-
-    @property
-    def revoke_url(self) -> str:
-        return f"{self.issuer}/oauth/revoke"
-
-    @property
-    def authorize_url(self) -> str:
-        return f"{self.issuer}/oauth/authorize"
-
-    @property
-    def device_authorization_url(self) -> str:
-        return f"{self.issuer}/oauth/device_authorization"
-
-    @property
-    def device_url(self) -> str:
-        """The device flow's verification page."""
-        return f"{self.issuer}/device"
-
-    @property
-    def userinfo_url(self) -> str:
-        return f"{self.issuer}/oauth/userinfo"
-
-    @property
-    def jwks_url(self) -> str:
-        return f"{self.issuer}/.well-known/jwks.json"
+    token_url = _Endpoint("/oauth/token")
+    """The token endpoint (RFC 6749 section 3.2)."""
+    revoke_url = _Endpoint("/oauth/revoke")
+    """Token revocation (RFC 7009)."""
+    authorize_url = _Endpoint("/oauth/authorize")
+    """The authorization endpoint: a login form, PKCE, any loopback redirect port."""
+    device_authorization_url = _Endpoint("/oauth/device_authorization")
+    """Device authorization (RFC 8628)."""
+    device_url = _Endpoint("/device")
+    """The device flow's verification page."""
+    userinfo_url = _Endpoint("/oauth/userinfo")
+    """OpenID Connect userinfo."""
+    jwks_url = _Endpoint("/.well-known/jwks.json")
+    """The signing keys, for ID tokens and JWT access tokens."""
 
     @property
     def metadata_url(self) -> str:
@@ -171,21 +182,14 @@ class ReferenceServer:
             f"{self.url}/.well-known/oauth-authorization-server{self._initial_config.issuer_path}"
         )
 
-    @property
-    def openid_configuration_url(self) -> str:
-        return f"{self.issuer}/.well-known/openid-configuration"
-
-    @property
-    def login_url(self) -> str:
-        return f"{self.url}/auth/login"
-
-    @property
-    def refresh_url(self) -> str:
-        return f"{self.url}/auth/refresh"
-
-    @property
-    def api_url(self) -> str:
-        return f"{self.url}/api"
+    openid_configuration_url = _Endpoint("/.well-known/openid-configuration")
+    """OpenID Connect discovery."""
+    login_url = _Endpoint("/auth/login", of_origin=True)
+    """The JSON login API (``POST`` a user and password), for in-house style clients."""
+    refresh_url = _Endpoint("/auth/refresh", of_origin=True)
+    """The JSON login API's refresh."""
+    api_url = _Endpoint("/api", of_origin=True)
+    """The demo resource API (``/api/me``, ``/api/items``, ...)."""
 
     @property
     def state(self) -> ServerState:

@@ -32,8 +32,9 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import filelock
 
@@ -51,6 +52,7 @@ __all__ = [
     "process_lock",
     "read_private_file",
     "remove_stale_temporaries",
+    "watch_file",
     "write_atomically",
 ]
 
@@ -360,3 +362,28 @@ def _renew_locks_mutex() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_renew_locks_mutex)
+
+
+def watch_file(
+    store: weakref.ref[Any],
+    path: Path,
+    interval: float,
+    on_change: Callable[[], None],
+    stop: threading.Event,
+) -> None:
+    """Call ``on_change`` whenever the file is replaced (every save renames a new file in),
+    until the store is closed or gone."""
+    last = _identity(path)
+    while not stop.wait(interval) and store() is not None:
+        current = _identity(path)
+        if current != last:
+            last = current
+            on_change()
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # missing or unreadable: the next load says why
+    return (status.st_ino, status.st_size, status.st_mtime_ns)

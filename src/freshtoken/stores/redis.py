@@ -40,6 +40,11 @@ Rules:
 
 The async methods use ``redis.asyncio`` (one client per running asyncio loop); redis.asyncio
 does not run on trio, so under trio they run the blocking calls in a worker thread.
+
+This module is the store; its pieces are beside it: `freshtoken.stores._redis_scripts` (the
+fenced writes' Lua), `freshtoken.stores._redis_lock` (the lock's lease and its renewal),
+`freshtoken.stores._redis_watcher` (the ``K:changed`` subscriber) and
+`freshtoken.stores._redis_client` (redis-py imported, its errors translated).
 """
 
 from __future__ import annotations
@@ -49,105 +54,45 @@ import contextlib
 import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import sniffio
 
 from .._core.tokens import TokenSet
-from .._engine.host import in_host_thread
-from ..errors import LockTimeout, StoreError
+from .._runtime.host import in_host_thread
+from ..errors import StoreError
 from ._base import GenerationConflict, StoredTokens, TokenStore, starting_generation
 from ._documents import parse_json, token_set
 from ._forks import renew_after_fork
+from ._redis_client import describe_connection, hash_tagged, import_redis, pool_kwargs, twin
+
+# Re-exported: the BFF's Redis sessions use it from here (bff/_sessions.py).
+from ._redis_client import translated_errors as translated_errors  # noqa: PLC0414
+from ._redis_lock import Renewal, lock_timeout, pauses, release_failed, renew
+from ._redis_scripts import CLEAR, SAVE, generation_of
+from ._redis_watcher import Watcher
 from ._sealing import Sealer, shape_problem
 
 if TYPE_CHECKING:
-    import redis
     import redis.asyncio
-    import redis.asyncio.cluster
-    import redis.cluster
-    import redis.lock
 
-    SyncClient: TypeAlias = redis.Redis | redis.cluster.RedisCluster
-    AsyncClient: TypeAlias = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+    # Re-exported for the BFF's Redis sessions, as translated_errors is.
+    from ._redis_client import AsyncClient as AsyncClient  # noqa: PLC0414
+    from ._redis_client import SyncClient as SyncClient  # noqa: PLC0414
 
 __all__ = ["RedisStore"]
 
 logger = logging.getLogger("freshtoken")
 
-T = TypeVar("T")
-
-_SAVE = """
-local stored = redis.call('HGET', KEYS[1], 'generation')
-if stored and (#stored > 14 or not string.match(stored, '^[0-9]+$')) then
-  return redis.error_reply('the stored generation is not one freshtoken wrote')
-end
-local generation = tonumber(stored or ARGV[5])
-local present = redis.call('HEXISTS', KEYS[1], 'tokens') == 1
-if ARGV[1] ~= '' then
-  local expected = tonumber(ARGV[1])
-  if expected == 0 then
-    if present then return {0, generation} end
-  elseif (not present) or expected ~= generation then
-    return {0, generation}
-  end
-end
-generation = generation + 1
-redis.call('HSET', KEYS[1], 'generation', generation, 'tokens', ARGV[2])
-redis.call('PUBLISH', ARGV[3], generation .. ' ' .. ARGV[4])
-return {1, generation}
-"""
-
-_CLEAR = """
-if redis.call('HEXISTS', KEYS[1], 'tokens') == 0 then return 0 end
-local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
-redis.call('HDEL', KEYS[1], 'tokens')
-redis.call('PUBLISH', ARGV[1], generation .. ' ' .. ARGV[2])
-return generation
-"""
-
-# What the scripts write: at most 14 digits, which Lua's doubles and their "%.14g" formatting
-# keep exact (generations start below 2**40, some 1.1e12).
-_GENERATION_RE = re.compile(rb"[0-9]{1,14}")
-_MAX_LOCK_POLL = 0.25
-_WATCH_POLL = 0.2  # how long the watcher blocks on the socket before it checks for close()
-_WATCH_BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
-
-
-def _twin(module: Any, given: redis.asyncio.Redis) -> redis.asyncio.Redis:
-    """A new redis.asyncio client with ``given``'s connection settings and pool of its own."""
-    pool = given.connection_pool
-    twin_pool = module.asyncio.ConnectionPool(
-        connection_class=pool.connection_class,
-        max_connections=pool.max_connections,
-        **pool.connection_kwargs,
-    )
-    twin: redis.asyncio.Redis = module.asyncio.Redis(connection_pool=twin_pool)
-    return twin
-
-
-def _import_redis() -> Any:
-    try:
-        import redis
-        import redis.asyncio
-        import redis.asyncio.cluster
-        import redis.backoff
-        import redis.cluster
-        import redis.exceptions
-        import redis.lock
-        import redis.retry
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "RedisStore needs redis-py: pip install 'freshtoken[redis]'", name=exc.name
-        ) from exc
-    return redis
+# Reached from here by the BFF's Redis sessions (bff/_sessions.py), under their former names.
+_describe_connection = describe_connection
+_import_redis = import_redis
 
 
 class RedisStore(TokenStore):
@@ -189,7 +134,7 @@ class RedisStore(TokenStore):
         replica_timeout: float = 1.0,
         watch: bool = True,
     ) -> None:
-        module = _import_redis()
+        module = import_redis()
         if not key:
             raise ValueError("key must be a non-empty string")
         if not lease > 0 or not lock_poll > 0:
@@ -228,7 +173,7 @@ class RedisStore(TokenStore):
         self.cluster = isinstance(self._sync, module.cluster.RedisCluster)
         if self.cluster and replicas:
             raise ValueError("replicas= is not supported on a RedisCluster (no WAIT there)")
-        self._redis_key = _hash_tagged(key) if self.cluster else key
+        self._redis_key = hash_tagged(key) if self.cluster else key
         self._lock_key = f"{self._redis_key}:lock"
         self._channel = f"{self._redis_key}:changed"
         self._sealer = None if encryption_key is None else Sealer(encryption_key)
@@ -242,11 +187,11 @@ class RedisStore(TokenStore):
             asyncio.AbstractEventLoop, redis.asyncio.Redis
         ] = weakref.WeakKeyDictionary()
         self._mutex = threading.Lock()
-        self._save_script = self._sync.register_script(_SAVE)
-        self._clear_script = self._sync.register_script(_CLEAR)
-        self._where = _describe_connection(self._sync)
-        self._db = _pool_kwargs(self._sync).get("db", 0)
-        self._watcher: _Watcher | None = None
+        self._save_script = self._sync.register_script(SAVE)
+        self._clear_script = self._sync.register_script(CLEAR)
+        self._where = describe_connection(self._sync)
+        self._db = pool_kwargs(self._sync).get("db", 0)
+        self._watcher: Watcher | None = None
         self._unwatched: weakref.finalize[Any, Any] | None = None  # stops the watcher at GC
         self._closed = False
         renew_after_fork(self)
@@ -303,19 +248,24 @@ class RedisStore(TokenStore):
         lock = self._sync.lock(self._lock_key, timeout=self.lease, thread_local=False)
         deadline = time.monotonic() + timeout
         with self._translate("take the refresh lock"):
-            for pause in self._pauses():
+            for pause in pauses(self._poll):
                 if lock.acquire(blocking=False):
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise self._lock_timeout(timeout)
+                    raise lock_timeout(repr(self), self._lock_key, timeout, self.lease)
                 time.sleep(min(pause, left))
-        renewal = _Renewal(self, lock)
+        renewal = Renewal(
+            lock, self.lease, self._errors, repr(self), f"freshtoken-renew-{self._redis_key}"
+        )
         try:
             yield
         finally:
             renewal.stop()
-            self._release(lock.release)
+            try:
+                lock.release()
+            except self._errors.RedisError as error:
+                release_failed(repr(self), self.lease, self._errors, error)
 
     # -- async side ---------------------------------------------------------------------------
 
@@ -335,7 +285,7 @@ class RedisStore(TokenStore):
             )
         args = self._save_args(tokens, expected_generation)
         with self._translate("save the tokens"):
-            result = await self._arun(client, _SAVE, args)
+            result = await self._arun(client, SAVE, args)
         return self._saved(tokens, result)
 
     async def aclear(self) -> None:
@@ -344,13 +294,13 @@ class RedisStore(TokenStore):
             await anyio.to_thread.run_sync(self.clear)
             return
         with self._translate("clear the tokens"):
-            await self._arun(client, _CLEAR, [self._channel, self._origin])
+            await self._arun(client, CLEAR, [self._channel, self._origin])
 
     async def _arun(self, client: AsyncClient, source: str, args: list[str]) -> Any:
         script = client.register_script(source)
         if not self.replicas:
             return await script(keys=[self._redis_key], args=args)
-        assert not isinstance(client, _import_redis().asyncio.cluster.RedisCluster)
+        assert not isinstance(client, import_redis().asyncio.cluster.RedisCluster)
         pipe = client.pipeline(transaction=False)
         await script(keys=[self._redis_key], args=args, client=pipe)  # type: ignore[arg-type]
         pipe.execute_command("WAIT", self.replicas, self._replica_wait_ms)
@@ -372,14 +322,16 @@ class RedisStore(TokenStore):
         lock = client.lock(self._lock_key, timeout=self.lease, thread_local=False)
         deadline = time.monotonic() + timeout
         with self._translate("take the refresh lock"):
-            for pause in self._pauses():
+            for pause in pauses(self._poll):
                 if await lock.acquire(blocking=False):
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise self._lock_timeout(timeout)
+                    raise lock_timeout(repr(self), self._lock_key, timeout, self.lease)
                 await asyncio.sleep(min(pause, left))
-        renewal = asyncio.create_task(self._arenew(lock), name=f"renew {self._lock_key}")
+        renewal = asyncio.create_task(
+            renew(lock, self.lease, self._errors, repr(self)), name=f"renew {self._lock_key}"
+        )
         try:
             yield
         finally:
@@ -388,18 +340,7 @@ class RedisStore(TokenStore):
             try:
                 await lock.release()
             except self._errors.RedisError as error:
-                self._release_failed(error)
-
-    async def _arenew(self, lock: redis.asyncio.lock.Lock) -> None:
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            try:
-                await lock.extend(self.lease, replace_ttl=True)
-            except self._errors.LockError:
-                self._lease_lost()
-                return
-            except (self._errors.ConnectionError, self._errors.TimeoutError) as error:
-                self._renewal_failed(error)
+                release_failed(repr(self), self.lease, self._errors, error)
 
     def native_async(self) -> bool:
         """Whether the async methods do native I/O on the running loop (else a thread would);
@@ -421,7 +362,7 @@ class RedisStore(TokenStore):
             return given
         if given is None and self._url is None:
             return None
-        module = _import_redis()
+        module = import_redis()
         if given is not None and not isinstance(given, module.asyncio.Redis):
             return None  # a cluster client
         loop = asyncio.get_running_loop()
@@ -435,7 +376,7 @@ class RedisStore(TokenStore):
                     options = self._async_options(module)
                     client = module.asyncio.Redis.from_url(self._url, **options)
                 else:
-                    client = _twin(module, given)
+                    client = twin(module, given)
                 self._async_clients[loop] = client
             return client
 
@@ -461,7 +402,7 @@ class RedisStore(TokenStore):
             if self._closed:
                 raise StoreError(f"{self!r} is closed")
             if self._watcher is None:
-                self._watcher = _Watcher(self)
+                self._watcher = Watcher(self)
                 self._unwatched = weakref.finalize(self, self._watcher.stop, False)
             watcher = self._watcher
             watcher.add(on_change)
@@ -556,7 +497,7 @@ class RedisStore(TokenStore):
             return None
         where = f"{self!r}: the stored tokens are unreadable:"
         fix = "clear the store and log in again"
-        number = _generation_of(generation)
+        number = generation_of(generation)
         if number is None:
             raise StoreError(f"{where} the generation is not a number; {fix}")
         document = parse_json(raw, where, fix)
@@ -577,276 +518,3 @@ class RedisStore(TokenStore):
             raise StoreError(f"{where} malformed encrypted record; {fix}")
         plain = self._sealer.open(sealed, context=self._context, where=repr(self))
         return parse_json(plain, where, fix)
-
-    def _pauses(self) -> Iterator[float]:
-        """Waits between attempts at a held lock: ``lock_poll``, growing by half each time up
-        to a quarter second, so a fleet waiting out a slow refresh does not flood Redis."""
-        pause = self._poll
-        while True:
-            yield pause
-            pause = min(pause * 1.5, max(self._poll, _MAX_LOCK_POLL))
-
-    def _lock_timeout(self, timeout: float) -> LockTimeout:
-        return LockTimeout(
-            f"{self!r}: the refresh lock {self._lock_key!r} was not released within "
-            f"{timeout:g} s (another process is refreshing, or died holding it less than "
-            f"{self.lease:g} s ago)"
-        )
-
-    def _release(self, release: Callable[[], None]) -> None:
-        try:
-            release()
-        except self._errors.RedisError as error:
-            self._release_failed(error)
-
-    def _release_failed(self, error: Exception) -> None:
-        # The refresh is over either way; the fenced save already kept the store consistent,
-        # and an unreleased lock ends with its lease.
-        if isinstance(error, self._errors.LockError):
-            logger.warning(
-                "%r: the refresh lock's lease had lapsed before release (held over %g s "
-                "without renewal); fenced writes kept the store consistent",
-                self,
-                self.lease,
-            )
-        else:
-            logger.warning(
-                "%r: could not release the refresh lock (%s); it ends with its %g s lease",
-                self,
-                type(error).__name__,
-                self.lease,
-            )
-
-    def _lease_lost(self) -> None:
-        logger.warning(
-            "%r: the refresh lock's lease lapsed while held; another process may refresh, "
-            "and this one's save will be refused if it does",
-            self,
-        )
-
-    def _renewal_failed(self, error: Exception) -> None:
-        logger.warning(
-            "%r: could not renew the refresh lock's lease (%s); retrying",
-            self,
-            type(error).__name__,
-        )
-
-
-class _Renewal:
-    """Extends a held lock's lease every ``lease / 3`` seconds until stopped."""
-
-    def __init__(self, store: RedisStore, lock: redis.lock.Lock) -> None:
-        self._store = store
-        self._lock = lock
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"freshtoken-renew-{store.redis_key}", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        errors = self._store._errors
-        while not self._stopped.wait(self._store.lease / 3):
-            try:
-                self._lock.extend(self._store.lease, replace_ttl=True)
-            except errors.LockError:
-                self._store._lease_lost()
-                return
-            except (errors.ConnectionError, errors.TimeoutError) as error:
-                self._store._renewal_failed(error)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join()
-
-
-class _Watcher:
-    """A daemon thread subscribed to the store's channel, reconnecting with backoff.
-
-    It holds no reference to the store (only what it needs), so a store dropped without
-    ``close()`` is still collected, and its finalizer stops this thread.
-    """
-
-    def __init__(self, store: RedisStore) -> None:
-        self._client = store._sync
-        self._errors = store._errors
-        self._redis_key = store.redis_key
-        self._channel = store._channel
-        self._origin = store._origin
-        self._label = repr(store)
-        self._callbacks: list[Callable[[], None]] = []
-        self._mutex = threading.Lock()
-        self._stopped = threading.Event()
-        self._subscribed = threading.Event()
-        self._reconnected = threading.Event()
-        self._generation: int | None = None  # the last one seen, to spot changes missed offline
-        self._synced = False  # whether _generation was read once (None may mean unreadable)
-        self._thread = threading.Thread(
-            target=self._run, name=f"freshtoken-watch-{self._redis_key}", daemon=True
-        )
-        self._thread.start()
-
-    def add(self, callback: Callable[[], None]) -> None:
-        with self._mutex:
-            self._callbacks.append(callback)
-
-    def remove(self, callback: Callable[[], None]) -> int:
-        """Forget one registration of ``callback``; how many callbacks are left."""
-        with self._mutex:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
-            return len(self._callbacks)
-
-    def wait_subscribed(self, timeout: float) -> bool:
-        return self._subscribed.wait(timeout)
-
-    def stop(self, join: bool) -> None:
-        self._stopped.set()
-        if join and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def _run(self) -> None:
-        pause = _WATCH_BACKOFF[0]
-        outage = False
-        while not self._stopped.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
-            try:
-                pubsub.subscribe(self._channel)
-                # redis-py may reconnect (and resubscribe) by itself inside get_message: hear
-                # of it, since changes made while the subscription was down went unheard.
-                # subscribe() connected it; redis-py 8.2's hints say it is always None.
-                connection: Any = pubsub.connection
-                connection.register_connect_callback(self._on_reconnect)
-                self._resync()
-                self._subscribed.set()
-                if outage:
-                    logger.info("%s: change notifications resumed", self._label)
-                outage, pause = False, _WATCH_BACKOFF[0]
-                while not self._stopped.is_set():
-                    message = pubsub.get_message(timeout=_WATCH_POLL)
-                    if message is not None and message.get("type") == "message":
-                        self._on_message(message.get("data"))
-                    if self._reconnected.is_set():
-                        self._reconnected.clear()
-                        self._resync()
-            except self._errors.RedisError as error:
-                # ConnectionError and TimeoutError (Redis down or restarting) mostly; any other
-                # answer (NOAUTH after a restart, say) is retried with the same backoff.
-                if not outage:
-                    logger.warning(
-                        "%s: change notifications interrupted (%s: %s); reconnecting",
-                        self._label,
-                        type(error).__name__,
-                        _first_line(error),
-                    )
-                outage = True
-            finally:
-                with contextlib.suppress(self._errors.RedisError, OSError):
-                    pubsub.close()  # closing a dead connection may fail; it is being dropped
-            if self._stopped.wait(pause):
-                return
-            pause = min(pause * 2, _WATCH_BACKOFF[1])
-
-    def _on_reconnect(self, connection: object) -> None:
-        self._reconnected.set()
-
-    def _resync(self) -> None:
-        """After (re)subscribing: tell the callbacks if a change slipped by unheard."""
-        raw = self._client.hget(self._redis_key, "generation")
-        generation = 0 if raw is None else _generation_of(raw)
-        if generation is None:
-            logger.warning(
-                "%s: the stored generation is not a number (the hash was written by something "
-                "else than freshtoken?); loading the tokens will fail until they are saved again",
-                self._label,
-            )
-        previous, self._generation = self._generation, generation
-        if self._synced and previous != generation:
-            self._notify()
-        self._synced = True
-
-    def _on_message(self, data: object) -> None:
-        raw = data if isinstance(data, bytes) else str(data).encode("utf-8", "replace")
-        number, _, origin = raw.partition(b" ")
-        generation = _generation_of(number)
-        if generation is None:
-            # Not what a store publishes: someone else writes on the channel. Ignored, so that
-            # it cannot make every manager re-read the store.
-            logger.debug("%s: ignored a message that is not a change notification", self._label)
-            return
-        self._generation = generation
-        if origin != self._origin.encode():
-            self._notify()
-
-    def _notify(self) -> None:
-        with self._mutex:
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                logger.exception("%s: a change callback raised", self._label)
-
-
-def _generation_of(raw: object) -> int | None:
-    """The generation in a hash field or message (bytes, or str under decode_responses);
-    None if it is not one freshtoken wrote."""
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8", "replace")
-    if not isinstance(raw, bytes) or _GENERATION_RE.fullmatch(raw) is None:
-        return None
-    return int(raw)
-
-
-@contextlib.contextmanager
-def translated_errors(errors: Any, what: str, where: str) -> Iterator[None]:
-    """redis-py's errors as StoreErrors: ``what`` failed because Redis at ``where`` is
-    unreachable or answered an error (its first line; never the URL, which may hold a
-    password)."""
-    try:
-        yield
-    except (errors.ConnectionError, errors.TimeoutError) as error:
-        raise StoreError(
-            f"{what}: Redis at {where} is unreachable ({type(error).__name__})"
-        ) from error
-    except errors.RedisError as error:
-        raise StoreError(
-            f"{what}: Redis at {where} answered {type(error).__name__}: {_first_line(error)}"
-        ) from error
-
-
-def _hash_tagged(key: str) -> str:
-    """``key`` if it has a Redis Cluster hash tag (a non-empty ``{...}``), else ``{key}``."""
-    start = key.find("{")
-    if start != -1:
-        end = key.find("}", start + 1)
-        if end > start + 1:
-            return key
-    return "{" + key + "}"
-
-
-def _pool_kwargs(client: SyncClient) -> dict[str, Any]:
-    """The connection settings of a plain or Sentinel client; none for a cluster's."""
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None)
-    return kwargs if isinstance(kwargs, dict) else {}
-
-
-def _describe_connection(client: SyncClient) -> str:
-    """Where Redis is, with no credentials: host:port, the socket path, the Sentinel service
-    (whose master moves), or the cluster's first startup node."""
-    if isinstance(client, _import_redis().cluster.RedisCluster):
-        nodes = sorted(client.nodes_manager.startup_nodes)
-        return f"cluster:{nodes[0] if nodes else '?'}"
-    service = getattr(getattr(client, "connection_pool", None), "service_name", None)
-    if isinstance(service, str):
-        return f"sentinel:{service}"
-    kwargs = _pool_kwargs(client)
-    if kwargs.get("path"):
-        return f"unix:{kwargs['path']}"
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return text[:200]

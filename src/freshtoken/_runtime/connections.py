@@ -1,0 +1,176 @@
+"""Connections to token endpoints from the flight host: kept alive, shared, and capped per issuer.
+
+A refresh used to open a client, a TCP connection and a TLS session of its own. On the host loop
+(see ``host``) the refreshers share instead one pooled, keep-alive ``httpx.AsyncClient`` per TLS
+configuration, so the token endpoint sees a handshake per connection, not per refresh.
+
+Each issuer origin (scheme, host, port) also has a cap on the token requests in the air at
+once (``HTTPRefresher(..., concurrency=8)``). A fleet of sessions whose tokens all fall due
+together (the end of a provider outage, a process start) queues behind it, first come first
+served, instead of opening thousands of connections: the queue drains at the pace the
+provider answers, never more than the cap at once. A request waits for its place until its
+attempt's deadline (``QUEUE_WAIT`` seconds when it has none); only then does it fail, as
+``RefreshFailed("busy")``, without being sent. The refresh token was not presented, so a
+retry may present it again safely, and the failure says nothing about the server: the
+credential's backoff does not grow for it (see ``_core/credential.py``, rule 4).
+
+Outside the host loop (a refresher's ``arefresh`` awaited by an application) nothing is shared:
+a client of its own per request, as before, since a loop that is not ours may close at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import ssl
+import time
+import weakref
+from collections.abc import AsyncIterator
+from typing import TypeAlias
+
+import httpx
+
+from ..errors import RefreshFailed
+from .host import in_host_thread
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "QUEUE_WAIT",
+    "Queued",
+    "busy",
+    "client_for",
+    "place_for",
+    "queued",
+    "shared",
+]
+
+
+class Queued:
+    """The engine's view of a request under the cap: the deadline of its attempt (monotonic),
+    past which it is not sent (a request lingers past it once sent, see ``attempts``), and
+    whether it got its place."""
+
+    __slots__ = ("cap", "deadline", "origin", "sent")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.sent = False
+        self.origin = "the token endpoint"
+        self.cap = 0
+
+
+def busy(origin: str, cap: int) -> RefreshFailed:
+    """The failure of a request that found no place under the cap: it was not sent."""
+    return RefreshFailed(
+        "busy",
+        f"{cap} token requests to {origin} were in the air until this one's deadline (the "
+        "cap of HTTPRefresher(concurrency=...)); this one was not sent",
+        answer_lost=False,
+    )
+
+
+queued: contextvars.ContextVar[Queued | None] = contextvars.ContextVar(
+    "freshtoken_queued", default=None
+)
+
+DEFAULT_CONCURRENCY = 8
+QUEUE_WAIT = 2.0  # seconds a token request without a deadline waits for a place
+
+_TLSKey: TypeAlias = tuple[int, bool]  # id of the SSLContext (kept alive by the client), or verify
+
+
+class _LoopConnections:
+    """What one event loop holds: its clients and its per-origin caps."""
+
+    __slots__ = ("caps", "clients", "contexts")
+
+    def __init__(self) -> None:
+        self.clients: dict[_TLSKey, httpx.AsyncClient] = {}
+        self.contexts: list[ssl.SSLContext] = []  # keeps the ids in the keys meaningful
+        self.caps: dict[str, tuple[int, asyncio.Semaphore]] = {}
+
+
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared() -> bool:
+    """Whether the running task may use the shared clients and caps (it runs on the host)."""
+    return in_host_thread()
+
+
+def _connections() -> _LoopConnections:
+    loop = asyncio.get_running_loop()
+    held = _loops.get(loop)
+    if held is None:
+        held = _loops[loop] = _LoopConnections()
+    return held
+
+
+def client_for(verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
+    """The host loop's pooled client for this TLS configuration (made on first use).
+
+    Timeouts travel with each request (``request.extensions``), redirects are never followed
+    and no environment settings apply: the client carries nothing from one refresher to another.
+    """
+    held = _connections()
+    key: _TLSKey = (id(verify), True) if isinstance(verify, ssl.SSLContext) else (0, verify)
+    client = held.clients.get(key)
+    if client is None:
+        if isinstance(verify, ssl.SSLContext):
+            held.contexts.append(verify)
+        client = httpx.AsyncClient(
+            verify=verify,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+        held.clients[key] = client
+    return client
+
+
+@contextlib.asynccontextmanager
+async def place_for(origin: str, cap: int, deadline: float | None) -> AsyncIterator[None]:
+    """Hold one of ``cap`` places for ``origin`` (on the host loop) while the request runs.
+
+    Raises ``RefreshFailed("busy")``, known not to have reached the server, when no place
+    frees up by ``deadline`` (monotonic) or the attempt's (``queued``), or within
+    ``QUEUE_WAIT`` seconds without either.
+    asyncio's semaphore serves its waiters in order: the first queued is the first sent.
+    """
+    held = _connections()
+    entry = held.caps.get(origin)
+    if entry is None or entry[0] != cap:
+        # A refresher with another cap for the same origin: the latest setting wins for new
+        # requests; those in the air finish under the semaphore they took.
+        entry = held.caps[origin] = (cap, asyncio.Semaphore(cap))
+    semaphore = entry[1]
+    mark = queued.get()
+    if mark is not None:
+        deadline = mark.deadline if deadline is None else min(deadline, mark.deadline)
+        mark.origin, mark.cap = origin, cap
+    wait = QUEUE_WAIT if deadline is None else deadline - time.monotonic()
+    if semaphore.locked():
+        try:
+            await asyncio.wait_for(semaphore.acquire(), max(wait, 0.0))
+        except asyncio.TimeoutError:  # not the builtin on Python 3.10
+            raise busy(origin, cap) from None
+    else:
+        await semaphore.acquire()
+    if mark is not None:
+        mark.sent = True
+    try:
+        yield
+    finally:
+        semaphore.release()
+
+
+def in_the_air(origin: str) -> int:
+    """Token requests to ``origin`` holding a place on the running loop (for tests)."""
+    entry = _connections().caps.get(origin)
+    if entry is None:
+        return 0
+    cap, semaphore = entry
+    return cap - semaphore._value  # asyncio exposes no count
