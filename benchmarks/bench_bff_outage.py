@@ -539,6 +539,8 @@ def report(
         f"max {1000 * max(before, default=0):.0f} ms"
     )
     if args.outage <= 0:
+        seconds = down - marks["start"]
+        print(f"  BFF CPU: {(cpu['down'] - cpu['start']) / seconds:.2f} core")
         print(f"  sessions lost (401 login_required afterwards): {lost} {final_statuses}")
         return
     print(
