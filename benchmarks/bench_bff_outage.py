@@ -206,12 +206,20 @@ async def _gate(port: int, target: int) -> None:
 
 
 def _bff(
-    port: int, token_url: str, api: str, ids_file: str, tokens_file: str, *, spread: float
+    port: int,
+    token_url: str,
+    api: str,
+    ids_file: str,
+    tokens_file: str,
+    *,
+    spread: float,
+    refresh_wait: float | None,
 ) -> None:
     import uvicorn
 
     from freshtoken import TokenSet
     from freshtoken.bff import BFF, MemorySessionStore
+    from freshtoken.bff._app import REFRESH_WAIT
 
     answers = json.loads(Path(tokens_file).read_text())
     bff = BFF(
@@ -223,6 +231,7 @@ def _bff(
         sessions=MemorySessionStore(),
         allow_insecure_http=True,
         leeway=LEEWAY,
+        refresh_wait=REFRESH_WAIT if refresh_wait is None else refresh_wait,
     )
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -408,6 +417,7 @@ def run(args: argparse.Namespace) -> None:
                 str(ids_file),
                 str(tokens_file),
                 f"{max(args.ttl - LEEWAY, 0.0) if args.spread else 0.0:g}",
+                "-" if args.refresh_wait is None else f"{args.refresh_wait:g}",
             )
         )
         wait_port(api_port)
@@ -524,6 +534,7 @@ def report(
     print(
         f"BFF outage, mode {args.mode}: {len(ids):,} sessions, tokens of {args.ttl:g} s "
         f"({'refreshes spread over a lifetime' if args.spread else 'as obtained'}), "
+        f"refresh_wait {'default' if args.refresh_wait is None else f'{args.refresh_wait:g} s'}, "
         f"{args.rate:g} calls/s; warm-up {args.warmup:g} s, outage {args.outage:g} s, "
         f"recovery {args.recovery:g} s"
     )
@@ -597,15 +608,26 @@ def main() -> None:
     )
     parser.add_argument("--api", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--gate", nargs=2, type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--bff", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--refresh-wait", type=float, help="the BFF's refresh_wait (default: the BFF's own)"
+    )
+    parser.add_argument("--bff", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.api is not None:
         asyncio.run(_api(args.api))
     elif args.gate is not None:
         asyncio.run(_gate(*args.gate))
     elif args.bff is not None:
-        port, token_url, api, ids_file, tokens_file, spread = args.bff
-        _bff(int(port), token_url, api, ids_file, tokens_file, spread=float(spread))
+        port, token_url, api, ids_file, tokens_file, spread, wait = args.bff
+        _bff(
+            int(port),
+            token_url,
+            api,
+            ids_file,
+            tokens_file,
+            spread=float(spread),
+            refresh_wait=None if wait == "-" else float(wait),
+        )
     else:
         run(args)
 
