@@ -38,7 +38,7 @@ import h11
 from ..errors import LoginFailed
 from .authorization import AuthorizationRequest
 
-__all__ = ["CallbackJudge", "LoopbackListener", "OpenBrowser", "Verdict"]
+__all__ = ["CallbackJudge", "LoopbackListener", "OpenBrowser", "Verdict", "check_redirect_uri"]
 
 OpenBrowser = Callable[[str], object]
 CONNECTION_TIMEOUT = 10.0  # a connection that sends no full request in this time is dropped
@@ -183,6 +183,11 @@ class _Address:
         if self.bind_host == "127.0.0.1":
             names.add(f"127.0.0.1:{port}")
         return frozenset(names)
+
+
+def check_redirect_uri(redirect_uri: str) -> None:
+    """Raise ValueError unless ``redirect_uri`` is a loopback ``http`` URI a listener can use."""
+    _Address.parse(redirect_uri)
 
 
 def _browser_result(result: object) -> LoginFailed | None:

@@ -14,6 +14,7 @@ client) and follows no redirect: credentials stay with the URL they were meant f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import os
@@ -242,15 +243,48 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     results: list[T] = []
     errors: list[BaseException] = []
+    lock = threading.Lock()
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+    stopped: list[bool] = []
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        with lock:
+            running.append((asyncio.get_running_loop(), task))
+            if stopped:
+                coroutine.close()
+                raise asyncio.CancelledError
+        return await coroutine
+
+    finished = threading.Event()
 
     def run() -> None:
         try:
-            results.append(asyncio.run(coroutine))
+            results.append(asyncio.run(main()))
         except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(error)
+        finally:
+            finished.set()
 
     helper = threading.Thread(target=run, name="freshtoken-blocking")
     helper.start()
+    # Waited with an Event, not join(): Python < 3.13 takes a join() interrupted by Ctrl-C for
+    # the thread's end (it releases the running thread's lock), so a second join() would not wait.
+    try:
+        finished.wait()
+    except BaseException:
+        # Ctrl-C (KeyboardInterrupt raised in this thread, by trio's handler or Python's):
+        # the helper's login ends with it, its listener closed, instead of listening on
+        # until its own timeout behind a caller that has given up.
+        with lock:
+            stopped.append(True)
+            for loop, task in running:
+                with contextlib.suppress(RuntimeError):  # its loop is closed: it is over
+                    loop.call_soon_threadsafe(task.cancel)
+        finished.wait()
+        helper.join()
+        raise
     helper.join()
     if errors:
         raise errors[0]
