@@ -5,6 +5,7 @@ bad options. Real TCP against the reference server; the browser is played throug
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
@@ -129,6 +130,7 @@ def test_an_error_description_is_escaped_on_the_page(oauth_server: ReferenceServ
     """A callback whose error_description is a script: the login fails with the error, and
     the page shows the text, escaped, under a CSP that runs nothing."""
     pages: list[httpx.Response] = []
+    answered = threading.Event()  # the launcher's thread may finish after the login
     script = "<script>alert('x')</script>"
 
     def hostile(url: str) -> bool:
@@ -137,11 +139,13 @@ def test_an_error_description_is_escaped_on_the_page(oauth_server: ReferenceServ
             f"&error_description={quote(script)}&iss={quote(oauth_server.issuer)}"
         )
         pages.append(httpx.get(callback))
+        answered.set()
         return True
 
     with pytest.raises(LoginFailed) as caught:
         freshtoken.browser_login(oauth_server.issuer, client_id="demo-public", open_browser=hostile)
     assert caught.value.error == "access_denied"
+    assert answered.wait(10)
     (page,) = pages
     assert page.status_code == 400
     assert "<script>" not in page.text
@@ -278,5 +282,29 @@ def test_ctrl_c_on_a_blocking_login_inside_trio(oauth_server: ReferenceServer) -
 
     with pytest.raises(KeyboardInterrupt):
         trio.run(main)
+    assert refused(redirect_uri_of(opened[0]))
+    assert not [t for t in threading.enumerate() if t.name == "freshtoken-blocking"]
+
+
+@pytest.mark.usefixtures("main_thread_with_default_sigint")
+def test_ctrl_c_on_a_blocking_login_inside_asyncio(oauth_server: ReferenceServer) -> None:
+    """A blocking login called inside asyncio.run: asyncio's Ctrl-C handler only cancels the
+    main task, which cannot run while the login blocks its loop. The login must notice, end
+    (port free, helper gone), and asyncio.run raise KeyboardInterrupt; not wait for the
+    login's own timeout and report that."""
+    opened: list[str] = []
+
+    def open_browser(url: str) -> bool:
+        opened.append(url)
+        _interrupt_main()
+        return True
+
+    async def main() -> None:
+        freshtoken.browser_login(
+            oauth_server.issuer, client_id="demo-public", open_browser=open_browser, timeout=20
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
     assert refused(redirect_uri_of(opened[0]))
     assert not [t for t in threading.enumerate() if t.name == "freshtoken-blocking"]

@@ -267,12 +267,13 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
         finally:
             finished.set()
 
+    caller = _asyncio_task()
     helper = threading.Thread(target=run, name="freshtoken-blocking")
     helper.start()
     # Waited with an Event, not join(): Python < 3.13 takes a join() interrupted by Ctrl-C for
     # the thread's end (it releases the running thread's lock), so a second join() would not wait.
     try:
-        finished.wait()
+        _wait_for(finished, caller)
     except BaseException:
         # Ctrl-C (KeyboardInterrupt raised in this thread, by trio's handler or Python's):
         # the helper's login ends with it, its listener closed, instead of listening on
@@ -289,6 +290,30 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
     if errors:
         raise errors[0]
     return results[0]
+
+
+_CANCEL_CHECK = 0.2  # seconds between looks at the asyncio caller's cancellation
+
+
+def _wait_for(finished: threading.Event, caller: asyncio.Task[Any] | None) -> None:
+    # From Python 3.11, asyncio's Ctrl-C handler raises nothing here: it cancels the caller's
+    # task, which cannot run while this call blocks its loop. So look for that cancellation.
+    # (3.10's asyncio.run has no handler: Ctrl-C raises KeyboardInterrupt in this wait.)
+    cancelling: Callable[[], int] | None = getattr(caller, "cancelling", None)
+    if cancelling is None:
+        finished.wait()
+        return
+    while not finished.wait(_CANCEL_CHECK):
+        if cancelling():
+            raise asyncio.CancelledError
+
+
+def _asyncio_task() -> asyncio.Task[Any] | None:
+    """The asyncio task of the calling thread, if it runs one."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no asyncio loop in this thread (trio's, say)
+        return None
 
 
 def blocking(function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
