@@ -2,13 +2,21 @@
 the herd at recovery, and how long until every session works again.
 
     python benchmarks/bench_bff_outage.py [--sessions 2000] [--mode refused|503|hanging]
-        [--outage 60] [--warmup 25] [--recovery 30] [--rate 400]
+        [--outage 60] [--warmup 25] [--recovery 30] [--rate 400] [--ttl 20]
+    python benchmarks/bench_bff_outage.py --sessions 10000 --ttl 300 --outage 0 \
+        --warmup 30 --recovery 0        # steady state only: proxied-call p99 with 10,000
 
-Processes: the reference server (access tokens of 20 s), a gate in front of its token endpoint
-that passes, refuses, answers 503 or hangs on command, a light API that accepts a token until
-its JWT ``exp``, one BFF worker (uvicorn) with every session in a MemorySessionStore, and
-this process, which logs every session in (a password grant each: a refresh token of its own),
-then calls the BFF round-robin over the sessions at ``--rate`` calls/s and records each call.
+Processes: the reference server (access tokens of ``--ttl`` s, 20 by default), a gate in front
+of its token endpoint that passes, refuses, answers 503 or hangs on command, a light API that
+accepts a token until its JWT ``exp``, one BFF worker (uvicorn) with every session in a
+MemorySessionStore, and this process, which logs every session in (a password grant each: a
+refresh token of its own), then calls the BFF round-robin over the sessions at ``--rate``
+calls/s and records each call.
+
+The sessions' tokens are handed to the BFF as if obtained at times spread over one lifetime
+(``--spread``, on by default): their refreshes come at the steady rate of sessions / ttl from
+the start, not all at once one lifetime after the logins. Every call gives up after
+``--call-timeout`` s (counted as 599), so that a saturated worker still ends the run.
 
 Goals (issue 19): threads at most 50; during the outage every call answers within 2 s (200
 while its token works, else 503, never 500); no session lost; at recovery at most the
@@ -39,6 +47,7 @@ from _support import server_process
 
 HERE = Path(__file__).resolve()
 SECRET = "the outage benchmark's passphrase"
+LEEWAY = 5.0  # the BFF's: a token is refreshed when it has this many seconds left
 MODES = ("refused", "503", "hanging")
 
 
@@ -196,7 +205,9 @@ async def _gate(port: int, target: int) -> None:
 # -- the BFF worker --------------------------------------------------------------------------
 
 
-def _bff(port: int, token_url: str, api: str, ids_file: str, tokens_file: str) -> None:
+def _bff(
+    port: int, token_url: str, api: str, ids_file: str, tokens_file: str, *, spread: float
+) -> None:
     import uvicorn
 
     from freshtoken import TokenSet
@@ -211,7 +222,7 @@ def _bff(port: int, token_url: str, api: str, ids_file: str, tokens_file: str) -
         routes={"/api/": f"{api}/"},
         sessions=MemorySessionStore(),
         allow_insecure_http=True,
-        leeway=5.0,
+        leeway=LEEWAY,
     )
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -222,8 +233,12 @@ def _bff(port: int, token_url: str, api: str, ids_file: str, tokens_file: str) -
         async def started(message: Any) -> None:
             if message["type"] == "lifespan.startup.complete":
                 ids = []
-                for answer, sent_at in answers:
-                    tokens = TokenSet.from_response(answer, sent_at=sent_at)
+                now = time.time()
+                for n, (answer, sent_at) in enumerate(answers):
+                    # Spread: as if obtained earlier (never later than they were, so the BFF
+                    # never believes a token lives longer than its JWT says).
+                    obtained = min(sent_at, now - spread * n / len(answers))
+                    tokens = TokenSet.from_response(answer, sent_at=obtained)
                     session_id, _ = await bff.start_session(tokens, {"sub": "demo"})
                     ids.append(session_id)
                 Path(ids_file).write_text("\n".join(ids))
@@ -328,6 +343,8 @@ async def load(
     rate: float,
     seconds: float,
     calls: list[tuple[float, float, int, int]],
+    *,
+    call_timeout: float = 30.0,
 ) -> None:
     """GET /api/items round-robin over the sessions at ``rate`` calls/s for ``seconds``;
     each call recorded as (start, latency, status, session index); 599 for no answer."""
@@ -336,7 +353,7 @@ async def load(
     position = 0
     started = time.monotonic()
     connector = aiohttp.TCPConnector(limit=0)  # browsers each have their own connections
-    timeout = aiohttp.ClientTimeout(total=120)
+    timeout = aiohttp.ClientTimeout(total=call_timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(index: int) -> None:
@@ -372,7 +389,7 @@ def run(args: argparse.Namespace) -> None:
     directory = Path(tempfile.mkdtemp(prefix="bench-bff-outage-"))
     ids_file, tokens_file = directory / "ids", directory / "tokens.json"
     with contextlib.ExitStack() as stack:
-        issuer = stack.enter_context(server_process("--access-ttl", "20"))
+        issuer = stack.enter_context(server_process("--access-ttl", f"{args.ttl:g}"))
         issuer_port = int(issuer.rsplit(":", 1)[1])
         gate_port, api_port, bff_port = free_port(), free_port(), free_port()
         gate = Gatekeeper(
@@ -390,6 +407,7 @@ def run(args: argparse.Namespace) -> None:
                 f"http://127.0.0.1:{api_port}",
                 str(ids_file),
                 str(tokens_file),
+                f"{max(args.ttl - LEEWAY, 0.0) if args.spread else 0.0:g}",
             )
         )
         wait_port(api_port)
@@ -420,10 +438,12 @@ def run(args: argparse.Namespace) -> None:
             gate("reset")
             marks["down"] = time.monotonic()
             cpu["down"] = cpu_of(bff.pid)
-            gate(f"mode {args.mode}")
-            time.sleep(args.outage)
+            if args.outage > 0:
+                gate(f"mode {args.mode}")
+                time.sleep(args.outage)
             gate_stats["outage"] = gate("stats")
-            gate("mode pass")
+            if args.outage > 0:
+                gate("mode pass")
             gate("reset")
             marks["up"] = time.monotonic()
             cpu["up"] = cpu_of(bff.pid)
@@ -436,11 +456,14 @@ def run(args: argparse.Namespace) -> None:
         scheduler = threading.Thread(target=schedule, daemon=True)
         scheduler.start()
         total = args.warmup + args.outage + args.recovery
-        asyncio.run(load(url, ids, args.rate, total, calls))
+        asyncio.run(load(url, ids, args.rate, total, calls, call_timeout=args.call_timeout))
         scheduler.join()
         # Lost sessions: every one called once more, now that the provider is back.
         final: list[tuple[float, float, int, int]] = []
-        asyncio.run(load(url, ids, max(args.rate, 500.0), len(ids) / max(args.rate, 500.0), final))
+        final_rate = max(args.rate, 500.0)
+        asyncio.run(
+            load(url, ids, final_rate, len(ids) / final_rate, final, call_timeout=args.call_timeout)
+        )
         stop.set()
         threads_now = threads_of(bff.pid)
     report(
@@ -493,8 +516,14 @@ def report(
             ("recovery", up, up + args.recovery),
         )
     }
+    before = [call[1] for call in calls if call[0] < down]
+    before_statuses: dict[int, int] = {}
+    for call in calls:
+        if call[0] < down:
+            before_statuses[call[2]] = before_statuses.get(call[2], 0) + 1
     print(
-        f"BFF outage, mode {args.mode}: {len(ids):,} sessions, tokens of 20 s, "
+        f"BFF outage, mode {args.mode}: {len(ids):,} sessions, tokens of {args.ttl:g} s "
+        f"({'refreshes spread over a lifetime' if args.spread else 'as obtained'}), "
         f"{args.rate:g} calls/s; warm-up {args.warmup:g} s, outage {args.outage:g} s, "
         f"recovery {args.recovery:g} s"
     )
@@ -504,6 +533,17 @@ def report(
         f"{threads_end} at the end)"
     )
     print(
+        f"  calls before the outage: {len(before):,} {dict(sorted(before_statuses.items()))}; "
+        f"latency p50 {1000 * percentile(before, 0.5):.1f} ms, "
+        f"p99 {1000 * percentile(before, 0.99):.1f} ms, "
+        f"max {1000 * max(before, default=0):.0f} ms"
+    )
+    if args.outage <= 0:
+        seconds = down - marks["start"]
+        print(f"  BFF CPU: {(cpu['down'] - cpu['start']) / seconds:.2f} core")
+        print(f"  sessions lost (401 login_required afterwards): {lost} {final_statuses}")
+        return
+    print(
         f"  calls during the outage: {len(during):,} {dict(sorted(statuses.items()))}; "
         f"latency p50 {1000 * percentile(latencies, 0.5):.0f} ms, "
         f"p99 {1000 * percentile(latencies, 0.99):.0f} ms, "
@@ -512,7 +552,8 @@ def report(
     for phase, (lo, hi) in (("warm-up", ("start", "down")), ("outage", ("down", "up"))):
         seconds = marks[hi] - marks[lo]
         print(f"  BFF CPU, {phase}: {(cpu[hi] - cpu[lo]) / seconds:.2f} core")
-    print(f"  BFF CPU, recovery: {(cpu['end'] - cpu['up']) / args.recovery:.2f} core")
+    if args.recovery > 0:
+        print(f"  BFF CPU, recovery: {(cpu['end'] - cpu['up']) / args.recovery:.2f} core")
     outage_requests = gate_stats["outage"]["requests"]
     print(
         f"  token requests: {gate_stats['warmup']['requests'] / args.warmup:.0f}/s before, "
@@ -527,7 +568,8 @@ def report(
         print(
             f"  sessions working again (first 200 after recovery): {len(recovered):,} of "
             f"{len(called_after):,} called; the last {slowest:.1f} s after the provider "
-            f"(a round over every session takes {len(ids) / args.rate:.1f} s at this rate)"
+            f"(a round over every session takes {len(ids) / args.rate:.1f} s at this rate); "
+            f"{len(called_after - set(recovered)):,} called but never answered 200"
         )
     print(f"  sessions lost (401 login_required afterwards): {lost} {final_statuses}")
 
@@ -543,17 +585,27 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=25.0)
     parser.add_argument("--recovery", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=400.0)
+    parser.add_argument("--ttl", type=float, default=20.0, help="access token lifetime, s")
+    parser.add_argument(
+        "--spread",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="tokens as if obtained over one lifetime: refreshes at a steady rate",
+    )
+    parser.add_argument(
+        "--call-timeout", type=float, default=30.0, help="a call unanswered after this is 599"
+    )
     parser.add_argument("--api", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--gate", nargs=2, type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--bff", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--bff", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.api is not None:
         asyncio.run(_api(args.api))
     elif args.gate is not None:
         asyncio.run(_gate(*args.gate))
     elif args.bff is not None:
-        port, token_url, api, ids_file, tokens_file = args.bff
-        _bff(int(port), token_url, api, ids_file, tokens_file)
+        port, token_url, api, ids_file, tokens_file, spread = args.bff
+        _bff(int(port), token_url, api, ids_file, tokens_file, spread=float(spread))
     else:
         run(args)
 

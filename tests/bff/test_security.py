@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from freshtoken.bff import BFF
-from freshtoken.bff._proxy import raw_prefix_end
+from freshtoken.bff._proxy import Routes, raw_prefix_end
 from freshtoken.bff._security import (
     check_cookie_name,
     cookie_header,
@@ -221,6 +221,12 @@ def test_a_route_prefix_ends_where_a_browser_would_have_written_it(
 ) -> None:
     """Each character as itself, or as its UTF-8 escapes for those a browser must escape."""
     assert raw_prefix_end(raw, prefix) == end
+    # The proxy's shortcut for prefixes written as they are gives the same URL, or the same
+    # refusal, as the character-by-character reading.
+    routes = Routes({prefix: "http://127.0.0.1:9/up/"}, allow_insecure_http=True)
+    (route,) = routes.routes
+    expected = None if end is None else "http://127.0.0.1:9/up/" + raw[end:]
+    assert routes.target(route, raw, b"") == expected
 
 
 @pytest.mark.parametrize(

@@ -338,7 +338,9 @@ def test_the_refresh_window_widens_after_slow_refreshes() -> None:
         n = len(calls)
         return {"access_token": f"a{n}", "refresh_token": f"r{n}", "expires_in": 2}
 
-    manager = TokenManager(FunctionRefresher(endpoint), clock=clock, min_interval=0.0)
+    manager = TokenManager(
+        FunctionRefresher(endpoint), clock=clock, policy=RefreshPolicy(min_interval=0.0)
+    )
     manager.set_tokens(
         TokenSet.from_response(
             {"access_token": "a0", "refresh_token": "r0", "expires_in": 2}, sent_at=clock()

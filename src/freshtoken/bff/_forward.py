@@ -103,14 +103,16 @@ async def proxy(bff: BFF, scope: Scope, receive: Receive, send: Send, route: Rou
         slot.leave()
 
 
-async def _tokens(bff: BFF, manager: TokenManager, handle: str, send: Send) -> TokenSet | None:
-    """The session's tokens to send, waiting at most ``refresh_wait`` for a refresh; None
+async def _tokens(
+    bff: BFF, manager: TokenManager, handle: str, send: Send, deadline: float
+) -> TokenSet | None:
+    """The session's tokens to send, waiting for a refresh until ``deadline`` at most; None
     once the browser has its answer (401 login_required, or 503 to come back later)."""
     tokens = manager.cached_tokens()
     if tokens is not None:
         return tokens
     try:
-        with anyio.move_on_after(bff.refresh_wait):
+        with anyio.move_on_at(deadline):
             return await manager.aget_tokens()
     except (SessionExpired, UnreadableSession):
         await bff._login_required(send, handle)
@@ -134,11 +136,15 @@ async def _forward(
 ) -> None:
     handle = slot.handle
     manager = bff.manager(handle)
-    # refresh_wait bounds the call's waits for refreshes, all together.
-    deadline = anyio.current_time() + bff.refresh_wait
-    tokens = manager.cached_tokens() or await _tokens(bff, manager, handle, send)
+    # refresh_wait bounds the call's waits for refreshes, all together, from the first one:
+    # a call that never waits (the hot path) never reads the clock.
+    deadline: float | None = None
+    tokens = manager.cached_tokens()
     if tokens is None:
-        return
+        deadline = anyio.current_time() + bff.refresh_wait
+        tokens = await _tokens(bff, manager, handle, send, deadline)
+        if tokens is None:
+            return
     headers = inbound.forward
     body: bytes | None = None
     rest: AsyncIterator[bytes] | None = None
@@ -179,6 +185,8 @@ async def _forward(
                 # Read now: the connection goes back to the pool while this call waits
                 # for the refresh (during an outage, waiting calls held them all).
                 rejected = await response.read()
+            if deadline is None:
+                deadline = anyio.current_time() + bff.refresh_wait
             try:
                 with anyio.move_on_at(deadline) as waited:
                     replacement = await manager.ahandle_rejection(decision.tokens)

@@ -52,6 +52,13 @@ class Route:
 
     prefix: str
     upstream: str
+    # Whether a browser writes the prefix as it is (no character it must percent-encode):
+    # then the raw path begins with it literally or not at all (see raw_prefix_end()).
+    plain: bool = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        plain = all(0x20 < ord(char) < 0x7F and char not in _PATH_ENCODED for char in self.prefix)
+        object.__setattr__(self, "plain", plain)
 
 
 class Routes:
@@ -85,7 +92,10 @@ class Routes:
         the path tries to climb out of the route, or spells the route's prefix otherwise than
         a browser does (``/%61pi/`` for ``/api/``): the route was matched on the decoded path,
         and only then is it certain where the prefix ends in the raw one."""
-        end = raw_prefix_end(raw_path, route.prefix)
+        if route.plain:  # the common case, and what raw_prefix_end() finds for it
+            end: int | None = len(route.prefix) if raw_path.startswith(route.prefix) else None
+        else:
+            end = raw_prefix_end(raw_path, route.prefix)
         if end is None:
             return None
         rest = raw_path[end:]
