@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 import pytest
 
-import freshtoken
 from freshtoken import DevicePrompt, LoginFailed, TokenSet
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken._logins.flows import LoginOptions
 from freshtoken.server import ReferenceServer
 from freshtoken.testing import ServerFactory
@@ -56,7 +56,7 @@ def test_a_huge_device_interval_is_capped(oauth_server_factory: ServerFactory) -
             server.browser().approve_device(uri)
         server.advance(seconds)
 
-    tokens = freshtoken.device_login(
+    tokens = flows.device_login(
         server.issuer,
         client_id="demo-public",
         on_prompt=prompts.append,
@@ -80,7 +80,7 @@ def test_the_device_login_never_waits_past_the_codes_expiry(
         server.advance(seconds)
 
     with pytest.raises(LoginFailed) as caught:
-        freshtoken.device_login(
+        flows.device_login(
             server.issuer,
             client_id="demo-public",
             on_prompt=lambda prompt: None,
@@ -115,7 +115,7 @@ def test_a_bad_redirect_uri_is_refused_before_discovery() -> None:
     """The browser login checks its redirect URI before it asks the issuer anything (here
     an issuer nobody answers for: a network error would mean it asked first)."""
     with pytest.raises(ValueError, match="redirect_uri"):
-        freshtoken.browser_login(
+        flows.browser_login(
             "https://127.0.0.1:1",
             client_id="demo-public",
             open_browser=lambda url: True,
@@ -143,7 +143,7 @@ def test_an_error_description_is_escaped_on_the_page(oauth_server: ReferenceServ
         return True
 
     with pytest.raises(LoginFailed) as caught:
-        freshtoken.browser_login(oauth_server.issuer, client_id="demo-public", open_browser=hostile)
+        flows.browser_login(oauth_server.issuer, client_id="demo-public", open_browser=hostile)
     assert caught.value.error == "access_denied"
     assert answered.wait(10)
     (page,) = pages
@@ -180,7 +180,7 @@ def test_hostile_connections_do_not_hold_the_real_answer(oauth_server: Reference
         return oauth_server.browser()(url)
 
     try:
-        tokens = freshtoken.browser_login(
+        tokens = flows.browser_login(
             oauth_server.issuer, client_id="demo-public", open_browser=hostile, timeout=60
         )
     finally:
@@ -210,7 +210,7 @@ def test_two_blocking_logins_at_once_from_two_threads(oauth_server: ReferenceSer
             return browser(url)
 
         try:
-            results[user] = freshtoken.browser_login(
+            results[user] = flows.browser_login(
                 oauth_server.issuer, client_id="demo-public", open_browser=open_browser
             )
         except BaseException as error:  # noqa: BLE001 - reported by the test thread
@@ -255,7 +255,7 @@ def test_ctrl_c_ends_a_blocking_login_and_its_listener(oauth_server: ReferenceSe
         return True
 
     with pytest.raises(KeyboardInterrupt):
-        freshtoken.browser_login(
+        flows.browser_login(
             oauth_server.issuer, client_id="demo-public", open_browser=open_browser, timeout=60
         )
     assert refused(redirect_uri_of(opened[0]))
@@ -276,7 +276,7 @@ def test_ctrl_c_on_a_blocking_login_inside_trio(oauth_server: ReferenceServer) -
         return True
 
     async def main() -> None:
-        freshtoken.browser_login(
+        flows.browser_login(
             oauth_server.issuer, client_id="demo-public", open_browser=open_browser, timeout=60
         )
 
@@ -300,7 +300,7 @@ def test_ctrl_c_on_a_blocking_login_inside_asyncio(oauth_server: ReferenceServer
         return True
 
     async def main() -> None:
-        freshtoken.browser_login(
+        flows.browser_login(
             oauth_server.issuer, client_id="demo-public", open_browser=open_browser, timeout=20
         )
 

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import pytest
 
-import freshtoken
 from freshtoken import DevicePrompt
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken._oauth.discovery import ametadata_of
 from freshtoken.server import ReferenceServer
 from freshtoken.testing import ServerFactory
@@ -94,7 +94,7 @@ async def cancel_when(
 async def test_cancelled_during_discovery(silent: Silent) -> None:
     """The issuer's metadata never comes: cancelling hangs up on it."""
     await cancel_when(
-        lambda: freshtoken.abrowser_login(silent.url, client_id="app", open_browser=print),
+        lambda: flows.abrowser_login(silent.url, client_id="app", open_browser=print),
         lambda: anyio.to_thread.run_sync(silent.asked.wait),
     )
     assert await anyio.to_thread.run_sync(silent.hung_up.wait, 10)
@@ -115,7 +115,7 @@ async def test_cancelled_while_a_plain_launcher_blocks(oauth_server: ReferenceSe
 
     try:
         await cancel_when(
-            lambda: freshtoken.abrowser_login(
+            lambda: flows.abrowser_login(
                 oauth_server.issuer, client_id="demo-public", open_browser=open_browser
             ),
             lambda: anyio.to_thread.run_sync(launched.wait),
@@ -139,9 +139,7 @@ async def test_cancelled_during_the_code_exchange(
         return oauth_server.browser()(url)
 
     await cancel_when(
-        lambda: freshtoken.abrowser_login(
-            stalled, client_id="demo-public", open_browser=open_browser
-        ),
+        lambda: flows.abrowser_login(stalled, client_id="demo-public", open_browser=open_browser),
         lambda: anyio.to_thread.run_sync(silent.asked.wait),
     )
     assert await anyio.to_thread.run_sync(silent.hung_up.wait, 10)
@@ -162,9 +160,7 @@ async def test_cancelled_while_a_device_login_waits(
         await forever.wait()
 
     await cancel_when(
-        lambda: freshtoken.adevice_login(
-            server.issuer, client_id="demo-public", on_prompt=on_prompt
-        ),
+        lambda: flows.adevice_login(server.issuer, client_id="demo-public", on_prompt=on_prompt),
         prompted.wait,
     )
     sleeping = anyio.Event()
@@ -174,7 +170,7 @@ async def test_cancelled_while_a_device_login_waits(
         await forever.wait()
 
     await cancel_when(
-        lambda: freshtoken.adevice_login(
+        lambda: flows.adevice_login(
             server.issuer, client_id="demo-public", on_prompt=lambda p: None, sleep=sleep
         ),
         sleeping.wait,

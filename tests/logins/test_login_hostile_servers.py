@@ -14,9 +14,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-import freshtoken
 from freshtoken import LoginFailed, TokenSet
-from freshtoken._logins import loopback
+from freshtoken._logins import (
+    flows,  # the free logins, deprecated in the public API
+    loopback,
+)
 from freshtoken.server import ReferenceServer
 
 PASSWORD = "hunter2-the-password"
@@ -66,7 +68,7 @@ def hostile() -> Iterator[Hostile]:
 
 
 def _login(url: str) -> TokenSet:
-    return freshtoken.password_login(
+    return flows.password_login(
         url,
         username="demo",
         password=PASSWORD,
@@ -168,7 +170,7 @@ def test_silent_connections_holding_every_slot_do_not_lock_out_the_browser(
         return oauth_server.browser()(url)
 
     try:
-        tokens = freshtoken.browser_login(
+        tokens = flows.browser_login(
             oauth_server.issuer, client_id="demo-public", open_browser=flooded_browser, timeout=20
         )
     finally:
