@@ -1,7 +1,8 @@
 """FileStore: tokens in a JSON file that several processes share, safely.
 
 The document, one file holding several named profiles, is drawn in
-`freshtoken.stores._file_document`, which reads and checks it.
+`freshtoken.stores._file_document`, which reads and checks it. What is left here (some 500
+lines) is one job, read in one sitting: the store's locks, reads and writes of that document.
 
 Two kinds of lock file sit beside the store (or at ``lock_path``): ``<base>.lock`` orders
 writers of the file and is held only for a read-modify-write; ``<base>.<profile>.lock`` is

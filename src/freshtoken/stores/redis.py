@@ -44,7 +44,8 @@ does not run on trio, so under trio they run the blocking calls in a worker thre
 This module is the store; its pieces are beside it: `freshtoken.stores._redis_scripts` (the
 fenced writes' Lua), `freshtoken.stores._redis_lock` (the lock's lease and its renewal),
 `freshtoken.stores._redis_watcher` (the ``K:changed`` subscriber) and
-`freshtoken.stores._redis_client` (redis-py imported, its errors translated).
+`freshtoken.stores._redis_client` (redis-py imported, its errors translated). What is left
+(some 500 lines) is one job, read in one sitting: the blocking and async sides of the store.
 """
 
 from __future__ import annotations
