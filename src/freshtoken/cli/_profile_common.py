@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .._core.tokens import TokenSet
-from .._engine.host import flights_in_progress
+from .._runtime.host import flights_in_progress
 from ..errors import AuthError, RefreshFailed, SessionExpired
 from ..profiles import open_manager
 from ..stores.file import ENV_STORE, FileStore

@@ -20,8 +20,8 @@ import httpx
 
 from .._core.policy import check_transport
 from .._core.tokens import TokenSet
-from .._engine.connections import DEFAULT_CONCURRENCY
 from .._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey, Signer
+from .._runtime.connections import DEFAULT_CONCURRENCY
 from ..errors import RefreshFailed, SessionExpired
 
 if TYPE_CHECKING:

@@ -18,10 +18,10 @@ from .._core.clock import Clock, system_clock
 from .._core.policy import LARGEST_ANSWER, check_transport, origin_of
 from .._core.quirks import Quirks
 from .._core.tokens import TokenSet
-from .._engine import connections
-from .._engine.connections import DEFAULT_CONCURRENCY
 from .._oauth.http import run_blocking, ssl_context
 from .._oauth.token_answers import read_token_answer
+from .._runtime import connections
+from .._runtime.connections import DEFAULT_CONCURRENCY
 from ..errors import RefreshFailed, SessionExpired
 
 if TYPE_CHECKING:

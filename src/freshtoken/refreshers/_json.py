@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .._core.tokens import TokenSet
-from .._engine.connections import DEFAULT_CONCURRENCY
+from .._runtime.connections import DEFAULT_CONCURRENCY
 from ..errors import SessionExpired
 
 if TYPE_CHECKING:

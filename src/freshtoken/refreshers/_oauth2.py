@@ -17,11 +17,11 @@ import httpx
 from .._core.clock import Clock, system_clock
 from .._core.quirks import Quirks
 from .._core.tokens import TokenSet
-from .._engine.connections import DEFAULT_CONCURRENCY
 from .._logins.flows import client_for
 from .._logins.methods import LoginMethods
 from .._oauth.client_auth import ClientAuth, ClientAuthMethod, PrivateKey
 from .._oauth.discovery import ServerMetadata, metadata_of
+from .._runtime.connections import DEFAULT_CONCURRENCY
 from ..errors import LoginFailed, RefreshFailed, SessionExpired
 
 if TYPE_CHECKING:
