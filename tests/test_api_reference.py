@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -318,8 +319,12 @@ def resolved(path: str) -> object:
             obj: object = importlib.import_module(".".join(parts[:cut]))
         except ImportError:
             continue
-        for part in parts[cut:]:
-            obj = getattr(obj, part, None)
+        with warnings.catch_warnings():
+            # The reference still documents the deprecated names (until 0.2.0): looking
+            # them up is not a use of them.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for part in parts[cut:]:
+                obj = getattr(obj, part, None)
         return obj
     return None
 

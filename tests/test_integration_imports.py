@@ -39,8 +39,10 @@ def test_missing_library_names_the_extra(
     "module", ["freshtoken.requests", "freshtoken.aiohttp", "freshtoken.httpx2"]
 )
 def test_integrations_import_with_their_library(module: str) -> None:
-    """With the library present the integration imports and exports TokenAuth."""
-    assert hasattr(importlib.import_module(module), "TokenAuth")
+    """With the library present the integration imports and exports its entry point
+    (aiohttp's is a client middleware; its old name TokenAuth is deprecated)."""
+    entry = "TokenMiddleware" if module == "freshtoken.aiohttp" else "TokenAuth"
+    assert entry in importlib.import_module(module).__all__
 
 
 def test_core_does_not_import_the_integrations() -> None:

@@ -24,7 +24,7 @@ from ._core.policy import Destinations
 from ._core.tokens import TokenSet
 from ._engine.manager import TokenManager
 from ._engine.resource import Attempt, Rejected
-from .errors import ReplayError
+from .errors import AuthError, ReplayError
 
 __all__ = ["HTTPXFlow", "StepUp"]
 
@@ -80,7 +80,9 @@ class HTTPXFlow:
             yield request
             return
         manager = self.manager
-        flow = self._flow(request, manager.cached_tokens() or await manager.aget_tokens())
+        flow = self._flow(
+            request, manager.cached_tokens() or await manager.aget_tokens(), late_tokens=True
+        )
         step = next(flow)
         try:
             while True:
@@ -93,14 +95,19 @@ class HTTPXFlow:
         except StopIteration:
             return
 
-    def _flow(self, request: Any, tokens: TokenSet) -> _Flow:
+    def _flow(self, request: Any, tokens: TokenSet, *, late_tokens: bool = False) -> _Flow:
         manager = self.manager
         call = manager.call(request.method, request.url)
         attempt: Attempt | None = call.first(tokens)
         stepped = False
+        retry: _LateTokens | None = None
         while attempt is not None:
             _authorize(request, attempt)
+            if retry is not None:
+                retry.attempt = attempt
             response = yield request
+            if retry is not None:
+                attempt = retry.ended(request)
             if response.status_code != 403 and call.settled(response.status_code):
                 return  # the hot path: no header to read (a 403 may ask for a step-up)
             sent = response.request
@@ -136,6 +143,10 @@ class HTTPXFlow:
                     decision = Attempt(stepped_up, stepped_up.authorization, None)
             if decision is not None:
                 self._ensure_replayable(request, response)
+                if late_tokens and retry is None and manager.dpop is None:
+                    # A retry may wait in httpx's pool longer than its token lives (a storm
+                    # of requests on one client): it leaves with the newest tokens.
+                    retry = _LateTokens(manager, call, request)
             attempt = decision
 
     def _applies(self, request: Any) -> bool:
@@ -158,6 +169,55 @@ class HTTPXFlow:
 
     def __repr__(self) -> str:
         return f"TokenAuth({self.manager!r}, origins={self.destinations!r})"
+
+
+class _LateTokens:
+    """httpcore's ``trace`` extension on a Bearer retry (async only): when its headers are
+    about to be written, after any wait for a pooled connection, tokens newer than the ones
+    it was given go in their place (``ResourceCall.swapped()``)."""
+
+    __slots__ = ("_call", "_manager", "_previous", "attempt")
+
+    def __init__(self, manager: TokenManager, call: Any, request: Any) -> None:
+        self._manager = manager
+        self._call = call
+        self._previous = request.extensions.get("trace")
+        request.extensions = {**request.extensions, "trace": self._trace}
+        self.attempt: Attempt | None = None
+
+    async def _trace(self, name: str, info: dict[str, Any]) -> None:
+        attempt = self.attempt
+        if attempt is not None and name.endswith(".send_request_headers.started"):
+            manager = self._manager
+            try:
+                # FRESH tokens at once; else the current ones (a STALE token still works, and
+                # starts its refresh), waiting only for a refresh of an expired one.
+                tokens = manager.cached_tokens() or await manager.aget_tokens()
+            except AuthError:
+                tokens = None  # sent as it was: its answer says what comes next
+            if tokens is not None:
+                self._swap(attempt, tokens, info.get("request"))
+        if self._previous is not None:
+            await self._previous(name, info)
+
+    def _swap(self, attempt: Attempt, tokens: TokenSet, sent: Any) -> None:
+        if tokens.access_token == attempt.tokens.access_token:
+            return
+        swapped = self._call.swapped(tokens)
+        if swapped is None or sent is None:
+            return
+        value = swapped.authorization.encode("latin-1")
+        sent.headers[:] = [
+            (name, value if name.lower() == b"authorization" else old) for name, old in sent.headers
+        ]
+        self.attempt = swapped
+
+    def ended(self, request: Any) -> Attempt:
+        """The attempt that went out; ``request``'s headers say so too (the flow reads them)."""
+        attempt = self.attempt
+        assert attempt is not None  # set by the flow before each send
+        request.headers["Authorization"] = attempt.authorization
+        return attempt
 
 
 def _authorize(request: Any, attempt: Attempt) -> None:

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 import pytest
 
 import freshtoken
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken.server import DPoPConfig, ReferenceServer
 
 from .drivers import KINDS, Driver, make_driver
@@ -140,7 +141,7 @@ class Env:
             answer = self.server.login()
             tokens = freshtoken.TokenSet.from_response(answer, sent_at=self.server.clock())
         else:
-            tokens = freshtoken.password_login(
+            tokens = flows.password_login(
                 self.server.token_url,
                 username="demo",
                 password="demo",

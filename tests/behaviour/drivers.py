@@ -346,7 +346,9 @@ class BffDriver(_SyncDriver):
 
     def _deployment(self, origin: str) -> tuple[Any, str, str]:
         """The BFF in front of ``origin``: (served app, its URL, the session's cookie)."""
-        from freshtoken.bff import BFF, ServedApp, handle_of, new_session_id
+        from freshtoken.bff import BFF
+        from freshtoken.bff._serving import ServedApp
+        from freshtoken.bff._sessions import handle_of, new_session_id
 
         with self._mutex:
             found = self._deployments.get(origin)

@@ -17,6 +17,7 @@ import pytest
 
 import freshtoken
 import freshtoken.httpx
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken.server import DPoPConfig, ReferenceServer
 
 from .conftest import Env
@@ -182,7 +183,7 @@ def test_the_key_travels_with_the_tokens_to_other_processes(
         name = f"freshtoken:{uuid.uuid4().hex}"
         store = freshtoken.RedisStore(location, key=name)
     key = freshtoken.DPoPKey.generate("EdDSA")
-    tokens = freshtoken.password_login(
+    tokens = flows.password_login(
         oauth_server.token_url,
         username="demo",
         password="demo",

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from freshtoken import ManualClock
-from freshtoken.bff import handle_of
+from freshtoken.bff._sessions import handle_of
 
 from .bff_support import DeploymentFactory
 

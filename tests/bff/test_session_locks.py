@@ -12,7 +12,8 @@ import anyio.to_thread
 import pytest
 
 from freshtoken import LockTimeout
-from freshtoken.bff import MemorySessionStore, handle_of, new_session_id
+from freshtoken.bff import MemorySessionStore
+from freshtoken.bff._sessions import handle_of, new_session_id
 
 IDLE, ABSOLUTE = 600.0, 3600.0
 WAIT = 10.0

@@ -6,6 +6,8 @@ and walks the state through it with explicit wall and monotonic times.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from freshtoken import RefreshFailed, RefreshPolicy, RetryPolicy, SessionExpired, TokenSet
@@ -382,3 +384,18 @@ def test_a_background_failure_does_not_make_a_probe() -> None:
     job = started(state.decide(FRESH, RULES, NOW + 50, 0.0))
     state.land(job, Failed(RefreshFailed("server_error"), gave_up=False), RULES, 0.0)
     assert not started(state.decide(FRESH, RULES, NOW + 61, 1.0)).probe
+
+
+def test_a_success_through_the_same_refresher_ends_the_backoff() -> None:
+    """Rule 4: the provider is back (another credential sharing the refresher refreshed after
+    this one failed): callers stop failing at once and a flight starts now."""
+    state = known()
+    job = started(state.decide(FRESH, RULES, NOW + 61, 0.0))
+    state.land(job, Failed(RefreshFailed("server_error", status=503), gave_up=True), RULES, 5.0)
+    assert isinstance(state.decide(FRESH, RULES, NOW + 61, 5.5), Fail)
+    before = dataclasses.replace(RULES, recovered_at=4.0)  # a success before the failure
+    assert isinstance(state.decide(FRESH, before, NOW + 61, 5.5), Fail)
+    back = dataclasses.replace(RULES, recovered_at=5.2)
+    decision = state.decide(FRESH, back, NOW + 61, 5.5)
+    assert isinstance(decision, Wait)
+    assert started(decision).delay == 0.0

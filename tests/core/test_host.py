@@ -200,6 +200,28 @@ def test_many_credentials_recover_from_an_outage_on_their_first_call_at_most_cap
     assert stats["reuse_detections"] == 0
 
 
+def test_once_the_provider_answers_again_every_session_stops_backing_off(
+    oauth_server: ReferenceServer,
+) -> None:
+    """Sessions sharing a refresher back off 30 s after a 503; a refresh through the same
+    refresher succeeds (the provider is back): every other session's next call refreshes
+    at once, without waiting for its own backoff to run out (the clock does not move)."""
+    refresher = OAuth2Refresher(
+        oauth_server.token_url, client_id="demo", client_secret="demo-secret"
+    )
+    retry = RetryPolicy(attempts=1, initial=30.0, maximum=60.0, jitter=0.0, timeout=TIMEOUT)
+    managers = sessions(oauth_server, 20, refresher, retry=retry)
+    oauth_server.inject("status_503", count=10_000)
+    oauth_server.advance(301)
+    assert all(isinstance(r, RefreshFailed) for r in asyncio.run(everyone(managers)))
+    oauth_server.clear_faults()
+    assert all(isinstance(r, RefreshFailed) for r in asyncio.run(everyone(managers)))  # 30 s
+    managers[0].refresh(timeout=TIMEOUT)  # forced: it ignores the backoff, and succeeds
+    recovered = asyncio.run(everyone(managers[1:]))
+    assert all(isinstance(tokens, TokenSet) for tokens in recovered), recovered
+    assert oauth_server.stats()["reuse_detections"] == 0
+
+
 def test_refreshes_of_one_client_reuse_a_kept_alive_connection(
     oauth_server: ReferenceServer,
 ) -> None:
@@ -338,7 +360,9 @@ def test_the_refresh_window_widens_after_slow_refreshes() -> None:
         n = len(calls)
         return {"access_token": f"a{n}", "refresh_token": f"r{n}", "expires_in": 2}
 
-    manager = TokenManager(FunctionRefresher(endpoint), clock=clock, min_interval=0.0)
+    manager = TokenManager(
+        FunctionRefresher(endpoint), clock=clock, policy=RefreshPolicy(min_interval=0.0)
+    )
     manager.set_tokens(
         TokenSet.from_response(
             {"access_token": "a0", "refresh_token": "r0", "expires_in": 2}, sent_at=clock()

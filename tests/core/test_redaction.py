@@ -23,11 +23,10 @@ from freshtoken import (
     OAuth2Refresher,
     RefreshFailed,
     TokenSet,
-    client_credentials_login,
     json_login,
-    password_login,
 )
 from freshtoken._core.policy import interpret_token_response
+from freshtoken._logins.flows import client_credentials_login, password_login  # deprecated
 from freshtoken.cli import main
 from freshtoken.stores import FileStore
 

@@ -23,10 +23,9 @@ from freshtoken import (
     SessionExpired,
     TokenManager,
     TokenSet,
-    client_credentials_login,
     json_login,
-    password_login,
 )
+from freshtoken._logins.flows import client_credentials_login, password_login  # deprecated
 from freshtoken.httpx import TokenAuth
 from freshtoken.server import ReferenceServer
 

@@ -190,6 +190,28 @@ def test_a_request_sends_at_most_three_tokens(
     assert endpoint.calls == 2
 
 
+def test_a_retry_still_queued_when_its_token_is_replaced_leaves_with_the_newest(
+    manager: TokenManager, endpoint: Counting, clock: ManualClock
+) -> None:
+    """swapped(): the retry's tokens were replaced before it left the pool: the newest go in
+    their place as the same send (no send more), and a rejection of them names them."""
+    call = manager.call("GET", URL)
+    call.first(manager.get_tokens())
+    assert access(rejection(call, manager)) == "a1"
+    clock.advance(200)
+    newest = manager.refresh()  # a2 replaces a1 while the retry waits in the pool
+    swapped = call.swapped(newest)
+    assert access(swapped) == "a2"
+    assert call.sends == 2
+    assert call.authorization == "Bearer a2"
+    assert call.swapped(newest) is None  # a token sent already never goes in again
+    assert call.swapped(TokenSet("a0")) is None
+    decision = call.answer(401, INVALID)
+    assert isinstance(decision, Rejected)
+    assert decision.tokens.access_token == "a2"
+    assert endpoint.calls == 2
+
+
 def test_a_token_is_never_sent_twice(manager: TokenManager) -> None:
     """Whatever the manager answers, a token this request already sent is not sent again."""
     call = manager.call("GET", URL)

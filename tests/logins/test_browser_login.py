@@ -15,6 +15,7 @@ import pytest
 
 import freshtoken
 from freshtoken import LoginFailed, TokenSet
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken.server import Browser, ReferenceServer
 from freshtoken.testing import ServerFactory
 
@@ -38,7 +39,7 @@ def refused(url: str) -> bool:
 def login(
     server: ReferenceServer, open_browser: Callable[[str], object], **options: object
 ) -> TokenSet:
-    return freshtoken.browser_login(
+    return flows.browser_login(
         server.issuer,
         client_id="demo-public",
         open_browser=open_browser,
@@ -73,7 +74,7 @@ def test_browser_login_end_to_end(oauth_server: ReferenceServer) -> None:
 async def test_async_browser_login(oauth_server: ReferenceServer) -> None:
     """abrowser_login on asyncio and trio, with a blocking open_browser in a worker thread."""
     browser = oauth_server.browser()
-    tokens = await freshtoken.abrowser_login(
+    tokens = await flows.abrowser_login(
         oauth_server.issuer, client_id="demo-public", open_browser=browser
     )
     assert tokens.id_claims()["sub"] == "demo"
@@ -97,7 +98,7 @@ async def test_async_open_browser_may_be_a_coroutine(oauth_server: ReferenceServ
             await http.get(answer.headers["location"])
         return True
 
-    tokens = await freshtoken.abrowser_login(
+    tokens = await flows.abrowser_login(
         oauth_server.issuer, client_id="demo-public", open_browser=play
     )
     assert tokens.access_token
@@ -177,7 +178,7 @@ def test_the_browser_never_coming_back_times_out(oauth_server: ReferenceServer) 
 async def test_async_timeout(oauth_server: ReferenceServer) -> None:
     """The async listener times out the same way."""
     with pytest.raises(LoginFailed) as caught:
-        await freshtoken.abrowser_login(
+        await flows.abrowser_login(
             oauth_server.issuer, client_id="demo-public", open_browser=lambda url: True, timeout=0.3
         )
     assert caught.value.error == "timeout"
@@ -196,7 +197,7 @@ async def test_cancelling_an_async_login_closes_the_listener(oauth_server: Refer
 
     async with anyio.create_task_group() as group:
         group.start_soon(
-            lambda: freshtoken.abrowser_login(
+            lambda: flows.abrowser_login(
                 oauth_server.issuer, client_id="demo-public", open_browser=open_browser
             )
         )
@@ -277,7 +278,7 @@ def test_server_without_iss_still_works(oauth_server_factory: ServerFactory) -> 
 
 def test_a_confidential_client_logs_in_with_its_secret(oauth_server: ReferenceServer) -> None:
     """A client secret is sent with the code (client_secret_basic, chosen from metadata)."""
-    tokens = freshtoken.browser_login(
+    tokens = flows.browser_login(
         oauth_server.issuer,
         client_id="demo",
         client_secret="demo-secret",

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import freshtoken
 from freshtoken import ClientAuth, LoginFailed, ServerMetadata
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken._oauth.client_auth import choose_method
 from freshtoken.server import Client, ReferenceServer
 from freshtoken.testing import ServerFactory
@@ -130,7 +131,7 @@ def test_private_key_jwt_client_credentials(key_client: tuple[ReferenceServer, A
     """A PEM key signs a fresh assertion per request; the server accepts each once."""
     server, private = key_client
     for _ in range(2):  # a replayed jti would be refused: each login makes a new one
-        tokens = freshtoken.client_credentials_login(
+        tokens = flows.client_credentials_login(
             issuer=server.issuer, client_id="signer", private_key=pem_of(private)
         )
         assert tokens.access_token
@@ -183,7 +184,7 @@ def test_a_wrong_key_is_invalid_client(key_client: tuple[ReferenceServer, Any]) 
     server, _ = key_client
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with pytest.raises(LoginFailed) as caught:
-        freshtoken.client_credentials_login(
+        flows.client_credentials_login(
             issuer=server.issuer, client_id="signer", private_key=pem_of(other)
         )
     assert caught.value.error == "invalid_client"
@@ -193,7 +194,7 @@ def test_client_credentials_without_a_credential_is_refused() -> None:
     """A public client has no client credentials."""
     metadata = ServerMetadata(issuer="https://id.example", token_endpoint="https://id.example/t")
     with pytest.raises(ValueError, match="client_secret or a private_key"):
-        freshtoken.client_credentials_login(issuer=metadata, client_id="public")
+        flows.client_credentials_login(issuer=metadata, client_id="public")
 
 
 def test_client_credentials_from_issuer(key_client: tuple[ReferenceServer, Any]) -> None:

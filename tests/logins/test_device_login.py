@@ -10,6 +10,7 @@ import pytest
 
 import freshtoken
 from freshtoken import DevicePrompt, LoginFailed
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken.server import ReferenceServer
 from freshtoken.testing import ServerFactory
 
@@ -41,7 +42,7 @@ class Approver:
 def test_device_login_polls_until_approved(oauth_server: ReferenceServer) -> None:
     """Pending polls, then the person approves on the page, then tokens (at 5 s intervals)."""
     approver = Approver(oauth_server, after=3)
-    tokens = freshtoken.device_login(
+    tokens = flows.device_login(
         oauth_server.issuer,
         client_id="demo-public",
         on_prompt=approver.on_prompt,
@@ -74,7 +75,7 @@ def test_a_task_approves_while_the_client_polls(oauth_server_factory: ServerFact
     thread = threading.Thread(target=person)
     thread.start()
     polls: list[float] = []
-    tokens = freshtoken.device_login(
+    tokens = flows.device_login(
         server.issuer, client_id="demo-public", on_prompt=on_prompt, sleep=polls.append
     )
     thread.join(10)
@@ -97,7 +98,7 @@ def test_slow_down_adds_five_seconds(oauth_server: ReferenceServer) -> None:
             oauth_server.browser().approve_device(uri)
             oauth_server.advance(100)
 
-    tokens = freshtoken.device_login(
+    tokens = flows.device_login(
         oauth_server.issuer,
         client_id="demo-public",
         on_prompt=prompts.append,
@@ -112,7 +113,7 @@ def test_denied_device_is_access_denied(oauth_server: ReferenceServer) -> None:
     """The person denies: LoginFailed access_denied."""
     approver = Approver(oauth_server, approve=False)
     with pytest.raises(LoginFailed) as caught:
-        freshtoken.device_login(
+        flows.device_login(
             oauth_server.issuer,
             client_id="demo-public",
             on_prompt=approver.on_prompt,
@@ -131,7 +132,7 @@ def test_expired_code_is_expired_token(oauth_server: ReferenceServer) -> None:
         oauth_server.advance(seconds if len(sleeps) < 3 else 600)
 
     with pytest.raises(LoginFailed) as caught:
-        freshtoken.device_login(
+        flows.device_login(
             oauth_server.issuer,
             client_id="demo-public",
             on_prompt=lambda prompt: None,
@@ -163,7 +164,7 @@ async def test_async_device_login(oauth_server_factory: ServerFactory) -> None:
 
     async with anyio.create_task_group() as group:
         group.start_soon(person)
-        tokens = await freshtoken.adevice_login(
+        tokens = await flows.adevice_login(
             server.issuer, client_id="demo-public", on_prompt=on_prompt, sleep=tick
         )
     assert tokens.id_claims()["sub"] == "demo"
@@ -186,16 +187,14 @@ def test_a_server_without_device_flow_says_so(oauth_server: ReferenceServer) -> 
     metadata = freshtoken.discover(oauth_server.issuer)
     bare = freshtoken.ServerMetadata(issuer=metadata.issuer, token_endpoint=metadata.token_endpoint)
     with pytest.raises(LoginFailed) as caught:
-        freshtoken.device_login(bare, client_id="demo-public")
+        flows.device_login(bare, client_id="demo-public")
     assert caught.value.error == "unsupported_flow"
     assert "use a browser login" in str(caught.value)
 
 
 def test_print_prompt_writes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     """The default prompt goes to stderr, never stdout (which may be piped)."""
-    freshtoken.print_prompt(
-        DevicePrompt("WDJB-MJHT", "https://id.example/device", None, expires_in=600)
-    )
+    flows.print_prompt(DevicePrompt("WDJB-MJHT", "https://id.example/device", None, expires_in=600))
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "open https://id.example/device and enter the code WDJB-MJHT" in captured.err

@@ -11,6 +11,7 @@ from test_device_login import Approver
 import freshtoken
 import freshtoken.httpx
 from freshtoken import DPoPKey, TokenManager, TokenSet
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken.server import DPoPConfig, ReferenceServer
 
 
@@ -43,7 +44,7 @@ def test_a_browser_login_binds_the_tokens_to_its_dpop_key(server: ReferenceServe
     demand); the tokens are DPoP tokens bound to the key, refreshed with it later."""
     key = DPoPKey.generate()
     browser = server.browser("alice", "alice")
-    tokens = freshtoken.browser_login(
+    tokens = flows.browser_login(
         server.issuer, client_id="demo-public", open_browser=browser, dpop=key
     )
     assert browser.wait()
@@ -66,7 +67,7 @@ async def test_async_browser_login_with_dpop(server: ReferenceServer) -> None:
     """abrowser_login(dpop=key) binds the same way."""
     key = DPoPKey.generate()
     browser = server.browser("alice", "alice")
-    tokens = await freshtoken.abrowser_login(
+    tokens = await flows.abrowser_login(
         server.issuer, client_id="demo-public", open_browser=browser, dpop=key
     )
     assert tokens.dpop_key == key

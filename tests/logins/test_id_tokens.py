@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import freshtoken
 from freshtoken import LoginFailed, TokenSet
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken._oauth.id_tokens import check_id_token_claims
 from freshtoken.server import ReferenceServer
 from freshtoken.testing import ServerFactory
@@ -24,7 +25,7 @@ def live_server(oauth_server_factory: ServerFactory) -> ReferenceServer:
 
 
 def login(server: ReferenceServer) -> TokenSet:
-    return freshtoken.browser_login(
+    return flows.browser_login(
         server.issuer, client_id="demo-public", open_browser=server.browser()
     )
 

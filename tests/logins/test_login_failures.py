@@ -11,6 +11,7 @@ from tools import refused_port
 
 import freshtoken
 from freshtoken import LoginFailed, SessionExpired
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken._oauth.http import unreachable
 from freshtoken.server import Client, ReferenceServer
 from freshtoken.testing import ServerFactory
@@ -19,7 +20,7 @@ from freshtoken.testing import ServerFactory
 def test_wrong_password(oauth_server: ReferenceServer) -> None:
     """invalid_grant with the server's description; the password is not repeated."""
     with pytest.raises(LoginFailed) as caught:
-        freshtoken.password_login(
+        flows.password_login(
             issuer=oauth_server.issuer,
             username="demo",
             password="not-the-password",
@@ -35,11 +36,11 @@ def test_wrong_password(oauth_server: ReferenceServer) -> None:
 @pytest.mark.anyio
 async def test_async_twins(oauth_server: ReferenceServer) -> None:
     """apassword_login, aclient_credentials_login and ajson_login log in and fail alike."""
-    tokens = await freshtoken.apassword_login(
+    tokens = await flows.apassword_login(
         oauth_server.token_url, username="alice", password="alice", client_id="demo-public"
     )
     assert tokens.refresh_token
-    machine = await freshtoken.aclient_credentials_login(
+    machine = await flows.aclient_credentials_login(
         issuer=oauth_server.issuer, client_id="demo", client_secret="demo-secret"
     )
     assert machine.access_token
@@ -58,7 +59,7 @@ def test_unsupported_grant_is_refused_before_the_password_is_sent(
     """A client without the password grant: unauthorized_client from the server."""
     server = oauth_server_factory(clients=(Client("web", None, frozenset({"authorization_code"})),))
     with pytest.raises(LoginFailed) as caught:
-        freshtoken.password_login(
+        flows.password_login(
             issuer=server.issuer, username="demo", password="demo", client_id="web"
         )
     assert caught.value.error == "unauthorized_client"
@@ -70,7 +71,7 @@ def test_a_server_that_does_not_offer_the_grant(oauth_server: ReferenceServer) -
     raw = {**metadata.raw, "grant_types_supported": ["authorization_code", "refresh_token"]}
     certified = freshtoken.ServerMetadata.from_document(raw, issuer=metadata.issuer)
     with pytest.raises(LoginFailed) as caught:
-        freshtoken.password_login(
+        flows.password_login(
             issuer=certified, username="demo", password="demo", client_id="demo-public"
         )
     assert caught.value.error == "unsupported_grant_type"
@@ -83,7 +84,7 @@ def test_unreachable_token_endpoint() -> None:
     with refused_port() as port:
         url = f"http://127.0.0.1:{port}/oauth/token"
         with pytest.raises(LoginFailed) as caught:
-            freshtoken.password_login(url, username="a", password="b", client_id="c")
+            flows.password_login(url, username="a", password="b", client_id="c")
     assert caught.value.error == "network_error"
     assert f"cannot reach {url}: connection refused" in str(caught.value)
 
@@ -92,7 +93,7 @@ def test_server_errors_are_login_failures_too(oauth_server: ReferenceServer) -> 
     """A 503 during login is LoginFailed (with status), not a RefreshFailed."""
     oauth_server.inject("status_503")
     with pytest.raises(LoginFailed) as caught:
-        freshtoken.client_credentials_login(
+        flows.client_credentials_login(
             oauth_server.token_url, client_id="demo", client_secret="demo-secret"
         )
     assert caught.value.error == "temporarily_unavailable"
@@ -102,7 +103,7 @@ def test_server_errors_are_login_failures_too(oauth_server: ReferenceServer) -> 
 def test_token_url_or_issuer_not_both(oauth_server: ReferenceServer) -> None:
     """The endpoint is given one way."""
     with pytest.raises(ValueError, match="either a token_url or an issuer"):
-        freshtoken.password_login(
+        flows.password_login(
             oauth_server.token_url,
             issuer=oauth_server.issuer,
             username="demo",

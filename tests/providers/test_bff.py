@@ -11,8 +11,9 @@ import pytest
 from bff.bff_support import CSRF, Deployment
 from bff.test_login import Browser
 
-from freshtoken.bff import BFF, ServedApp
+from freshtoken.bff import BFF
 from freshtoken.bff._demo import BFF_CLIENT_ID, BFF_CLIENT_SECRET, bff_server_config
+from freshtoken.bff._serving import ServedApp
 from freshtoken.testing import ServerFactory
 
 from .conftest import preset_for
@@ -69,6 +70,6 @@ def test_a_browser_session_lives_across_expiries(deployment: Deployment) -> None
 
 
 def _handle(session_id: str) -> str:
-    from freshtoken.bff import handle_of
+    from freshtoken.bff._sessions import handle_of
 
     return handle_of(session_id)

@@ -13,6 +13,7 @@ from cli_fixture import CLI
 
 import freshtoken
 from freshtoken import Provider, Quirks, providers
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken.bff import BFF
 from freshtoken.bff._command import ConfigError, load_config
 from freshtoken.profiles import settings_of
@@ -92,7 +93,7 @@ def test_a_preset_goes_wherever_an_issuer_goes(bed: BedFactory) -> None:
     assert refresher.quirks.reused_refresh_token == "refused"
     manager = freshtoken.TokenManager(refresher, clock=github.server.clock)
     tokens = manager.login(
-        freshtoken.browser_login,
+        flows.browser_login,
         github.provider,
         client_id="demo",
         client_secret="demo-secret",
@@ -113,7 +114,7 @@ def test_the_async_side_takes_a_preset_too(bed: BedFactory) -> None:
     async def main() -> freshtoken.TokenSet:
         metadata = await freshtoken.adiscover(google.provider)
         assert metadata.quirks == google.provider.quirks
-        return await freshtoken.abrowser_login(
+        return await flows.abrowser_login(
             google.provider,
             client_id="demo",
             client_secret="demo-secret",

@@ -18,6 +18,7 @@ import freshtoken
 import freshtoken.httpx
 from freshtoken import MemoryStore, RefreshFailed, SessionExpired, TokenManager, TokenSet
 from freshtoken._core.policy import interpret_token_response
+from freshtoken._logins import flows  # the free logins, deprecated in the public API
 from freshtoken._oauth.id_tokens import _key_for
 from freshtoken.refreshers import FunctionRefresher
 
@@ -309,7 +310,7 @@ def _device_login(emulation: Any, polls_before: int = 1) -> None:
                 prompts[0].verification_uri, prompts[0].user_code
             )
 
-    tokens = freshtoken.device_login(
+    tokens = flows.device_login(
         emulation.provider,
         client_id="demo",
         client_secret="demo-secret",

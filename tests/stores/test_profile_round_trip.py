@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import freshtoken
 import freshtoken.profiles
-from freshtoken import ClientCredentials, OAuth2Refresher, TokenManager, password_login
+from freshtoken import ClientCredentials, OAuth2Refresher, TokenManager
+from freshtoken._logins.flows import password_login  # deprecated in the public API
 from freshtoken.cli import main
 from freshtoken.httpx import TokenAuth
 from freshtoken.profiles import open_manager

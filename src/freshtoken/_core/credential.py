@@ -37,7 +37,9 @@ The rules, in order (``now`` is the wall clock, for expiry; everything that wait
    its attempts or the server asked for more than ``RetryPolicy.maximum``, fail at once with a
    copy of the last error. A flight that starts after one that used all its attempts makes a
    single attempt (a *probe*): during an outage a caller waits for one answer at most, and
-   the credential's own backoff spaces the probes.
+   the credential's own backoff spaces the probes. A refresh through the same refresher (the
+   same provider, for every credential sharing it) that succeeds after a credential's
+   failure ends that credential's backoff: the provider is back.
    A request our own per-issuer cap held back until its deadline (``RefreshFailed("busy")``)
    never reached the server: it says nothing of the server's health, so it does not lengthen
    the backoff; the next flight may start after a short jitter (``BUSY_RETRY``).
@@ -302,6 +304,9 @@ class Rules:
     retry: RetryPolicy
     can_acquire: bool
     lock_timeout: float
+    # When a refresh through the same refresher (one issuer, shared by many credentials) last
+    # succeeded (monotonic): the provider is back, so a backoff begun before it is over.
+    recovered_at: float = -math.inf
 
     def flight_bound(self, delay: float) -> float:
         return delay + self.lock_timeout + self.retry.bound() + _FLIGHT_MARGIN
@@ -350,6 +355,7 @@ class CredentialState:
         self.failures = 0
         self.last_failure: AuthError | None = None
         self.not_before = -math.inf
+        self.failed_at = -math.inf
         self.gave_up = False
         self.busy_until = -math.inf
         # permanent failure
@@ -389,7 +395,7 @@ class CredentialState:
         if freshness is Freshness.FRESH:
             return Use(view.tokens)
         if freshness is Freshness.STALE:
-            if self.flight is not None or mono < self.not_before or mono < self.busy_until:
+            if self.flight is not None or self._backing_off(rules, mono) or mono < self.busy_until:
                 return Use(view.tokens)
             return Use(view.tokens, self._start(FRESH, rules, background=True))
         if self.flight is not None:
@@ -405,7 +411,7 @@ class CredentialState:
                 return Use(view.tokens)
             if self.flight is not None:
                 return Wait(self.flight)
-            if mono < self.not_before or mono < self.busy_until:
+            if self._backing_off(rules, mono) or mono < self.busy_until:
                 return Use(view.tokens)
             return Wait(*self._started(demand, rules, delay=0.0))
         if self.flight is not None:
@@ -442,7 +448,7 @@ class CredentialState:
     ) -> Decision:
         """Rule 4: a flight callers wait for, unless the last failure says to fail at once."""
         delay = 0.0
-        if self.last_failure is not None and mono < self.not_before:
+        if self.last_failure is not None and self._backing_off(rules, mono):
             delay = self.not_before - mono
             if self.gave_up or not rules.retry.honours(delay):
                 return Fail(copy_error(self.last_failure))
@@ -467,6 +473,11 @@ class CredentialState:
         flight = self.flight = self._new_flight(rules.flight_bound(delay))
         probe = self.gave_up and self.last_failure is not None
         return Job(flight, demand, self.version, background, reload, delay, suspect, probe)
+
+    def _backing_off(self, rules: Rules, mono: float) -> bool:
+        """Rule 4: in a failure backoff, unless a refresh through the same refresher has
+        succeeded since the failure (the provider is back: every credential may try now)."""
+        return mono < self.not_before and rules.recovered_at < self.failed_at
 
     def _rejection_backoff(self, rules: Rules) -> float:
         steps = min(self.rejections - 1, 30)
@@ -562,6 +573,7 @@ class CredentialState:
         error = outcome.error
         self.last_failure = error
         self.gave_up = outcome.gave_up
+        self.failed_at = mono
         if unsent(error):
             # Our own queue was full: the server was not asked, so nothing to back off from.
             self.not_before = mono + busy_retry_delay()

@@ -10,6 +10,7 @@ along), keeping its view of the tokens as a fallback.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import weakref
@@ -24,7 +25,7 @@ from .flight import Flight
 if TYPE_CHECKING:
     from .manager import TokenManager
 
-__all__ = ["Credential", "credential_for", "release"]
+__all__ = ["Credential", "credential_for", "recovered", "recovered_at", "release"]
 
 _DECAY = 0.5  # each refresh halves the weight of the slowest one seen before it
 
@@ -110,3 +111,24 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# refresher -> when a refresh through it last succeeded (the managers' monotonic clock)
+_recoveries: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+
+
+def recovered(refresher: object, mono: float) -> None:
+    """A refresh through ``refresher`` succeeded at ``mono``: its provider answers."""
+    try:
+        if _recoveries.get(refresher, -math.inf) < mono:
+            _recoveries[refresher] = mono
+    except TypeError:  # not weakly referable: no provider-wide recovery for it
+        pass
+
+
+def recovered_at(refresher: object) -> float:
+    """When a refresh through ``refresher`` last succeeded (-inf if never)."""
+    try:
+        return _recoveries.get(refresher, -math.inf)
+    except TypeError:
+        return -math.inf

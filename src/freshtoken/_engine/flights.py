@@ -32,7 +32,7 @@ from .._oauth.dpop import DPoP
 from .._runtime.host import host
 from ..errors import DPoPError, RefreshFailed
 from ..stores._base import TokenStore
-from .credentials import Credential
+from .credentials import Credential, recovered
 from .flight import strip_tracebacks
 from .observers import FlightWatch, RefreshObserver, trigger_of
 from .refresher import Refresher
@@ -141,6 +141,8 @@ class Flights:
             # A waiter of a background flight (its token expired meanwhile, or was rejected)
             # decides again: it gets a flight of its own, with the retries it is owed.
             error = None
+        if isinstance(outcome, Refreshed):
+            recovered(self.refresher, self._monotonic())  # ends other credentials' backoffs
         self._report(outcome)
         if watch is not None:
             watch.ended(outcome)

@@ -56,7 +56,7 @@ from .._oauth.dpop import DPoP, DPoPAlgorithm, DPoPKey
 from .._runtime.host import in_host_thread
 from ..errors import DPoPError, RefreshFailed, StoreError
 from ..stores._base import MemoryStore, TokenStore
-from .credentials import credential_for, release
+from .credentials import credential_for, recovered_at, release
 from .flight import Flight
 from .flights import Flights, Hook, TokenRequests, not_configured
 from .observers import FlightWatch, RefreshObserver
@@ -237,7 +237,13 @@ class TokenManager(Flights):
                 observed = dataclasses.replace(policy, refresh_duration=slowest)
                 self._observed_policy = (policy, slowest, observed)
             policy = observed
-        return Rules(policy, self.retry, self.refresher.can_acquire, self.lock_timeout)
+        return Rules(
+            policy,
+            self.retry,
+            self.refresher.can_acquire,
+            self.lock_timeout,
+            recovered_at(self.refresher),
+        )
 
     # -- the questions integrations ask -------------------------------------------------------
 

@@ -27,6 +27,9 @@ The rules (DESIGN.md invariants 4 and 5), in order:
    ``MOST_SENDS`` tokens in all: a later rejection is the caller's answer. So a retry that
    waited in a connection pool until its token expired, and whose token was replaced
    meanwhile, goes once more with the newest one, and nothing loops.
+5. A driver that can see the moment a Bearer retry leaves its connection pool (httpx's async
+   flow does) may put the newest tokens in it then ([`ResourceCall.swapped()`][]): the same
+   send, with tokens that did not age in the queue.
 """
 
 from __future__ import annotations
@@ -173,6 +176,16 @@ class ResourceCall:
         if tokens is None or tokens.access_token in self._sent or len(self._sent) >= MOST_SENDS:
             return None
         return self._send(tokens)
+
+    def swapped(self, tokens: TokenSet) -> Attempt | None:
+        """A Bearer retry that waited to be sent (in a connection pool) while its tokens were
+        replaced: ``tokens`` go in their place, as the same send. None when ``tokens`` were sent
+        already, or for DPoP (the proof names its token; a driver signs no proof late)."""
+        if self._dpop is not None or not self._sent or tokens.access_token in self._sent:
+            return None
+        self._sent = (*self._sent[:-1], tokens.access_token)
+        self.tokens = tokens
+        return Attempt(tokens, tokens.authorization, None)
 
     def hop(self, method: str, url: str, status: int, nonce: str | None = None) -> Attempt | None:
         """A redirect hop of the same origin that the HTTP library followed with our token but

@@ -34,7 +34,7 @@ __all__ = [
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _SLOW_DOWN = 5.0  # RFC 8628 section 3.5
 _TRANSIENT_POLL_FAILURES = 3
-_LONGEST_INTERVAL = 60.0  # a server's slow_down interval beyond this is hostile, not slow
+_LONGEST_INTERVAL = 60.0  # a server's interval beyond this is hostile, not slow
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,7 +125,9 @@ class DeviceAuthorization:
         complete = document.get("verification_uri_complete")
         expires_in = _number(document.get("expires_in"), "expires_in")
         interval = document.get("interval")
-        self.interval = 5.0 if interval is None else _number(interval, "interval")
+        # A server asking for days between polls is hostile or broken, not slow.
+        asked = 5.0 if interval is None else _number(interval, "interval")
+        self.interval = min(asked, _LONGEST_INTERVAL)
         self.deadline = now + expires_in
         self._device_code = fields["device_code"]
         return DevicePrompt(
@@ -193,10 +195,14 @@ class DeviceAuthorization:
         """Poll until the user answers or the code expires (after
         [`prompt_flow()`][prompt_flow])."""
         while True:
-            if (expired := self.expired(clock())) is not None:
+            now = clock()
+            if (expired := self.expired(now)) is not None:
                 raise expired
-            yield Pause(self.interval)
+            # Never wait past the code's expiry: a poll after it is wasted, the user waits.
+            yield Pause(min(self.interval, self.deadline - now))
             sent_at = clock()
+            if (expired := self.expired(sent_at)) is not None:
+                raise expired
             try:
                 if self.dpop is None:
                     response: httpx.Response = yield self.poll_request()

@@ -38,7 +38,7 @@ from .._oauth.dpop import DPoPKey
 from .._oauth.http import Flow, Verify, adrive, blocking, drive, run_blocking
 from .authorization import AuthorizationRequest, with_default_lifetime
 from .device import DEVICE_CODE_GRANT, DeviceAuthorization, DevicePrompt, print_prompt
-from .loopback import LoopbackListener, OpenBrowser
+from .loopback import LoopbackListener, OpenBrowser, check_redirect_uri
 from .token_endpoint import require_grant, token_endpoint_of, token_flow
 
 __all__ = [
@@ -97,6 +97,8 @@ class LoginOptions:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError("timeout must be a finite number of seconds > 0")
+        # A bad redirect URI is the caller's mistake: say so before any request is sent.
+        check_redirect_uri(self.redirect_uri)
 
 
 def client_for(

@@ -38,11 +38,11 @@ import h11
 from ..errors import LoginFailed
 from .authorization import AuthorizationRequest
 
-__all__ = ["CallbackJudge", "LoopbackListener", "OpenBrowser", "Verdict"]
+__all__ = ["CallbackJudge", "LoopbackListener", "OpenBrowser", "Verdict", "check_redirect_uri"]
 
 OpenBrowser = Callable[[str], object]
 CONNECTION_TIMEOUT = 10.0  # a connection that sends no full request in this time is dropped
-MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 32  # beyond this, a new connection closes the oldest
 _MAX_REQUEST = 16 * 1024
 _READ = 16 * 1024
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -185,6 +185,11 @@ class _Address:
         return frozenset(names)
 
 
+def check_redirect_uri(redirect_uri: str) -> None:
+    """Raise ValueError unless ``redirect_uri`` is a loopback ``http`` URI a listener can use."""
+    _Address.parse(redirect_uri)
+
+
 def _browser_result(result: object) -> LoginFailed | None:
     if result is False:  # webbrowser.open's way of saying there is no browser
         return LoginFailed(
@@ -265,28 +270,32 @@ class LoopbackListener:
                         outcome.append(result)
                     group.cancel_scope.cancel()
 
-                slots = anyio.Semaphore(MAX_CONNECTIONS)
+                # The open connections, oldest first. When all MAX_CONNECTIONS are taken, a new
+                # one closes the oldest rather than waiting: silent clients holding every slot
+                # (a flood, a slowloris) would otherwise lock the browser's answer out until
+                # they time out, and could do so again and again.
+                connections: list[anyio.CancelScope] = []
 
-                async def serve(stream: anyio.abc.SocketStream) -> None:
+                async def serve(stream: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
                     try:
-                        async with stream:
-                            with anyio.move_on_after(CONNECTION_TIMEOUT):
-                                result = await _serve_stream(stream, _Connection(judge))
-                                if result is not None:
-                                    finish(result)
+                        with scope:
+                            async with stream:
+                                with anyio.move_on_after(CONNECTION_TIMEOUT):
+                                    result = await _serve_stream(stream, _Connection(judge))
+                                    if result is not None:
+                                        finish(result)
                     finally:
-                        slots.release()
+                        if scope in connections:
+                            connections.remove(scope)
 
                 async def accept() -> None:
-                    # One task per connection, at most MAX_CONNECTIONS at a time.
                     while True:
-                        await slots.acquire()
-                        try:
-                            stream = await listener.accept()
-                        except BaseException:
-                            slots.release()
-                            raise
-                        group.start_soon(serve, stream)
+                        stream = await listener.accept()
+                        if len(connections) >= MAX_CONNECTIONS:
+                            connections.pop(0).cancel()
+                        scope = anyio.CancelScope()
+                        connections.append(scope)
+                        group.start_soon(serve, stream, scope)
 
                 async def browse() -> None:
                     try:

@@ -14,6 +14,7 @@ client) and follows no redirect: credentials stay with the URL they were meant f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import os
@@ -242,19 +243,77 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     results: list[T] = []
     errors: list[BaseException] = []
+    lock = threading.Lock()
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+    stopped: list[bool] = []
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        with lock:
+            running.append((asyncio.get_running_loop(), task))
+            if stopped:
+                coroutine.close()
+                raise asyncio.CancelledError
+        return await coroutine
+
+    finished = threading.Event()
 
     def run() -> None:
         try:
-            results.append(asyncio.run(coroutine))
+            results.append(asyncio.run(main()))
         except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(error)
+        finally:
+            finished.set()
 
+    caller = _asyncio_task()
     helper = threading.Thread(target=run, name="freshtoken-blocking")
     helper.start()
+    # Waited with an Event, not join(): Python < 3.13 takes a join() interrupted by Ctrl-C for
+    # the thread's end (it releases the running thread's lock), so a second join() would not wait.
+    try:
+        _wait_for(finished, caller)
+    except BaseException:
+        # Ctrl-C (KeyboardInterrupt raised in this thread, by trio's handler or Python's):
+        # the helper's login ends with it, its listener closed, instead of listening on
+        # until its own timeout behind a caller that has given up.
+        with lock:
+            stopped.append(True)
+            for loop, task in running:
+                with contextlib.suppress(RuntimeError):  # its loop is closed: it is over
+                    loop.call_soon_threadsafe(task.cancel)
+        finished.wait()
+        helper.join()
+        raise
     helper.join()
     if errors:
         raise errors[0]
     return results[0]
+
+
+_CANCEL_CHECK = 0.2  # seconds between looks at the asyncio caller's cancellation
+
+
+def _wait_for(finished: threading.Event, caller: asyncio.Task[Any] | None) -> None:
+    # From Python 3.11, asyncio's Ctrl-C handler raises nothing here: it cancels the caller's
+    # task, which cannot run while this call blocks its loop. So look for that cancellation.
+    # (3.10's asyncio.run has no handler: Ctrl-C raises KeyboardInterrupt in this wait.)
+    cancelling: Callable[[], int] | None = getattr(caller, "cancelling", None)
+    if cancelling is None:
+        finished.wait()
+        return
+    while not finished.wait(_CANCEL_CHECK):
+        if cancelling():
+            raise asyncio.CancelledError
+
+
+def _asyncio_task() -> asyncio.Task[Any] | None:
+    """The asyncio task of the calling thread, if it runs one."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no asyncio loop in this thread (trio's, say)
+        return None
 
 
 def blocking(function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
@@ -268,6 +327,6 @@ def blocking(function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         return run_blocking(function(*args, **kwargs))
 
     twin.__name__ = function.__name__.removeprefix("a")
-    twin.__qualname__ = twin.__qualname__.rpartition(".")[0] + "." + twin.__name__
-    twin.__qualname__ = twin.__qualname__.lstrip(".")
+    owner, dot, _ = function.__qualname__.rpartition(".")
+    twin.__qualname__ = owner + dot + twin.__name__
     return twin

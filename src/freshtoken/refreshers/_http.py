@@ -43,8 +43,8 @@ class HTTPRefresher:
     When a [`TokenManager`][freshtoken.TokenManager] refreshes, the request goes out on the
     library's flight host over a kept-alive connection shared with the other refreshers of that
     TLS configuration, and at most ``concurrency`` token requests to one issuer origin are in
-    the air at once (the others queue briefly, then fail as a transient ``RefreshFailed("busy")``
-    that was never sent, and are retried after the usual backoff).
+    the air at once (the others queue, first come first served, until their attempt's
+    deadline; one still queued then fails, never sent, as a transient ``RefreshFailed("busy")``).
     """
 
     can_acquire = False
@@ -237,7 +237,7 @@ async def exchange(
     Every failure is a [`RefreshFailed`][] that says whether the answer may be lost.
 
     On the flight host the request takes one of ``cap`` = (origin, places) first, and goes
-    out on the host's shared keep-alive client (see ``_engine.connections``).
+    out on the host's shared keep-alive client (see ``_runtime.connections``).
     """
     if connections.shared() and cap is not None:
         async with connections.place_for(cap[0], cap[1], deadline):
