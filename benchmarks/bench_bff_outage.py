@@ -47,7 +47,14 @@ from _support import server_process
 
 HERE = Path(__file__).resolve()
 SECRET = "the outage benchmark's passphrase"
-LEEWAY = 5.0  # the BFF's: a token is refreshed when it has this many seconds left
+
+
+def leeway_for(ttl: float) -> float:
+    """The BFF's leeway (a token is refreshed when it has this much left): its default of 30 s,
+    or a quarter of shorter lifetimes (5 s for 20 s tokens)."""
+    return min(30.0, ttl / 4)
+
+
 MODES = ("refused", "503", "hanging")
 
 
@@ -213,6 +220,7 @@ def _bff(
     tokens_file: str,
     *,
     spread: float,
+    leeway: float,
     refresh_wait: float | None,
 ) -> None:
     import uvicorn
@@ -230,7 +238,7 @@ def _bff(
         routes={"/api/": f"{api}/"},
         sessions=MemorySessionStore(),
         allow_insecure_http=True,
-        leeway=LEEWAY,
+        leeway=leeway,
         refresh_wait=REFRESH_WAIT if refresh_wait is None else refresh_wait,
     )
 
@@ -416,7 +424,8 @@ def run(args: argparse.Namespace) -> None:
                 f"http://127.0.0.1:{api_port}",
                 str(ids_file),
                 str(tokens_file),
-                f"{max(args.ttl - LEEWAY, 0.0) if args.spread else 0.0:g}",
+                f"{args.ttl - leeway_for(args.ttl) if args.spread else 0.0:g}",
+                f"{leeway_for(args.ttl):g}",
                 "-" if args.refresh_wait is None else f"{args.refresh_wait:g}",
             )
         )
@@ -534,6 +543,7 @@ def report(
     print(
         f"BFF outage, mode {args.mode}: {len(ids):,} sessions, tokens of {args.ttl:g} s "
         f"({'refreshes spread over a lifetime' if args.spread else 'as obtained'}), "
+        f"leeway {leeway_for(args.ttl):g} s, "
         f"refresh_wait {'default' if args.refresh_wait is None else f'{args.refresh_wait:g} s'}, "
         f"{args.rate:g} calls/s; warm-up {args.warmup:g} s, outage {args.outage:g} s, "
         f"recovery {args.recovery:g} s"
@@ -611,14 +621,14 @@ def main() -> None:
     parser.add_argument(
         "--refresh-wait", type=float, help="the BFF's refresh_wait (default: the BFF's own)"
     )
-    parser.add_argument("--bff", nargs=7, help=argparse.SUPPRESS)
+    parser.add_argument("--bff", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.api is not None:
         asyncio.run(_api(args.api))
     elif args.gate is not None:
         asyncio.run(_gate(*args.gate))
     elif args.bff is not None:
-        port, token_url, api, ids_file, tokens_file, spread, wait = args.bff
+        port, token_url, api, ids_file, tokens_file, spread, leeway, wait = args.bff
         _bff(
             int(port),
             token_url,
@@ -626,6 +636,7 @@ def main() -> None:
             ids_file,
             tokens_file,
             spread=float(spread),
+            leeway=float(leeway),
             refresh_wait=None if wait == "-" else float(wait),
         )
     else:

@@ -69,7 +69,7 @@ from ._sessions import (
     new_session_id,
     valid_session_id,
 )
-from ._upstream import Upstream
+from ._upstream import SharedTransport, Upstream
 
 __all__ = ["BFF", "LoginRequired", "derive_key"]
 
@@ -240,7 +240,7 @@ class BFF:
         # calls), no redirects followed, nothing added; see _upstream.
         self._upstream = Upstream(verify=verify, timeout=self._timeout, limit=UPSTREAM_CONNECTIONS)
         # user_client() and revocation: httpx, one shared transport.
-        self._shared = _SharedTransport(httpx.AsyncHTTPTransport(verify=verify))
+        self._shared = SharedTransport(httpx.AsyncHTTPTransport(verify=verify))
         self._cookie_bytes = cookie_name.encode("latin-1")
         self._csrf_bytes = csrf_header.lower().encode("latin-1")
         self._csrf_value_bytes = csrf_value.encode("latin-1")
@@ -493,19 +493,3 @@ class BFF:
 
     def __repr__(self) -> str:
         return f"BFF(client_id={self.client_id!r}, prefix={self.prefix!r}, {self.sessions!r})"
-
-
-class _SharedTransport(httpx.AsyncBaseTransport):
-    """One connection pool for every user_client: a client closing does not close it."""
-
-    def __init__(self, transport: httpx.AsyncHTTPTransport) -> None:
-        self._transport = transport
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        """Kept open: the BFF closes it ([`close()`][close])."""
-
-    async def close(self) -> None:
-        await self._transport.aclose()

@@ -1,4 +1,5 @@
 """The proxy's HTTP client: one aiohttp ``ClientSession`` per event loop, made to add nothing.
+(And ``SharedTransport``, the one httpx pool of ``user_client()`` and revocation.)
 
 Chosen by measurement (``benchmarks/bench_bff.py --floors``): on one worker a bare ASGI proxy
 over aiohttp forwards several times the calls per second of the same proxy over httpx, whose
@@ -27,7 +28,7 @@ import httpx
 from multidict import CIMultiDict
 from yarl import URL
 
-__all__ = ["UPSTREAM_ERRORS", "Upstream", "client_timeout"]
+__all__ = ["UPSTREAM_ERRORS", "SharedTransport", "Upstream", "client_timeout"]
 
 # What a call that never got an answer raises: the proxy's 502.
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -134,3 +135,19 @@ class Upstream:
 
     def __repr__(self) -> str:
         return f"Upstream(sessions={len(self._sessions)}, limit={self._limit})"
+
+
+class SharedTransport(httpx.AsyncBaseTransport):
+    """One connection pool for every user_client: a client closing does not close it."""
+
+    def __init__(self, transport: httpx.AsyncHTTPTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Kept open: the BFF closes it ([`close()`][close])."""
+
+    async def close(self) -> None:
+        await self._transport.aclose()
