@@ -56,6 +56,9 @@ def leeway_for(ttl: float) -> float:
 
 
 MODES = ("refused", "503", "hanging")
+STALL_TICK = 0.05  # the worker's loop is watched with sleeps of this length
+STALL = 0.1  # a sleep that ends later than this past its time is a stall of the loop
+background: set[asyncio.Future[None]] = set()
 
 
 # -- the light API: a token works until its JWT exp ------------------------------------------
@@ -242,13 +245,34 @@ def _bff(
         refresh_wait=REFRESH_WAIT if refresh_wait is None else refresh_wait,
     )
 
+    # What the worker itself sees, written at shutdown: each call's start and its time in the
+    # app, and the event loop's stalls. A browser's latency minus the app's is queueing outside
+    # it (accept, parsing, a worker that gets little of a busy machine's CPU).
+    answers_times: list[tuple[float, float]] = []
+    stalls: list[tuple[float, float]] = []
+
+    async def watch_loop() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(STALL_TICK)
+            late = time.monotonic() - before - STALL_TICK
+            if late > STALL:
+                stalls.append((before, late))
+
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
+            begun = time.monotonic()
             await bff(scope, receive, send)
+            answers_times.append((begun, time.monotonic() - begun))
             return
 
         async def started(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                document = {"calls": answers_times, "stalls": stalls}
+                Path(ids_file + ".worker").write_text(json.dumps(document))
             if message["type"] == "lifespan.startup.complete":
+                watcher = asyncio.ensure_future(watch_loop())
+                background.add(watcher)
                 ids = []
                 now = time.time()
                 for n, (answer, sent_at) in enumerate(answers):
@@ -440,6 +464,7 @@ def run(args: argparse.Namespace) -> None:
         calls: list[tuple[float, float, int, int]] = []
         samples: list[tuple[float, int]] = []
         marks: dict[str, float] = {}
+        loads: dict[str, float] = {}
         cpu: dict[str, float] = {}
         gate_stats: dict[str, dict[str, int]] = {}
         stop = threading.Event()
@@ -450,12 +475,14 @@ def run(args: argparse.Namespace) -> None:
 
         def schedule() -> None:
             marks["start"] = time.monotonic()
+            loads["start"] = os.getloadavg()[0]
             cpu["start"] = cpu_of(bff.pid)
             gate("reset")
             time.sleep(args.warmup)
             gate_stats["warmup"] = gate("stats")
             gate("reset")
             marks["down"] = time.monotonic()
+            loads["down"] = os.getloadavg()[0]
             cpu["down"] = cpu_of(bff.pid)
             if args.outage > 0:
                 gate(f"mode {args.mode}")
@@ -465,10 +492,12 @@ def run(args: argparse.Namespace) -> None:
                 gate("mode pass")
             gate("reset")
             marks["up"] = time.monotonic()
+            loads["up"] = os.getloadavg()[0]
             cpu["up"] = cpu_of(bff.pid)
             time.sleep(args.recovery)
             gate_stats["recovery"] = gate("stats")
             cpu["end"] = cpu_of(bff.pid)
+            loads["end"] = os.getloadavg()[0]
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -485,6 +514,8 @@ def run(args: argparse.Namespace) -> None:
         )
         stop.set()
         threads_now = threads_of(bff.pid)
+    worker_file = Path(str(ids_file) + ".worker")
+    worker = json.loads(worker_file.read_text()) if worker_file.exists() else None
     report(
         args,
         ids=ids,
@@ -495,6 +526,8 @@ def run(args: argparse.Namespace) -> None:
         cpu=cpu,
         gate_stats=gate_stats,
         threads_end=threads_now,
+        loads=loads,
+        worker=worker,
     )
 
 
@@ -509,6 +542,8 @@ def report(
     cpu: dict[str, float],
     gate_stats: dict[str, dict[str, int]],
     threads_end: int,
+    loads: dict[str, float],
+    worker: dict[str, list[list[float]]] | None,
 ) -> None:
     down, up = marks["down"], marks["up"]
     during = [call for call in calls if down <= call[0] < up]
@@ -569,6 +604,23 @@ def report(
         f"latency p50 {1000 * percentile(latencies, 0.5):.0f} ms, "
         f"p99 {1000 * percentile(latencies, 0.99):.0f} ms, "
         f"max {1000 * max(latencies, default=0):.0f} ms; {slow} over 2 s"
+    )
+    if worker is not None:
+        inside = [latency for begun, latency in worker["calls"] if down <= begun < up]
+        stalled = [late for begun, late in worker["stalls"] if down <= begun < up]
+        print(
+            f"  the same calls inside the worker (its app, from the request to the answer): "
+            f"p50 {1000 * percentile(inside, 0.5):.0f} ms, "
+            f"p99 {1000 * percentile(inside, 0.99):.0f} ms, "
+            f"max {1000 * max(inside, default=0):.0f} ms; its loop stalled over "
+            f"{1000 * STALL:.0f} ms {len(stalled)} times, the longest "
+            f"{1000 * max(stalled, default=0):.0f} ms"
+        )
+    print(
+        "  machine load average (1 min): "
+        + ", ".join(
+            f"{name} {loads[name]:.1f}" for name in ("start", "down", "up", "end") if name in loads
+        )
     )
     for phase, (lo, hi) in (("warm-up", ("start", "down")), ("outage", ("down", "up"))):
         seconds = marks[hi] - marks[lo]
