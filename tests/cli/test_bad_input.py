@@ -453,14 +453,23 @@ class Child:
         )  # fmt: skip
         self.err: list[str] = []
         self.said = threading.Event()
+        self._new_line = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
-            self.err.append(line)
+            with self._new_line:
+                self.err.append(line)
+                self._new_line.notify_all()
             self.said.set()
+
+    def says(self, text: str, timeout: float) -> bool:
+        """Wait until a line of stderr holds ``text`` (not merely any line: a second Ctrl-C
+        must come after the first was handled, or the two signals may merge into one)."""
+        with self._new_line:
+            return self._new_line.wait_for(lambda: any(text in line for line in self.err), timeout)
 
     def interrupt_when(self, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 30
@@ -473,6 +482,8 @@ class Child:
     def outcome(self, timeout: float = 30) -> Outcome:
         try:
             self.process.wait(timeout)  # not communicate(): the reader thread has stderr
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout} s; it said: {self.err}") from None
         finally:
             self.process.kill()
         self._reader.join(5)
@@ -535,7 +546,7 @@ def test_ctrl_c_while_the_token_endpoint_is_slow(
         running = Child(argv, child_env)
         try:
             running.interrupt_when(asked.is_set)
-            assert running.said.wait(10), "nothing said after Ctrl-C"
+            assert running.says("Ctrl-C again abandons it", 10), "".join(running.err)
             if again:
                 running.process.send_signal(signal.SIGINT)
             else:
