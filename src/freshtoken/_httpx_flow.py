@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, TypeAlias
 from ._core.policy import Destinations
 from ._core.tokens import TokenSet
 from ._engine.manager import TokenManager
-from ._engine.resource import Attempt, Rejected
+from ._engine.resource import Attempt, Rejected, ResourceCall
 from .errors import AuthError, ReplayError
 
 __all__ = ["HTTPXFlow", "StepUp"]
@@ -62,9 +62,16 @@ class HTTPXFlow:
             yield request
             return
         manager = self.manager
-        flow = self._flow(request, manager.get_tokens())
-        step = next(flow)
+        call = manager.call(request.method, request.url)
+        attempt = call.first(manager.get_tokens())
+        _authorize(request, attempt)
+        response = yield request
+        status = response.status_code
+        if status != 403 and call.settled(status):
+            return  # the hot path: one generator, no header read
+        flow = self._answers(request, call, attempt, response)
         try:
+            step = next(flow)
             while True:
                 if isinstance(step, Rejected):
                     step = flow.send(manager.handle_rejection(step.tokens))
@@ -80,11 +87,16 @@ class HTTPXFlow:
             yield request
             return
         manager = self.manager
-        flow = self._flow(
-            request, manager.cached_tokens() or await manager.aget_tokens(), late_tokens=True
-        )
-        step = next(flow)
+        call = manager.call(request.method, request.url)
+        attempt = call.first(manager.cached_tokens() or await manager.aget_tokens())
+        _authorize(request, attempt)
+        response = yield request
+        status = response.status_code
+        if status != 403 and call.settled(status):
+            return  # the hot path: one generator, no header read
+        flow = self._answers(request, call, attempt, response, late_tokens=True)
         try:
+            step = next(flow)
             while True:
                 if isinstance(step, Rejected):
                     step = flow.send(await manager.ahandle_rejection(step.tokens))
@@ -95,21 +107,21 @@ class HTTPXFlow:
         except StopIteration:
             return
 
-    def _flow(self, request: Any, tokens: TokenSet, *, late_tokens: bool = False) -> _Flow:
+    def _answers(
+        self,
+        request: Any,
+        call: ResourceCall,
+        attempt: Attempt,
+        response: Any,
+        *,
+        late_tokens: bool = False,
+    ) -> _Flow:
+        """The flow from the first answer that is not settled on: every retry it leads to."""
         manager = self.manager
-        call = manager.call(request.method, request.url)
-        attempt: Attempt | None = call.first(tokens)
         stepped = False
         retry: _LateTokens | None = None
-        while attempt is not None:
-            _authorize(request, attempt)
-            if retry is not None:
-                retry.attempt = attempt
-            response = yield request
-            if retry is not None:
-                attempt = retry.ended(request)
-            if response.status_code != 403 and call.settled(response.status_code):
-                return  # the hot path: no header to read (a 403 may ask for a step-up)
+        while True:
+            decision: Attempt | None
             sent = response.request
             if sent.headers.get("Authorization") != attempt.authorization:
                 # httpx follows redirects inside the flow: a 401 from a hop that went out
@@ -118,36 +130,53 @@ class HTTPXFlow:
             if sent is not request and manager.dpop is not None:
                 # A hop of the same origin carried the first request's proof: send it again
                 # with its own (once). Its 401 says nothing about the token.
-                attempt = call.hop(
+                decision = call.hop(
                     sent.method,
                     str(sent.url),
                     response.status_code,
                     response.headers.get("DPoP-Nonce"),
                 )
                 request = sent
-                continue
-            challenges = response.headers.get_list("WWW-Authenticate")
-            decision = call.answer(
-                response.status_code, challenges, response.headers.get("DPoP-Nonce")
-            )
-            if isinstance(decision, Rejected):
-                _learn(manager, challenges, decision.tokens)
-                decision = call.replaced((yield decision))
-            elif decision is None and not stepped and _wants_step_up(manager, response, attempt):
-                stepped = True
-                stepped_up: TokenSet | None = yield StepUp(attempt.tokens)
-                if (
-                    stepped_up is not None
-                    and stepped_up.access_token != attempt.tokens.access_token
-                ):
-                    decision = Attempt(stepped_up, stepped_up.authorization, None)
-            if decision is not None:
-                self._ensure_replayable(request, response)
-                if late_tokens and retry is None and manager.dpop is None:
-                    # A retry may wait in httpx's pool longer than its token lives (a storm
-                    # of requests on one client): it leaves with the newest tokens.
-                    retry = _LateTokens(manager, call, request)
+            else:
+                challenges = response.headers.get_list("WWW-Authenticate")
+                answer = call.answer(
+                    response.status_code, challenges, response.headers.get("DPoP-Nonce")
+                )
+                if isinstance(answer, Rejected):
+                    _learn(manager, challenges, answer.tokens)
+                    decision = call.replaced((yield answer))
+                else:
+                    decision = answer
+                    if (
+                        decision is None
+                        and not stepped
+                        and _wants_step_up(manager, response, attempt)
+                    ):
+                        stepped = True
+                        stepped_up: TokenSet | None = yield StepUp(attempt.tokens)
+                        if (
+                            stepped_up is not None
+                            and stepped_up.access_token != attempt.tokens.access_token
+                        ):
+                            decision = Attempt(stepped_up, stepped_up.authorization, None)
+                if decision is not None:
+                    self._ensure_replayable(request, response)
+                    if late_tokens and retry is None and manager.dpop is None:
+                        # A retry may wait in httpx's pool longer than its token lives (a
+                        # storm of requests on one client): it leaves with the newest tokens.
+                        retry = _LateTokens(manager, call, request)
+            if decision is None:
+                return
             attempt = decision
+            _authorize(request, attempt)
+            if retry is not None:
+                retry.attempt = attempt
+            response = yield request
+            if retry is not None:
+                attempt = retry.ended(request)
+            status = response.status_code
+            if status != 403 and call.settled(status):
+                return
 
     def _applies(self, request: Any) -> bool:
         url = request.url

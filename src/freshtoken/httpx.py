@@ -8,8 +8,6 @@ async entry points differ only in how they ask the manager (one blocks, the othe
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator
-
 import httpx
 
 from ._client_credentials import ClientCredentialsMixin
@@ -46,14 +44,6 @@ class TokenAuth(HTTPXFlow, httpx.Auth):
     """
 
     _byte_stream = httpx.ByteStream
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        return HTTPXFlow.sync_auth_flow(self, request)
-
-    def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        return HTTPXFlow.async_auth_flow(self, request)
 
 
 class ClientCredentialsAuth(ClientCredentialsMixin, TokenAuth):

@@ -9,8 +9,6 @@ refused by an ``httpx2.Client``: this module is the same flow as ``freshtoken.ht
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator
-
 try:
     import httpx2
 except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.modules patched
@@ -36,14 +34,6 @@ class TokenAuth(HTTPXFlow, httpx2.Auth):
     """
 
     _byte_stream = httpx2.ByteStream
-
-    def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response]:
-        return HTTPXFlow.sync_auth_flow(self, request)
-
-    def async_auth_flow(
-        self, request: httpx2.Request
-    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        return HTTPXFlow.async_auth_flow(self, request)
 
 
 class ClientCredentialsAuth(ClientCredentialsMixin, TokenAuth):

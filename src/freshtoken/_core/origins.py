@@ -193,7 +193,12 @@ class Destinations:
         """True if the token goes to this URL (``port`` None: the scheme's default; ``path``
         raw, as sent, without the query); raises InsecureTransportError if it must not but
         would (plain HTTP to a remote host the caller allowed)."""
-        verdict = self._verdict(scheme, host, port)
+        # Asked on every request: a remembered verdict costs one lookup, not a call.
+        verdict = self._verdicts.get((scheme, host, port))
+        if verdict is None:
+            verdict = self._verdict(scheme, host, port)
+        if verdict is True:
+            return True
         if isinstance(verdict, bool):
             return verdict
         scheme = scheme.lower()
