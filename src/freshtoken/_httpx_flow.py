@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, TypeAlias
 from ._core.policy import Destinations
 from ._core.tokens import TokenSet
 from ._engine.manager import TokenManager
-from ._engine.resource import Attempt, Rejected, ResourceCall
+from ._engine.resource import Attempt, Rejected, ResourceCall, bearer_settled
 from .errors import AuthError, ReplayError
 
 __all__ = ["HTTPXFlow", "StepUp"]
@@ -62,13 +62,20 @@ class HTTPXFlow:
             yield request
             return
         manager = self.manager
-        call = manager.call(request.method, request.url)
-        attempt = call.first(manager.get_tokens())
-        _authorize(request, attempt)
-        response = yield request
-        status = response.status_code
-        if status != 403 and call.settled(status):
-            return  # the hot path: one generator, no header read
+        tokens = manager.get_tokens()
+        if manager.dpop is None:
+            request.headers["Authorization"] = tokens.authorization
+            response = yield request
+            status = response.status_code
+            if status != 403 and bearer_settled(manager, status):
+                return  # the hot path: one generator, no call made, no header read
+            call = manager.call(request.method, request.url)
+            attempt = call.first(tokens)
+        else:
+            call = manager.call(request.method, request.url)
+            attempt = call.first(tokens)
+            _authorize(request, attempt)
+            response = yield request
         flow = self._answers(request, call, attempt, response)
         try:
             step = next(flow)
@@ -87,13 +94,20 @@ class HTTPXFlow:
             yield request
             return
         manager = self.manager
-        call = manager.call(request.method, request.url)
-        attempt = call.first(manager.cached_tokens() or await manager.aget_tokens())
-        _authorize(request, attempt)
-        response = yield request
-        status = response.status_code
-        if status != 403 and call.settled(status):
-            return  # the hot path: one generator, no header read
+        tokens = manager.cached_tokens() or await manager.aget_tokens()
+        if manager.dpop is None:
+            request.headers["Authorization"] = tokens.authorization
+            response = yield request
+            status = response.status_code
+            if status != 403 and bearer_settled(manager, status):
+                return  # the hot path: one generator, no call made, no header read
+            call = manager.call(request.method, request.url)
+            attempt = call.first(tokens)
+        else:
+            call = manager.call(request.method, request.url)
+            attempt = call.first(tokens)
+            _authorize(request, attempt)
+            response = yield request
         flow = self._answers(request, call, attempt, response, late_tokens=True)
         try:
             step = next(flow)

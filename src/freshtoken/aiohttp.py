@@ -25,7 +25,7 @@ from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations, Origin, default_port
 from ._deprecation import module_getattr
 from ._engine.manager import TokenManager
-from ._engine.resource import Attempt, Rejected
+from ._engine.resource import Attempt, Rejected, ResourceCall, bearer_settled
 from .errors import InsecureTransportError, ReplayError
 
 __all__ = ["ClientCredentialsMiddleware", "TokenMiddleware"]
@@ -108,26 +108,46 @@ class TokenMiddleware:
         if redirect is not None and not redirect.continues(request):
             _cross_origin_redirect.set(None)
             redirect = None
-        origin = _origin(request.url)
-        if redirect is not None or not self._applies(request.url, origin):
+        url = request.url
+        if redirect is not None or not self._applies(url):
             ours = None if redirect is None else redirect.authorization
             if ours is not None and request.headers.get(hdrs.AUTHORIZATION) == ours:
                 del request.headers[hdrs.AUTHORIZATION]
             request.headers.pop("DPoP", None)
             response = await handler(request)
-            if redirect is None:
-                self._note_redirect(request, response, origin, None)
+            if redirect is None and response.status in _REDIRECTS:
+                self._note_redirect(request, response, None)
             return response
         manager = self.manager
         tokens = manager.cached_tokens() or await manager.aget_tokens()
-        dpop = manager.dpop is not None
-        call = manager.call(request.method, request.url)
-        attempt: Attempt | None = call.first(tokens)
-        while attempt is not None:
-            _sign(request, attempt, dpop)
+        if manager.dpop is None:
+            request.headers[hdrs.AUTHORIZATION] = tokens.authorization
             response = await handler(request)
-            if call.settled(response.status):
-                break  # the hot path: nothing to read
+            if not bearer_settled(manager, response.status):
+                # The call is made at the first answer that is not settled (resource.py, rule 5).
+                call = manager.call(request.method, url)
+                call.first(tokens)
+                response = await self._answers(request, handler, call, response)
+        else:
+            call = manager.call(request.method, url)
+            _sign(request, call.first(tokens), True)
+            response = await self._answers(request, handler, call, await handler(request))
+        if response.status in _REDIRECTS:
+            self._note_redirect(request, response, request.headers.get(hdrs.AUTHORIZATION))
+        return response
+
+    async def _answers(
+        self,
+        request: ClientRequest,
+        handler: ClientHandlerType,
+        call: ResourceCall,
+        response: ClientResponse,
+    ) -> ClientResponse:
+        """The answer that ``request`` ends with: ``response``, or that of the retries it leads
+        to (the hot path asks no more than ``settled()``)."""
+        manager = self.manager
+        dpop = manager.dpop is not None
+        while not call.settled(response.status):
             headers = response.headers
             decision = call.answer(
                 response.status,
@@ -136,29 +156,30 @@ class TokenMiddleware:
             )
             if isinstance(decision, Rejected):
                 decision = call.replaced(await manager.ahandle_rejection(decision.tokens))
-            if decision is not None:
-                response.release()
-                _ensure_replayable(request, response.status)
-            attempt = decision
-        self._note_redirect(request, response, origin, request.headers.get(hdrs.AUTHORIZATION))
+            if decision is None:
+                break
+            response.release()
+            _ensure_replayable(request, response.status)
+            _sign(request, decision, dpop)
+            response = await handler(request)
         return response
 
-    def _applies(self, url: URL, origin: Origin) -> bool:
+    def _applies(self, url: URL) -> bool:
+        scheme = url.scheme  # yarl lower-cases scheme and host, and makes the port explicit
+        host = url.host
+        if not default_port(scheme) or not host:
+            raise ValueError(f"not an absolute http(s) URL (scheme {scheme!r})")
         destinations = self.destinations
         path = url.raw_path if destinations.has_paths else "/"
-        return destinations.allows(origin.scheme, origin.host, origin.port, path)
+        return destinations.allows(scheme, host, url.port, path)
 
     def _note_redirect(
-        self,
-        request: ClientRequest,
-        response: ClientResponse,
-        origin: Origin,
-        authorization: str | None,
+        self, request: ClientRequest, response: ClientResponse, authorization: str | None
     ) -> None:
-        """Mark the call if ``response`` redirects out of where the token may go: to another
-        origin, or (when ``authorization`` was ours) out of the origin's path prefixes."""
-        if response.status not in _REDIRECTS:
-            return
+        """Mark the call if ``response`` (a redirect status) redirects out of where the token
+        may go: to another origin, or (when ``authorization`` was ours) out of the origin's path
+        prefixes."""
+        origin = _origin(request.url)
         location = response.headers.get(hdrs.LOCATION) or response.headers.get(hdrs.URI)
         if not location:
             return
@@ -171,7 +192,7 @@ class TokenMiddleware:
         leaves = target != origin
         if not leaves and authorization is not None and self.destinations.has_paths:
             try:
-                leaves = not self._applies(url, target)
+                leaves = not self._applies(url)
             except InsecureTransportError:
                 leaves = True
         if leaves:

@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 try:
     import requests
     from requests.auth import AuthBase
+    from requests.models import REDIRECT_STATI
     from requests.sessions import SessionRedirectMixin
     from requests.utils import requote_uri
 except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.modules patched
@@ -27,8 +28,9 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
 
 from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations
+from ._core.tokens import TokenSet
 from ._engine.manager import TokenManager
-from ._engine.resource import Attempt, Rejected, ResourceCall
+from ._engine.resource import Attempt, Rejected, ResourceCall, bearer_settled
 from .errors import InsecureTransportError, ReplayError
 
 __all__ = ["ClientCredentialsAuth", "TokenAuth"]
@@ -79,10 +81,20 @@ class TokenAuth(AuthBase):
         if request.url is None or not self._applies(request.url):
             return request
         manager = self.manager
-        call = manager.call(request.method or "GET", request.url)
-        _sign(request, call.first(manager.get_tokens()), manager.dpop is not None)
+        tokens = manager.get_tokens()
+        method = request.method or "GET"
+        if manager.dpop is None:
+            # The call is made at the first answer that is not settled (resource.py, rule 5).
+            request.headers["Authorization"] = tokens.authorization
+            call = None
+        else:
+            call = manager.call(method, request.url)
+            _sign(request, call.first(tokens), True)
+        hook = _CallHook(
+            self, call, _position(request.body), tokens=tokens, method=method, url=request.url
+        )
         # Appended directly: register_hook is the same append, untyped in requests' annotations.
-        request.hooks["response"].append(_CallHook(self, call, _position(request.body)))
+        request.hooks["response"].append(hook)
         return request
 
     def _applies(self, url: str) -> bool:
@@ -113,22 +125,44 @@ class _CallHook:
     """The response hook of one request: its [`ResourceCall`][] and where its body starts.
 
     requests shares a request's hooks with the requests of its redirects, so this one object
-    sees every hop, and the call's bound on sends covers them all, as with httpx.
+    sees every hop, and the call's bound on sends covers them all, as with httpx. A Bearer
+    request's call is made at its first answer that is not settled, with the tokens it was
+    sent with (``_engine/resource.py``, rule 5): the hot path makes none.
     """
 
-    __slots__ = ("_auth", "_call", "_position")
+    __slots__ = ("_auth", "_call", "_method", "_position", "_tokens", "_url")
 
-    def __init__(self, auth: TokenAuth, call: ResourceCall, position: int | None) -> None:
+    def __init__(
+        self,
+        auth: TokenAuth,
+        call: ResourceCall | None,
+        position: int | None,
+        *,
+        tokens: TokenSet,
+        method: str,
+        url: str,
+    ) -> None:
         self._auth = auth
         self._call = call
+        self._tokens = tokens
+        self._method = method
+        self._url = url
         self._position = position
 
     def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         call = self._call
-        if call.settled(response.status_code) and not response.is_redirect:
-            return response  # the hot path: nothing to read
         auth = self._auth
         manager = auth.manager
+        status = response.status_code
+        if call is None:
+            if bearer_settled(manager, status) and (
+                status not in REDIRECT_STATI or not response.is_redirect
+            ):
+                return response  # the hot path: no call made, nothing read
+            call = self._call = manager.call(self._method, self._url)
+            call.first(self._tokens)
+        elif call.settled(status) and not response.is_redirect:
+            return response
         dpop = manager.dpop is not None
         # requests follows a redirect of the answer this hook returns with a copy of the
         # request it sent: the one this answer is for, not a retry's copy.

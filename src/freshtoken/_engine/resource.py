@@ -27,7 +27,11 @@ The rules (DESIGN.md invariants 4 and 5), in order:
    ``MOST_SENDS`` tokens in all: a later rejection is the caller's answer. So a retry that
    waited in a connection pool until its token expired, and whose token was replaced
    meanwhile, goes once more with the newest one, and nothing loops.
-5. A driver that can see the moment a Bearer retry leaves its connection pool (httpx's async
+5. A Bearer request's first attempt is its tokens' ``authorization`` and nothing else, so a
+   driver may send it before it makes the call, and make the call (``first()`` with the same
+   tokens) only when an answer is not settled ([`bearer_settled()`][bearer_settled]): the hot
+   path then builds no call at all. A DPoP request's call signs its first proof: it comes first.
+6. A driver that can see the moment a Bearer retry leaves its connection pool (httpx's async
    flow does) may put the newest tokens in it then ([`ResourceCall.swapped()`][]): the same
    send, with tokens that did not age in the queue.
 """
@@ -41,7 +45,7 @@ from .._core.challenges import HeaderValues
 from .._core.tokens import TokenSet
 from .._oauth.dpop import DPoP, OriginKey, access_token_hash, nonce_demanded, origin_key
 
-__all__ = ["MOST_SENDS", "Attempt", "CallRules", "Rejected", "ResourceCall"]
+__all__ = ["MOST_SENDS", "Attempt", "CallRules", "Rejected", "ResourceCall", "bearer_settled"]
 
 MOST_SENDS = 3
 """Tokens one request sends at most: the first, and two retries with newer tokens."""
@@ -143,7 +147,7 @@ class ResourceCall:
     def settled(self, status: int) -> bool:
         """Whether an answer with ``status`` is the caller's whatever its headers say (a
         driver may then skip reading them). Never for DPoP: every answer may carry a nonce."""
-        return self._dpop is None and status not in self._rules.refresh_statuses
+        return self._dpop is None and bearer_settled(self._rules, status)
 
     def answer(
         self, status: int, www_authenticate: HeaderValues, nonce: str | None = None
@@ -235,3 +239,10 @@ class ResourceCall:
         scheme, host, port = origin_key(self.url)  # no path, query or user: nothing secret
         kind = "Bearer" if self._dpop is None else "DPoP"
         return f"ResourceCall({self.method} {scheme}://{host}:{port}, {kind}, sends={self.sends})"
+
+
+def bearer_settled(rules: CallRules, status: int) -> bool:
+    """[`ResourceCall.settled()`][ResourceCall.settled] of a Bearer request (``rules.dpop`` is
+    None) before its call is made: a driver that sent the tokens' ``authorization`` on its own
+    makes the call only for an answer this is False for (rule 5)."""
+    return status not in rules.refresh_statuses
