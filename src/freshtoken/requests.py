@@ -82,19 +82,15 @@ class TokenAuth(AuthBase):
             return request
         manager = self.manager
         tokens = manager.get_tokens()
-        method = request.method or "GET"
         if manager.dpop is None:
             # The call is made at the first answer that is not settled (resource.py, rule 5).
             request.headers["Authorization"] = tokens.authorization
             call = None
         else:
-            call = manager.call(method, request.url)
+            call = manager.call(request.method or "GET", request.url)
             _sign(request, call.first(tokens), True)
-        hook = _CallHook(
-            self, call, _position(request.body), tokens=tokens, method=method, url=request.url
-        )
         # Appended directly: register_hook is the same append, untyped in requests' annotations.
-        request.hooks["response"].append(hook)
+        request.hooks["response"].append(_CallHook(self, call, tokens, _position(request.body)))
         return request
 
     def _applies(self, url: str) -> bool:
@@ -127,26 +123,18 @@ class _CallHook:
     requests shares a request's hooks with the requests of its redirects, so this one object
     sees every hop, and the call's bound on sends covers them all, as with httpx. A Bearer
     request's call is made at its first answer that is not settled, with the tokens it was
-    sent with (``_engine/resource.py``, rule 5): the hot path makes none.
+    sent with (``_engine/resource.py``, rule 5): the hot path makes none. That answer is the
+    first this hook sees, so it answers the request the tokens were put on.
     """
 
-    __slots__ = ("_auth", "_call", "_method", "_position", "_tokens", "_url")
+    __slots__ = ("_auth", "_call", "_position", "_tokens")
 
     def __init__(
-        self,
-        auth: TokenAuth,
-        call: ResourceCall | None,
-        position: int | None,
-        *,
-        tokens: TokenSet,
-        method: str,
-        url: str,
+        self, auth: TokenAuth, call: ResourceCall | None, tokens: TokenSet, position: int | None
     ) -> None:
         self._auth = auth
         self._call = call
         self._tokens = tokens
-        self._method = method
-        self._url = url
         self._position = position
 
     def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
@@ -159,7 +147,8 @@ class _CallHook:
                 status not in REDIRECT_STATI or not response.is_redirect
             ):
                 return response  # the hot path: no call made, nothing read
-            call = self._call = manager.call(self._method, self._url)
+            sent = response.request
+            call = self._call = manager.call(sent.method or "GET", sent.url)
             call.first(self._tokens)
         elif call.settled(status) and not response.is_redirect:
             return response
