@@ -101,17 +101,13 @@ async def asend(
     try:
         with anyio.fail_after(ANSWER_DEADLINE):
             if connections.shared():
-                # On the flight host: its kept-alive client for this TLS configuration.
-                request.extensions = {
-                    **request.extensions,
-                    "timeout": httpx.Timeout(timeout or DEFAULT_TIMEOUT).as_dict(),
-                }
-                client = connections.client_for(ssl_context(verify))
-                response = await client.send(request, stream=True)
-                try:
-                    body = await _read_capped(response, url)
-                finally:
-                    await response.aclose()
+                # On the flight host: its kept-alive connections for this TLS configuration.
+                status, raw, body = await connections.send(
+                    request,
+                    httpx.Timeout(timeout or DEFAULT_TIMEOUT),
+                    ssl_context(verify),
+                    LARGEST_ANSWER,
+                )
             else:
                 async with httpx.AsyncClient(
                     verify=ssl_context(verify),
@@ -119,6 +115,7 @@ async def asend(
                     follow_redirects=False,
                 ) as own_client:
                     response = await own_client.send(request, stream=True)
+                    status, raw = response.status_code, response.headers.raw
                     try:
                         body = await _read_capped(response, url)
                     finally:
@@ -133,10 +130,9 @@ async def asend(
         raise LoginFailed(
             "invalid_response", f"the answer of {_without_query(url)} could not be decoded"
         ) from None
-    headers = [
-        (name, value) for name, value in response.headers.raw if name.lower() not in _FRAMING
-    ]
-    return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+    _check_length(body, url)
+    headers = [(name, value) for name, value in raw if name.lower() not in _FRAMING]
+    return httpx.Response(status, headers=headers, content=body, request=request)
 
 
 # The body is handed on decoded and whole: the headers that described its transfer go.
@@ -147,12 +143,16 @@ async def _read_capped(response: httpx.Response, url: str) -> bytes:
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk
-        if len(body) > LARGEST_ANSWER:
-            raise LoginFailed(
-                "invalid_response",
-                f"the answer of {_without_query(url)} is over {LARGEST_ANSWER} bytes long",
-            )
+        _check_length(body, url)
     return bytes(body)
+
+
+def _check_length(body: bytes | bytearray, url: str) -> None:
+    if len(body) > LARGEST_ANSWER:
+        raise LoginFailed(
+            "invalid_response",
+            f"the answer of {_without_query(url)} is over {LARGEST_ANSWER} bytes long",
+        )
 
 
 def drive(
