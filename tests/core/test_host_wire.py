@@ -6,12 +6,16 @@ send. Every refresh here goes through a manager, so it runs on the host and its 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gzip
+import ipaddress
 import json
 import socket
+import ssl
 import threading
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,12 +39,14 @@ class RawServer:
     answers with ``script(n)``, n counting the requests on that connection from 0. An answer
     ending in ``CLOSE`` closes the connection after writing."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
+        self.tls = tls
         self.connections = 0
         self.requests: list[bytes] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/token"
+        port = self._listener.getsockname()[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/token"
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -53,10 +59,16 @@ class RawServer:
             self.connections += 1
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
+    def _secured(self, connection: socket.socket) -> socket.socket:
+        if self.tls is None:
+            return connection
+        return self.tls.wrap_socket(connection, server_side=True)
+
     def _serve(self, connection: socket.socket) -> None:
-        # A client that gives up on an answer resets the connection: that ends it, quietly.
-        with contextlib.suppress(ConnectionError):
-            self._answer(connection)
+        # A client that gives up on an answer resets the connection, and one that does not
+        # trust the certificate ends the handshake: either ends it, quietly.
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            self._answer(self._secured(connection))
 
     def _answer(self, connection: socket.socket) -> None:
         with connection, connection.makefile("rb") as reader:
@@ -291,3 +303,75 @@ async def test_an_async_forced_refresh_answered_with_the_same_token_sends_one_re
     for number in range(1, 4):
         assert (await manager.arefresh()).access_token == "new-access-3"
         assert len(server.requests) == number
+
+
+def certificate(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A self-signed certificate for 127.0.0.1: the server's context and the CA file."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "freshtoken test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
+
+
+def test_over_tls_the_connection_is_verified_and_kept_alive(tmp_path: Path) -> None:
+    context, ca_file = certificate(tmp_path)
+    server = RawServer(lambda _: answer(TOKENS), tls=context)
+    try:
+        refresher = OAuth2Refresher(server.url, client_id="app", verify=str(ca_file))
+        manager = TokenManager(refresher, retry=RetryPolicy(attempts=1))
+        manager.set_tokens(TokenSet("old-access-1", refresh_token=REFRESH, expires_at=0.0))
+        for _ in range(3):
+            assert manager.refresh(timeout=TIMEOUT).access_token == "new-access-3"
+        assert server.connections == 1
+        assert len(server.requests) == 3
+    finally:
+        server.close()
+
+
+def test_a_certificate_not_trusted_is_a_failure_that_sent_nothing(tmp_path: Path) -> None:
+    """The handshake fails before the request is written: nothing reached the server, and
+    the error says so (answer_lost is False: the refresh token was not spent)."""
+    context, _ = certificate(tmp_path)
+    server = RawServer(lambda _: answer(TOKENS), tls=context)
+    try:
+        refresher = OAuth2Refresher(server.url, client_id="app")  # the system's CAs
+        manager = TokenManager(refresher, retry=RetryPolicy(attempts=1))
+        manager.set_tokens(TokenSet("old-access-1", refresh_token=REFRESH, expires_at=0.0))
+        with pytest.raises(RefreshFailed) as raised:
+            manager.refresh(timeout=TIMEOUT)
+        assert raised.value.error == "network_error"
+        assert not raised.value.answer_lost
+        assert server.requests == []
+    finally:
+        server.close()
