@@ -177,7 +177,7 @@ def transports(url: str, rounds: int) -> dict[str, float]:
                 samples.append(time.perf_counter() - start)
         result["httpx_async_us"] = took(samples)
         samples = []
-        form_type = {"content-type": "application/x-www-form-urlencoded"}
+        form_type = [(b"content-type", b"application/x-www-form-urlencoded")]
         async with httpcore.AsyncConnectionPool() as pool:
             for _ in range(rounds):
                 start = time.perf_counter()
