@@ -39,7 +39,7 @@ __all__ = ["KEEPALIVE", "Answer", "Pool"]
 
 KEEPALIVE = 5.0  # seconds an idle connection is kept (httpx's default, under most servers')
 MOST_IDLE = 64  # idle connections kept per origin
-_LONGEST_HEAD = 64 * 1024  # bytes of status line and headers
+_LONGEST_HEAD = 64 * 1024  # bytes of an answer's head still incomplete: past them, refused
 _HIGH_WATER = 256 * 1024  # bytes received and not yet parsed before reading pauses
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, decoded body
@@ -170,7 +170,10 @@ class Pool:
             head = h11.Request(
                 method=request.method, target=url.raw_path, headers=request.headers.raw
             )
-            body = request.content
+            try:
+                body = request.content
+            except httpx.RequestNotRead:  # a streamed body (its framing is in its headers)
+                body = await request.aread()
             out = connection.h11.send(head) or b""
             if body:
                 out += connection.h11.send(h11.Data(data=body)) or b""
