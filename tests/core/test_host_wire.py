@@ -375,3 +375,36 @@ def test_a_certificate_not_trusted_is_a_failure_that_sent_nothing(tmp_path: Path
         assert server.requests == []
     finally:
         server.close()
+
+
+@pytest.fixture
+def no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for scheme in ("http", "https", "all", "no"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+    return monkeypatch
+
+
+def test_a_proxy_the_environment_names_carries_the_token_request(
+    serve: Callable[[Script], RawServer], no_proxy_settings: pytest.MonkeyPatch
+) -> None:
+    """Behind a corporate proxy (HTTP_PROXY), the host's requests go through it, as httpx's
+    would: the proxy gets the absolute URL of a token endpoint nothing else could reach."""
+    proxy = serve(lambda _: answer(TOKENS))
+    no_proxy_settings.setenv("HTTP_PROXY", proxy.url.removesuffix("/token"))
+    unreachable = RawServer(lambda _: answer(b"{}"))
+    unreachable.close()  # its port now refuses: only the proxy can answer
+    assert refreshed(unreachable).access_token == "new-access-3"
+    assert proxy.requests[0].startswith(f"POST {unreachable.url} HTTP/1.1".encode())
+
+
+def test_no_proxy_sends_the_token_request_directly(
+    serve: Callable[[Script], RawServer], no_proxy_settings: pytest.MonkeyPatch
+) -> None:
+    proxy = serve(lambda _: answer(b"{}"))
+    endpoint = serve(lambda _: answer(TOKENS))
+    no_proxy_settings.setenv("HTTP_PROXY", proxy.url.removesuffix("/token"))
+    no_proxy_settings.setenv("NO_PROXY", "127.0.0.1")
+    assert refreshed(endpoint).access_token == "new-access-3"
+    assert proxy.requests == []
+    assert len(endpoint.requests) == 1

@@ -25,8 +25,10 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import os
 import ssl
 import time
+import urllib.request
 import weakref
 from collections.abc import AsyncIterator
 from typing import TypeAlias
@@ -86,10 +88,11 @@ _TLSKey: TypeAlias = tuple[int, bool]  # id of the SSLContext (kept alive by the
 class _LoopConnections:
     """What one event loop holds: its pools and its per-origin caps."""
 
-    __slots__ = ("caps", "pools")
+    __slots__ = ("caps", "pools", "proxied")
 
     def __init__(self) -> None:
         self.pools: dict[_TLSKey, Pool] = {}
+        self.proxied: dict[_TLSKey, httpx.AsyncClient] = {}  # through the environment's proxy
         self.caps: dict[str, tuple[int, asyncio.Semaphore]] = {}
 
 
@@ -117,20 +120,76 @@ async def send(
     """Send ``request`` from the host loop's pool for this TLS configuration (made on first
     use) and read its answer, the body decoded and cut off past ``limit`` bytes.
 
-    Redirects are never followed and no environment settings apply: the pool carries nothing
-    from one refresher to another but its connections. Failures raise httpx's exceptions.
+    Redirects are never followed: the pool carries nothing from one refresher to another but
+    its connections. When the environment names a proxy for the URL (``HTTPS_PROXY``,
+    ``ALL_PROXY``... and not ``NO_PROXY``), the request goes through it, on an httpx client
+    (which speaks to proxies; the host's own client does not). Failures raise httpx's
+    exceptions.
     """
     held = _connections()
     key: _TLSKey = (id(verify), True) if isinstance(verify, ssl.SSLContext) else (0, verify)
+    if _through_proxy(request.url):
+        return await _send_proxied(_proxy_client(held, key, verify), request, timeout, limit)
     pool = held.pools.get(key)
     if pool is None:
-        context = verify if isinstance(verify, ssl.SSLContext) else _context(verify)
-        pool = held.pools[key] = Pool(context)
+        pool = held.pools[key] = Pool(_context(verify))
     return await pool.send(request, timeout, limit)
 
 
+_PROXY_VARIABLES = tuple(
+    name
+    for scheme in ("http", "https", "all")
+    for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+)
+
+
+def _through_proxy(url: httpx.URL) -> bool:
+    """Whether the environment sends requests to ``url`` through a proxy (urllib's reading of
+    the variables, as httpx's): a few lookups when none is set."""
+    if not any(name in os.environ for name in _PROXY_VARIABLES):
+        return False
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(url.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(url.host)
+
+
+def _proxy_client(
+    held: _LoopConnections, key: _TLSKey, verify: ssl.SSLContext | bool
+) -> httpx.AsyncClient:
+    client = held.proxied.get(key)
+    if client is None:
+        client = held.proxied[key] = httpx.AsyncClient(
+            verify=_context(verify),
+            follow_redirects=False,
+            trust_env=True,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+    return client
+
+
+async def _send_proxied(
+    client: httpx.AsyncClient, request: httpx.Request, timeout: httpx.Timeout, limit: int
+) -> Answer:
+    request.extensions = {**request.extensions, "timeout": timeout.as_dict()}
+    response = await client.send(request, stream=True)
+    try:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                break
+    finally:
+        await response.aclose()
+    return response.status_code, list(response.headers.raw), bytes(body)
+
+
+def _context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
+    return verify if isinstance(verify, ssl.SSLContext) else _default_context(verify)
+
+
 @functools.lru_cache(maxsize=2)
-def _context(verify: bool) -> ssl.SSLContext:
+def _default_context(verify: bool) -> ssl.SSLContext:
     # httpx's: the same CA bundle its clients trust (loading it costs ~25-100 ms, once).
     return httpx.create_ssl_context(verify=verify)
 
