@@ -252,21 +252,17 @@ async def _exchange(
     deadline: float | None,
 ) -> httpx.Response:
     budget = math.inf if deadline is None else deadline - time.monotonic()
+    status: int | None = None
     try:
         with anyio.fail_after(max(budget, 0.0) if math.isfinite(budget) else None):
             if connections.shared():
-                request.extensions = {
-                    **request.extensions,
-                    "timeout": httpx.Timeout(timeout).as_dict(),
-                }
-                response = await connections.client_for(verify).send(request, stream=True)
-                try:
-                    body = await _read_capped(response)
-                finally:
-                    await response.aclose()
+                status, raw, body = await connections.send(
+                    request, httpx.Timeout(timeout), verify, LARGEST_ANSWER
+                )
             else:
                 async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
                     response = await client.send(request, stream=True)
+                    status, raw = response.status_code, response.headers.raw
                     try:
                         body = await _read_capped(response)
                     finally:
@@ -283,13 +279,12 @@ async def _exchange(
         raise RefreshFailed(
             "malformed_response",
             "the token endpoint's answer could not be decoded (corrupt compression)",
-            status=response.status_code,
+            status=status,
             answer_lost=True,
         ) from None
-    headers = [
-        (name, value) for name, value in response.headers.raw if name.lower() not in _BODY_FRAMING
-    ]
-    return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+    _check_length(body, status)
+    headers = [(name, value) for name, value in raw if name.lower() not in _BODY_FRAMING]
+    return httpx.Response(status, headers=headers, content=body, request=request)
 
 
 # The body is handed on decoded and whole: the headers that described its transfer go.
@@ -300,15 +295,19 @@ async def _read_capped(response: httpx.Response) -> bytes:
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk
-        if len(body) > LARGEST_ANSWER:
-            raise RefreshFailed(
-                "malformed_response",
-                f"the token endpoint's answer is over {LARGEST_ANSWER} bytes long, more than "
-                "any token answer",
-                status=response.status_code,
-                answer_lost=True,
-            )
+        _check_length(body, response.status_code)
     return bytes(body)
+
+
+def _check_length(body: bytes | bytearray, status: int | None) -> None:
+    if len(body) > LARGEST_ANSWER:
+        raise RefreshFailed(
+            "malformed_response",
+            f"the token endpoint's answer is over {LARGEST_ANSWER} bytes long, more than "
+            "any token answer",
+            status=status,
+            answer_lost=True,
+        )
 
 
 def _transport_failure(error: httpx.TransportError) -> RefreshFailed:
