@@ -183,6 +183,8 @@ class Destinations:
             if len(self._by_prefix) >= 1024:
                 self._by_prefix.clear()
             self._by_prefix[prefix] = verdict
+        if verdict is True:
+            return True
         if isinstance(verdict, bool):
             return verdict
         rest = url[len(prefix) :]
