@@ -53,6 +53,20 @@ def test_same_origin_redirect_keeps_the_token(env: Env) -> None:
     assert body["has_authorization"] is True
 
 
+def test_401_after_a_redirect_within_the_origin_refreshes_and_retries(env: Env) -> None:
+    """A redirect (an answer that needs no decision) to a target of the origin that rejects
+    the token: one refresh, and the request arrives with the new token."""
+    old = env.manager.get_tokens()
+    env.server.fail_api(1)
+    status, body = env.driver().get(_redirect(env, env.url("/api/me")))
+    assert status == 200
+    assert body["sub"] == "demo"
+    assert env.stats()["refreshes"] == 1
+    assert env.stats()["unauthorized_401"] == 1
+    assert env.manager.stats.snapshot()["retries"] == 1
+    assert env.manager.get_tokens().access_token != old.access_token
+
+
 @pytest.mark.parametrize("allow_list", [False, True], ids=["any-origin", "both-allowed"])
 def test_redirect_to_another_origin_never_carries_the_token(
     env: Env, other_origin: str, allow_list: bool
