@@ -8,6 +8,7 @@ Over real TCP against the reference server where the wire matters.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import multiprocessing
 import os
@@ -198,6 +199,68 @@ def test_many_credentials_recover_from_an_outage_on_their_first_call_at_most_cap
     assert stats["token_requests"] == stats["refreshes"] == 120
     assert stats["most_token_requests_in_flight"] == 2
     assert stats["reuse_detections"] == 0
+
+
+def on_host(function: Callable[[], Any]) -> Any:
+    """``function()`` run on the flight host's loop (where the issuers' queues live)."""
+    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    async def run() -> None:
+        result.set_result(function())
+
+    host().submit(run)
+    return result.result(TIMEOUT)
+
+
+def test_a_caller_whose_token_expired_goes_before_queued_background_refreshes(
+    oauth_server: ReferenceServer,
+) -> None:
+    """concurrency=1: one background refresh in the air and ten queued
+    behind it (their tokens are due but work for 25 s more). A session whose token has
+    expired, its caller waiting, is sent next, not after the ten (they go on after it)."""
+    refresher = OAuth2Refresher(
+        oauth_server.token_url, client_id="demo", client_secret="demo-secret", concurrency=1
+    )
+    origin = refresher._cap()[0]
+    landed: list[str] = []
+
+    def session(name: str) -> TokenManager:
+        manager = TokenManager(
+            refresher, clock=oauth_server.clock, on_refresh=lambda _: landed.append(name)
+        )
+        manager.set_tokens(
+            TokenSet.from_response(oauth_server.login(), sent_at=oauth_server.clock())
+        )
+        return manager
+
+    expired = session("expired")
+    oauth_server.advance(100)
+    due = [session(f"due {n}") for n in range(11)]
+    oauth_server.advance(275)  # the ten due ones are STALE (30 s window), "expired" expired
+    oauth_server.set_latency(1.0)  # the first request holds the one place while the queue forms
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while not condition():  # a poll of a gauge, not a synchronisation
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> TokenSet:
+        await due[0].aget_tokens()  # still works: a background refresh goes out
+        await until(lambda: oauth_server.stats()["token_requests_in_flight"] == 1)
+        oauth_server.set_latency(0.05)  # for the requests after it
+        for manager in due[1:]:
+            await manager.aget_tokens()
+        await until(lambda: on_host(lambda: connections.waiting(origin)) == 10)
+        return await expired.aget_tokens()
+
+    tokens = asyncio.run(scenario())
+    assert tokens.expires_at is not None
+    assert tokens.expires_at > oauth_server.clock()
+    assert host().wait_idle(TIMEOUT)
+    assert landed[:2] == ["due 0", "expired"], landed
+    assert sorted(landed[2:]) == sorted(f"due {n}" for n in range(1, 11))
+    assert oauth_server.stats()["reuse_detections"] == 0
 
 
 def test_once_the_provider_answers_again_every_session_stops_backing_off(
