@@ -36,6 +36,7 @@ from freshtoken import (
 from freshtoken._runtime import connections
 from freshtoken._runtime.host import THREAD_NAME, WORKERS, host
 from freshtoken.server import ReferenceServer
+from freshtoken.testing import ServerFactory
 
 TIMEOUT = 30.0
 
@@ -444,8 +445,63 @@ def test_the_refresh_window_widens_after_slow_refreshes() -> None:
     assert manager.cached_tokens() is not None
 
 
+class Triggers(RefreshObserver):
+    """Records why each flight started."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def flight_started(self, trigger: Trigger) -> FlightObserver | None:
+        self.seen.append(trigger)
+        return None
+
+
+def test_the_refresh_window_widens_to_the_callers_cadence(
+    oauth_server_factory: ServerFactory,
+) -> None:
+    """20 s tokens due 5 s before expiry, a caller every 5 s give or take 10 ms: the window
+    can fall between two calls, and the next call finds the token expired and waits. Once
+    that is seen, the window is 1.25 x the time the caller stayed away: for two minutes every
+    refresh is started in the background by a call that still had a working token."""
+    server = oauth_server_factory(access_ttl=20)
+    triggers = Triggers()
+    manager = TokenManager(
+        OAuth2Refresher(server.token_url, client_id="demo", client_secret="demo-secret"),
+        clock=server.clock,
+        policy=RefreshPolicy(leeway=5),
+        observer=triggers,
+    )
+    manager.set_tokens(TokenSet.from_response(server.login(), sent_at=server.clock()))
+    for gap in [4.99, 5.01] * 12:
+        server.advance(gap)
+        manager.get_tokens(timeout=TIMEOUT)
+        assert manager.wait_idle(TIMEOUT)
+    assert triggers.seen.count("expiry") == 1, triggers.seen
+    assert triggers.seen.count("stale") >= 4
+    assert server.stats()["reuse_detections"] == 0
+
+
+def test_an_idle_spell_is_not_taken_for_the_callers_cadence() -> None:
+    """A caller back after half an hour finds the token expired: the window stays as set."""
+    clock = ManualClock(1_000_000.0)
+    calls: list[int] = []
+
+    def endpoint(current: TokenSet | None) -> dict[str, Any]:
+        calls.append(1)
+        return {"access_token": f"a{len(calls)}", "refresh_token": "r", "expires_in": 20}
+
+    manager = TokenManager(FunctionRefresher(endpoint), clock=clock, policy=RefreshPolicy(leeway=5))
+    manager.set_tokens(TokenSet.from_response(endpoint(None), sent_at=clock()))
+    clock.advance(1800)
+    manager.get_tokens(timeout=TIMEOUT)
+    clock.advance(14.9)  # 5.1 s left: FRESH by the configured 5 s window
+    assert manager.cached_tokens() is not None
+    assert manager.rules.refresh.use_interval == 0
+
+
 def test_the_observed_duration_is_a_value_the_policy_is_given() -> None:
-    """The policy stays pure: the duration comes in as a value, bounded by half the lifetime."""
+    """The policy stays pure: the duration (and the callers' interval) come in as values,
+    bounded by half the lifetime."""
     now = 1_000_000.0
     tokens = TokenSet("a", expires_at=now + 2, obtained_at=now)
     assert RefreshPolicy().refresh_due_at(tokens) == pytest.approx(now + 1.5)
@@ -453,6 +509,13 @@ def test_the_observed_duration_is_a_value_the_policy_is_given() -> None:
     assert RefreshPolicy(refresh_duration=5.0).refresh_due_at(tokens) == pytest.approx(now + 1.0)
     with pytest.raises(ValueError, match="refresh_duration"):
         RefreshPolicy(refresh_duration=-1)
+    # the callers' interval too, added to the duration's headroom, with the same bound
+    assert RefreshPolicy(use_interval=0.4).refresh_due_at(tokens) == pytest.approx(now + 1.5)
+    both = RefreshPolicy(refresh_duration=0.1, use_interval=0.4)
+    assert both.refresh_due_at(tokens) == pytest.approx(now + 2 - 0.3 - 0.5)
+    assert RefreshPolicy(use_interval=9.0).refresh_due_at(tokens) == pytest.approx(now + 1.0)
+    with pytest.raises(ValueError, match="use_interval"):
+        RefreshPolicy(use_interval=-1)
 
 
 pytestmark_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
