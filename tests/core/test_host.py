@@ -481,6 +481,30 @@ def test_the_refresh_window_widens_to_the_callers_cadence(
     assert server.stats()["reuse_detections"] == 0
 
 
+def test_a_first_call_late_in_the_window_widens_the_next_one() -> None:
+    """20 s tokens due 5 s before expiry; the first call since it fell due comes 4.99 s in,
+    10 ms before expiry (its token would expire on its way upstream): served, refreshed in
+    the background, and the next tokens fall due 1.25 x 4.99 s before their expiry."""
+    clock = ManualClock(1_000_000.0)
+
+    def endpoint(current: TokenSet | None) -> dict[str, Any]:
+        return {"access_token": "a", "refresh_token": "r", "expires_in": 20}
+
+    manager = TokenManager(FunctionRefresher(endpoint), clock=clock, policy=RefreshPolicy(leeway=5))
+    manager.set_tokens(TokenSet.from_response(endpoint(None), sent_at=clock()))
+    clock.advance(19.99)
+    manager.get_tokens(timeout=TIMEOUT)
+    assert manager.wait_idle(TIMEOUT)
+    assert manager.rules.refresh.use_interval == pytest.approx(4.99)
+    refreshed = manager.cached_tokens()
+    assert refreshed is not None
+    assert refreshed.expires_at == pytest.approx(clock() + 20)
+    clock.advance(20 - 1.25 * 4.99 - 0.01)
+    assert manager.cached_tokens() is not None
+    clock.advance(0.02)
+    assert manager.cached_tokens() is None  # due: the next caller refreshes it
+
+
 def test_an_idle_spell_is_not_taken_for_the_callers_cadence() -> None:
     """A caller back after half an hour finds the token expired: the window stays as set."""
     clock = ManualClock(1_000_000.0)

@@ -22,9 +22,9 @@ How the pieces fit:
   per expiry.
 * While a token is FRESH, asking costs one attribute read and one clock call (no lock).
 * How long refreshes take is watched (the slowest recent one, decaying), and how long
-  callers stay away (learned when one finds its token expired with no call while it was
-  due): the background refresh of a STALE token falls due at least three times the one plus
-  1.25 times the other before expiry (at most half the lifetime earlier), so that a caller
+  callers stay away (the longest time from a token falling due to its first caller): the
+  background refresh of a STALE token falls due at least three times the one plus 1.25
+  times the other before expiry (at most half the lifetime earlier), so that a caller
   starts it and it lands before any request has to wait for it.
 """
 
