@@ -10,6 +10,9 @@
     answered within 2 s during the outage, sessions lost, token requests in the air at once
     after recovery (goal <= the cap, 8), seconds until every session works again, the client's
     CPU per second in the warm spell and in the outage.
+(a') ``--transports``: one warm token POST through each client the flight host could use
+    (httpx blocking and async, httpcore's pool, aiohttp, the host's own ``http1``), which is
+    how ``_runtime/http1.py`` was chosen.
 (c) ``--baseline SRC`` runs the same scenarios with an older checkout's ``src`` on PYTHONPATH
     (each scenario in a process of its own, one after the other, with a reference server of
     its own), so the numbers are side by side in one run:
@@ -123,6 +126,95 @@ def cost(url: str, rounds: int, block: int) -> dict[str, float]:
         "async_ratio": alib / araw,
         "load_average": os.getloadavg()[0],
     }
+
+
+# -- (a') the token endpoint's client --------------------------------------------------------
+
+
+def transports(url: str, rounds: int) -> dict[str, float]:
+    """Median microseconds of one warm refresh-token POST and its answer read whole, through
+    each client the flight host could use, one after the other on one connection each:
+    httpx's blocking client (the bare baseline of ``cost``), ``httpx.AsyncClient``, httpcore's
+    async pool used directly, aiohttp (if installed) and the host's own ``http1`` pool."""
+    import json as jsonlib
+    from urllib.parse import urlencode
+
+    import httpcore
+
+    from freshtoken._runtime.http1 import Pool
+
+    refresh = [str(login(url)["refresh_token"])]
+    token_url = url + "/oauth/token"
+
+    def form() -> dict[str, str]:
+        return {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh[0],
+            "client_id": "demo",
+            "client_secret": "demo-secret",
+        }
+
+    def took(samples: list[float]) -> float:
+        return statistics.median(samples[rounds // 10 :]) * 1e6  # the first tenth warms up
+
+    result: dict[str, float] = {}
+    with httpx.Client() as client:
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            answer = client.post(token_url, data=form())
+            refresh[0] = answer.json()["refresh_token"]
+            samples.append(time.perf_counter() - start)
+        result["httpx_sync_us"] = took(samples)
+
+    async def each_async() -> None:
+        samples: list[float] = []
+        async with httpx.AsyncClient() as client:
+            for _ in range(rounds):
+                start = time.perf_counter()
+                answer = await client.post(token_url, data=form())
+                refresh[0] = answer.json()["refresh_token"]
+                samples.append(time.perf_counter() - start)
+        result["httpx_async_us"] = took(samples)
+        samples = []
+        form_type = [(b"content-type", b"application/x-www-form-urlencoded")]
+        async with httpcore.AsyncConnectionPool() as pool:
+            for _ in range(rounds):
+                start = time.perf_counter()
+                body = urlencode(form()).encode()
+                raw = await pool.request("POST", token_url, headers=form_type, content=body)
+                refresh[0] = jsonlib.loads(raw.content)["refresh_token"]
+                samples.append(time.perf_counter() - start)
+        result["httpcore_async_us"] = took(samples)
+        try:
+            import aiohttp
+        except ImportError:
+            print("aiohttp is not installed: its column is left out", file=sys.stderr)
+        else:
+            samples = []
+            async with aiohttp.ClientSession() as session:
+                for _ in range(rounds):
+                    start = time.perf_counter()
+                    async with session.post(token_url, data=form()) as reply:
+                        body = await reply.read()
+                    refresh[0] = jsonlib.loads(body)["refresh_token"]
+                    samples.append(time.perf_counter() - start)
+            result["aiohttp_us"] = took(samples)
+        samples = []
+        http1 = Pool(httpx.create_ssl_context())
+        timeout = httpx.Timeout(10.0)
+        for _ in range(rounds):
+            start = time.perf_counter()
+            request = httpx.Request("POST", token_url, data=form())
+            _, _, body = await http1.send(request, timeout, 1 << 20)
+            refresh[0] = jsonlib.loads(body)["refresh_token"]
+            samples.append(time.perf_counter() - start)
+        http1.close()
+        result["host_http1_us"] = took(samples)
+
+    asyncio.run(each_async())
+    result["load_average"] = os.getloadavg()[0]
+    return result
 
 
 # -- (b) outage ---------------------------------------------------------------------------------
@@ -282,10 +374,12 @@ def worker(args: argparse.Namespace) -> None:
     where = str(Path(freshtoken.__file__).resolve().parent.parent)
     # The reference server is this checkout's for every engine (its in-flight gauge).
     os.environ["PYTHONPATH"] = str(SRC)
-    flags = ["--access-ttl", str(args.ttl)] if args.scenario != "cost" else []
+    flags = ["--access-ttl", str(args.ttl)] if args.scenario not in ("cost", "transports") else []
     with server_process(*flags) as url:
         if args.scenario == "cost":
             result: dict[str, Any] = cost(url, args.rounds, args.block)
+        elif args.scenario == "transports":
+            result = transports(url, args.rounds * 2)
         else:
             result = asyncio.run(outage(url, args.scenario, args))
     print(json.dumps({"src": where, **result}), flush=True)
@@ -327,11 +421,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--block", type=int, default=2)
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument(
+        "--transports",
+        action="store_true",
+        help="only compare the clients a token request could go through (this checkout's)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.scenario = args.worker
         worker(args)
+        return
+    if args.transports:
+        show("transports (one warm token POST, median us)", {"": run(SRC, "transports", args)})
         return
     sources = {"this engine": SRC}
     if args.baseline is not None:

@@ -16,7 +16,7 @@ from ._core.clock import Clock, ManualClock, system_clock
 from ._core.policy import Freshness, RefreshPolicy, RetryPolicy
 from ._core.quirks import Quirks
 from ._core.tokens import TokenSet
-from ._deprecation import module_getattr
+from ._deprecation import module_getattr as _module_getattr
 from ._engine.manager import ManagerStats, TokenManager
 from ._engine.observers import FlightObserver, FlightOutcome, FlightReport, RefreshObserver, Trigger
 from ._logins.authorization import AuthorizationRequest
@@ -176,4 +176,4 @@ _DEPRECATED = {
     ),
 }
 
-__getattr__ = module_getattr("freshtoken", _DEPRECATED)
+__getattr__ = _module_getattr("freshtoken", _DEPRECATED)

@@ -23,7 +23,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - exercised with sys.mo
 
 from ._client_credentials import ClientCredentialsMixin
 from ._core.policy import Destinations, Origin, default_port
-from ._deprecation import module_getattr
+from ._deprecation import module_getattr as _module_getattr
 from ._engine.manager import TokenManager
 from ._engine.resource import Attempt, Rejected
 from .errors import InsecureTransportError, ReplayError
@@ -193,7 +193,7 @@ class ClientCredentialsMiddleware(ClientCredentialsMixin, TokenMiddleware):
 
 
 # The classes' former second names (the other integrations' words): until 0.2.0, with a warning.
-__getattr__ = module_getattr(
+__getattr__ = _module_getattr(
     "freshtoken.aiohttp",
     {
         "TokenAuth": ("freshtoken.aiohttp", "TokenMiddleware", "TokenMiddleware"),

@@ -289,20 +289,25 @@ def test_once_the_provider_answers_again_every_session_stops_backing_off(
 def test_refreshes_of_one_client_reuse_a_kept_alive_connection(
     oauth_server: ReferenceServer,
 ) -> None:
-    """Ten refreshes one after another: one client on the host for the TLS configuration,
-    its pool holding the connection between them."""
+    """Ten refreshes one after another: one pool on the host for the TLS configuration, the
+    same connection carrying every one of them."""
     refresher = OAuth2Refresher(
         oauth_server.token_url, client_id="demo", client_secret="demo-secret"
     )
     (manager,) = sessions(oauth_server, 1, refresher)
+
+    def idle_connections() -> list[object]:
+        loop = host()._loop
+        assert loop is not None
+        idle = connections._loops[loop].pools[(0, False)]._idle
+        return [connection for kept in idle.values() for connection in kept]
+
+    manager.refresh(timeout=TIMEOUT)
+    before = idle_connections()  # with those earlier tests left
+    assert before
     for _ in range(10):
         manager.refresh(timeout=TIMEOUT)
-    loop = host()._loop
-    assert loop is not None
-    clients = connections._loops[loop].clients
-    assert len(clients) >= 1
-    pool = clients[(0, False)]._transport._pool  # type: ignore[attr-defined]
-    assert 1 <= len(pool.connections) <= 2
+    assert idle_connections() == before  # no connection opened, none lost
 
 
 def test_flights_run_on_the_host_thread_with_none_of_the_callers_context() -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec
 
@@ -373,6 +374,7 @@ class TokenManager(Flights):
     # -- the two shells: decide, start, wait --------------------------------------------------
 
     def _obtain(self, demand: Demand, timeout: float | None) -> TokenSet | None:
+        until = None if timeout is None else time.monotonic() + timeout
         while True:
             decision = self._decide(demand)
             if isinstance(decision, Use):
@@ -387,10 +389,11 @@ class TokenManager(Flights):
                     "a blocking TokenManager call inside an async refresher, store or hook "
                     "would stall every refresh: await the async method (aget_tokens...)"
                 )
-            if not decision.flight.wait(timeout):
+            left = None if until is None else max(0.0, until - time.monotonic())
+            if not decision.flight.wait(left):
                 raise _gave_up_waiting(decision.flight, timeout)
             tokens = decision.flight.outcome()
-            if tokens is not None and answered_by(demand, tokens):
+            if tokens is not None and _answers(decision, demand, tokens):
                 return tokens
 
     async def _aobtain(self, demand: Demand) -> TokenSet | None:
@@ -405,7 +408,7 @@ class TokenManager(Flights):
             if not await decision.flight.wait_async():
                 raise _gave_up_waiting(decision.flight, None)
             tokens = decision.flight.outcome()
-            if tokens is not None and answered_by(demand, tokens):
+            if tokens is not None and _answers(decision, demand, tokens):
                 return tokens
 
     def _decide(self, demand: Demand) -> Use | Wait | Fail | Pass:
@@ -488,6 +491,14 @@ def _refresh_policy(
         stacklevel=4,
     )
     return RefreshPolicy(**flat)
+
+
+def _answers(decision: Wait, demand: Demand, tokens: TokenSet) -> bool:
+    """Whether a flight's tokens answer the caller that waited for it. The flight the caller's
+    own decision started always does: it did what was asked, even when the server answered
+    with the same access token (some do while it is valid), which would otherwise start
+    another flight, and another, without end."""
+    return decision.start is not None or answered_by(demand, tokens)
 
 
 def _gave_up_waiting(flight: FlightHandle, timeout: float | None) -> RefreshFailed:

@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import anyio
 import httpx
@@ -101,17 +101,13 @@ async def asend(
     try:
         with anyio.fail_after(ANSWER_DEADLINE):
             if connections.shared():
-                # On the flight host: its kept-alive client for this TLS configuration.
-                request.extensions = {
-                    **request.extensions,
-                    "timeout": httpx.Timeout(timeout or DEFAULT_TIMEOUT).as_dict(),
-                }
-                client = connections.client_for(ssl_context(verify))
-                response = await client.send(request, stream=True)
-                try:
-                    body = await _read_capped(response, url)
-                finally:
-                    await response.aclose()
+                # On the flight host: its kept-alive connections for this TLS configuration.
+                status, raw, body = await connections.send(
+                    request,
+                    httpx.Timeout(timeout or DEFAULT_TIMEOUT),
+                    ssl_context(verify),
+                    LARGEST_ANSWER,
+                )
             else:
                 async with httpx.AsyncClient(
                     verify=ssl_context(verify),
@@ -119,6 +115,7 @@ async def asend(
                     follow_redirects=False,
                 ) as own_client:
                     response = await own_client.send(request, stream=True)
+                    status, raw = response.status_code, response.headers.raw
                     try:
                         body = await _read_capped(response, url)
                     finally:
@@ -133,10 +130,9 @@ async def asend(
         raise LoginFailed(
             "invalid_response", f"the answer of {_without_query(url)} could not be decoded"
         ) from None
-    headers = [
-        (name, value) for name, value in response.headers.raw if name.lower() not in _FRAMING
-    ]
-    return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+    _check_length(body, url)
+    headers = [(name, value) for name, value in raw if name.lower() not in _FRAMING]
+    return httpx.Response(status, headers=headers, content=body, request=request)
 
 
 # The body is handed on decoded and whole: the headers that described its transfer go.
@@ -147,12 +143,16 @@ async def _read_capped(response: httpx.Response, url: str) -> bytes:
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk
-        if len(body) > LARGEST_ANSWER:
-            raise LoginFailed(
-                "invalid_response",
-                f"the answer of {_without_query(url)} is over {LARGEST_ANSWER} bytes long",
-            )
+        _check_length(body, url)
     return bytes(body)
+
+
+def _check_length(body: bytes | bytearray, url: str) -> None:
+    if len(body) > LARGEST_ANSWER:
+        raise LoginFailed(
+            "invalid_response",
+            f"the answer of {_without_query(url)} is over {LARGEST_ANSWER} bytes long",
+        )
 
 
 def drive(
@@ -241,55 +241,68 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
         sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:
         return asyncio.run(coroutine)
-    results: list[T] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
-    stopped: list[bool] = []
+    return _HelperRun(coroutine).wait(_asyncio_task())
 
-    async def main() -> T:
+
+class _HelperRun(Generic[T]):
+    """A coroutine run to its end on a private loop in a helper thread, for a caller whose own
+    thread runs an event loop; the caller's Ctrl-C cancels it."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, T]) -> None:
+        self._coroutine = coroutine
+        self._lock = threading.Lock()  # guards _task and _stopped
+        self._task: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+        self._stopped = False
+        self._finished = threading.Event()
+        self._outcome: tuple[T | None, BaseException | None] = (None, None)
+
+    def wait(self, caller: asyncio.Task[Any] | None) -> T:
+        helper = threading.Thread(target=self._run, name="freshtoken-blocking")
+        helper.start()
+        # Waited with an Event, not join(): Python < 3.13 takes a join() interrupted by Ctrl-C
+        # for the thread's end (it releases the running thread's lock), so a second join()
+        # would not wait.
+        try:
+            _wait_for(self._finished, caller)
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt raised in this thread, by trio's handler or Python's):
+            # the helper's login ends with it, its listener closed, instead of listening on
+            # until its own timeout behind a caller that has given up.
+            self._stop()
+            self._finished.wait()
+            helper.join()
+            raise
+        helper.join()
+        result, error = self._outcome
+        if error is not None:
+            raise error
+        return result  # type: ignore[return-value]  # T itself may include None
+
+    def _run(self) -> None:
+        try:
+            self._outcome = (asyncio.run(self._main()), None)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
+            self._outcome = (None, error)
+        finally:
+            self._finished.set()
+
+    async def _main(self) -> T:
         task = asyncio.current_task()
         assert task is not None
-        with lock:
-            running.append((asyncio.get_running_loop(), task))
-            if stopped:
-                coroutine.close()
+        with self._lock:
+            self._task = (asyncio.get_running_loop(), task)
+            if self._stopped:
+                self._coroutine.close()
                 raise asyncio.CancelledError
-        return await coroutine
+        return await self._coroutine
 
-    finished = threading.Event()
-
-    def run() -> None:
-        try:
-            results.append(asyncio.run(main()))
-        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(error)
-        finally:
-            finished.set()
-
-    caller = _asyncio_task()
-    helper = threading.Thread(target=run, name="freshtoken-blocking")
-    helper.start()
-    # Waited with an Event, not join(): Python < 3.13 takes a join() interrupted by Ctrl-C for
-    # the thread's end (it releases the running thread's lock), so a second join() would not wait.
-    try:
-        _wait_for(finished, caller)
-    except BaseException:
-        # Ctrl-C (KeyboardInterrupt raised in this thread, by trio's handler or Python's):
-        # the helper's login ends with it, its listener closed, instead of listening on
-        # until its own timeout behind a caller that has given up.
-        with lock:
-            stopped.append(True)
-            for loop, task in running:
+    def _stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            if self._task is not None:
+                loop, task = self._task
                 with contextlib.suppress(RuntimeError):  # its loop is closed: it is over
                     loop.call_soon_threadsafe(task.cancel)
-        finished.wait()
-        helper.join()
-        raise
-    helper.join()
-    if errors:
-        raise errors[0]
-    return results[0]
 
 
 _CANCEL_CHECK = 0.2  # seconds between looks at the asyncio caller's cancellation

@@ -1,8 +1,9 @@
 """Connections to token endpoints from the flight host: kept alive, shared, and capped per issuer.
 
 A refresh used to open a client, a TCP connection and a TLS session of its own. On the host loop
-(see ``host``) the refreshers share instead one pooled, keep-alive ``httpx.AsyncClient`` per TLS
-configuration, so the token endpoint sees a handshake per connection, not per refresh.
+(see ``host``) the refreshers share instead one keep-alive pool per TLS configuration (the
+host's own HTTP/1.1 client, ``http1``, chosen by measurement), so the token endpoint sees a
+handshake per connection, not per refresh.
 
 Each issuer origin (scheme, host, port) also has a cap on the token requests in the air at
 once (``HTTPRefresher(..., concurrency=8)``). A fleet of sessions whose tokens all fall due
@@ -27,28 +28,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import heapq
 import itertools
 import math
+import os
 import ssl
+import sys
 import time
+import urllib.request
 import weakref
 from collections.abc import AsyncIterator
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
+import anyio
 import httpx
 
 from ..errors import RefreshFailed
 from .host import in_host_thread
+from .http1 import Answer, Pool
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "QUEUE_WAIT",
     "Queued",
     "busy",
-    "client_for",
     "place_for",
     "queued",
+    "send",
     "shared",
 ]
 
@@ -137,17 +144,17 @@ def _settle_once(future: asyncio.Future[bool], value: bool) -> None:
         future.set_result(value)
 
 
-_TLSKey: TypeAlias = tuple[int, bool]  # id of the SSLContext (kept alive by the client), or verify
+_TLSKey: TypeAlias = tuple[int, bool]  # id of the SSLContext (kept alive by the pool), or verify
 
 
 class _LoopConnections:
-    """What one event loop holds: its clients and its per-origin caps."""
+    """What one event loop holds: its pools and its per-origin caps."""
 
-    __slots__ = ("caps", "clients", "contexts")
+    __slots__ = ("caps", "pools", "proxied")
 
     def __init__(self) -> None:
-        self.clients: dict[_TLSKey, httpx.AsyncClient] = {}
-        self.contexts: list[ssl.SSLContext] = []  # keeps the ids in the keys meaningful
+        self.pools: dict[_TLSKey, Pool] = {}
+        self.proxied: dict[_TLSKey, httpx.AsyncClient] = {}  # through the environment's proxy
         self.caps: dict[str, Places] = {}
 
 
@@ -157,8 +164,33 @@ _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] =
 
 
 def shared() -> bool:
-    """Whether the running task may use the shared clients and caps (it runs on the host)."""
+    """Whether the running task may use the shared pools and caps (it runs on the host)."""
     return in_host_thread()
+
+
+def time_limit(seconds: float | None) -> contextlib.AbstractAsyncContextManager[object]:
+    """Cancel what runs inside after ``seconds`` (None: no limit), raising TimeoutError.
+
+    On the host loop asyncio's own timeout (Python 3.11+), a third of anyio's cost per
+    refresh; elsewhere anyio's, which also serves trio."""
+    if sys.version_info >= (3, 11) and shared():
+        return asyncio.timeout(seconds)
+    return _AnyioLimit(seconds)
+
+
+class _AnyioLimit:
+    """anyio's ``fail_after`` (a plain context manager) entered with ``async with``."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, seconds: float | None) -> None:
+        self._scope = anyio.fail_after(seconds)
+
+    async def __aenter__(self) -> object:
+        return self._scope.__enter__()
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return self._scope.__exit__(*exc_info)
 
 
 def _connections() -> _LoopConnections:
@@ -169,26 +201,84 @@ def _connections() -> _LoopConnections:
     return held
 
 
-def client_for(verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
-    """The host loop's pooled client for this TLS configuration (made on first use).
+async def send(
+    request: httpx.Request, timeout: httpx.Timeout, verify: ssl.SSLContext | bool, limit: int
+) -> Answer:
+    """Send ``request`` from the host loop's pool for this TLS configuration (made on first
+    use) and read its answer, the body decoded and cut off past ``limit`` bytes.
 
-    Timeouts travel with each request (``request.extensions``), redirects are never followed
-    and no environment settings apply: the client carries nothing from one refresher to another.
+    Redirects are never followed: the pool carries nothing from one refresher to another but
+    its connections. When the environment names a proxy for the URL (``HTTPS_PROXY``,
+    ``ALL_PROXY``... and not ``NO_PROXY``), the request goes through it, on an httpx client
+    (which speaks to proxies; the host's own client does not). Failures raise httpx's
+    exceptions.
     """
     held = _connections()
     key: _TLSKey = (id(verify), True) if isinstance(verify, ssl.SSLContext) else (0, verify)
-    client = held.clients.get(key)
+    if _through_proxy(request.url):
+        return await _send_proxied(_proxy_client(held, key, verify), request, timeout, limit)
+    pool = held.pools.get(key)
+    if pool is None:
+        pool = held.pools[key] = Pool(_context(verify))
+    return await pool.send(request, timeout, limit)
+
+
+_PROXY_VARIABLES = tuple(
+    name
+    for scheme in ("http", "https", "all")
+    for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+)
+
+
+def _through_proxy(url: httpx.URL) -> bool:
+    """Whether the environment sends requests to ``url`` through a proxy (urllib's reading of
+    the variables, as httpx's): a few lookups when none is set."""
+    if not any(name in os.environ for name in _PROXY_VARIABLES):
+        return False
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(url.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(url.host)
+
+
+def _proxy_client(
+    held: _LoopConnections, key: _TLSKey, verify: ssl.SSLContext | bool
+) -> httpx.AsyncClient:
+    client = held.proxied.get(key)
     if client is None:
-        if isinstance(verify, ssl.SSLContext):
-            held.contexts.append(verify)
-        client = httpx.AsyncClient(
-            verify=verify,
+        client = held.proxied[key] = httpx.AsyncClient(
+            verify=_context(verify),
             follow_redirects=False,
-            trust_env=False,
+            trust_env=True,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
-        held.clients[key] = client
     return client
+
+
+async def _send_proxied(
+    client: httpx.AsyncClient, request: httpx.Request, timeout: httpx.Timeout, limit: int
+) -> Answer:
+    request.extensions = {**request.extensions, "timeout": timeout.as_dict()}
+    response = await client.send(request, stream=True)
+    try:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                break
+    finally:
+        await response.aclose()
+    return response.status_code, list(response.headers.raw), bytes(body)
+
+
+def _context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
+    return verify if isinstance(verify, ssl.SSLContext) else _default_context(verify)
+
+
+@functools.lru_cache(maxsize=2)
+def _default_context(verify: bool) -> ssl.SSLContext:
+    # httpx's: the same CA bundle its clients trust (loading it costs ~25-100 ms, once).
+    return httpx.create_ssl_context(verify=verify)
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ See docs/bff.md.
 
 from typing import TYPE_CHECKING
 
-from .._deprecation import module_getattr
+from .._deprecation import module_getattr as _module_getattr
 from ..errors import LoginRequired
 from ._app import BFF, derive_key
 from ._memory_sessions import MemorySessionStore
@@ -33,7 +33,7 @@ __all__ = [
 
 # Internals the package used to export: importable from here until 0.2.0, with a warning.
 _INTERNAL = "internal: import it from its module, or do without"
-__getattr__ = module_getattr(
+__getattr__ = _module_getattr(
     "freshtoken.bff",
     {
         "ServedApp": ("freshtoken.bff._serving", "ServedApp", _INTERNAL),

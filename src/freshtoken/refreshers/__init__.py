@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._deprecation import module_getattr
+from .._deprecation import module_getattr as _module_getattr
 from .._engine.refresher import Refresher
 from .._oauth.client_auth import ClientAuth, ClientAuthMethod
 from ._function import FunctionRefresher
@@ -81,4 +81,4 @@ _DEPRECATED = {
     "json_login": ("freshtoken._logins.flows", "json_login", "freshtoken.json_login"),
 }
 
-__getattr__ = module_getattr("freshtoken.refreshers", _DEPRECATED)
+__getattr__ = _module_getattr("freshtoken.refreshers", _DEPRECATED)

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
-import anyio
 import httpx
 
 from .._core.clock import Clock, system_clock
@@ -72,6 +71,15 @@ class HTTPRefresher:
             raise ValueError("concurrency must be a whole number >= 1")
         self.concurrency = concurrency
         self._ssl_context: ssl.SSLContext | None = None
+        self._parsed: tuple[str, httpx.URL] | None = None
+
+    @property
+    def _parsed_url(self) -> httpx.URL:
+        """``url`` parsed, once (again if ``url`` is replaced)."""
+        kept = self._parsed
+        if kept is None or kept[0] != self.url:
+            kept = self._parsed = (self.url, httpx.URL(self.url))
+        return kept[1]
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -252,21 +260,17 @@ async def _exchange(
     deadline: float | None,
 ) -> httpx.Response:
     budget = math.inf if deadline is None else deadline - time.monotonic()
+    status: int | None = None
     try:
-        with anyio.fail_after(max(budget, 0.0) if math.isfinite(budget) else None):
+        async with connections.time_limit(max(budget, 0.0) if math.isfinite(budget) else None):
             if connections.shared():
-                request.extensions = {
-                    **request.extensions,
-                    "timeout": httpx.Timeout(timeout).as_dict(),
-                }
-                response = await connections.client_for(verify).send(request, stream=True)
-                try:
-                    body = await _read_capped(response)
-                finally:
-                    await response.aclose()
+                status, raw, body = await connections.send(
+                    request, httpx.Timeout(timeout), verify, LARGEST_ANSWER
+                )
             else:
                 async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
                     response = await client.send(request, stream=True)
+                    status, raw = response.status_code, response.headers.raw
                     try:
                         body = await _read_capped(response)
                     finally:
@@ -283,13 +287,12 @@ async def _exchange(
         raise RefreshFailed(
             "malformed_response",
             "the token endpoint's answer could not be decoded (corrupt compression)",
-            status=response.status_code,
+            status=status,
             answer_lost=True,
         ) from None
-    headers = [
-        (name, value) for name, value in response.headers.raw if name.lower() not in _BODY_FRAMING
-    ]
-    return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+    _check_length(body, status)
+    headers = [(name, value) for name, value in raw if name.lower() not in _BODY_FRAMING]
+    return httpx.Response(status, headers=headers, content=body, request=request)
 
 
 # The body is handed on decoded and whole: the headers that described its transfer go.
@@ -300,15 +303,19 @@ async def _read_capped(response: httpx.Response) -> bytes:
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk
-        if len(body) > LARGEST_ANSWER:
-            raise RefreshFailed(
-                "malformed_response",
-                f"the token endpoint's answer is over {LARGEST_ANSWER} bytes long, more than "
-                "any token answer",
-                status=response.status_code,
-                answer_lost=True,
-            )
+        _check_length(body, response.status_code)
     return bytes(body)
+
+
+def _check_length(body: bytes | bytearray, status: int | None) -> None:
+    if len(body) > LARGEST_ANSWER:
+        raise RefreshFailed(
+            "malformed_response",
+            f"the token endpoint's answer is over {LARGEST_ANSWER} bytes long, more than "
+            "any token answer",
+            status=status,
+            answer_lost=True,
+        )
 
 
 def _transport_failure(error: httpx.TransportError) -> RefreshFailed:
