@@ -2,12 +2,12 @@
 
 A refresh is one small POST and one small answer, and at a fleet's scale the client's own cost
 is most of a refresh's CPU. One warm token POST to the reference server and its answer, median
-microseconds (``benchmarks/bench_engine.py --transports``, two runs on a shared machine at load
-averages of 1.2 and 2.5): httpx's blocking client 932 and 953, ``httpx.AsyncClient`` 1,177 and
-1,129, httpcore's pool used directly 940 and 940, aiohttp 642 and 657, this client 549 and 686.
-The difference is plumbing (anyio streams, httpcore's pool and its locks, httpx's models),
-none of which a token request needs; h11, which does the protocol, is the same. aiohttp is as
-fast but an optional dependency; h11 is one already.
+microseconds, the clients taking turns (``benchmarks/bench_engine.py --transports --rounds
+500``, two runs on a shared 2-core machine): this client 799 and 1,005; aiohttp 912 and 1,178;
+httpcore's pool used directly 1,039 and 1,307; httpx's blocking client 1,116 and 1,460;
+``httpx.AsyncClient`` 1,343 and 1,749. The difference is plumbing (anyio streams, httpcore's
+pool and its locks, httpx's models), none of which a token request needs; h11, which does the
+protocol, is the same. aiohttp comes close but is an optional dependency; h11 is one already.
 
 What it does, and nothing more, since a token endpoint gets nothing else:
 
