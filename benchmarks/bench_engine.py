@@ -11,8 +11,8 @@
     after recovery (goal <= the cap, 8), seconds until every session works again, the client's
     CPU per second in the warm spell and in the outage.
 (a') ``--transports``: one warm token POST through each client the flight host could use
-    (httpx blocking and async, httpcore's pool, aiohttp, the host's own ``http1``), taking turns, which is
-    how ``_runtime/http1.py`` was chosen.
+    (httpx blocking and async, httpcore's pool, aiohttp, the host's own ``http1``), taking
+    turns, which is how ``_runtime/http1.py`` was chosen.
 (c) ``--baseline SRC`` runs the same scenarios with an older checkout's ``src`` on PYTHONPATH
     (each scenario in a process of its own, one after the other, with a reference server of
     its own), so the numbers are side by side in one run:
