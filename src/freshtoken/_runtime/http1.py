@@ -1,12 +1,13 @@
 """The flight host's HTTP/1.1 client for token endpoints: h11 over asyncio's own transports.
 
 A refresh is one small POST and one small answer, and at a fleet's scale the client's own cost
-is most of a refresh's CPU. Measured on a warm connection to the reference server (a token
-POST and its answer, median of 400, one run; ``benchmarks/bench_engine.py --transports``):
-``httpx.AsyncClient`` 1,177 us, httpcore's pool used directly 940 us, aiohttp 642 us, this
-client 549 us; httpx's blocking client, the bare baseline the engine is measured against,
-932 us. The difference is plumbing (anyio streams, httpcore's pool and its locks, httpx's
-models), none of which a token request needs; h11, which does the protocol, is the same.
+is most of a refresh's CPU. One warm token POST to the reference server and its answer, median
+microseconds, the clients taking turns (``benchmarks/bench_engine.py --transports --rounds
+500``, two runs on a shared 2-core machine): this client 799 and 1,005; aiohttp 912 and 1,178;
+httpcore's pool used directly 1,039 and 1,307; httpx's blocking client 1,116 and 1,460;
+``httpx.AsyncClient`` 1,343 and 1,749. The difference is plumbing (anyio streams, httpcore's
+pool and its locks, httpx's models), none of which a token request needs; h11, which does the
+protocol, is the same. aiohttp comes close but is an optional dependency; h11 is one already.
 
 What it does, and nothing more, since a token endpoint gets nothing else:
 
