@@ -110,7 +110,11 @@ async def _api(port: int) -> None:
 
 class Gate:
     """A TCP relay to the reference server; ``mode`` is pass, refused, 503 or hanging. Counts
-    the token requests in the air (a request sent, its answer not begun) and their peak."""
+    the token requests in the air (a request sent, its answer not begun) and their peak.
+
+    Leaving ``pass`` closes every connection at once, as a provider that fails abruptly does:
+    a request in the air then may have been processed by the server (its refresh token
+    rotated) with its answer lost. ``cut`` counts them."""
 
     def __init__(self, port: int, target: int) -> None:
         self.port, self.target = port, target
@@ -118,6 +122,7 @@ class Gate:
         self.in_air = 0
         self.peak = 0
         self.requests = 0
+        self.cut = 0
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[asyncio.StreamWriter] = set()
 
@@ -125,6 +130,8 @@ class Gate:
         self.server = await asyncio.start_server(self.serve, "127.0.0.1", self.port)
 
     async def set_mode(self, mode: str) -> None:
+        if self.mode == "pass" and mode != "pass":
+            self.cut += self.in_air
         self.mode = mode
         for writer in list(self.connections):  # every kept-alive connection ends with the mode
             writer.close()
@@ -193,7 +200,12 @@ class Gate:
             up_writer.close()
 
     def stats(self) -> dict[str, int]:
-        return {"in_air": self.in_air, "peak": self.peak, "requests": self.requests}
+        return {
+            "in_air": self.in_air,
+            "peak": self.peak,
+            "requests": self.requests,
+            "cut": self.cut,
+        }
 
 
 async def _gate(port: int, target: int) -> None:
@@ -214,6 +226,42 @@ async def _gate(port: int, target: int) -> None:
 
 # -- the BFF worker --------------------------------------------------------------------------
 
+TRACE_ENV = "BENCH_OUTAGE_TRACE"
+
+
+def fingerprint(secret: str | None) -> str:
+    """A refresh token's short SHA-256: traces name tokens without holding them."""
+    import hashlib
+
+    return "-" if secret is None else hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def _tracing_refresher(token_url: str, attempts: list[tuple[float, str, str]]) -> Any:
+    """The BFF's refresher, recording each token request: (monotonic start, the refresh token
+    presented, what came of it: ``ok <new refresh token>`` or the failure)."""
+    from freshtoken import OAuth2Refresher, TokenSet
+
+    class Tracing(OAuth2Refresher):
+        async def arefresh(self, current: TokenSet | None, *args: Any, **kwargs: Any) -> TokenSet:
+            begun = time.monotonic()
+            presented = fingerprint(None if current is None else current.refresh_token)
+            try:
+                tokens = await super().arefresh(current, *args, **kwargs)
+            except Exception as error:
+                code = getattr(error, "error", type(error).__name__)
+                lost = " lost" if getattr(error, "answer_lost", False) else ""
+                attempts.append((begun, presented, f"{code}{lost} +{time.monotonic() - begun:.3f}"))
+                raise
+            took = time.monotonic() - begun
+            attempts.append(
+                (begun, presented, f"ok {fingerprint(tokens.refresh_token)} +{took:.3f}")
+            )
+            return tokens
+
+    return Tracing(
+        token_url, client_id="demo", client_secret="demo-secret", allow_insecure_http=True
+    )
+
 
 def _bff(
     port: int,
@@ -233,8 +281,11 @@ def _bff(
     from freshtoken.bff._app import REFRESH_WAIT
 
     answers = json.loads(Path(tokens_file).read_text())
+    trace_file = os.environ.get(TRACE_ENV)
+    attempts: list[tuple[float, str, str]] = []
     bff = BFF(
         token_url=token_url,
+        refresher=None if trace_file is None else _tracing_refresher(token_url, attempts),
         client_id="demo",
         client_secret="demo-secret",
         secret_key=SECRET,
@@ -270,6 +321,8 @@ def _bff(
             if message["type"] == "lifespan.shutdown.complete":
                 document = {"calls": answers_times, "stalls": stalls}
                 Path(ids_file + ".worker").write_text(json.dumps(document))
+                if trace_file is not None:
+                    Path(trace_file).write_text(json.dumps(attempts))
             if message["type"] == "lifespan.startup.complete":
                 watcher = asyncio.ensure_future(watch_loop())
                 background.add(watcher)
@@ -429,6 +482,10 @@ def percentile(values: list[float], fraction: float) -> float:
 def run(args: argparse.Namespace) -> None:
     directory = Path(tempfile.mkdtemp(prefix="bench-bff-outage-"))
     ids_file, tokens_file = directory / "ids", directory / "tokens.json"
+    trace_file = directory / "trace.json"
+    if args.trace:
+        os.environ[TRACE_ENV] = str(trace_file)  # the BFF child inherits it
+    server_stats: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         issuer = stack.enter_context(server_process("--access-ttl", f"{args.ttl:g}"))
         issuer_port = int(issuer.rsplit(":", 1)[1])
@@ -514,6 +571,7 @@ def run(args: argparse.Namespace) -> None:
         )
         stop.set()
         threads_now = threads_of(bff.pid)
+        server_stats = httpx.get(issuer + "/admin/stats").json()
     worker_file = Path(str(ids_file) + ".worker")
     worker = json.loads(worker_file.read_text()) if worker_file.exists() else None
     report(
@@ -529,6 +587,48 @@ def run(args: argparse.Namespace) -> None:
         loads=loads,
         worker=worker,
     )
+    refreshes = server_stats.get("refreshes", 0)
+    print(
+        f"  the server: {refreshes:,} refreshes, "
+        f"{server_stats.get('reuse_detections', 0)} refresh token reuses detected "
+        f"(each revokes a session), {server_stats.get('grace_replays', 0)} grace replays"
+    )
+    if args.trace:
+        (directory / "calls.json").write_text(json.dumps({"calls": calls, "marks": marks}))
+        print(f"  trace: {directory}")
+    if args.trace and trace_file.exists():
+        trace_lost(
+            json.loads(trace_file.read_text()),
+            json.loads(tokens_file.read_text()),
+            [call[3] for call in final if call[2] == 401],
+            marks,
+        )
+
+
+def trace_lost(
+    attempts: list[tuple[float, str, str]],
+    answers: list[tuple[dict[str, Any], float]],
+    lost: list[int],
+    marks: dict[str, float],
+) -> None:
+    """Every token request of each lost session, following its refresh tokens from its login,
+    times relative to the outage's start."""
+    by_token: dict[str, list[tuple[float, str, str]]] = {}
+    for attempt in attempts:
+        by_token.setdefault(attempt[1], []).append(attempt)
+    for index in lost:
+        print(f"  lost session {index}: its token requests (s from the outage's start)")
+        token, seen = fingerprint(answers[index][0].get("refresh_token")), set()
+        while token in by_token and token not in seen:
+            seen.add(token)
+            following = None
+            for begun, presented, outcome in sorted(by_token[token]):
+                print(f"    {begun - marks['down']:+9.3f}  presented {presented}: {outcome}")
+                if outcome.startswith("ok "):
+                    following = outcome.split()[1]
+            if following is None:
+                break
+            token = following
 
 
 def report(
@@ -597,6 +697,9 @@ def report(
     if args.outage <= 0:
         seconds = down - marks["start"]
         print(f"  BFF CPU: {(cpu['down'] - cpu['start']) / seconds:.2f} core")
+        print(
+            f"  machine load average (1 min): start {loads['start']:.1f}, end {loads['down']:.1f}"
+        )
         print(f"  sessions lost (401 login_required afterwards): {lost} {final_statuses}")
         return
     print(
@@ -628,6 +731,10 @@ def report(
     if args.recovery > 0:
         print(f"  BFF CPU, recovery: {(cpu['end'] - cpu['up']) / args.recovery:.2f} core")
     outage_requests = gate_stats["outage"]["requests"]
+    print(
+        f"  token requests in the air when the gate closed (cut off, answers lost; a server "
+        f"that processed one rotated its refresh token): {gate_stats['outage']['cut']}"
+    )
     print(
         f"  token requests: {gate_stats['warmup']['requests'] / args.warmup:.0f}/s before, "
         f"{outage_requests / args.outage:.0f}/s during the outage reached the gate"
@@ -667,6 +774,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--call-timeout", type=float, default=30.0, help="a call unanswered after this is 599"
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="record the BFF's token requests; print those of each lost session",
     )
     parser.add_argument("--api", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--gate", nargs=2, type=int, help=argparse.SUPPRESS)

@@ -11,8 +11,8 @@
     after recovery (goal <= the cap, 8), seconds until every session works again, the client's
     CPU per second in the warm spell and in the outage.
 (a') ``--transports``: one warm token POST through each client the flight host could use
-    (httpx blocking and async, httpcore's pool, aiohttp, the host's own ``http1``), which is
-    how ``_runtime/http1.py`` was chosen.
+    (httpx blocking and async, httpcore's pool, aiohttp, the host's own ``http1``), taking
+    turns, which is how ``_runtime/http1.py`` was chosen.
 (c) ``--baseline SRC`` runs the same scenarios with an older checkout's ``src`` on PYTHONPATH
     (each scenario in a process of its own, one after the other, with a reference server of
     its own), so the numbers are side by side in one run:
@@ -133,10 +133,12 @@ def cost(url: str, rounds: int, block: int) -> dict[str, float]:
 
 def transports(url: str, rounds: int) -> dict[str, float]:
     """Median microseconds of one warm refresh-token POST and its answer read whole, through
-    each client the flight host could use, one after the other on one connection each:
-    httpx's blocking client (the bare baseline of ``cost``), ``httpx.AsyncClient``, httpcore's
-    async pool used directly, aiohttp (if installed) and the host's own ``http1`` pool."""
+    each client the flight host could use, in turns (one POST each per round, the order
+    rotating), so that drift in the machine's load hits all alike: httpx's blocking client
+    (the bare baseline of ``cost``), ``httpx.AsyncClient``, httpcore's async pool used
+    directly, aiohttp (if installed) and the host's own ``http1`` pool."""
     import json as jsonlib
+    from collections.abc import Awaitable, Callable
     from urllib.parse import urlencode
 
     import httpcore
@@ -145,6 +147,7 @@ def transports(url: str, rounds: int) -> dict[str, float]:
 
     refresh = [str(login(url)["refresh_token"])]
     token_url = url + "/oauth/token"
+    form_type = [(b"content-type", b"application/x-www-form-urlencoded")]
 
     def form() -> dict[str, str]:
         return {
@@ -154,65 +157,70 @@ def transports(url: str, rounds: int) -> dict[str, float]:
             "client_secret": "demo-secret",
         }
 
-    def took(samples: list[float]) -> float:
-        return statistics.median(samples[rounds // 10 :]) * 1e6  # the first tenth warms up
+    async def each() -> dict[str, float]:
+        sync_client = httpx.Client()
+        async_client = httpx.AsyncClient()
+        pool = httpcore.AsyncConnectionPool()
+        http1 = Pool(httpx.create_ssl_context())
+        timeout = httpx.Timeout(10.0)
 
-    result: dict[str, float] = {}
-    with httpx.Client() as client:
-        samples = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            answer = client.post(token_url, data=form())
-            refresh[0] = answer.json()["refresh_token"]
-            samples.append(time.perf_counter() - start)
-        result["httpx_sync_us"] = took(samples)
+        async def httpx_sync() -> str:
+            return str(sync_client.post(token_url, data=form()).json()["refresh_token"])
 
-    async def each_async() -> None:
-        samples: list[float] = []
-        async with httpx.AsyncClient() as client:
-            for _ in range(rounds):
-                start = time.perf_counter()
-                answer = await client.post(token_url, data=form())
-                refresh[0] = answer.json()["refresh_token"]
-                samples.append(time.perf_counter() - start)
-        result["httpx_async_us"] = took(samples)
-        samples = []
-        form_type = [(b"content-type", b"application/x-www-form-urlencoded")]
-        async with httpcore.AsyncConnectionPool() as pool:
-            for _ in range(rounds):
-                start = time.perf_counter()
-                body = urlencode(form()).encode()
-                raw = await pool.request("POST", token_url, headers=form_type, content=body)
-                refresh[0] = jsonlib.loads(raw.content)["refresh_token"]
-                samples.append(time.perf_counter() - start)
-        result["httpcore_async_us"] = took(samples)
+        async def httpx_async() -> str:
+            answer = await async_client.post(token_url, data=form())
+            return str(answer.json()["refresh_token"])
+
+        async def httpcore_async() -> str:
+            body = urlencode(form()).encode()
+            raw = await pool.request("POST", token_url, headers=form_type, content=body)
+            return str(jsonlib.loads(raw.content)["refresh_token"])
+
+        async def host_http1() -> str:
+            request = httpx.Request("POST", token_url, data=form())
+            _, _, body = await http1.send(request, timeout, 1 << 20)
+            return str(jsonlib.loads(body)["refresh_token"])
+
+        clients: dict[str, Callable[[], Awaitable[str]]] = {
+            "httpx_sync_us": httpx_sync,
+            "httpx_async_us": httpx_async,
+            "httpcore_async_us": httpcore_async,
+            "host_http1_us": host_http1,
+        }
+        session = None
         try:
             import aiohttp
         except ImportError:
             print("aiohttp is not installed: its column is left out", file=sys.stderr)
         else:
-            samples = []
-            async with aiohttp.ClientSession() as session:
-                for _ in range(rounds):
-                    start = time.perf_counter()
-                    async with session.post(token_url, data=form()) as reply:
-                        body = await reply.read()
-                    refresh[0] = jsonlib.loads(body)["refresh_token"]
-                    samples.append(time.perf_counter() - start)
-            result["aiohttp_us"] = took(samples)
-        samples = []
-        http1 = Pool(httpx.create_ssl_context())
-        timeout = httpx.Timeout(10.0)
-        for _ in range(rounds):
-            start = time.perf_counter()
-            request = httpx.Request("POST", token_url, data=form())
-            _, _, body = await http1.send(request, timeout, 1 << 20)
-            refresh[0] = jsonlib.loads(body)["refresh_token"]
-            samples.append(time.perf_counter() - start)
-        http1.close()
-        result["host_http1_us"] = took(samples)
+            session = aiohttp.ClientSession()
 
-    asyncio.run(each_async())
+            async def aiohttp_post() -> str:
+                assert session is not None
+                async with session.post(token_url, data=form()) as reply:
+                    body = await reply.read()
+                return str(jsonlib.loads(body)["refresh_token"])
+
+            clients["aiohttp_us"] = aiohttp_post
+        samples: dict[str, list[float]] = {name: [] for name in clients}
+        names = list(clients)
+        for turn in range(rounds):
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                start = time.perf_counter()
+                refresh[0] = await clients[name]()
+                samples[name].append(time.perf_counter() - start)
+        sync_client.close()
+        await async_client.aclose()
+        await pool.aclose()
+        http1.close()
+        if session is not None:
+            await session.close()
+        # The first tenth warms up (connections, code paths).
+        return {
+            name: statistics.median(times[rounds // 10 :]) * 1e6 for name, times in samples.items()
+        }
+
+    result = asyncio.run(each())
     result["load_average"] = os.getloadavg()[0]
     return result
 

@@ -8,6 +8,7 @@ Over real TCP against the reference server where the wire matters.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ from freshtoken import (
 from freshtoken._runtime import connections
 from freshtoken._runtime.host import THREAD_NAME, WORKERS, host
 from freshtoken.server import ReferenceServer
+from freshtoken.testing import ServerFactory
 
 TIMEOUT = 30.0
 
@@ -198,6 +200,68 @@ def test_many_credentials_recover_from_an_outage_on_their_first_call_at_most_cap
     assert stats["token_requests"] == stats["refreshes"] == 120
     assert stats["most_token_requests_in_flight"] == 2
     assert stats["reuse_detections"] == 0
+
+
+def on_host(function: Callable[[], Any]) -> Any:
+    """``function()`` run on the flight host's loop (where the issuers' queues live)."""
+    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    async def run() -> None:
+        result.set_result(function())
+
+    host().submit(run)
+    return result.result(TIMEOUT)
+
+
+def test_a_caller_whose_token_expired_goes_before_queued_background_refreshes(
+    oauth_server: ReferenceServer,
+) -> None:
+    """concurrency=1: one background refresh in the air and ten queued
+    behind it (their tokens are due but work for 25 s more). A session whose token has
+    expired, its caller waiting, is sent next, not after the ten (they go on after it)."""
+    refresher = OAuth2Refresher(
+        oauth_server.token_url, client_id="demo", client_secret="demo-secret", concurrency=1
+    )
+    origin = refresher._cap()[0]
+    landed: list[str] = []
+
+    def session(name: str) -> TokenManager:
+        manager = TokenManager(
+            refresher, clock=oauth_server.clock, on_refresh=lambda _: landed.append(name)
+        )
+        manager.set_tokens(
+            TokenSet.from_response(oauth_server.login(), sent_at=oauth_server.clock())
+        )
+        return manager
+
+    expired = session("expired")
+    oauth_server.advance(100)
+    due = [session(f"due {n}") for n in range(11)]
+    oauth_server.advance(275)  # the ten due ones are STALE (30 s window), "expired" expired
+    oauth_server.set_latency(1.0)  # the first request holds the one place while the queue forms
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while not condition():  # a poll of a gauge, not a synchronisation
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> TokenSet:
+        await due[0].aget_tokens()  # still works: a background refresh goes out
+        await until(lambda: oauth_server.stats()["token_requests_in_flight"] == 1)
+        oauth_server.set_latency(0.05)  # for the requests after it
+        for manager in due[1:]:
+            await manager.aget_tokens()
+        await until(lambda: on_host(lambda: connections.waiting(origin)) == 10)
+        return await expired.aget_tokens()
+
+    tokens = asyncio.run(scenario())
+    assert tokens.expires_at is not None
+    assert tokens.expires_at > oauth_server.clock()
+    assert host().wait_idle(TIMEOUT)
+    assert landed[:2] == ["due 0", "expired"], landed
+    assert sorted(landed[2:]) == sorted(f"due {n}" for n in range(1, 11))
+    assert oauth_server.stats()["reuse_detections"] == 0
 
 
 def test_once_the_provider_answers_again_every_session_stops_backing_off(
@@ -386,8 +450,87 @@ def test_the_refresh_window_widens_after_slow_refreshes() -> None:
     assert manager.cached_tokens() is not None
 
 
+class Triggers(RefreshObserver):
+    """Records why each flight started."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def flight_started(self, trigger: Trigger) -> FlightObserver | None:
+        self.seen.append(trigger)
+        return None
+
+
+def test_the_refresh_window_widens_to_the_callers_cadence(
+    oauth_server_factory: ServerFactory,
+) -> None:
+    """20 s tokens due 5 s before expiry, a caller every 5 s give or take 10 ms: the window
+    can fall between two calls, and the next call finds the token expired and waits. Once
+    that is seen, the window is 1.25 x the time the caller stayed away: for two minutes every
+    refresh is started in the background by a call that still had a working token."""
+    server = oauth_server_factory(access_ttl=20)
+    triggers = Triggers()
+    manager = TokenManager(
+        OAuth2Refresher(server.token_url, client_id="demo", client_secret="demo-secret"),
+        clock=server.clock,
+        policy=RefreshPolicy(leeway=5),
+        observer=triggers,
+    )
+    manager.set_tokens(TokenSet.from_response(server.login(), sent_at=server.clock()))
+    for gap in [4.99, 5.01] * 12:
+        server.advance(gap)
+        manager.get_tokens(timeout=TIMEOUT)
+        assert manager.wait_idle(TIMEOUT)
+    assert triggers.seen.count("expiry") == 1, triggers.seen
+    assert triggers.seen.count("stale") >= 4
+    assert server.stats()["reuse_detections"] == 0
+
+
+def test_a_first_call_late_in_the_window_widens_the_next_one() -> None:
+    """20 s tokens due 5 s before expiry; the first call since it fell due comes 4.99 s in,
+    10 ms before expiry (its token would expire on its way upstream): served, refreshed in
+    the background, and the next tokens fall due 1.25 x 4.99 s before their expiry."""
+    clock = ManualClock(1_000_000.0)
+
+    def endpoint(current: TokenSet | None) -> dict[str, Any]:
+        return {"access_token": "a", "refresh_token": "r", "expires_in": 20}
+
+    manager = TokenManager(FunctionRefresher(endpoint), clock=clock, policy=RefreshPolicy(leeway=5))
+    manager.set_tokens(TokenSet.from_response(endpoint(None), sent_at=clock()))
+    clock.advance(19.99)
+    manager.get_tokens(timeout=TIMEOUT)
+    assert manager.wait_idle(TIMEOUT)
+    assert manager.rules.refresh.use_interval == pytest.approx(4.99)
+    refreshed = manager.cached_tokens()
+    assert refreshed is not None
+    assert refreshed.expires_at == pytest.approx(clock() + 20)
+    clock.advance(20 - 1.25 * 4.99 - 0.01)
+    assert manager.cached_tokens() is not None
+    clock.advance(0.02)
+    assert manager.cached_tokens() is None  # due: the next caller refreshes it
+
+
+def test_an_idle_spell_is_not_taken_for_the_callers_cadence() -> None:
+    """A caller back after half an hour finds the token expired: the window stays as set."""
+    clock = ManualClock(1_000_000.0)
+    calls: list[int] = []
+
+    def endpoint(current: TokenSet | None) -> dict[str, Any]:
+        calls.append(1)
+        return {"access_token": f"a{len(calls)}", "refresh_token": "r", "expires_in": 20}
+
+    manager = TokenManager(FunctionRefresher(endpoint), clock=clock, policy=RefreshPolicy(leeway=5))
+    manager.set_tokens(TokenSet.from_response(endpoint(None), sent_at=clock()))
+    clock.advance(1800)
+    manager.get_tokens(timeout=TIMEOUT)
+    clock.advance(14.9)  # 5.1 s left: FRESH by the configured 5 s window
+    assert manager.cached_tokens() is not None
+    assert manager.rules.refresh.use_interval == 0
+
+
 def test_the_observed_duration_is_a_value_the_policy_is_given() -> None:
-    """The policy stays pure: the duration comes in as a value, bounded by half the lifetime."""
+    """The policy stays pure: the duration (and the callers' interval) come in as values,
+    bounded by half the lifetime."""
     now = 1_000_000.0
     tokens = TokenSet("a", expires_at=now + 2, obtained_at=now)
     assert RefreshPolicy().refresh_due_at(tokens) == pytest.approx(now + 1.5)
@@ -395,6 +538,13 @@ def test_the_observed_duration_is_a_value_the_policy_is_given() -> None:
     assert RefreshPolicy(refresh_duration=5.0).refresh_due_at(tokens) == pytest.approx(now + 1.0)
     with pytest.raises(ValueError, match="refresh_duration"):
         RefreshPolicy(refresh_duration=-1)
+    # the callers' interval too, added to the duration's headroom, with the same bound
+    assert RefreshPolicy(use_interval=0.4).refresh_due_at(tokens) == pytest.approx(now + 1.5)
+    both = RefreshPolicy(refresh_duration=0.1, use_interval=0.4)
+    assert both.refresh_due_at(tokens) == pytest.approx(now + 2 - 0.3 - 0.5)
+    assert RefreshPolicy(use_interval=9.0).refresh_due_at(tokens) == pytest.approx(now + 1.0)
+    with pytest.raises(ValueError, match="use_interval"):
+        RefreshPolicy(use_interval=-1)
 
 
 pytestmark_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

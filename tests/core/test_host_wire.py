@@ -216,6 +216,22 @@ def test_a_server_that_closes_a_kept_alive_connection_costs_no_refresh(
     assert server.connections == 3
 
 
+def test_a_kept_alive_connection_closed_unanswered_is_tried_once_more_on_a_new_one(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """The idle-close race: the server closes a kept-alive connection just as the next
+    request goes out on it, and answers not a byte. The request goes once more on a new
+    connection (as the engine's own retry would, only at once); a new connection closed
+    unanswered fails as before."""
+    server = serve(lambda number: answer(TOKENS) if number == 0 else CLOSE)
+    manager = session(server)
+    manager.refresh(timeout=TIMEOUT)
+    manager.refresh(timeout=TIMEOUT)
+    assert server.connections == 2
+    assert len(server.requests) == 3
+    assert manager.stats.snapshot()["refresh_failures"] == 0
+
+
 def test_connection_close_is_honoured(serve: Callable[[Script], RawServer]) -> None:
     server = serve(lambda _: answer(TOKENS, "Connection: close"))
     manager = session(server)

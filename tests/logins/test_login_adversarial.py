@@ -92,6 +92,36 @@ def test_the_device_login_never_waits_past_the_codes_expiry(
     assert server.stats()["token_requests_by_grant"].get("device_code", 0) == 0
 
 
+def test_a_device_login_polled_by_a_server_that_asks_for_no_wait_still_ends(
+    oauth_server_factory: ServerFactory,
+) -> None:
+    """interval 0 and a code that lives for months, approved by nobody: the client polls at
+    most once a second, and gives up after an hour (the code's life is capped), instead of
+    polling as fast as the server answers, for as long as it says."""
+    server = oauth_server_factory(device_interval=0, device_code_ttl=1e7)
+    prompts: list[DevicePrompt] = []
+    sleeps: list[float] = []
+    started = server.clock()
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        server.advance(seconds * 100)  # time flies: a hundred seconds pass per second asked
+
+    with pytest.raises(LoginFailed) as caught:
+        flows.device_login(
+            server.issuer,
+            client_id="demo-public",
+            on_prompt=prompts.append,
+            sleep=sleep,
+            clock=server.clock,
+        )
+    assert caught.value.error == "expired_token"
+    assert prompts[0].expires_in == 3600
+    assert min(sleeps) >= 1.0
+    assert server.clock() - started <= 3600 + 100
+    assert server.stats()["token_requests_by_grant"]["device_code"] == len(sleeps) - 1
+
+
 # -- options ------------------------------------------------------------------------------------
 
 

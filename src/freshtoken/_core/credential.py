@@ -31,6 +31,12 @@ The rules, in order (``now`` is the wall clock, for expiry; everything that wait
 3. STALE tokens are used, and one background flight refreshes them (one attempt; the store's
    lock tried once): no request waits while its token still works. During a failure backoff or
    while another process holds the lock, no new background flight starts.
+   The first caller since the token fell due (STALE or EXPIRED) shows how long callers stay
+   away: at least the time since it fell due (the caller before found it FRESH). The
+   longest such interval (``use_interval``; only one under half the lifetime: an idle
+   session coming back tells nothing of a cadence) widens the next tokens' window
+   (``RefreshPolicy``), so that a call falls inside it early enough: a call at the window's
+   very end would send a token that expires on its way, or find it expired.
 4. EXPIRED or missing tokens make callers wait for a flight (started if none runs), which
    retries with backoff. After a failure the next flight starts only once the backoff has run
    out; callers arriving earlier wait the rest of it, or, when the last flight already used all
@@ -369,6 +375,10 @@ class CredentialState:
         self.floor_until = -math.inf
         self.rejections = 0
         self.last_rejection_refresh = -math.inf
+        # callers' cadence (rule 3): how long they stay away, learned from the first caller
+        # after each token falls due
+        self.use_interval = 0.0
+        self._window_met = False  # a caller came since the view fell due
 
     # -- decisions ----------------------------------------------------------------------------
 
@@ -397,6 +407,8 @@ class CredentialState:
                 return Use(view.tokens, self._start(FRESH, rules, background=True, reload=True))
         if freshness is Freshness.FRESH:
             return Use(view.tokens)
+        if not self._window_met:
+            self._caller_was_away(view, now)
         if freshness is Freshness.STALE:
             if self.flight is not None or self._backing_off(rules, mono) or mono < self.busy_until:
                 return Use(view.tokens)
@@ -404,6 +416,15 @@ class CredentialState:
         if self.flight is not None:
             return Wait(self.flight)
         return self._wait_for_new(FRESH, rules, mono)
+
+    def _caller_was_away(self, view: View, now: float) -> None:
+        """Rule 3: the first caller since the token fell due: callers stay away at least
+        ``now - due_at`` (the one before found it FRESH)."""
+        self._window_met = True  # once per view
+        lifetime = view.tokens.lifetime
+        away = now - view.due_at
+        if lifetime is not None and 0 < away <= lifetime / 2 and away > self.use_interval:
+            self.use_interval = away
 
     def _decide_replace(self, demand: Replace, rules: Rules, now: float, mono: float) -> Decision:
         view = self.view
@@ -561,6 +582,7 @@ class CredentialState:
         self.invalidate()
 
     def _see(self, tokens: TokenSet | None, rules: Rules) -> None:
+        self._window_met = False
         self.view = None if tokens is None else View.of(tokens, rules.refresh)
         self.known = True
         self.fast = self.view

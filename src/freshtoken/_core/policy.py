@@ -7,7 +7,9 @@ Rules (the manager and every integration follow them; nothing else decides):
   server's ``refresh_in`` hint when given, else ``window`` seconds before expiry, where the
   window is the smaller of ``leeway`` and ``window_fraction`` of the lifetime (so short-lived
   tokens are not refreshed on every request), widened to at least ``REFRESH_HEADROOM`` times
-  the observed refresh duration (at most half the lifetime) so that the refresh lands in time.
+  the observed refresh duration plus ``USE_HEADROOM`` times the observed interval between
+  callers (at most half the lifetime), so that a caller comes inside the window and the
+  refresh it starts lands in time.
   A token of unknown expiry is always FRESH: only a 401 can tell. ``RefreshPolicy.schedule``
   computes the two instants once per token set.
 * Floor. One credential refreshes at most once per ``min_interval`` seconds (monotonic), so
@@ -84,6 +86,7 @@ __all__ = [
 ]
 
 REFRESH_HEADROOM = 3.0  # a refresh falls due at least this many refresh durations early
+USE_HEADROOM = 1.25  # ...and this many intervals between callers early
 
 
 class Freshness(enum.Enum):
@@ -97,15 +100,18 @@ class RefreshPolicy:
     """When to refresh: ``leeway`` seconds before expiry at most, ``window_fraction`` of the
     token's lifetime at most, and never more often than once per ``min_interval`` seconds.
 
-    ``refresh_duration`` is how long refreshes of this credential have been taking (the
-    manager observes it): the refresh falls due at least ``REFRESH_HEADROOM`` times that
-    before expiry, at most half the lifetime before, so that it lands before the token
-    expires."""
+    ``refresh_duration`` is how long refreshes of this credential have been taking, and
+    ``use_interval`` how long its callers have gone without asking (the manager observes
+    both): the refresh falls due at least ``REFRESH_HEADROOM`` times the one plus
+    ``USE_HEADROOM`` times the other before expiry, at most half the lifetime before, so
+    that a caller comes while the token is due but still works, and the background refresh
+    it starts lands before the token expires."""
 
     leeway: float = 30.0
     window_fraction: float = 0.25
     min_interval: float = 1.0
     refresh_duration: float = 0.0
+    use_interval: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.leeway) and self.leeway >= 0):
@@ -116,6 +122,8 @@ class RefreshPolicy:
             raise ValueError("min_interval must be a finite number of seconds >= 0")
         if not (math.isfinite(self.refresh_duration) and self.refresh_duration >= 0):
             raise ValueError("refresh_duration must be a finite number of seconds >= 0")
+        if not (math.isfinite(self.use_interval) and self.use_interval >= 0):
+            raise ValueError("use_interval must be a finite number of seconds >= 0")
 
     def refresh_due_at(self, tokens: TokenSet) -> float | None:
         if tokens.expires_at is None:
@@ -124,9 +132,9 @@ class RefreshPolicy:
         lifetime = tokens.lifetime
         if lifetime is not None:
             window = min(window, self.window_fraction * lifetime)
-            if self.refresh_duration > 0:
-                headroom = min(REFRESH_HEADROOM * self.refresh_duration, lifetime / 2)
-                window = max(window, headroom)
+            headroom = REFRESH_HEADROOM * self.refresh_duration + USE_HEADROOM * self.use_interval
+            if headroom > 0:
+                window = max(window, min(headroom, lifetime / 2))
         due = tokens.expires_at - window
         if tokens.refresh_at is not None:
             due = min(due, tokens.refresh_at)

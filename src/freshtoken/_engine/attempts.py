@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeAlias
@@ -79,9 +80,11 @@ class Attempts:
         deadline: float,
         send: Send,
         on_late: Callable[[], None],
+        urgency: float = -math.inf,
     ) -> TokenSet:
         """One attempt for ``current`` by ``deadline`` (monotonic): the answer of the request
-        still in the air for the same tokens, or a new request (``send(its deadline)``)."""
+        still in the air for the same tokens, or a new request (``send(its deadline)``),
+        queued for its issuer's cap by ``urgency`` (see ``connections.Queued``)."""
         pending = self._pending
         if pending is not None and _same(pending.presented, current):
             pending.on_late = on_late
@@ -93,7 +96,7 @@ class Attempts:
         else:
             pending = None
         if pending is None:
-            mark = connections.Queued(deadline)  # never sent past the attempt's deadline
+            mark = connections.Queued(deadline, urgency)  # never sent past the deadline
             context = contextvars.copy_context()
             context.run(connections.queued.set, mark)
             # The task copies the context current at its creation (create_task(context=...)

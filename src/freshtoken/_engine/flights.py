@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -93,7 +94,11 @@ class Flights:
 
         async def attempt(current: TokenSet | None, deadline: float) -> TokenSet:
             return await attempts.attempt(
-                current, deadline, lambda until: send(current, until), self._collect_late
+                current,
+                deadline,
+                lambda until: send(current, until),
+                self._collect_late,
+                urgency(job, current, self.clock),
             )
 
         try:
@@ -224,6 +229,13 @@ class TokenRequests:
             return await arefresh(current, self._clock, **options)
         refresh: Callable[..., TokenSet] = self._refresher.refresh
         return await host().run_sync(lambda: refresh(current, self._clock, **options))
+
+
+def urgency(job: Job, current: TokenSet | None, clock: Clock) -> float:
+    """When the answer of a flight's attempt is needed (wall clock), for the issuer's queue:
+    now if a caller waits for it, else when the token it replaces expires (earliest first)."""
+    expires_at = math.inf if current is None or current.expires_at is None else current.expires_at
+    return expires_at if job.background else min(expires_at, clock())
 
 
 def native_async(refresher: object) -> bool:

@@ -21,9 +21,11 @@ How the pieces fit:
   caller started the flight, ``on_session_expired`` of every manager of the credential, once
   per expiry.
 * While a token is FRESH, asking costs one attribute read and one clock call (no lock).
-* How long refreshes take is watched (the slowest recent one, decaying): the background
-  refresh of a STALE token starts at least three times that before expiry (at most half the
-  lifetime earlier), so that it lands before any request has to wait for it.
+* How long refreshes take is watched (the slowest recent one, decaying), and how long
+  callers stay away (the longest time from a token falling due to its first caller): the
+  background refresh of a STALE token falls due at least three times the one plus 1.25
+  times the other before expiry (at most half the lifetime earlier), so that a caller
+  starts it and it lands before any request has to wait for it.
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ class TokenManager(Flights):
         self._closed = False
         self._credential = credential_for(self)
         self._state = self._credential.state
-        self._observed_policy = (self.policy, 0.0, self.policy)
+        self._observed_policy = (self.policy, (0.0, 0.0), self.policy)
         self._requests: TokenRequests | None = None  # built at the first flight, then kept
 
     def __repr__(self) -> str:
@@ -231,12 +233,13 @@ class TokenManager(Flights):
     @property
     def rules(self) -> Rules:
         policy = self.policy
-        slowest = self._credential.slowest
-        if slowest > 0:
+        credential = self._credential
+        slowest, away = credential.slowest, credential.state.use_interval
+        if slowest > 0 or away > 0:
             base, seen, observed = self._observed_policy
-            if base is not policy or seen != slowest:
-                observed = dataclasses.replace(policy, refresh_duration=slowest)
-                self._observed_policy = (policy, slowest, observed)
+            if base is not policy or seen != (slowest, away):
+                observed = dataclasses.replace(policy, refresh_duration=slowest, use_interval=away)
+                self._observed_policy = (policy, (slowest, away), observed)
             policy = observed
         return Rules(
             policy,

@@ -35,6 +35,12 @@ DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _SLOW_DOWN = 5.0  # RFC 8628 section 3.5
 _TRANSIENT_POLL_FAILURES = 3
 _LONGEST_INTERVAL = 60.0  # a server's interval beyond this is hostile, not slow
+# Below this a server (a test server's 0, or a hostile one) would have the client poll as fast
+# as it answers; at most one poll a second is what it gets.
+_SHORTEST_INTERVAL = 1.0
+# Providers' device codes live 15-30 minutes; a longer life is capped, so that a login polled
+# by a server that never answers but "authorization_pending" still ends.
+_LONGEST_EXPIRY = 3600.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,11 +129,11 @@ class DeviceAuthorization:
                 raise LoginFailed("invalid_response", f"the device authorization lacks {name}")
             fields[name] = value
         complete = document.get("verification_uri_complete")
-        expires_in = _number(document.get("expires_in"), "expires_in")
+        expires_in = min(_number(document.get("expires_in"), "expires_in"), _LONGEST_EXPIRY)
         interval = document.get("interval")
         # A server asking for days between polls is hostile or broken, not slow.
         asked = 5.0 if interval is None else _number(interval, "interval")
-        self.interval = min(asked, _LONGEST_INTERVAL)
+        self.interval = min(max(asked, _SHORTEST_INTERVAL), _LONGEST_INTERVAL)
         self.deadline = now + expires_in
         self._device_code = fields["device_code"]
         return DevicePrompt(

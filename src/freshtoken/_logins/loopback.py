@@ -3,11 +3,12 @@
 It listens on 127.0.0.1 (or ``[::1]``), never on other interfaces, and waits for the one
 request that answers the login: a GET of the callback path with this login's ``state``.
 Everything else is a stray and leaves the login running: a favicon request, a port scanner,
-a browser's speculative connection that sends nothing, a request without a state or for
-another ``Host`` (a DNS-rebinding page). The answering request gets a small page ("you can
-close this tab", or what went wrong); then the listener closes. A mismatched state, an
-``iss`` that is not the issuer's, or an error from the server end the login at once with a
-clear [`LoginFailed`][freshtoken.LoginFailed], as does the timeout.
+a browser's speculative connection that sends nothing, a request without a state, with
+another login's state (an old tab's, or a forgery any web page can send to the port it
+guesses) or for another ``Host`` (a DNS-rebinding page). The answering request gets a small
+page ("you can close this tab", or what went wrong); then the listener closes. With this
+login's state, an ``iss`` that is not the issuer's or an error from the server end the login
+at once with a clear [`LoginFailed`][freshtoken.LoginFailed], as does the timeout.
 
 [`CallbackJudge`][] decides and `_Connection` speaks HTTP/1.1 (h11), with no I/O;
 [`LoopbackListener`][] (anyio: asyncio or trio) only moves bytes. There is one listener: a
@@ -22,6 +23,7 @@ import contextlib
 import dataclasses
 import inspect
 import ipaddress
+import secrets
 import threading
 from collections.abc import Callable
 from html import escape
@@ -85,6 +87,15 @@ class CallbackJudge:
         if "state" not in params or not ({"code", "error"} & set(params)):
             return Verdict(
                 400, "Not a sign-in answer", "This address only receives sign-in answers."
+            )
+        if not secrets.compare_digest(params["state"].encode(), self.request.state.encode()):
+            # Another login's answer, an old tab's, or a web page's forgery sent to the port
+            # it guessed: refused, and the login goes on waiting for its own.
+            return Verdict(
+                400,
+                "Not this sign-in",
+                "This answer belongs to another sign-in. Finish the sign-in the application "
+                "opened, or start it again.",
             )
         try:
             code = self.request.code_from(params)

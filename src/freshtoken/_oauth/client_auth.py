@@ -95,10 +95,16 @@ class ClientAuth:
         self._signer = None if private_key is None else Signer(private_key, key_id, algorithm)
 
     def request(
-        self, url: str, form: Mapping[str, str | Sequence[str]], headers: Mapping[str, str]
+        self,
+        url: str,
+        form: Mapping[str, str | Sequence[str]],
+        headers: Mapping[str, str],
+        *,
+        parsed: httpx.URL | None = None,
     ) -> httpx.Request:
         """The POST of ``form`` (a field may repeat: give it a list) with this client's
-        authentication added."""
+        authentication added. ``parsed``: ``url`` already parsed (a refresher keeps it, which
+        spares httpx parsing it again for every refresh)."""
         form = dict(form)
         sent_headers = {"Accept": "application/json", **headers}
         if self.method == "client_secret_basic":
@@ -113,7 +119,7 @@ class ClientAuth:
                 form["client_assertion"] = self._signer.assertion(
                     self.client_id, self.audience or url
                 )
-        return httpx.Request("POST", url, data=form, headers=sent_headers)
+        return httpx.Request("POST", parsed or url, data=form, headers=sent_headers)
 
     @property
     def key_id(self) -> str | None:

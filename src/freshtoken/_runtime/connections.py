@@ -7,9 +7,13 @@ handshake per connection, not per refresh.
 
 Each issuer origin (scheme, host, port) also has a cap on the token requests in the air at
 once (``HTTPRefresher(..., concurrency=8)``). A fleet of sessions whose tokens all fall due
-together (the end of a provider outage, a process start) queues behind it, first come first
-served, instead of opening thousands of connections: the queue drains at the pace the
-provider answers, never more than the cap at once. A request waits for its place until its
+together (the end of a provider outage, a process start) queues behind it instead of opening
+thousands of connections: the queue drains at the pace the provider answers, never more than
+the cap at once. The queue is served by urgency, earliest first (``Queued.urgency``: the
+wall-clock time by which the answer is needed, which the engine sets to the token's expiry,
+or to now when a caller waits), then in arrival order: a caller whose token has expired goes
+before background refreshes of tokens that still work for seconds, which would otherwise
+make it wait through a burst of them. A request waits for its place until its
 attempt's deadline (``QUEUE_WAIT`` seconds when it has none); only then does it fail, as
 ``RefreshFailed("busy")``, without being sent. The refresh token was not presented, so a
 retry may present it again safely, and the failure says nothing about the server: the
@@ -25,14 +29,19 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import heapq
+import itertools
+import math
 import os
 import ssl
+import sys
 import time
 import urllib.request
 import weakref
 from collections.abc import AsyncIterator
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
+import anyio
 import httpx
 
 from ..errors import RefreshFailed
@@ -53,13 +62,14 @@ __all__ = [
 
 class Queued:
     """The engine's view of a request under the cap: the deadline of its attempt (monotonic),
-    past which it is not sent (a request lingers past it once sent, see ``attempts``), and
-    whether it got its place."""
+    past which it is not sent (a request lingers past it once sent, see ``attempts``), its
+    urgency (a wall-clock time: the earliest is sent first), and whether it got its place."""
 
-    __slots__ = ("cap", "deadline", "origin", "sent")
+    __slots__ = ("cap", "deadline", "origin", "sent", "urgency")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, urgency: float = -math.inf) -> None:
         self.deadline = deadline
+        self.urgency = urgency
         self.sent = False
         self.origin = "the token endpoint"
         self.cap = 0
@@ -82,6 +92,58 @@ queued: contextvars.ContextVar[Queued | None] = contextvars.ContextVar(
 DEFAULT_CONCURRENCY = 8
 QUEUE_WAIT = 2.0  # seconds a token request without a deadline waits for a place
 
+
+class Places:
+    """``cap`` places, handed to the waiter with the earliest urgency, then the earliest
+    arrival. (asyncio's semaphore serves its waiters in arrival order only.) On one loop."""
+
+    __slots__ = ("_arrivals", "_waiting", "cap", "taken")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.taken = 0
+        # (urgency, arrival, future): a future set to True hands its waiter a place; one
+        # already done (its wait timed out) is skipped when a place frees up.
+        self._waiting: list[tuple[float, int, asyncio.Future[bool]]] = []
+        self._arrivals = itertools.count()
+
+    async def take(self, urgency: float, wait: float) -> bool:
+        """A place, waiting at most ``wait`` seconds for one; False if none came."""
+        if self.taken < self.cap:  # a free place means nobody waits: each is handed on
+            self.taken += 1
+            return True
+        loop = asyncio.get_running_loop()
+        handed: asyncio.Future[bool] = loop.create_future()
+        heapq.heappush(self._waiting, (urgency, next(self._arrivals), handed))
+        timer = loop.call_later(max(wait, 0.0), _settle_once, handed, False)
+        try:
+            return await handed
+        except asyncio.CancelledError:
+            if handed.done() and not handed.cancelled() and handed.result():
+                self.release()  # handed a place just as its waiter was cancelled
+            raise
+        finally:
+            timer.cancel()
+            _settle_once(handed, False)
+
+    def release(self) -> None:
+        waiting = self._waiting
+        while waiting:
+            handed = heapq.heappop(waiting)[2]
+            if not handed.done():
+                handed.set_result(True)  # the place goes straight to it: taken stays
+                return
+        self.taken -= 1
+
+    def waiters(self) -> int:
+        return sum(1 for _, _, handed in self._waiting if not handed.done())
+
+
+def _settle_once(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 _TLSKey: TypeAlias = tuple[int, bool]  # id of the SSLContext (kept alive by the pool), or verify
 
 
@@ -93,7 +155,7 @@ class _LoopConnections:
     def __init__(self) -> None:
         self.pools: dict[_TLSKey, Pool] = {}
         self.proxied: dict[_TLSKey, httpx.AsyncClient] = {}  # through the environment's proxy
-        self.caps: dict[str, tuple[int, asyncio.Semaphore]] = {}
+        self.caps: dict[str, Places] = {}
 
 
 _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = (
@@ -104,6 +166,31 @@ _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] =
 def shared() -> bool:
     """Whether the running task may use the shared pools and caps (it runs on the host)."""
     return in_host_thread()
+
+
+def time_limit(seconds: float | None) -> contextlib.AbstractAsyncContextManager[object]:
+    """Cancel what runs inside after ``seconds`` (None: no limit), raising TimeoutError.
+
+    On the host loop asyncio's own timeout (Python 3.11+), a third of anyio's cost per
+    refresh; elsewhere anyio's, which also serves trio."""
+    if sys.version_info >= (3, 11) and shared():
+        return asyncio.timeout(seconds)
+    return _AnyioLimit(seconds)
+
+
+class _AnyioLimit:
+    """anyio's ``fail_after`` (a plain context manager) entered with ``async with``."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, seconds: float | None) -> None:
+        self._scope = anyio.fail_after(seconds)
+
+    async def __aenter__(self) -> object:
+        return self._scope.__enter__()
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return self._scope.__exit__(*exc_info)
 
 
 def _connections() -> _LoopConnections:
@@ -200,40 +287,39 @@ async def place_for(origin: str, cap: int, deadline: float | None) -> AsyncItera
 
     Raises ``RefreshFailed("busy")``, known not to have reached the server, when no place
     frees up by ``deadline`` (monotonic) or the attempt's (``queued``), or within
-    ``QUEUE_WAIT`` seconds without either.
-    asyncio's semaphore serves its waiters in order: the first queued is the first sent.
+    ``QUEUE_WAIT`` seconds without either. Waiters are served by the attempt's urgency
+    (``Queued``; a request without one is the most urgent), then in arrival order.
     """
     held = _connections()
-    entry = held.caps.get(origin)
-    if entry is None or entry[0] != cap:
+    places = held.caps.get(origin)
+    if places is None or places.cap != cap:
         # A refresher with another cap for the same origin: the latest setting wins for new
-        # requests; those in the air finish under the semaphore they took.
-        entry = held.caps[origin] = (cap, asyncio.Semaphore(cap))
-    semaphore = entry[1]
+        # requests; those in the air finish under the places they took.
+        places = held.caps[origin] = Places(cap)
     mark = queued.get()
+    urgency = -math.inf
     if mark is not None:
         deadline = mark.deadline if deadline is None else min(deadline, mark.deadline)
         mark.origin, mark.cap = origin, cap
+        urgency = mark.urgency
     wait = QUEUE_WAIT if deadline is None else deadline - time.monotonic()
-    if semaphore.locked():
-        try:
-            await asyncio.wait_for(semaphore.acquire(), max(wait, 0.0))
-        except asyncio.TimeoutError:  # not the builtin on Python 3.10
-            raise busy(origin, cap) from None
-    else:
-        await semaphore.acquire()
+    if not await places.take(urgency, wait):
+        raise busy(origin, cap)
     if mark is not None:
         mark.sent = True
     try:
         yield
     finally:
-        semaphore.release()
+        places.release()
 
 
 def in_the_air(origin: str) -> int:
     """Token requests to ``origin`` holding a place on the running loop (for tests)."""
-    entry = _connections().caps.get(origin)
-    if entry is None:
-        return 0
-    cap, semaphore = entry
-    return cap - semaphore._value  # asyncio exposes no count
+    places = _connections().caps.get(origin)
+    return 0 if places is None else places.taken
+
+
+def waiting(origin: str) -> int:
+    """Token requests to ``origin`` queued for a place on the running loop (for tests)."""
+    places = _connections().caps.get(origin)
+    return 0 if places is None else places.waiters()

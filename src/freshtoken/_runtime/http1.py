@@ -1,12 +1,13 @@
 """The flight host's HTTP/1.1 client for token endpoints: h11 over asyncio's own transports.
 
 A refresh is one small POST and one small answer, and at a fleet's scale the client's own cost
-is most of a refresh's CPU. Measured on a warm connection to the reference server (a token
-POST and its answer, median of 400, one run; ``benchmarks/bench_engine.py --transports``):
-``httpx.AsyncClient`` 1,177 us, httpcore's pool used directly 940 us, aiohttp 642 us, this
-client 549 us; httpx's blocking client, the bare baseline the engine is measured against,
-932 us. The difference is plumbing (anyio streams, httpcore's pool and its locks, httpx's
-models), none of which a token request needs; h11, which does the protocol, is the same.
+is most of a refresh's CPU. One warm token POST to the reference server and its answer, median
+microseconds, the clients taking turns (``benchmarks/bench_engine.py --transports --rounds
+500``, two runs on a shared 2-core machine): this client 799 and 1,005; aiohttp 912 and 1,178;
+httpcore's pool used directly 1,039 and 1,307; httpx's blocking client 1,116 and 1,460;
+``httpx.AsyncClient`` 1,343 and 1,749. The difference is plumbing (anyio streams, httpcore's
+pool and its locks, httpx's models), none of which a token request needs; h11, which does the
+protocol, is the same. aiohttp comes close but is an optional dependency; h11 is one already.
 
 What it does, and nothing more, since a token endpoint gets nothing else:
 
@@ -55,6 +56,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.incoming = bytearray()
         self.ended = False  # the server closed its side, or the connection is gone
+        self.received = 0  # bytes received since the last request went out
         self.paused = False
         self.idle_since = 0.0
         self._wake: asyncio.Future[None] | None = None
@@ -67,6 +69,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
         self.incoming += data
         if len(self.incoming) > _HIGH_WATER and self.transport is not None:
             self.paused = True
@@ -147,6 +150,10 @@ class _Connection(asyncio.Protocol):
             wake.set_result(None)
 
 
+class _Crossed(Exception):
+    """The server closed the connection without a byte of answer to the request sent on it."""
+
+
 def _expire(wake: asyncio.Future[None]) -> None:
     if not wake.done():
         wake.set_exception(httpx.ReadTimeout("no answer within the read timeout"))
@@ -161,29 +168,61 @@ class Pool:
 
     async def send(self, request: httpx.Request, timeout: httpx.Timeout, limit: int) -> Answer:
         """Send ``request`` and read its answer, the body decoded and cut off past ``limit``
-        bytes (the caller sees more than ``limit`` and refuses it)."""
+        bytes (the caller sees more than ``limit`` and refuses it).
+
+        A kept-alive connection the server closed just as the request went out (its close
+        and the request crossed: the checkout's look at the socket came too early) is not
+        a failure: the request goes once more on a new connection. That closed connection
+        sent not a byte back; a server that answers nothing and closes a new connection
+        fails the request as usual."""
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        connection = self._checkout(origin) or await self._connect(origin, timeout.connect)
+        try:
+            body = request.content
+        except httpx.RequestNotRead:  # a streamed body (its framing is in its headers)
+            body = await request.aread()
+        head = h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw)
+        kept = self._checkout(origin)
+        if kept is not None:
+            try:
+                return await self._exchange(origin, kept, head, body, timeout=timeout, limit=limit)
+            except _Crossed:
+                pass
+        connection = await self._connect(origin, timeout.connect)
+        try:
+            return await self._exchange(
+                origin, connection, head, body, timeout=timeout, limit=limit
+            )
+        except _Crossed:
+            raise httpx.RemoteProtocolError("the server closed the connection unanswered") from None
+
+    async def _exchange(
+        self,
+        origin: _Origin,
+        connection: _Connection,
+        head: h11.Request,
+        body: bytes,
+        *,
+        timeout: httpx.Timeout,
+        limit: int,
+    ) -> Answer:
         clean = False
         try:
-            head = h11.Request(
-                method=request.method, target=url.raw_path, headers=request.headers.raw
-            )
-            try:
-                body = request.content
-            except httpx.RequestNotRead:  # a streamed body (its framing is in its headers)
-                body = await request.aread()
             out = connection.h11.send(head) or b""
             if body:
                 out += connection.h11.send(h11.Data(data=body)) or b""
             out += connection.h11.send(h11.EndOfMessage()) or b""
             if connection.ended or connection.transport is None:
-                raise httpx.RemoteProtocolError("the server closed the connection")
+                raise _Crossed
+            connection.received = 0
             connection.transport.write(out)
             answer, clean = await _read_answer(connection, timeout.read, limit)
             return answer
-        except h11.ProtocolError as error:
+        except (h11.ProtocolError, httpx.RemoteProtocolError) as error:
+            if connection.ended and connection.received == 0:
+                raise _Crossed from None
+            if isinstance(error, httpx.RemoteProtocolError):
+                raise
             raise httpx.RemoteProtocolError(f"not HTTP/1.1: {error}") from None
         finally:
             if clean and connection.h11.our_state is h11.DONE:

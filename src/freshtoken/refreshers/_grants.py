@@ -108,8 +108,8 @@ class _AcquiringGrant(HTTPRefresher):
         form = {**self.extra_params, **form}
         if self.client is None:
             headers = {"Accept": "application/json", **self.headers}
-            return httpx.Request("POST", self.url, data=form, headers=headers)
-        return self.client.request(self.url, form, self.headers)
+            return httpx.Request("POST", self._parsed_url, data=form, headers=headers)
+        return self.client.request(self.url, form, self.headers, parsed=self._parsed_url)
 
     def secrets(self) -> tuple[str, ...]:
         return () if self.client is None else self.client.secrets()

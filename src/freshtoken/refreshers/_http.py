@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
-import anyio
 import httpx
 
 from .._core.clock import Clock, system_clock
@@ -72,6 +71,15 @@ class HTTPRefresher:
             raise ValueError("concurrency must be a whole number >= 1")
         self.concurrency = concurrency
         self._ssl_context: ssl.SSLContext | None = None
+        self._parsed: tuple[str, httpx.URL] | None = None
+
+    @property
+    def _parsed_url(self) -> httpx.URL:
+        """``url`` parsed, once (again if ``url`` is replaced)."""
+        kept = self._parsed
+        if kept is None or kept[0] != self.url:
+            kept = self._parsed = (self.url, httpx.URL(self.url))
+        return kept[1]
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -254,7 +262,7 @@ async def _exchange(
     budget = math.inf if deadline is None else deadline - time.monotonic()
     status: int | None = None
     try:
-        with anyio.fail_after(max(budget, 0.0) if math.isfinite(budget) else None):
+        async with connections.time_limit(max(budget, 0.0) if math.isfinite(budget) else None):
             if connections.shared():
                 status, raw, body = await connections.send(
                     request, httpx.Timeout(timeout), verify, LARGEST_ANSWER

@@ -166,7 +166,8 @@ class _GrantRefresher(HTTPRefresher):
     def _grant(self, form: dict[str, str]) -> httpx.Request:
         if self.scope:
             form["scope"] = self.scope
-        return self.client.request(self.url, {**self.extra_params, **form}, self.headers)
+        form = {**self.extra_params, **form}
+        return self.client.request(self.url, form, self.headers, parsed=self._parsed_url)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, client_id={self.client.client_id!r})"
