@@ -7,7 +7,6 @@ import base64
 import concurrent.futures
 import datetime
 import http.server
-import ipaddress
 import json
 import re
 import ssl
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from certificates import self_signed
 from profile_fixture import LoggedIn
 from tools import require
 
@@ -259,7 +259,7 @@ class TLSProxy:
     def __init__(self, upstream: str, directory: Path) -> None:
         self.upstream = upstream
         self.requests: list[tuple[str, str]] = []
-        self.ca_pem = _self_signed(directory)
+        self.ca_pem = self_signed(directory, "freshtoken-test-apiserver")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
         proxy = self
@@ -291,42 +291,6 @@ class TLSProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def _self_signed(directory: Path) -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "freshtoken-test-apiserver")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    (directory / "cert.pem").write_bytes(pem)
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return pem
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ send. Every refresh here goes through a manager, so it runs on the host and its 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import gzip
-import ipaddress
 import json
 import socket
 import ssl
@@ -18,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from certificates import self_signed
 
 from freshtoken import (
     OAuth2Refresher,
@@ -323,41 +322,10 @@ async def test_an_async_forced_refresh_answered_with_the_same_token_sends_one_re
 
 def certificate(directory: Path) -> tuple[ssl.SSLContext, Path]:
     """A self-signed certificate for 127.0.0.1: the server's context and the CA file."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "freshtoken test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    self_signed(directory)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    return context, cert_file
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context, directory / "cert.pem"
 
 
 def test_over_tls_the_connection_is_verified_and_kept_alive(tmp_path: Path) -> None:
