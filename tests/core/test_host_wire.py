@@ -38,14 +38,18 @@ class RawServer:
     answers with ``script(n)``, n counting the requests on that connection from 0. An answer
     ending in ``CLOSE`` closes the connection after writing."""
 
-    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, script: Script, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.script = script
         self.tls = tls
         self.connections = 0
         self.requests: list[bytes] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, 0), family=family)
         port = self._listener.getsockname()[1]
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/token"
+        where = f"[{host}]" if ":" in host else host
+        self.url = f"{'https' if tls else 'http'}://{where}:{port}/token"
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -229,6 +233,19 @@ def test_a_kept_alive_connection_closed_unanswered_is_tried_once_more_on_a_new_o
     assert server.connections == 2
     assert len(server.requests) == 3
     assert manager.stats.snapshot()["refresh_failures"] == 0
+
+
+def test_an_ipv6_token_endpoint_is_reached_and_its_connection_kept() -> None:
+    server = RawServer(lambda _: answer(TOKENS), host="::1")
+    try:
+        manager = session(server)
+        for _ in range(2):
+            assert manager.refresh(timeout=TIMEOUT).access_token == "new-access-3"
+        assert server.connections == 1
+        assert server.requests[0].startswith(b"POST /token HTTP/1.1\r\n")
+        assert b"\r\nhost: [::1]:" in server.requests[0].lower()
+    finally:
+        server.close()
 
 
 def test_connection_close_is_honoured(serve: Callable[[Script], RawServer]) -> None:

@@ -176,7 +176,9 @@ class Pool:
         sent not a byte back; a server that answers nothing and closes a new connection
         fails the request as usual."""
         url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        # raw_host: an internationalised name as the network spells it (IDNA), IPv6 unbracketed.
+        host = url.raw_host.decode("ascii")
+        origin = (url.scheme, host, url.port or (443 if url.scheme == "https" else 80))
         try:
             body = request.content
         except httpx.RequestNotRead:  # a streamed body (its framing is in its headers)
