@@ -70,6 +70,51 @@ def test_browser_login_end_to_end(oauth_server: ReferenceServer) -> None:
     assert refreshed["access_token"]
 
 
+def test_the_tab_says_signed_in_only_once_the_code_is_exchanged(
+    oauth_server: ReferenceServer,
+) -> None:
+    """The browser's answer is held while its code is exchanged: when the exchange fails (the
+    token endpoint answers 503), the tab says so, and does not claim a sign-in that did not
+    happen."""
+    oauth_server.inject("status_503")
+    browser = oauth_server.browser("alice", "alice")
+    with pytest.raises(LoginFailed) as caught:
+        login(oauth_server, browser)
+    assert browser.wait()
+    assert caught.value.error == "temporarily_unavailable"
+    (page,) = browser.visited
+    assert page.status_code == 400
+    assert "Sign-in failed" in page.text
+    assert "temporarily_unavailable" in page.text
+    assert "signed in" not in page.text.lower()
+
+
+def test_the_same_answer_twice_is_redeemed_once() -> None:
+    """A reload of the answer while its code is being exchanged: 409, not a second exchange
+    (a server refuses a code used twice, and may revoke what the first use gave)."""
+    from freshtoken._logins.authorization import AuthorizationRequest
+    from freshtoken._logins.loopback import CallbackJudge
+    from freshtoken._oauth.discovery import ServerMetadata
+
+    metadata = ServerMetadata.from_document(
+        {
+            "issuer": "https://issuer.example",
+            "authorization_endpoint": "https://issuer.example/authorize",
+            "token_endpoint": "https://issuer.example/token",
+        },
+        issuer="https://issuer.example",
+    )
+    request = AuthorizationRequest.start(
+        metadata, client_id="app", redirect_uri="http://127.0.0.1:5000/callback"
+    )
+    judge = CallbackJudge(request, hosts=frozenset({"127.0.0.1:5000"}), path="/callback")
+    target = f"/callback?code=the-code&state={request.state}".encode()
+    first = judge.judge(b"GET", target, b"127.0.0.1:5000")
+    again = judge.judge(b"GET", target, b"127.0.0.1:5000")
+    assert (first.status, first.outcome) == (200, "the-code")
+    assert (again.status, again.outcome) == (409, None)
+
+
 @pytest.mark.anyio
 async def test_async_browser_login(oauth_server: ReferenceServer) -> None:
     """abrowser_login on asyncio and trio, with a blocking open_browser in a worker thread."""

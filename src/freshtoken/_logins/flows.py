@@ -143,18 +143,22 @@ async def in_browser(
             scope=options.scope,
             params={**params, **resource} or None,
         )
-        code = await listener.wait_for_code(
-            request, open_browser=options.open_browser, timeout=options.timeout
+
+        async def redeem(code: str) -> TokenSet:
+            exchange = request.exchange_flow(
+                code,
+                client,
+                allow_insecure_http=options.allow_insecure_http,
+                clock=options.clock,
+                dpop=options.dpop,
+                params=resource,
+            )
+            return with_default_lifetime(await adrive(exchange, verify=options.verify), metadata)
+
+        # The tab says "signed in" once the code is exchanged, or what went wrong.
+        return await listener.sign_in(
+            request, open_browser=options.open_browser, timeout=options.timeout, redeem=redeem
         )
-    exchange = request.exchange_flow(
-        code,
-        client,
-        allow_insecure_http=options.allow_insecure_http,
-        clock=options.clock,
-        dpop=options.dpop,
-        params=resource,
-    )
-    return with_default_lifetime(await adrive(exchange, verify=options.verify), metadata)
 
 
 async def on_device(

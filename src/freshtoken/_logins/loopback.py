@@ -5,10 +5,12 @@ request that answers the login: a GET of the callback path with this login's ``s
 Everything else is a stray and leaves the login running: a favicon request, a port scanner,
 a browser's speculative connection that sends nothing, a request without a state, with
 another login's state (an old tab's, or a forgery any web page can send to the port it
-guesses) or for another ``Host`` (a DNS-rebinding page). The answering request gets a small
-page ("you can close this tab", or what went wrong); then the listener closes. With this
-login's state, an ``iss`` that is not the issuer's or an error from the server end the login
-at once with a clear [`LoginFailed`][freshtoken.LoginFailed], as does the timeout.
+guesses) or for another ``Host`` (a DNS-rebinding page). The answering request waits while
+its code is exchanged, then gets a small page that says how it went ("signed in", or what
+went wrong); then the listener closes. The same answer again meanwhile (a reload) gets a
+409: a code is redeemed once. With this login's state, an ``iss`` that is not the issuer's
+or an error from the server end the login at once with a clear
+[`LoginFailed`][freshtoken.LoginFailed], as does the timeout.
 
 [`CallbackJudge`][] decides and `_Connection` speaks HTTP/1.1 (h11), with no I/O;
 [`LoopbackListener`][] (anyio: asyncio or trio) only moves bytes. There is one listener: a
@@ -25,10 +27,10 @@ import inspect
 import ipaddress
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from html import escape
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -42,7 +44,9 @@ from .authorization import AuthorizationRequest
 
 __all__ = ["CallbackJudge", "LoopbackListener", "OpenBrowser", "Verdict", "check_redirect_uri"]
 
+T = TypeVar("T")
 OpenBrowser = Callable[[str], object]
+SIGNED_IN = "You are signed in. You can close this tab and return to the application."
 CONNECTION_TIMEOUT = 10.0  # a connection that sends no full request in this time is dropped
 MAX_CONNECTIONS = 32  # beyond this, a new connection closes the oldest
 _MAX_REQUEST = 16 * 1024
@@ -68,6 +72,7 @@ class CallbackJudge:
         self.request = request
         self.hosts = hosts
         self.path = path
+        self.claimed = False  # the code was handed out
 
     def judge(self, method: bytes, target: bytes, host: bytes | None) -> Verdict:
         if method != b"GET":
@@ -97,16 +102,16 @@ class CallbackJudge:
                 "This answer belongs to another sign-in. Finish the sign-in the application "
                 "opened, or start it again.",
             )
+        if self.claimed:
+            # The browser sent the answer twice (a reload, a retry): the code is being
+            # redeemed once already, and a second redemption would be refused (or revoke it).
+            return Verdict(409, "Already answered", "This sign-in has its answer already.")
         try:
             code = self.request.code_from(params)
         except LoginFailed as failure:
             return Verdict(400, "Sign-in failed", f"{failure} You can close this tab.", failure)
-        return Verdict(
-            200,
-            "Signed in",
-            "You are signed in. You can close this tab and return to the application.",
-            code,
-        )
+        self.claimed = True
+        return Verdict(200, "Signed in", SIGNED_IN, code)
 
 
 def _page(verdict: Verdict) -> bytes:
@@ -126,7 +131,9 @@ class _Connection:
 
     def receive(self, data: bytes) -> tuple[bytes, Verdict | None] | None:
         """``None`` while the request is incomplete; else what to send (then close) and the
-        verdict (``None`` for a broken request or a closed connection)."""
+        verdict (``None`` for a broken request or a closed connection). The answer to the
+        sign-in's code is not sent yet (empty): the page waits for the code's exchange, and
+        [`respond()`][respond] renders it."""
         try:
             self._h11.receive_data(data)
             event = self._h11.next_event()
@@ -140,6 +147,12 @@ class _Connection:
         verdict = self._judge.judge(
             event.method, event.target, hosts[0] if len(hosts) == 1 else None
         )
+        if isinstance(verdict.outcome, str):
+            return b"", verdict
+        return self.respond(verdict), verdict
+
+    def respond(self, verdict: Verdict) -> bytes:
+        """The page that says ``verdict``, as bytes to send before closing."""
         body = _page(verdict)
         headers = [
             ("Content-Type", "text/html; charset=utf-8"),
@@ -152,7 +165,7 @@ class _Connection:
         answer = self._h11.send(h11.Response(status_code=verdict.status, headers=headers)) or b""
         answer += self._h11.send(h11.Data(data=body)) or b""
         answer += self._h11.send(h11.EndOfMessage()) or b""
-        return answer, verdict
+        return answer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,23 +273,30 @@ class LoopbackListener:
             await self._listener.aclose()
             self._listener = None
 
-    async def wait_for_code(
-        self, request: AuthorizationRequest, *, open_browser: OpenBrowser, timeout: float
-    ) -> str:
-        """Open the browser at ``request.url`` and serve until the answer comes or
-        ``timeout`` passes. ``open_browser`` may be async; a plain one runs in a worker thread.
-        Cancelling the caller closes every connection (the listener closes with the context)."""
+    async def sign_in(
+        self,
+        request: AuthorizationRequest,
+        *,
+        open_browser: OpenBrowser,
+        timeout: float,
+        redeem: Callable[[str], Awaitable[T]],
+    ) -> T:
+        """Open the browser at ``request.url``, serve until the answer comes or ``timeout``
+        passes, and ``redeem`` its code; what ``redeem`` returns. The browser's tab waits for
+        the redemption and says how it went: "signed in" only once it is true.
+        ``open_browser`` may be async; a plain one runs in a worker thread. Cancelling the
+        caller closes every connection (the listener closes with the context)."""
         listener = self._listener
         if listener is None:
             raise RuntimeError("use `async with LoopbackListener(...)` first")
         judge = CallbackJudge(
             request, hosts=self._address.hosts(self.port), path=self._address.path
         )
-        outcome: list[str | LoginFailed] = []
+        outcome: list[T | BaseException] = []
         with anyio.move_on_after(timeout) as deadline_scope:
             async with anyio.create_task_group() as group:
 
-                def finish(result: str | LoginFailed) -> None:
+                def finish(result: T | BaseException) -> None:
                     if not outcome:
                         outcome.append(result)
                     group.cancel_scope.cancel()
@@ -291,10 +311,17 @@ class LoopbackListener:
                     try:
                         with scope:
                             async with stream:
+                                connection = _Connection(judge)
                                 with anyio.move_on_after(CONNECTION_TIMEOUT):
-                                    result = await _serve_stream(stream, _Connection(judge))
+                                    result = await _serve_stream(stream, connection)
+                                if not isinstance(result, str):
                                     if result is not None:
                                         finish(result)
+                                    return
+                                # The sign-in's answer: no flood may close it now.
+                                if scope in connections:
+                                    connections.remove(scope)
+                                finish(await _redeemed(stream, connection, result, redeem))
                     finally:
                         if scope in connections:
                             connections.remove(scope)
@@ -326,9 +353,31 @@ class LoopbackListener:
         if deadline_scope.cancelled_caught and not outcome:
             raise _timeout(timeout)
         result = outcome[0]
-        if isinstance(result, LoginFailed):
+        if isinstance(result, BaseException):
             raise result
         return result
+
+
+async def _redeemed(
+    stream: anyio.abc.SocketStream,
+    connection: _Connection,
+    code: str,
+    redeem: Callable[[str], Awaitable[T]],
+) -> T | BaseException:
+    """``redeem(code)``, then the page that says how it went; its result or its failure."""
+    try:
+        result: T | BaseException = await redeem(code)
+        verdict = Verdict(200, "Signed in", SIGNED_IN)
+    except Exception as error:  # noqa: BLE001 - said on the page, then raised by the login
+        result = error
+        said = str(error) if isinstance(error, LoginFailed) else type(error).__name__
+        verdict = Verdict(400, "Sign-in failed", f"{said}. You can close this tab.")
+    with (
+        anyio.move_on_after(CONNECTION_TIMEOUT),
+        contextlib.suppress(anyio.BrokenResourceError, OSError),
+    ):
+        await stream.send(connection.respond(verdict))
+    return result
 
 
 async def _serve_stream(
