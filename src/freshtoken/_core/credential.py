@@ -33,8 +33,9 @@ The rules, in order (``now`` is the wall clock, for expiry; everything that wait
    while another process holds the lock, no new background flight starts.
    The first caller since the token fell due (STALE or EXPIRED) shows how long callers stay
    away: at least the time since it fell due (the caller before found it FRESH). The
-   longest such interval (``use_interval``; only one under half the lifetime: an idle
-   session coming back tells nothing of a cadence) widens the next tokens' window
+   longest such interval (``use_interval``; only one of a second or more, and under half
+   the lifetime: shorter gaps are the machine's scheduling, and an idle session coming back
+   tells nothing of a cadence) widens the next tokens' window
    (``RefreshPolicy``), so that a call falls inside it early enough: a call at the window's
    very end would send a token that expires on its way, or find it expired.
 4. EXPIRED or missing tokens make callers wait for a flight (started if none runs), which
@@ -346,6 +347,12 @@ class View:
 _NO_TOKENS = "no tokens are stored: log in first"
 
 
+# Callers away for less than this are the machine's scheduling (a process short of CPU, a
+# loop busy elsewhere), not a cadence: learned, such gaps would widen every window of a fleet
+# on a busy machine for good, and refresh short-lived tokens far more than once per lifetime.
+SHORTEST_ABSENCE = 1.0
+
+
 class CredentialState:
     """The state of one credential. Call every method under the credential's mutex.
 
@@ -423,7 +430,11 @@ class CredentialState:
         self._window_met = True  # once per view
         lifetime = view.tokens.lifetime
         away = now - view.due_at
-        if lifetime is not None and 0 < away <= lifetime / 2 and away > self.use_interval:
+        if (
+            lifetime is not None
+            and SHORTEST_ABSENCE <= away <= lifetime / 2
+            and away > self.use_interval
+        ):
             self.use_interval = away
 
     def _decide_replace(self, demand: Replace, rules: Rules, now: float, mono: float) -> Decision:
